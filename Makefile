@@ -1,0 +1,63 @@
+# chamlab: two commands on a fresh machine.
+#   make demo   create .venv, install, profile + predict + measure macro-cifar10 on this CPU
+#   make test   same install, then lint (ruff), types (mypy) and tests (pytest)
+# torch==2.13.0 is installed first (a CPU build is on this machine's disk); the project's torch range
+# admits it, so pip installs no other torch.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+DEPS   := $(VENV)/.deps-installed
+SOURCES := $(shell find host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
+PKGS   := -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
+
+.PHONY: install demo test lint typecheck unit bench data clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet '.[dev]'
+	touch $@
+
+# A non-editable install of the current sources (what users and the wheel get).
+$(VENV)/.installed: $(DEPS) $(SOURCES)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation --force-reinstall .
+	rm -rf build
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/chamlab devices
+	$(BIN)/chamlab profile --target local-cpu --space macro-cifar10
+	$(BIN)/chamlab predict --space macro-cifar10 --arch 01201201 --target local-cpu
+	$(BIN)/chamlab measure --space macro-cifar10 --arch 01201201 --target local-cpu
+
+lint: install
+	$(BIN)/ruff check host agent operators chamnet tests bench
+	$(BIN)/ruff format --check host agent operators chamnet tests bench
+
+typecheck: install
+	$(BIN)/mypy $(PKGS)
+
+unit: install
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+bench: install
+	$(PY) bench/latency_fidelity.py
+	$(PY) bench/profiling_cost.py
+	$(PY) bench/stability.py
+
+# Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).
+data: install
+	$(PY) -c "from pathlib import Path; from chamlab.chamnet.spaces.macro_cifar10 import convert_source_json; \
+	print(convert_source_json(Path('../shared/data/nas-bench-macro_cifar10.json'), Path('chamnet/data/macro_cifar10.parquet')))"
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info luts

@@ -1,0 +1,1 @@
+"""chamlab.agent: runs ON the target. Standard library only, plus the runtime it drives."""

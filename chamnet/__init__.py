@@ -1,0 +1,1 @@
+"""chamlab.chamnet: search spaces, predictors and (later) the search engine."""

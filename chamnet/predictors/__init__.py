@@ -1,0 +1,1 @@
+"""Predictors: latency (LUT), later energy and accuracy."""

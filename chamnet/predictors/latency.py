@@ -1,0 +1,76 @@
+"""Latency predictor: the sum of the operators' LUT entries (p50), as in ChamNet, with an optional
+invocation-overhead correction.
+
+Raw prediction (the paper's): ``sum(p50_ms[op.key] for op in space.ops(arch))`` over the LUT rows of
+one (device, backend, dtype, threads). Repeated ops count once per occurrence.
+
+Correction (our default, switchable with ``--raw``): every single-op microbenchmark includes the
+fixed cost of one program invocation, which a whole network pays only once. The LUT holds that cost
+as the p50 of :data:`~chamlab.operators.specs.INVOCATION_PROBE` (``chamlab profile`` always measures
+it), and the corrected prediction is ``raw - (n_ops - 1) * overhead``. ``bench/latency_fidelity.py``
+reports both, so the effect of the correction is measured, not assumed.
+
+A missing entry is an error listing every missing op (never a silent zero).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from chamlab.operators.errors import MissingLutEntriesError
+from chamlab.operators.specs import INVOCATION_PROBE, OpSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class OpContribution:
+    op: OpSpec
+    count: int
+    p50_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.count * self.p50_ms
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyPrediction:
+    latency_ms: float  # corrected when invocation_overhead_ms is set, else the raw sum
+    lut_sum_ms: float  # the raw sum of the ops' p50
+    invocation_overhead_ms: float | None
+    ops: tuple[OpContribution, ...]  # in first-occurrence order
+
+
+class LutLatencyPredictor:
+    """Predicts network latency from per-op p50 entries (``op key -> ms``).
+
+    ``correct_overhead``: subtract ``(n_ops - 1)`` invocation overheads when the entries hold the
+    :data:`INVOCATION_PROBE`; with ``False`` (or without the probe) the prediction is the raw sum.
+    """
+
+    def __init__(
+        self, p50_ms: Mapping[str, float], *, correct_overhead: bool = True, what: str = "the LUT"
+    ) -> None:
+        self._p50 = dict(p50_ms)
+        self._what = what
+        self.invocation_overhead_ms = self._p50.get(INVOCATION_PROBE.key) if correct_overhead else None
+
+    def missing(self, ops: Sequence[OpSpec]) -> list[OpSpec]:
+        return [op for op in dict.fromkeys(ops) if op.key not in self._p50]
+
+    def predict(self, ops: Sequence[OpSpec]) -> LatencyPrediction:
+        missing = self.missing(ops)
+        if missing:
+            raise MissingLutEntriesError(
+                f"{self._what} has no entry for {len(missing)} of this network's ops: "
+                + "; ".join(op.key for op in missing[:5])
+                + (" ..." if len(missing) > 5 else ""),
+                [op.key for op in missing],
+            )
+        counts = Counter(ops)
+        contributions = tuple(OpContribution(op, counts[op], self._p50[op.key]) for op in dict.fromkeys(ops))
+        raw = sum(c.total_ms for c in contributions)
+        overhead = self.invocation_overhead_ms
+        latency = raw if overhead is None else max(raw - (len(ops) - 1) * overhead, overhead)
+        return LatencyPrediction(latency, raw, overhead, contributions)

@@ -1,0 +1,199 @@
+"""The search-space contract every part of the engine works against.
+
+A space is a typed object with discrete *dimensions*; an architecture (``Arch``) is a tuple with one
+value per dimension, in dimension order. The base class derives everything generic from that:
+
+* ``encode(arch) -> (d,) float array in [0, 1]`` (ordinal: value index / (choices - 1)) and
+  ``decode(vec) -> Arch`` (nearest choice), so GP predictors and samplers see a unit cube;
+* ``sample(rng, n)`` draws uniformly over the choices with the caller's ``numpy.random.Generator``;
+* ``macs(arch)`` / ``params(arch)`` sum the op specs' counts, no torch needed;
+* ``build(arch)`` is the torch network made of exactly the modules of ``ops(arch)``, so a LUT built
+  from those ops describes the network that is deployed.
+
+A subclass supplies ``dimensions``, ``ops(arch)``, ``parse(text)`` / ``format(arch)`` and its named
+``references``.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from chamlab.operators.errors import ArchError, DuplicateNameError, UnknownNameError
+from chamlab.operators.specs import OpSpec
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Arch = tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dimension:
+    """One searchable choice: a name and its ordered candidate values."""
+
+    name: str
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError(f"dimension {self.name!r} has no values")
+        if len(set(self.values)) != len(self.values):
+            raise ValueError(f"dimension {self.name!r} repeats a value")
+
+    @classmethod
+    def grid(cls, name: str, start: int, stop: int, step: int) -> Dimension:
+        """Values ``start, start + step, ..., stop`` (``stop`` included)."""
+        return cls(name, tuple(range(start, stop + 1, step)))
+
+    def index(self, value: int) -> int:
+        try:
+            return self.values.index(value)
+        except ValueError:
+            raise ArchError(
+                f"{self.name}={value} is not a choice of this space ({_describe_values(self.values)})"
+            ) from None
+
+
+def _describe_values(values: tuple[int, ...]) -> str:
+    if len(values) > 6:
+        steps = {b - a for a, b in itertools.pairwise(values)}
+        if len(steps) == 1:
+            return f"{values[0]}..{values[-1]} step {steps.pop()}"
+    return "choices: " + ", ".join(map(str, values))
+
+
+class SearchSpace(abc.ABC):
+    """Base class of search spaces (see the module docstring for the contract)."""
+
+    name: str = ""
+    description: str = ""
+
+    @property
+    @abc.abstractmethod
+    def dimensions(self) -> tuple[Dimension, ...]: ...
+
+    @abc.abstractmethod
+    def ops(self, arch: Arch) -> list[OpSpec]:
+        """The operators of ``arch`` in execution order (repeats included)."""
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Arch:
+        """Parse the space's string form (or a reference name) into an arch; raises ArchError."""
+
+    @abc.abstractmethod
+    def format(self, arch: Arch) -> str:
+        """The canonical string form of ``arch`` (``parse(format(a)) == a``)."""
+
+    @property
+    def references(self) -> Mapping[str, Arch]:
+        """Named reference architectures (e.g. published models)."""
+        return {}
+
+    # -- generic ----------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of architectures (a Python int: it can be astronomically large)."""
+        n = 1
+        for d in self.dimensions:
+            n *= len(d.values)
+        return n
+
+    def validate(self, arch: Sequence[int]) -> Arch:
+        dims = self.dimensions
+        if len(arch) != len(dims):
+            raise ArchError(f"{self.name}: an arch has {len(dims)} values, got {len(arch)}")
+        for d, v in zip(dims, arch, strict=True):
+            d.index(int(v))
+        return tuple(int(v) for v in arch)
+
+    def resolve(self, text: str) -> Arch:
+        """A reference name or the space's string form."""
+        name = text.strip().lower()
+        if name in self.references:
+            return self.references[name]
+        return self.parse(text)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """``(d,)`` float64 vector in [0, 1]: each value's index over (choices - 1)."""
+        out = np.zeros(len(self.dimensions))
+        for i, (d, v) in enumerate(zip(self.dimensions, self.validate(arch), strict=True)):
+            out[i] = d.index(v) / (len(d.values) - 1) if len(d.values) > 1 else 0.0
+        return out
+
+    def decode(self, vector: Sequence[float] | np.ndarray) -> Arch:
+        """Nearest arch to a ``(d,)`` vector in [0, 1] (values outside are clipped)."""
+        vec = np.clip(np.asarray(vector, dtype=float), 0.0, 1.0)
+        if vec.shape != (len(self.dimensions),):
+            raise ArchError(
+                f"{self.name}: expected a vector of shape ({len(self.dimensions)},), got {vec.shape}"
+            )
+        return tuple(
+            d.values[int(np.rint(x * (len(d.values) - 1)))] for d, x in zip(self.dimensions, vec, strict=True)
+        )
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Arch]:
+        """``n`` archs drawn uniformly (with replacement) over every dimension's choices."""
+        cols = [rng.integers(0, len(d.values), size=n) for d in self.dimensions]
+        return [
+            tuple(d.values[int(c[i])] for d, c in zip(self.dimensions, cols, strict=True)) for i in range(n)
+        ]
+
+    def enumerate(self) -> Iterator[Arch]:
+        """Every arch, in lexicographic order of choice indices (only sensible for small spaces)."""
+        import itertools
+
+        yield from itertools.product(*(d.values for d in self.dimensions))
+
+    def input_shape(self, arch: Arch) -> tuple[int, ...]:
+        return self.ops(arch)[0].input_shape
+
+    def macs(self, arch: Arch) -> int:
+        return sum(op.macs for op in self.ops(arch))
+
+    def params(self, arch: Arch) -> int:
+        return sum(op.params for op in self.ops(arch))
+
+    def build(self, arch: Arch) -> nn.Module:
+        from chamlab.operators.modules import Network
+
+        return Network(self.ops(arch)).eval()
+
+
+class SpaceRegistry:
+    """A loud registry of search spaces by name (a fresh one can be built for tests)."""
+
+    def __init__(self) -> None:
+        self._factories: dict[str, Callable[[], SearchSpace]] = {}
+        self._instances: dict[str, SearchSpace] = {}
+
+    def register(self, name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
+        def deco(cls: type[SearchSpace]) -> type[SearchSpace]:
+            if name in self._factories:
+                raise DuplicateNameError(
+                    f"search space {name!r} is already registered; choose another name or build a fresh "
+                    "SpaceRegistry()"
+                )
+            cls.name = name
+            self._factories[name] = cls
+            return cls
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def get(self, name: str) -> SearchSpace:
+        if name not in self._factories:
+            raise UnknownNameError("search space", name, self.names(), hint="see `chamlab spaces`")
+        if name not in self._instances:
+            self._instances[name] = self._factories[name]()
+        return self._instances[name]
+
+
+SPACES = SpaceRegistry()

@@ -1,0 +1,184 @@
+"""``chamnet-mbv2``: the ChamNet paper's MobileNetV2-based space (ImageNet, 1000 classes).
+
+Seven groups of inverted residuals with fixed strides [1, 2, 2, 2, 1, 2, 1] after a 3x3 stride-2
+stem; every block has a 1x1 expansion conv (also when t = 1), a 3x3 depthwise conv (the stride on
+the group's first block) and a 1x1 projection; a 1x1 head conv, global pool and a 1000-way classifier.
+
+Searchable dimensions and the grids we chose (every channel grid has step 4, so ChamNet-B's 92 and
+104 are on it; every published ChamNet A-F and MobileNetV2-1.0 lies inside):
+
+=============  ==================  =======================================
+dimension      grid                note
+=============  ==================  =======================================
+resolution     96..224 step 16
+stem           8..48 step 4        stem conv output channels
+c1             8..32 step 4        group 1 (t = 1, n = 1 fixed)
+t2..t7         1..6                expansion ratio of groups 2-7
+c2             12..48 step 4
+c3             16..64 step 4
+c4             32..128 step 4
+c5             48..192 step 4
+c6             80..320 step 4
+c7             128..640 step 4     group 7 (n = 1 fixed)
+n2..n6         1..4                repeats of groups 2-6
+last           1024..2048 step 4   head 1x1 conv channels
+=============  ==================  =======================================
+
+String form (``format``/``parse``): ``r<res>_s<stem>_<t>x<c>x<n>_..._l<last>`` with all seven groups,
+e.g. MobileNetV2-1.0 is ``r224_s32_1x16x1_6x24x2_6x32x3_6x64x4_6x96x3_6x160x3_6x320x1_l1280``.
+The JSON form of the reference file is accepted too:
+``{"resolution": 224, "stem": 32, "groups": [[1, 16, 1], ...], "last": 1280}``.
+Reference names: ``chamnet-a`` ... ``chamnet-f``, ``mobilenetv2-1.0``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from chamlab.operators.errors import ArchError
+from chamlab.operators.specs import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
+
+from .base import SPACES, Arch, Dimension, SearchSpace
+
+GROUP_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+NUM_CLASSES = 1000
+KERNEL = 3
+_CHANNEL_GRIDS = {
+    1: (8, 32),
+    2: (12, 48),
+    3: (16, 64),
+    4: (32, 128),
+    5: (48, 192),
+    6: (80, 320),
+    7: (128, 640),
+}
+_REPEATED = (2, 3, 4, 5, 6)  # groups whose repeats are searchable
+_EXPANDED = (2, 3, 4, 5, 6, 7)  # groups whose expansion is searchable
+
+
+def _dimensions() -> tuple[Dimension, ...]:
+    dims = [Dimension.grid("resolution", 96, 224, 16), Dimension.grid("stem", 8, 48, 4)]
+    for g in range(1, 8):
+        if g in _EXPANDED:
+            dims.append(Dimension.grid(f"t{g}", 1, 6, 1))
+        lo, hi = _CHANNEL_GRIDS[g]
+        dims.append(Dimension.grid(f"c{g}", lo, hi, 4))
+        if g in _REPEATED:
+            dims.append(Dimension.grid(f"n{g}", 1, 4, 1))
+    dims.append(Dimension.grid("last", 1024, 2048, 4))
+    return tuple(dims)
+
+
+_STR_RE = re.compile(r"^r(\d+)_s(\d+)_((?:\d+x\d+x\d+_){7})l(\d+)$")
+
+
+@SPACES.register("chamnet-mbv2")
+class ChamNetMbV2(SearchSpace):
+    description = "ChamNet's MobileNetV2 space: resolution, stem, per-group channels/expansion/repeats, head"
+
+    _dims = _dimensions()
+
+    @property
+    def dimensions(self) -> tuple[Dimension, ...]:
+        return self._dims
+
+    @property
+    def references(self) -> Mapping[str, Arch]:
+        return _references(self)
+
+    # -- conversions between the dimension tuple and the (resolution, stem, groups, last) form ----------
+    def from_fields(
+        self, resolution: int, stem: int, groups: list[list[int]] | list[tuple[int, int, int]], last: int
+    ) -> Arch:
+        if len(groups) != 7 or any(len(g) != 3 for g in groups):
+            raise ArchError("chamnet-mbv2 needs 7 groups of [t, c, n]")
+        values: dict[str, int] = {"resolution": resolution, "stem": stem, "last": last}
+        for g, (t, c, n) in enumerate(groups, start=1):
+            values[f"c{g}"] = c
+            if g in _EXPANDED:
+                values[f"t{g}"] = t
+            elif t != 1:
+                raise ArchError(f"chamnet-mbv2 group {g} has a fixed expansion t=1, got t={t}")
+            if g in _REPEATED:
+                values[f"n{g}"] = n
+            elif n != 1:
+                raise ArchError(f"chamnet-mbv2 group {g} has fixed repeats n=1, got n={n}")
+        return self.validate(tuple(values[d.name] for d in self._dims))
+
+    def fields(self, arch: Arch) -> dict[str, Any]:
+        arch = self.validate(arch)
+        v = {d.name: arch[i] for i, d in enumerate(self._dims)}
+        groups = [(v.get(f"t{g}", 1), v[f"c{g}"], v.get(f"n{g}", 1)) for g in range(1, 8)]
+        return {"resolution": v["resolution"], "stem": v["stem"], "groups": groups, "last": v["last"]}
+
+    def parse(self, text: str) -> Arch:
+        text = text.strip()
+        if text.startswith("{"):
+            try:
+                obj = json.loads(text)
+                return self.from_fields(
+                    int(obj["resolution"]),
+                    int(obj["stem"]),
+                    [[int(x) for x in g] for g in obj["groups"]],
+                    int(obj["last"]),
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise ArchError(f"chamnet-mbv2 JSON arch is malformed: {exc}") from exc
+        m = _STR_RE.match(text)
+        if not m:
+            raise ArchError(
+                f"chamnet-mbv2 arch {text!r} is neither a reference name ({', '.join(self.references)}) nor "
+                "of the form r<res>_s<stem>_<t>x<c>x<n>_(7 groups)_l<last>"
+            )
+        groups = [[int(x) for x in g.split("x")] for g in m.group(3).rstrip("_").split("_")]
+        return self.from_fields(int(m.group(1)), int(m.group(2)), groups, int(m.group(4)))
+
+    def format(self, arch: Arch) -> str:
+        f = self.fields(arch)
+        groups = "_".join(f"{t}x{c}x{n}" for t, c, n in f["groups"])
+        return f"r{f['resolution']}_s{f['stem']}_{groups}_l{f['last']}"
+
+    def ops(self, arch: Arch) -> list[OpSpec]:
+        f = self.fields(arch)
+        hw = f["resolution"]
+        ops: list[OpSpec] = [ConvBNAct(3, f["stem"], 3, 2, hw, hw, "relu")]
+        hw = (hw - 1) // 2 + 1
+        channels = f["stem"]
+        for (t, c, n), group_stride in zip(f["groups"], GROUP_STRIDES, strict=True):
+            for i in range(n):
+                stride = group_stride if i == 0 else 1
+                ops.append(InvertedResidual(channels, c, KERNEL, stride, t, hw, hw, "relu"))
+                channels = c
+                hw = (hw - 1) // stride + 1
+        ops.append(ConvBNAct(channels, f["last"], 1, 1, hw, hw, "relu"))
+        ops.append(PoolLinear(f["last"], NUM_CLASSES, hw, hw))
+        return ops
+
+
+@functools.cache
+def _reference_file() -> dict[str, Any]:
+    ref = resources.files("chamlab.chamnet").joinpath("data", "chamnet_reference_archs.json")
+    data: dict[str, Any] = json.loads(ref.read_text())
+    return data
+
+
+def _references(space: ChamNetMbV2) -> dict[str, Arch]:
+    archs = _reference_file()["archs"]
+    return {
+        name: space.from_fields(a["resolution"], a["stem"], a["groups"], a["last"])
+        for name, a in archs.items()
+    }
+
+
+def published_results() -> dict[str, dict[str, float]]:
+    """Published Galaxy S8 CPU results of the references (ImageNet top-1 %, latency ms)."""
+    pub = _reference_file()["published_results_s8_cpu"]
+    cols = pub["columns"]
+    return {
+        k: dict(zip(cols, v, strict=True)) for k, v in pub.items() if not k.startswith("_") and k != "columns"
+    }

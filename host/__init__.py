@@ -1,0 +1,1 @@
+"""chamlab.host: the controller (CLI, device registry, transports, profiling sessions, LUT store)."""

@@ -1,0 +1,296 @@
+"""Parquet look-up tables (LUTs) of operator measurements, schema v1.
+
+One row per (``op_key``, ``device``, ``backend``, ``dtype``, ``threads``): the *row key*. Raw samples
+are stored (``samples_ms``) and the statistics are derived from them on the host (numpy's linear
+percentiles). Columns, in order, are :data:`SCHEMA`; the op's arguments are a struct ``op_params``
+whose fields are the union of every registered op spec's fields (null where a spec lacks one).
+
+Parquet key-value metadata:
+
+* ``chamlab.kind`` = ``latency-lut`` and ``chamlab.schema_version`` = ``1``: a file without them is
+  not a chamlab LUT and is refused with a clear error;
+* ``chamlab.provenance``: a JSON list, one object per run that added rows (run id, device, tool
+  version, host, time, command).
+
+Writes are atomic (temporary file + rename): a crash never leaves a half-written LUT, and a failed
+write leaves the previous file intact. The files are plain Parquet, readable by pandas, pyarrow,
+DuckDB and Polars.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from chamlab.operators.errors import LutError
+from chamlab.operators.fsutil import atomic_path, check_writable
+from chamlab.operators.specs import OPS
+
+SCHEMA_VERSION = "1"
+KIND = "latency-lut"
+ROW_KEY = ("op_key", "device", "backend", "dtype", "threads")
+
+_PARAM_FIELDS = [
+    pa.field(name, pa.int64() if typ is int else pa.string())
+    for name, typ in sorted(OPS.field_types().items())
+]
+OP_PARAMS_TYPE = pa.struct(_PARAM_FIELDS)
+BREAKDOWN_TYPE = pa.list_(
+    pa.struct(
+        [
+            pa.field("event", pa.string()),
+            pa.field("p50_ms", pa.float64()),
+            pa.field("delegated", pa.bool_()),
+        ]
+    )
+)
+
+SCHEMA = pa.schema(
+    [
+        pa.field("op_key", pa.string(), nullable=False),
+        pa.field("op_type", pa.string(), nullable=False),
+        pa.field("op_params", OP_PARAMS_TYPE),
+        pa.field("input_shape", pa.list_(pa.int64())),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("backend", pa.string(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("threads", pa.int32(), nullable=False),
+        pa.field("p10_ms", pa.float64()),
+        pa.field("p50_ms", pa.float64()),
+        pa.field("p90_ms", pa.float64()),
+        pa.field("mean_ms", pa.float64()),
+        pa.field("std_ms", pa.float64()),
+        pa.field("n_samples", pa.int32()),
+        pa.field("samples_ms", pa.list_(pa.float64())),
+        pa.field("robust_cv", pa.float64()),
+        pa.field("unstable", pa.bool_()),
+        pa.field("energy_mj", pa.float64()),
+        pa.field("avg_power_w", pa.float64()),
+        pa.field("breakdown", BREAKDOWN_TYPE),
+        pa.field("run_id", pa.string()),
+        pa.field("measured_at", pa.timestamp("us", tz="UTC")),
+        pa.field("runtime_version", pa.string()),
+        pa.field("device_fingerprint", pa.string()),
+        pa.field("affinity", pa.string()),
+        pa.field("governor", pa.string()),
+        pa.field("temp_before_c", pa.float64()),
+        pa.field("temp_after_c", pa.float64()),
+        pa.field("battery_pct", pa.float64()),
+    ]
+)
+
+
+def stats_from_samples(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p10/p50/p90 (linear interpolation), mean and population std of the raw samples, in ms."""
+    a = np.asarray(samples_ms, dtype=float)
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0):
+        raise ValueError("samples must be a non-empty list of finite, non-negative milliseconds")
+    p10, p50, p90 = np.percentile(a, [10, 50, 90])
+    return {
+        "p10_ms": float(p10),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std()),
+    }
+
+
+def make_row(
+    op_key: str,
+    *,
+    device: str,
+    backend: str,
+    dtype: str,
+    threads: int,
+    samples_ms: Sequence[float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """A LUT row from raw samples; ``extra`` fills the optional columns (unknown names are errors)."""
+    spec = OPS.from_key(op_key)
+    row: dict[str, Any] = {name: None for name in SCHEMA.names}
+    params: dict[str, Any] = {f.name: None for f in _PARAM_FIELDS}
+    params.update(spec.params_dict())
+    row.update(
+        op_key=op_key,
+        op_type=spec.op_type,
+        op_params=params,
+        input_shape=list(spec.input_shape),
+        device=device,
+        backend=backend,
+        dtype=dtype,
+        threads=int(threads),
+        samples_ms=[float(x) for x in samples_ms],
+        n_samples=len(samples_ms),
+        **stats_from_samples(samples_ms),
+    )
+    unknown = set(extra) - set(SCHEMA.names)
+    if unknown:
+        raise ValueError(f"unknown LUT columns: {', '.join(sorted(unknown))}")
+    row.update(extra)
+    return row
+
+
+class Lut:
+    """An immutable LUT in memory: a pyarrow table in :data:`SCHEMA` plus provenance."""
+
+    def __init__(self, table: pa.Table, provenance: list[dict[str, Any]] | None = None) -> None:
+        self.table = table
+        self.provenance = list(provenance or [])
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def empty(cls) -> Lut:
+        return cls(SCHEMA.empty_table())
+
+    @classmethod
+    def read(cls, path: Path) -> Lut:
+        """Read and check a LUT file; every failure is a :class:`LutError` naming the file."""
+        path = Path(path)
+        if not path.exists():
+            raise LutError(
+                f"LUT {path} does not exist",
+                hint="create it with `chamlab profile --target NAME --space SPACE --out PATH`",
+            )
+        try:
+            pf = pq.ParquetFile(path)
+            meta = pf.schema_arrow.metadata or {}
+        except (pa.ArrowException, OSError) as exc:
+            raise LutError(
+                f"LUT {path} is not a readable Parquet file ({exc})",
+                hint="restore it from a backup or re-run `chamlab profile`",
+            ) from exc
+        kind = meta.get(b"chamlab.kind", b"").decode()
+        version = meta.get(b"chamlab.schema_version", b"").decode()
+        if kind != KIND:
+            raise LutError(
+                f"{path} is a Parquet file but not a chamlab LUT (metadata chamlab.kind={kind!r})",
+                hint="pass a file written by `chamlab profile`",
+            )
+        if version != SCHEMA_VERSION:
+            raise LutError(
+                f"LUT {path} has schema version {version!r}; this chamlab reads version {SCHEMA_VERSION}",
+                hint="upgrade chamlab or re-profile",
+            )
+        try:
+            table = pf.read()
+        except (pa.ArrowException, OSError) as exc:
+            raise LutError(
+                f"LUT {path} is corrupt: {exc}", hint="re-run `chamlab profile` to rebuild it"
+            ) from exc
+        missing = [f.name for f in SCHEMA if f.name not in table.column_names]
+        if missing:
+            raise LutError(f"LUT {path} lacks column(s) {', '.join(missing)}")
+        try:
+            table = table.select(SCHEMA.names).cast(SCHEMA)
+        except (pa.ArrowException, ValueError) as exc:
+            raise LutError(f"LUT {path} has columns of the wrong type: {exc}") from exc
+        try:
+            provenance = json.loads(meta.get(b"chamlab.provenance", b"[]"))
+        except json.JSONDecodeError as exc:
+            raise LutError(f"LUT {path}: metadata chamlab.provenance is not JSON") from exc
+        lut = cls(table, provenance)
+        problems = lut.problems()
+        if problems:
+            raise LutError(
+                f"LUT {path} failed validation: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
+        return lut
+
+    @classmethod
+    def read_or_empty(cls, path: Path) -> Lut:
+        return cls.read(path) if Path(path).exists() else cls.empty()
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """Value checks: unique row keys, known op keys, positive finite p50, samples match n_samples."""
+        out: list[str] = []
+        rows = self.table.select([*ROW_KEY, "p50_ms", "n_samples", "samples_ms"]).to_pylist()
+        seen: set[tuple[Any, ...]] = set()
+        for row in rows:
+            key = tuple(row[k] for k in ROW_KEY)
+            if key in seen:
+                out.append(f"duplicate row key {key}")
+            seen.add(key)
+            try:
+                OPS.from_key(row["op_key"])
+            except Exception as exc:
+                out.append(f"op_key {row['op_key']!r}: {exc}")
+            p50 = row["p50_ms"]
+            if p50 is None or not np.isfinite(p50) or p50 <= 0:
+                out.append(f"{row['op_key']}: p50_ms must be a positive number, got {p50!r}")
+            if row["samples_ms"] is not None and len(row["samples_ms"]) != row["n_samples"]:
+                out.append(
+                    f"{row['op_key']}: n_samples {row['n_samples']} != {len(row['samples_ms'])} samples"
+                )
+        return out
+
+    # -- queries ----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def combinations(self) -> list[tuple[str, str, str, int]]:
+        """Distinct (device, backend, dtype, threads), sorted."""
+        cols = self.table.select(["device", "backend", "dtype", "threads"]).to_pylist()
+        return sorted({(c["device"], c["backend"], c["dtype"], c["threads"]) for c in cols})
+
+    def _mask(self, device: str, backend: str, dtype: str, threads: int) -> pa.ChunkedArray:
+        t = self.table
+        return pc.and_(
+            pc.and_(pc.equal(t["device"], device), pc.equal(t["backend"], backend)),
+            pc.and_(pc.equal(t["dtype"], dtype), pc.equal(t["threads"], threads)),
+        )
+
+    def select(self, device: str, backend: str, dtype: str, threads: int) -> dict[str, dict[str, Any]]:
+        """Rows of one (device, backend, dtype, threads) by op key."""
+        sub = self.table.filter(self._mask(device, backend, dtype, threads))
+        return {r["op_key"]: r for r in sub.to_pylist()}
+
+    def p50_by_key(self, device: str, backend: str, dtype: str, threads: int) -> dict[str, float]:
+        sub = self.table.filter(self._mask(device, backend, dtype, threads)).select(["op_key", "p50_ms"])
+        return dict(zip(sub["op_key"].to_pylist(), sub["p50_ms"].to_pylist(), strict=True))
+
+    # -- updates ----------------------------------------------------------------------------------------
+    def upsert(self, rows: Iterable[Mapping[str, Any]], provenance: Mapping[str, Any] | None = None) -> Lut:
+        """A new LUT with ``rows`` added; a row whose row key exists replaces the old one."""
+        new = pa.Table.from_pylist([dict(r) for r in rows], schema=SCHEMA)
+        if new.num_rows == 0:
+            return self
+        new_keys = {tuple(r[k] for k in ROW_KEY) for r in new.select(list(ROW_KEY)).to_pylist()}
+        old_keys = self.table.select(list(ROW_KEY)).to_pylist()
+        keep = pa.array([tuple(r[k] for k in ROW_KEY) not in new_keys for r in old_keys], type=pa.bool_())
+        merged = pa.concat_tables([self.table.filter(keep), new]).combine_chunks()
+        merged = merged.sort_by(
+            [(k, "ascending") for k in ("device", "backend", "dtype", "threads", "op_key")]
+        )
+        prov = [*self.provenance, dict(provenance)] if provenance else list(self.provenance)
+        return Lut(merged, prov)
+
+    def write(self, path: Path) -> None:
+        """Write atomically to ``path`` (temp file in the same directory, then rename)."""
+        path = Path(path)
+        check_writable(path, what="LUT")
+        meta = {
+            b"chamlab.kind": KIND.encode(),
+            b"chamlab.schema_version": SCHEMA_VERSION.encode(),
+            b"chamlab.provenance": json.dumps(self.provenance).encode(),
+            b"chamlab.tool_version": _tool_version().encode(),
+        }
+        table = self.table.replace_schema_metadata(meta)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+
+
+def _tool_version() -> str:
+    try:
+        return metadata.version("chamlab")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,252 @@
+"""Profiling sessions: stage -> push -> run the driver -> pull -> parse, resumable.
+
+A *task* is one artifact to measure on a target (a single-op microbenchmark or a whole network).
+:class:`DeviceSession` runs a list of tasks through the device-side contract (``agent/driver.sh``):
+
+1. stage a run directory locally: ``driver.sh``, ``driver.env``, ``runner.sh``, ``tasks.tsv``,
+   ``artifacts/`` and, for the shim runner, the agent's own code under ``lib/``;
+2. push it to ``<workdir>/<run id>`` on the target and run ``sh driver.sh`` there, streaming its
+   progress lines;
+3. pull ``results.jsonl`` (and the ETDumps and logs it names) and turn each line into an outcome.
+
+The run id is a hash of everything that defines the run (device, backend, dtype, threads, runner,
+measurement policy, task keys), so re-running the same command after a crash or a dropped link
+lands in the same run directory, and the driver skips the ops it already finished. A run directory
+is removed once every task succeeded and was recorded; one with failures is kept (for its logs and
+for the resume).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from chamlab.operators.errors import InputError, TransportError
+from chamlab.operators.export import Artifact
+from chamlab.operators.fsutil import cache_root
+
+from .config import DeviceConfig
+from .transports.base import Transport
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
+_AGENT_FILES = ("__init__.py", "measure.py", "probe.py", "runner.py")
+LOG_TAIL_CHARS = 600
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    key: str  # an op key, or a network name such as net:macro-cifar10:01201201
+    artifact: Artifact
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.key.encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Outcome:
+    task: Task
+    rc: int
+    result: dict[str, Any] | None = None
+    etdump: Path | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.error is None
+
+
+def cpu_mask(cpu_list: str) -> str:
+    """``"0-2,5"`` -> ``"27"``: the hex mask both util-linux and toybox ``taskset`` accept."""
+    mask = 0
+    for part in cpu_list.split(","):
+        lo, _, hi = part.partition("-")
+        for c in range(int(lo), int(hi or lo) + 1):
+            mask |= 1 << c
+    return format(mask, "x")
+
+
+class DeviceSession:
+    """Runs tasks on one device through a transport (see the module docstring)."""
+
+    def __init__(
+        self, device: DeviceConfig, transport: Transport, *, threads: int, etdump: bool = False
+    ) -> None:
+        if device.runner_kind == "executor_runner" and not etdump:
+            etdump = True  # executor_runner prints no timings: its ETDump is the measurement
+        self.device = device
+        self.transport = transport
+        self.threads = threads
+        self.etdump = etdump
+
+    # -- identity ---------------------------------------------------------------------------------------
+    def run_id(self, tasks: Sequence[Task]) -> str:
+        ident = {
+            "device": self.device.name,
+            "threads": self.threads,
+            "etdump": self.etdump,
+            "runner": self.device.runner,
+            "measure": self.device.measure.model_dump(),
+            "affinity": self.device.affinity,
+            "tasks": sorted(
+                (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
+            ),
+        }
+        return "run-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+
+    def workdir(self) -> str:
+        return self.device.workdir or self.transport.default_workdir()
+
+    # -- staging ----------------------------------------------------------------------------------------
+    def _runner_script(self) -> str:
+        prefix: list[str] = []
+        if self.device.affinity:
+            prefix = ["taskset", cpu_mask(self.device.affinity)]
+        lines = ["#!/bin/sh", "# written by chamlab: the runner command for this run"]
+        if self.device.runner_kind == "shim":
+            python = self.device.python or sys.executable
+            cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.runner_flags()]
+            lines += [
+                'here=$(cd "$(dirname "$0")" && pwd)',
+                'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',
+                "export PYTHONPATH",
+            ]
+        else:
+            cmd = [*prefix, self.device.runner]
+        lines.append(f'exec {shlex.join(cmd)} "$@"')
+        return "\n".join(lines) + "\n"
+
+    def _driver_env(self) -> str:
+        values = {
+            "THREADS": self.threads,
+            "NUM_EXECUTIONS": self.device.measure.num_executions,
+            "RUNNER_KIND": self.device.runner_kind,
+            "ETDUMP": int(self.etdump),
+            "OP_TIMEOUT_S": int(self.device.op_timeout_s),
+            "COOLDOWN_S": self.device.cooldown_between_ops_s,
+        }
+        return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
+
+    def stage(self, tasks: Sequence[Task], folder: Path) -> None:
+        """Write the run directory for ``tasks`` into ``folder``."""
+        (folder / "artifacts").mkdir(parents=True)
+        pkg = resources.files("chamlab.agent")
+        (folder / "driver.sh").write_text(pkg.joinpath("driver.sh").read_text())
+        (folder / "driver.env").write_text(self._driver_env())
+        (folder / "runner.sh").write_text(self._runner_script())
+        if self.device.runner_kind == "shim":
+            lib = folder / "lib" / "chamlab" / "agent"
+            lib.mkdir(parents=True)
+            for name in _AGENT_FILES:
+                (lib / name).write_text(pkg.joinpath(name).read_text())
+        lines = []
+        for task in tasks:
+            if not _SAFE_KEY.match(task.key):
+                raise InputError(f"task key {task.key!r} has characters the device driver cannot carry")
+            rel = f"artifacts/{task.artifact.pte_path.name}"
+            if not (folder / rel).exists():
+                shutil.copyfile(task.artifact.pte_path, folder / rel)
+            lines.append(f"{task.digest}\t{task.key}\t{rel}\n")
+        (folder / "tasks.tsv").write_text("".join(lines))
+
+    # -- running ----------------------------------------------------------------------------------------
+    def run(
+        self, tasks: Sequence[Task], *, on_op: Callable[[str, int], None] | None = None, keep: bool = False
+    ) -> list[Outcome]:
+        """Run ``tasks`` (resuming a previous identical run) and return one outcome per task.
+
+        ``on_op(key, rc)`` is called as each op finishes on the target (rc -1: skipped, done before).
+        """
+        if not tasks:
+            return []
+        run_id = self.run_id(tasks)
+        remote = posixpath.join(self.workdir(), run_id)
+        timeout = 60.0 + len(tasks) * (self.device.op_timeout_s or 3600.0)
+        by_key = {t.key: t for t in tasks}
+        with tempfile.TemporaryDirectory(prefix="chamlab-") as tmp:
+            stage = Path(tmp) / run_id
+            self.stage(tasks, stage)
+            self.transport.push(stage, remote, timeout_s=600)
+
+            def on_line(line: str) -> None:
+                parts = line.split(" ")
+                if on_op and len(parts) >= 5 and parts[0] == "chamlab-driver" and parts[1] == "op":
+                    on_op(" ".join(parts[5:]), int(parts[4]))
+                elif on_op and len(parts) >= 5 and parts[0] == "chamlab-driver" and parts[1] == "skip":
+                    on_op(" ".join(parts[4:]), -1)
+
+            res = self.transport.run(
+                ["sh", posixpath.join(remote, "driver.sh")], timeout_s=timeout, on_line=on_line
+            )
+            if res.rc != 0 or "chamlab-driver done" not in res.output:
+                raise TransportError(
+                    f"{self.device.name}: the driver in {remote} stopped early (exit {res.rc}): "
+                    f"{res.output.strip()[-LOG_TAIL_CHARS:]}",
+                    hint="re-run the same command to resume; finished ops are kept",
+                )
+            local_results = Path(tmp) / "results.jsonl"
+            self.transport.pull(posixpath.join(remote, "results.jsonl"), local_results, timeout_s=600)
+            outcomes = self._parse_results(local_results, by_key, remote, Path(tmp))
+            # ETDumps must outlive the temporary directory
+            etdump_dir = cache_root() / "etdumps" / self.device.name / run_id
+            for o in outcomes:
+                if o.etdump is not None:
+                    etdump_dir.mkdir(parents=True, exist_ok=True)
+                    kept = etdump_dir / o.etdump.name
+                    shutil.copyfile(o.etdump, kept)
+                    o.etdump = kept
+        if not keep and all(o.ok for o in outcomes):
+            self.transport.run(["rm", "-rf", remote], timeout_s=120)
+        return outcomes
+
+    def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
+        latest: dict[str, dict[str, Any]] = {}
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a dropped link: that op is simply measured again
+            if isinstance(rec, dict) and rec.get("op_key") in by_key:
+                prev = latest.get(rec["op_key"])
+                if prev is None or prev.get("rc") != 0:  # a success is never replaced by a later failure
+                    latest[rec["op_key"]] = rec
+        outcomes = []
+        for key, task in by_key.items():
+            rec = latest.get(key)
+            if rec is None:
+                outcomes.append(Outcome(task, -1, error="the driver recorded no result for this op"))
+                continue
+            outcome = Outcome(task, int(rec.get("rc", -1)), result=rec.get("result"))
+            if rec.get("etdump"):
+                local = tmp / f"{task.digest}.etdp"
+                self.transport.pull(posixpath.join(remote, rec["etdump"]), local, timeout_s=300)
+                outcome.etdump = local
+            if outcome.rc != 0:
+                outcome.error = f"runner exit {outcome.rc}: {self._log_tail(remote, rec.get('log'), tmp)}"
+            elif outcome.result is None and outcome.etdump is None:
+                outcome.error = "the runner produced neither a result nor an ETDump"
+            outcomes.append(outcome)
+        return outcomes
+
+    def _log_tail(self, remote: str, log: str | None, tmp: Path) -> str:
+        if not log:
+            return "(no log)"
+        local = tmp / "last.log"
+        try:
+            self.transport.pull(posixpath.join(remote, log), local, timeout_s=120)
+        except TransportError:
+            return f"(log {log} could not be pulled)"
+        text = local.read_text(errors="replace").strip()
+        lines = [ln for ln in text.splitlines() if not ln.startswith("[")]  # drop runtime chatter
+        return " | ".join(lines[-4:])[-LOG_TAIL_CHARS:] or "(empty log)"

@@ -1,0 +1,92 @@
+"""The error hierarchy of chamlab.
+
+It lives in the lowest layer (``operators``) so that every layer above (``chamnet``, ``host``) can
+raise and catch the same classes. ``agent`` does not import it: it runs on the target and depends on
+nothing of ours.
+
+Every error carries a one-line message that names the offending file, key or value, and a ``hint``
+that says what to do next. The CLI prints both and exits with ``exit_code``:
+
+* ``2``: bad input (unknown name, malformed file, missing LUT entries): fix the input and re-run.
+* ``1``: the work itself failed (export, transport, measurement).
+"""
+
+from __future__ import annotations
+
+
+class ChamlabWarning(UserWarning):
+    """Warnings issued by chamlab itself (tests turn them into errors)."""
+
+
+class ChamlabError(Exception):
+    """Base class: a message plus an optional hint naming the next command to run."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class InputError(ChamlabError):
+    """Bad input from the user: a name, a file or a value. Exit code 2."""
+
+    exit_code = 2
+
+
+class UnknownNameError(InputError, KeyError):
+    """A registry lookup failed; the message lists the known names."""
+
+    def __init__(self, kind: str, name: str, known: list[str] | tuple[str, ...], *, hint: str | None = None):
+        listed = ", ".join(sorted(known)) or "(none)"
+        super().__init__(f"unknown {kind} {name!r}; known: {listed}", hint=hint)
+        self.kind = kind
+        self.name = name
+        self.known = tuple(known)
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return ChamlabError.__str__(self)
+
+
+class DuplicateNameError(ChamlabError, ValueError):
+    """A registry already holds this name (registries never override silently)."""
+
+
+class ConfigError(InputError):
+    """devices.toml (or another config file) is malformed or names an unknown key."""
+
+
+class ArchError(InputError):
+    """An architecture string or vector does not belong to the search space."""
+
+
+class LutError(InputError):
+    """A LUT file is missing, corrupt, foreign (not a chamlab LUT) or of an unknown schema."""
+
+
+class MissingLutEntriesError(InputError):
+    """A prediction needs operators that the LUT does not hold."""
+
+    def __init__(self, message: str, missing: list[str], *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.missing = tuple(missing)
+
+
+class OutputPathError(InputError):
+    """An output path cannot be written (missing parent, no permission, a directory)."""
+
+
+class ExportError(ChamlabError):
+    """Exporting an operator or network to an artifact failed."""
+
+
+class TransportError(ChamlabError):
+    """Pushing, running or pulling on a target failed."""
+
+
+class MeasurementError(ChamlabError):
+    """The agent could not measure an artifact (runner failed or produced no result)."""

@@ -1,0 +1,234 @@
+"""Export operators and networks to ExecuTorch ``.pte`` programs, cached by content.
+
+An *export item* is a sequence of op keys: one key for a single-operator microbenchmark, the whole
+op sequence for a network. Its cache key hashes the recipe version, backend, dtype, the torch and
+executorch versions and the op keys, so an item is exported once per backend and toolchain, ever;
+changing any of them exports again. Files: ``<cache>/artifacts/<backend>-<dtype>/<cache_key>.pte``
+plus ``.etrecord`` (for ``executorch.devtools.Inspector``).
+
+Backends
+--------
+``xnnpack``: lowered with ``XnnpackPartitioner``; anything XNNPACK rejects stays on the portable
+kernels in the same program (ExecuTorch's normal fallback). ``portable``: no delegate at all.
+
+Exports always run in worker processes, in parallel (lowering costs about 1 s per op and is
+single-threaded): the host process never imports the toolchain, whose import-time warnings go to
+``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as data and
+the others carry on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+from .errors import ExportError
+from .fsutil import atomic_path, cache_root
+from .specs import BACKENDS, OPS, OpSpec
+
+RECIPE_VERSION = "chamlab-export-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportItem:
+    """What to export: a display name and the op keys of the module, in order."""
+
+    name: str
+    op_keys: tuple[str, ...]
+
+    @classmethod
+    def for_op(cls, spec: OpSpec) -> ExportItem:
+        return cls(spec.key, (spec.key,))
+
+    @classmethod
+    def for_network(cls, name: str, ops: Sequence[OpSpec]) -> ExportItem:
+        return cls(name, tuple(op.key for op in ops))
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    item: ExportItem
+    backend: str
+    dtype: str
+    pte_path: Path
+    etrecord_path: Path
+    cache_key: str
+    export_s: float | None  # None when it came from the cache
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFailure:
+    item: ExportItem
+    error: str
+
+
+def toolchain_versions() -> dict[str, str]:
+    """Versions that change what an export produces (read from metadata: no heavy imports)."""
+    out = {}
+    for dist in ("torch", "executorch"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    return out
+
+
+class ArtifactCache:
+    """Content-addressed store of exported programs."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_root() / "artifacts"
+        self._versions = toolchain_versions()
+
+    def cache_key(self, item: ExportItem, backend: str, dtype: str) -> str:
+        h = hashlib.sha256()
+        for part in (RECIPE_VERSION, backend, dtype, self._versions["torch"], self._versions["executorch"]):
+            h.update(part.encode() + b"\0")
+        h.update("\n".join(item.op_keys).encode())
+        return h.hexdigest()[:24]
+
+    def paths(self, item: ExportItem, backend: str, dtype: str) -> tuple[Path, Path, str]:
+        key = self.cache_key(item, backend, dtype)
+        folder = self.root / f"{backend}-{dtype}"
+        return folder / f"{key}.pte", folder / f"{key}.etrecord", key
+
+    def lookup(self, item: ExportItem, backend: str, dtype: str) -> Artifact | None:
+        pte, etr, key = self.paths(item, backend, dtype)
+        if pte.is_file() and etr.is_file():
+            return Artifact(item, backend, dtype, pte, etr, key, None)
+        return None
+
+
+def _build_module_and_input(op_keys: Sequence[str]):  # type: ignore[no-untyped-def]
+    import torch
+
+    from .modules import Network
+
+    specs = [OPS.from_key(k) for k in op_keys]
+    module = specs[0].build() if len(specs) == 1 else Network(specs).eval()
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(specs[0].input_shape, generator=generator)
+    return module, example
+
+
+def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: Path) -> float:
+    """Export, lower and serialise one item; returns the seconds it took. Writes are atomic."""
+    import torch
+    from executorch.exir import to_edge_transform_and_lower
+
+    if backend not in BACKENDS:
+        raise ExportError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    start = time.perf_counter()
+    module, example = _build_module_and_input(op_keys)
+    with torch.no_grad():
+        exported = torch.export.export(module, (example,))
+    partitioners = []
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+        partitioners.append(XnnpackPartitioner())
+    edge = to_edge_transform_and_lower(exported, partitioner=partitioners, generate_etrecord=True)
+    program = edge.to_executorch()
+    pte_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(etrecord_path) as tmp:
+        program.get_etrecord().save(str(tmp))
+    with atomic_path(pte_path) as tmp:
+        tmp.write_bytes(program.buffer)
+    return time.perf_counter() - start
+
+
+def _quiet_worker(log_path: str) -> None:
+    """Worker initialiser: the toolchain prints warnings on import; send fd 2 to a log file."""
+    import logging
+    import warnings
+
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+
+
+def _lower_in_worker(op_keys: tuple[str, ...], backend: str, pte: str, etr: str) -> float:
+    return lower(op_keys, backend, Path(pte), Path(etr))
+
+
+def export_all(
+    items: Sequence[ExportItem],
+    backend: str,
+    dtype: str = "fp32",
+    *,
+    cache: ArtifactCache | None = None,
+    workers: int | None = None,
+    on_done: Callable[[ExportItem, Artifact | ExportFailure], None] | None = None,
+) -> tuple[dict[ExportItem, Artifact], list[ExportFailure]]:
+    """Export every item not yet in the cache, in ``workers`` processes (default: CPU count).
+
+    Returns the artifacts by item and the failures (as data: the other items still export).
+    ``on_done`` is called once per item, cached ones first.
+    """
+    cache = cache or ArtifactCache()
+    done: dict[ExportItem, Artifact] = {}
+    failures: list[ExportFailure] = []
+    todo: list[ExportItem] = []
+    for item in dict.fromkeys(items):  # dedupe, keep order
+        for key in item.op_keys:
+            reason = OPS.from_key(key).unsupported_reason(backend, dtype)
+            if reason:
+                failures.append(ExportFailure(item, reason))
+                if on_done:
+                    on_done(item, failures[-1])
+                break
+        else:
+            hit = cache.lookup(item, backend, dtype)
+            if hit:
+                done[item] = hit
+                if on_done:
+                    on_done(item, hit)
+            else:
+                todo.append(item)
+    if not todo:
+        return done, failures
+
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    log_dir = cache.root
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def finish(item: ExportItem, seconds: float | None, error: BaseException | None) -> None:
+        if error is not None:
+            failure = ExportFailure(item, f"{type(error).__name__}: {error}".strip())
+            failures.append(failure)
+            if on_done:
+                on_done(item, failure)
+            return
+        pte, etr, key = cache.paths(item, backend, dtype)
+        art = Artifact(item, backend, dtype, pte, etr, key, seconds)
+        done[item] = art
+        if on_done:
+            on_done(item, art)
+
+    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_quiet_worker,
+        initargs=(str(log_dir / "export.log"),),
+    ) as pool:
+        futures = {}
+        for item in todo:
+            pte, etr, _ = cache.paths(item, backend, dtype)
+            futures[pool.submit(_lower_in_worker, item.op_keys, backend, str(pte), str(etr))] = item
+        for fut in cf.as_completed(futures):
+            item = futures[fut]
+            try:
+                finish(item, fut.result(), None)
+            except Exception as exc:
+                finish(item, None, exc)
+    return done, failures
