@@ -10,9 +10,10 @@
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
 #
 # For each task not yet done it runs the runner and appends ONE JSON line to results.jsonl as soon
-# as the op finishes, so a dropped connection loses at most the op in flight. A task is done when
-# results.jsonl holds a line starting {"rc":0,"op_key":"<key>",  - so re-running a finished run is a
-# no-op and a failed op is retried. Progress goes to stdout, one line per op:
+# as the op finishes, so a dropped connection loses at most the op in flight. Each line ENDS with
+# "end":"<rc>:<key>"} and a task is done when a line ends with "end":"0:<key>"}: a line cut short
+# (power loss, full disk) never counts. Re-running a finished run is a no-op and a failed op is
+# retried. Progress goes to stdout, one line per op:
 #   chamlab-driver op <i> <total> <rc> <key>     |  chamlab-driver skip <i> <total> <key>
 #   chamlab-driver done <total> <failed>
 set -u
@@ -20,13 +21,15 @@ cd "$(dirname "$0")" || exit 70
 . ./driver.env
 mkdir -p out
 [ -f results.jsonl ] || : > results.jsonl
+# a crash can leave a last line without its newline: end it, so the next line starts fresh
+if [ -s results.jsonl ] && [ -n "$(tail -c 1 results.jsonl)" ]; then echo >> results.jsonl; fi
 total=$(wc -l < tasks.tsv | tr -d ' ')
 tab=$(printf '\t')
 i=0
 failed=0
 while IFS="$tab" read -r digest key artifact; do
   i=$((i + 1))
-  if grep -F -q "{\"rc\":0,\"op_key\":\"$key\"," results.jsonl; then
+  if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
     echo "chamlab-driver skip $i $total $key"
     continue
   fi
@@ -50,8 +53,8 @@ while IFS="$tab" read -r digest key artifact; do
   if [ -s "$res" ]; then result=$(cat "$res"); fi
   etdump=null
   if [ -s "$etd" ]; then etdump="\"$etd\""; fi
-  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s}\n' \
-    "$rc" "$key" "$digest" "$log" "$etdump" "$result" >> results.jsonl
+  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"end":"%d:%s"}\n' \
+    "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$rc" "$key" >> results.jsonl
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi
   echo "chamlab-driver op $i $total $rc $key"
   if [ "$COOLDOWN_S" != 0 ]; then sleep "$COOLDOWN_S"; fi

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from chamlab.operators.errors import ChamlabError, InputError, LutError
@@ -75,9 +76,9 @@ def _handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ChamlabError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
             if exc.hint:
-                err.print(f"  hint: {exc.hint}", soft_wrap=True)
+                err.print(f"  hint: {escape(exc.hint)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: re-run the same command to resume (finished ops are kept)")
@@ -119,7 +120,9 @@ def devices(devices: DevicesOpt = None, as_json: JsonOpt = False) -> None:
     for col in ("name", "transport", "backend", "dtype", "threads", "runner", "description"):
         table.add_column(col)
     for d in reg:
-        table.add_row(d.name, d.transport, d.backend, d.dtype, str(d.threads), d.runner, d.description)
+        table.add_row(
+            d.name, d.transport, d.backend, d.dtype, str(d.threads), escape(d.runner), escape(d.description)
+        )
     out.print(table)
 
 
@@ -169,20 +172,22 @@ class _RichProgress:
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichProgress:
-        self._progress.start()
-        return self
+        return self  # the display starts with the first phase: early errors print nothing else
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._tasks:
+            self._progress.stop()
 
     def start(self, phase: str, total: int) -> None:
+        if not self._tasks:
+            self._progress.start()
         self._tasks[phase] = self._progress.add_task(phase, total=total, label="")
 
     def advance(self, phase: str, label: str = "") -> None:
         self._progress.update(self._tasks[phase], advance=1, label=label[:60])
 
     def note(self, text: str) -> None:
-        self._progress.console.print(text)
+        self._progress.console.print(escape(text), soft_wrap=True)
 
 
 def _archs_from_options(
@@ -207,7 +212,7 @@ def profile(
         typer.Option(
             "--out",
             "-o",
-            help="LUT file to create or extend [default: luts/<target>.parquet]",
+            help="LUT file to create or extend (default: luts/<target>.parquet)",
             show_default=False,
         ),
     ] = None,
@@ -228,7 +233,7 @@ def profile(
         bool, typer.Option(help="also record the per-op ETDump breakdown (Inspector)")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="parallel export processes [default: CPUs]")
+        int | None, typer.Option(min=1, help="parallel export processes (default: the number of CPUs)")
     ] = None,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
@@ -264,11 +269,16 @@ def profile(
     if as_json:
         _emit_json(report.to_json())
     elif report.planned == report.already:
-        err.print(f"nothing to measure: all {report.planned} ops are already in {lut_path}")
+        err.print(
+            escape(f"nothing to measure: all {report.planned} ops are already in {lut_path}"), soft_wrap=True
+        )
     else:
         err.print(
-            f"{len(report.measured)} ops measured ({report.already} already in the LUT) -> {lut_path}; "
-            f"export {report.export_s:.1f} s, measure {report.measure_s:.1f} s"
+            escape(
+                f"{len(report.measured)} ops measured ({report.already} already in the LUT) -> {lut_path}; "
+                f"export {report.export_s:.1f} s, measure {report.measure_s:.1f} s"
+            ),
+            soft_wrap=True,
         )
         if report.unstable:
             err.print(
@@ -277,7 +287,7 @@ def profile(
             )
     if report.failed:
         for key, msg in report.failed:
-            err.print(f"[red]failed[/] {key}: {msg}", soft_wrap=True)
+            err.print(f"[red]failed[/] {escape(key)}: {escape(msg)}", soft_wrap=True)
         err.print(f"{len(report.failed)} op(s) failed; re-run the same command to retry them")
         raise typer.Exit(1)
 
@@ -380,7 +390,7 @@ def predict(
         Path | None,
         typer.Option(
             "--lut",
-            help="LUT to predict latency from [default: luts/<target>.parquet when --target is given]",
+            help="LUT to predict latency from (default: luts/<target>.parquet when --target is given)",
         ),
     ] = None,
     target: Annotated[str | None, typer.Option("--target", "-t", help="which device's rows to use")] = None,
@@ -458,7 +468,7 @@ def measure(
         typer.Option(
             "--lut",
             help="LUT for the prediction beside the measurement "
-            "[default: luts/<target>.parquet if it exists]",
+            "(default: luts/<target>.parquet if it exists)",
         ),
     ] = None,
     breakdown: Annotated[bool, typer.Option(help="also print the per-op ETDump breakdown")] = False,
@@ -514,7 +524,7 @@ def measure(
         "breakdown": list(m.breakdown) if m.breakdown is not None else None,
     }
     if note:
-        err.print(note, soft_wrap=True)
+        err.print(escape(note), soft_wrap=True)
     if as_json:
         _emit_json(result)
         return

@@ -188,7 +188,7 @@ def profile(
     run_id = session.run_id(tasks)
     progress.start("measure", len(tasks))
     t1 = time.perf_counter()
-    outcomes = session.run(tasks, on_op=lambda key, rc: progress.advance("measure", key))
+    outcomes = session.run(tasks, on_op=lambda key, rc: progress.advance("measure", key), fresh=force)
     report.measure_s = time.perf_counter() - t1
 
     rows = []

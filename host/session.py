@@ -162,11 +162,18 @@ class DeviceSession:
 
     # -- running ----------------------------------------------------------------------------------------
     def run(
-        self, tasks: Sequence[Task], *, on_op: Callable[[str, int], None] | None = None, keep: bool = False
+        self,
+        tasks: Sequence[Task],
+        *,
+        on_op: Callable[[str, int], None] | None = None,
+        keep: bool = False,
+        fresh: bool = False,
     ) -> list[Outcome]:
         """Run ``tasks`` (resuming a previous identical run) and return one outcome per task.
 
         ``on_op(key, rc)`` is called as each op finishes on the target (rc -1: skipped, done before).
+        ``fresh`` discards what a previous identical run left (``profile --force``); ``keep`` keeps
+        the run directory even when every task succeeded.
         """
         if not tasks:
             return []
@@ -177,6 +184,8 @@ class DeviceSession:
         with tempfile.TemporaryDirectory(prefix="chamlab-") as tmp:
             stage = Path(tmp) / run_id
             self.stage(tasks, stage)
+            if fresh:
+                self.transport.run(["rm", "-rf", remote], timeout_s=120)
             self.transport.push(stage, remote, timeout_s=600)
 
             def on_line(line: str) -> None:

@@ -63,7 +63,7 @@ class LutLatencyPredictor:
         missing = self.missing(ops)
         if missing:
             raise MissingLutEntriesError(
-                f"{self._what} has no entry for {len(missing)} of this network's ops: "
+                f"{self._what} has no entry for {len(missing)} distinct op(s) of this network: "
                 + "; ".join(op.key for op in missing[:5])
                 + (" ..." if len(missing) > 5 else ""),
                 [op.key for op in missing],

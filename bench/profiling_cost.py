@@ -1,0 +1,80 @@
+"""Profiling cost: seconds per op (export, measure) and the total for the macro-cifar10 LUT.
+
+    python bench/profiling_cost.py [--target local-cpu] [--threads 1]
+
+Profiles every op of ``macro-cifar10`` (plus the invocation probe) with a *cold* artifact cache (a
+fresh temporary cache directory) and the device's measurement policy, then profiles again with the
+warm cache into a fresh LUT (export cost ~0: only measurement is left). Writes
+``bench/results/profiling_cost.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_result
+
+from chamlab.chamnet.spaces import SPACES
+from chamlab.host.config import load_registry
+from chamlab.host.profiling import profile
+
+
+def one(device, space, threads: int, lut: Path) -> dict:
+    t0 = time.perf_counter()
+    report = profile(device, space, None, out=lut, threads=threads)
+    total = time.perf_counter() - t0
+    if report.failed:
+        raise SystemExit(f"profiling failed: {report.failed[:3]}")
+    n = len(report.measured)
+    return {
+        "ops": n,
+        "exported": report.exported,
+        "total_s": total,
+        "export_s": report.export_s,
+        "measure_s": report.measure_s,
+        "export_s_per_op": report.export_s / max(report.exported, 1),
+        "measure_s_per_op": report.measure_s / n,
+        "unstable_ops": len(report.unstable),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", default="local-cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    device = load_registry().get(args.target)
+    space = SPACES.get("macro-cifar10")
+    with tempfile.TemporaryDirectory(prefix="chamlab-bench-") as tmp:
+        os.environ["CHAMLAB_CACHE"] = str(Path(tmp) / "cache")
+        cold = one(device, space, args.threads, Path(tmp) / "cold.parquet")
+        warm = one(device, space, args.threads, Path(tmp) / "warm.parquet")
+    for label, r in (("cold cache", cold), ("warm cache", warm)):
+        print(
+            f"{label}: {r['ops']} ops in {r['total_s']:.1f} s (export {r['export_s']:.1f} s = "
+            f"{r['export_s_per_op']:.2f} s/op over {r['exported']} exported, "
+            f"measure {r['measure_s']:.1f} s = "
+            f"{r['measure_s_per_op']:.2f} s/op)"
+        )
+    path = write_result(
+        "profiling_cost",
+        {
+            "args": {**vars(args), "out": str(args.out)},
+            "cold_cache": cold,
+            "warm_cache": warm,
+            "cpus": os.cpu_count(),
+        },
+        args.out,
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated artifact cache, a fast device registry, the CLI, a profiled LUT.
+
+Everything here is real: ExecuTorch exports, the agent's runner in its own processes, the POSIX
+driver, Parquet files. The only thing made fast is the measurement policy (few executions, no
+re-measure), which the tests do not judge by time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+FAST_DEVICES = """
+[devices.test-cpu]
+transport = "local"
+description = "this machine, fast measurement policy for tests"
+threads = 1
+
+[devices.test-cpu.measure]
+num_executions = 5
+warmup_runs = 1
+warmup_ms = 0
+min_time_ms = 10
+retries = 0
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every test session gets its own artifact cache and run directories (inherited by children)."""
+    cache = tmp_path_factory.mktemp("chamlab-cache")
+    os.environ["CHAMLAB_CACHE"] = str(cache)
+    os.environ.pop("CHAMLAB_DEVICES", None)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def fast_devices(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("devices") / "devices.toml"
+    path.write_text(FAST_DEVICES)
+    return path
+
+
+def chamlab(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `chamlab` console script."""
+    exe = shutil.which("chamlab", path=str(BIN)) or "chamlab"
+    return subprocess.run(
+        [exe, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -> tuple[Path, dict]:
+    """`chamlab profile` of all of macro-cifar10 on test-cpu: (LUT path, its --json report)."""
+    out = tmp_path_factory.mktemp("lut") / "macro.parquet"
+    res = chamlab(
+        "profile",
+        "--target",
+        "test-cpu",
+        "--space",
+        "macro-cifar10",
+        "--out",
+        out,
+        "--devices",
+        fast_devices,
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    return out, json.loads(res.stdout)
