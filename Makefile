@@ -53,6 +53,8 @@ bench: install
 	$(PY) bench/latency_fidelity.py
 	$(PY) bench/profiling_cost.py
 	$(PY) bench/stability.py
+	$(PY) bench/runtime_import.py
+	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).
 data: install

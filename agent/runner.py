@@ -103,9 +103,9 @@ def _runtime():  # type: ignore[no-untyped-def]
     """The ExecuTorch runtime bindings.
 
     ``portable_lib`` (the public module) imports all of ``executorch.exir`` for one warning class,
-    which costs ~4 s per process (measured on the 2-core CI machine: 4.9 s vs 1.5 s). The runner starts
-    one process per op, so it loads the compiled ``_C`` extension directly (after torch, whose
-    libraries it links against) and falls back to the public module if a release moves it.
+    which costs seconds per process (``bench/runtime_import.py`` measures it). The runner starts one
+    process per op, so it loads the compiled ``_C`` extension directly (after torch, whose libraries
+    it links against) and falls back to the public module if a release moves it.
     """
     import torch  # noqa: F401  (loads the libraries _C needs)
 

@@ -1,6 +1,6 @@
 """Latency fidelity: LUT-predicted vs measured whole-network p50 on this machine.
 
-    python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 0] [--seed 0]
+    python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--seed 0]
 
 For each thread count: profile every op of ``macro-cifar10`` into a fresh LUT (``--force``), then
 measure ``--archs`` random archs as whole networks (one session), and compare each with the sum of
@@ -96,7 +96,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", type=int, default=50)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--mbv2", type=int, default=0, help="also N random chamnet-mbv2 archs")
+    ap.add_argument("--mbv2", type=int, default=20, help="also N random chamnet-mbv2 archs (0: none)")
     ap.add_argument("--mbv2-resolution", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")

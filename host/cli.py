@@ -438,7 +438,10 @@ def predict(
         f"{result['lut']['threads']} thread(s))"
     )
     for col in ("op", "count", "p50 ms", "total ms"):
-        t.add_column(col, justify="left" if col == "op" else "right")
+        if col == "op":
+            t.add_column(col, overflow="fold")  # keys wrap rather than lose their tail
+        else:
+            t.add_column(col, justify="right", no_wrap=True)
     for o in result["ops"]:
         t.add_row(o["op_key"], str(o["count"]), f"{o['p50_ms']:.4f}", f"{o['total_ms']:.4f}")
     t.add_row("sum", "", "", f"{result['lut_sum_ms']:.4f}")
@@ -534,7 +537,10 @@ def measure(
         f"{m.stats['p90_ms']:.4f}, n={m.n_samples}{', UNSTABLE' if m.unstable else ''})"
     )
     if predicted is not None:
-        out.print(f"  predicted_ms     {predicted:.4f}   (LUT sum, error {result['error_pct']:+.1f}%)")
+        out.print(
+            f"  predicted_ms     {predicted:.4f}   (LUT prediction{' (raw sum)' if raw else ''}, "
+            f"error {result['error_pct']:+.1f}%)"
+        )
     if m.breakdown:
         t = Table(title="ETDump breakdown (profiled pass)")
         t.add_column("event")

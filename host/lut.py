@@ -282,14 +282,14 @@ class Lut:
             b"chamlab.kind": KIND.encode(),
             b"chamlab.schema_version": SCHEMA_VERSION.encode(),
             b"chamlab.provenance": json.dumps(self.provenance).encode(),
-            b"chamlab.tool_version": _tool_version().encode(),
+            b"chamlab.tool_version": tool_version().encode(),
         }
         table = self.table.replace_schema_metadata(meta)
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp, compression="zstd")
 
 
-def _tool_version() -> str:
+def tool_version() -> str:
     try:
         return metadata.version("chamlab")
     except metadata.PackageNotFoundError:

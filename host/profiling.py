@@ -28,7 +28,7 @@ from chamlab.operators.specs import INVOCATION_PROBE, OpSpec
 
 from . import etdump as etdump_mod
 from .config import DeviceConfig
-from .lut import Lut, _tool_version, make_row, stats_from_samples
+from .lut import Lut, make_row, stats_from_samples, tool_version
 from .session import DeviceSession, Outcome, Task
 from .transports import open_transport
 from .transports.base import Transport
@@ -221,7 +221,7 @@ def profile(
         "threads": threads,
         "space": space.name,
         "rows": len(rows),
-        "tool_version": _tool_version(),
+        "tool_version": tool_version(),
         "host": socket.gethostname(),
         "user": _user(),
         "command": command or " ".join(sys.argv),

@@ -327,11 +327,6 @@ class PoolLinear(OpSpec):
         return self.cin * self.num_classes + self.num_classes
 
 
-def network_digest(ops: list[OpSpec] | tuple[OpSpec, ...]) -> str:
-    """Digest of a whole network given as its op sequence (order matters)."""
-    return hashlib.sha256("\n".join(op.key for op in ops).encode()).hexdigest()[:16]
-
-
 #: A near-empty program (a 1x1 conv on a 1x1x1 tensor). Its latency is the fixed cost of one program
 #: invocation (execute call, delegate dispatch) that every single-op microbenchmark pays once, while a
 #: whole network pays it once in total. ``chamlab profile`` always measures it so that the latency

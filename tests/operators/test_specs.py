@@ -18,7 +18,6 @@ from chamlab.operators.specs import (
     OpRegistry,
     OpSpec,
     PoolLinear,
-    network_digest,
 )
 
 EXAMPLES: dict[str, list[OpSpec]] = {
@@ -156,8 +155,3 @@ def test_unsupported_backend_or_dtype_has_a_reason() -> None:
     assert spec.unsupported_reason("xnnpack", "fp32") is None
     assert "int8" in (spec.unsupported_reason("xnnpack", "int8") or "")
     assert "qnn" in (spec.unsupported_reason("qnn", "fp32") or "")
-
-
-def test_network_digest_depends_on_order() -> None:
-    a, b = EXAMPLES["conv_bn_act"][:2]
-    assert network_digest([a, b]) != network_digest([b, a])
