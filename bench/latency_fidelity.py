@@ -70,6 +70,7 @@ def run_space(space: SearchSpace, archs: list[Arch], threads: int, lut_path: Pat
                 "arch": space.format(arch),
                 "n_ops": len(space.ops(arch)),
                 "macs": space.macs(arch),
+                "weights_mib": 4 * space.params(arch) / 2**20,  # fp32
                 "predicted_ms": pred.latency_ms,
                 "predicted_raw_ms": pred.lut_sum_ms,
                 "measured_p50_ms": meas,

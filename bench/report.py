@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -25,6 +27,16 @@ def _env(r: dict) -> str:
         f"torch {e['torch']}, "
         f"executorch {e['executorch']}; load average at start {e['load_avg_at_start'][0]:.2f}._"
     )
+
+
+def _weights(run: dict) -> tuple[list[float], float]:
+    """fp32 weight MiB per pair (recorded by newer runs, else derived from the arch) and corr(error, MiB)."""
+    from chamlab.chamnet.spaces import SPACES
+
+    space = SPACES.get(run["space"])
+    mib = [p.get("weights_mib", 4 * space.params(space.parse(p["arch"])) / 2**20) for p in run["pairs"]]
+    corr = float(np.corrcoef(mib, [p["error_pct"] for p in run["pairs"]])[0, 1])
+    return mib, corr
 
 
 def fidelity(r: dict) -> list[str]:
@@ -62,16 +74,25 @@ def fidelity(r: dict) -> list[str]:
             )
     out += [
         "",
-        "| space | threads | ops profiled | invocation overhead ms | profile s | measure networks s |",
-        "|---|---|---|---|---|---|",
+        "| space | threads | ops profiled | invocation overhead ms | profile s | measure networks s "
+        "| weights MiB (min-max) | corr(error, weights) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in r["runs"]:
         ov = run["invocation_overhead_ms"]
         ov_text = "-" if ov is None else f"{ov:.4f}"
+        mib, corr = _weights(run)
         out.append(
             f"| {run['space']} | {run['threads']} | {run['ops_profiled']} | {ov_text} | "
-            f"{run['profile_s']:.0f} | {run['networks_measure_s']:.0f} |"
+            f"{run['profile_s']:.0f} | {run['networks_measure_s']:.0f} | {min(mib):.1f}-{max(mib):.1f} | "
+            f"{corr:+.2f} |"
         )
+    out += [
+        "",
+        "*corr(error, weights)*: Pearson correlation of the corrected prediction's error with the network's "
+        "fp32 weight size (params x 4 bytes, from the arch); negative means networks with more weights run "
+        "slower than the sum of their cache-warm ops.",
+    ]
     return out
 
 

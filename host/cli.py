@@ -342,7 +342,9 @@ def _profile_hint(space: SearchSpace, arch_text: str, device: str, threads: int,
         "--out",
         str(path),
     ]
-    if space.size > 100_000:
+    from .profiling import EXHAUSTIVE_LIMIT
+
+    if space.size > EXHAUSTIVE_LIMIT:  # a large space is not profiled exhaustively: name the arch
         cmd += ["--arch", arch_text]
     return f"fill them with `{shlex.join(cmd)}`"
 
@@ -393,9 +395,13 @@ def predict(
             help="LUT to predict latency from (default: luts/<target>.parquet when --target is given)",
         ),
     ] = None,
-    target: Annotated[str | None, typer.Option("--target", "-t", help="which device's rows to use")] = None,
-    threads: ThreadsOpt = None,
-    backend: BackendOpt = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="use the LUT rows of this device")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
+    ] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="use the LUT rows of this backend")] = None,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from chamlab.operators.errors import ConfigError, UnknownNameError
 from chamlab.operators.specs import BACKENDS, DTYPES
@@ -82,18 +82,12 @@ class DeviceConfig(_Frozen):
     cooldown_between_ops_s: float = Field(0.0, ge=0)
     measure: MeasureConfig = MeasureConfig()
 
-    @field_validator("backend")
+    @field_validator("backend", "dtype")
     @classmethod
-    def _backend(cls, v: str) -> str:
-        if v not in BACKENDS:
-            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
-        return v
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v: str) -> str:
-        if v not in DTYPES:
-            raise ValueError(f"must be one of {', '.join(DTYPES)}")
+    def _known(cls, v: str, info: ValidationInfo) -> str:
+        allowed = {"backend": BACKENDS, "dtype": DTYPES}[str(info.field_name)]
+        if v not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
         return v
 
     @field_validator("affinity")

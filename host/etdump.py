@@ -7,6 +7,7 @@ timings (``executor_runner``), as the source of the latency samples themselves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import statistics
@@ -19,8 +20,11 @@ from chamlab.operators.errors import MeasurementError
 _SKIP = ("Method::", "Program::")
 
 
+@functools.lru_cache(maxsize=32)  # the samples and the breakdown of one op come from the same file
 def parse(etdump_path: Path, etrecord_path: Path | None) -> dict[str, Any]:
     """``{"execute_ms": [...per execution...], "events": [{"event", "p50_ms", "delegated"}, ...]}``.
+
+    The result is cached per file pair: treat it as read-only.
 
     ``events`` lists the operator-level events (delegate-internal ops included) in execution order;
     runtime bookkeeping (``Method::*``, ``Program::*``, ``DELEGATE_CALL``) is left out.

@@ -191,9 +191,34 @@ OPS = OpRegistry()
 register_op: Callable[[S], S] = OPS.register
 
 
+class _Strided(OpSpec):
+    """Shapes of an op mapping ``(cin, in_h, in_w)`` to ``cout`` channels with a kxk, stride-s window
+    (padding k // 2). The fields are declared by the dataclass subclasses."""
+
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    in_h: int
+    in_w: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (1, self.cin, self.in_h, self.in_w)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return (
+            1,
+            self.cout,
+            _conv_out(self.in_h, self.kernel, self.stride),
+            _conv_out(self.in_w, self.kernel, self.stride),
+        )
+
+
 @register_op
 @dataclasses.dataclass(frozen=True)
-class ConvBNAct(OpSpec):
+class ConvBNAct(_Strided):
     """kxk convolution (padding k//2, no bias) + BatchNorm + optional ReLU.
 
     Used for stems, head 1x1 convs and NAS-Bench-Macro's strided 1x1 'identity' (act=none).
@@ -214,19 +239,6 @@ class ConvBNAct(OpSpec):
         self._check_act()
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (1, self.cin, self.in_h, self.in_w)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return (
-            1,
-            self.cout,
-            _conv_out(self.in_h, self.kernel, self.stride),
-            _conv_out(self.in_w, self.kernel, self.stride),
-        )
-
-    @property
     def macs(self) -> int:
         _, c, h, w = self.output_shape
         return c * h * w * self.cin * self.kernel * self.kernel
@@ -238,7 +250,7 @@ class ConvBNAct(OpSpec):
 
 @register_op
 @dataclasses.dataclass(frozen=True)
-class InvertedResidual(OpSpec):
+class InvertedResidual(_Strided):
     """MobileNetV2 inverted residual: 1x1 expand + BN + act, kxk depthwise (stride) + BN + act,
     1x1 project + BN; residual add when stride 1 and cin == cout. hidden = cin * expand.
 
@@ -267,19 +279,6 @@ class InvertedResidual(OpSpec):
     @property
     def residual(self) -> bool:
         return self.stride == 1 and self.cin == self.cout
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (1, self.cin, self.in_h, self.in_w)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return (
-            1,
-            self.cout,
-            _conv_out(self.in_h, self.kernel, self.stride),
-            _conv_out(self.in_w, self.kernel, self.stride),
-        )
 
     @property
     def macs(self) -> int:

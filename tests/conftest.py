@@ -66,11 +66,9 @@ def chamlab(
     )
 
 
-@pytest.fixture(scope="session")
-def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -> tuple[Path, dict]:
-    """`chamlab profile` of all of macro-cifar10 on test-cpu: (LUT path, its --json report)."""
-    out = tmp_path_factory.mktemp("lut") / "macro.parquet"
-    res = chamlab(
+def profile_macro(out: Path, devices: Path, *extra: str | Path) -> subprocess.CompletedProcess[str]:
+    """`chamlab profile --target test-cpu --space macro-cifar10 --out OUT --devices DEVICES ...`."""
+    return chamlab(
         "profile",
         "--target",
         "test-cpu",
@@ -79,8 +77,15 @@ def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -
         "--out",
         out,
         "--devices",
-        fast_devices,
-        "--json",
+        devices,
+        *extra,
     )
+
+
+@pytest.fixture(scope="session")
+def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -> tuple[Path, dict]:
+    """`chamlab profile` of all of macro-cifar10 on test-cpu: (LUT path, its --json report)."""
+    out = tmp_path_factory.mktemp("lut") / "macro.parquet"
+    res = profile_macro(out, fast_devices, "--json")
     assert res.returncode == 0, res.stderr
     return out, json.loads(res.stdout)

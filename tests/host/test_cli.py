@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import chamlab
+from conftest import chamlab, profile_macro
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
@@ -51,17 +51,7 @@ def test_profile_builds_the_whole_lut(profiled_lut: tuple[Path, dict]) -> None:
 def test_profile_again_is_a_no_op(profiled_lut: tuple[Path, dict], fast_devices: Path) -> None:
     path, _ = profiled_lut
     before = path.read_bytes()
-    res = chamlab(
-        "profile",
-        "--target",
-        "test-cpu",
-        "--space",
-        "macro-cifar10",
-        "--out",
-        path,
-        "--devices",
-        fast_devices,
-    )
+    res = profile_macro(path, fast_devices)
     assert res.returncode == 0, res.stderr
     assert "nothing to measure: all 19 ops are already in" in res.stderr
     assert path.read_bytes() == before
@@ -133,19 +123,7 @@ def test_measure_beside_the_prediction(profiled_lut: tuple[Path, dict], fast_dev
 
 def test_missing_lut_entries_name_the_ops_and_the_fix(tmp_path: Path, fast_devices: Path) -> None:
     lut = tmp_path / "small.parquet"
-    res = chamlab(
-        "profile",
-        "--target",
-        "test-cpu",
-        "--space",
-        "macro-cifar10",
-        "--arch",
-        "00000000",
-        "--out",
-        lut,
-        "--devices",
-        fast_devices,
-    )
+    res = profile_macro(lut, fast_devices, "--arch", "00000000")
     assert res.returncode == 0, res.stderr
     assert len(pd.read_parquet(lut)) == 7  # 6 ops of the all-identity net + the invocation probe
     res = chamlab("predict", "--space", "macro-cifar10", "--arch", "22222222", "--lut", lut)
@@ -208,19 +186,7 @@ def test_corrupt_or_foreign_lut_is_refused_and_untouched(tmp_path: Path, fast_de
     foreign = tmp_path / "foreign.parquet"
     pq.write_table(pa.table({"x": [1]}), foreign)
     before = foreign.read_bytes()
-    err = _one_line_error(
-        chamlab(
-            "profile",
-            "--target",
-            "test-cpu",
-            "--space",
-            "macro-cifar10",
-            "--out",
-            foreign,
-            "--devices",
-            fast_devices,
-        )
-    )
+    err = _one_line_error(profile_macro(foreign, fast_devices))
     assert "not a chamlab LUT" in err
     assert foreign.read_bytes() == before
     corrupt = tmp_path / "corrupt.parquet"
@@ -232,34 +198,10 @@ def test_corrupt_or_foreign_lut_is_refused_and_untouched(tmp_path: Path, fast_de
 
 
 def test_unwritable_output_fails_before_any_work(tmp_path: Path, fast_devices: Path) -> None:
-    err = _one_line_error(
-        chamlab(
-            "profile",
-            "--target",
-            "test-cpu",
-            "--space",
-            "macro-cifar10",
-            "--out",
-            tmp_path / "missing" / "lut.parquet",
-            "--devices",
-            fast_devices,
-        )
-    )
+    err = _one_line_error(profile_macro(tmp_path / "missing" / "lut.parquet", fast_devices))
     assert "does not exist" in err and "mkdir -p" in err
     assert not (tmp_path / "missing").exists()
-    err = _one_line_error(
-        chamlab(
-            "profile",
-            "--target",
-            "test-cpu",
-            "--space",
-            "macro-cifar10",
-            "--out",
-            tmp_path,
-            "--devices",
-            fast_devices,
-        )
-    )
+    err = _one_line_error(profile_macro(tmp_path, fast_devices))
     assert "is a directory" in err
 
 
