@@ -97,22 +97,21 @@ class OpSpec:
 
         return modules.build(self)
 
-    # -- validation helpers -----------------------------------------------------------------------
-    def _positive(self, *names: str) -> None:
-        for name in names:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise InputError(f"{self.op_type}: {name} must be a positive integer, got {value!r}")
-
-    def _check_kernel_stride(self) -> None:
-        kernel, stride = getattr(self, "kernel"), getattr(self, "stride")  # noqa: B009
+    # -- validation ---------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Every int field is a positive int (bool refused); kernel odd, stride 1 or 2, act known."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("int", int) and (
+                not isinstance(value, int) or isinstance(value, bool) or value <= 0
+            ):
+                raise InputError(f"{self.op_type}: {f.name} must be a positive integer, got {value!r}")
+        kernel, stride = getattr(self, "kernel", 1), getattr(self, "stride", 1)
         if kernel % 2 != 1:
             raise InputError(f"{self.op_type}: kernel must be odd, got {kernel}")
         if stride not in (1, 2):
             raise InputError(f"{self.op_type}: stride must be 1 or 2, got {stride}")
-
-    def _check_act(self) -> None:
-        act = getattr(self, "act")  # noqa: B009
+        act = getattr(self, "act", "none")
         if act not in ACTIVATIONS:
             raise InputError(f"{self.op_type}: act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
 
@@ -233,11 +232,6 @@ class ConvBNAct(_Strided):
     in_w: int
     act: str = "relu"
 
-    def __post_init__(self) -> None:
-        self._positive("cin", "cout", "kernel", "stride", "in_h", "in_w")
-        self._check_kernel_stride()
-        self._check_act()
-
     @property
     def macs(self) -> int:
         _, c, h, w = self.output_shape
@@ -266,11 +260,6 @@ class InvertedResidual(_Strided):
     in_h: int
     in_w: int
     act: str = "relu"
-
-    def __post_init__(self) -> None:
-        self._positive("cin", "cout", "kernel", "stride", "expand", "in_h", "in_w")
-        self._check_kernel_stride()
-        self._check_act()
 
     @property
     def hidden(self) -> int:
@@ -305,9 +294,6 @@ class PoolLinear(OpSpec):
     num_classes: int
     in_h: int
     in_w: int
-
-    def __post_init__(self) -> None:
-        self._positive("cin", "num_classes", "in_h", "in_w")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
