@@ -192,7 +192,12 @@ register_op: Callable[[S], S] = OPS.register
 
 class _Strided(OpSpec):
     """Shapes of an op mapping ``(cin, in_h, in_w)`` to ``cout`` channels with a kxk, stride-s window
-    (padding k // 2). The fields are declared by the dataclass subclasses."""
+    (padding k // 2).
+
+    The annotations below are for type checkers only. Each dataclass subclass declares its own fields,
+    because their order *is* the canonical op key (``expand`` sits between ``stride`` and ``in_h``):
+    inheriting them would reorder the keys.
+    """
 
     cin: int
     cout: int
