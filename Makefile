@@ -9,8 +9,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
-SOURCES := $(shell find host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
-PKGS   := -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
+SOURCES := $(shell find core host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
+PKGS   := -p chamlab.core -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
 
 .PHONY: install demo test lint typecheck unit bench data clean
 
@@ -38,8 +38,8 @@ demo: install
 	$(BIN)/chamlab measure --space macro-cifar10 --arch 01201201 --target local-cpu
 
 lint: install
-	$(BIN)/ruff check host agent operators chamnet tests bench
-	$(BIN)/ruff format --check host agent operators chamnet tests bench
+	$(BIN)/ruff check core host agent operators chamnet tests bench
+	$(BIN)/ruff format --check core host agent operators chamnet tests bench
 
 typecheck: install
 	$(BIN)/mypy $(PKGS)

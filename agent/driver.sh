@@ -1,13 +1,25 @@
 #!/bin/sh
-# chamlab device-side driver. POSIX sh only (Android toybox/mksh, dash, bash): no Python needed here.
+# chamlab device-side driver. POSIX sh only (Android mksh/toybox, busybox, dash, bash): no Python here.
 #
 # The host prepares this run directory and calls `sh driver.sh`:
 #   driver.env   shell assignments written by the host (every value quoted):
 #                THREADS NUM_EXECUTIONS RUNNER_KIND (shim | executor_runner) ETDUMP (0 | 1)
 #                OP_TIMEOUT_S (per-op deadline, 0 = none) COOLDOWN_S (sleep between ops)
+#                LOCK_DIR (the device lock, "" = none) NO_WAIT (1: exit 75 at once if it is held)
+#                WATCH_STDIN (1: end everything when standard input closes)
 #   runner.sh    the runner command (the shim or an executor_runner binary, with taskset and any
 #                runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
+#
+# Device lock: one driver measures on a device at a time. LOCK_DIR is created with mkdir (atomic) and
+# holds "owner" = "<pid> <boot id>"; a lock whose owner is dead or from another boot is stale and
+# taken over. A second driver waits (printing "chamlab-driver wait <owner>") or, with NO_WAIT=1,
+# prints "chamlab-driver busy <owner>" and exits 75.
+#
+# Hang-up rule (every transport): with WATCH_STDIN=1 the driver ends itself and its runner when its
+# standard input closes (the host's pipe, the ssh channel, adb's shell v2 stream), so a host that dies
+# or is interrupted leaves no runner measuring. The per-op deadline is enforced here too (no `timeout`
+# binary, whose own process group would outlive us): a runner past it is killed and recorded as rc 124.
 #
 # For each task not yet done it runs the runner and appends ONE JSON line to results.jsonl as soon
 # as the op finishes, so a dropped connection loses at most the op in flight. Each line ENDS with
@@ -19,6 +31,72 @@
 set -u
 cd "$(dirname "$0")" || exit 70
 . ./driver.env
+LOCK_DIR=${LOCK_DIR:-}
+NO_WAIT=${NO_WAIT:-0}
+WATCH_STDIN=${WATCH_STDIN:-0}
+
+runner=""   # pid of the runner in flight
+dog=""      # pid of its deadline watchdog
+watcher=""  # pid of the stdin watcher
+locked=0
+
+boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
+
+cleanup() {
+  if [ -n "$runner" ]; then kill -KILL "$runner" 2>/dev/null; fi
+  if [ -n "$dog" ]; then kill "$dog" 2>/dev/null; fi
+  if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+  if [ "$locked" = 1 ]; then rm -rf "$LOCK_DIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 143' TERM HUP INT
+trap '' PIPE  # a vanished reader must not kill us before cleanup: writes just fail
+
+acquire_lock() {
+  [ -n "$LOCK_DIR" ] || return 0
+  mkdir -p "$(dirname "$LOCK_DIR")" || exit 70
+  told=0
+  empty=0
+  while ! mkdir "$LOCK_DIR" 2>/dev/null; do
+    owner=$(cat "$LOCK_DIR/owner" 2>/dev/null)
+    if [ -n "$owner" ]; then
+      pid=${owner%% *}
+      boot=${owner#* }
+      if [ "$boot" != "$(boot_id)" ] || ! kill -0 "$pid" 2>/dev/null; then
+        # stale: remove it only if nobody replaced it meanwhile
+        if [ "$(cat "$LOCK_DIR/owner" 2>/dev/null)" = "$owner" ]; then rm -rf "$LOCK_DIR"; fi
+        echo "chamlab-driver stale-lock $owner"
+        continue
+      fi
+    else
+      empty=$((empty + 1))  # just created: give its owner a moment to write its name
+      if [ "$empty" -gt 30 ]; then rm -rf "$LOCK_DIR"; continue; fi
+    fi
+    if [ "$NO_WAIT" = 1 ]; then
+      echo "chamlab-driver busy $owner"
+      exit 75
+    fi
+    if [ "$told" = 0 ]; then
+      echo "chamlab-driver wait $owner"
+      told=1
+    fi
+    sleep 1
+  done
+  locked=1
+  echo "$$ $(boot_id)" > "$LOCK_DIR/owner"
+}
+
+if [ "$WATCH_STDIN" = 1 ]; then
+  exec 3<&0
+  (
+    while read -r _ <&3; do :; done
+    kill -TERM $$ 2>/dev/null
+  ) > /dev/null 2>&1 &
+  watcher=$!
+  exec 3<&-
+fi
+
+acquire_lock
 mkdir -p out
 [ -f results.jsonl ] || : > results.jsonl
 # a crash can leave a last line without its newline: end it, so the next line starts fresh
@@ -36,16 +114,36 @@ while IFS="$tab" read -r digest key artifact; do
   res="out/$digest.json"
   etd="out/$digest.etdp"
   log="out/$digest.log"
-  rm -f "$res" "$etd"
+  expired="out/$digest.expired"
+  rm -f "$res" "$etd" "$expired"
   set -- --model_path "$artifact" --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS"
   if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
   if [ "$RUNNER_KIND" = shim ]; then set -- "$@" --result_path "$res"; fi
-  if [ "$OP_TIMEOUT_S" != 0 ] && command -v timeout > /dev/null 2>&1; then
-    timeout "$OP_TIMEOUT_S" sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null
-  else
-    sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null
+  sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
+  runner=$!
+  if [ "$OP_TIMEOUT_S" != 0 ]; then
+    (
+      trap 'kill "$s" 2>/dev/null; exit 0' TERM
+      sleep "$OP_TIMEOUT_S" &
+      s=$!
+      wait "$s"
+      : > "$expired"
+      kill -KILL "$runner" 2>/dev/null
+    ) > /dev/null 2>&1 &
+    dog=$!
   fi
+  wait "$runner"
   rc=$?
+  runner=""
+  if [ -n "$dog" ]; then
+    kill "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
+    dog=""
+  fi
+  if [ -f "$expired" ]; then
+    rc=124
+    echo "driver: killed after the per-op deadline of $OP_TIMEOUT_S s" >> "$log"
+  fi
   # a shim that exits 0 without a result, or an executor_runner without an ETDump, did not measure
   if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = shim ] && [ ! -s "$res" ]; then rc=65; fi
   if [ "$rc" = 0 ] && [ "$RUNNER_KIND" != shim ] && [ ! -s "$etd" ]; then rc=65; fi

@@ -19,43 +19,138 @@ lowest robust CV is kept and, if it is still unstable, flagged with its reasons.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+class PolicyError(ValueError):
+    """An impossible policy; ``field`` names the offending field (the host maps it to its config key)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _f(default: float, doc: str, *, minimum: float = 0.0, exclusive: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"doc": doc, "min": minimum, "exclusive": exclusive})
 
 
 @dataclasses.dataclass(frozen=True)
 class MeasurePolicy:
-    """How many executions are timed, exactly (defaults in brackets).
+    """How many executions are timed, exactly: THE one definition of the measurement policy.
 
-    warm-up: at least ``warmup_runs`` [5] executions and ``warmup_ms`` [100] ms;
-    timed: at least ``min_runs`` [30] executions and ``min_time_ms`` [300] ms, at most ``max_runs``
-    [10000] executions or ``max_time_ms`` [10000] ms (whichever comes first, never fewer than 3);
-    instability: ``max_cv`` [0.05], ``max_drift`` [0.05], ``max_temp_rise_c`` [5.0];
-    re-measure: up to ``retries`` [2] times after ``cooldown_s`` [2.0] s.
+    The host validates devices.toml's ``[devices.<name>.measure]`` table against these fields (same
+    names), the runner's command-line flags are generated from them (:meth:`to_flags`,
+    :meth:`add_arguments`, :meth:`from_namespace`), and ``num_executions`` keeps ExecuTorch
+    ``executor_runner``'s flag name (here: the *minimum* number of timed executions).
+
+    warm-up: at least ``warmup_runs`` executions and ``warmup_ms`` ms;
+    timed: at least ``num_executions`` executions and ``min_time_ms`` ms, at most ``max_runs``
+    executions or ``max_time_ms`` ms (whichever comes first, never fewer than 3);
+    instability: ``max_cv``, ``max_drift``, ``max_temp_rise_c``;
+    re-measure: up to ``retries`` times after ``cooldown_s`` s.
     """
 
-    warmup_runs: int = 5
-    warmup_ms: float = 100.0
-    min_runs: int = 30
-    min_time_ms: float = 300.0
-    max_runs: int = 10_000
-    max_time_ms: float = 10_000.0
-    max_cv: float = 0.05
-    max_drift: float = 0.05
-    max_temp_rise_c: float = 5.0
-    retries: int = 2
-    cooldown_s: float = 2.0
+    num_executions: int = _f(30, "minimum timed executions", minimum=1)
+    warmup_runs: int = _f(5, "minimum warm-up executions")
+    warmup_ms: float = _f(100.0, "minimum warm-up time (ms)")
+    min_time_ms: float = _f(300.0, "minimum timed wall time (ms)")
+    max_runs: int = _f(10_000, "maximum timed executions (>= num_executions and >= 3)", minimum=3)
+    max_time_ms: float = _f(10_000.0, "maximum timed wall time (ms)", exclusive=True)
+    max_cv: float = _f(
+        0.05, "robust CV (1.4826 MAD / median) above which an attempt is unstable", exclusive=True
+    )
+    max_drift: float = _f(
+        0.05, "first-vs-last-third median drift above which an attempt is unstable", exclusive=True
+    )
+    max_temp_rise_c: float = _f(
+        5.0, "temperature rise (C) above which an attempt is unstable", exclusive=True
+    )
+    retries: int = _f(2, "re-measures of an unstable op")
+    cooldown_s: float = _f(2.0, "sleep before a re-measure (s)")
 
     def __post_init__(self) -> None:
+        problems = self.check(dataclasses.asdict(self))
+        if problems:
+            raise problems[0]
+        for f in dataclasses.fields(self):  # 50 in a float field is 50.0 (TOML and JSON write either)
+            if f.type in ("float", float):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any]) -> list[PolicyError]:
+        """Every problem of a policy given as ``{field: value}`` (missing fields take their defaults):
+        unknown names, wrong types, out-of-range values, impossible combinations. Each names its
+        field, so the host can report the devices.toml key. Empty when the policy is sound."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = [
+            PolicyError(name, f"is not a policy field (known: {', '.join(fields)})")
+            for name in values
+            if name not in fields
+        ]
+        merged: dict[str, Any] = {name: f.default for name, f in fields.items()}
+        merged.update({k: v for k, v in values.items() if k in fields})
+        for name, f in fields.items():
+            value = merged[name]
+            want_int = f.type in ("int", int)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (want_int and not isinstance(value, int))
+            ):
+                out.append(
+                    PolicyError(name, f"must be {'an integer' if want_int else 'a number'}, got {value!r}")
+                )
+                continue
+            low, exclusive = f.metadata["min"], f.metadata["exclusive"]
+            if value < low or (exclusive and value <= low):
+                out.append(PolicyError(name, f"must be {'>' if exclusive else '>='} {low:g}, got {value!r}"))
+        if not out and merged["max_runs"] < merged["num_executions"]:
+            out.append(
+                PolicyError(
+                    "max_runs",
+                    f"must be >= num_executions ({merged['num_executions']}), got {merged['max_runs']}: "
+                    "the runner could never reach its minimum",
+                )
+            )
+        return out
+
+    # -- the runner's command line, generated from the fields ------------------------------------------
+    def to_flags(self) -> list[str]:
+        """``["--num_executions", "30", "--warmup_runs", "5", ...]``: every field as a runner flag."""
+        out: list[str] = []
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value < 0:
-                raise ValueError(f"MeasurePolicy.{f.name} must be >= 0, got {value}")
-        if self.max_runs < max(3, self.min_runs):
-            raise ValueError("MeasurePolicy.max_runs must be >= max(3, min_runs)")
+            out += [
+                f"--{f.name}",
+                repr(getattr(self, f.name))
+                if isinstance(getattr(self, f.name), float)
+                else str(getattr(self, f.name)),
+            ]
+        return out
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            parser.add_argument(
+                f"--{f.name}",
+                type=int if f.type in ("int", int) else float,
+                default=getattr(defaults, f.name),
+                help=f.metadata["doc"],
+            )
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace) -> MeasurePolicy:
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 # -- statistics (the same definitions the host uses: linear-interpolated percentiles) --------------
@@ -176,7 +271,7 @@ def measure(
             )
         before = read_temp_c()
         samples = _timed_loop(
-            run_once, policy.min_runs, policy.min_time_ms, policy.max_runs, policy.max_time_ms, clock
+            run_once, policy.num_executions, policy.min_time_ms, policy.max_runs, policy.max_time_ms, clock
         )
         after = read_temp_c()
         cv, dr = robust_cv(samples), drift(samples)

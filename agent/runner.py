@@ -33,7 +33,6 @@ RESULT_SCHEMA = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = MeasurePolicy()
     p = argparse.ArgumentParser(
         prog="python -m chamlab.agent.runner",
         description=__doc__.split("\n\n")[0],
@@ -41,21 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model_path", required=True, help="ExecuTorch program (.pte)")
     p.add_argument("--method_name", default="forward")
-    p.add_argument("--num_executions", type=int, default=defaults.min_runs, help="minimum timed executions")
     p.add_argument("--cpu_threads", type=int, default=0, help="runtime thread-pool size (0: runtime default)")
     p.add_argument("--etdump_path", default=None, help="write an ETDump of a separate profiled pass here")
     p.add_argument("--etdump_executions", type=int, default=10, help="executions in the profiled pass")
     p.add_argument("--result_path", default=None, help="write the JSON result here (default: stdout)")
-    p.add_argument("--warmup_runs", type=int, default=defaults.warmup_runs)
-    p.add_argument("--warmup_ms", type=float, default=defaults.warmup_ms)
-    p.add_argument("--min_time_ms", type=float, default=defaults.min_time_ms)
-    p.add_argument("--max_runs", type=int, default=defaults.max_runs)
-    p.add_argument("--max_time_ms", type=float, default=defaults.max_time_ms)
-    p.add_argument("--max_cv", type=float, default=defaults.max_cv, help="robust CV threshold")
-    p.add_argument("--max_drift", type=float, default=defaults.max_drift)
-    p.add_argument("--max_temp_rise_c", type=float, default=defaults.max_temp_rise_c)
-    p.add_argument("--retries", type=int, default=defaults.retries, help="re-measures of an unstable op")
-    p.add_argument("--cooldown_s", type=float, default=defaults.cooldown_s)
+    MeasurePolicy.add_arguments(p)  # --num_executions, --warmup_runs, ...: the policy's own fields
     p.add_argument("--cpufreq_root", default=probe.SysfsRoots.cpufreq_root)
     p.add_argument("--thermal_root", default=probe.SysfsRoots.thermal_root)
     p.add_argument("--power_supply_root", default=probe.SysfsRoots.power_supply_root)
@@ -119,19 +108,7 @@ def _runtime():  # type: ignore[no-untyped-def]
 def run(args: argparse.Namespace) -> dict[str, object]:
     rt = _runtime()
 
-    policy = MeasurePolicy(
-        warmup_runs=args.warmup_runs,
-        warmup_ms=args.warmup_ms,
-        min_runs=args.num_executions,
-        min_time_ms=args.min_time_ms,
-        max_runs=args.max_runs,
-        max_time_ms=args.max_time_ms,
-        max_cv=args.max_cv,
-        max_drift=args.max_drift,
-        max_temp_rise_c=args.max_temp_rise_c,
-        retries=args.retries,
-        cooldown_s=args.cooldown_s,
-    )
+    policy = MeasurePolicy.from_namespace(args)
     roots = probe.SysfsRoots(args.cpufreq_root, args.thermal_root, args.power_supply_root)
     if args.cpu_threads > 0:
         rt._unsafe_reset_threadpool(args.cpu_threads)
@@ -182,7 +159,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        MeasurePolicy.from_namespace(args)
+    except ValueError as exc:
+        parser.error(str(exc))  # exit 2: the host validates policies, so this is a usage error
     if not os.path.isfile(args.model_path):
         print(f"runner: model file {args.model_path} does not exist", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from chamlab.operators.fsutil import atomic_write_text
+from chamlab.core.files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -26,9 +26,8 @@ from _common import RESULTS, write_result
 from chamlab.chamnet.predictors.latency import LutLatencyPredictor
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.host.config import load_registry
+from chamlab.host import api
 from chamlab.host.lut import Lut
-from chamlab.host.profiling import measure_networks, profile
 
 
 def summarize(pairs: list[dict], key: str = "predicted_ms") -> dict:
@@ -50,16 +49,17 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def run_space(space: SearchSpace, archs: list[Arch], threads: int, lut_path: Path, device) -> dict:
+    spec = api.resolve_run(device, threads=threads)
     t0 = time.perf_counter()
-    report = profile(device, space, archs, out=lut_path, threads=threads, force=True)
+    report = api.profile(spec, space, archs, out=lut_path, force=True)
     if report.failed:
         raise SystemExit(f"profiling failed: {report.failed[:3]}")
     profile_s = time.perf_counter() - t0
     lut = Lut.read(lut_path)
-    p50 = lut.p50_by_key(device.name, device.backend, device.dtype, threads)
+    p50 = lut.p50_by_key(spec.measurement_set)
     predictor = LutLatencyPredictor(p50)
     t1 = time.perf_counter()
-    measured = measure_networks(device, space, archs, threads=threads)
+    measured = api.measure_networks(spec, space, archs)
     measure_s = time.perf_counter() - t1
     pairs = []
     for arch, m in zip(archs, measured, strict=True):
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    device = load_registry().get(args.target)
+    device = api.load_registry().get(args.target)
     rng = np.random.default_rng(args.seed)
     macro = SPACES.get("macro-cifar10")
     runs = []

@@ -21,13 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from chamlab.chamnet.spaces import SPACES
-from chamlab.host.config import load_registry
-from chamlab.host.profiling import profile
+from chamlab.host import api
 
 
 def one(device, space, threads: int, lut: Path) -> dict:
     t0 = time.perf_counter()
-    report = profile(device, space, None, out=lut, threads=threads)
+    report = api.profile(api.resolve_run(device, threads=threads), space, None, out=lut)
     total = time.perf_counter() - t0
     if report.failed:
         raise SystemExit(f"profiling failed: {report.failed[:3]}")
@@ -50,7 +49,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    device = load_registry().get(args.target)
+    device = api.load_registry().get(args.target)
     space = SPACES.get("macro-cifar10")
     with tempfile.TemporaryDirectory(prefix="chamlab-bench-") as tmp:
         os.environ["CHAMLAB_CACHE"] = str(Path(tmp) / "cache")

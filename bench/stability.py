@@ -22,8 +22,8 @@ from _common import write_result
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host.config import load_registry
+from chamlab.operators import INVOCATION_PROBE, OPS
 from chamlab.operators.export import ExportItem, export_all
-from chamlab.operators.specs import INVOCATION_PROBE, OPS
 
 OPS_UNDER_TEST = [
     INVOCATION_PROBE.key,
@@ -49,7 +49,7 @@ def main() -> None:
     artifacts, failures = export_all([*items, net_item], device.backend, device.dtype)
     if failures:
         raise SystemExit(f"export failed: {failures}")
-    flags = ["--num_executions", str(device.measure.num_executions), *device.measure.runner_flags()]
+    flags = device.measure.to_flags()
     subjects = []
     for item in [*items, net_item]:
         p50s, unstable = [], 0

@@ -6,17 +6,19 @@ else the built-in registry that holds only ``local-cpu`` (this machine, defaults
 Format (see the repository's ``devices.toml`` for a commented example)::
 
     [devices.local-cpu]
-    transport = "local"        # how the host reaches it: local (ssh and adb come next)
+    transport = "local"        # how the host reaches it; each transport has its own keys
     backend = "xnnpack"        # default ExecuTorch backend: xnnpack | portable
     threads = 1                # default --threads
     runner = "shim"            # "shim" (python -m chamlab.agent.runner) or the path of an executor_runner
     affinity = "0"             # optional CPU list for taskset; "" = no pinning
 
-    [devices.local-cpu.measure]  # the measurement policy (agent/measure.py documents each field)
+    [devices.local-cpu.measure]  # the measurement policy: chamlab.agent.measure.MeasurePolicy's fields
     num_executions = 30
     min_time_ms = 300
 
-Unknown keys, wrong types and bad values are errors that name the file, the table and the key.
+Each table is validated by its transport's own model (``host/transports/<transport>.py``). Unknown
+keys, wrong types, bad values and impossible measurement policies are errors that name the file, the
+table and the key.
 """
 
 from __future__ import annotations
@@ -26,80 +28,20 @@ import re
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationError
 
-from chamlab.operators.errors import ConfigError, UnknownNameError
-from chamlab.operators.specs import BACKENDS, DTYPES
+from chamlab.agent.measure import MeasurePolicy
+from chamlab.core.errors import ConfigError, UnknownNameError
+
+from .transports import TRANSPORTS, DeviceConfig, LocalConfig
 
 DEFAULT_FILE = "devices.toml"
 ENV_VAR = "CHAMLAB_DEVICES"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-TRANSPORTS = ("local",)
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class MeasureConfig(_Frozen):
-    """Measurement policy sent to the agent (field meanings: ``chamlab.agent.measure.MeasurePolicy``)."""
-
-    num_executions: int = Field(30, ge=1)
-    warmup_runs: int = Field(5, ge=0)
-    warmup_ms: float = Field(100.0, ge=0)
-    min_time_ms: float = Field(300.0, ge=0)
-    max_runs: int = Field(10_000, ge=3)
-    max_time_ms: float = Field(10_000.0, gt=0)
-    max_cv: float = Field(0.05, gt=0)
-    max_drift: float = Field(0.05, gt=0)
-    max_temp_rise_c: float = Field(5.0, gt=0)
-    retries: int = Field(2, ge=0)
-    cooldown_s: float = Field(2.0, ge=0)
-
-    def runner_flags(self) -> list[str]:
-        """Shim flags for everything but ``--num_executions`` (the driver passes that one)."""
-        out: list[str] = []
-        for name, value in self.model_dump().items():
-            if name != "num_executions":
-                out += [f"--{name}", str(value)]
-        return out
-
-
-class DeviceConfig(_Frozen):
-    name: str
-    transport: Literal["local"] = "local"
-    description: str = ""
-    backend: str = "xnnpack"
-    dtype: str = "fp32"
-    threads: int = Field(1, ge=1, le=256)
-    runner: str = "shim"
-    python: str = Field("", description="python on the target for the shim; local default: this interpreter")
-    workdir: str = Field("", description="run directories on the target; local default: <cache>/runs/<name>")
-    affinity: str = ""
-    op_timeout_s: float = Field(300.0, ge=0)
-    cooldown_between_ops_s: float = Field(0.0, ge=0)
-    measure: MeasureConfig = MeasureConfig()
-
-    @field_validator("backend", "dtype")
-    @classmethod
-    def _known(cls, v: str, info: ValidationInfo) -> str:
-        allowed = {"backend": BACKENDS, "dtype": DTYPES}[str(info.field_name)]
-        if v not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return v
-
-    @field_validator("affinity")
-    @classmethod
-    def _affinity(cls, v: str) -> str:
-        if v and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", v):
-            raise ValueError("must be a CPU list such as '0', '0-3' or '0,2'")
-        return v
-
-    @property
-    def runner_kind(self) -> str:
-        return "shim" if self.runner == "shim" else "executor_runner"
+__all__ = ["DeviceConfig", "DeviceRegistry", "load_registry", "parse_devices_file", "parse_policy"]
 
 
 class DeviceRegistry:
@@ -128,7 +70,7 @@ class DeviceRegistry:
 
 def builtin_registry() -> DeviceRegistry:
     return DeviceRegistry(
-        {"local-cpu": DeviceConfig(name="local-cpu", description="this machine's CPU (built-in default)")},
+        {"local-cpu": LocalConfig(name="local-cpu", description="this machine's CPU (built-in default)")},
         "the built-in default (no devices.toml found)",
     )
 
@@ -151,10 +93,19 @@ def load_registry(explicit: Path | None = None) -> DeviceRegistry:
     return parse_devices_file(path)
 
 
+def parse_policy(body: Any, where: str) -> MeasurePolicy:
+    """A ``[... .measure]`` table -> :class:`MeasurePolicy`; errors name ``where`` and the key."""
+    if not isinstance(body, dict):
+        raise ConfigError(f"{where} must be a table")
+    problems = MeasurePolicy.check(body)
+    if problems:
+        first = problems[0]
+        raise ConfigError(f"{where} key {first.field!r}: {first.message}")
+    return MeasurePolicy(**body)
+
+
 def _format_loc(path: Path, table: str, loc: tuple[int | str, ...]) -> str:
     keys = [str(p) for p in loc]
-    if len(keys) > 1 and keys[0] == "measure":
-        return f"{path}: [{table}.measure] key {'.'.join(keys[1:])!r}"
     return f"{path}: [{table}] key {'.'.join(keys)!r}" if keys else f"{path}: [{table}]"
 
 
@@ -185,35 +136,38 @@ def parse_devices_file(path: Path) -> DeviceRegistry:
         raise ConfigError(
             f"{path}: no [devices.<name>] table found", hint="add one, e.g. [devices.local-cpu]"
         )
-
-    devices: dict[str, DeviceConfig] = {}
-    for name, body in tables.items():
-        table = f"devices.{name}"
-        if not _NAME_RE.match(name):
-            raise ConfigError(f"{path}: [{table}] device names use a-z, 0-9, '.', '_' and '-'")
-        if not isinstance(body, dict):
-            raise ConfigError(f"{path}: devices.{name} must be a table")
-        if "name" in body:
-            raise ConfigError(
-                f"{path}: [{table}] key 'name' is not allowed: the table name is the device name"
-            )
-        transport = body.get("transport", "local")
-        if transport not in TRANSPORTS:
-            raise ConfigError(
-                f"{path}: [{table}] key 'transport' = {transport!r} is not supported by this version "
-                f"(supported: {', '.join(TRANSPORTS)})"
-            )
-        try:
-            devices[name] = DeviceConfig(name=name, **body)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = _format_loc(path, table, tuple(err["loc"]))
-            if err["type"] == "extra_forbidden":
-                allowed = (
-                    sorted(MeasureConfig.model_fields)
-                    if err["loc"][0] == "measure"
-                    else sorted(set(DeviceConfig.model_fields) - {"name"})
-                )
-                raise ConfigError(f"{where} is unknown (allowed: {', '.join(allowed)})") from None
-            raise ConfigError(f"{where}: {err['msg']} (got {err.get('input')!r})") from None
+    devices = {name: parse_device(path, name, body) for name, body in tables.items()}
     return DeviceRegistry(devices, str(path))
+
+
+def parse_device(path: Path, name: str, body: Any) -> DeviceConfig:
+    """One ``[devices.<name>]`` table, validated by its transport's model."""
+    table = f"devices.{name}"
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{path}: [{table}] device names use a-z, 0-9, '.', '_' and '-'")
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: devices.{name} must be a table")
+    if "name" in body:
+        raise ConfigError(f"{path}: [{table}] key 'name' is not allowed: the table name is the device name")
+    body = dict(body)
+    transport = body.setdefault("transport", "local")
+    if transport not in TRANSPORTS:
+        raise ConfigError(
+            f"{path}: [{table}] key 'transport' = {transport!r} is not a known transport "
+            f"(known: {', '.join(TRANSPORTS.names())})"
+        )
+    cls = TRANSPORTS.config_class(str(transport))
+    if "measure" in body:
+        body["measure"] = parse_policy(body["measure"], f"{path}: [{table}.measure]")
+    try:
+        return cls(name=name, **body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = _format_loc(path, table, tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            allowed = sorted(set(cls.model_fields) - {"name"})
+            raise ConfigError(
+                f"{where} is unknown for transport {transport!r} (allowed: {', '.join(allowed)})"
+            ) from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {msg} (got {err.get('input')!r})") from None

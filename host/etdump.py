@@ -7,7 +7,6 @@ timings (``executor_runner``), as the source of the latency samples themselves.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import math
 import statistics
@@ -15,16 +14,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from chamlab.operators.errors import MeasurementError
+from chamlab.core.errors import MeasurementError
 
 _SKIP = ("Method::", "Program::")
 
 
-@functools.lru_cache(maxsize=32)  # the samples and the breakdown of one op come from the same file
 def parse(etdump_path: Path, etrecord_path: Path | None) -> dict[str, Any]:
     """``{"execute_ms": [...per execution...], "events": [{"event", "p50_ms", "delegated"}, ...]}``.
 
-    The result is cached per file pair: treat it as read-only.
+    Not cached: run directories are reused by resumed runs, so a path says nothing about the content.
+    Callers parse each pulled file once and keep the result with the outcome.
 
     ``events`` lists the operator-level events (delegate-internal ops included) in execution order;
     runtime bookkeeping (``Method::*``, ``Program::*``, ``DELEGATE_CALL``) is left out.

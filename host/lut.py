@@ -5,37 +5,32 @@ are stored (``samples_ms``) and the statistics are derived from them on the host
 percentiles). Columns, in order, are :data:`SCHEMA`; the op's arguments are a struct ``op_params``
 whose fields are the union of every registered op spec's fields (null where a spec lacks one).
 
-Parquet key-value metadata:
+The file goes through the store (:mod:`chamlab.core.store`): ``chamlab.kind`` = ``latency-lut``,
+``chamlab.schema_version`` = ``1``, plus ``chamlab.provenance``: a JSON list, one object per run that
+added rows (run id, device, tool version, host, time, command). Writes are atomic (temporary file +
+rename); :func:`add_rows` re-reads and merges under a file lock, so concurrent writers never lose,
+duplicate or corrupt a row. The files are plain Parquet, readable by pandas, pyarrow, DuckDB and Polars.
 
-* ``chamlab.kind`` = ``latency-lut`` and ``chamlab.schema_version`` = ``1``: a file without them is
-  not a chamlab LUT and is refused with a clear error;
-* ``chamlab.provenance``: a JSON list, one object per run that added rows (run id, device, tool
-  version, host, time, command).
-
-Writes are atomic (temporary file + rename): a crash never leaves a half-written LUT, and a failed
-write leaves the previous file intact. The files are plain Parquet, readable by pandas, pyarrow,
-DuckDB and Polars.
+A *measurement set* is one (device, backend, dtype, threads): the row key without the op key. A
+prediction always uses exactly one set (:meth:`Lut.choose`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from chamlab.operators.errors import LutError
-from chamlab.operators.fsutil import atomic_path, check_writable
-from chamlab.operators.specs import OPS
+from chamlab.core.errors import InputError, LutError
+from chamlab.core.files import check_writable
+from chamlab.core.locks import sibling_lock
+from chamlab.core.store import KINDS, read_table, write_table
+from chamlab.operators import OPS
 
-SCHEMA_VERSION = "1"
-KIND = "latency-lut"
 ROW_KEY = ("op_key", "device", "backend", "dtype", "threads")
 
 _PARAM_FIELDS = [
@@ -86,6 +81,28 @@ SCHEMA = pa.schema(
         pa.field("battery_pct", pa.float64()),
     ]
 )
+
+
+KIND = KINDS.register(
+    "latency-lut",
+    version=1,
+    schema=SCHEMA,
+    what="LUT",
+    make_hint="create it with `chamlab profile --target NAME --space SPACE --out PATH`",
+    error=LutError,
+)
+
+
+class MeasurementSet(NamedTuple):
+    """One (device, backend, dtype, threads) of a LUT: the rows one prediction may use."""
+
+    device: str
+    backend: str
+    dtype: str
+    threads: int
+
+    def describe(self) -> str:
+        return f"target={self.device} backend={self.backend} dtype={self.dtype} threads={self.threads}"
 
 
 def stats_from_samples(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -153,50 +170,11 @@ class Lut:
     @classmethod
     def read(cls, path: Path) -> Lut:
         """Read and check a LUT file; every failure is a :class:`LutError` naming the file."""
-        path = Path(path)
-        if not path.exists():
-            raise LutError(
-                f"LUT {path} does not exist",
-                hint="create it with `chamlab profile --target NAME --space SPACE --out PATH`",
-            )
-        try:
-            pf = pq.ParquetFile(path)
-            meta = pf.schema_arrow.metadata or {}
-        except (pa.ArrowException, OSError) as exc:
-            raise LutError(
-                f"LUT {path} is not a readable Parquet file ({exc})",
-                hint="restore it from a backup or re-run `chamlab profile`",
-            ) from exc
-        kind = meta.get(b"chamlab.kind", b"").decode()
-        version = meta.get(b"chamlab.schema_version", b"").decode()
-        if kind != KIND:
-            raise LutError(
-                f"{path} is a Parquet file but not a chamlab LUT (metadata chamlab.kind={kind!r})",
-                hint="pass a file written by `chamlab profile`",
-            )
-        if version != SCHEMA_VERSION:
-            raise LutError(
-                f"LUT {path} has schema version {version!r}; this chamlab reads version {SCHEMA_VERSION}",
-                hint="upgrade chamlab or re-profile",
-            )
-        try:
-            table = pf.read()
-        except (pa.ArrowException, OSError) as exc:
-            raise LutError(
-                f"LUT {path} is corrupt: {exc}", hint="re-run `chamlab profile` to rebuild it"
-            ) from exc
-        missing = [f.name for f in SCHEMA if f.name not in table.column_names]
-        if missing:
-            raise LutError(f"LUT {path} lacks column(s) {', '.join(missing)}")
-        try:
-            table = table.select(SCHEMA.names).cast(SCHEMA)
-        except (pa.ArrowException, ValueError) as exc:
-            raise LutError(f"LUT {path} has columns of the wrong type: {exc}") from exc
-        try:
-            provenance = json.loads(meta.get(b"chamlab.provenance", b"[]"))
-        except json.JSONDecodeError as exc:
-            raise LutError(f"LUT {path}: metadata chamlab.provenance is not JSON") from exc
-        lut = cls(table, provenance)
+        stored = read_table(Path(path), KIND)
+        provenance = stored.meta_json("chamlab.provenance", [])
+        if not isinstance(provenance, list):
+            raise LutError(f"LUT {path}: metadata chamlab.provenance is not a JSON list")
+        lut = cls(stored.table, provenance)
         problems = lut.problems()
         if problems:
             raise LutError(
@@ -237,25 +215,57 @@ class Lut:
     def __len__(self) -> int:
         return self.table.num_rows
 
-    def combinations(self) -> list[tuple[str, str, str, int]]:
-        """Distinct (device, backend, dtype, threads), sorted."""
-        cols = self.table.select(["device", "backend", "dtype", "threads"]).to_pylist()
-        return sorted({(c["device"], c["backend"], c["dtype"], c["threads"]) for c in cols})
+    def combinations(self) -> list[MeasurementSet]:
+        """Distinct measurement sets, sorted."""
+        cols = self.table.select(list(MeasurementSet._fields)).to_pylist()
+        return sorted({MeasurementSet(**c) for c in cols})
 
-    def _mask(self, device: str, backend: str, dtype: str, threads: int) -> pa.ChunkedArray:
+    def choose(
+        self,
+        path: Path | str,
+        *,
+        device: str | None = None,
+        backend: str | None = None,
+        dtype: str | None = None,
+        threads: int | None = None,
+    ) -> MeasurementSet:
+        """The one measurement set matching the given fields (None: any). No match is a
+        :class:`LutError` listing what the LUT holds; several are an :class:`InputError` asking for
+        a choice."""
+        wanted = {"device": device, "backend": backend, "dtype": dtype, "threads": threads}
+        combos = self.combinations()
+        matching = [c for c in combos if all(v is None or getattr(c, k) == v for k, v in wanted.items())]
+        listed = "; ".join(c.describe() for c in combos) or "nothing"
+        if not matching:
+            asked = " ".join(
+                f"{'target' if k == 'device' else k}={v if v is not None else '*'}" for k, v in wanted.items()
+            )
+            raise LutError(
+                f"LUT {path} has no rows for {asked}; it holds: {listed}",
+                hint="profile them with "
+                f"`chamlab profile --target NAME --space SPACE --threads N --out {path}`",
+            )
+        if len(matching) > 1:
+            raise InputError(
+                f"LUT {path} holds several measurement sets ({listed}); choose one with "
+                "--target/--backend/--threads"
+            )
+        return matching[0]
+
+    def _mask(self, mset: MeasurementSet) -> pa.ChunkedArray:
         t = self.table
         return pc.and_(
-            pc.and_(pc.equal(t["device"], device), pc.equal(t["backend"], backend)),
-            pc.and_(pc.equal(t["dtype"], dtype), pc.equal(t["threads"], threads)),
+            pc.and_(pc.equal(t["device"], mset.device), pc.equal(t["backend"], mset.backend)),
+            pc.and_(pc.equal(t["dtype"], mset.dtype), pc.equal(t["threads"], mset.threads)),
         )
 
-    def select(self, device: str, backend: str, dtype: str, threads: int) -> dict[str, dict[str, Any]]:
-        """Rows of one (device, backend, dtype, threads) by op key."""
-        sub = self.table.filter(self._mask(device, backend, dtype, threads))
+    def select(self, mset: MeasurementSet) -> dict[str, dict[str, Any]]:
+        """Rows of one measurement set by op key."""
+        sub = self.table.filter(self._mask(mset))
         return {r["op_key"]: r for r in sub.to_pylist()}
 
-    def p50_by_key(self, device: str, backend: str, dtype: str, threads: int) -> dict[str, float]:
-        sub = self.table.filter(self._mask(device, backend, dtype, threads)).select(["op_key", "p50_ms"])
+    def p50_by_key(self, mset: MeasurementSet) -> dict[str, float]:
+        sub = self.table.filter(self._mask(mset)).select(["op_key", "p50_ms"])
         return dict(zip(sub["op_key"].to_pylist(), sub["p50_ms"].to_pylist(), strict=True))
 
     # -- updates ----------------------------------------------------------------------------------------
@@ -278,19 +288,20 @@ class Lut:
         """Write atomically to ``path`` (temp file in the same directory, then rename)."""
         path = Path(path)
         check_writable(path, what="LUT")
-        meta = {
-            b"chamlab.kind": KIND.encode(),
-            b"chamlab.schema_version": SCHEMA_VERSION.encode(),
-            b"chamlab.provenance": json.dumps(self.provenance).encode(),
-            b"chamlab.tool_version": tool_version().encode(),
-        }
-        table = self.table.replace_schema_metadata(meta)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
+        write_table(path, KIND, self.table, {"chamlab.provenance": self.provenance})
 
 
-def tool_version() -> str:
-    try:
-        return metadata.version("chamlab")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def add_rows(
+    path: Path, rows: Sequence[Mapping[str, Any]], provenance: Mapping[str, Any] | None = None
+) -> Lut:
+    """Add ``rows`` to the LUT file at ``path`` (created if missing) and return the new LUT.
+
+    Read-modify-write happens under the file's lock (``.<name>.lock`` beside it): the file is re-read
+    *inside* the lock, so rows another process wrote meanwhile are kept, never lost or duplicated.
+    """
+    path = Path(path)
+    check_writable(path, what="LUT")
+    with sibling_lock(path, what=f"LUT {path}").hold():
+        lut = Lut.read_or_empty(path).upsert(rows, provenance)
+        lut.write(path)
+    return lut

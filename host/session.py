@@ -11,9 +11,15 @@ A *task* is one artifact to measure on a target (a single-op microbenchmark or a
 
 The run id is a hash of everything that defines the run (device, backend, dtype, threads, runner,
 measurement policy, task keys), so re-running the same command after a crash or a dropped link
-lands in the same run directory, and the driver skips the ops it already finished. A run directory
-is removed once every task succeeded and was recorded; one with failures is kept (for its logs and
-for the resume).
+lands in the same run directory, and the driver skips the ops it already finished. The run directory
+stays on the target until the caller has stored the results (:meth:`DeviceSession.finish`): a failed
+LUT write loses nothing, and the re-run only pulls and stores.
+
+Locks: one measuring run per device at a time. :func:`device_lock` is the host's lock (a ``flock`` in
+the cache, held for a whole job, so plans are made against the LUT as it is once the device is ours);
+the driver takes a second lock in the target's workdir (pid + boot id), which also covers runs from
+other hosts. A run that finds the device busy waits and says so, or with ``no_wait`` fails at once
+(:class:`~chamlab.core.errors.DeviceBusyError`, exit 2).
 """
 
 from __future__ import annotations
@@ -25,23 +31,29 @@ import posixpath
 import re
 import shlex
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from chamlab.operators.errors import InputError, TransportError
+from chamlab.core.errors import ConfigError, DeviceBusyError, InputError, TransportError
+from chamlab.core.files import cache_root
+from chamlab.core.locks import FileLock
 from chamlab.operators.export import Artifact
-from chamlab.operators.fsutil import cache_root
 
-from .config import DeviceConfig
-from .transports.base import Transport
+from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _AGENT_FILES = ("__init__.py", "measure.py", "probe.py", "runner.py")
 LOG_TAIL_CHARS = 600
+LOCK_NAME = ".chamlab-device.lock"
+EX_BUSY = 75  # the driver's exit code when the device lock is held and NO_WAIT=1
+
+
+def device_lock(device: DeviceConfig) -> FileLock:
+    """The host's lock of ``device`` (``<cache>/locks/<name>.lock``); hold it for a whole job."""
+    return FileLock(cache_root() / "locks" / f"{device.name}.lock", what=f"device {device.name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +93,14 @@ class DeviceSession:
     """Runs tasks on one device through a transport (see the module docstring)."""
 
     def __init__(
-        self, device: DeviceConfig, transport: Transport, *, threads: int, etdump: bool = False
+        self,
+        device: DeviceConfig,
+        transport: Transport,
+        *,
+        threads: int,
+        etdump: bool = False,
+        no_wait: bool = False,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         if device.runner_kind == "executor_runner" and not etdump:
             etdump = True  # executor_runner prints no timings: its ETDump is the measurement
@@ -89,6 +108,8 @@ class DeviceSession:
         self.transport = transport
         self.threads = threads
         self.etdump = etdump
+        self.no_wait = no_wait
+        self.on_wait = on_wait
 
     # -- identity ---------------------------------------------------------------------------------------
     def run_id(self, tasks: Sequence[Task]) -> str:
@@ -97,7 +118,7 @@ class DeviceSession:
             "threads": self.threads,
             "etdump": self.etdump,
             "runner": self.device.runner,
-            "measure": self.device.measure.model_dump(),
+            "measure": self.device.measure.to_json(),
             "affinity": self.device.affinity,
             "tasks": sorted(
                 (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
@@ -115,8 +136,13 @@ class DeviceSession:
             prefix = ["taskset", cpu_mask(self.device.affinity)]
         lines = ["#!/bin/sh", "# written by chamlab: the runner command for this run"]
         if self.device.runner_kind == "shim":
-            python = self.device.python or sys.executable
-            cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.runner_flags()]
+            python = self.device.runner_python()
+            if not python:
+                raise ConfigError(
+                    f'device {self.device.name}: runner = "shim" needs the target\'s python',
+                    hint=f'set python = "/path/to/python3" in [devices.{self.device.name}] of devices.toml',
+                )
+            cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.to_flags()]
             lines += [
                 'here=$(cd "$(dirname "$0")" && pwd)',
                 'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',
@@ -135,6 +161,9 @@ class DeviceSession:
             "ETDUMP": int(self.etdump),
             "OP_TIMEOUT_S": int(self.device.op_timeout_s),
             "COOLDOWN_S": self.device.cooldown_between_ops_s,
+            "LOCK_DIR": posixpath.join(self.workdir(), LOCK_NAME),
+            "NO_WAIT": int(self.no_wait),
+            "WATCH_STDIN": 1,
         }
         return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
 
@@ -161,19 +190,21 @@ class DeviceSession:
         (folder / "tasks.tsv").write_text("".join(lines))
 
     # -- running ----------------------------------------------------------------------------------------
+    def remote_dir(self, tasks: Sequence[Task]) -> str:
+        return posixpath.join(self.workdir(), self.run_id(tasks))
+
     def run(
         self,
         tasks: Sequence[Task],
         *,
         on_op: Callable[[str, int], None] | None = None,
-        keep: bool = False,
         fresh: bool = False,
     ) -> list[Outcome]:
         """Run ``tasks`` (resuming a previous identical run) and return one outcome per task.
 
         ``on_op(key, rc)`` is called as each op finishes on the target (rc -1: skipped, done before).
-        ``fresh`` discards what a previous identical run left (``profile --force``); ``keep`` keeps
-        the run directory even when every task succeeded.
+        ``fresh`` discards what a previous identical run left (``profile --force``). The run
+        directory stays on the target: call :meth:`finish` once the outcomes are stored.
         """
         if not tasks:
             return []
@@ -187,17 +218,33 @@ class DeviceSession:
             if fresh:
                 self.transport.run(["rm", "-rf", remote], timeout_s=120)
             self.transport.push(stage, remote, timeout_s=600)
+            busy: list[str] = []
 
             def on_line(line: str) -> None:
                 parts = line.split(" ")
-                if on_op and len(parts) >= 5 and parts[0] == "chamlab-driver" and parts[1] == "op":
+                if len(parts) < 2 or parts[0] != "chamlab-driver":
+                    return
+                if parts[1] == "op" and len(parts) >= 6 and on_op:
                     on_op(" ".join(parts[5:]), int(parts[4]))
-                elif on_op and len(parts) >= 5 and parts[0] == "chamlab-driver" and parts[1] == "skip":
+                elif parts[1] == "skip" and len(parts) >= 5 and on_op:
                     on_op(" ".join(parts[4:]), -1)
+                elif parts[1] == "wait" and self.on_wait:
+                    self.on_wait(" ".join(parts[2:]) or "another driver")
+                elif parts[1] == "busy":
+                    busy.append(" ".join(parts[2:]) or "another driver")
 
             res = self.transport.run(
-                ["sh", posixpath.join(remote, "driver.sh")], timeout_s=timeout, on_line=on_line
+                ["sh", posixpath.join(remote, "driver.sh")],
+                timeout_s=timeout,
+                on_line=on_line,
+                hold_stdin=True,
             )
+            if res.rc == EX_BUSY and busy:
+                raise DeviceBusyError(
+                    f"device {self.device.name} is busy: a driver (pid and boot id {busy[0]}) holds "
+                    f"{posixpath.join(self.workdir(), LOCK_NAME)}",
+                    hint="wait for it to finish, or re-run without --no-wait to queue behind it",
+                )
             if res.rc != 0 or "chamlab-driver done" not in res.output:
                 raise TransportError(
                     f"{self.device.name}: the driver in {remote} stopped early (exit {res.rc}): "
@@ -215,9 +262,14 @@ class DeviceSession:
                     kept = etdump_dir / o.etdump.name
                     shutil.copyfile(o.etdump, kept)
                     o.etdump = kept
-        if not keep and all(o.ok for o in outcomes):
-            self.transport.run(["rm", "-rf", remote], timeout_s=120)
         return outcomes
+
+    def finish(self, tasks: Sequence[Task]) -> None:
+        """Remove the run directory: call it once the outcomes are stored. (A re-run after some ops
+        failed plans only those, which is another run id, so the directory has nothing to resume;
+        the failures' log tails are in their outcomes' errors.)"""
+        if tasks:
+            self.transport.run(["rm", "-rf", self.remote_dir(tasks)], timeout_s=120)
 
     def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
         latest: dict[str, dict[str, Any]] = {}

@@ -1,5 +1,25 @@
-"""chamlab.operators: operator specs, their torch modules and their export to ExecuTorch."""
+"""chamlab.operators: operator specs (one module per kind: spec and torch module side by side) and
+their export to ExecuTorch programs.
 
-from .specs import OPS, ConvBNAct, InvertedResidual, OpRegistry, OpSpec, PoolLinear, register_op
+Importing this package registers the shipped kinds in :data:`OPS`; it does not import torch.
+"""
 
-__all__ = ["OPS", "ConvBNAct", "InvertedResidual", "OpRegistry", "OpSpec", "PoolLinear", "register_op"]
+from .base import BACKENDS, DTYPES, OPS, Backend, Dtype, OpRegistry, OpSpec, register_op
+from .conv_bn_act import INVOCATION_PROBE, ConvBNAct
+from .inverted_residual import InvertedResidual
+from .pool_linear import PoolLinear
+
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "INVOCATION_PROBE",
+    "OPS",
+    "Backend",
+    "ConvBNAct",
+    "Dtype",
+    "InvertedResidual",
+    "OpRegistry",
+    "OpSpec",
+    "PoolLinear",
+    "register_op",
+]

@@ -29,9 +29,10 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
-from .errors import ExportError
-from .fsutil import atomic_path, cache_root
-from .specs import BACKENDS, OPS, OpSpec
+from chamlab.core.errors import ExportError
+from chamlab.core.files import atomic_path, cache_root
+
+from .base import BACKENDS, OPS, OpSpec
 
 RECIPE_VERSION = "chamlab-export-v1"
 
@@ -109,7 +110,7 @@ class ArtifactCache:
 def _build_module_and_input(op_keys: Sequence[str]):  # type: ignore[no-untyped-def]
     import torch
 
-    from .modules import Network
+    from .network import Network
 
     specs = [OPS.from_key(k) for k in op_keys]
     module = specs[0].build() if len(specs) == 1 else Network(specs).eval()
@@ -147,8 +148,10 @@ def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: P
 def _quiet_worker(log_path: str) -> None:
     """Worker initialiser: the toolchain prints warnings on import; send fd 2 to a log file."""
     import logging
+    import signal
     import warnings
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
@@ -215,12 +218,13 @@ def export_all(
             on_done(item, art)
 
     ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    with cf.ProcessPoolExecutor(
+    pool = cf.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=ctx,
         initializer=_quiet_worker,
         initargs=(str(log_dir / "export.log"),),
-    ) as pool:
+    )
+    try:
         futures = {}
         for item in todo:
             pte, etr, _ = cache.paths(item, backend, dtype)
@@ -231,4 +235,22 @@ def export_all(
                 finish(item, fut.result(), None)
             except Exception as exc:
                 finish(item, None, exc)
+    except BaseException:
+        # Ctrl-C (or any error here): do not wait for the queued exports. Finished artifacts are
+        # already in the cache (each written atomically); the ones in flight are abandoned.
+        _stop_now(pool)
+        raise
+    pool.shutdown(wait=True)
     return done, failures
+
+
+def _stop_now(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel queued work and kill the workers at once (``shutdown(cancel_futures=True)`` alone still
+    waits for the items in flight, each a second or more)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    for proc in processes:
+        proc.join(timeout=5)

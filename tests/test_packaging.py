@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FOLDERS = ("host", "agent", "operators", "chamnet")
+FOLDERS = ("core", "host", "agent", "operators", "chamnet")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,8 @@ def test_wheel_holds_every_module_and_data_file(wheel: zipfile.ZipFile) -> None:
         "chamlab/chamnet/data/chamnet_reference_archs.json",
         "chamlab/agent/driver.sh",
         "chamlab/host/transports/local.py",
+        "chamlab/host/cli/profile.py",
+        "chamlab/core/store.py",
     ):
         assert data in names
 

@@ -6,7 +6,7 @@ one (device, backend, dtype, threads). Repeated ops count once per occurrence.
 
 Correction (our default, switchable with ``--raw``): every single-op microbenchmark includes the
 fixed cost of one program invocation, which a whole network pays only once. The LUT holds that cost
-as the p50 of :data:`~chamlab.operators.specs.INVOCATION_PROBE` (``chamlab profile`` always measures
+as the p50 of :data:`~chamlab.operators.INVOCATION_PROBE` (``chamlab profile`` always measures
 it), and the corrected prediction is ``raw - (n_ops - 1) * overhead``. ``bench/latency_fidelity.py``
 reports both, so the effect of the correction is measured, not assumed.
 
@@ -19,8 +19,8 @@ import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from chamlab.operators.errors import MissingLutEntriesError
-from chamlab.operators.specs import INVOCATION_PROBE, OpSpec
+from chamlab.core.errors import MissingLutEntriesError
+from chamlab.operators import INVOCATION_PROBE, OpSpec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from chamlab.operators.errors import ArchError, DuplicateNameError, UnknownNameError
-from chamlab.operators.specs import OpSpec
+from chamlab.core.errors import ArchError, DuplicateNameError, UnknownNameError
+from chamlab.operators import OpSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -160,7 +160,7 @@ class SearchSpace(abc.ABC):
         return sum(op.params for op in self.ops(arch))
 
     def build(self, arch: Arch) -> nn.Module:
-        from chamlab.operators.modules import Network
+        from chamlab.operators.network import Network
 
         return Network(self.ops(arch)).eval()
 

@@ -40,8 +40,8 @@ from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from chamlab.operators.errors import ArchError
-from chamlab.operators.specs import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
+from chamlab.core.errors import ArchError
+from chamlab.operators import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
 
 from .base import SPACES, Arch, Dimension, SearchSpace
 

@@ -22,9 +22,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chamlab.operators.errors import ArchError, LutError
-from chamlab.operators.fsutil import atomic_path
-from chamlab.operators.specs import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
+from chamlab.core.errors import ArchError, DataFileError
+from chamlab.core.store import KINDS, TableKind, read_table, write_table
+from chamlab.operators import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
 
 from .base import SPACES, Arch, Dimension, SearchSpace
 
@@ -41,6 +41,33 @@ CHOICES = {1: (3, 3), 2: (5, 6)}
 TABLE_FILE = "macro_cifar10.parquet"
 
 _ARCH_RE = re.compile(r"^[012]{8}$")
+
+
+def _accuracy_kind() -> TableKind:
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            ("arch", pa.string()),
+            ("acc_seed0", pa.float64()),
+            ("acc_seed1", pa.float64()),
+            ("acc_seed2", pa.float64()),
+            ("mean_acc", pa.float64()),
+            ("std_acc", pa.float64()),
+            ("params", pa.int64()),
+            ("macs", pa.int64()),
+        ]
+    )
+    return KINDS.register(
+        "macro-cifar10-accuracy",
+        version=1,
+        schema=schema,
+        what="NAS-Bench-Macro accuracy table",
+        make_hint="re-create it with `make data`",
+    )
+
+
+ACCURACY_KIND = _accuracy_kind()
 
 
 @SPACES.register("macro-cifar10")
@@ -100,31 +127,27 @@ class MacroCifar10(SearchSpace):
 def accuracy_table() -> pd.DataFrame:
     """The shipped table: ``arch`` (8-digit str), ``acc_seed0..2``, ``mean_acc``, ``std_acc`` (CIFAR-10
     test accuracy in %), ``params``, ``macs`` (the benchmark's ``flops`` field: conv + linear MACs)."""
-    import pandas as pd
-
     ref = resources.files("chamlab.chamnet").joinpath("data", TABLE_FILE)
     with resources.as_file(ref) as path:
-        return pd.read_parquet(path)
+        return read_table(path, ACCURACY_KIND).table.to_pandas()
 
 
 def convert_source_json(src: Path, dst: Path) -> int:
     """Convert NAS-Bench-Macro's ``nas-bench-macro_cifar10.json`` into the shipped Parquet table.
 
-    Returns the number of rows. Raises :class:`LutError` naming the key that does not fit.
+    Returns the number of rows. Raises :class:`DataFileError` naming the key that does not fit.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
         raw = json.loads(Path(src).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise LutError(f"cannot read NAS-Bench-Macro JSON {src}: {exc}") from exc
-    rows: dict[str, list] = {k: [] for k in ("arch", "acc_seed0", "acc_seed1", "acc_seed2")}
-    rows.update({"mean_acc": [], "std_acc": [], "params": [], "macs": []})
+        raise DataFileError(f"cannot read NAS-Bench-Macro JSON {src}: {exc}") from exc
+    rows: dict[str, list] = {name: [] for name in ACCURACY_KIND.schema.names}  # type: ignore[union-attr]
     for arch in sorted(raw):
         entry = raw[arch]
         if not _ARCH_RE.match(arch):
-            raise LutError(f"{src}: key {arch!r} is not an 8-digit macro-cifar10 arch")
+            raise DataFileError(f"{src}: key {arch!r} is not an 8-digit macro-cifar10 arch")
         try:
             accs = [float(a) for a in entry["test_acc"]]
             if len(accs) != 3:
@@ -136,21 +159,22 @@ def convert_source_json(src: Path, dst: Path) -> int:
                 int(entry["flops"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise LutError(f"{src}: entry {arch!r} is malformed: {exc}") from exc
+            raise DataFileError(f"{src}: entry {arch!r} is malformed: {exc}") from exc
         rows["arch"].append(arch)
         for i, a in enumerate(accs):
             rows[f"acc_seed{i}"].append(a)
         for name, v in zip(("mean_acc", "std_acc", "params", "macs"), values, strict=True):
             rows[name].append(v)
-    table = pa.table(rows).replace_schema_metadata(
+    table = pa.table(rows)
+    write_table(
+        Path(dst),
+        ACCURACY_KIND,
+        table,
         {
-            "chamlab.kind": "accuracy-table",
             "chamlab.space": "macro-cifar10",
             "chamlab.source": "NAS-Bench-Macro (xiusu/NAS-Bench-Macro, Apache-2.0), "
             "nas-bench-macro_cifar10.json",
             "chamlab.metric": "CIFAR-10 test top-1 accuracy, percent",
-        }
+        },
     )
-    with atomic_path(Path(dst)) as tmp:
-        pq.write_table(table, tmp)
     return table.num_rows

@@ -1,29 +1,25 @@
-"""Transports: how the host reaches a target. One module per transport, one small Protocol."""
+"""Transports: how the host reaches a target. One module per transport (its devices.toml model, its
+factory and its implementation side by side), all registered in :data:`TRANSPORTS`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from chamlab.operators.errors import UnknownNameError
-
-from .base import RunResult, Transport
-from .local import LocalTransport
-
-if TYPE_CHECKING:
-    from chamlab.host.config import DeviceConfig
-
-_FACTORIES: dict[str, Callable[[DeviceConfig], Transport]] = {
-    "local": lambda device: LocalTransport(device.name),
-}
+from . import local as _local  # noqa: F401  (registers "local")
+from .base import TRANSPORTS, DeviceConfig, RunResult, Transport, TransportRegistry
+from .local import LocalConfig, LocalTransport
 
 
 def open_transport(device: DeviceConfig) -> Transport:
-    try:
-        factory = _FACTORIES[device.transport]
-    except KeyError:
-        raise UnknownNameError("transport", device.transport, list(_FACTORIES)) from None
-    return factory(device)
+    """The transport for ``device`` (its config model's factory)."""
+    return device.open()
 
 
-__all__ = ["LocalTransport", "RunResult", "Transport", "open_transport"]
+__all__ = [
+    "TRANSPORTS",
+    "DeviceConfig",
+    "LocalConfig",
+    "LocalTransport",
+    "RunResult",
+    "Transport",
+    "TransportRegistry",
+    "open_transport",
+]

@@ -1,15 +1,31 @@
-"""The one small protocol every transport implements (local now; ssh and adb beside it later).
+"""What every transport provides: its devices.toml model, a factory, and one small protocol.
 
-Remote paths are POSIX strings on the target. Every call has a deadline; a call that fails raises
-:class:`~chamlab.operators.errors.TransportError` naming the target and what was attempted.
+A transport module (``local.py``, and later ``ssh.py``, ``adb.py``) owns three things and registers
+them together in :data:`TRANSPORTS`::
+
+    @TRANSPORTS.register("local")
+    class LocalConfig(DeviceConfig):       # its devices.toml keys (common ones inherited)
+        transport: Literal["local"] = "local"
+        def open(self) -> Transport: ...   # the factory
+
+so adding a transport touches one module and its tests. Remote paths are POSIX strings on the target.
+Every call has a deadline (``timeout_s``); a call that fails raises
+:class:`~chamlab.core.errors.TransportError` naming the target and what was attempted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from chamlab.agent.measure import MeasurePolicy
+from chamlab.core.errors import DuplicateNameError, UnknownNameError
+from chamlab.operators.base import Backend, Dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +38,8 @@ class Transport(Protocol):
     """Move files to and from a target and run argv lists on it."""
 
     target: str
+    #: True when the target is this machine's own CPU: exporting while it measures would disturb it
+    shares_host_cpu: bool
 
     def push(self, local: Path, remote: str, *, timeout_s: float) -> None:
         """Copy a file or a directory tree to ``remote`` (parents are created)."""
@@ -30,11 +48,121 @@ class Transport(Protocol):
         """Copy one remote file to ``local`` (written atomically)."""
 
     def run(
-        self, argv: Sequence[str], *, timeout_s: float, on_line: Callable[[str], None] | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float,
+        on_line: Callable[[str], None] | None = None,
+        hold_stdin: bool = False,
     ) -> RunResult:
-        """Run ``argv`` (a list, never a shell string) on the target; stream lines to ``on_line``."""
+        """Run ``argv`` (a list, never a shell string) on the target; stream lines to ``on_line``.
+
+        ``hold_stdin``: keep the command's standard input open until it ends and close it when the
+        host stops waiting (deadline, Ctrl-C, a dropped link). The device driver ends itself and its
+        runner when its standard input closes, so no orphan keeps measuring.
+        """
 
     def default_workdir(self) -> str:
         """Where run directories go on the target when devices.toml sets no ``workdir``."""
 
     def close(self) -> None: ...
+
+
+_AFFINITY = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
+class DeviceConfig(BaseModel):
+    """The devices.toml keys every transport shares (frozen, strict; unknown keys are errors).
+
+    Subclasses (one per transport) add their own keys and implement :meth:`open`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: str
+    transport: str
+    description: str = ""
+    backend: Backend = Backend.XNNPACK
+    dtype: Dtype = Dtype.FP32
+    threads: int = Field(1, ge=1, le=256)
+    runner: str = Field(
+        "shim", description='"shim" (python -m chamlab.agent.runner) or an executor_runner path'
+    )
+    python: str = Field("", description="the target's python for the shim runner")
+    workdir: str = Field("", description="parent of run directories on the target")
+    affinity: str = ""
+    op_timeout_s: float = Field(300.0, ge=0)
+    cooldown_between_ops_s: float = Field(0.0, ge=0)
+    measure: MeasurePolicy = MeasurePolicy()
+
+    @field_validator("backend", "dtype", mode="before")
+    @classmethod
+    def _enum_from_toml(cls, v: Any, info: ValidationInfo) -> Any:
+        enum = {"backend": Backend, "dtype": Dtype}[str(info.field_name)]
+        if isinstance(v, str) and not isinstance(v, enum):
+            try:
+                return enum(v)
+            except ValueError:
+                raise ValueError(f"must be one of {', '.join(m.value for m in enum)}") from None
+        return v
+
+    @field_validator("affinity")
+    @classmethod
+    def _affinity(cls, v: str) -> str:
+        if v and not _AFFINITY.fullmatch(v):
+            raise ValueError("must be a CPU list such as '0', '0-3' or '0,2'")
+        return v
+
+    @property
+    def runner_kind(self) -> str:
+        return "shim" if self.runner == "shim" else "executor_runner"
+
+    def runner_python(self) -> str:
+        """The python that runs the shim *on the target*. Never the host's own interpreter unless
+        the target is the host (only the local transport overrides this default)."""
+        return self.python
+
+    def open(self) -> Transport:
+        raise NotImplementedError
+
+
+C = TypeVar("C", bound=type[DeviceConfig])
+
+
+class TransportRegistry:
+    """A loud registry: transport name -> its config model (whose ``open()`` is the factory)."""
+
+    def __init__(self) -> None:
+        self._configs: dict[str, type[DeviceConfig]] = {}
+
+    def register(self, name: str) -> Callable[[C], C]:
+        def deco(cls: C) -> C:
+            if name in self._configs:
+                raise DuplicateNameError(
+                    f"transport {name!r} is already registered by {self._configs[name].__qualname__}; "
+                    "pick another name or build a fresh TransportRegistry()"
+                )
+            if cls.open is DeviceConfig.open:
+                raise TypeError(f"{cls.__name__} must implement open() (the transport factory)")
+            self._configs[name] = cls
+            return cls
+
+        return deco
+
+    def config_class(self, name: str) -> type[DeviceConfig]:
+        try:
+            return self._configs[name]
+        except KeyError:
+            raise UnknownNameError("transport", name, list(self._configs)) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._configs)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._configs
+
+
+TRANSPORTS = TransportRegistry()

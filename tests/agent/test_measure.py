@@ -25,31 +25,38 @@ class ScriptedOp:
 
 
 def _policy(**kw) -> MeasurePolicy:
-    base = {"warmup_runs": 0, "warmup_ms": 0, "min_runs": 10, "min_time_ms": 0, "retries": 0, "cooldown_s": 0}
+    base = {
+        "warmup_runs": 0,
+        "warmup_ms": 0,
+        "num_executions": 10,
+        "min_time_ms": 0,
+        "retries": 0,
+        "cooldown_s": 0,
+    }
     return MeasurePolicy(**{**base, **kw})
 
 
 def test_stops_when_both_min_count_and_min_time_are_reached() -> None:
     op = ScriptedOp([1.0] * 1000)
-    m = measure(op, _policy(min_runs=10, min_time_ms=5), clock=op.clock)
+    m = measure(op, _policy(num_executions=10, min_time_ms=5), clock=op.clock)
     assert len(m.kept.samples_ms) == 10
     op = ScriptedOp([1.0] * 1000)
-    m = measure(op, _policy(min_runs=3, min_time_ms=20), clock=op.clock)
+    m = measure(op, _policy(num_executions=3, min_time_ms=20), clock=op.clock)
     assert len(m.kept.samples_ms) == 20
 
 
 def test_caps_at_max_runs_and_max_time() -> None:
     op = ScriptedOp([0.001] * 100_000)
-    m = measure(op, _policy(min_runs=10, min_time_ms=1e9, max_runs=50), clock=op.clock)
+    m = measure(op, _policy(num_executions=10, min_time_ms=1e9, max_runs=50), clock=op.clock)
     assert len(m.kept.samples_ms) == 50
     op = ScriptedOp([100.0] * 1000)
-    m = measure(op, _policy(min_runs=500, max_time_ms=1000), clock=op.clock)
+    m = measure(op, _policy(num_executions=500, max_time_ms=1000), clock=op.clock)
     assert len(m.kept.samples_ms) == 10  # 10 x 100 ms reach the 1 s cap
 
 
 def test_warmup_is_not_sampled() -> None:
     op = ScriptedOp([50.0] * 5 + [1.0] * 100)
-    m = measure(op, _policy(warmup_runs=5, min_runs=10), clock=op.clock)
+    m = measure(op, _policy(warmup_runs=5, num_executions=10), clock=op.clock)
     assert m.kept.warmup_runs == 5
     assert m.kept.samples_ms == [1.0] * 10
 
@@ -73,7 +80,7 @@ def test_persistent_instability_is_flagged_with_reasons() -> None:
 
 def test_drift_and_temperature_rise_are_detected() -> None:
     op = ScriptedOp(np.linspace(1.0, 1.3, 30))
-    m = measure(op, _policy(min_runs=30, max_cv=10), clock=op.clock)
+    m = measure(op, _policy(num_executions=30, max_cv=10), clock=op.clock)
     assert any("drift" in r for r in m.kept.reasons)
     temps = iter([40.0, 47.0])
     op = ScriptedOp([1.0] * 100)
@@ -94,7 +101,7 @@ def test_statistics_match_numpy() -> None:
 
 
 def test_policy_rejects_nonsense() -> None:
-    with pytest.raises(ValueError, match="min_runs"):
-        MeasurePolicy(min_runs=-1)
+    with pytest.raises(ValueError, match="num_executions"):
+        MeasurePolicy(num_executions=-1)
     with pytest.raises(ValueError, match="max_runs"):
-        MeasurePolicy(min_runs=50, max_runs=10)
+        MeasurePolicy(num_executions=50, max_runs=10)

@@ -12,8 +12,8 @@ import pytest
 
 from chamlab.agent.measure import percentile
 from chamlab.host import etdump
+from chamlab.operators import InvertedResidual
 from chamlab.operators.export import Artifact, ArtifactCache, ExportItem, export_all
-from chamlab.operators.specs import InvertedResidual
 
 FAST = [
     "--num_executions",

@@ -7,8 +7,8 @@ import pytest
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.chamnet_mbv2 import published_results
-from chamlab.operators.errors import ArchError
-from chamlab.operators.specs import InvertedResidual
+from chamlab.core.errors import ArchError
+from chamlab.operators import InvertedResidual
 
 SPACE = SPACES.get("chamnet-mbv2")
 REFERENCE = json.loads(

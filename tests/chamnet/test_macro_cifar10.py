@@ -8,8 +8,8 @@ import pytest
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table, convert_source_json
-from chamlab.operators.errors import ArchError, LutError
-from chamlab.operators.specs import ConvBNAct, InvertedResidual, PoolLinear
+from chamlab.core.errors import ArchError, DataFileError
+from chamlab.operators import ConvBNAct, InvertedResidual, PoolLinear
 
 SPACE = SPACES.get("macro-cifar10")
 
@@ -86,7 +86,7 @@ def test_converter_writes_the_shipped_format(tmp_path: Path) -> None:
     ],
 )
 def test_converter_names_the_bad_entry(tmp_path: Path, data: dict, message: str) -> None:
-    with pytest.raises(LutError, match=message):
+    with pytest.raises(DataFileError, match=message):
         convert_source_json(_source(tmp_path, data), tmp_path / "t.parquet")
     assert not (tmp_path / "t.parquet").exists()
 
@@ -94,5 +94,5 @@ def test_converter_names_the_bad_entry(tmp_path: Path, data: dict, message: str)
 def test_converter_rejects_non_json(tmp_path: Path) -> None:
     src = tmp_path / "src.json"
     src.write_text("{not json")
-    with pytest.raises(LutError, match="cannot read NAS-Bench-Macro JSON"):
+    with pytest.raises(DataFileError, match="cannot read NAS-Bench-Macro JSON"):
         convert_source_json(src, tmp_path / "t.parquet")

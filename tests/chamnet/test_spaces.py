@@ -8,7 +8,7 @@ import torch
 
 from chamlab.chamnet.spaces import SPACES, SpaceRegistry
 from chamlab.chamnet.spaces.base import Dimension, SearchSpace
-from chamlab.operators.errors import ArchError, DuplicateNameError, UnknownNameError
+from chamlab.core.errors import ArchError, DuplicateNameError, UnknownNameError
 
 NAMES = SPACES.names()
 

@@ -13,7 +13,7 @@ from conftest import chamlab, profile_macro
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
-from chamlab.operators.specs import INVOCATION_PROBE
+from chamlab.operators import INVOCATION_PROBE
 
 MACRO = SPACES.get("macro-cifar10")
 
@@ -149,7 +149,7 @@ def test_ambiguous_lut_asks_for_a_choice(profiled_lut: tuple[Path, dict], tmp_pa
     )
     assert res.returncode == 0 and json.loads(res.stdout)["lut"]["threads"] == 2
     res = chamlab("predict", "-s", "macro-cifar10", "-a", "01201201", "--lut", both, "--threads", "4")
-    assert res.returncode == 2 and "no rows for target=* backend=* threads=4" in res.stderr
+    assert res.returncode == 2 and "no rows for target=* backend=* dtype=* threads=4" in res.stderr
 
 
 def _one_line_error(res, code: int = 2) -> str:

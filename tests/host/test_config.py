@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from chamlab.core.errors import ConfigError, UnknownNameError
 from chamlab.host.config import DeviceConfig, load_registry, parse_devices_file
-from chamlab.operators.errors import ConfigError, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,19 +33,45 @@ def test_devices_are_frozen_and_typed(tmp_path: Path) -> None:
     assert isinstance(dev, DeviceConfig) and dev.threads == 4 and dev.measure.min_time_ms == 50.0
     with pytest.raises(Exception, match="frozen"):
         dev.threads = 2  # type: ignore[misc]
-    assert dev.measure.runner_flags()[:2] == ["--warmup_runs", "5"]
+    flags = dev.measure.to_flags()
+    assert flags[:4] == ["--num_executions", "30", "--warmup_runs", "5"]
+    assert flags[flags.index("--min_time_ms") + 1] == "50.0"
+
+
+def test_policy_round_trips_through_the_runner_flags() -> None:
+    """The runner's argparse flags are generated from MeasurePolicy: every field survives the trip."""
+    from chamlab.agent.measure import MeasurePolicy
+    from chamlab.agent.runner import build_parser
+
+    policy = MeasurePolicy(num_executions=7, min_time_ms=12.5, max_cv=0.2, retries=0)
+    args = build_parser().parse_args(["--model_path", "x.pte", *policy.to_flags()])
+    assert MeasurePolicy.from_namespace(args) == policy
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[devices.a]\nthreds = 2\n", r"\[devices.a\] key 'threds' is unknown \(allowed: affinity, backend"),
-        ("[devices.a.measure]\nfoo = 1\n", r"\[devices.a.measure\] key 'foo' is unknown"),
+        (
+            "[devices.a]\nthreds = 2\n",
+            r"\[devices.a\] key 'threds' is unknown for transport 'local' \(allowed: affinity, backend",
+        ),
+        ("[devices.a.measure]\nfoo = 1\n", r"\[devices.a.measure\] key 'foo': is not a policy field"),
         ('[devices.a]\nthreads = "2"\n', r"\[devices.a\] key 'threads': Input should be a valid integer"),
         ("[devices.a]\nthreads = 0\n", r"key 'threads': Input should be greater than or equal to 1"),
         ('[devices.a]\nbackend = "qnn"\n', r"key 'backend'.*must be one of xnnpack, portable"),
+        ('[devices.a]\ndtype = "fp64"\n', r"key 'dtype'.*must be one of fp32"),
+        (
+            "[devices.a.measure]\nnum_executions = 50\nmax_runs = 20\n",
+            r"\[devices.a.measure\] key 'max_runs': must be >= num_executions \(50\), got 20",
+        ),
+        ("[devices.a.measure]\nmax_cv = 0\n", r"\[devices.a.measure\] key 'max_cv': must be > 0"),
+        ('[devices.a.measure]\nretries = "2"\n', r"key 'retries': must be an integer"),
+        ("[devices.a.measure]\nretries = 1.5\n", r"key 'retries': must be an integer"),
         ('[devices.a]\naffinity = "zero"\n', r"key 'affinity'.*CPU list"),
-        ('[devices.a]\ntransport = "ssh"\n', r"'transport' = 'ssh' is not supported by this version"),
+        (
+            '[devices.a]\ntransport = "carrier-pigeon"\n',
+            r"'transport' = 'carrier-pigeon' is not a known transport",
+        ),
         ('[devices.a]\nname = "b"\n', r"key 'name' is not allowed"),
         ("[devices.A]\n", r"device names use a-z"),
         ("[devices.a\n", r"not valid TOML: .*line 1"),

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chamlab.host.lut import ROW_KEY, SCHEMA, Lut, make_row, stats_from_samples
-from chamlab.operators.errors import LutError, OutputPathError
-from chamlab.operators.specs import OPS, ConvBNAct, InvertedResidual, PoolLinear
+from chamlab.core.errors import LutError, OutputPathError, WriteError
+from chamlab.host.lut import ROW_KEY, SCHEMA, Lut, MeasurementSet, make_row, stats_from_samples
+from chamlab.operators import OPS, ConvBNAct, InvertedResidual, PoolLinear
 
 SPECS = [
     ConvBNAct(3, 32, 3, 1, 32, 32),
@@ -46,9 +46,9 @@ def test_round_trip_with_metadata(tmp_path: Path) -> None:
     lut = Lut.read(path)
     assert len(lut) == 3 and lut.provenance == [{"run_id": "run-x"}]
     assert lut.combinations() == [("d", "xnnpack", "fp32", 1)]
-    p50 = lut.p50_by_key("d", "xnnpack", "fp32", 1)
+    p50 = lut.p50_by_key(MeasurementSet("d", "xnnpack", "fp32", 1))
     assert p50[SPECS[1].key] == pytest.approx(2.0)
-    row = lut.select("d", "xnnpack", "fp32", 1)[SPECS[1].key]
+    row = lut.select(MeasurementSet("d", "xnnpack", "fp32", 1))[SPECS[1].key]
     assert row["op_params"]["expand"] == 3 and row["op_params"]["num_classes"] is None
     assert row["input_shape"] == [1, 32, 32, 32] and row["n_samples"] == 11
     meta = pq.read_schema(path).metadata
@@ -81,8 +81,8 @@ def test_upsert_replaces_rows_with_the_same_key_only() -> None:
     assert len(lut) == 6
     lut = lut.upsert(_rows(threads=2, scale=10.0))
     assert len(lut) == 6
-    assert lut.p50_by_key("d", "xnnpack", "fp32", 2)[SPECS[0].key] == pytest.approx(10.0)
-    assert lut.p50_by_key("d", "xnnpack", "fp32", 1)[SPECS[0].key] == pytest.approx(1.0)
+    assert lut.p50_by_key(MeasurementSet("d", "xnnpack", "fp32", 2))[SPECS[0].key] == pytest.approx(10.0)
+    assert lut.p50_by_key(MeasurementSet("d", "xnnpack", "fp32", 1))[SPECS[0].key] == pytest.approx(1.0)
     keys = [tuple(r[k] for k in ROW_KEY) for r in lut.table.to_pylist()]
     assert len(set(keys)) == len(keys)
 
@@ -119,7 +119,7 @@ def test_other_schema_version_and_bad_values_are_refused(tmp_path: Path) -> None
     table = Lut.empty().upsert(_rows()).table
     meta = {b"chamlab.kind": b"latency-lut", b"chamlab.schema_version": b"99"}
     pq.write_table(table.replace_schema_metadata(meta), path)
-    with pytest.raises(LutError, match="schema version '99'"):
+    with pytest.raises(LutError, match="schema version 99, newer than this chamlab reads"):
         Lut.read(path)
     meta[b"chamlab.schema_version"] = b"1"
     bad = table.set_column(table.schema.get_field_index("p50_ms"), "p50_ms", pa.array([1.0, -2.0, 3.0]))
@@ -147,7 +147,7 @@ def test_failed_write_keeps_the_previous_lut(tmp_path: Path, monkeypatch: pytest
         raise OSError("disk full")
 
     monkeypatch.setattr(pq, "write_table", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match=f"cannot write {path}: disk full"):
         Lut.empty().upsert(_rows(scale=5.0)).write(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lut.parquet"]

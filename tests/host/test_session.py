@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from chamlab.host.config import DeviceConfig, MeasureConfig
+from chamlab.agent.measure import MeasurePolicy
+from chamlab.core.errors import InputError, TransportError
 from chamlab.host.session import DeviceSession, Task, cpu_mask
-from chamlab.host.transports import LocalTransport, open_transport
-from chamlab.operators.errors import InputError, TransportError
+from chamlab.host.transports import DeviceConfig, LocalConfig, LocalTransport, open_transport
+from chamlab.operators import ConvBNAct, PoolLinear
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
-from chamlab.operators.specs import ConvBNAct, PoolLinear
 
-FAST = MeasureConfig(num_executions=5, warmup_runs=1, warmup_ms=0, min_time_ms=5, retries=0)
+FAST = MeasurePolicy(num_executions=5, warmup_runs=1, warmup_ms=0, min_time_ms=5, retries=0)
 SPECS = [ConvBNAct(8, 8, 1, 1, 4, 4), PoolLinear(64, 10, 2, 2)]
 
 
@@ -28,7 +28,7 @@ def tasks() -> list[Task]:
 
 
 def _device(tmp_path: Path, **kw: object) -> DeviceConfig:
-    return DeviceConfig(name="t", workdir=str(tmp_path / "runs"), measure=FAST, **kw)  # type: ignore[arg-type]
+    return LocalConfig(name="t", workdir=str(tmp_path / "runs"), measure=FAST, **kw)  # type: ignore[arg-type]
 
 
 def test_runs_tasks_and_cleans_up(tasks: list[Task], tmp_path: Path) -> None:
@@ -39,7 +39,11 @@ def test_runs_tasks_and_cleans_up(tasks: list[Task], tmp_path: Path) -> None:
     assert [o.task.key for o in outcomes] == [t.key for t in tasks]
     assert all(o.ok and o.result and len(o.result["samples_ms"]) >= 5 for o in outcomes)
     assert sorted(seen) == sorted((t.key, 0) for t in tasks)
-    assert not (tmp_path / "runs" / session.run_id(tasks)).exists()  # removed after full success
+    rundir = tmp_path / "runs" / session.run_id(tasks)
+    assert (rundir / "results.jsonl").is_file()  # kept until the caller has stored the results
+    session.finish(tasks)
+    assert not rundir.exists()
+    assert not (tmp_path / "runs" / ".chamlab-device.lock").exists()  # the driver released its lock
 
 
 def test_interrupted_run_resumes_where_it_stopped(tasks: list[Task], tmp_path: Path) -> None:
@@ -73,9 +77,11 @@ def test_staged_run_directory(tasks: list[Task], tmp_path: Path) -> None:
     session.stage(tasks, tmp_path / "stage")
     stage = tmp_path / "stage"
     runner = (stage / "runner.sh").read_text()
-    assert "exec taskset 1 '/opt/my python/bin/python3' -m chamlab.agent.runner --warmup_runs 1" in runner
+    exe = "exec taskset 1 '/opt/my python/bin/python3' -m chamlab.agent.runner"
+    assert f"{exe} --num_executions 5 --warmup_runs 1" in runner
     env = (stage / "driver.env").read_text()
     assert "THREADS=2\n" in env and "ETDUMP=1\n" in env and "RUNNER_KIND=shim\n" in env
+    assert f"LOCK_DIR={tmp_path / 'runs' / '.chamlab-device.lock'}\n" in env and "WATCH_STDIN=1\n" in env
     lines = (stage / "tasks.tsv").read_text().splitlines()
     assert [ln.split("\t")[1] for ln in lines] == [t.key for t in tasks]
     assert all((stage / ln.split("\t")[2]).is_file() for ln in lines)
@@ -164,7 +170,7 @@ def test_fresh_run_discards_a_previous_partial_run(tasks: list[Task], tmp_path: 
         "end": f"0:{tasks[0].key}",
     }
     (rundir / "results.jsonl").write_text(json.dumps(stale, separators=(",", ":")) + "\n")
-    resumed = DeviceSession(device, open_transport(device), threads=1).run(tasks[:1], keep=True)
+    resumed = DeviceSession(device, open_transport(device), threads=1).run(tasks[:1])
     assert resumed[0].result == {"samples_ms": [999.0]}  # resume trusts what the target recorded
     fresh = session.run(tasks[:1], fresh=True)
     assert fresh[0].result is not None and fresh[0].result["samples_ms"] != [999.0]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from chamlab.operators import ConvBNAct, InvertedResidual, PoolLinear
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
-from chamlab.operators.specs import ConvBNAct, InvertedResidual, PoolLinear
 
 SPECS = [InvertedResidual(16, 24, 3, 2, 3, 16, 16), ConvBNAct(3, 16, 3, 1, 16, 16, "relu")]
 
@@ -53,7 +53,7 @@ def test_exported_program_computes_what_torch_computes(exported, spec) -> None:
 
 
 def test_exported_network_computes_what_torch_computes(exported) -> None:
-    from chamlab.operators.modules import Network
+    from chamlab.operators.network import Network
 
     _, artifacts, _ = exported
     [art] = [a for item, a in artifacts.items() if item.name == "net:pair"]

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chamlab.operators.errors import OutputPathError
-from chamlab.operators.fsutil import atomic_path, atomic_write_text, cache_root, check_writable
+from chamlab.core.errors import OutputPathError
+from chamlab.core.files import atomic_path, atomic_write_text, cache_root, check_writable
 
 
 def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import torch
 
 from chamlab.chamnet.spaces import SPACES
-from chamlab.operators.modules import Network
-from chamlab.operators.specs import InvertedResidual
+from chamlab.operators import InvertedResidual
+from chamlab.operators.network import Network
 
 
 def test_weights_are_deterministic_per_op() -> None:

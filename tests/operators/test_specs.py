@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from chamlab.operators.errors import DuplicateNameError, InputError, UnknownNameError
-from chamlab.operators.specs import (
+from chamlab.core.errors import DuplicateNameError, InputError, UnknownNameError
+from chamlab.operators import (
     INVOCATION_PROBE,
     OPS,
     ConvBNAct,
@@ -55,7 +55,7 @@ def test_key_round_trips(spec: OpSpec) -> None:
 
 def test_key_and_digest_are_stable_across_processes() -> None:
     code = (
-        "from chamlab.operators.specs import InvertedResidual as I; s = I(64, 64, 5, 1, 6, 16, 16); "
+        "from chamlab.operators import InvertedResidual as I; s = I(64, 64, 5, 1, 6, 16, 16); "
         "print(s.key, s.digest)"
     )
     outs = {

@@ -1,4 +1,4 @@
-"""Torch modules for the op specs, with deterministic weights.
+"""Deterministic weights for op modules and whole networks (needs torch).
 
 Weights come from a ``torch.Generator`` seeded by the spec's digest (never the global RNG), so the
 same op has the same weights in every process, and a whole network built from its op sequence
@@ -13,54 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .specs import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
-
-
-def _act(name: str) -> nn.Module:
-    return nn.ReLU() if name == "relu" else nn.Identity()
-
-
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, act: str) -> list[nn.Module]:
-    conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
-    return [conv, nn.BatchNorm2d(cout), _act(act)]
-
-
-class ConvBNActModule(nn.Sequential):
-    def __init__(self, spec: ConvBNAct) -> None:
-        super().__init__(*_conv_bn(spec.cin, spec.cout, spec.kernel, spec.stride, 1, spec.act))
-
-
-class InvertedResidualModule(nn.Module):
-    def __init__(self, spec: InvertedResidual) -> None:
-        super().__init__()
-        h = spec.hidden
-        self.body = nn.Sequential(
-            *_conv_bn(spec.cin, h, 1, 1, 1, spec.act),
-            *_conv_bn(h, h, spec.kernel, spec.stride, h, spec.act),
-            *_conv_bn(h, spec.cout, 1, 1, 1, "none"),
-        )
-        self.residual = spec.residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return x + y if self.residual else y
-
-
-class PoolLinearModule(nn.Module):
-    def __init__(self, spec: PoolLinear) -> None:
-        super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(spec.cin, spec.num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-_BUILDERS: dict[type[OpSpec], type[nn.Module]] = {
-    ConvBNAct: ConvBNActModule,
-    InvertedResidual: InvertedResidualModule,
-    PoolLinear: PoolLinearModule,
-}
+from .base import OpSpec
 
 
 @torch.no_grad()
@@ -89,11 +42,7 @@ def init_weights(module: nn.Module, generator: torch.Generator) -> None:
 
 def build(spec: OpSpec) -> nn.Module:
     """The eval-mode module of ``spec`` with deterministic weights."""
-    try:
-        cls = _BUILDERS[type(spec)]
-    except KeyError:
-        raise TypeError(f"no torch module registered for op type {spec.op_type!r}") from None
-    module = cls(spec)
+    module = spec.torch_module()
     generator = torch.Generator().manual_seed(int(spec.digest, 16) & 0x7FFF_FFFF_FFFF_FFFF)
     init_weights(module, generator)
     return module.eval()

@@ -1,45 +1,73 @@
-"""Operator specifications: typed, frozen, hashable, with a canonical key.
+"""The operator contract: :class:`OpSpec`, its canonical key, the loud :class:`OpRegistry`, and the
+backend and dtype enums.
 
 An :class:`OpSpec` describes one operator *instance* as it appears in a network: its kind, its
-arguments and its input shape (batch 1, NCHW, fp32 unless a LUT row says otherwise). It knows its
-MACs and parameter count without torch, and builds its torch module on demand.
+arguments and its input shape (batch 1, NCHW). It knows its MACs and parameter count without torch,
+and builds its torch module on demand. Each kind lives in its own module of this package, its spec
+and its torch module side by side (``conv_bn_act.py``, ``inverted_residual.py``, ``pool_linear.py``).
 
 Canonical op key
 ----------------
-``<op_type>:<field>=<value>,<field>=<value>,...`` with the fields in declaration order, integers in
-decimal and strings from ``[a-z0-9_]``. Example::
+``<op_type>:<field>=<value>,<field>=<value>,...`` with the key fields in declaration order, integers
+in decimal and strings from ``[a-z0-9_]``. Example::
 
     inverted_residual:cin=64,cout=64,kernel=5,stride=1,expand=6,in_h=16,in_w=16,act=relu
 
 The key is a pure function of the spec (no hashing, no Python ``hash()``), so it is stable across
-processes, machines and Python versions. It contains no characters that need escaping in JSON or
-quoting in a POSIX shell word beyond the usual, and ``OpRegistry.from_key`` parses it back. The
-``digest`` (first 16 hex digits of its SHA-256) names files on targets. Changing a spec's fields or
-their order changes its keys: that is a LUT schema change and must bump ``LUT_SCHEMA_VERSION``.
+processes, machines and Python versions; ``OpRegistry.from_key`` parses it back. The ``digest``
+(first 16 hex digits of its SHA-256) names files on targets. Changing a spec's fields or their order
+changes its keys: that is a LUT schema change.
+
+Registering a kind (``@register_op``) resolves its key fields and their types once (``int`` or
+``str``; anything else is an error), and refuses a spec that defines no torch module.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import re
+import typing
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .errors import DuplicateNameError, InputError, UnknownNameError
+from chamlab.core.errors import DuplicateNameError, InputError, UnknownNameError
 
 if TYPE_CHECKING:  # torch is only needed to build modules
     from torch import nn
 
 _TOKEN = re.compile(r"^[a-z0-9_]+$")
 ACTIVATIONS = ("relu", "none")
-BACKENDS = ("xnnpack", "portable")
-DTYPES = ("fp32",)
 
 
-def _conv_out(size: int, kernel: int, stride: int) -> int:
+class Backend(enum.StrEnum):
+    """Where an op runs. ``xnnpack``: ExecuTorch with the XNNPACK delegate (portable kernels as the
+    fallback for what it rejects); ``portable``: ExecuTorch's portable kernels only."""
+
+    XNNPACK = "xnnpack"
+    PORTABLE = "portable"
+
+
+class Dtype(enum.StrEnum):
+    """Element type of an op's weights and activations."""
+
+    FP32 = "fp32"
+
+
+BACKENDS: tuple[str, ...] = tuple(b.value for b in Backend)
+DTYPES: tuple[str, ...] = tuple(d.value for d in Dtype)
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
     """Output size of a conv with 'same'-style padding ``kernel // 2``."""
     return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyField:
+    name: str
+    type: type  # int or str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,12 +75,14 @@ class OpSpec:
     """Base class of every operator spec. Subclasses are frozen dataclasses with int/str fields."""
 
     op_type: ClassVar[str] = ""
+    #: the key fields with their resolved types, set once by :meth:`OpRegistry.register`
+    key_fields: ClassVar[tuple[KeyField, ...]] = ()
 
     # -- identity ---------------------------------------------------------------------------------
     @property
     def key(self) -> str:
         """The canonical op key (see the module docstring)."""
-        parts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)]
+        parts = [f"{f.name}={getattr(self, f.name)}" for f in self._fields()]
         return f"{self.op_type}:{','.join(parts)}"
 
     @property
@@ -61,7 +91,13 @@ class OpSpec:
         return hashlib.sha256(self.key.encode()).hexdigest()[:16]
 
     def params_dict(self) -> dict[str, int | str]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {f.name: getattr(self, f.name) for f in self._fields()}
+
+    @classmethod
+    def _fields(cls) -> tuple[KeyField, ...]:
+        if not cls.key_fields:  # an unregistered subclass (tests): resolve now, without caching
+            return resolve_key_fields(cls)
+        return cls.key_fields
 
     # -- shapes and cost --------------------------------------------------------------------------
     @property
@@ -88,24 +124,30 @@ class OpSpec:
         if backend not in BACKENDS:
             return f"backend {backend!r} is not one of {', '.join(BACKENDS)}"
         if dtype not in DTYPES:
-            return f"dtype {dtype!r} is not supported yet (supported: {', '.join(DTYPES)})"
+            return f"dtype {dtype!r} is not supported (supported: {', '.join(DTYPES)})"
         return None
 
-    def build(self) -> nn.Module:
-        """The torch module (eval mode), with weights drawn from a generator seeded by the digest."""
-        from . import modules
+    # -- torch --------------------------------------------------------------------------------------
+    def torch_module(self) -> nn.Module:
+        """The op's torch module with default initialisation. Every registered kind overrides it
+        (importing torch inside, so that specs stay importable without torch)."""
+        raise NotImplementedError
 
-        return modules.build(self)
+    def build(self) -> nn.Module:
+        """The eval-mode module, with weights drawn from a generator seeded by the digest."""
+        from .network import build
+
+        return build(self)
 
     # -- validation ---------------------------------------------------------------------------------
     def __post_init__(self) -> None:
         """Every int field is a positive int (bool refused); kernel odd, stride 1 or 2, act known."""
-        for f in dataclasses.fields(self):
+        for f in self._fields():
             value = getattr(self, f.name)
-            if f.type in ("int", int) and (
-                not isinstance(value, int) or isinstance(value, bool) or value <= 0
-            ):
+            if f.type is int and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise InputError(f"{self.op_type}: {f.name} must be a positive integer, got {value!r}")
+            if f.type is str and not (isinstance(value, str) and _TOKEN.match(value)):
+                raise InputError(f"{self.op_type}: {f.name} must be a token of [a-z0-9_], got {value!r}")
         kernel, stride = getattr(self, "kernel", 1), getattr(self, "stride", 1)
         if kernel % 2 != 1:
             raise InputError(f"{self.op_type}: kernel must be odd, got {kernel}")
@@ -116,13 +158,27 @@ class OpSpec:
             raise InputError(f"{self.op_type}: act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
 
 
+def resolve_key_fields(cls: type[OpSpec]) -> tuple[KeyField, ...]:
+    """The dataclass fields of ``cls`` with their annotations resolved to ``int`` or ``str``."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__name__} must be a frozen dataclass")
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        typ = hints.get(f.name)
+        if typ not in (int, str):
+            raise TypeError(f"{cls.__name__}.{f.name}: op key fields must be int or str, got {typ!r}")
+        out.append(KeyField(f.name, typ))
+    return tuple(out)
+
+
 S = TypeVar("S", bound=type[OpSpec])
 
 
 class OpRegistry:
     """A loud registry of op spec classes: duplicate names are errors, unknown names list the known.
 
-    Build a fresh one in tests; the module-level :data:`OPS` holds the shipped operators.
+    Build a fresh one in tests; :data:`OPS` holds the shipped operators.
     """
 
     def __init__(self) -> None:
@@ -137,8 +193,12 @@ class OpRegistry:
                 f"op type {name!r} is already registered by {self._classes[name].__qualname__}; "
                 "pick another op_type or build a fresh OpRegistry()"
             )
-        if not dataclasses.is_dataclass(cls):
-            raise TypeError(f"{cls.__name__} must be a frozen dataclass")
+        fields = resolve_key_fields(cls)
+        if cls.torch_module is OpSpec.torch_module:
+            raise TypeError(
+                f"{cls.__name__} defines no torch module: implement torch_module() beside the spec"
+            )
+        cls.key_fields = fields
         self._classes[name] = cls
         return cls
 
@@ -160,13 +220,16 @@ class OpRegistry:
         if not sep:
             raise InputError(f"malformed op key {key!r}: expected '<op_type>:<field>=<value>,...'")
         cls = self.get(op_type)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {f.name: f.type for f in cls.key_fields}
         values: dict[str, Any] = {}
         for item in rest.split(",") if rest else []:
             name, eq, raw = item.partition("=")
             if not eq or name not in fields:
                 raise InputError(f"malformed op key {key!r}: unexpected field {item!r}")
-            values[name] = int(raw) if fields[name].type in ("int", int) else raw
+            try:
+                values[name] = fields[name](raw)
+            except ValueError:
+                raise InputError(f"malformed op key {key!r}: {name}={raw!r} is not an integer") from None
         missing = set(fields) - set(values)
         if missing:
             raise InputError(f"malformed op key {key!r}: missing {', '.join(sorted(missing))}")
@@ -176,12 +239,11 @@ class OpRegistry:
         return spec
 
     def field_types(self) -> dict[str, type]:
-        """Union of the fields of every registered spec -> python type (int or str)."""
+        """Union of the key fields of every registered spec -> python type (int or str)."""
         out: dict[str, type] = {}
         for cls in self._classes.values():
-            for f in dataclasses.fields(cls):
-                typ = int if f.type in ("int", int) else str
-                if out.setdefault(f.name, typ) is not typ:
+            for f in cls.key_fields:
+                if out.setdefault(f.name, f.type) is not f.type:
                     raise TypeError(f"field {f.name!r} has two types across op specs")
         return out
 
@@ -190,7 +252,7 @@ OPS = OpRegistry()
 register_op: Callable[[S], S] = OPS.register
 
 
-class _Strided(OpSpec):
+class StridedOp(OpSpec):
     """Shapes of an op mapping ``(cin, in_h, in_w)`` to ``cout`` channels with a kxk, stride-s window
     (padding k // 2).
 
@@ -215,110 +277,14 @@ class _Strided(OpSpec):
         return (
             1,
             self.cout,
-            _conv_out(self.in_h, self.kernel, self.stride),
-            _conv_out(self.in_w, self.kernel, self.stride),
+            conv_out(self.in_h, self.kernel, self.stride),
+            conv_out(self.in_w, self.kernel, self.stride),
         )
 
 
-@register_op
-@dataclasses.dataclass(frozen=True)
-class ConvBNAct(_Strided):
-    """kxk convolution (padding k//2, no bias) + BatchNorm + optional ReLU.
+def conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int, act: str) -> list[nn.Module]:
+    """conv (padding k//2, no bias) + BatchNorm + ReLU or identity: the building brick of the ops."""
+    from torch import nn
 
-    Used for stems, head 1x1 convs and NAS-Bench-Macro's strided 1x1 'identity' (act=none).
-    """
-
-    op_type: ClassVar[str] = "conv_bn_act"
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    in_h: int
-    in_w: int
-    act: str = "relu"
-
-    @property
-    def macs(self) -> int:
-        _, c, h, w = self.output_shape
-        return c * h * w * self.cin * self.kernel * self.kernel
-
-    @property
-    def params(self) -> int:
-        return self.cout * self.cin * self.kernel * self.kernel + 2 * self.cout
-
-
-@register_op
-@dataclasses.dataclass(frozen=True)
-class InvertedResidual(_Strided):
-    """MobileNetV2 inverted residual: 1x1 expand + BN + act, kxk depthwise (stride) + BN + act,
-    1x1 project + BN; residual add when stride 1 and cin == cout. hidden = cin * expand.
-
-    The expansion conv is present for every ``expand`` (also 1), as in the ChamNet model files.
-    """
-
-    op_type: ClassVar[str] = "inverted_residual"
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    expand: int
-    in_h: int
-    in_w: int
-    act: str = "relu"
-
-    @property
-    def hidden(self) -> int:
-        return self.cin * self.expand
-
-    @property
-    def residual(self) -> bool:
-        return self.stride == 1 and self.cin == self.cout
-
-    @property
-    def macs(self) -> int:
-        _, _, oh, ow = self.output_shape
-        h = self.hidden
-        expand = h * self.in_h * self.in_w * self.cin
-        depthwise = h * oh * ow * self.kernel * self.kernel
-        project = self.cout * oh * ow * h
-        return expand + depthwise + project
-
-    @property
-    def params(self) -> int:
-        h = self.hidden
-        return h * self.cin + 2 * h + h * self.kernel * self.kernel + 2 * h + self.cout * h + 2 * self.cout
-
-
-@register_op
-@dataclasses.dataclass(frozen=True)
-class PoolLinear(OpSpec):
-    """Global average pool + fully connected classifier (with bias)."""
-
-    op_type: ClassVar[str] = "pool_linear"
-    cin: int
-    num_classes: int
-    in_h: int
-    in_w: int
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (1, self.cin, self.in_h, self.in_w)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return (1, self.num_classes)
-
-    @property
-    def macs(self) -> int:
-        return self.cin * self.num_classes
-
-    @property
-    def params(self) -> int:
-        return self.cin * self.num_classes + self.num_classes
-
-
-#: A near-empty program (a 1x1 conv on a 1x1x1 tensor). Its latency is the fixed cost of one program
-#: invocation (execute call, delegate dispatch) that every single-op microbenchmark pays once, while a
-#: whole network pays it once in total. ``chamlab profile`` always measures it so that the latency
-#: predictor can subtract ``(n_ops - 1) x`` that cost (see chamnet/predictors/latency.py).
-INVOCATION_PROBE = ConvBNAct(1, 1, 1, 1, 1, 1, "none")
+    conv = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(cout), nn.ReLU() if act == "relu" else nn.Identity()]

@@ -1,14 +1,16 @@
 """The error hierarchy of chamlab.
 
-It lives in the lowest layer (``operators``) so that every layer above (``chamnet``, ``host``) can
-raise and catch the same classes. ``agent`` does not import it: it runs on the target and depends on
-nothing of ours.
+It lives in ``core`` (which imports nothing of ours) so that every package (``operators``,
+``chamnet``, ``host``) raises and catches the same classes. ``agent`` does not import it: it runs on
+the target and depends on nothing of ours.
 
 Every error carries a one-line message that names the offending file, key or value, and a ``hint``
 that says what to do next. The CLI prints both and exits with ``exit_code``:
 
 * ``2``: bad input (unknown name, malformed file, missing LUT entries): fix the input and re-run.
-* ``1``: the work itself failed (export, transport, measurement).
+* ``1``: the work itself failed (export, transport, measurement, an OS error while writing).
+
+``130`` (interrupted) is the CLI's own: it is not an error class.
 """
 
 from __future__ import annotations
@@ -64,7 +66,12 @@ class ArchError(InputError):
     """An architecture string or vector does not belong to the search space."""
 
 
-class LutError(InputError):
+class DataFileError(InputError):
+    """A chamlab data file (LUT, power trace, search history, ...) is missing, corrupt, foreign (not of
+    the expected ``chamlab.kind``) or of a schema version this chamlab cannot read."""
+
+
+class LutError(DataFileError):
     """A LUT file is missing, corrupt, foreign (not a chamlab LUT) or of an unknown schema."""
 
 
@@ -78,6 +85,15 @@ class MissingLutEntriesError(InputError):
 
 class OutputPathError(InputError):
     """An output path cannot be written (missing parent, no permission, a directory)."""
+
+
+class WriteError(ChamlabError):
+    """Writing an output failed while the work was done (disk full, I/O error). Exit code 1: the
+    measurements are kept where they were (the run directory), so re-running only writes them."""
+
+
+class DeviceBusyError(InputError):
+    """The device is locked by another chamlab run and the caller asked not to wait (``--no-wait``)."""
 
 
 class ExportError(ChamlabError):

@@ -1,0 +1,61 @@
+"""The public library API of the host: what ``chamlab`` commands call, and what ``adapt``,
+``calibrate`` and farm runs call too. Import from here; the modules behind it may move.
+
+    from chamlab.host import api
+    device = api.load_registry().get("local-cpu")
+    spec = api.resolve_run(device, threads=1)
+    space = api.SPACES.get("macro-cifar10")
+    report = api.profile(spec, space, None, out=Path("luts/local-cpu.parquet"))
+    pred = api.predict(space, space.parse("01201201"), lut=api.Lut.read(report.lut_path),
+                       lut_path=report.lut_path, target="local-cpu")
+    meas = api.measure(spec, space, space.parse("01201201"))
+    print(pred.to_json()["latency_ms"], meas.to_json()["measured_p50_ms"])
+
+Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
+:class:`~chamlab.core.errors.ChamlabError` subclasses with ``message``, ``hint`` and ``exit_code``.
+"""
+
+from chamlab.chamnet.spaces import SPACES
+
+from .config import DeviceRegistry, load_registry
+from .lut import Lut, MeasurementSet, add_rows
+from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
+from .prediction import PredictionReport, default_lut_path, find_lut, predict, predict_latency
+from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
+from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
+
+__all__ = [
+    "EXHAUSTIVE_LIMIT",
+    "SPACES",
+    "TRANSPORTS",
+    "DeviceConfig",
+    "DeviceRegistry",
+    "Lut",
+    "MeasureReport",
+    "MeasurementSet",
+    "NetworkMeasurement",
+    "NullProgress",
+    "PipelineRun",
+    "PredictionReport",
+    "ProfileReport",
+    "Progress",
+    "RunSpec",
+    "Transport",
+    "add_rows",
+    "claim_device",
+    "default_archs",
+    "default_lut_path",
+    "find_lut",
+    "load_registry",
+    "measure",
+    "measure_networks",
+    "network_item",
+    "open_transport",
+    "plan_ops",
+    "predict",
+    "predict_latency",
+    "profile",
+    "resolve_run",
+    "run_items",
+]

@@ -1,0 +1,155 @@
+"""What every ``chamlab`` command shares: consoles, error handling, options, progress bars.
+
+Commands are thin: they parse, call the library (:mod:`chamlab.host.api`) and print. Heavy imports
+(torch, executorch, pyarrow, the library itself) happen inside commands, so ``chamlab --help`` is
+instant. Exit codes: 0 success; 1 the work failed; 2 bad input (nothing written); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from chamlab.core.errors import ChamlabError
+from chamlab.operators.base import Backend, Dtype
+
+if TYPE_CHECKING:
+    from chamlab.chamnet.spaces.base import Arch, SearchSpace
+    from chamlab.host.config import DeviceRegistry
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DevicesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--devices",
+        envvar="CHAMLAB_DEVICES",
+        help="devices.toml to use (default: ./devices.toml, else the built-in local-cpu)",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
+SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="search space (see `chamlab spaces`)")]
+ArchOpt = Annotated[str, typer.Option("--arch", "-a", help="a reference name or the space's string form")]
+TargetOpt = Annotated[str, typer.Option("--target", "-t", help="device name from devices.toml")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", "-j", min=1, max=256, help="runtime threads (default: the device's `threads`)"),
+]
+BackendOpt = Annotated[
+    Backend | None, typer.Option("--backend", help="ExecuTorch backend (default: the device's)")
+]
+DtypeOpt = Annotated[Dtype | None, typer.Option("--dtype", help="element type (default: the device's)")]
+RawOpt = Annotated[
+    bool, typer.Option("--raw", help="predict the plain sum of op p50s (no invocation-overhead correction)")
+]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option("--no-wait", help="if another run holds the device, exit 2 at once instead of waiting"),
+]
+
+
+def handle_errors(fn: F) -> F:
+    """Print a :class:`ChamlabError` as one line (plus its hint) and exit with its code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ChamlabError as exc:
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
+            if exc.hint:
+                err.print(f"  hint: {escape(exc.hint)}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: re-run the same command to resume (finished ops are kept)")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def note(text: str) -> None:
+    err.print(escape(text), soft_wrap=True)
+
+
+def command_line() -> str:
+    return shlex.join(["chamlab", *sys.argv[1:]])
+
+
+def registry(devices: Path | None) -> DeviceRegistry:
+    from chamlab.host.config import load_registry
+
+    return load_registry(devices)
+
+
+def space(name: str) -> SearchSpace:
+    from chamlab.chamnet.spaces import SPACES
+
+    return SPACES.get(name)
+
+
+def archs_from_options(
+    sp: SearchSpace, archs: list[str] | None, sample: int | None, seed: int
+) -> list[Arch] | None:
+    chosen: list[Arch] = [sp.resolve(a) for a in archs or []]
+    if sample:
+        import numpy as np
+
+        chosen += sp.sample(np.random.default_rng(seed), sample)
+    return chosen or None
+
+
+def value(enum: Backend | Dtype | None) -> str | None:
+    return enum.value if enum is not None else None
+
+
+class RichProgress:
+    """Progress bars on stderr; implements :class:`chamlab.host.pipeline.Progress`."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description:<8}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[label]}"),
+            console=err,
+            transient=False,
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichProgress:
+        return self  # the display starts with the first phase: early errors print nothing else
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tasks:
+            self._progress.stop()
+
+    def start(self, phase: str, total: int) -> None:
+        if not self._tasks:
+            self._progress.start()
+        self._tasks[phase] = self._progress.add_task(phase, total=total, label="")
+
+    def advance(self, phase: str, label: str = "") -> None:
+        self._progress.update(self._tasks[phase], advance=1, label=label[:60])
+
+    def note(self, text: str) -> None:
+        self._progress.console.print(escape(text), soft_wrap=True)

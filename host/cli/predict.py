@@ -1,0 +1,100 @@
+"""``chamlab predict``: MACs, parameters and the LUT-predicted latency of one architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import (
+    ArchOpt,
+    BackendOpt,
+    DtypeOpt,
+    JsonOpt,
+    RawOpt,
+    SpaceOpt,
+    emit_json,
+    handle_errors,
+    note,
+    out,
+    space,
+    value,
+)
+
+
+@handle_errors
+def predict(
+    space_name: SpaceOpt,
+    arch: ArchOpt,
+    lut: Annotated[
+        Path | None,
+        typer.Option(
+            "--lut",
+            help="LUT to predict latency from (default: luts/<target>.parquet when --target is given)",
+        ),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="use the LUT rows of this device")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
+    ] = None,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    raw: RawOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """MACs, parameters and (with a LUT) the predicted latency of one architecture, op by op.
+
+    The prediction is the sum of the ops' p50 minus (n_ops - 1) invocation overheads (measured by
+    `profile` as the invocation probe); --raw gives the plain sum.
+    """
+    from chamlab.host import api
+
+    sp = space(space_name)
+    a = sp.resolve(arch)
+    found = api.find_lut(lut, target, space=sp.name)
+    report = api.predict(
+        sp,
+        a,
+        lut=found[0] if found else None,
+        lut_path=found[1] if found else None,
+        target=target,
+        backend=value(backend),
+        dtype=value(dtype),
+        threads=threads,
+        raw=raw,
+    )
+    if as_json:
+        emit_json(report.to_json())
+        return
+    out.print(
+        f"[bold]{sp.name}[/] {report.arch}: {report.macs / 1e6:.2f} M MACs, "
+        f"{report.params / 1e6:.3f} M params"
+    )
+    p, mset = report.prediction, report.measurement_set
+    if p is None or mset is None:
+        note(
+            "no LUT given: pass --lut PATH, or --target NAME to use luts/NAME.parquet, "
+            "for a latency prediction"
+        )
+        return
+    t = Table(title=f"predicted latency from {report.lut_path} ({mset.device}, {mset.threads} thread(s))")
+    t.add_column("op", overflow="fold")  # keys wrap rather than lose their tail
+    for col in ("count", "p50 ms", "total ms"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for c in p.ops:
+        t.add_row(c.op.key, str(c.count), f"{c.p50_ms:.4f}", f"{c.total_ms:.4f}")
+    t.add_row("sum", "", "", f"{p.lut_sum_ms:.4f}")
+    if p.invocation_overhead_ms is not None:
+        n = sum(c.count for c in p.ops)
+        t.add_row(
+            f"- {n - 1} x invocation overhead",
+            "",
+            f"{p.invocation_overhead_ms:.4f}",
+            f"-{(n - 1) * p.invocation_overhead_ms:.4f}",
+        )
+    t.add_row("[bold]predicted latency[/]", "", "", f"[bold]{p.latency_ms:.4f}[/]")
+    out.print(t)

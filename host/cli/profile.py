@@ -1,0 +1,120 @@
+"""``chamlab profile``: measure every operator a space needs on a target into a Parquet LUT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ._common import (
+    BackendOpt,
+    DevicesOpt,
+    DtypeOpt,
+    JsonOpt,
+    NoWaitOpt,
+    RichProgress,
+    SpaceOpt,
+    TargetOpt,
+    ThreadsOpt,
+    archs_from_options,
+    command_line,
+    emit_json,
+    err,
+    handle_errors,
+    note,
+    registry,
+    space,
+    value,
+)
+
+
+@handle_errors
+def profile(
+    target: TargetOpt,
+    space_name: SpaceOpt,
+    threads: ThreadsOpt = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="LUT file to create or extend (default: luts/<target>.parquet)",
+            show_default=False,
+        ),
+    ] = None,
+    arch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arch",
+            "-a",
+            help="profile only the ops of this arch "
+            "(repeatable; a reference name or the space's string form)",
+        ),
+    ] = None,
+    sample: Annotated[int | None, typer.Option(min=1, help="also profile the ops of N random archs")] = None,
+    seed: Annotated[int, typer.Option(help="seed for --sample")] = 0,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    force: Annotated[bool, typer.Option(help="re-measure ops the LUT already holds")] = False,
+    breakdown: Annotated[
+        bool, typer.Option(help="also record the per-op ETDump breakdown (Inspector)")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="parallel export processes (default: the number of CPUs)")
+    ] = None,
+    no_wait: NoWaitOpt = False,
+    devices: DevicesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure every operator a space needs on a target and store them in a Parquet LUT.
+
+    Without --arch/--sample, a small space (<= 100,000 archs, e.g. macro-cifar10) is profiled
+    exhaustively and a large one (chamnet-mbv2) over its reference archs. Ops already in the LUT
+    for this target/backend/dtype/threads are skipped, so re-running resumes. One run measures on a
+    device at a time: a second one waits (or, with --no-wait, exits 2).
+    """
+    from chamlab.core.files import ensure_dir
+    from chamlab.host import api
+
+    spec = api.resolve_run(
+        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
+    )
+    sp = space(space_name)
+    chosen = archs_from_options(sp, arch, sample, seed)
+    lut_path = out_path or api.default_lut_path(target)
+    if out_path is None:
+        ensure_dir(lut_path.parent, what="default LUT directory")
+    with RichProgress() as progress:
+        report = api.profile(
+            spec,
+            sp,
+            chosen,
+            out=lut_path,
+            force=force,
+            breakdown=breakdown,
+            workers=workers,
+            progress=progress,
+            command=command_line(),
+            no_wait=no_wait,
+        )
+    if as_json:
+        emit_json(report.to_json())
+    elif report.planned == report.already:
+        note(f"nothing to measure: all {report.planned} ops are already in {lut_path}")
+    else:
+        note(
+            f"{len(report.measured)} ops measured ({report.already} already in the LUT) -> {lut_path}; "
+            f"export {report.export_s:.1f} s, measure {report.measure_s:.1f} s"
+        )
+        if report.unstable:
+            err.print(
+                f"[yellow]{len(report.unstable)} op(s) stayed unstable after re-measuring "
+                "(flagged in the LUT column `unstable`)[/]"
+            )
+    if report.failed:
+        for key, msg in report.failed:
+            err.print(f"[red]failed[/] {escape(key)}: {escape(msg)}", soft_wrap=True)
+        err.print(f"{len(report.failed)} op(s) failed; re-run the same command to retry them")
+        raise typer.Exit(1)

@@ -1,0 +1,159 @@
+"""``predict``: MACs, parameters and the LUT-predicted latency of one architecture.
+
+Finding the LUT (an explicit path, or the default ``luts/<target>.parquet``), choosing its measurement
+set and assembling the op-by-op prediction live here, so that ``measure``, ``adapt`` and farm runs
+predict exactly as ``chamlab predict`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+from typing import Any
+
+from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
+from chamlab.chamnet.spaces.base import Arch, SearchSpace
+from chamlab.core.errors import LutError, MissingLutEntriesError
+
+from .lut import Lut, MeasurementSet
+
+LUT_DIR = Path("luts")
+
+
+def default_lut_path(target: str) -> Path:
+    """Where ``profile`` writes and ``predict``/``measure`` look by default: ``luts/<target>.parquet``."""
+    return LUT_DIR / f"{target}.parquet"
+
+
+def find_lut(
+    lut_path: Path | None, target: str | None, *, space: str | None = None, required: bool = True
+) -> tuple[Lut, Path] | None:
+    """The LUT to predict from: ``lut_path`` if given, else the default file of ``target``.
+
+    Without either, None. A missing default file is a :class:`LutError` naming the file looked for
+    and the ``profile`` command that makes it (or None when not ``required``).
+    """
+    if lut_path is not None:
+        return Lut.read(lut_path), Path(lut_path)
+    if target is None:
+        return None
+    path = default_lut_path(target)
+    if not path.exists():
+        if not required:
+            return None
+        cmd = ["chamlab", "profile", "--target", target, "--space", space or "SPACE"]
+        raise LutError(
+            f"no LUT for target {target}: looked for {path} (the default --out of profile)",
+            hint=f"make it with `{shlex.join(cmd)}`, or pass --lut PATH",
+        )
+    return Lut.read(path), path
+
+
+def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path: Path) -> str:
+    """The exact ``chamlab profile`` command that fills the LUT entries ``arch`` lacks."""
+    from .profiling import EXHAUSTIVE_LIMIT
+
+    cmd = ["chamlab", "profile", "--target", mset.device, "--space", space.name]
+    cmd += ["--threads", str(mset.threads), "--out", str(path)]
+    if space.size > EXHAUSTIVE_LIMIT:  # a large space is not profiled exhaustively: name the arch
+        cmd += ["--arch", arch_text]
+    return f"fill them with `{shlex.join(cmd)}`"
+
+
+def predict_latency(
+    space: SearchSpace, arch: Arch, lut: Lut, path: Path, mset: MeasurementSet, *, raw: bool = False
+) -> LatencyPrediction:
+    """The LUT prediction of ``arch`` from one measurement set; missing ops name the fix."""
+    predictor = LutLatencyPredictor(
+        lut.p50_by_key(mset),
+        correct_overhead=not raw,
+        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s))",
+    )
+    try:
+        return predictor.predict(space.ops(arch))
+    except MissingLutEntriesError as exc:
+        exc.hint = profile_hint(space, space.format(arch), mset, path)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionReport:
+    space: str
+    arch: str
+    input_shape: tuple[int, ...]
+    macs: int
+    params: int
+    prediction: LatencyPrediction | None
+    lut_path: Path | None
+    measurement_set: MeasurementSet | None
+
+    @property
+    def latency_ms(self) -> float | None:
+        return self.prediction.latency_ms if self.prediction else None
+
+    def to_json(self) -> dict[str, Any]:
+        p, m = self.prediction, self.measurement_set
+        return {
+            "space": self.space,
+            "arch": self.arch,
+            "input_shape": list(self.input_shape),
+            "macs": self.macs,
+            "params": self.params,
+            "latency_ms": p.latency_ms if p else None,
+            "lut_sum_ms": p.lut_sum_ms if p else None,
+            "invocation_overhead_ms": p.invocation_overhead_ms if p else None,
+            "lut": None
+            if m is None
+            else {
+                "path": str(self.lut_path),
+                "target": m.device,
+                "backend": m.backend,
+                "dtype": m.dtype,
+                "threads": m.threads,
+            },
+            "ops": None
+            if p is None
+            else [
+                {
+                    "op_key": c.op.key,
+                    "op_type": c.op.op_type,
+                    "count": c.count,
+                    "p50_ms": c.p50_ms,
+                    "total_ms": c.total_ms,
+                    "macs": c.op.macs,
+                }
+                for c in p.ops
+            ],
+        }
+
+
+def predict(
+    space: SearchSpace,
+    arch: Arch,
+    *,
+    lut: Lut | None = None,
+    lut_path: Path | None = None,
+    target: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    raw: bool = False,
+) -> PredictionReport:
+    """Counts of ``arch``, plus its LUT prediction when a LUT is given (``lut`` read from
+    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads."""
+    prediction = mset = None
+    if lut is not None:
+        path = Path(lut_path) if lut_path is not None else Path("<memory>")
+        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads)
+        prediction = predict_latency(space, arch, lut, path, mset, raw=raw)
+    return PredictionReport(
+        space.name,
+        space.format(arch),
+        space.input_shape(arch),
+        space.macs(arch),
+        space.params(arch),
+        prediction,
+        Path(lut_path) if lut is not None and lut_path is not None else None,
+        mset,
+    )
