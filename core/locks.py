@@ -93,8 +93,9 @@ class FileLock:
             raise
         self._fd = fd
         text = description or f"pid {os.getpid()} on {socket.gethostname()}"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (text + "\n").encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it is for messages only: a full disk must not matter
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (text + "\n").encode(), 0)
 
     def release(self) -> None:
         if self._fd is None:

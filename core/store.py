@@ -68,12 +68,12 @@ class TableKind:
 
     def upgrader(self, from_version: int) -> Callable[[Upgrader], Upgrader]:
         """Decorator: register the step ``from_version -> from_version + 1``."""
+        if not 1 <= from_version < self.version:
+            raise ValueError(f"{self.name}: cannot upgrade from {from_version} (current {self.version})")
+        if from_version in self.upgraders:
+            raise DuplicateNameError(f"{self.name}: an upgrader from version {from_version} exists")
 
         def deco(fn: Upgrader) -> Upgrader:
-            if from_version in self.upgraders:
-                raise DuplicateNameError(f"{self.name}: an upgrader from version {from_version} exists")
-            if not 1 <= from_version < self.version:
-                raise ValueError(f"{self.name}: cannot upgrade from {from_version} (current {self.version})")
             self.upgraders[from_version] = fn
             return fn
 

@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,56 @@ def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -
     res = profile_macro(out, fast_devices, "--json")
     assert res.returncode == 0, res.stderr
     return out, json.loads(res.stdout)
+
+
+SLOW_DEVICES = """
+[devices.test-cpu]
+transport = "local"
+description = "this machine, a measurement slow enough to interrupt mid-op"
+threads = 1
+
+[devices.test-cpu.measure]
+num_executions = 5
+warmup_runs = 1
+warmup_ms = 0
+min_time_ms = 1500
+retries = 0
+"""
+
+
+def wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 120) -> None:
+    """Poll for an observed event (never a fixed sleep standing in for one)."""
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Live processes whose environment contains ``marker`` (e.g. a test's private CHAMLAB_CACHE):
+    the host, its export workers, the driver, the runner all inherit it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if marker.encode() in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def spawn_chamlab(*args: str | Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    exe = shutil.which("chamlab", path=str(BIN)) or "chamlab"
+    return subprocess.Popen(
+        [exe, *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )

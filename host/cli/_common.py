@@ -76,6 +76,12 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted: re-run the same command to resume (finished ops are kept)")
             raise typer.Exit(130) from None
+        except OSError as exc:  # the library names paths in WriteError; this is the safety net
+            where = f" ({exc.filename})" if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", soft_wrap=True
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -208,3 +208,20 @@ def test_unwritable_output_fails_before_any_work(tmp_path: Path, fast_devices: P
 def test_usage_errors_exit_2() -> None:
     res = chamlab("predict", "--space", "macro-cifar10")
     assert res.returncode == 2 and "--arch" in res.stderr
+
+
+def test_unknown_backend_or_dtype_is_bad_input_and_writes_nothing(tmp_path: Path, fast_devices: Path) -> None:
+    for opt, bad, listed in (("--backend", "xnnpak", "'xnnpack', 'portable'"), ("--dtype", "int4", "'fp32'")):
+        args = ["profile", "-t", "test-cpu", "-s", "macro-cifar10", opt, bad]
+        res = chamlab(*args, "--devices", fast_devices, cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        assert f"'{bad}' is not one of {listed}" in " ".join(res.stderr.split())
+    assert list(tmp_path.iterdir()) == [], "nothing may be written"
+
+
+def test_predict_with_a_target_but_no_lut_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    err = _one_line_error(
+        chamlab("predict", "-s", "macro-cifar10", "-a", "01201201", "--target", "local-cpu", cwd=tmp_path)
+    )
+    assert "no LUT for target local-cpu: looked for luts/local-cpu.parquet" in err
+    assert "chamlab profile --target local-cpu --space macro-cifar10" in err

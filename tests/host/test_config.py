@@ -112,3 +112,25 @@ def test_unknown_target_lists_the_known(tmp_path: Path) -> None:
     reg = parse_devices_file(_write(tmp_path, "[devices.a]\n[devices.b]\n"))
     with pytest.raises(UnknownNameError, match="unknown target 'c'; known: a, b"):
         reg.get("c")
+
+
+def test_transport_registry_is_loud_and_each_transport_owns_its_model() -> None:
+    from typing import Literal
+
+    from chamlab.core.errors import DuplicateNameError
+    from chamlab.host.transports import TRANSPORTS, LocalConfig, TransportRegistry
+    from chamlab.host.transports.base import DeviceConfig
+
+    assert TRANSPORTS.config_class("local") is LocalConfig
+    fresh = TransportRegistry()
+
+    class NoFactory(DeviceConfig):
+        transport: Literal["x"] = "x"
+
+    with pytest.raises(TypeError, match="NoFactory must implement open"):
+        fresh.register("x")(NoFactory)
+    fresh.register("local")(LocalConfig)
+    with pytest.raises(DuplicateNameError, match="transport 'local' is already registered"):
+        fresh.register("local")(LocalConfig)
+    with pytest.raises(UnknownNameError, match="unknown transport 'y'; known: local"):
+        fresh.config_class("y")

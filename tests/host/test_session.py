@@ -174,3 +174,26 @@ def test_fresh_run_discards_a_previous_partial_run(tasks: list[Task], tmp_path: 
     assert resumed[0].result == {"samples_ms": [999.0]}  # resume trusts what the target recorded
     fresh = session.run(tasks[:1], fresh=True)
     assert fresh[0].result is not None and fresh[0].result["samples_ms"] != [999.0]
+
+
+def test_local_transport_honours_deadlines_on_copies(tmp_path: Path) -> None:
+    t = LocalTransport("t")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (3 << 20))  # three chunks: the deadline is checked between them
+    with pytest.raises(TransportError, match="did not finish within 0 s"):
+        t.push(big, str(tmp_path / "copy.bin"), timeout_s=0)
+    with pytest.raises(TransportError, match="did not finish within 0 s"):
+        t.pull(str(big), tmp_path / "pulled.bin", timeout_s=0)
+    assert not (tmp_path / "pulled.bin").exists()  # atomic: nothing half-written
+    t.pull(str(big), tmp_path / "pulled.bin", timeout_s=60)
+    assert (tmp_path / "pulled.bin").read_bytes() == big.read_bytes()
+
+
+def test_remote_shim_without_python_names_the_key(tmp_path: Path) -> None:
+    from chamlab.core.errors import ConfigError
+
+    # every transport but local inherits this default: no python unless devices.toml sets one
+    device = DeviceConfig(name="phone", transport="remote", workdir=str(tmp_path))
+    session = DeviceSession(device, LocalTransport("phone"), threads=1)
+    with pytest.raises(ConfigError, match=r'set python = "/path/to/python3" in \[devices.phone\]'):
+        session.stage([], tmp_path / "stage")

@@ -4,6 +4,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 import torch
@@ -155,3 +156,36 @@ def test_unsupported_backend_or_dtype_has_a_reason() -> None:
     assert spec.unsupported_reason("xnnpack", "fp32") is None
     assert "int8" in (spec.unsupported_reason("xnnpack", "int8") or "")
     assert "qnn" in (spec.unsupported_reason("qnn", "fp32") or "")
+
+
+def test_registering_a_kind_without_a_torch_module_fails_at_import_time() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class NoModule(OpSpec):
+        op_type: ClassVar[str] = "no_module"
+        cin: int
+
+    with pytest.raises(TypeError, match="NoModule defines no torch module: implement torch_module"):
+        OpRegistry().register(NoModule)
+
+
+def test_key_fields_are_resolved_once_to_int_or_str() -> None:
+    assert [(f.name, f.type) for f in InvertedResidual.key_fields][:2] == [("cin", int), ("cout", int)]
+    assert InvertedResidual.key_fields[-1].name == "act" and InvertedResidual.key_fields[-1].type is str
+
+    @dataclasses.dataclass(frozen=True)
+    class FloatField(OpSpec):
+        op_type: ClassVar[str] = "float_field"
+        scale: float
+
+        def torch_module(self) -> nn.Module:
+            return nn.Identity()
+
+    with pytest.raises(TypeError, match=r"FloatField.scale: op key fields must be int or str"):
+        OpRegistry().register(FloatField)
+
+
+def test_backend_and_dtype_are_enums_of_strings() -> None:
+    from chamlab.operators import BACKENDS, DTYPES, Backend, Dtype
+
+    assert BACKENDS == ("xnnpack", "portable") and DTYPES == ("fp32",)
+    assert Backend("xnnpack") is Backend.XNNPACK and f"{Dtype.FP32}" == "fp32"
