@@ -38,13 +38,25 @@ WATCH_STDIN=${WATCH_STDIN:-0}
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
 watcher=""  # pid of the stdin watcher
+finished="" # the watchdog's "runner ended in time" marker, and its sleep's pid file
+sleeper=""
 locked=0
 
 boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
 
+stop_dog() {
+  : > "$finished"
+  while [ ! -s "$sleeper" ] && kill -0 "$dog" 2>/dev/null; do :; done  # it writes the pid at once
+  # KILL: a TERM can reach the forked child before it has exec'd sleep, where a trap may swallow it
+  if [ -s "$sleeper" ]; then kill -KILL "$(cat "$sleeper")" 2>/dev/null; fi
+  wait "$dog" 2>/dev/null
+  dog=""
+  rm -f "$finished" "$sleeper"
+}
+
 cleanup() {
   if [ -n "$runner" ]; then kill -KILL "$runner" 2>/dev/null; fi
-  if [ -n "$dog" ]; then kill "$dog" 2>/dev/null; fi
+  if [ -n "$dog" ]; then stop_dog; fi
   if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
   if [ "$locked" = 1 ]; then rm -rf "$LOCK_DIR"; fi
 }
@@ -115,6 +127,8 @@ while IFS="$tab" read -r digest key artifact; do
   etd="out/$digest.etdp"
   log="out/$digest.log"
   expired="out/$digest.expired"
+  finished="out/$digest.finished"
+  sleeper="out/$digest.sleeper"
   rm -f "$res" "$etd" "$expired"
   set -- --model_path "$artifact" --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS"
   if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
@@ -122,23 +136,26 @@ while IFS="$tab" read -r digest key artifact; do
   sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
   runner=$!
   if [ "$OP_TIMEOUT_S" != 0 ]; then
+    # The deadline: a subshell around a plain `sleep`. It is ended by killing that sleep (never by
+    # signalling the subshell: shells differ in what a subshell does with inherited traps), after
+    # which it sees $finished and exits without touching the runner.
+    rm -f "$finished" "$sleeper"
     (
-      trap 'kill "$s" 2>/dev/null; exit 0' TERM
       sleep "$OP_TIMEOUT_S" &
-      s=$!
-      wait "$s"
-      : > "$expired"
-      kill -KILL "$runner" 2>/dev/null
-    ) > /dev/null 2>&1 &
+      echo $! > "$sleeper"
+      wait $!
+      if [ ! -f "$finished" ]; then
+        : > "$expired"
+        kill -KILL "$runner" 2>/dev/null
+      fi
+    ) < /dev/null > /dev/null 2>&1 &
     dog=$!
   fi
   wait "$runner"
   rc=$?
   runner=""
   if [ -n "$dog" ]; then
-    kill "$dog" 2>/dev/null
-    wait "$dog" 2>/dev/null
-    dog=""
+    stop_dog
   fi
   if [ -f "$expired" ]; then
     rc=124

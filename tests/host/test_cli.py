@@ -215,7 +215,7 @@ def test_unknown_backend_or_dtype_is_bad_input_and_writes_nothing(tmp_path: Path
         args = ["profile", "-t", "test-cpu", "-s", "macro-cifar10", opt, bad]
         res = chamlab(*args, "--devices", fast_devices, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
-        assert f"'{bad}' is not one of {listed}" in " ".join(res.stderr.split())
+        assert f"'{bad}' is not one of {listed}" in " ".join(res.stderr.replace("│", " ").split())
     assert list(tmp_path.iterdir()) == [], "nothing may be written"
 
 
