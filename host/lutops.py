@@ -508,7 +508,7 @@ def _pool(table: pa.Table, conflicts: pa.Table) -> pa.Table:
             i = j
             continue
         runs: set[str] = set()
-        for r, s in keep:
+        for _, s in keep:
             if not s or runs & s:
                 raise InputError(
                     f"cannot pool {key[0]} ({key[1]}, {key[2]}, {key[3]}, {key[4]} threads): two inputs "
