@@ -139,7 +139,7 @@ def test_same_phone_after_os_update_merges_other_hardware_is_refused() -> None:
     other = lut_file(
         [row(OPS_POOL[0], [1.0], run_id="run-c", when=2, fingerprint="h|Google Tensor G2|Linux 5 aarch64")]
     )
-    with pytest.raises(InputError, match="'pixel' is Qualcomm .* but Google Tensor G2 .*different hardware"):
+    with pytest.raises(InputError, match=r"'pixel' is Qualcomm .* but Google Tensor G2 .*different hardware"):
         merge_luts([a, other])
     assert check_table(merged(a, b).lut.table) == []  # one device across the OS update
     mixed = pa.concat_tables([a.lut.table.slice(1), other.lut.table])
