@@ -32,7 +32,7 @@ from chamlab.core.store import read_table, write_table
 from chamlab.operators import OPS
 from chamlab.operators.base import Backend, Dtype
 
-from .lut import KIND, ROW_KEY, SCHEMA, Lut, MeasurementSet, stats_from_samples
+from .lut import KIND, ROW_KEY, Lut, MeasurementSet
 
 PROVENANCE_KEY = "chamlab.provenance"
 #: Columns that tell two measurements of one row key apart (equal on all of them: the same measurement).
@@ -476,59 +476,96 @@ def _run_set(run_id: str | None) -> frozenset[str]:
     return frozenset((run_id or "").split(POOLED_SEP)) - {""}
 
 
-def _pool(table: pa.Table, conflicts: pa.Table) -> pa.Table:
-    """Policy ``pooled``: for each conflicting row key, one row whose samples are the samples of every
-    contributing run (sorted ascending), statistics re-derived; the rest from the newest row."""
-    from chamlab.agent.measure import robust_cv
-
-    if conflicts.num_rows == 0:
-        return table
-    srt, first = _sorted_groups(table, list(ROW_KEY), _NEWEST_ORDER)
-    group = np.cumsum(first) - 1
-    in_conflict = np.bincount(group)[group] > 1
-    plain = srt.filter(pa.array(~in_conflict))
-    rows = srt.filter(pa.array(in_conflict)).to_pylist()
-    pooled: list[dict[str, Any]] = []
-    i = 0
-    while i < len(rows):
-        j = i
-        key = tuple(rows[i][k] for k in ROW_KEY)
-        while j < len(rows) and tuple(rows[j][k] for k in ROW_KEY) == key:
-            j += 1
-        group = rows[i:j]
-        # a contribution whose runs are all in another contribution is already counted there
-        sets = [_run_set(r["run_id"]) for r in group]
-        keep = []
-        for n, (r, s) in enumerate(zip(group, sets, strict=True)):
-            covered = any((s < t) or (s == t and m < n) for m, t in enumerate(sets) if m != n and s)
-            if not covered:
-                keep.append((r, s))
-        if len(keep) == 1:
-            pooled.append(keep[0][0])
-            i = j
-            continue
+def _pool_keep(srt: pa.Table, gid: np.ndarray) -> np.ndarray:
+    """Which rows of the conflicting groups (sorted newest first within a group) contribute samples:
+    a row whose runs all belong to another row of its group (an earlier merge pooled them) is counted
+    there. Rows sharing only part of their runs cannot be pooled (:class:`InputError`)."""
+    run_ids = srt["run_id"]
+    simple = (
+        run_ids.null_count == 0
+        and not pc.any(pc.match_substring(run_ids, POOLED_SEP)).as_py()
+        and len({(g, r) for g, r in zip(gid.tolist(), run_ids.to_pylist(), strict=True)}) == len(gid)
+    )
+    if simple:  # one plain run per row, distinct within each group: every row counts
+        return np.ones(len(gid), dtype=bool)
+    keep = np.zeros(len(gid), dtype=bool)
+    sets = [_run_set(r) for r in run_ids.to_pylist()]
+    starts = np.flatnonzero(np.r_[True, gid[1:] != gid[:-1]])
+    for lo, hi in zip(starts, [*starts[1:], len(gid)], strict=True):
+        group = sets[lo:hi]
         runs: set[str] = set()
-        for _, s in keep:
+        for n, s in enumerate(group):
+            if any((s < t) or (s == t and m < n) for m, t in enumerate(group) if m != n and s):
+                continue
             if not s or runs & s:
+                r = srt.slice(int(lo), 1).to_pylist()[0]
                 raise InputError(
-                    f"cannot pool {key[0]} ({key[1]}, {key[2]}, {key[3]}, {key[4]} threads): two inputs "
-                    f"share run(s) {', '.join(sorted(runs & s)) or '(no run id)'} but hold different samples",
+                    f"cannot pool {r['op_key']} ({r['device']}, {r['backend']}, {r['dtype']}, {r['threads']} "
+                    f"threads): two inputs share run(s) {', '.join(sorted(runs & s)) or '(no run id)'} but "
+                    "hold different samples",
                     hint="merge the original per-run LUTs instead, or use --policy newest",
                 )
             runs |= s
-        samples = sorted(x for r, _ in keep for x in r["samples_ms"])
-        base = dict(keep[0][0])  # the newest contribution
-        base.update(stats_from_samples(samples))
-        base.update(
-            samples_ms=samples,
-            n_samples=len(samples),
-            robust_cv=robust_cv(samples),
-            unstable=any(bool(r["unstable"]) for r, _ in keep),
-            run_id=POOLED_SEP.join(sorted(runs)),
-        )
-        pooled.append(base)
-        i = j
-    return pa.concat_tables([plain, pa.Table.from_pylist(pooled, schema=SCHEMA)])
+            keep[lo + n] = True
+    return keep
+
+
+def _pool(table: pa.Table, conflicts: pa.Table) -> pa.Table:
+    """Policy ``pooled``: for each conflicting row key, one row whose samples are the samples of every
+    contributing run (sorted ascending), statistics re-derived; the other columns from the newest row.
+    Vectorised: the samples of all pooled rows are flattened, sorted by (group, value) and cut again."""
+    if conflicts.num_rows == 0:
+        return table
+    srt, first = _sorted_groups(table, list(ROW_KEY), _NEWEST_ORDER)
+    gid = np.cumsum(first) - 1
+    in_conflict = np.bincount(gid)[gid] > 1
+    conf = srt.filter(pa.array(in_conflict))
+    keep = _pool_keep(conf, gid[in_conflict])
+    conf, cgid = conf.filter(pa.array(keep)), gid[in_conflict][keep]
+    single = np.bincount(cgid)[cgid] == 1  # only one row left after dropping covered ones
+    plain = pa.concat_tables([srt.filter(pa.array(~in_conflict)), conf.filter(pa.array(single))])
+    conf, cgid = conf.filter(pa.array(~single)), cgid[~single]
+    if conf.num_rows == 0:
+        return plain
+    _, g = np.unique(cgid, return_inverse=True)  # 0..n_groups-1, in sorted (row key) order
+    n_groups = int(g.max()) + 1
+    samples = conf["samples_ms"].combine_chunks()
+    values = pc.list_flatten(samples).to_numpy(zero_copy_only=False).astype(float)
+    vg = g[pc.list_parent_indices(samples).to_numpy(zero_copy_only=False)]
+    order = np.lexsort((values, vg))
+    values, vg = values[order], vg[order]
+    counts = np.bincount(vg, minlength=n_groups)
+    offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    pooled_samples = pa.ListArray.from_arrays(offsets, pa.array(values))
+    stats = _list_stats(pooled_samples)
+    dev = values - stats["mean_ms"][vg]
+    std = np.sqrt(np.bincount(vg, weights=dev * dev, minlength=n_groups) / counts)
+    med = stats["p50_ms"]
+    abs_dev = pa.ListArray.from_arrays(offsets, pa.array(np.abs(values - med[vg])))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        robust_cv = np.where(med > 0, 1.4826 * _list_stats(abs_dev)["p50_ms"] / med, np.inf)
+    unstable = np.bincount(g, weights=pc.fill_null(conf["unstable"], False).to_numpy(zero_copy_only=False),
+                           minlength=n_groups) > 0  # fmt: skip
+    runs: list[set[str]] = [set() for _ in range(n_groups)]
+    for gi, r in zip(g.tolist(), conf["run_id"].to_pylist(), strict=True):
+        runs[gi] |= _run_set(r)
+    base = conf.filter(pa.array(np.r_[True, g[1:] != g[:-1]]))  # the newest row of each group
+    replace = {
+        "samples_ms": pooled_samples,
+        "n_samples": pa.array(counts.astype(np.int32)),
+        "p10_ms": pa.array(stats["p10_ms"]),
+        "p50_ms": pa.array(med),
+        "p90_ms": pa.array(stats["p90_ms"]),
+        "mean_ms": pa.array(stats["mean_ms"]),
+        "std_ms": pa.array(std),
+        "robust_cv": pa.array(robust_cv),
+        "unstable": pa.array(unstable),
+        "run_id": pa.array([POOLED_SEP.join(sorted(r)) for r in runs]),
+    }
+    for name, arr in replace.items():
+        i = base.schema.get_field_index(name)
+        base = base.set_column(i, base.schema.field(i), arr.cast(base.schema.field(i).type))
+    return pa.concat_tables([plain, base])
 
 
 def merge_luts(files: Sequence[LutFile], policy: Policy = Policy.NEWEST) -> tuple[LutFile, int]:
