@@ -115,7 +115,7 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
     import tracemalloc
 
     import pyarrow as pa
-    import pyarrow.acero  # noqa: F401  (group_by/join import it lazily, with pandas: ~0.4 s, not timed)
+    import pyarrow.acero  # group_by/join import it lazily, with pandas (~0.4 s): not timed
 
     from chamlab.host.lut import Lut
     from chamlab.host.lutops import Policy, merge_files
