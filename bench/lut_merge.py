@@ -12,9 +12,11 @@ Scenarios (each run ``--repeats`` times, every time in a fresh interpreter, medi
   shows what the vectorised merge buys.
 
 A worker reads, checks, merges and writes (``chamlab.host.lutops.merge_files``, the code behind
-``chamlab lut merge``), and reports wall seconds, the peak of Arrow's memory pool, the Python heap
-peak (tracemalloc) and the process's peak RSS (``ru_maxrss``, imports included; the RSS after the
-imports is reported too). Writes ``bench/results/lut_merge.json``.
+``chamlab lut merge``), and reports wall seconds, the peak of Arrow's memory pool and the process's
+peak RSS (``resource.getrusage``'s ``ru_maxrss``, imports included; the RSS after the imports is
+reported too). tracemalloc is left off: it slows every Python allocation and would distort the
+seconds, and Arrow's buffers (most of the memory) are outside its view anyway. Writes
+``bench/results/lut_merge.json``.
 """
 
 from __future__ import annotations
@@ -112,8 +114,6 @@ def make_inputs(folder: Path, n_luts: int, n_rows: int, n_samples: int, seed: in
 
 
 def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
-    import tracemalloc
-
     import pyarrow as pa
     import pyarrow.acero  # group_by/join import it lazily, with pandas (~0.4 s): not timed
 
@@ -122,7 +122,6 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
 
     rss_after_imports = _rss_mib()
     pool = pa.default_memory_pool()
-    tracemalloc.start()
     t0 = time.perf_counter()
     if scenario == "naive baseline":
         lut = Lut.empty()
@@ -135,12 +134,10 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
         policy = Policy.POOLED if "pooled" in scenario else Policy.NEWEST
         rows_out = merge_files(inputs, out, policy).rows_out
     seconds = time.perf_counter() - t0
-    _, py_peak = tracemalloc.get_traced_memory()
     return {
         "seconds": seconds,
         "rows_out": rows_out,
         "arrow_peak_mib": pool.max_memory() / 2**20,
-        "python_heap_peak_mib": py_peak / 2**20,
         "rss_after_imports_mib": rss_after_imports,
         "peak_rss_mib": _rss_mib(),
         "arrow_backend": pool.backend_name,

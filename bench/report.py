@@ -174,18 +174,17 @@ def lut_merge(r: dict) -> list[str]:
         f"({r['input_mib_per_scenario']:.1f} MiB of Parquet per scenario). Each figure is the median of "
         f"{a['repeats']} runs, each in a fresh interpreter: read + check every input, merge, write the "
         "output atomically (`chamlab lut merge` minus the CLI's ~1 s of imports). *Arrow peak* is the "
-        "peak of Arrow's memory pool, *Python peak* the tracemalloc peak, *peak RSS* the process's "
+        "peak of Arrow's memory pool, *peak RSS* the process's "
         "`ru_maxrss` (imports included: the RSS after the imports is given beside it). *Naive* reads "
         "each file with `Lut.read` (per-row checks) and folds them with `Lut.upsert`.",
         "",
-        "| scenario | rows in | rows out | seconds | Arrow peak MiB | Python peak MiB | peak RSS MiB "
-        "(after imports) |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | rows in | rows out | seconds | Arrow peak MiB | peak RSS MiB (after imports) |",
+        "|---|---|---|---|---|---|",
     ]
     for s in r["scenarios"]:
         out.append(
             f"| {s['scenario']} | {s['rows_in']} | {s['rows_out']} | {s['seconds']:.2f} | "
-            f"{s['arrow_peak_mib']:.0f} | {s['python_heap_peak_mib']:.0f} | {s['peak_rss_mib']:.0f} "
+            f"{s['arrow_peak_mib']:.0f} | {s['peak_rss_mib']:.0f} "
             f"({s['rss_after_imports_mib']:.0f}) |"
         )
     out += ["", f"Naive / vectorised (same keys, newest), same run: {r['naive_over_vectorised']:.1f}x."]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -189,8 +190,12 @@ def _list_stats(samples: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(float)
     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-    order = np.lexsort((values, parents))
-    srt = values[order]
+    if (
+        n_rows and lengths.min() == lengths.max() > 0
+    ):  # the usual case: one sample count, sort rows as a matrix
+        srt = np.sort(values.reshape(n_rows, int(lengths[0])), axis=1).ravel()
+    else:  # the same order (by row, then value; NaN last), for ragged lists
+        srt = values[np.lexsort((values, parents))]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n_rows else np.zeros(0, np.int64)
     out: dict[str, np.ndarray] = {}
     ok = lengths > 0
@@ -202,10 +207,19 @@ def _list_stats(samples: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
         a = np.where(ok, srt[(starts + lo).clip(max=max(len(srt) - 1, 0))] if len(srt) else 0.0, np.nan)
         b = np.where(ok, srt[(starts + hi).clip(max=max(len(srt) - 1, 0))] if len(srt) else 0.0, np.nan)
         out[name] = a + (b - a) * frac
-    sums = np.bincount(parents, weights=values, minlength=n_rows) if len(values) else np.zeros(n_rows)
+    sums = np.bincount(parents, weights=srt, minlength=n_rows) if len(values) else np.zeros(n_rows)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["mean_ms"] = np.where(ok, sums / np.maximum(lengths, 1), np.nan)
     return out
+
+
+@functools.lru_cache(maxsize=200_000)
+def _parse_op_key(key: str) -> tuple[str, str | None]:
+    """``(op_type, None)`` or ``("", error)``: cached, since merged LUTs repeat the same keys."""
+    try:
+        return OPS.from_key(key).op_type, None
+    except (ChamlabError, ValueError, KeyError) as exc:
+        return "", str(exc)
 
 
 def check_table(table: pa.Table) -> list[str]:
@@ -233,14 +247,13 @@ def check_table(table: pa.Table) -> list[str]:
     for r in types:
         type_of.setdefault(r["op_key"], set()).add(r["op_type"])
     for key in keys:
-        try:
-            spec = OPS.from_key(key)
-        except (ChamlabError, ValueError, KeyError) as exc:
-            problems.append(f"unknown op key {key!r}: {exc}")
+        op_type, error = _parse_op_key(key)
+        if error is not None:
+            problems.append(f"unknown op key {key!r}: {error}")
             continue
-        wrong = type_of.get(key, set()) - {spec.op_type}
+        wrong = type_of.get(key, set()) - {op_type}
         if wrong:
-            problems.append(f"op_key {key!r} is a {spec.op_type} but op_type says {sorted(wrong)}")
+            problems.append(f"op_key {key!r} is a {op_type} but op_type says {sorted(wrong)}")
     for col, allowed in (("backend", [b.value for b in Backend]), ("dtype", [d.value for d in Dtype])):
         bad = [v for v in pc.unique(table[col]).to_pylist() if v not in allowed]
         if bad:
@@ -433,16 +446,12 @@ class MergeReport:
         }
 
 
-def _sorted_groups(
-    table: pa.Table, keys: Sequence[str], order: Sequence[tuple[str, str]]
-) -> tuple[pa.Table, np.ndarray]:
-    """``table`` sorted by ``keys`` then ``order`` (nulls last), and a mask of each group's first row."""
-    idx = pc.sort_indices(table, sort_keys=[*[(k, "ascending") for k in keys], *order])
-    srt = table.take(idx)
+def _boundaries(srt: pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """On a sorted table: True where a row starts a new ``keys`` group (nulls equal nulls)."""
     n = srt.num_rows
     first = np.zeros(n, dtype=bool)
     if n == 0:
-        return srt, first
+        return first
     first[0] = True
     for k in keys:
         col = srt[k].combine_chunks()
@@ -452,24 +461,35 @@ def _sorted_groups(
             pc.is_null(col[:-1]).to_numpy(zero_copy_only=False),
         )
         first[1:] |= ~(same | both_null)
-    return srt, first
+    return first
 
 
-def _first_per_group(table: pa.Table, keys: Sequence[str], order: Sequence[tuple[str, str]]) -> pa.Table:
-    """The first row of each ``keys`` group after sorting by ``order`` (nulls last)."""
-    srt, first = _sorted_groups(table, keys, order)
-    return srt.filter(pa.array(first))
+@dataclasses.dataclass
+class _Plan:
+    """The rows of a concatenated table sorted by row key, newest first (:data:`_NEWEST_ORDER`),
+    computed on the small key columns only: ``order`` (row indices), ``first_key`` (a row key's newest
+    row), ``first_meas`` (a distinct measurement's first copy), ``gid`` (row-key group of each)."""
 
+    order: np.ndarray
+    first_key: np.ndarray
+    first_meas: np.ndarray
+    gid: np.ndarray
+    measurements: np.ndarray  # distinct measurements per row-key group
 
-def _distinct_measurements(table: pa.Table) -> pa.Table:
-    """One row per (row key, measurement id): verbatim copies (the same LUT merged twice) collapse."""
-    return _first_per_group(table, [*ROW_KEY, *MEASUREMENT_ID], _NEWEST_ORDER)
+    @classmethod
+    def of(cls, table: pa.Table) -> _Plan:
+        small = table.select(list(dict.fromkeys([*ROW_KEY, *MEASUREMENT_ID])))
+        idx = pc.sort_indices(small, sort_keys=[*[(k, "ascending") for k in ROW_KEY], *_NEWEST_ORDER])
+        srt = small.take(idx)
+        first_key = _boundaries(srt, ROW_KEY)
+        first_meas = _boundaries(srt, [*ROW_KEY, *MEASUREMENT_ID])
+        gid = np.cumsum(first_key) - 1
+        measurements = np.bincount(gid, weights=first_meas).astype(np.int64) if len(gid) else gid
+        return cls(idx.to_numpy(), first_key, first_meas, gid, measurements)
 
-
-def _conflicting(table: pa.Table) -> pa.Table:
-    """Row keys (with counts) that hold more than one distinct measurement."""
-    counts = table.group_by(list(ROW_KEY)).aggregate([([], "count_all")])
-    return counts.filter(pc.greater(counts["count_all"], 1))
+    def conflicts(self) -> np.ndarray:
+        """Indices (into the table) of one row of each row key holding several measurements."""
+        return self.order[self.first_key & (self.measurements[self.gid] > 1)]
 
 
 def _run_set(run_id: str | None) -> frozenset[str]:
@@ -510,20 +530,17 @@ def _pool_keep(srt: pa.Table, gid: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _pool(table: pa.Table, conflicts: pa.Table) -> pa.Table:
+def _pool(table: pa.Table, plan: _Plan) -> pa.Table:
     """Policy ``pooled``: for each conflicting row key, one row whose samples are the samples of every
     contributing run (sorted ascending), statistics re-derived; the other columns from the newest row.
     Vectorised: the samples of all pooled rows are flattened, sorted by (group, value) and cut again."""
-    if conflicts.num_rows == 0:
-        return table
-    srt, first = _sorted_groups(table, list(ROW_KEY), _NEWEST_ORDER)
-    gid = np.cumsum(first) - 1
-    in_conflict = np.bincount(gid)[gid] > 1
-    conf = srt.filter(pa.array(in_conflict))
-    keep = _pool_keep(conf, gid[in_conflict])
-    conf, cgid = conf.filter(pa.array(keep)), gid[in_conflict][keep]
+    distinct, dgid = plan.order[plan.first_meas], plan.gid[plan.first_meas]
+    in_conflict = plan.measurements[dgid] > 1
+    conf = table.take(distinct[in_conflict])
+    keep = _pool_keep(conf, dgid[in_conflict])
+    conf, cgid = conf.filter(pa.array(keep)), dgid[in_conflict][keep]
     single = np.bincount(cgid)[cgid] == 1  # only one row left after dropping covered ones
-    plain = pa.concat_tables([srt.filter(pa.array(~in_conflict)), conf.filter(pa.array(single))])
+    plain = pa.concat_tables([table.take(distinct[~in_conflict]), conf.filter(pa.array(single))])
     conf, cgid = conf.filter(pa.array(~single)), cgid[~single]
     if conf.num_rows == 0:
         return plain
@@ -575,24 +592,26 @@ def merge_luts(files: Sequence[LutFile], policy: Policy = Policy.NEWEST) -> tupl
     if not files:
         raise InputError("nothing to merge: give at least one LUT")
     _check_identities(files)
-    table = pa.concat_tables([lf.lut.table for lf in files]).combine_chunks()
-    table = _distinct_measurements(table)
-    conflicts = _conflicting(table)
-    if conflicts.num_rows and policy is Policy.FAIL:
+    table = pa.concat_tables([lf.lut.table for lf in files])
+    plan = _Plan.of(table)
+    conflicts = plan.conflicts()
+    if len(conflicts) and policy is Policy.FAIL:
         listed = [
             f"{r['op_key']} ({r['device']}, {r['backend']}, {r['dtype']}, {r['threads']} threads)"
-            for r in conflicts.to_pylist()
+            for r in table.select(list(ROW_KEY)).take(conflicts).to_pylist()
         ]
         raise InputError(
-            f"{conflicts.num_rows} row key(s) measured by different runs: {_listed(listed)}",
+            f"{len(conflicts)} row key(s) measured by different runs: {_listed(listed)}",
             hint="choose --policy newest (latest measured_at wins) or --policy pooled (samples combined)",
         )
-    if policy is Policy.POOLED:
-        table = _pool(table, conflicts)
-    table = _first_per_group(table, list(ROW_KEY), _NEWEST_ORDER)
+    table = (
+        _pool(table, plan)
+        if policy is Policy.POOLED and len(conflicts)
+        else table.take(plan.order[plan.first_key])
+    )
     table = table.sort_by([(k, "ascending") for k in ("device", "backend", "dtype", "threads", "op_key")])
     meta = merge_meta(files)
-    return LutFile(Lut(table, meta[PROVENANCE_KEY]), meta), conflicts.num_rows
+    return LutFile(Lut(table, meta[PROVENANCE_KEY]), meta), len(conflicts)
 
 
 def _check_identities(files: Sequence[LutFile]) -> None:
