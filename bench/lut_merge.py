@@ -7,6 +7,8 @@ Scenarios (each run ``--repeats`` times, every time in a fresh interpreter, medi
 * ``same keys, newest``: 10 nightly runs of one device, every row key in every LUT (90k conflicts);
 * ``same keys, pooled``: the same inputs, samples of all 10 runs pooled per key;
 * ``disjoint devices, newest``: 10 devices, no key in common (the output holds 100k rows);
+* ``..., folded``: the inputs merged one at a time into the merge so far (merging is associative,
+  so the result is the same): less memory, more time; ``merge_files`` merges all at once;
 * ``naive baseline``: the same-keys inputs merged the way a row loop would, ``Lut.read`` (its
   per-row checks) and ``Lut.upsert`` one file after the other: the ratio to ``same keys, newest``
   shows what the vectorised merge buys.
@@ -36,7 +38,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-SCENARIOS = ("same keys, newest", "same keys, pooled", "disjoint devices, newest", "naive baseline")
+SCENARIOS = (
+    "same keys, newest",
+    "same keys, pooled",
+    "disjoint devices, newest",
+    "same keys, newest, folded",
+    "disjoint devices, newest, folded",
+    "naive baseline",
+)
 
 
 def _rss_mib() -> float:
@@ -118,7 +127,7 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
     import pyarrow.acero  # group_by/join import it lazily, with pandas (~0.4 s): not timed
 
     from chamlab.host.lut import Lut
-    from chamlab.host.lutops import Policy, merge_files
+    from chamlab.host.lutops import LutFile, Policy, merge_files, merge_luts, read_lut_file, write_lut_file
 
     rss_after_imports = _rss_mib()
     pool = pa.default_memory_pool()
@@ -130,6 +139,14 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
             lut = lut.upsert(other.table.to_pylist(), None)
         lut.write(out)
         rows_out = len(lut)
+    elif scenario.endswith("folded"):
+        acc: LutFile | None = None
+        for path in inputs:
+            lf = read_lut_file(path)
+            acc = lf if acc is None else merge_luts([acc, lf])[0]
+        assert acc is not None
+        write_lut_file(out, acc)
+        rows_out = len(acc.lut)
     else:
         policy = Policy.POOLED if "pooled" in scenario else Policy.NEWEST
         rows_out = merge_files(inputs, out, policy).rows_out

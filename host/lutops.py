@@ -69,6 +69,10 @@ class LutFile:
     meta: dict[str, Any]
     path: Path | None = None
     read_version: int = KIND.version
+    label: str | None = None  # how messages name it when it has no path (a merge in progress)
+
+    def name(self, index: int) -> str:
+        return self.label or (str(self.path) if self.path else f"input {index + 1}")
 
 
 def _decode_meta(raw: Mapping[str, str]) -> dict[str, Any]:
@@ -408,9 +412,7 @@ def merge_meta(files: Sequence[LutFile]) -> dict[str, Any]:
     keys = sorted({k for lf in files for k in lf.meta})
     out: dict[str, Any] = {}
     for key in keys:
-        found = [
-            (lf.meta[key], str(lf.path or f"input {i + 1}")) for i, lf in enumerate(files) if key in lf.meta
-        ]
+        found = [(lf.meta[key], lf.name(i)) for i, lf in enumerate(files) if key in lf.meta]
         if key == PROVENANCE_KEY:
             out[key] = _merge_list([v for v, _ in found])
         else:
@@ -589,35 +591,42 @@ def merge_luts(files: Sequence[LutFile], policy: Policy = Policy.NEWEST) -> tupl
     """Merge LUTs (already read and checked) under ``policy``; returns the merged LUT and the number
     of conflicting row keys. Raises :class:`InputError` for ``fail`` with conflicts, for one device
     name that holds different hardware, and for metadata that cannot be merged."""
+    merged, keys = _merge(files, policy)
+    return merged, keys.num_rows
+
+
+def _merge(files: Sequence[LutFile], policy: Policy) -> tuple[LutFile, pa.Table]:
+    """:func:`merge_luts`, returning the conflicting row keys (a table of the :data:`ROW_KEY` columns)."""
     if not files:
         raise InputError("nothing to merge: give at least one LUT")
     _check_identities(files)
     table = pa.concat_tables([lf.lut.table for lf in files])
     plan = _Plan.of(table)
-    conflicts = plan.conflicts()
-    if len(conflicts) and policy is Policy.FAIL:
+    conflicts = table.select(list(ROW_KEY)).take(plan.conflicts())
+    if conflicts.num_rows and policy is Policy.FAIL:
         listed = [
             f"{r['op_key']} ({r['device']}, {r['backend']}, {r['dtype']}, {r['threads']} threads)"
-            for r in table.select(list(ROW_KEY)).take(conflicts).to_pylist()
+            for r in conflicts.slice(0, _MAX_LISTED).to_pylist()
         ]
+        more = f" (+{conflicts.num_rows - _MAX_LISTED} more)" if conflicts.num_rows > _MAX_LISTED else ""
         raise InputError(
-            f"{len(conflicts)} row key(s) measured by different runs: {_listed(listed)}",
+            f"{conflicts.num_rows} row key(s) measured by different runs: {', '.join(listed)}{more}",
             hint="choose --policy newest (latest measured_at wins) or --policy pooled (samples combined)",
         )
     table = (
         _pool(table, plan)
-        if policy is Policy.POOLED and len(conflicts)
+        if policy is Policy.POOLED and conflicts.num_rows
         else table.take(plan.order[plan.first_key])
     )
     table = table.sort_by([(k, "ascending") for k in ("device", "backend", "dtype", "threads", "op_key")])
     meta = merge_meta(files)
-    return LutFile(Lut(table, meta[PROVENANCE_KEY]), meta), len(conflicts)
+    return LutFile(Lut(table, meta[PROVENANCE_KEY]), meta), conflicts
 
 
 def _check_identities(files: Sequence[LutFile]) -> None:
     seen: dict[str, tuple[tuple[str, str, str], Fingerprint, str]] = {}
     for i, lf in enumerate(files):
-        name = str(lf.path or f"input {i + 1}")
+        name = lf.name(i)
         for device, ids in device_identities(lf.lut.table).items():
             for ident, fp in ids.items():
                 if device in seen and seen[device][0] != ident:
@@ -638,6 +647,8 @@ def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Polic
     t0 = time.perf_counter()
     if out is not None:
         check_writable(Path(out), what="merged LUT")
+    # All inputs at once: one sort of the key columns. Folding them in one at a time (merging is
+    # associative) would hold less memory but costs more time (bench/lut_merge.py measured both).
     files = [read_lut_file(Path(p)) for p in inputs]
     merged, conflicts = merge_luts(files, policy)
     if out is not None:
