@@ -20,6 +20,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import pyarrow.compute as pc
 
 from chamlab.core.errors import ChamlabError, InputError, LutError
 from chamlab.core.files import check_writable
+from chamlab.core.locks import sibling_lock
 from chamlab.core.store import read_table, write_table
 from chamlab.operators import OPS
 from chamlab.operators.base import Backend, Dtype
@@ -649,10 +651,14 @@ def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Polic
         check_writable(Path(out), what="merged LUT")
     # All inputs at once: one sort of the key columns. Folding them in one at a time (merging is
     # associative) would hold less memory but costs more time (bench/lut_merge.py measured both).
-    files = [read_lut_file(Path(p)) for p in inputs]
-    merged, conflicts = merge_luts(files, policy)
-    if out is not None:
-        write_lut_file(Path(out), merged)
+    # -o may be one of the inputs (merge into it): then read-merge-write holds its lock, as add_rows
+    # does, so rows a concurrent `profile` adds to it are not lost.
+    into_input = out is not None and Path(out).resolve() in {Path(p).resolve() for p in inputs}
+    with sibling_lock(Path(out), what=f"merge into LUT {out}").hold() if into_input else nullcontext():
+        files = [read_lut_file(Path(p)) for p in inputs]
+        merged, conflicts = merge_luts(files, policy)
+        if out is not None:
+            write_lut_file(Path(out), merged)
     return MergeReport(
         out=Path(out) if out is not None else None,
         inputs=[Path(p) for p in inputs],

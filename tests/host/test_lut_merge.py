@@ -30,7 +30,7 @@ from chamlab.host.lutops import (
 )
 
 # CI runs the property tests derandomized (the same examples every run); locally they explore.
-settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
+settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=60)
 settings.register_profile("dev", deadline=None, max_examples=60)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
@@ -179,6 +179,13 @@ def test_bad_inputs_write_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["good.parquet", "out.parquet", "foreign.parquet", "corrupt.parquet", "newer.parquet"]
     )
+
+
+def test_merge_into_one_of_the_inputs(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.parquet", run_lut("run-a", 0, 1.0, ops=OPS_POOL[:2]))
+    b = write(tmp_path / "b.parquet", run_lut("run-b", 1, 1.0, ops=OPS_POOL[2:]))
+    assert merge_files([a, b], a).rows_out == 4
+    assert len(read_lut_file(a).lut) == 4 and (tmp_path / ".a.parquet.lock").exists()
 
 
 def test_older_schema_versions_are_upgraded_on_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
