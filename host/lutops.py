@@ -190,20 +190,20 @@ def _where(mask: pa.ChunkedArray | pa.Array, table: pa.Table) -> list[str]:
 
 
 def _list_stats(samples: pa.ChunkedArray | pa.Array) -> dict[str, np.ndarray]:
-    """p10/p50/p90 (numpy's linear percentiles) and mean of every list, vectorised; NaN for empty/null."""
+    """p10/p50/p90 (numpy's linear percentiles) and mean of every list, vectorised; NaN for empty/null.
+    ``sorted``: the flattened values, sorted within each list (NaN last)."""
     arr = samples.combine_chunks() if isinstance(samples, pa.ChunkedArray) else samples
     n_rows = len(arr)
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     values = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(float)
     parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
-    if (
-        n_rows and lengths.min() == lengths.max() > 0
-    ):  # the usual case: one sample count, sort rows as a matrix
+    if n_rows and lengths.min() == lengths.max() > 0:
+        # the usual case, one sample count: sort the rows of a matrix
         srt = np.sort(values.reshape(n_rows, int(lengths[0])), axis=1).ravel()
-    else:  # the same order (by row, then value; NaN last), for ragged lists
+    else:  # ragged lists: the same order (by row, then value; NaN last)
         srt = values[np.lexsort((values, parents))]
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if n_rows else np.zeros(0, np.int64)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {"sorted": srt}
     ok = lengths > 0
     for name, q in (("p10_ms", 0.1), ("p50_ms", 0.5), ("p90_ms", 0.9)):
         pos = q * (lengths - 1).clip(min=0)
@@ -500,11 +500,12 @@ def _run_set(run_id: str | None) -> frozenset[str]:
     return frozenset((run_id or "").split(POOLED_SEP)) - {""}
 
 
-def _pool_keep(srt: pa.Table, gid: np.ndarray) -> np.ndarray:
+def _pool_keep(table: pa.Table, idx: np.ndarray, gid: np.ndarray) -> np.ndarray:
     """Which rows of the conflicting groups (sorted newest first within a group) contribute samples:
     a row whose runs all belong to another row of its group (an earlier merge pooled them) is counted
-    there. Rows sharing only part of their runs cannot be pooled (:class:`InputError`)."""
-    run_ids = srt["run_id"]
+    there. Rows sharing only part of their runs cannot be pooled (:class:`InputError`). ``idx``: the
+    rows (of ``table``), ``gid``: their row-key groups."""
+    run_ids = table["run_id"].take(idx)
     simple = (
         run_ids.null_count == 0
         and not pc.any(pc.match_substring(run_ids, POOLED_SEP)).as_py()
@@ -522,7 +523,7 @@ def _pool_keep(srt: pa.Table, gid: np.ndarray) -> np.ndarray:
             if any((s < t) or (s == t and m < n) for m, t in enumerate(group) if m != n and s):
                 continue
             if not s or runs & s:
-                r = srt.slice(int(lo), 1).to_pylist()[0]
+                r = table.select(list(ROW_KEY)).take([idx[lo]]).to_pylist()[0]
                 raise InputError(
                     f"cannot pool {r['op_key']} ({r['device']}, {r['backend']}, {r['dtype']}, {r['threads']} "
                     f"threads): two inputs share run(s) {', '.join(sorted(runs & s)) or '(no run id)'} but "
@@ -540,25 +541,26 @@ def _pool(table: pa.Table, plan: _Plan) -> pa.Table:
     Vectorised: the samples of all pooled rows are flattened, sorted by (group, value) and cut again."""
     distinct, dgid = plan.order[plan.first_meas], plan.gid[plan.first_meas]
     in_conflict = plan.measurements[dgid] > 1
-    conf = table.take(distinct[in_conflict])
-    keep = _pool_keep(conf, dgid[in_conflict])
-    conf, cgid = conf.filter(pa.array(keep)), dgid[in_conflict][keep]
+    cidx, cgid = distinct[in_conflict], dgid[in_conflict]  # row indices, only light columns are taken
+    keep = _pool_keep(table, cidx, cgid)
+    cidx, cgid = cidx[keep], cgid[keep]
     single = np.bincount(cgid)[cgid] == 1  # only one row left after dropping covered ones
-    plain = pa.concat_tables([table.take(distinct[~in_conflict]), conf.filter(pa.array(single))])
-    conf, cgid = conf.filter(pa.array(~single)), cgid[~single]
-    if conf.num_rows == 0:
+    plain = table.take(np.concatenate([distinct[~in_conflict], cidx[single]]))
+    cidx, cgid = cidx[~single], cgid[~single]
+    if len(cidx) == 0:
         return plain
+    conf = table.select(["samples_ms", "unstable", "run_id"]).take(cidx)
     _, g = np.unique(cgid, return_inverse=True)  # 0..n_groups-1, in sorted (row key) order
     n_groups = int(g.max()) + 1
     samples = conf["samples_ms"].combine_chunks()
+    # conf is sorted by row key, so the flattened samples are already grouped: cut them per group
     values = pc.list_flatten(samples).to_numpy(zero_copy_only=False).astype(float)
     vg = g[pc.list_parent_indices(samples).to_numpy(zero_copy_only=False)]
-    order = np.lexsort((values, vg))
-    values, vg = values[order], vg[order]
     counts = np.bincount(vg, minlength=n_groups)
     offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+    stats = _list_stats(pa.ListArray.from_arrays(offsets, pa.array(values)))
+    values = stats["sorted"]
     pooled_samples = pa.ListArray.from_arrays(offsets, pa.array(values))
-    stats = _list_stats(pooled_samples)
     dev = values - stats["mean_ms"][vg]
     std = np.sqrt(np.bincount(vg, weights=dev * dev, minlength=n_groups) / counts)
     med = stats["p50_ms"]
@@ -570,7 +572,7 @@ def _pool(table: pa.Table, plan: _Plan) -> pa.Table:
     runs: list[set[str]] = [set() for _ in range(n_groups)]
     for gi, r in zip(g.tolist(), conf["run_id"].to_pylist(), strict=True):
         runs[gi] |= _run_set(r)
-    base = conf.filter(pa.array(np.r_[True, g[1:] != g[:-1]]))  # the newest row of each group
+    base = table.take(cidx[np.r_[True, g[1:] != g[:-1]]])  # the newest row of each group
     replace = {
         "samples_ms": pooled_samples,
         "n_samples": pa.array(counts.astype(np.int32)),
@@ -654,7 +656,8 @@ def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Polic
     # -o may be one of the inputs (merge into it): then read-merge-write holds its lock, as add_rows
     # does, so rows a concurrent `profile` adds to it are not lost.
     into_input = out is not None and Path(out).resolve() in {Path(p).resolve() for p in inputs}
-    with sibling_lock(Path(out), what=f"merge into LUT {out}").hold() if into_input else nullcontext():
+    lock = sibling_lock(Path(out), what=f"merge into LUT {out}") if out is not None and into_input else None
+    with lock.hold() if lock is not None else nullcontext():
         files = [read_lut_file(Path(p)) for p in inputs]
         merged, conflicts = merge_luts(files, policy)
         if out is not None:
