@@ -9,6 +9,8 @@ Scenarios (each run ``--repeats`` times, every time in a fresh interpreter, medi
 * ``disjoint devices, newest``: 10 devices, no key in common (the output holds 100k rows);
 * ``..., folded``: the inputs merged one at a time into the merge so far (merging is associative,
   so the result is the same): less memory, more time; ``merge_files`` merges all at once;
+* ``chamlab lut merge, end to end``: the same-keys merge as the console script, timed from the
+  outside (interpreter start and imports included; peak RSS from ``os.wait4``);
 * ``naive baseline``: the same-keys inputs merged the way a row loop would, ``Lut.read`` (its
   per-row checks) and ``Lut.upsert`` one file after the other: the ratio to ``same keys, newest``
   shows what the vectorised merge buys.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -45,6 +48,7 @@ SCENARIOS = (
     "same keys, newest, folded",
     "disjoint devices, newest, folded",
     "naive baseline",
+    "chamlab lut merge, end to end",
 )
 
 
@@ -161,6 +165,25 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
     }
 
 
+def _cli_run(files: list[Path], merged: Path) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("chamlab")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(exe), "lut", "merge", *map(str, files), "-o", str(merged), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"chamlab lut merge failed with exit {proc.returncode}")
+    return {
+        "seconds": seconds,
+        "rows_out": json.loads(out)["rows_out"],
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "output_mib": merged.stat().st_size / 2**20,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--luts", type=int, default=10)
@@ -176,8 +199,6 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.inputs, args.merged)))
         return
-    import os
-
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="lut-merge-bench-") as tmp:
         folder = Path(tmp)
@@ -191,6 +212,10 @@ def main() -> None:
             runs = []
             for _ in range(args.repeats):
                 merged = folder / "merged.parquet"
+                if scenario.startswith("chamlab"):
+                    runs.append(_cli_run(files, merged))
+                    merged.unlink()
+                    continue
                 res = subprocess.run(
                     [
                         sys.executable,
