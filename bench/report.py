@@ -191,6 +191,20 @@ def lut_merge(r: dict) -> list[str]:
             f"{s['peak_rss_mib']:.0f}{after} |"
         )
     out += ["", f"Naive / vectorised (same keys, newest), same run: {r['naive_over_vectorised']:.1f}x."]
+    by = {s["scenario"]: s for s in r["scenarios"]}
+    pairs = [(k, f"{k}, folded") for k in ("same keys, newest", "disjoint devices, newest")]
+    if all(a in by and b in by for a, b in pairs):
+        out += [
+            "",
+            "Folding the inputs in one at a time (what merging's associativity allows) instead of "
+            "merging all at once: "
+            + "; ".join(
+                f"{a}: {by[b]['seconds'] / by[a]['seconds']:.2f}x the time, "
+                f"{by[b]['arrow_peak_mib'] / by[a]['arrow_peak_mib']:.2f}x the Arrow peak"
+                for a, b in pairs
+            )
+            + ". `chamlab lut merge` merges all at once.",
+        ]
     return out
 
 
