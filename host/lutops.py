@@ -1,8 +1,9 @@
 """The LUT lifecycle across files: merge, validate, show and diff (``chamlab lut ...``).
 
-Everything here works on whole columns (pyarrow compute, numpy), not Python loops over rows, so that
-merging ten 10k-row LUTs takes about a second (``bench/lut_merge.py``). The rules (merge policy,
-which metadata is carried, which fingerprint fields identify a device) are in docs/lut-format.md.
+Everything here works on whole columns (pyarrow compute, numpy), not Python loops over rows
+(``bench/lut_merge.py`` times ten 10k-row LUTs; figures in docs/benchmarks.md). The rules (merge
+policy, which metadata is carried, which fingerprint fields identify a device) are in
+docs/lut-format.md.
 
 * :func:`read_lut_file`: a LUT plus all its ``chamlab.*`` metadata, upgraded by the store.
 * :func:`merge_luts` / :func:`merge_files`: union with a conflict policy (:class:`Policy`);
