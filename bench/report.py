@@ -160,6 +160,54 @@ def runtime_import(r: dict) -> list[str]:
     return out
 
 
+def lut_merge(r: dict) -> list[str]:
+    a = r["args"]
+    out = [
+        "## LUT merge: 10 LUTs of 10k rows",
+        "",
+        f"`python bench/lut_merge.py` (--luts {a['luts']}, --rows {a['rows']}, --samples {a['samples']}, "
+        f"--repeats {a['repeats']})",
+        "",
+        _env(r),
+        "",
+        f"{a['luts']} input LUTs of {a['rows']} rows, {a['samples']} samples per row "
+        f"({r['input_mib_per_scenario']:.1f} MiB of Parquet per scenario). Each figure is the median of "
+        f"{a['repeats']} runs, each in a fresh interpreter: read + check every input, merge, write the "
+        "output atomically, timed inside the process after the imports; the last row is the "
+        "`chamlab lut merge` command timed from outside (interpreter start and imports included). "
+        "*Arrow peak* is the "
+        "peak of Arrow's memory pool, *peak RSS* the process's "
+        "`ru_maxrss` (imports included: the RSS after the imports is given beside it). *Naive* reads "
+        "each file with `Lut.read` (per-row checks) and folds them with `Lut.upsert`.",
+        "",
+        "| scenario | rows in | rows out | seconds | Arrow peak MiB | peak RSS MiB (after imports) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in r["scenarios"]:
+        arrow = f"{s['arrow_peak_mib']:.0f}" if "arrow_peak_mib" in s else "-"
+        after = f" ({s['rss_after_imports_mib']:.0f})" if "rss_after_imports_mib" in s else ""
+        out.append(
+            f"| {s['scenario']} | {s['rows_in']} | {s['rows_out']} | {s['seconds']:.2f} | {arrow} | "
+            f"{s['peak_rss_mib']:.0f}{after} |"
+        )
+    out += ["", f"Naive / vectorised (same keys, newest), same run: {r['naive_over_vectorised']:.1f}x."]
+    by = {s["scenario"]: s for s in r["scenarios"]}
+    pairs = [(k, f"{k}, folded") for k in ("same keys, newest", "disjoint devices, newest")]
+    if all(a in by and b in by for a, b in pairs):
+        out += [
+            "",
+            "Folding the inputs in one at a time (what merging's associativity allows) instead of "
+            "merging all at once: "
+            + "; ".join(
+                f"{a}: {by[b]['seconds'] / by[a]['seconds']:.2f}x the time, "
+                f"{by[b]['arrow_peak_mib'] / by[a]['arrow_peak_mib']:.2f}x the Arrow peak"
+                for a, b in pairs
+            )
+            + ". `chamlab lut merge` merges all at once.",
+        ]
+    return out
+
+
 def main() -> None:
     parts = [
         "# Benchmarks",
@@ -174,6 +222,7 @@ def main() -> None:
         ("profiling_cost", cost),
         ("stability", stability),
         ("runtime_import", runtime_import),
+        ("lut_merge", lut_merge),
     )
     for name, render in renders:
         r = _load(name)

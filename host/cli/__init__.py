@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from .devices import devices, spaces
+from .lut import lut_app
 from .measure import measure
 from .predict import predict
 from .profile import profile
@@ -23,7 +24,8 @@ app = typer.Typer(
     "  chamlab devices\n\n"
     "  chamlab profile --target local-cpu --space macro-cifar10\n\n"
     "  chamlab predict --space macro-cifar10 --arch 01201201 --target local-cpu\n\n"
-    "  chamlab measure --target local-cpu --space macro-cifar10 --arch 01201201",
+    "  chamlab measure --target local-cpu --space macro-cifar10 --arch 01201201\n\n"
+    "  chamlab lut merge luts/a.parquet luts/b.parquet -o luts/all.parquet",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -33,6 +35,7 @@ app.command()(spaces)
 app.command()(profile)
 app.command()(predict)
 app.command()(measure)
+app.add_typer(lut_app, name="lut")
 
 
 def main() -> None:
