@@ -219,11 +219,13 @@ def run_items(
     transport: Transport | None = None,
     progress: Progress | None = None,
     no_wait: bool = False,
+    run_tag: str = "",
 ) -> PipelineRun:
     """Export ``items``, measure them in one session on ``spec.device`` and parse the results.
 
     Per-item failures (export, runner, parse) are data in :attr:`PipelineRun.failed`; transport
-    failures raise. The caller holds the device lock (:func:`claim_device`).
+    failures raise. The caller holds the device lock (:func:`claim_device`). ``run_tag`` goes into
+    the run id (farm runs pass their date, so a night never resumes another night's run).
     """
     progress = progress or NullProgress()
     items = list(dict.fromkeys(items))
@@ -245,6 +247,7 @@ def run_items(
             etdump=breakdown,
             no_wait=no_wait,
             on_wait=lambda owner: progress.note(f"device {spec.target} is busy (driver {owner}); waiting"),
+            run_tag=run_tag,
         )
         run.session, run.tasks = session, tasks
         progress.start("measure", len(tasks))

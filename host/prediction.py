@@ -14,7 +14,7 @@ from typing import Any
 
 from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import LutError, MissingLutEntriesError
+from chamlab.core.errors import InputError, LutError, MissingLutEntriesError
 
 from .lut import Lut, MeasurementSet
 
@@ -31,11 +31,19 @@ def find_lut(
 ) -> tuple[Lut, Path] | None:
     """The LUT to predict from: ``lut_path`` if given, else the default file of ``target``.
 
+    ``lut_path`` may be a farm folder (``chamlab farm run --out DIR``): ``DIR/latest/<target>.parquet``.
+
     Without either, None. A missing default file is a :class:`LutError` naming the file looked for
     and the ``profile`` command that makes it (or None when not ``required``).
     """
     if lut_path is not None:
-        return Lut.read(lut_path), Path(lut_path)
+        lut_path = Path(lut_path)
+        if lut_path.is_dir():  # a farm folder (its latest run) or a run folder: <target>.parquet in it
+            run = lut_path / "latest" if (lut_path / "latest").is_dir() else lut_path
+            if target is None:
+                raise InputError(f"--lut {lut_path} is a folder: pass --target NAME to pick NAME.parquet in it")
+            lut_path = run / f"{target}.parquet"
+        return Lut.read(lut_path), lut_path
     if target is None:
         return None
     path = default_lut_path(target)

@@ -140,8 +140,11 @@ def profile(
     progress: Progress | None = None,
     command: str = "",
     no_wait: bool = False,
+    run_tag: str = "",
 ) -> ProfileReport:
-    """Profile the ops of ``archs`` (None: :func:`default_archs`) on ``spec`` into the LUT ``out``."""
+    """Profile the ops of ``archs`` (None: :func:`default_archs`) on ``spec`` into the LUT ``out``.
+
+    ``run_tag`` becomes part of the run id on the target (see :func:`~.pipeline.run_items`)."""
     progress = progress or NullProgress()
     out = Path(out)
     check_writable(out, what="LUT")
@@ -166,6 +169,7 @@ def profile(
             transport=transport,
             progress=progress,
             no_wait=no_wait,
+            run_tag=run_tag,
         )
         report.failed, report.run_id = list(run.failed), run.run_id
         report.exported, report.export_s, report.measure_s = run.exported, run.export_s, run.measure_s

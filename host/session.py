@@ -45,6 +45,7 @@ from chamlab.operators.export import Artifact
 from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
+_SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
 _AGENT_FILES = ("__init__.py", "measure.py", "probe.py", "runner.py")
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
@@ -101,7 +102,10 @@ class DeviceSession:
         etdump: bool = False,
         no_wait: bool = False,
         on_wait: Callable[[str], None] | None = None,
+        run_tag: str = "",
     ) -> None:
+        if run_tag and not _SAFE_TAG.match(run_tag):
+            raise InputError(f"run tag {run_tag!r} must use only A-Z a-z 0-9 . _ -")
         if device.runner_kind == "executor_runner" and not etdump:
             etdump = True  # executor_runner prints no timings: its ETDump is the measurement
         self.device = device
@@ -110,6 +114,7 @@ class DeviceSession:
         self.etdump = etdump
         self.no_wait = no_wait
         self.on_wait = on_wait
+        self.run_tag = run_tag  # part of the run id: runs with another tag (e.g. date) never resume this one
 
     # -- identity ---------------------------------------------------------------------------------------
     def run_id(self, tasks: Sequence[Task]) -> str:
@@ -124,7 +129,8 @@ class DeviceSession:
                 (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
             ),
         }
-        return "run-" + hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+        return f"run-{self.run_tag}-{digest}" if self.run_tag else f"run-{digest}"
 
     def workdir(self) -> str:
         return self.device.workdir or self.transport.default_workdir()

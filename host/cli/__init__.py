@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from .devices import devices, spaces
+from .farm import farm_app
 from .lut import lut_app
 from .measure import measure
 from .predict import predict
@@ -25,7 +26,8 @@ app = typer.Typer(
     "  chamlab profile --target local-cpu --space macro-cifar10\n\n"
     "  chamlab predict --space macro-cifar10 --arch 01201201 --target local-cpu\n\n"
     "  chamlab measure --target local-cpu --space macro-cifar10 --arch 01201201\n\n"
-    "  chamlab lut merge luts/a.parquet luts/b.parquet -o luts/all.parquet",
+    "  chamlab lut merge luts/a.parquet luts/b.parquet -o luts/all.parquet\n\n"
+    "  chamlab farm run --space macro-cifar10 --out farm",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -36,6 +38,7 @@ app.command()(profile)
 app.command()(predict)
 app.command()(measure)
 app.add_typer(lut_app, name="lut")
+app.add_typer(farm_app, name="farm")
 
 
 def main() -> None:

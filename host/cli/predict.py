@@ -32,7 +32,8 @@ def predict(
         Path | None,
         typer.Option(
             "--lut",
-            help="LUT to predict latency from (default: luts/<target>.parquet when --target is given)",
+            help="LUT to predict latency from, or a farm folder (its latest/<target>.parquet) "
+            "(default: luts/<target>.parquet when --target is given)",
         ),
     ] = None,
     target: Annotated[

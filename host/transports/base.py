@@ -94,6 +94,17 @@ class DeviceConfig(BaseModel):
     op_timeout_s: float = Field(300.0, ge=0)
     cooldown_between_ops_s: float = Field(0.0, ge=0)
     measure: MeasurePolicy = MeasurePolicy()
+    tags: tuple[str, ...] = Field((), description="labels `chamlab farm run --only TAG` selects by")
+    ray_resource: str = Field("", description="Ray custom resource of the node that has it (farm)")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            v = tuple(v)
+        if isinstance(v, tuple) and not all(isinstance(t, str) and t for t in v):
+            raise ValueError("must be a list of non-empty strings")
+        return v
 
     @field_validator("backend", "dtype", mode="before")
     @classmethod

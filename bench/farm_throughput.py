@@ -1,0 +1,139 @@
+"""Farm controller throughput: devices per minute with 1, 2, 4, 8 emulated devices.
+
+    python bench/farm_throughput.py [--devices 1 2 4 8] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
+
+Each emulated device is a ``local`` device whose runner is a *stand-in*: the shim's ``python`` points
+at a tiny shell script that sleeps ``--sleep-s`` per op and writes a valid result JSON (the way
+tests/agent/test_driver.py's stand-in does). So the real controller path runs end to end (farm lock,
+pre-flight through the transport, staging and pushing the run directory, the POSIX driver and its
+device lock, pulling and parsing results, the LUT write under its lock, drift, reports), but no
+ExecuTorch runner burns this 2-core machine's CPU: with the real shim, 8 devices would measure the
+CPU contention of 8 runners, not the controller. A device's pure runner time is
+``ops x sleep``; what the farm adds on top is the controller's cost.
+
+Every repeat uses fresh device names and a fresh farm folder (nothing is resumed), with the artifact
+cache warmed first. Reported per device count: median wall seconds of the whole ``run_farm``,
+devices per minute, the ideal (``60 / (ops x sleep)`` per device, times the device count) and the
+efficiency (achieved / ideal). Writes ``bench/results/farm_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STAND_IN = """#!/bin/sh
+# stand-in for `python -m chamlab.agent.runner ...`: sleep, then write a valid result
+result=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --result_path) result="$2"; shift 2;;
+    *) shift;;
+  esac
+done
+sleep {sleep_s}
+printf '{{"samples_ms":[{ms},{ms},{ms},{ms},{ms}],"robust_cv":0.0,"unstable":false}}' > "$result"
+"""
+
+
+def devices_toml(names: list[str], stand_in: Path) -> str:
+    out = []
+    for name in names:
+        out.append(
+            f'[devices.{name}]\ntransport = "local"\npython = "{stand_in}"\ntags = ["bench"]\n'
+            f"[devices.{name}.measure]\nnum_executions = 5\nwarmup_runs = 1\nwarmup_ms = 0\n"
+            "min_time_ms = 1\nretries = 0\n"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--sleep-s", type=float, default=0.5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--arch", default="11111111", help="macro-cifar10 arch whose ops each device profiles")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="chamlab-bench-farm-") as tmp_s:
+        tmp = Path(tmp_s)
+        os.environ.setdefault("CHAMLAB_CACHE", str(tmp / "cache"))
+        from _common import write_result
+
+        from chamlab.chamnet.spaces import SPACES
+        from chamlab.host.config import parse_devices_file
+        from chamlab.host.farm import run_farm
+        from chamlab.host.profiling import plan_ops
+
+        space = SPACES.get("macro-cifar10")
+        ops = len(plan_ops(space, [space.resolve(args.arch)]))
+        stand_in = tmp / "stand-in-python"
+        ms = args.sleep_s * 1000
+        stand_in.write_text(STAND_IN.format(sleep_s=args.sleep_s, ms=ms))
+        stand_in.chmod(0o755)
+        runs: dict[int, list[float]] = {}
+        statuses: dict[int, list[str]] = {}
+        for rep in range(args.repeats + 1):  # repeat 0 warms the artifact cache and imports: not kept
+            for n in args.devices:
+                names = [f"bench-r{rep}-n{n}-d{i}" for i in range(n)]
+                toml = tmp / f"devices-{rep}-{n}.toml"
+                toml.write_text(devices_toml(names, stand_in))
+                t0 = time.perf_counter()
+                report = run_farm(
+                    parse_devices_file(toml), space.name, out=tmp / f"farm-{rep}-{n}", archs=[args.arch]
+                )
+                wall = time.perf_counter() - t0
+                st = sorted({e["status"] for e in report.devices.values()})
+                if st != ["ok"]:
+                    raise SystemExit(f"devices did not all finish ok: {report.to_json()['devices']}")
+                if rep:
+                    runs.setdefault(n, []).append(wall)
+                    statuses.setdefault(n, []).extend(st)
+                print(f"repeat {rep} devices {n}: {wall:.2f} s", file=sys.stderr)
+        per_device_s = ops * args.sleep_s
+        rows = []
+        for n in args.devices:
+            med = statistics.median(runs[n])
+            achieved = n * 60.0 / med
+            ideal = n * 60.0 / per_device_s
+            rows.append(
+                {
+                    "devices": n,
+                    "wall_s": runs[n],
+                    "median_wall_s": round(med, 3),
+                    "devices_per_min": round(achieved, 2),
+                    "ideal_devices_per_min": round(ideal, 2),
+                    "efficiency": round(achieved / ideal, 3),
+                    "overhead_s": round(med - per_device_s, 3),
+                }
+            )
+        path = write_result(
+            "farm_throughput",
+            {
+                "ops_per_device": ops,
+                "sleep_s_per_op": args.sleep_s,
+                "runner_s_per_device": per_device_s,
+                "repeats": args.repeats,
+                "arch": args.arch,
+                "results": rows,
+            },
+            args.out,
+        )
+        for r in rows:
+            print(
+                f"{r['devices']} devices: median {r['median_wall_s']:.2f} s, {r['devices_per_min']:.1f} devices/min "
+                f"(ideal {r['ideal_devices_per_min']:.1f}, efficiency {r['efficiency']:.2f})"
+            )
+        print(f"-> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,575 @@
+"""``chamlab farm run``: profile every selected device of a farm concurrently into a dated folder.
+
+One farm run (docs/farm.md):
+
+1. takes ``DIR/.farm.lock`` (no overlapping runs), picks the devices (``--only TAG``: any tag matches);
+2. warms the artifact cache once on this host (so N device sessions do not export the same ops N times);
+3. runs one *device job* per device, concurrently: threads in this process (``inprocess``), or one Ray
+   task per device pinned to the node that declares the device's custom resource (``ray``). A job
+   checks the device first (battery, start temperature: a device that fails is *skipped* with the
+   reason; an unreadable sensor passes with a note), then profiles under the device lock
+   (:func:`~chamlab.host.profiling.profile`, run id tagged with the date so a night never resumes
+   another night's run) and returns its LUT as Parquet bytes: a job never raises, a dead device is a
+   ``failed`` outcome and the others go on;
+4. writes ``DIR/<YYYY-MM-DD>/<device>.parquet`` (atomically), diffs each against the device's previous
+   good run (:func:`~chamlab.host.lutops.diff_luts`), writes ``summary.json``, ``report.md`` and a
+   self-contained ``report.html`` (drift plots embedded), points ``DIR/latest`` at the folder, and
+   removes dated folders older than ``keep_days``.
+
+The controller owns the farm folder; device jobs only ever see bytes, so a Ray worker on another host
+needs no shared filesystem. :attr:`FarmReport.exit_code`: 0 all good, 1 a device failed, was partial
+or skipped, 3 drift beyond the threshold only.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import dataclasses
+import datetime as dt
+import html
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from chamlab.core.errors import ChamlabError, DeviceBusyError, InputError
+from chamlab.core.files import atomic_write_bytes, atomic_write_text, ensure_dir
+from chamlab.core.locks import FileLock
+
+from .config import DeviceRegistry
+from .transports.base import DeviceConfig, Transport
+
+EXECUTORS = ("inprocess", "ray")
+STATUSES = ("ok", "partial", "failed", "skipped")
+LOCK_NAME = ".farm.lock"
+LATEST = "latest"
+_DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+#: read by the pre-flight check on the target; prints ``battery=<pct>`` and ``temp=<milli-degC>``
+#: lines for what it can read (a fixed script: nothing from the user goes into it)
+SENSOR_SCRIPT = (
+    "for f in /sys/class/power_supply/*/capacity; do "
+    '[ -r "$f" ] && echo "battery=$(cat "$f")" && break; done; '
+    "for f in /sys/class/thermal/thermal_zone*/temp; do "
+    '[ -r "$f" ] && echo "temp=$(cat "$f")"; done; true'
+)
+
+
+# -- device jobs (run in a thread or a Ray worker; plain data in and out) ---------------------------------
+@dataclasses.dataclass(frozen=True)
+class Sensors:
+    """What the pre-flight check read (None: not readable on this target)."""
+
+    battery_pct: float | None = None
+    temp_c: float | None = None
+
+
+def read_sensors(transport: Transport) -> Sensors:
+    """Battery level and the hottest thermal zone, read through the transport."""
+    res = transport.run(["sh", "-c", SENSOR_SCRIPT], timeout_s=30)
+    battery: float | None = None
+    temps: list[float] = []
+    for line in res.output.splitlines():
+        key, _, val = line.strip().partition("=")
+        try:
+            number = float(val)
+        except ValueError:
+            continue
+        if key == "battery" and battery is None:
+            battery = number
+        elif key == "temp":
+            temps.append(number / 1000.0 if abs(number) > 1000 else number)
+    return Sensors(battery, max(temps) if temps else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceJob:
+    device: DeviceConfig
+    space: str
+    archs: tuple[str, ...] | None  # the space's string forms; None: the space's default archs
+    run_tag: str
+    lut: bytes | None  # today's LUT of this device so far (a re-run the same day resumes it)
+    min_battery_pct: float
+    max_start_temp_c: float
+
+
+@dataclasses.dataclass
+class DeviceOutcome:
+    device: str
+    status: str  # one of STATUSES
+    planned_ops: int = 0
+    already_ops: int = 0
+    measured_ops: int = 0
+    failed_ops: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    unstable_ops: int = 0
+    error: str | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+    battery_pct: float | None = None
+    start_temp_c: float | None = None
+    run_id: str | None = None
+    host: str = ""
+    ray_node_id: str | None = None
+    seconds: float = 0.0
+    lut: bytes | None = dataclasses.field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("lut")
+        return d
+
+
+SensorReader = Callable[[Transport], Sensors]
+
+
+def preflight(job: DeviceJob, sensors: Sensors, notes: list[str]) -> str | None:
+    """The reason to skip the device, or None; unreadable sensors pass with a note."""
+    if sensors.battery_pct is None:
+        notes.append("battery level not readable: pre-flight battery check passed without it")
+    elif sensors.battery_pct < job.min_battery_pct:
+        return f"battery {sensors.battery_pct:.0f} % is below {job.min_battery_pct:.0f} %"
+    if sensors.temp_c is None:
+        notes.append("temperature not readable: pre-flight start-temperature check passed without it")
+    elif sensors.temp_c > job.max_start_temp_c:
+        return f"start temperature {sensors.temp_c:.1f} C is above {job.max_start_temp_c:.1f} C"
+    return None
+
+
+def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> DeviceOutcome:
+    """One device's night: pre-flight, then profile under its device lock. Never raises a
+    :class:`ChamlabError` or ``OSError``: they become a ``failed`` (or ``skipped``) outcome."""
+    from chamlab.chamnet.spaces import SPACES
+
+    from .pipeline import resolve_run
+    from .profiling import profile
+
+    t0 = time.perf_counter()
+    out = DeviceOutcome(job.device.name, "failed", host=socket.gethostname(), lut=job.lut)
+    transport: Transport | None = None
+    try:
+        transport = job.device.open()
+        sensors = (sensor_reader or read_sensors)(transport)
+        out.battery_pct, out.start_temp_c = sensors.battery_pct, sensors.temp_c
+        reason = preflight(job, sensors, out.notes)
+        if reason:
+            out.status, out.error = "skipped", reason
+            return out
+        space = SPACES.get(job.space)
+        archs = [space.parse(a) for a in job.archs] if job.archs is not None else None
+        with tempfile.TemporaryDirectory(prefix="chamlab-farm-") as tmp:
+            lut_path = Path(tmp) / f"{job.device.name}.parquet"
+            if job.lut:
+                lut_path.write_bytes(job.lut)
+            report = profile(
+                resolve_run(job.device),
+                space,
+                archs,
+                out=lut_path,
+                workers=1,
+                transport=transport,
+                command=f"chamlab farm run ({job.device.name}, {job.run_tag})",
+                no_wait=True,
+                run_tag=job.run_tag,
+            )
+            if lut_path.exists():
+                out.lut = lut_path.read_bytes()
+        out.planned_ops, out.already_ops = report.planned, report.already
+        out.measured_ops, out.unstable_ops = len(report.measured), len(report.unstable)
+        out.failed_ops = [{"op_key": k, "error": e} for k, e in report.failed]
+        out.run_id = report.run_id
+        if not report.failed:
+            out.status = "ok"
+        elif report.measured or report.already:
+            out.status = "partial"
+            out.error = f"{len(report.failed)} of {report.planned} ops failed"
+    except DeviceBusyError as exc:
+        out.status, out.error = "skipped", f"busy: {exc.message}"
+    except ChamlabError as exc:
+        out.error = exc.message + (f" ({exc.hint})" if exc.hint else "")
+    except OSError as exc:
+        out.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if transport is not None:
+            try:
+                transport.close()
+            except (ChamlabError, OSError):
+                pass
+        out.seconds = time.perf_counter() - t0
+    return out
+
+
+# -- executors ------------------------------------------------------------------------------------------
+def ray_resource(device: DeviceConfig) -> str:
+    """The Ray custom resource a node declares to say it has ``device`` (devices.toml ``ray_resource``)."""
+    return device.ray_resource or f"device:{device.name}"
+
+
+def _inprocess(jobs: Sequence[DeviceJob], sensor_reader: SensorReader | None) -> Iterator[DeviceOutcome]:
+    if not jobs:
+        return
+    with cf.ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="chamlab-farm") as pool:
+        futures = [pool.submit(run_device, job, sensor_reader) for job in jobs]
+        for fut in cf.as_completed(futures):
+            yield fut.result()
+
+
+def _ray_task(job: DeviceJob) -> DeviceOutcome:
+    import ray
+
+    out = run_device(job)
+    out.ray_node_id = ray.get_runtime_context().get_node_id()
+    return out
+
+
+def _ray(jobs: Sequence[DeviceJob], address: str | None) -> Iterator[DeviceOutcome]:
+    try:
+        import ray
+    except ImportError:
+        raise InputError(
+            "--executor ray needs Ray, which is not installed", hint="pip install 'chamlab[ray]'"
+        ) from None
+    started = False
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:  # a private one-node cluster on this host, which then has every device
+            ray.init(resources={ray_resource(j.device): 1 for j in jobs}, **kwargs)
+        started = True
+    try:
+        have = ray.cluster_resources()
+        task = ray.remote(_ray_task)
+        pending: dict[Any, DeviceJob] = {}
+        for job in jobs:
+            res = ray_resource(job.device)
+            if have.get(res, 0) < 1:
+                yield DeviceOutcome(
+                    job.device.name,
+                    "failed",
+                    error=f"no node of the Ray cluster declares the resource {res!r}; start the node that "
+                    f"has the device with `ray start --resources '{{\"{res}\": 1}}'`",
+                    lut=job.lut,
+                )
+                continue
+            ref = task.options(resources={res: 1}, num_cpus=0, max_retries=0).remote(job)
+            pending[ref] = job
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # a worker or node that died: that device failed, not the run
+                    yield DeviceOutcome(
+                        job.device.name, "failed", error=f"Ray task failed: {type(exc).__name__}: {exc}"[:600],
+                        lut=job.lut,
+                    )  # fmt: skip
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- the controller -------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FarmReport:
+    out: Path
+    run_dir: Path
+    date: str
+    executor: str
+    devices: dict[str, dict[str, Any]]  # name -> summary entry
+    drift_threshold_pct: float
+    removed: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if any(d["status"] != "ok" for d in self.devices.values()):
+            return 1
+        if any(d.get("drift") and d["drift"].get("drifted") for d in self.devices.values()):
+            return 3
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "run_dir": str(self.run_dir),
+            "date": self.date,
+            "executor": self.executor,
+            "drift_threshold_pct": self.drift_threshold_pct,
+            "exit_code": self.exit_code,
+            "seconds": round(self.seconds, 3),
+            "removed_runs": self.removed,
+            "devices": self.devices,
+        }
+
+
+def select_devices(registry: DeviceRegistry, only: Sequence[str] = ()) -> list[DeviceConfig]:
+    """The devices having any of the tags ``only`` (all devices without ``only``)."""
+    devices = list(registry)
+    if not only:
+        return devices
+    chosen = [d for d in devices if set(d.tags) & set(only)]
+    if not chosen:
+        tags = sorted({t for d in devices for t in d.tags})
+        raise InputError(
+            f"no device in {registry.source} has any of the tags {', '.join(only)}",
+            hint=f"tags in use: {', '.join(tags) or '(none: add tags = [...] to a device table)'}",
+        )
+    return chosen
+
+
+def dated_runs(out: Path) -> list[str]:
+    """The ``YYYY-MM-DD`` run folders of a farm folder, oldest first."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _DATE_DIR.match(p.name))
+
+
+def previous_good(out: Path, device: str, before: str) -> Path | None:
+    """The LUT of the newest run dated before ``before`` in which ``device`` was ``ok``."""
+    for date in reversed(dated_runs(out)):
+        if date >= before:
+            continue
+        try:
+            entry = json.loads((out / date / "summary.json").read_text())["devices"].get(device)
+        except (OSError, ValueError, KeyError, AttributeError):
+            continue
+        lut = out / date / f"{device}.parquet"
+        if entry and entry.get("status") == "ok" and lut.is_file():
+            return lut
+    return None
+
+
+def _drift(prev: Path | None, new: Path, plot: Path, threshold_pct: float) -> dict[str, Any] | None:
+    from .lutops import diff_luts
+
+    if prev is None:
+        return None
+    rep = diff_luts(prev, new)
+    summary = rep.summary()
+    d = rep.ops["drift_pct"].to_numpy() if rep.ops.num_rows else []
+    summary["previous"] = str(prev)
+    summary["ops_over_threshold"] = int(sum(abs(x) > threshold_pct for x in d))
+    med = summary.get("median_abs_drift_pct")
+    summary["drifted"] = bool(med is not None and med > threshold_pct)
+    summary["same_device"] = all(v.get("same_device", True) for v in rep.devices.values())
+    if rep.ops.num_rows:
+        from .lutops import plot_drift
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_drift(rep, plot)
+        summary["plot"] = str(plot.relative_to(plot.parent.parent))
+    return summary
+
+
+def _point_latest(out: Path, date: str) -> None:
+    link = out / LATEST
+    tmp = out / f".{LATEST}.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(date, tmp, target_is_directory=True)
+    os.replace(tmp, link)  # atomic: a reader sees the old run or the new one
+
+
+def _prune(out: Path, today: dt.date, keep_days: int) -> list[str]:
+    cutoff = (today - dt.timedelta(days=keep_days)).isoformat()
+    latest = os.readlink(out / LATEST) if (out / LATEST).is_symlink() else None
+    removed = []
+    for date in dated_runs(out):
+        if date < cutoff and date != latest:
+            shutil.rmtree(out / date)
+            removed.append(date)
+    return removed
+
+
+def run_farm(
+    registry: DeviceRegistry,
+    space: str,
+    *,
+    out: Path,
+    only: Sequence[str] = (),
+    archs: Sequence[str] | None = None,
+    drift_threshold_pct: float = 10.0,
+    keep_days: int = 30,
+    executor: str = "inprocess",
+    address: str | None = None,
+    min_battery_pct: float = 20.0,
+    max_start_temp_c: float = 45.0,
+    now: dt.datetime | None = None,
+    sensor_reader: SensorReader | None = None,
+    on_device: Callable[[DeviceOutcome], None] | None = None,
+) -> FarmReport:
+    """One farm run into ``out`` (see the module docstring). ``now`` (UTC) and ``sensor_reader`` are
+    injectable for tests; ``on_device`` is called as each device finishes."""
+    from chamlab.chamnet.spaces import SPACES
+
+    t0 = time.perf_counter()
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "inprocess" and address:
+        raise InputError("--address is for --executor ray only")
+    if keep_days < 1:
+        raise InputError(f"--keep-days must be at least 1, got {keep_days}")
+    if drift_threshold_pct <= 0:
+        raise InputError(f"--drift-threshold must be positive, got {drift_threshold_pct}")
+    sp = SPACES.get(space)
+    arch_texts = tuple(sp.format(sp.resolve(a)) for a in archs) if archs else None
+    devices = select_devices(registry, only)
+    out = ensure_dir(Path(out), what="farm folder")
+    now = now or dt.datetime.now(dt.UTC)
+    date = now.astimezone(dt.UTC).date().isoformat()
+    lock = FileLock(out / LOCK_NAME, what=f"farm folder {out}")
+    lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
+    try:
+        run_dir = ensure_dir(out / date, what="farm run folder")
+        _warm_cache(sp, arch_texts, devices)
+        jobs = []
+        for device in devices:
+            lut_path = run_dir / f"{device.name}.parquet"
+            jobs.append(
+                DeviceJob(
+                    device,
+                    sp.name,
+                    arch_texts,
+                    f"farm-{date}",
+                    lut_path.read_bytes() if lut_path.is_file() else None,
+                    min_battery_pct,
+                    max_start_temp_c,
+                )
+            )
+        stream = _inprocess(jobs, sensor_reader) if executor == "inprocess" else _ray(jobs, address)
+        outcomes: dict[str, DeviceOutcome] = {}
+        for outcome in stream:
+            if outcome.lut:
+                atomic_write_bytes(run_dir / f"{outcome.device}.parquet", outcome.lut)
+            outcomes[outcome.device] = outcome
+            if on_device:
+                on_device(outcome)
+        entries = _previous_entries(run_dir)  # devices not selected this time keep today's earlier entry
+        for name in sorted(outcomes):
+            o = outcomes[name]
+            entry = o.to_json()
+            lut = run_dir / f"{name}.parquet"
+            entry["lut"] = lut.name if lut.is_file() else None
+            entry["drift"] = None
+            if lut.is_file() and o.status in ("ok", "partial"):
+                try:
+                    entry["drift"] = _drift(
+                        previous_good(out, name, date), lut, run_dir / "plots" / f"{name}-drift.png",
+                        drift_threshold_pct,
+                    )  # fmt: skip
+                except ChamlabError as exc:
+                    entry["notes"].append(f"drift not computed: {exc.message}")
+            entries[name] = entry
+        report = FarmReport(out, run_dir, date, executor, dict(sorted(entries.items())), drift_threshold_pct)
+        report.seconds = time.perf_counter() - t0
+        write_reports(report, sp.name, now)
+        _point_latest(out, date)
+        report.removed = _prune(out, now.date(), keep_days)
+        return report
+    finally:
+        lock.release()
+
+
+def _previous_entries(run_dir: Path) -> dict[str, dict[str, Any]]:
+    try:
+        devices = json.loads((run_dir / "summary.json").read_text())["devices"]
+        return dict(devices) if isinstance(devices, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _warm_cache(space: Any, arch_texts: tuple[str, ...] | None, devices: Sequence[DeviceConfig]) -> None:
+    """Export the planned ops once here for every (backend, dtype) in use (cached ones cost nothing)."""
+    from chamlab.operators.export import ArtifactCache, ExportItem, export_all
+
+    from .profiling import default_archs, plan_ops
+
+    archs = [space.parse(a) for a in arch_texts] if arch_texts is not None else default_archs(space)[0]
+    items = [ExportItem.for_op(op) for op in plan_ops(space, archs)]
+    for backend, dtype in sorted({(d.backend.value, d.dtype.value) for d in devices}):
+        export_all(items, backend, dtype, cache=ArtifactCache())  # failures resurface per device
+
+
+# -- reports ----------------------------------------------------------------------------------------------
+def _fmt(x: Any, spec: str = "+.1f") -> str:
+    return "" if x is None else format(x, spec)
+
+
+def _rows(report: FarmReport) -> list[list[str]]:
+    rows = []
+    for name, e in report.devices.items():
+        d = e.get("drift") or {}
+        why = e.get("error") or ""
+        rows.append(
+            [
+                name,
+                e["status"],
+                str(e.get("measured_ops", 0)),
+                str(e.get("already_ops", 0)),
+                str(len(e.get("failed_ops") or [])),
+                _fmt(d.get("median_drift_pct")),
+                _fmt(d.get("max_abs_drift_pct"), ".1f"),
+                ("yes" if d.get("drifted") else "no") if d else "no previous run",
+                why,
+            ]
+        )
+    return rows
+
+
+_HEAD = ["device", "status", "measured", "already", "failed", "median drift %", "max |drift| %", "drifted", "error"]
+
+
+def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
+    """``summary.json``, ``report.md`` and a self-contained ``report.html`` in the run folder."""
+    summary = {**report.to_json(), "space": space, "started_at": now.isoformat()}
+    atomic_write_text(report.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    verdict = {0: "all good", 1: "a device failed, was partial or skipped", 3: "drift beyond the threshold"}
+    title = f"chamlab farm run {report.date} ({space})"
+    md = [f"# {title}", "", f"Result: **{verdict[report.exit_code]}** (exit {report.exit_code}); drift "
+          f"threshold {report.drift_threshold_pct:g} % median |drift| against each device's previous good run.",
+          "", "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]  # fmt: skip
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(report)]
+    for name, e in report.devices.items():
+        extra = [f"- {n}" for n in e.get("notes") or []]
+        extra += [f"- failed `{f['op_key']}`: {f['error']}" for f in (e.get("failed_ops") or [])[:10]]
+        plot = (e.get("drift") or {}).get("plot")
+        if plot:
+            extra.append(f"- drift plot: [{plot}]({plot})")
+        if extra:
+            md += ["", f"## {name}", "", *extra]
+    atomic_write_text(report.run_dir / "report.md", "\n".join(md) + "\n")
+
+    esc = html.escape
+    cells = "".join(
+        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n" for row in _rows(report)
+    )
+    sections = []
+    for name, e in report.devices.items():
+        parts = [f"<h2>{esc(name)}: {esc(e['status'])}</h2>"]
+        parts += [f"<p>{esc(n)}</p>" for n in e.get("notes") or []]
+        plot = (e.get("drift") or {}).get("plot")
+        if plot and (report.run_dir / plot).is_file():
+            data = base64.b64encode((report.run_dir / plot).read_bytes()).decode()
+            parts.append(f'<img alt="drift of {esc(name)}" src="data:image/png;base64,{data}">')
+        sections.append("\n".join(parts))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #999;padding:4px 8px}}img{{max-width:100%}}</style></head>
+<body><h1>{esc(title)}</h1>
+<p>Result: <b>{esc(verdict[report.exit_code])}</b> (exit {report.exit_code}); drift threshold
+{report.drift_threshold_pct:g} % median |drift|.</p>
+<table><tr>{"".join(f"<th>{esc(h)}</th>" for h in _HEAD)}</tr>
+{cells}</table>
+{"".join(sections)}
+</body></html>
+"""
+    atomic_write_text(report.run_dir / "report.html", page)

@@ -1,0 +1,230 @@
+"""``chamlab farm run``: layout, exit codes, drift, pre-flight, lock, retention, load and faults.
+
+Devices are ``local`` ones with distinct names (tests/host/farm_devices.py): stand-in runners for the
+behaviour tests (fast, device-distinct samples), the real shim in the CLI test.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import chamlab, wait_for
+from farm_devices import ARCH, device_table, stand_in_farm
+
+from chamlab.core.errors import ConfigError, DeviceBusyError, InputError
+from chamlab.core.files import cache_root
+from chamlab.core.locks import FileLock
+from chamlab.host.config import parse_devices_file
+from chamlab.host.farm import Sensors, read_sensors, run_farm, select_devices
+from chamlab.host.transports.local import LocalTransport
+
+DAY1 = dt.datetime(2026, 11, 20, 23, 30, tzinfo=dt.UTC)
+
+
+def _lut_rows(path: Path) -> list[dict]:
+    return pq.read_table(path, columns=["device", "op_key", "samples_ms", "run_id"]).to_pylist()
+
+
+def test_tags_in_devices_toml_and_selection(tmp_path: Path) -> None:
+    path = tmp_path / "devices.toml"
+    path.write_text(
+        device_table("a", tags=["pixel", "nightly"]) + device_table("b", tags=["nightly"]) + device_table("c")
+    )
+    reg = parse_devices_file(path)
+    assert reg.get("a").tags == ("pixel", "nightly") and reg.get("c").tags == ()
+    assert [d.name for d in select_devices(reg, ["pixel"])] == ["a"]
+    assert [d.name for d in select_devices(reg, ["pixel", "nightly"])] == ["a", "b"]
+    assert len(select_devices(reg)) == 3
+    with pytest.raises(InputError, match="no device .* has any of the tags lab2") as info:
+        select_devices(reg, ["lab2"])
+    assert "nightly, pixel" in (info.value.hint or "")
+    path.write_text(device_table("d").replace("threads = 1", "threads = 1\ntags = [3]"))
+    with pytest.raises(ConfigError, match=r"\[devices.d\] key 'tags'"):
+        parse_devices_file(path)
+
+
+def test_cli_run_layout_latest_predict_and_retention(tmp_path: Path, fast_devices: Path) -> None:
+    """One real-shim device and one stand-in, through the console script."""
+    devices, _ = stand_in_farm(tmp_path, ["standin-a"], tags={"standin-a": ["nightly"]})
+    with devices.open("a") as fh:
+        fh.write("\n" + device_table("real-a", tags=["nightly"]))
+    out = tmp_path / "farm"
+    (out / "2000-01-01").mkdir(parents=True)  # an old run: removed by --keep-days
+    (out / "2000-01-01" / "summary.json").write_text("{}")
+    res = chamlab(
+        "farm", "run", "--devices", devices, "--only", "nightly", "--space", "macro-cifar10",
+        "--arch", ARCH, "--out", out, "--keep-days", "7", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert rep["date"] == today and rep["exit_code"] == 0 and rep["removed_runs"] == ["2000-01-01"]
+    run = out / today
+    assert sorted(p.name for p in run.iterdir()) == [
+        "real-a.parquet", "report.html", "report.md", "standin-a.parquet", "summary.json",
+    ]  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    for name in ("real-a", "standin-a"):
+        entry = summary["devices"][name]
+        assert entry["status"] == "ok" and entry["measured_ops"] == 7 and entry["error"] is None
+        assert entry["drift"] is None  # no previous good run
+        assert any("not readable" in n for n in entry["notes"]) or entry["battery_pct"] is not None
+        rows = _lut_rows(run / f"{name}.parquet")
+        assert len(rows) == 7 and {r["device"] for r in rows} == {name}
+        assert all(f"farm-{today}" in r["run_id"] for r in rows)
+    assert (out / "latest").is_symlink() and os.readlink(out / "latest") == today
+    assert not (out / "2000-01-01").exists()
+    assert "real-a" in (run / "report.md").read_text() and "<table>" in (run / "report.html").read_text()
+    for lut in (out / "latest" / "real-a.parquet", out):
+        res = chamlab("predict", "--space", "macro-cifar10", "--arch", ARCH, "--lut", lut, "--target", "real-a",
+                      "--json")  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["latency_ms"] > 0
+    # a second run the same day resumes: nothing left to measure
+    res = chamlab("farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH,
+                  "--out", out, "--only", "nightly", "--json")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert {e["measured_ops"] for e in json.loads(res.stdout)["devices"].values()} == {0}
+
+
+def test_drift_is_exit_3_with_plot_embedded(tmp_path: Path) -> None:
+    devices, values = stand_in_farm(tmp_path, ["d1", "d2"], sleep_s=0.01)
+    reg, out = parse_devices_file(devices), tmp_path / "farm"
+    first = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1)
+    assert first.exit_code == 0 and first.date == "2026-11-20"
+    values["d1"].write_text("1.5\n")  # d1 got 50 % slower overnight; d2 (2.0 ms) did not change
+    second = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(hours=2))
+    assert second.date == "2026-11-21"
+    d1, d2 = second.devices["d1"]["drift"], second.devices["d2"]["drift"]
+    assert d1["drifted"] and d1["median_drift_pct"] == pytest.approx(50.0) and d1["ops_over_threshold"] == 7
+    assert d1["previous"].endswith("2026-11-20/d1.parquet")
+    assert not d2["drifted"] and d2["max_abs_drift_pct"] == pytest.approx(0.0)
+    assert second.exit_code == 3
+    page = (out / "2026-11-21" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,iVBOR') == 2  # both plots embedded, PNG magic
+    assert "drift beyond the threshold" in (out / "2026-11-21" / "report.md").read_text()
+    # a higher threshold: no alarm
+    third = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(hours=3),
+                     drift_threshold_pct=60)  # fmt: skip
+    assert third.exit_code == 0
+    # a night the device failed is not a "previous good run"
+    values["d1"].write_text("not a number\n")
+    fourth = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(days=2))
+    assert fourth.devices["d1"]["status"] == "failed" and fourth.exit_code == 1
+    assert fourth.devices["d2"]["status"] == "ok"
+    values["d1"].write_text("1.5\n")
+    fifth = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(days=3))
+    assert fifth.devices["d1"]["drift"]["previous"].endswith("2026-11-21/d1.parquet")
+
+
+def test_preflight_skips_with_a_reason(tmp_path: Path) -> None:
+    devices, _ = stand_in_farm(tmp_path, ["low", "hot", "fine"], sleep_s=0.01)
+    readings = {"low": Sensors(5, 30.0), "hot": Sensors(90, 61.5), "fine": Sensors(None, None)}
+
+    def sensors(transport: LocalTransport) -> Sensors:
+        return readings[transport.target]
+
+    rep = run_farm(parse_devices_file(devices), "macro-cifar10", out=tmp_path / "farm", archs=[ARCH],
+                   sensor_reader=sensors)  # type: ignore[arg-type]  # fmt: skip
+    low, hot, fine = (rep.devices[n] for n in ("low", "hot", "fine"))
+    assert low["status"] == "skipped" and low["error"] == "battery 5 % is below 20 %"
+    assert hot["status"] == "skipped" and hot["error"] == "start temperature 61.5 C is above 45.0 C"
+    assert low["lut"] is None and low["measured_ops"] == 0
+    assert fine["status"] == "ok" and len(fine["notes"]) == 2  # unreadable = pass, with a note each
+    assert rep.exit_code == 1
+    # this machine has no battery: the real reader says so instead of inventing one
+    assert read_sensors(LocalTransport("here")).battery_pct is None
+
+
+def test_overlapping_farm_runs_are_refused(tmp_path: Path) -> None:
+    devices, _ = stand_in_farm(tmp_path, ["x"])
+    out = tmp_path / "farm"
+    lock = FileLock(out / ".farm.lock", what="test")
+    lock.acquire(description="another farm run")
+    try:
+        with pytest.raises(DeviceBusyError, match="another farm run"):
+            run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH])
+    finally:
+        lock.release()
+    assert not (out / "latest").exists()
+    with pytest.raises(InputError, match="--address is for --executor ray"):
+        run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH], address="x:1")
+
+
+def _driver_pids(device: str) -> list[int]:
+    """The local driver of ``device``'s farm run (a process-group leader: the local transport starts
+    it in its own session)."""
+    needle = f"/runs/{device}/run-farm-".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+                pgrp = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+            except (OSError, ValueError):
+                continue
+            if needle in cmd and b"driver.sh" in cmd and pgrp == int(proc.name):
+                pids.append(int(proc.name))  # the leader, not the driver's own subshells
+    return pids
+
+
+@pytest.mark.slow
+def test_eight_devices_one_killed_mid_run_resumes_next_run(tmp_path: Path) -> None:
+    """8 devices at once; farm-3's driver (and runner) is killed when its run directory holds its
+    2nd result line. The other 7 finish; the next run resumes farm-3 from its run directory (the
+    ops done before the kill are not measured again); no row is lost or crosses devices."""
+    names = [f"farm-{i}" for i in range(8)]
+    devices, _ = stand_in_farm(tmp_path, names, sleep_s=0.25)
+    reg, out = parse_devices_file(devices), tmp_path / "farm"
+    victim = "farm-3"
+    runs = cache_root() / "runs" / victim
+    done_before_kill: dict[str, list[float]] = {}
+
+    def results() -> list[dict]:
+        found = list(runs.glob("run-farm-*/results.jsonl"))
+        if not found:
+            return []
+        return [json.loads(ln) for ln in found[0].read_text().splitlines() if ln.endswith("}")]
+
+    def killer() -> None:
+        wait_for(lambda: len(results()) >= 2, f"{victim}'s 2nd result line", timeout_s=120)
+        pids = _driver_pids(victim)
+        assert len(pids) == 1, pids
+        os.killpg(pids[0], signal.SIGKILL)
+        done_before_kill.update({r["op_key"]: r["result"]["samples_ms"] for r in results()})
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        first = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1)
+    finally:
+        thread.join()
+    assert first.devices[victim]["status"] == "failed"
+    assert "stopped early" in first.devices[victim]["error"]
+    assert first.devices[victim]["lut"] is None  # nothing stored: the measurements wait on the target
+    assert all(first.devices[n]["status"] == "ok" for n in names if n != victim)
+    assert first.exit_code == 1
+    assert 2 <= len(done_before_kill) < 7
+
+    second = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(minutes=5))
+    assert second.exit_code == 0, second.devices[victim]
+    assert second.devices[victim]["measured_ops"] == 7  # stored now: 7, of which only 5- ran again
+    assert all(second.devices[n]["measured_ops"] == 0 for n in names if n != victim)
+    keys = None
+    for i, name in enumerate(names):
+        rows = _lut_rows(out / "2026-11-20" / f"{name}.parquet")
+        assert len(rows) == 7 and {r["device"] for r in rows} == {name}
+        assert {v for r in rows for v in r["samples_ms"]} == {float(i + 1)}  # this device's own value
+        keys = keys or {r["op_key"] for r in rows}
+        assert {r["op_key"] for r in rows} == keys
+    rows = {r["op_key"]: r for r in _lut_rows(out / "2026-11-20" / f"{victim}.parquet")}
+    for key, samples in done_before_kill.items():
+        assert rows[key]["samples_ms"] == samples
+    assert not list(runs.glob("run-farm-*"))  # the resumed run directory is cleaned up once stored
