@@ -240,8 +240,8 @@ def _ray(jobs: Sequence[DeviceJob], address: str | None) -> Iterator[DeviceOutco
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
             ray.init(address=address, **kwargs)
-        else:  # a private one-node cluster on this host, which then has every device
-            ray.init(resources={ray_resource(j.device): 1 for j in jobs}, **kwargs)
+        else:  # a private one-node cluster on this host (even if $RAY_ADDRESS is set): it has every device
+            ray.init(address="local", resources={ray_resource(j.device): 1 for j in jobs}, **kwargs)
         started = True
     try:
         have = ray.cluster_resources()

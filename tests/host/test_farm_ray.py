@@ -25,6 +25,22 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra; `make install
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def test_cli_ray_executor_starts_its_own_cluster(tmp_path: Path) -> None:
+    """Runs before the two-node cluster exists (module order): no cluster to connect to by accident."""
+    devices, _ = stand_in_farm(tmp_path, ["solo"], sleep_s=0.01, tags={"solo": ["nightly"]})
+    with devices.open("a") as fh:
+        fh.write("\n" + device_table("other", tags=["elsewhere"]))
+    args = ["farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH,
+            "--out", tmp_path / "farm", "--executor", "ray", "--json"]  # fmt: skip
+    res = chamlab(*args, "--only", "lab9", env={"RAY_USAGE_STATS_ENABLED": "0"})
+    assert res.returncode == 2 and "no device" in res.stderr  # bad input: no cluster started
+    res = chamlab(*args, "--only", "nightly", env={"RAY_USAGE_STATS_ENABLED": "0"})
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert list(rep["devices"]) == ["solo"] and rep["devices"]["solo"]["status"] == "ok"
+    assert rep["devices"]["solo"]["ray_node_id"] and rep["devices"]["solo"]["measured_ops"] == 7
+
+
 @pytest.fixture(scope="module")
 def two_nodes() -> Iterator[Any]:
     from ray.cluster_utils import Cluster
@@ -61,25 +77,3 @@ def test_each_device_runs_on_the_node_that_has_it(tmp_path: Path, two_nodes: Any
     assert nowhere["status"] == "failed" and "declares the resource 'device:ray-nowhere'" in nowhere["error"]
     assert rep.exit_code == 1 and rep.executor == "ray"
     assert not ray.is_initialized()  # run_farm disconnected what it connected
-
-
-def test_cli_ray_executor_starts_its_own_cluster(tmp_path: Path) -> None:
-    devices, _ = stand_in_farm(tmp_path, ["solo"], sleep_s=0.01)
-    with devices.open("a") as fh:
-        fh.write("\n" + device_table("other", tags=["elsewhere"]))
-    res = chamlab(
-        "farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH,
-        "--out", tmp_path / "farm", "--executor", "ray", "--json", "--only", "nightly",
-        env={"RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
-    assert res.returncode == 2 and "no device" in res.stderr  # --only with no match: bad input, no cluster
-    devices.write_text(devices.read_text().replace('transport = "local"\nthreads = 1\npython', 'transport = "local"\nthreads = 1\ntags = ["nightly"]\npython'))
-    res = chamlab(
-        "farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH,
-        "--out", tmp_path / "farm", "--executor", "ray", "--json", "--only", "nightly",
-        env={"RAY_USAGE_STATS_ENABLED": "0"},
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    rep = json.loads(res.stdout)
-    assert list(rep["devices"]) == ["solo"] and rep["devices"]["solo"]["status"] == "ok"
-    assert rep["devices"]["solo"]["ray_node_id"]
