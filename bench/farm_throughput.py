@@ -129,7 +129,8 @@ def main() -> None:
         )
         for r in rows:
             print(
-                f"{r['devices']} devices: median {r['median_wall_s']:.2f} s, {r['devices_per_min']:.1f} devices/min "
+                f"{r['devices']} devices: median {r['median_wall_s']:.2f} s, "
+                f"{r['devices_per_min']:.1f} devices/min "
                 f"(ideal {r['ideal_devices_per_min']:.1f}, efficiency {r['efficiency']:.2f})"
             )
         print(f"-> {path}")

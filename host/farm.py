@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import datetime as dt
 import html
@@ -196,10 +197,8 @@ def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> Dev
         out.error = f"{type(exc).__name__}: {exc}"
     finally:
         if transport is not None:
-            try:
+            with contextlib.suppress(ChamlabError, OSError):
                 transport.close()
-            except (ChamlabError, OSError):
-                pass
         out.seconds = time.perf_counter() - t0
     return out
 
@@ -267,10 +266,8 @@ def _ray(jobs: Sequence[DeviceJob], address: str | None) -> Iterator[DeviceOutco
                 try:
                     yield ray.get(ref)
                 except Exception as exc:  # a worker or node that died: that device failed, not the run
-                    yield DeviceOutcome(
-                        job.device.name, "failed", error=f"Ray task failed: {type(exc).__name__}: {exc}"[:600],
-                        lut=job.lut,
-                    )  # fmt: skip
+                    error = f"Ray task failed: {type(exc).__name__}: {exc}"[:600]
+                    yield DeviceOutcome(job.device.name, "failed", error=error, lut=job.lut)
     finally:
         if started:
             ray.shutdown()
@@ -329,7 +326,9 @@ def dated_runs(out: Path) -> list[str]:
     """The ``YYYY-MM-DD`` run folders of a farm folder, oldest first."""
     if not out.is_dir():
         return []
-    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _DATE_DIR.match(p.name))
+    return sorted(
+        p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _DATE_DIR.match(p.name)
+    )
 
 
 def previous_good(out: Path, device: str, before: str) -> Path | None:
@@ -524,7 +523,17 @@ def _rows(report: FarmReport) -> list[list[str]]:
     return rows
 
 
-_HEAD = ["device", "status", "measured", "already", "failed", "median drift %", "max |drift| %", "drifted", "error"]
+_HEAD = [
+    "device",
+    "status",
+    "measured",
+    "already",
+    "failed",
+    "median drift %",
+    "max |drift| %",
+    "drifted",
+    "error",
+]
 
 
 def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
@@ -533,9 +542,11 @@ def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
     atomic_write_text(report.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     verdict = {0: "all good", 1: "a device failed, was partial or skipped", 3: "drift beyond the threshold"}
     title = f"chamlab farm run {report.date} ({space})"
-    md = [f"# {title}", "", f"Result: **{verdict[report.exit_code]}** (exit {report.exit_code}); drift "
-          f"threshold {report.drift_threshold_pct:g} % median |drift| against each device's previous good run.",
-          "", "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]  # fmt: skip
+    result = (
+        f"Result: **{verdict[report.exit_code]}** (exit {report.exit_code}); drift threshold "
+        f"{report.drift_threshold_pct:g} % median |drift| against each device's previous good run."
+    )
+    md = [f"# {title}", "", result, "", "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(report)]
     for name, e in report.devices.items():
         extra = [f"- {n}" for n in e.get("notes") or []]
@@ -548,9 +559,7 @@ def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
     atomic_write_text(report.run_dir / "report.md", "\n".join(md) + "\n")
 
     esc = html.escape
-    cells = "".join(
-        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n" for row in _rows(report)
-    )
+    cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n" for row in _rows(report))
     sections = []
     for name, e in report.devices.items():
         parts = [f"<h2>{esc(name)}: {esc(e['status'])}</h2>"]

@@ -41,7 +41,9 @@ def find_lut(
         if lut_path.is_dir():  # a farm folder (its latest run) or a run folder: <target>.parquet in it
             run = lut_path / "latest" if (lut_path / "latest").is_dir() else lut_path
             if target is None:
-                raise InputError(f"--lut {lut_path} is a folder: pass --target NAME to pick NAME.parquet in it")
+                raise InputError(
+                    f"--lut {lut_path} is a folder: pass --target NAME to pick NAME.parquet in it"
+                )
             lut_path = run / f"{target}.parquet"
         return Lut.read(lut_path), lut_path
     if target is None:

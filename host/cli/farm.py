@@ -27,12 +27,14 @@ def run(
         list[str] | None,
         typer.Option("--only", help="only devices with this tag (repeatable: any tag matches)"),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="farm folder (runs go in OUT/<YYYY-MM-DD>/)")] = Path(
-        "farm"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="farm folder (runs go in OUT/<YYYY-MM-DD>/)")
+    ] = Path("farm"),
     arch: Annotated[
         list[str] | None,
-        typer.Option("--arch", "-a", help="profile only the ops of this arch (repeatable; default: as profile)"),
+        typer.Option(
+            "--arch", "-a", help="profile only the ops of this arch (repeatable; default: as profile)"
+        ),
     ] = None,
     drift_threshold: Annotated[
         float,
@@ -40,7 +42,9 @@ def run(
             "--drift-threshold", help="flag a device whose median |p50 drift| exceeds this many percent"
         ),
     ] = 10.0,
-    keep_days: Annotated[int, typer.Option("--keep-days", min=1, help="remove dated runs older than this")] = 30,
+    keep_days: Annotated[
+        int, typer.Option("--keep-days", min=1, help="remove dated runs older than this")
+    ] = 30,
     executor: Annotated[
         str, typer.Option("--executor", help="inprocess (threads, default) or ray (one task per device)")
     ] = "inprocess",
@@ -52,7 +56,8 @@ def run(
         float, typer.Option("--min-battery", help="skip a device whose battery is below this %")
     ] = 20.0,
     max_start_temp: Annotated[
-        float, typer.Option("--max-start-temp", help="skip a device hotter than this (degrees C) at the start")
+        float,
+        typer.Option("--max-start-temp", help="skip a device hotter than this (degrees C) at the start"),
     ] = 45.0,
     as_json: JsonOpt = False,
 ) -> None:

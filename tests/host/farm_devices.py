@@ -27,7 +27,8 @@ while [ $# -gt 0 ]; do
 done
 sleep {sleep_s}
 v=$(cat {value_file})
-printf '{{"samples_ms":[%s,%s,%s,%s,%s],"robust_cv":0.0,"unstable":false}}' "$v" "$v" "$v" "$v" "$v" > "$result"
+printf '{{"samples_ms":[%s,%s,%s,%s,%s],"robust_cv":0.0,"unstable":false}}' \
+  "$v" "$v" "$v" "$v" "$v" > "$result"
 """
 
 FAST_MEASURE = """
@@ -51,7 +52,9 @@ def stand_in(folder: Path, name: str, value_ms: float, sleep_s: float = 0.2) -> 
     return script, value_file
 
 
-def device_table(name: str, *, python: Path | None = None, tags: list[str] | None = None, **extra: str) -> str:
+def device_table(
+    name: str, *, python: Path | None = None, tags: list[str] | None = None, **extra: str
+) -> str:
     lines = [f"[devices.{name}]", 'transport = "local"', "threads = 1"]
     if python is not None:
         lines.append(f'python = "{python}"')

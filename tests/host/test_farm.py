@@ -42,7 +42,7 @@ def test_tags_in_devices_toml_and_selection(tmp_path: Path) -> None:
     assert [d.name for d in select_devices(reg, ["pixel"])] == ["a"]
     assert [d.name for d in select_devices(reg, ["pixel", "nightly"])] == ["a", "b"]
     assert len(select_devices(reg)) == 3
-    with pytest.raises(InputError, match="no device .* has any of the tags lab2") as info:
+    with pytest.raises(InputError, match=r"no device .* has any of the tags lab2") as info:
         select_devices(reg, ["lab2"])
     assert "nightly, pixel" in (info.value.hint or "")
     path.write_text(device_table("d").replace("threads = 1", "threads = 1\ntags = [3]"))
@@ -83,8 +83,8 @@ def test_cli_run_layout_latest_predict_and_retention(tmp_path: Path, fast_device
     assert not (out / "2000-01-01").exists()
     assert "real-a" in (run / "report.md").read_text() and "<table>" in (run / "report.html").read_text()
     for lut in (out / "latest" / "real-a.parquet", out):
-        res = chamlab("predict", "--space", "macro-cifar10", "--arch", ARCH, "--lut", lut, "--target", "real-a",
-                      "--json")  # fmt: skip
+        args = ["--space", "macro-cifar10", "--arch", ARCH, "--lut", lut, "--target", "real-a", "--json"]
+        res = chamlab("predict", *args)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["latency_ms"] > 0
     # a second run the same day resumes: nothing left to measure

@@ -62,9 +62,7 @@ def two_nodes() -> Iterator[Any]:
 def test_each_device_runs_on_the_node_that_has_it(tmp_path: Path, two_nodes: Any) -> None:
     cluster, head_id, second_id = two_nodes
     devices, _ = stand_in_farm(tmp_path, ["ray-a", "ray-b", "ray-nowhere"], sleep_s=0.01)
-    text = devices.read_text().replace(
-        "[devices.ray-b]\n", '[devices.ray-b]\nray_resource = "lab-b-pixel"\n'
-    )
+    text = devices.read_text().replace("[devices.ray-b]\n", '[devices.ray-b]\nray_resource = "lab-b-pixel"\n')
     devices.write_text(text)
     rep = run_farm(
         parse_devices_file(devices), "macro-cifar10", out=tmp_path / "farm", archs=[ARCH],
