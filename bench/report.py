@@ -208,6 +208,36 @@ def lut_merge(r: dict) -> list[str]:
     return out
 
 
+def farm_throughput(r: dict) -> list[str]:
+    out = [
+        "## Farm controller throughput",
+        "",
+        f"`python bench/farm_throughput.py` (--sleep-s {r['sleep_s_per_op']}, --repeats {r['repeats']}, "
+        f"--arch {r['arch']})",
+        "",
+        _env(r),
+        "",
+        f"Emulated `local` devices whose runner is a stand-in that sleeps {r['sleep_s_per_op']} s per op "
+        "and writes a valid result (the shim's `python` is a shell script): the farm, transport, POSIX "
+        "driver, device locks, staging, results, LUT writes, drift and reports are the real code, but no "
+        "ExecuTorch runner competes for this 2-core machine's CPU, so the figures measure the "
+        f"controller. Each device profiles {r['ops_per_device']} ops: "
+        f"{r['runner_s_per_device']:.1f} s of pure runner time, which bounds a device at "
+        f"{60 / r['runner_s_per_device']:.1f} devices/min. Wall time of the whole `run_farm` (in-process "
+        f"executor), median of {r['repeats']} fresh runs (new device names and farm folder each time, "
+        "artifact cache warm).",
+        "",
+        "| devices | median wall s | devices/min | ideal devices/min | efficiency | overhead s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for x in r["results"]:
+        out.append(
+            f"| {x['devices']} | {x['median_wall_s']:.2f} | {x['devices_per_min']:.1f} | "
+            f"{x['ideal_devices_per_min']:.1f} | {x['efficiency']:.2f} | {x['overhead_s']:.2f} |"
+        )
+    return out
+
+
 def main() -> None:
     parts = [
         "# Benchmarks",
@@ -223,6 +253,7 @@ def main() -> None:
         ("stability", stability),
         ("runtime_import", runtime_import),
         ("lut_merge", lut_merge),
+        ("farm_throughput", farm_throughput),
     )
     for name, render in renders:
         r = _load(name)

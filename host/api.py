@@ -1,5 +1,5 @@
 """The public library API of the host: what ``chamlab`` commands call, and what ``adapt``,
-``calibrate`` and farm runs call too. Import from here; the modules behind it may move.
+``calibrate`` and farm runs (:func:`run_farm`) call too. Import from here; the modules behind it may move.
 
     from chamlab.host import api
     device = api.load_registry().get("local-cpu")
@@ -18,6 +18,7 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 from chamlab.chamnet.spaces import SPACES
 
 from .config import DeviceRegistry, load_registry
+from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
 from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
@@ -31,6 +32,7 @@ __all__ = [
     "TRANSPORTS",
     "DeviceConfig",
     "DeviceRegistry",
+    "FarmReport",
     "Lut",
     "MeasureReport",
     "MeasurementSet",
@@ -57,5 +59,6 @@ __all__ = [
     "predict_latency",
     "profile",
     "resolve_run",
+    "run_farm",
     "run_items",
 ]
