@@ -1,6 +1,6 @@
-"""Farm controller throughput: devices per minute with 1, 2, 4, 8 emulated devices.
+"""Farm controller throughput: devices per minute with 1, 2, 4, 8 (and 16, 32) emulated devices.
 
-    python bench/farm_throughput.py [--devices 1 2 4 8] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
+    python bench/farm_throughput.py [--devices 1 2 4 8 16 32] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
 
 Each emulated device is a ``local`` device whose runner is a *stand-in*: the shim's ``python`` points
 at a tiny shell script that sleeps ``--sleep-s`` per op and writes a valid result JSON (the way
@@ -14,13 +14,16 @@ CPU contention of 8 runners, not the controller. A device's pure runner time is
 Every repeat uses fresh device names and a fresh farm folder (nothing is resumed), with the artifact
 cache warmed first. Reported per device count: median wall seconds of the whole ``run_farm``,
 devices per minute, the ideal (``60 / (ops x sleep)`` per device, times the device count) and the
-efficiency (achieved / ideal). Writes ``bench/results/farm_throughput.json``.
+efficiency (achieved / ideal), and the CPU seconds the controller and its children (drivers,
+stand-ins) spent per device, which is what limits scaling on a small machine. Writes
+``bench/results/farm_throughput.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -43,6 +46,12 @@ printf '{{"samples_ms":[{ms},{ms},{ms},{ms},{ms}],"robust_cv":0.0,"unstable":fal
 """
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and its finished children (drivers, stand-ins)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def devices_toml(names: list[str], stand_in: Path) -> str:
     out = []
     for name in names:
@@ -56,7 +65,7 @@ def devices_toml(names: list[str], stand_in: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     ap.add_argument("--sleep-s", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--arch", default="11111111", help="macro-cifar10 arch whose ops each device profiles")
@@ -81,21 +90,25 @@ def main() -> None:
         stand_in.chmod(0o755)
         runs: dict[int, list[float]] = {}
         statuses: dict[int, list[str]] = {}
+        cpus: dict[int, list[float]] = {}
         for rep in range(args.repeats + 1):  # repeat 0 warms the artifact cache and imports: not kept
             for n in args.devices:
                 names = [f"bench-r{rep}-n{n}-d{i}" for i in range(n)]
                 toml = tmp / f"devices-{rep}-{n}.toml"
                 toml.write_text(devices_toml(names, stand_in))
+                cpu0 = _cpu_s()
                 t0 = time.perf_counter()
                 report = run_farm(
                     parse_devices_file(toml), space.name, out=tmp / f"farm-{rep}-{n}", archs=[args.arch]
                 )
                 wall = time.perf_counter() - t0
+                cpu = _cpu_s() - cpu0
                 st = sorted({e["status"] for e in report.devices.values()})
                 if st != ["ok"]:
                     raise SystemExit(f"devices did not all finish ok: {report.to_json()['devices']}")
                 if rep:
                     runs.setdefault(n, []).append(wall)
+                    cpus.setdefault(n, []).append(cpu)
                     statuses.setdefault(n, []).extend(st)
                 print(f"repeat {rep} devices {n}: {wall:.2f} s", file=sys.stderr)
         per_device_s = ops * args.sleep_s
@@ -113,6 +126,8 @@ def main() -> None:
                     "ideal_devices_per_min": round(ideal, 2),
                     "efficiency": round(achieved / ideal, 3),
                     "overhead_s": round(med - per_device_s, 3),
+                    "cpu_s": [round(c, 3) for c in cpus[n]],
+                    "median_cpu_s_per_device": round(statistics.median(cpus[n]) / n, 3),
                 }
             )
         path = write_result(

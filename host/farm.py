@@ -471,7 +471,7 @@ def run_farm(
         report.seconds = time.perf_counter() - t0
         write_reports(report, sp.name, now)
         _point_latest(out, date)
-        report.removed = _prune(out, now.date(), keep_days)
+        report.removed = _prune(out, dt.date.fromisoformat(date), keep_days)
         return report
     finally:
         lock.release()
@@ -546,7 +546,8 @@ def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
         f"Result: **{verdict[report.exit_code]}** (exit {report.exit_code}); drift threshold "
         f"{report.drift_threshold_pct:g} % median |drift| against each device's previous good run."
     )
-    md = [f"# {title}", "", result, "", "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]
+    head = [h.replace("|", "\\|") for h in _HEAD]
+    md = [f"# {title}", "", result, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(_HEAD)]
     md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _rows(report)]
     for name, e in report.devices.items():
         extra = [f"- {n}" for n in e.get("notes") or []]

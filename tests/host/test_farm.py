@@ -109,7 +109,9 @@ def test_drift_is_exit_3_with_plot_embedded(tmp_path: Path) -> None:
     assert second.exit_code == 3
     page = (out / "2026-11-21" / "report.html").read_text()
     assert page.count('src="data:image/png;base64,iVBOR') == 2  # both plots embedded, PNG magic
-    assert "drift beyond the threshold" in (out / "2026-11-21" / "report.md").read_text()
+    md = (out / "2026-11-21" / "report.md").read_text()
+    assert "drift beyond the threshold" in md and "| d1 | ok | 7 | 0 | 0 | +50.0 | 50.0 | yes |  |" in md
+    assert md.count("\n|") == 4  # header, rule, 2 devices: no stray '|' splits a row
     # a higher threshold: no alarm
     third = run_farm(reg, "macro-cifar10", out=out, archs=[ARCH], now=DAY1 + dt.timedelta(hours=3),
                      drift_threshold_pct=60)  # fmt: skip

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray  # the optional [ray] extra: the Makefile's dev install includes it
 from conftest import chamlab
 from farm_devices import ARCH, device_table, stand_in_farm
 
 from chamlab.host.config import parse_devices_file
 from chamlab.host.farm import run_farm
-
-ray = pytest.importorskip("ray", reason="Ray is an optional extra; `make install` installs it")
-# (never skipped in CI: the Makefile's dev install includes the [ray] extra)
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
