@@ -24,17 +24,18 @@ or skipped, 3 drift beyond the threshold only.
 from __future__ import annotations
 
 import base64
-import concurrent.futures as cf
 import contextlib
 import dataclasses
 import datetime as dt
 import html
 import json
 import os
+import queue
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -210,12 +211,23 @@ def ray_resource(device: DeviceConfig) -> str:
 
 
 def _inprocess(jobs: Sequence[DeviceJob], sensor_reader: SensorReader | None) -> Iterator[DeviceOutcome]:
-    if not jobs:
-        return
-    with cf.ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="chamlab-farm") as pool:
-        futures = [pool.submit(run_device, job, sensor_reader) for job in jobs]
-        for fut in cf.as_completed(futures):
-            yield fut.result()
+    """One daemon thread per device. Daemon threads, not a pool: on Ctrl-C the process exits at once
+    instead of joining the sessions, and each device's driver ends itself when its standard input
+    (held by this process) closes; the next run resumes."""
+    results: queue.Queue[DeviceOutcome] = queue.Queue()
+
+    def work(job: DeviceJob) -> None:
+        try:
+            out = run_device(job, sensor_reader)
+        except Exception as exc:  # a bug is still one device's failure, not the farm's
+            out = DeviceOutcome(job.device.name, "failed", error=f"{type(exc).__name__}: {exc}", lut=job.lut)
+        results.put(out)
+
+    for job in jobs:
+        name = f"chamlab-farm-{job.device.name}"
+        threading.Thread(target=work, args=(job,), name=name, daemon=True).start()
+    for _ in jobs:
+        yield results.get()
 
 
 def _ray_task(job: DeviceJob) -> DeviceOutcome:

@@ -2,33 +2,35 @@
 
 A *stand-in* device runs everything real (the farm, the local transport, the POSIX driver and its
 device lock, staging, results, the LUT write) except the runner process: its shim ``python`` is a
-shell script that sleeps and writes a valid result whose samples are the device's own value (read
-from a file at each op, so a test can change it between nights). That makes rows crossed between
-devices visible, drift deterministic, and 8 devices affordable on this 2-core machine (the real
-runner spends ~1.5 s importing torch per op). A *real* device uses the real shim
-(``python -m chamlab.agent.runner``) with the tests' fast measurement policy.
+script (one process, like the real runner) that sleeps and writes a valid result whose samples are
+the device's own value (read from a file at each op, so a test can change it between nights).
+That makes rows crossed between devices visible, drift deterministic, and 8 devices affordable on
+this 2-core machine (the real runner spends ~1.5 s importing torch per op). A *real* device uses
+the real shim (``python -m chamlab.agent.runner``) with the tests' fast measurement policy.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 #: the smallest macro-cifar10 arch: 7 ops (with the invocation probe)
 ARCH = "00000000"
 
-STAND_IN = """#!/bin/sh
-# stand-in for `python -m chamlab.agent.runner ...` (see tests/host/farm_devices.py)
-result=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --result_path) result="$2"; shift 2;;
-    *) shift;;
-  esac
-done
-sleep {sleep_s}
-v=$(cat {value_file})
-printf '{{"samples_ms":[%s,%s,%s,%s,%s],"robust_cv":0.0,"unstable":false}}' \
-  "$v" "$v" "$v" "$v" "$v" > "$result"
+STAND_IN = """#!{python}
+# stand-in for `python -m chamlab.agent.runner ...` (see tests/host/farm_devices.py): one process,
+# like the real runner, so the driver's SIGKILL leaves nothing behind
+import json, pathlib, sys, time
+args = sys.argv[1:]
+result = args[args.index("--result_path") + 1]
+time.sleep({sleep_s})
+text = pathlib.Path("{value_file}").read_text().strip()
+try:
+    value = float(text)
+except ValueError:
+    sys.exit("stand-in: bad value " + text)
+record = {{"samples_ms": [value] * 5, "robust_cv": 0.0, "unstable": False}}
+pathlib.Path(result).write_text(json.dumps(record))
 """
 
 FAST_MEASURE = """
@@ -47,7 +49,7 @@ def stand_in(folder: Path, name: str, value_ms: float, sleep_s: float = 0.2) -> 
     value_file = folder / f"{name}.value"
     value_file.write_text(f"{value_ms}\n")
     script = folder / f"{name}-python"
-    script.write_text(STAND_IN.format(sleep_s=sleep_s, value_file=value_file))
+    script.write_text(STAND_IN.format(python=sys.executable, sleep_s=sleep_s, value_file=value_file))
     script.chmod(0o755)
     return script, value_file
 

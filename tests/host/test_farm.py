@@ -11,11 +11,13 @@ import json
 import os
 import signal
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import chamlab, wait_for
+from conftest import chamlab, processes_with, spawn_chamlab, wait_for
 from farm_devices import ARCH, device_table, stand_in_farm
 
 from chamlab.core.errors import ConfigError, DeviceBusyError, InputError
@@ -230,3 +232,33 @@ def test_eight_devices_one_killed_mid_run_resumes_next_run(tmp_path: Path) -> No
     for key, samples in done_before_kill.items():
         assert rows[key]["samples_ms"] == samples
     assert not list(runs.glob("run-farm-*"))  # the resumed run directory is cleaned up once stored
+
+
+def test_ctrl_c_ends_every_device_session_and_the_next_run_resumes(tmp_path: Path) -> None:
+    """SIGINT to `chamlab farm run` once a device has a result line, while the other is inside a 30 s
+    op: exit 130 at once (not after that op), no driver or runner left behind (each driver ends when
+    the host's end of its stdin closes), lock released, and the next run finishes both devices."""
+    devices, _ = stand_in_farm(tmp_path, ["int-a", "int-b"], sleep_s=0.3)
+    slow = tmp_path / "stand-ins" / "int-b-python"
+    slow.write_text(slow.read_text().replace("time.sleep(0.3)", "time.sleep(30)"))  # int-b: 30 s per op
+    out, marker = tmp_path / "farm", f"chamlab-farm-test-{uuid.uuid4().hex}"
+    args = ["farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH, "--out", out]
+    proc = spawn_chamlab(*args, env={"FARM_TEST_MARKER": marker})
+    try:
+        results = cache_root() / "runs" / "int-a"
+        wait_for(
+            lambda: any(p.read_text() for p in results.glob("run-farm-*/results.jsonl")), "a result line"
+        )
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        stopped_s = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert stopped_s < 15  # not waiting for int-b's 30 s op
+    wait_for(lambda: not processes_with(marker), "the drivers and runners to end", timeout_s=10)
+    slow.write_text(slow.read_text().replace("time.sleep(30)", "time.sleep(0.01)"))
+    res = chamlab(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    assert {e["status"] for e in json.loads(res.stdout)["devices"].values()} == {"ok"}
