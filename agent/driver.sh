@@ -7,6 +7,7 @@
 #                OP_TIMEOUT_S (per-op deadline, 0 = none) COOLDOWN_S (sleep between ops)
 #                LOCK_DIR (the device lock, "" = none) NO_WAIT (1: exit 75 at once if it is held)
 #                WATCH_STDIN (1: end everything when standard input closes)
+#                BATCH (1, shim only: one runner process measures every task in turn; default 0)
 #   runner.sh    the runner command (the shim or an executor_runner binary, with taskset and any
 #                runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
@@ -28,12 +29,23 @@
 # retried. Progress goes to stdout, one line per op:
 #   chamlab-driver op <i> <total> <rc> <key>     |  chamlab-driver skip <i> <total> <key>
 #   chamlab-driver done <total> <failed>
+#
+# Batch mode (BATCH=1, RUNNER_KIND=shim): the shim is started once with the task list
+# (`--tasks tasks.tsv`) and itself appends the same result lines and prints the same progress lines,
+# enforcing the per-op deadline inside (it records the op as rc 124 and exits 124). While an op runs,
+# out/inflight names it ("<i> TAB <digest> TAB <key>"). When the shim dies with an op in flight (a
+# crash, the SIGALRM backstop of its deadline), the driver records that op as failed with its log
+# and starts the shim again; the shim skips what is done and what this driver run already tried.
+# Every restart follows progress (a new result line), so there is no endless restart loop: a shim
+# that records nothing (it cannot even start) has every remaining op recorded as failed with its
+# exit code and out/shim.log, once.
 set -u
 cd "$(dirname "$0")" || exit 70
 . ./driver.env
 LOCK_DIR=${LOCK_DIR:-}
 NO_WAIT=${NO_WAIT:-0}
 WATCH_STDIN=${WATCH_STDIN:-0}
+BATCH=${BATCH:-0}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
@@ -105,6 +117,78 @@ total=$(wc -l < tasks.tsv | tr -d ' ')
 tab=$(printf '\t')
 i=0
 failed=0
+
+bytes_of() { wc -c < "$1" | tr -d ' '; }
+
+# one result line, as the shim writes it: "end" last, so a line cut short never counts
+record() {  # rc key digest log
+  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":null,"result":null,"end":"%d:%s"}\n' \
+    "$1" "$2" "$3" "$4" "$1" "$2" >> results.jsonl
+}
+
+# grep pattern (basic regex) of a line ending that records <key> with any rc
+any_end() { printf '"end":"[0-9-]*:%s"}$' "$(printf '%s' "$1" | sed 's/[.[\*^$]/\\&/g')"; }
+
+run_batch() {
+  from=$(bytes_of results.jsonl)  # lines from here on were written by this driver run
+  restarts=0
+  while :; do
+    if [ -s results.jsonl ] && [ -n "$(tail -c 1 results.jsonl)" ]; then echo >> results.jsonl; fi
+    before=$(bytes_of results.jsonl)
+    rm -f out/inflight
+    set -- --tasks tasks.tsv --results results.jsonl --results_from "$from" --out_dir out \
+      --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS" \
+      --op_timeout_s "$OP_TIMEOUT_S" --op_cooldown_s "$COOLDOWN_S"
+    if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump; fi
+    sh ./runner.sh "$@" 2>> out/shim.log < /dev/null &
+    runner=$!
+    wait "$runner"
+    rc=$?
+    runner=""
+    if [ -s out/inflight ]; then
+      # the shim died measuring this op: record it failed, with its log, and start the shim again
+      IFS="$tab" read -r ci cdigest ckey < out/inflight
+      crc=$rc
+      if [ "$crc" = 0 ]; then crc=70; fi
+      if [ "$crc" = 142 ]; then  # SIGALRM: the backstop of the shim's per-op deadline
+        crc=124
+        echo "driver: killed after the per-op deadline of $OP_TIMEOUT_S s" >> "out/$cdigest.log"
+      else
+        echo "driver: the runner process died (exit $rc) measuring this op" >> "out/$cdigest.log"
+      fi
+      if [ -s results.jsonl ] && [ -n "$(tail -c 1 results.jsonl)" ]; then echo >> results.jsonl; fi
+      record "$crc" "$ckey" "$cdigest" "out/$cdigest.log"
+      echo "chamlab-driver op $ci $total $crc $ckey"
+      rm -f out/inflight
+    elif [ "$rc" = 0 ]; then
+      return 0
+    fi
+    restarts=$((restarts + 1))
+    if [ "$(bytes_of results.jsonl)" = "$before" ] || [ "$restarts" -gt "$total" ]; then
+      # no progress: the shim cannot run at all. Record every op it did not reach, once.
+      echo "driver: the runner exited $rc without measuring; see out/shim.log" >> out/shim.log
+      j=0
+      while IFS="$tab" read -r digest key artifact; do
+        j=$((j + 1))
+        if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then continue; fi
+        if tail -c "+$((from + 1))" results.jsonl | grep -q "$(any_end "$key")"; then continue; fi
+        record "$rc" "$key" "$digest" out/shim.log
+        echo "chamlab-driver op $j $total $rc $key"
+      done < tasks.tsv
+      return 0
+    fi
+  done
+}
+
+if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
+  run_batch
+  while IFS="$tab" read -r digest key artifact; do
+    if ! grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then failed=$((failed + 1)); fi
+  done < tasks.tsv
+  echo "chamlab-driver done $total $failed"
+  exit 0
+fi
+
 while IFS="$tab" read -r digest key artifact; do
   i=$((i + 1))
   if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
