@@ -56,7 +56,7 @@ boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
 
 cleanup() {
   if [ -n "$runner" ]; then kill -KILL "$runner" 2>/dev/null; fi
-  if [ -n "$dog" ]; then kill "$dog" 2>/dev/null; fi
+  if [ -n "$dog" ]; then kill -KILL "$dog" 2>/dev/null; fi
   if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
   if [ "$locked" = 1 ]; then rm -rf "$LOCK_DIR"; fi
 }
@@ -206,11 +206,11 @@ while IFS="$tab" read -r digest key artifact; do
   sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
   runner=$!
   if [ "$OP_TIMEOUT_S" != 0 ]; then
+    # one-second naps, and SIGKILL to end it: a TERM trap around `wait` can lose the signal (dash),
+    # which left the driver waiting for a whole deadline; a killed dog leaves at most a 1 s nap
     (
-      trap 'kill "$s" 2>/dev/null; exit 0' TERM
-      sleep "$OP_TIMEOUT_S" &
-      s=$!
-      wait "$s"
+      n=0
+      while [ "$n" -lt "$OP_TIMEOUT_S" ]; do sleep 1; n=$((n + 1)); done
       : > "$expired"
       kill -KILL "$runner" 2>/dev/null
     ) > /dev/null 2>&1 &
@@ -220,7 +220,7 @@ while IFS="$tab" read -r digest key artifact; do
   rc=$?
   runner=""
   if [ -n "$dog" ]; then
-    kill "$dog" 2>/dev/null
+    kill -KILL "$dog" 2>/dev/null
     wait "$dog" 2>/dev/null
     dog=""
   fi
