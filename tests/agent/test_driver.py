@@ -29,18 +29,19 @@ echo "$model" >> calls.log
 case "$model" in
   *fail*) echo "boom on $model" >&2; exit 3;;
   *silent*) exit 0;;
+  *hang*) sleep 30;;
 esac
 printf '{"samples_ms":[1.0,2.0],"model":"%s"}' "$model" > "$result"
 """
 
 
-def _rundir(tmp_path: Path, tasks: list[tuple[str, str]]) -> Path:
+def _rundir(tmp_path: Path, tasks: list[tuple[str, str]], timeout_s: int = 60) -> Path:
     run = tmp_path / "run"
     run.mkdir()
     (run / "driver.sh").write_text(resources.files("chamlab.agent").joinpath("driver.sh").read_text())
     (run / "runner.sh").write_text(RUNNER)
     (run / "driver.env").write_text(
-        "THREADS=1\nNUM_EXECUTIONS=5\nRUNNER_KIND=shim\nETDUMP=0\nOP_TIMEOUT_S=60\nCOOLDOWN_S=0\n"
+        f"THREADS=1\nNUM_EXECUTIONS=5\nRUNNER_KIND=shim\nETDUMP=0\nOP_TIMEOUT_S={timeout_s}\nCOOLDOWN_S=0\n"
     )
     (run / "tasks.tsv").write_text(
         "".join(f"d{i}\t{key}\tartifacts/{art}\n" for i, (key, art) in enumerate(tasks))
@@ -105,6 +106,17 @@ def test_a_line_cut_short_does_not_count_as_done(tmp_path: Path) -> None:
     _drive(run)
     # a key that is a prefix of another key does not mark the longer one done (and vice versa)
     assert (run / "calls.log").read_text().splitlines() == ["artifacts/a.pte", "artifacts/ab.pte"]
+
+
+def test_per_op_deadline_kills_the_runner(tmp_path: Path) -> None:
+    run = _rundir(tmp_path, [("op:h=1", "hang.pte"), ("op:a=1", "a.pte")], timeout_s=1)
+    out = _drive(run)
+    assert out == [
+        "chamlab-driver op 1 2 124 op:h=1",
+        "chamlab-driver op 2 2 0 op:a=1",
+        "chamlab-driver done 2 1",
+    ]
+    assert "per-op deadline of 1 s" in (run / "out" / "d0.log").read_text()
 
 
 SHELLS = [sh for sh in ("sh", "dash", "bash") if shutil.which(sh)]
