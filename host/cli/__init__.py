@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typer
 
+from .calibrate import calibrate
 from .devices import devices, spaces
 from .measure import measure
 from .predict import predict
@@ -33,6 +34,7 @@ app.command()(spaces)
 app.command()(profile)
 app.command()(predict)
 app.command()(measure)
+app.command()(calibrate)
 
 
 def main() -> None:
