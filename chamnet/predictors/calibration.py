@@ -34,7 +34,7 @@ import numpy as np
 
 FEATURES: tuple[str, ...] = ("lut_sum_ms", "n_ops", "weight_mib")
 PRIOR: dict[str, float] = {"intercept_ms": 0.0, "lut_sum_ms": 1.0, "n_ops": 0.0, "weight_mib": 0.0}
-RIDGE = 0.05
+RIDGE = 0.01
 HUBER_K = 1.345
 MIN_SIGMA = 0.01
 MODEL = "huber-ridge-relative-v1"
