@@ -136,6 +136,34 @@ class CalibrationReport:
         return {"lut": str(self.lut_path), **self.record}
 
 
+def build_record(
+    space: SearchSpace,
+    mset: MeasurementSet,
+    p50_ms: Mapping[str, float],
+    archs: list[Arch],
+    measured_ms: list[float],
+    *,
+    seed: int | None = None,
+    measure: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
+    their LUT features, with the networks, residuals, LOO errors and the digest of the rows used."""
+    points = [
+        model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype), y)
+        for a, y in zip(archs, measured_ms, strict=True)
+    ]
+    used = sorted({op.key for a in archs for op in space.ops(a)})
+    return {
+        **_key(space.name, mset),
+        **model.fit_report(points),
+        "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
+        "seed": seed,
+        "measure": dict(measure) if measure is not None else None,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tool_version": tool_version(),
+    }
+
+
 def calibrate(
     spec: RunSpec,
     space: SearchSpace,
@@ -163,23 +191,12 @@ def calibrate(
         f"calibrating from {len(archs)} {space.name} networks: {', '.join(map(space.format, archs))}"
     )
     measured = measure_networks(spec, space, archs, transport=transport, progress=progress, no_wait=no_wait)
-    points = [
-        model.CalibrationPoint(space.format(a), lut_features(space, a, p50, mset.dtype), m.p50_ms)
-        for a, m in zip(archs, measured, strict=True)
-    ]
-    for point, m in zip(points, measured, strict=True):
+    for a, m in zip(archs, measured, strict=True):
         if m.unstable:
-            progress.note(f"{point.name}: unstable measurement ({'; '.join(m.unstable_reasons)})")
-    used = sorted({op.key for a in archs for op in space.ops(a)})
-    record = {
-        **_key(space.name, mset),
-        **model.fit_report(points),
-        "rows": {"digest": model.rows_digest({k: p50[k] for k in used}), "op_keys": used},
-        "seed": seed,
-        "measure": spec.policy.to_json(),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "tool_version": tool_version(),
-    }
+            progress.note(f"{space.format(a)}: unstable measurement ({'; '.join(m.unstable_reasons)})")
+    record = build_record(
+        space, mset, p50, archs, [m.p50_ms for m in measured], seed=seed, measure=spec.policy.to_json()
+    )
     store(lut_path, record)
     return CalibrationReport(Path(lut_path), record)
 
@@ -200,6 +217,7 @@ __all__ = [
     "CalibrationReport",
     "Found",
     "apply",
+    "build_record",
     "calibrate",
     "lookup",
     "lut_features",
