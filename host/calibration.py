@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +51,20 @@ def lut_features(space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dt
 
 
 def select_networks(
-    space: SearchSpace, p50_ms: Mapping[str, float], dtype: str, n: int, rng: np.random.Generator
+    space: SearchSpace,
+    p50_ms: Mapping[str, float],
+    dtype: str,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    exclude: Collection[Arch] = (),
 ) -> list[Arch]:
-    """``n`` archs whose ops ``p50_ms`` holds, spread over (LUT sum, weight bytes, depth)."""
-    pool = list(dict.fromkeys([*space.references.values(), *space.sample(rng, POOL)]))
+    """``n`` archs whose ops ``p50_ms`` holds, spread over (LUT sum, weight bytes, depth); never one
+    of ``exclude`` (networks held apart for evaluation)."""
+    banned = set(exclude)
+    pool = [
+        a for a in dict.fromkeys([*space.references.values(), *space.sample(rng, POOL)]) if a not in banned
+    ]
     covered = [a for a in pool if all(op.key in p50_ms for op in space.ops(a))]
     if len(covered) < n:
         raise InputError(
