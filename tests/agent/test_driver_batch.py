@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def fake(args, model, etdump_path):
     if "crash" in model:
         os.kill(os.getpid(), signal.SIGKILL)
     if "hang" in model:
+        with open("hanging.pid", "w") as fh:
+            fh.write(str(os.getpid()))
         time.sleep(120)
     if "fail" in model:
         raise RuntimeError(f"boom on {model}")
@@ -158,3 +161,38 @@ def test_a_line_cut_short_is_measured_again(tmp_path: Path) -> None:
     lines = (run / "results.jsonl").read_text().splitlines()
     assert len(lines) == 3 and lines[0].endswith('"resu')  # the cut line was ended, not extended
     assert [json.loads(ln)["op_key"] for ln in lines[1:]] == ["op:a=1", "op:ab=1"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie waiting for its reaper is dead
+
+
+def test_hang_up_ends_the_driver_and_the_shim(tmp_path: Path) -> None:
+    """WATCH_STDIN: when the host's pipe closes, the driver ends itself and the shim mid-op."""
+    run = _rundir(tmp_path, [("op:a=1", "a.pte"), ("op:h=1", "hang.pte")])
+    with (run / "driver.env").open("a") as fh:
+        fh.write("WATCH_STDIN=1\n")
+    proc = subprocess.Popen(
+        ["sh", str(run / "driver.sh")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == "chamlab-driver op 1 2 0 op:a=1\n"
+    pid_file = run / "hanging.pid"
+    for _ in range(300):  # the shim writes its pid as the hanging op starts
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    shim = int(pid_file.read_text())
+    assert _alive(shim)
+    proc.stdin.close()
+    assert proc.wait(timeout=30) != 0
+    for _ in range(100):
+        if not _alive(shim):
+            break
+        time.sleep(0.1)
+    assert not _alive(shim)
+    assert [r["op_key"] for r in _results(run)] == ["op:a=1"]  # the op in flight is not recorded
