@@ -134,3 +134,18 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     assert json.loads(res.stdout)["calibrated"] is True
     bad = chamlab("calibrate", *common, "--n", "2", "--devices", fast_devices)
     assert bad.returncode == 2
+
+
+def test_predict_interpolate_gives_any_arch_a_flagged_prediction(lut_path: Path) -> None:
+    """A chamnet-mbv2 arch from a macro-cifar10 LUT: every op of it is interpolated, and says so."""
+    args = ("predict", "--space", "chamnet-mbv2", "--arch", "chamnet-a", "--lut", lut_path)
+    assert chamlab(*args).returncode != 0  # without --interpolate: the missing ops are an error
+    res = chamlab(*args, "--interpolate", "--json")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    distinct = len({o["op_key"] for o in rep["ops"]})
+    assert rep["latency_ms"] > 0 and rep["calibrated"] is False
+    assert 0 < rep["interpolated_ops"] <= distinct
+    assert rep["interpolated_ops"] == sum(o["interpolated"] for o in rep["ops"])
+    res = chamlab(*args, "--interpolate")
+    assert res.returncode == 0 and "interpolated" in res.stdout + res.stderr
