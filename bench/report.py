@@ -39,7 +39,58 @@ def _weights(run: dict) -> tuple[list[float], float]:
     return mib, corr
 
 
+def fidelity_variants(r: dict, title: str) -> list[str]:
+    """The fidelity benchmark since calibration: every variant on held-apart networks vs the floor."""
+    out = [
+        f"## {title}",
+        "",
+        "`python bench/latency_fidelity.py` ("
+        + ", ".join(f"--{k} {v}" for k, v in r["args"].items() if k != "out" and v)
+        + ")",
+        "",
+        _env(r),
+        "",
+        "Held-apart networks only (never the calibration networks). Truth: the median of "
+        f"{r['args']['repeats']} separate measurements (separate runner processes). *raw*: the plain LUT "
+        "sum; *corrected*: minus (n_ops - 1) invocation overheads; *calibrated*: the `chamlab calibrate` "
+        "fit from the calibration networks' first measurement; *interpolated*: calibrated, from a LUT "
+        "holding only the calibration networks' ops, the rest predicted by the op-level model; *noise "
+        "floor*: one measurement against the median of the others.",
+        "",
+        "| space | threads | variant | n | within ±10 % | within ±5 % | MAPE % | mean error % "
+        "| max abs error % | Spearman | Kendall |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        for label, s in run["summaries"].items():
+            out.append(
+                f"| {run['space']} | {run['threads']} | {label.replace('_', ' ')} | {s['n']} | "
+                f"{s['within_10pct']:.0%} | {s['within_5pct']:.0%} | {s['mape_pct']:.1f} | "
+                f"{s['mean_error_pct']:+.1f} | {s['max_abs_error_pct']:.1f} | {s['spearman']:.3f} | "
+                f"{s['kendall']:.3f} |"
+            )
+    out += [
+        "",
+        "| space | threads | calibration networks | calibration LOO within ±10 % | LUT ops (interpolated "
+        "variant) | mean interpolated ops / distinct ops | op model LOO median abs % (n) | load avg "
+        "start -> end |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        c, i = run["calibration"], run["interpolation"]
+        loo = i["op_model_loo_median_abs_pct"]
+        out.append(
+            f"| {run['space']} | {run['threads']} | {len(c['networks'])} | {c['loo']['within_10pct']:.0%} | "
+            f"{i['lut_ops']} | {i['mean_interpolated_ops']:.1f} / {i['mean_distinct_ops']:.1f} | "
+            f"{'-' if loo is None else f'{loo:.1f}'} ({i['op_model_loo_n']}) | "
+            f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
+        )
+    return out
+
+
 def fidelity(r: dict) -> list[str]:
+    if "summaries" in r["runs"][0]:
+        return fidelity_variants(r, "Latency fidelity: raw, corrected, calibrated, interpolated")
     out = [
         "## Latency fidelity: LUT prediction vs measured whole network",
         "",
@@ -96,14 +147,15 @@ def fidelity(r: dict) -> list[str]:
     return out
 
 
-def cost(r: dict) -> list[str]:
+def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[str]:
     out = [
-        "## Profiling cost: the macro-cifar10 LUT",
+        f"## {title}",
         "",
-        "`python bench/profiling_cost.py`",
+        f"`python bench/profiling_cost.py --space {r['args'].get('space', 'macro-cifar10')}`",
         "",
         _env(r),
         "",
+        *([r["note"], ""] if r.get("note") else []),
         "| cache | ops | total s | export s | export s/op | measure s | measure s/op | unstable ops |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -219,7 +271,15 @@ def main() -> None:
     ]
     renders = (
         ("latency_fidelity", fidelity),
+        (
+            "latency_fidelity_reduced",
+            lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
+        ),
         ("profiling_cost", cost),
+        (
+            "profiling_cost_per_op",
+            lambda r: cost(r, "Profiling cost before the batch shim (one process per op)"),
+        ),
         ("stability", stability),
         ("runtime_import", runtime_import),
         ("lut_merge", lut_merge),

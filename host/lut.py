@@ -7,9 +7,11 @@ whose fields are the union of every registered op spec's fields (null where a sp
 
 The file goes through the store (:mod:`chamlab.core.store`): ``chamlab.kind`` = ``latency-lut``,
 ``chamlab.schema_version`` = ``1``, plus ``chamlab.provenance``: a JSON list, one object per run that
-added rows (run id, device, tool version, host, time, command). Writes are atomic (temporary file +
-rename); :func:`add_rows` re-reads and merges under a file lock, so concurrent writers never lose,
-duplicate or corrupt a row. The files are plain Parquet, readable by pandas, pyarrow, DuckDB and Polars.
+added rows (run id, device, tool version, host, time, command), and, once ``chamlab calibrate`` ran,
+``chamlab.calibrations``: a JSON list of calibrations (docs/lut-format.md). Writes are atomic
+(temporary file + rename); :func:`add_rows` re-reads and merges under a file lock, so concurrent
+writers never lose, duplicate or corrupt a row. The files are plain Parquet, readable by pandas,
+pyarrow, DuckDB and Polars.
 
 A *measurement set* is one (device, backend, dtype, threads): the row key without the op key. A
 prediction always uses exactly one set (:meth:`Lut.choose`).
@@ -158,9 +160,15 @@ def make_row(
 class Lut:
     """An immutable LUT in memory: a pyarrow table in :data:`SCHEMA` plus provenance."""
 
-    def __init__(self, table: pa.Table, provenance: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        provenance: list[dict[str, Any]] | None = None,
+        calibrations: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.table = table
         self.provenance = list(provenance or [])
+        self.calibrations = list(calibrations or [])  # chamlab.host.calibration's records
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -174,7 +182,10 @@ class Lut:
         provenance = stored.meta_json("chamlab.provenance", [])
         if not isinstance(provenance, list):
             raise LutError(f"LUT {path}: metadata chamlab.provenance is not a JSON list")
-        lut = cls(stored.table, provenance)
+        calibrations = stored.meta_json("chamlab.calibrations", [])
+        if not isinstance(calibrations, list) or not all(isinstance(c, dict) for c in calibrations):
+            raise LutError(f"LUT {path}: metadata chamlab.calibrations is not a JSON list of objects")
+        lut = cls(stored.table, provenance, calibrations)
         problems = lut.problems()
         if problems:
             raise LutError(
@@ -282,13 +293,16 @@ class Lut:
             [(k, "ascending") for k in ("device", "backend", "dtype", "threads", "op_key")]
         )
         prov = [*self.provenance, dict(provenance)] if provenance else list(self.provenance)
-        return Lut(merged, prov)
+        return Lut(merged, prov, self.calibrations)
 
     def write(self, path: Path) -> None:
         """Write atomically to ``path`` (temp file in the same directory, then rename)."""
         path = Path(path)
         check_writable(path, what="LUT")
-        write_table(path, KIND, self.table, {"chamlab.provenance": self.provenance})
+        meta: dict[str, Any] = {"chamlab.provenance": self.provenance}
+        if self.calibrations:
+            meta["chamlab.calibrations"] = self.calibrations
+        write_table(path, KIND, self.table, meta)
 
 
 def add_rows(

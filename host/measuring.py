@@ -109,6 +109,7 @@ class MeasureReport:
     predicted_ms: float | None
     lut_path: Path | None
     note: str | None = None
+    calibrated: bool = False  # predicted_ms is calibrated (host.calibration)
 
     @property
     def error_pct(self) -> float | None:
@@ -136,6 +137,7 @@ class MeasureReport:
             "unstable": m.unstable,
             "unstable_reasons": list(m.unstable_reasons),
             "predicted_ms": self.predicted_ms,
+            "calibrated": self.calibrated,
             "error_pct": self.error_pct,
             "lut": str(self.lut_path) if self.lut_path else None,
             "artifact": str(m.artifact),
@@ -162,6 +164,7 @@ def measure(
         spec, space, [arch], breakdown=breakdown, transport=transport, progress=progress, no_wait=no_wait
     )
     predicted = note = None
+    calibrated = False
     if found is not None:
         lut, path = found
         try:
@@ -172,7 +175,8 @@ def measure(
                 dtype=spec.dtype.value,
                 threads=spec.threads,
             )
-            predicted = predict_latency(space, arch, lut, path, mset, raw=raw).latency_ms
+            pred = predict_latency(space, arch, lut, path, mset, raw=raw)
+            predicted, calibrated = pred.latency_ms, pred.calibrated
         except (LutError, MissingLutEntriesError) as exc:
             note = f"no prediction: {exc}"
     return MeasureReport(
@@ -185,4 +189,5 @@ def measure(
         predicted,
         found[1] if found else None,
         note,
+        calibrated,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typer
 
+from .calibrate import calibrate
 from .devices import devices, spaces
 from .lut import lut_app
 from .measure import measure
@@ -36,6 +37,7 @@ app.command()(profile)
 app.command()(predict)
 app.command()(measure)
 app.add_typer(lut_app, name="lut")
+app.command()(calibrate)
 
 
 def main() -> None:

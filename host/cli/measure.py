@@ -79,7 +79,8 @@ def measure(
     )
     if report.predicted_ms is not None and report.error_pct is not None:
         out.print(
-            f"  predicted_ms     {report.predicted_ms:.4f}   (LUT prediction{' (raw sum)' if raw else ''}, "
+            f"  predicted_ms     {report.predicted_ms:.4f}   (LUT prediction"
+            f"{' (raw sum)' if raw else ' (calibrated)' if report.calibrated else ''}, "
             f"error {report.error_pct:+.1f}%)"
         )
     if m.breakdown:
