@@ -18,12 +18,12 @@ Run: ``python tests/adb_peer.py --sandbox DIR [--port N]``; it prints ``listenin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import stat
 import struct
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -95,19 +95,17 @@ class Link:
         except (EOFError, OSError):
             pass
         finally:
-            for s in list(self.streams.values()):
-                s.closed_by_server()
+            for st in list(self.streams.values()):
+                st.closed_by_server()
             self.sock.close()
 
     def dispatch(self, cmd: int, a0: int, a1: int, data: bytes) -> None:
         if cmd == A_CNXN:
-            for s in list(self.streams.values()):
-                s.closed_by_server()
+            for st in list(self.streams.values()):
+                st.closed_by_server()
             self.streams.clear()
             self.maxdata = min(a1 or OUR_MAXDATA, OUR_MAXDATA)
-            banner = "device::" + ";".join(
-                f"{k}={PROPS[k]}" for k in ("ro.product.name", "ro.product.model")
-            )
+            banner = "device::" + ";".join(f"{k}={PROPS[k]}" for k in ("ro.product.name", "ro.product.model"))
             banner += ";ro.product.device=peer;features=shell_v2,cmd"
             self.send(A_CNXN, VERSION, OUR_MAXDATA, banner.encode())  # no trailing NUL
         elif cmd == A_OPEN:
@@ -122,20 +120,20 @@ class Link:
             self.send(A_OKAY, local, a0)
             stream.start()
         elif cmd == A_OKAY:
-            s = self.streams.get(a1)
-            if s is not None:
-                s.okay.set()
+            waiting = self.streams.get(a1)
+            if waiting is not None:
+                waiting.okay.set()
         elif cmd == A_WRTE:
-            s = self.streams.get(a1)
-            if s is None:
+            target = self.streams.get(a1)
+            if target is None:
                 self.send(A_CLSE, 0, a0)
                 return
-            s.feed(data)
+            target.feed(data)
             self.send(A_OKAY, a1, a0)
         elif cmd == A_CLSE:
-            s = self.streams.pop(a1, None)
-            if s is not None:
-                s.closed_by_server()
+            gone = self.streams.pop(a1, None)
+            if gone is not None:
+                gone.closed_by_server()
 
 
 class Stream:
@@ -181,10 +179,8 @@ class Stream:
         if not self.closed.is_set():
             self.closed.set()
             self.link.streams.pop(self.local, None)
-            try:
+            with contextlib.suppress(OSError):
                 self.link.send(A_CLSE, self.local, self.remote)
-            except OSError:
-                pass
 
     def feed(self, data: bytes) -> None:
         with self.cond:
@@ -271,10 +267,8 @@ class ShellV2(Stream):
                         break
             except (EOFError, OSError, BrokenPipeError):
                 pass
-            try:
+            with contextlib.suppress(OSError):
                 stdin.close()  # end of input: the command sees EOF on its standard input
-            except OSError:
-                pass
 
         threading.Thread(target=feeder, daemon=True).start()
 
@@ -297,10 +291,8 @@ class RawShell(Stream):
                     stdin.flush()
             except (EOFError, OSError):
                 pass
-            try:
+            with contextlib.suppress(OSError):
                 stdin.close()
-            except OSError:
-                pass
 
         threading.Thread(target=feeder, daemon=True).start()
         while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
@@ -399,10 +391,8 @@ class Sync(Stream):
             self.fail(f"cannot write {path}: outside the sandbox or not writable")
             return
         fh.close()
-        try:
+        with contextlib.suppress(ValueError):
             os.chmod(tmp, stat.S_IMODE(int(mode_s or "420")))
-        except ValueError:
-            pass
         os.replace(tmp, p)
         self.write(b"OKAY" + bytes(4))
 
@@ -441,4 +431,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -11,10 +11,13 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    DevicesOpt,
     DtypeOpt,
     JsonOpt,
     RawOpt,
+    SerialOpt,
     SpaceOpt,
+    device,
     emit_json,
     handle_errors,
     note,
@@ -44,6 +47,8 @@ def predict(
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     raw: RawOpt = False,
+    serial: SerialOpt = None,
+    devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """MACs, parameters and (with a LUT) the predicted latency of one architecture, op by op.
@@ -53,6 +58,8 @@ def predict(
     """
     from chamlab.host import api
 
+    if serial:
+        target = device(devices, target, serial).name
     sp = space(space_name)
     a = sp.resolve(arch)
     found = api.find_lut(lut, target, space=sp.name)

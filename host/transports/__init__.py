@@ -18,15 +18,15 @@ def open_transport(device: DeviceConfig) -> Transport:
 
 
 __all__ = [
+    "TRANSPORTS",
     "AdbConfig",
     "AdbTransport",
-    "SshConfig",
-    "SshTransport",
-    "TRANSPORTS",
     "DeviceConfig",
     "LocalConfig",
     "LocalTransport",
     "RunResult",
+    "SshConfig",
+    "SshTransport",
     "Transport",
     "TransportRegistry",
     "open_transport",

@@ -131,7 +131,7 @@ class AdbTransport:
             )
         if "error" in box:
             raise box["error"]
-        return box["value"]  # type: ignore[no-any-return]
+        return box["value"]  # type: ignore[no-any-return,unused-ignore]
 
     def _client(self) -> adbutils.AdbClient:
         import adbutils
@@ -233,14 +233,18 @@ class AdbTransport:
         for path, dest in files:
             left = end - time.monotonic()
             if left <= 0:
-                raise TransportError(f"{self.target}: pushing {local} did not finish within {timeout_s:.0f} s")
+                raise TransportError(
+                    f"{self.target}: pushing {local} did not finish within {timeout_s:.0f} s"
+                )
             mode = path.stat().st_mode & 0o777
 
             def put(path: Path = path, dest: str = dest, mode: int = mode) -> None:
                 dev.sync.push(str(path), dest, mode=mode)
 
             try:
-                self._deadline_call(f"pushing {path.name} to {dest}", min(left, self.cfg.call_timeout_s * 4), put)
+                self._deadline_call(
+                    f"pushing {path.name} to {dest}", min(left, self.cfg.call_timeout_s * 4), put
+                )
             except (adbutils.AdbError, OSError, EOFError) as exc:
                 raise self._adb_error(f"pushing {path} to {dest}", exc) from None
 
@@ -331,7 +335,9 @@ class AdbTransport:
                         rc = payload[0] if payload else 255
         except OSError as exc:
             self._checked = False
-            raise TransportError(f"{self.target}: the link to {self.cfg.serial} dropped while running {what}: {exc}") from None
+            raise TransportError(
+                f"{self.target}: the link to {self.cfg.serial} dropped while running {what}: {exc}"
+            ) from None
         finally:
             conn.close()  # closes the stream: the driver's standard input ends and it stops itself
         if pending:

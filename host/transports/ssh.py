@@ -15,6 +15,7 @@ into a shell string unquoted.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -133,7 +134,9 @@ def fetch_host_key(cfg: SshConfig) -> tuple[str, paramiko.PKey]:
         t.start_client(timeout=cfg.connect_timeout_s)
         key = t.get_remote_server_key()
     except (paramiko.SSHException, OSError) as exc:
-        raise TransportError(f"{cfg.name}: ssh handshake with {r['hostname']}:{r['port']} failed: {exc}") from exc
+        raise TransportError(
+            f"{cfg.name}: ssh handshake with {r['hostname']}:{r['port']} failed: {exc}"
+        ) from exc
     finally:
         t.close()
     return known_hosts_name(r["hostname"], r["port"]), key
@@ -249,7 +252,7 @@ class SshTransport:
                 self._sftp = client.open_sftp()
             except Exception as exc:
                 raise TransportError(f"{self.target}: cannot open SFTP: {exc}") from None
-        self._sftp.get_channel().settimeout(min(deadline.left(), 30.0))  # type: ignore[union-attr]
+        self._sftp.get_channel().settimeout(min(deadline.left(), 30.0))
         return self._sftp
 
     def home(self) -> str:
@@ -263,10 +266,8 @@ class SshTransport:
 
     def close(self) -> None:
         if self._sftp is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._sftp.close()
-            except Exception:  # noqa: S110  (closing a dead link)
-                pass
             self._sftp = None
         if self._client is not None:
             self._client.close()
@@ -396,7 +397,9 @@ class SshTransport:
             raise
         except (OSError, EOFError) as exc:
             self.close()
-            raise TransportError(f"{self.target}: the ssh connection dropped while running {what}: {exc!r}") from None
+            raise TransportError(
+                f"{self.target}: the ssh connection dropped while running {what}: {exc!r}"
+            ) from None
         finally:
             chan.close()
         return RunResult(rc, "".join(out))
