@@ -267,3 +267,8 @@ warmup_ms = 0
 min_time_ms = 10
 retries = 0
 """
+
+
+def fast(toml: str, name: str) -> str:
+    """A peer's devices.toml table plus the fast measurement policy of the tests."""
+    return toml + FAST_MEASURE.format(name=name)
