@@ -303,7 +303,7 @@ class DeviceSession:
 
     def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
         latest: dict[str, dict[str, Any]] = {}
-        for line in path.read_text().splitlines():
+        for line in path.read_bytes().decode("utf-8", "replace").splitlines():  # a corrupt file too
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:

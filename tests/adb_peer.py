@@ -64,7 +64,8 @@ def write_getprop(bin_dir: Path) -> None:
 class Link:
     """One TCP connection from the adb server."""
 
-    def __init__(self, sock: socket.socket, sandbox: Path) -> None:
+    def __init__(self, sock: socket.socket, sandbox: Path, *, unauthorized: bool = False) -> None:
+        self.unauthorized = unauthorized
         self.sock = sock
         self.sandbox = sandbox
         self.wlock = threading.Lock()
@@ -100,7 +101,9 @@ class Link:
             self.sock.close()
 
     def dispatch(self, cmd: int, a0: int, a1: int, data: bytes) -> None:
-        if cmd == A_CNXN:
+        if cmd == A_CNXN and self.unauthorized:
+            self.send(A_AUTH, 1, 0, os.urandom(20))  # ask for a signature and never accept one
+        elif cmd == A_CNXN:
             for st in list(self.streams.values()):
                 st.closed_by_server()
             self.streams.clear()
@@ -415,6 +418,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sandbox", required=True, type=Path)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--unauthorized", action="store_true", help="never accept the host's key")
     args = ap.parse_args()
     sandbox = args.sandbox.resolve()
     sandbox.mkdir(parents=True, exist_ok=True)
@@ -427,7 +431,9 @@ def main() -> None:
     while True:
         conn, _ = srv.accept()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=Link(conn, sandbox).serve, daemon=True).start()
+        threading.Thread(
+            target=Link(conn, sandbox, unauthorized=args.unauthorized).serve, daemon=True
+        ).start()
 
 
 if __name__ == "__main__":

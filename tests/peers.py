@@ -185,8 +185,10 @@ class AdbServer:
 
 
 class AdbPeer:
-    def __init__(self, server: AdbServer, folder: Path) -> None:
+    def __init__(self, server: AdbServer, folder: Path, *, unauthorized: bool = False) -> None:
         self.server = server
+        self.unauthorized = unauthorized
+        folder.mkdir(parents=True, exist_ok=True)
         self.sandbox = folder / "data-local-tmp"
         self.log = folder / "adb-peer.log"
         self.port = free_port()
@@ -205,6 +207,7 @@ class AdbPeer:
                     str(self.sandbox),
                     "--port",
                     str(self.port),
+                    *(["--unauthorized"] if self.unauthorized else []),
                 ],
                 stdout=log,
                 stderr=log,
@@ -213,10 +216,11 @@ class AdbPeer:
         _wait_for(self.log, "listening", self.proc)
         self.server.adb("disconnect", self.serial)  # a restarted peer: forget the dead link at once
         out = self.server.adb("connect", self.serial)
-        if "connected" not in out:
+        if "connected" not in out and not self.unauthorized:
             raise RuntimeError(f"adb connect {self.serial}: {out}")
         end = time.monotonic() + 10
-        while f"{self.serial}\tdevice" not in self.server.adb("devices"):
+        wants = ("unauthorized", "authorizing") if self.unauthorized else ("device",)
+        while not any(f"{self.serial}\t{w}" in self.server.adb("devices") for w in wants):
             if time.monotonic() > end:
                 raise RuntimeError(f"{self.serial} never became ready: {self.server.adb('devices')}")
             time.sleep(0.05)

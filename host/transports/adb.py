@@ -179,7 +179,7 @@ class AdbTransport:
         if not self._checked:
             state = self.state()
             serial, server = self.cfg.serial, self.cfg.adb_server
-            if state == "unauthorized":
+            if state in ("unauthorized", "authorizing"):
                 raise DeviceUnauthorizedError(
                     f"{self.target}: device {serial} has not authorized this computer",
                     hint="unlock the phone and accept the 'Allow USB debugging?' prompt, then re-run",
