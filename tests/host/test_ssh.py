@@ -38,21 +38,18 @@ def _profile(devices: Path, out: Path, *extra: str) -> tuple[int, str, str]:
     return res.returncode, res.stdout, res.stderr
 
 
-def test_profile_over_ssh_writes_the_local_lut_schema(tmp_path: Path, sshd: Sshd, fast_devices: Path) -> None:
+def test_profile_over_ssh_writes_the_local_lut_schema(
+    tmp_path: Path, sshd: Sshd, profiled_lut: tuple[Path, dict]
+) -> None:
     devices = _devices(tmp_path, sshd)
     rc, stdout, stderr = _profile(devices, tmp_path / "box.parquet", "--json")
     assert rc == 0, stderr
     report = json.loads(stdout)
     assert report["measured_ops"] == report["planned_ops"] > 1 and not report["failed_ops"]
-    local = chamlab(
-        "profile", "--target", "test-cpu", "--space", "macro-cifar10", "--arch", "all-identity",
-        "--out", tmp_path / "local.parquet", "--devices", fast_devices,
-    )  # fmt: skip
-    assert local.returncode == 0, local.stderr
-    remote_t, local_t = pq.read_table(tmp_path / "box.parquet"), pq.read_table(tmp_path / "local.parquet")
+    remote_t, local_t = pq.read_table(tmp_path / "box.parquet"), pq.read_table(profiled_lut[0])
     assert remote_t.schema.remove_metadata() == local_t.schema.remove_metadata()
     assert set(remote_t.column("device").to_pylist()) == {"box"}
-    assert sorted(remote_t.column("op_key").to_pylist()) == sorted(local_t.column("op_key").to_pylist())
+    assert set(remote_t.column("op_key").to_pylist()) <= set(local_t.column("op_key").to_pylist())
     # the run directory is gone once the LUT holds the rows; a re-run measures nothing
     assert not any((sshd.dir / "remote-runs").glob("run-*"))
     rc, stdout, _ = _profile(devices, tmp_path / "box.parquet", "--json")
