@@ -160,6 +160,67 @@ def runtime_import(r: dict) -> list[str]:
     return out
 
 
+def transport_overhead(r: dict) -> list[str]:
+    s, args = r["summary"], r["args"]
+    out = [
+        "## Transport overhead: the macro-cifar10 LUT over local, ssh and adb",
+        "",
+        f"`python bench/transport_overhead.py --rounds {args['rounds']} --policy {args['policy']}`",
+        "",
+        _env(r) + f" Load average at the end {r['load_avg_at_end'][0]:.2f}.",
+        "",
+        "All three targets are this machine (same shim runner, same measurement policy): ssh goes through "
+        "a real OpenSSH server on 127.0.0.1, adb through the real adb server to the device-side test peer "
+        "(a stand-in for a phone, not a phone). Each round profiles all ops into a fresh LUT on each "
+        "target (rotated order, warm artifact cache); the ratio is to the local run of the same round.",
+        "",
+        "| round | order | local s | ssh s | adb s | ssh / local | adb / local |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, rd in enumerate(r["rounds"], 1):
+        loc = rd["local"]["wall_s"]
+        out.append(
+            f"| {i} | {', '.join(rd['order'])} | {loc:.1f} | {rd['ssh']['wall_s']:.1f} | "
+            f"{rd['adb']['wall_s']:.1f} | {rd['ssh']['wall_s'] / loc:.3f} | {rd['adb']['wall_s'] / loc:.3f} |"
+        )
+    out += [
+        "",
+        f"Median overhead over local: ssh **{s['ssh']['median_overhead_pct']:+.1f} %**, adb "
+        f"**{s['adb']['median_overhead_pct']:+.1f} %** (target: under 10 %).",
+    ]
+    return out
+
+
+def fault_recovery(r: dict) -> list[str]:
+    out = [
+        "## Fault recovery: a run interrupted by killing the device",
+        "",
+        f"`python bench/fault_recovery.py --kills {r['args']['kills']} --policy {r['args']['policy']}`",
+        "",
+        _env(r),
+        "",
+        "The adb test peer (the stand-in for a phone) is SIGKILLed when the driver reports the 4th, 8th "
+        "and 12th op of successive attempts; after each kill the peer comes back with the same serial and "
+        "the same command is run again.",
+        "",
+        "| attempt | killed at op | outcome | wall s |",
+        "|---|---|---|---|",
+    ]
+    for i, a in enumerate(r["attempts"], 1):
+        what = (
+            f"completed, {a['measured']} measured, {a['failed_ops']} failed"
+            if a["completed"]
+            else f"stopped: {a['done']} done, {a['failed']} failed, {a['missing']} missing"
+        )
+        out.append(f"| {i} | {a['kill_at_op'] or '-'} | {what} | {a['wall_s']:.1f} |")
+    out += [
+        "",
+        f"Final LUT: {r['lut_rows']} rows for {r['planned_ops']} planned ops: **{r['lost_rows']} lost, "
+        f"{r['duplicated_rows']} duplicated**.",
+    ]
+    return out
+
+
 def main() -> None:
     parts = [
         "# Benchmarks",
@@ -174,6 +235,8 @@ def main() -> None:
         ("profiling_cost", cost),
         ("stability", stability),
         ("runtime_import", runtime_import),
+        ("transport_overhead", transport_overhead),
+        ("fault_recovery", fault_recovery),
     )
     for name, render in renders:
         r = _load(name)

@@ -81,7 +81,11 @@ class Sshd:
         )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def trust(self) -> None:
         pub = self.host_key.with_suffix(".pub").read_text().split()
@@ -170,6 +174,7 @@ class AdbServer:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"adb server exited: {self.log.read_text()}") from None
                 time.sleep(0.05)
+        self.stop()
         raise RuntimeError("the adb server never listened")
 
     def adb(self, *args: str) -> str:
@@ -194,7 +199,11 @@ class AdbPeer:
         self.port = free_port()
         self.serial = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.kill()  # never leave a peer behind
+            raise
 
     def start(self) -> None:
         self.log.write_text("")

@@ -24,6 +24,7 @@ from chamlab.host.transports.adb import (
     DeviceOfflineError,
     DeviceUnauthorizedError,
 )
+from chamlab.host.transports.probe import probe
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
 
 
@@ -116,6 +117,9 @@ def test_hung_device_calls_hit_their_deadline(tmp_path: Path, adb_peer: AdbPeer)
             with pytest.raises(TransportError):
                 call()
             assert time.monotonic() - t0 < 12
+        t0 = time.monotonic()
+        rec = probe(cfg, timeout_s=2)  # `chamlab devices --check`: one deadline per device
+        assert not rec["reachable"] and rec["error"] and time.monotonic() - t0 < 4
     finally:
         adb_peer.thaw()
     assert not (tmp_path / "g").exists()  # nothing half-written
