@@ -54,6 +54,9 @@ bench: install
 	$(PY) bench/profiling_cost.py
 	$(PY) bench/stability.py
 	$(PY) bench/runtime_import.py
+	$(PY) bench/transport_overhead.py
+	$(PY) bench/transport_fixed_cost.py
+	$(PY) bench/fault_recovery.py
 	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).
