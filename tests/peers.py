@@ -156,6 +156,8 @@ class AdbServer:
         self.port = free_port()
         self.log = folder / "adb-server.log"
         self.address = f"127.0.0.1:{self.port}"
+        # adb keeps its keys and a per-port file in ~/.android: give this server its own folder
+        self.env = {**os.environ, "ANDROID_USER_HOME": str(folder), "ANDROID_SDK_HOME": str(folder)}
         with open(self.log, "ab") as log:
             # the server in the foreground (`nodaemon`): it is ours to kill, and it holds no inherited pipe
             self.proc = subprocess.Popen(
@@ -164,6 +166,7 @@ class AdbServer:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=self.env,
             )
         end = time.monotonic() + 20
         while time.monotonic() < end:
@@ -179,7 +182,12 @@ class AdbServer:
 
     def adb(self, *args: str) -> str:
         res = subprocess.run(
-            ["adb", "-P", str(self.port), *args], capture_output=True, text=True, timeout=30, check=False
+            ["adb", "-P", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=self.env,
         )
         return res.stdout + res.stderr
 
