@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from chamlab.agent.measure import MeasurePolicy
-from chamlab.core.errors import InputError, MeasurementError
+from chamlab.core.errors import ConfigError, InputError, MeasurementError
 from chamlab.operators import Backend, Dtype
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
 
@@ -100,6 +100,12 @@ def resolve_run(
     dtype: str | None = None,
 ) -> RunSpec:
     """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default)."""
+    if device.runner_kind == "shim" and not device.runner_python():
+        raise ConfigError(
+            f'device {device.name}: runner = "shim" needs the target\'s python, and none is set',
+            hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml (or runner = '
+            "the path of an executor_runner on the target)",
+        )
     threads = device.threads if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise InputError(f"threads must be an integer from 1 to 256, got {threads!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from .calibrate import calibrate
-from .devices import devices, spaces
+from .devices import devices_app, spaces
 from .lut import lut_app
 from .measure import measure
 from .predict import predict
@@ -31,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.command()(devices)
+app.add_typer(devices_app, name="devices")
 app.command()(spaces)
 app.command()(profile)
 app.command()(predict)

@@ -15,13 +15,14 @@ from ._common import (
     JsonOpt,
     NoWaitOpt,
     RichProgress,
+    SerialOpt,
     SpaceOpt,
     TargetOpt,
     ThreadsOpt,
+    device,
     emit_json,
     handle_errors,
     out,
-    registry,
     space,
     value,
 )
@@ -47,6 +48,7 @@ def calibrate(
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     no_wait: NoWaitOpt = False,
+    serial: SerialOpt = None,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -59,7 +61,7 @@ def calibrate(
     from chamlab.host import api
 
     spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
+        device(devices, target, serial), threads=threads, backend=value(backend), dtype=value(dtype)
     )
     sp = space(space_name)
     path = lut if lut is not None else api.default_lut_path(spec.target)

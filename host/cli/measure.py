@@ -17,14 +17,15 @@ from ._common import (
     NoWaitOpt,
     RawOpt,
     RichProgress,
+    SerialOpt,
     SpaceOpt,
     TargetOpt,
     ThreadsOpt,
+    device,
     emit_json,
     handle_errors,
     note,
     out,
-    registry,
     space,
     value,
 )
@@ -32,9 +33,10 @@ from ._common import (
 
 @handle_errors
 def measure(
-    target: TargetOpt,
     space_name: SpaceOpt,
     arch: ArchOpt,
+    target: TargetOpt = None,
+    serial: SerialOpt = None,
     threads: ThreadsOpt = None,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
@@ -55,9 +57,8 @@ def measure(
     """Export a whole network, measure it on a target and compare with the LUT prediction."""
     from chamlab.host import api
 
-    spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
-    )
+    dev = device(devices, target, serial)
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype))
     sp = space(space_name)
     a = sp.resolve(arch)
     with RichProgress() as progress:

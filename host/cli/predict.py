@@ -11,10 +11,13 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    DevicesOpt,
     DtypeOpt,
     JsonOpt,
     RawOpt,
+    SerialOpt,
     SpaceOpt,
+    device,
     emit_json,
     handle_errors,
     note,
@@ -47,6 +50,8 @@ def predict(
     interpolate: Annotated[
         bool, typer.Option(help="predict ops the LUT lacks from measured ops of the same kind (flagged)")
     ] = False,
+    serial: SerialOpt = None,
+    devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """MACs, parameters and (with a LUT) the predicted latency of one architecture, op by op.
@@ -57,6 +62,8 @@ def predict(
     """
     from chamlab.host import api
 
+    if serial:
+        target = device(devices, target, serial).name
     sp = space(space_name)
     a = sp.resolve(arch)
     found = api.find_lut(lut, target, space=sp.name)

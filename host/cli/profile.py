@@ -15,16 +15,17 @@ from ._common import (
     JsonOpt,
     NoWaitOpt,
     RichProgress,
+    SerialOpt,
     SpaceOpt,
     TargetOpt,
     ThreadsOpt,
     archs_from_options,
     command_line,
+    device,
     emit_json,
     err,
     handle_errors,
     note,
-    registry,
     space,
     value,
 )
@@ -32,8 +33,9 @@ from ._common import (
 
 @handle_errors
 def profile(
-    target: TargetOpt,
     space_name: SpaceOpt,
+    target: TargetOpt = None,
+    serial: SerialOpt = None,
     threads: ThreadsOpt = None,
     out_path: Annotated[
         Path | None,
@@ -78,12 +80,11 @@ def profile(
     from chamlab.core.files import ensure_dir
     from chamlab.host import api
 
-    spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
-    )
+    dev = device(devices, target, serial)
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype))
     sp = space(space_name)
     chosen = archs_from_options(sp, arch, sample, seed)
-    lut_path = out_path or api.default_lut_path(target)
+    lut_path = out_path or api.default_lut_path(dev.name)
     if out_path is None:
         ensure_dir(lut_path.parent, what="default LUT directory")
     with RichProgress() as progress:
