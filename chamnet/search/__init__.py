@@ -1,0 +1,1 @@
+"""Search: BO engine, samplers, oracles, baselines."""

@@ -1,0 +1,363 @@
+"""The search engine: a GP accuracy predictor in a Bayesian-optimisation loop over feasible archs.
+
+Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench/search_efficiency.py``):
+
+1. **Candidates.** A space of at most ``exhaustive_limit`` archs is enumerated once, its costs
+   computed and the infeasible archs dropped: acquisition then ranks *every* feasible arch. A larger
+   space is searched through a fresh candidate pool per step: ``pool_size`` uniform samples plus
+   every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only.
+2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
+   one-hot; with ``cost_feature`` the log of the primary cost, scaled to [0, 1] over the candidates,
+   is one more input (accuracy usually grows with size, and the constrained optimum sits near the
+   limit, so this one feature carries much of the signal; the GP learns how much through its
+   lengthscale).
+3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
+   imbalanced Sobol design that over-represents the constraint boundary).
+4. **Model.** BoTorch ``SingleTaskGP``: ARD kernel with BoTorch's dimension-scaled lengthscale
+   prior, learned noise, standardised outputs; refitted by maximum marginal likelihood whenever new
+   results arrive.
+5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
+   exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
+   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``).
+
+Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from chamlab.chamnet.spaces.base import Arch, Dimension
+from chamlab.core.errors import ArchError, InputError
+
+from .problem import Problem
+from .sampling import SAMPLERS, design
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    n_init: int = 10
+    batch_size: int = 1
+    sampler: str = "imbalanced-sobol"
+    cost_feature: bool = True
+    exhaustive_limit: int = 100_000
+    pool_size: int = 4096
+    mutate_top: int = 5
+
+    def __post_init__(self) -> None:
+        if self.n_init < 1:
+            raise InputError(f"the initial design needs at least 1 arch, got n_init={self.n_init}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    arch: Arch
+    accuracy: float
+    costs: Mapping[str, float]
+    phase: str  # "init", "bo" or "resumed"
+
+
+# -- features -----------------------------------------------------------------------------------
+class Encoder:
+    """Archs -> feature rows in [0, 1]: ordinal dims by value index, categorical dims one-hot."""
+
+    def __init__(self, dims: Sequence[Dimension]) -> None:
+        self.dims = tuple(dims)
+        self._lookup = [{v: i for i, v in enumerate(d.values)} for d in self.dims]
+        self.width = sum(len(d.values) if d.categorical and len(d.values) > 2 else 1 for d in self.dims)
+
+    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+        out = np.zeros((len(archs), self.width))
+        col = 0
+        for j, (d, lk) in enumerate(zip(self.dims, self._lookup, strict=True)):
+            idx = np.array([lk[a[j]] for a in archs], dtype=int)
+            n = len(d.values)
+            if d.categorical and n > 2:
+                out[np.arange(len(archs)), col + idx] = 1.0
+                col += n
+            else:
+                out[:, col] = idx / (n - 1) if n > 1 else 0.0
+                col += 1
+        return out
+
+
+@dataclasses.dataclass
+class _Candidates:
+    archs: list[Arch]
+    X: np.ndarray
+    cost: np.ndarray  # primary cost
+
+
+class _CostScale:
+    """log(cost) scaled to [0, 1] by the range seen when the search started."""
+
+    def __init__(self, costs: np.ndarray) -> None:
+        logc = np.log(np.maximum(costs, 1e-12))
+        self.lo, self.hi = float(logc.min()), float(logc.max())
+
+    def __call__(self, costs: np.ndarray) -> np.ndarray:
+        span = self.hi - self.lo or 1.0
+        return (np.log(np.maximum(costs, 1e-12)) - self.lo) / span
+
+
+# -- the model ----------------------------------------------------------------------------------
+def fit_gp(X: np.ndarray, y: np.ndarray) -> Any:
+    """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood."""
+    import torch
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    tx = torch.as_tensor(X, dtype=torch.float64)
+    ty = torch.as_tensor(np.asarray(y, dtype=float).reshape(-1, 1), dtype=torch.float64)
+    model = SingleTaskGP(tx, ty, outcome_transform=Standardize(m=1))
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    try:
+        fit_gpytorch_mll(mll)
+    except Exception:  # a failed optimisation keeps the prior's hyperparameters; still a usable model
+        model.eval()
+    return model
+
+
+def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and standard deviation (original units) at the rows of ``X``."""
+    import torch
+
+    means, stds = [], []
+    with torch.no_grad():
+        for start in range(0, len(X), 4096):
+            post = model.posterior(torch.as_tensor(X[start : start + 4096], dtype=torch.float64))
+            means.append(post.mean.squeeze(-1).numpy())
+            stds.append(post.variance.clamp_min(1e-18).sqrt().squeeze(-1).numpy())
+    if not means:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def log_ei(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
+    """log expected improvement over ``best`` (numerically stable, as BoTorch's LogEI)."""
+    import torch
+    from botorch.acquisition.analytic import _log_ei_helper
+
+    u = (torch.as_tensor(mean) - best) / torch.as_tensor(std)
+    return (_log_ei_helper(u) + torch.as_tensor(std).log()).numpy()
+
+
+def hyperparameters(model: Any, feature_names: Sequence[str]) -> dict[str, Any]:
+    """The fitted GP's hyperparameters as plain JSON (lengthscale per feature, noise, output scale)."""
+    out: dict[str, Any] = {"model": "botorch.SingleTaskGP", "kernel": type(model.covar_module).__name__}
+    covar = model.covar_module
+    base = getattr(covar, "base_kernel", covar)
+    ls = getattr(base, "lengthscale", None)
+    if ls is not None:
+        out["lengthscales"] = dict(zip(feature_names, ls.detach().reshape(-1).tolist(), strict=False))
+    if hasattr(covar, "outputscale"):
+        out["outputscale"] = float(covar.outputscale.detach())
+    out["noise_standardised"] = float(model.likelihood.noise.detach().reshape(-1)[0])
+    out["mean_constant_standardised"] = float(model.mean_module.constant.detach().reshape(-1)[0])
+    tf = model.outcome_transform
+    out["y_mean"] = float(tf.means.reshape(-1)[0])
+    out["y_std"] = float(tf.stdvs.reshape(-1)[0])
+    return out
+
+
+# -- the loop -----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EngineState:
+    """What the loop exposes after each batch (for persistence and results)."""
+
+    queries: list[Query]
+    model: Any = None
+    feature_names: tuple[str, ...] = ()
+    features: Callable[[Sequence[Arch], np.ndarray], np.ndarray] | None = None
+    fitted_on: int = 0
+    fit_seconds: float = 0.0
+
+    def predict(self, archs: Sequence[Arch], primary_cost: np.ndarray) -> np.ndarray | None:
+        """GP posterior mean of ``archs`` (None before the first fit)."""
+        if self.model is None or self.features is None:
+            return None
+        return predict_gp(self.model, self.features(archs, np.asarray(primary_cost, dtype=float)))[0]
+
+
+class BayesOptEngine:
+    """Runs the loop of the module docstring on a :class:`Problem` (see :meth:`run`)."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+
+    def run(
+        self,
+        problem: Problem,
+        budget: int,
+        rng: np.random.Generator,
+        *,
+        previous: Sequence[Query] = (),
+        on_query: Callable[[EngineState], None] | None = None,
+        stop: Callable[[EngineState], bool] | None = None,
+    ) -> EngineState:
+        """Query the oracle until ``budget`` archs are queried in total (``previous`` included, which
+        are never asked again), every feasible arch is queried, or ``stop(state)`` is true.
+        ``on_query(state)`` runs after every batch (persist the history there)."""
+        cfg = self.config
+        if budget < 1:
+            raise InputError(f"the query budget must be >= 1, got {budget}")
+        space = problem.space
+        encoder = Encoder(space.dimensions)
+        primary = problem.primary
+        limit = problem.limits[primary]
+        queried: dict[Arch, Query] = {}
+        for q in previous:
+            queried[tuple(q.arch)] = dataclasses.replace(q, phase=q.phase)
+        state = EngineState(list(queried.values()))
+        names = [*self._feature_names(space.dimensions)]
+
+        exhaustive = space.size <= cfg.exhaustive_limit
+        if exhaustive:
+            archs = list(space.enumerate())
+            costs = problem.cost_matrix(archs)
+            ok = problem.feasible(costs)
+            archs = [a for a, f in zip(archs, ok, strict=True) if f]
+            scale_ref = costs[primary]
+            base = _Candidates(archs, encoder(archs), costs[primary][ok])
+        else:
+            base = self._pool(problem, encoder, rng, [])
+            scale_ref = base.cost
+        scale = _CostScale(scale_ref if len(scale_ref) else np.array([limit]))
+        if cfg.cost_feature:
+            names.append(f"log_{primary}")
+
+        def features(archs: Sequence[Arch], cost: np.ndarray) -> np.ndarray:
+            X = encoder(archs)
+            return np.column_stack([X, scale(cost)]) if cfg.cost_feature else X
+
+        state.feature_names = tuple(names)
+        state.features = features
+
+        # the initial design is a pure function of the seed and the feasible set: a resumed run
+        # regenerates it and skips the archs it already holds
+        init = [base.archs[i] for i in design(cfg.sampler, base.X, base.cost, limit, cfg.n_init, rng)]
+        todo_init = [a for a in init if a not in queried]
+
+        while len(queried) < budget:
+            if stop is not None and stop(state):
+                break
+            room = budget - len(queried)
+            if todo_init and not any(q.phase == "bo" for q in queried.values()):
+                batch = todo_init[: min(cfg.batch_size, room)]
+                todo_init = todo_init[len(batch) :]
+                phase = "init"
+            else:
+                cands = base if exhaustive else self._pool(problem, encoder, rng, list(queried.values()))
+                fresh = [i for i, a in enumerate(cands.archs) if a not in queried]
+                if not fresh:
+                    break
+                batch = self._acquire(state, queried, cands, fresh, features, min(cfg.batch_size, room), problem)
+                phase = "bo"
+            accs = problem.oracle(batch)
+            bcosts = problem.cost_matrix(batch)
+            for k, (a, acc) in enumerate(zip(batch, accs, strict=True)):
+                if not np.isfinite(acc):
+                    raise ArchError(f"the oracle returned {acc} for {space.format(a)}")
+                queried[a] = Query(a, float(acc), {n: float(v[k]) for n, v in bcosts.items()}, phase)
+            state.queries = list(queried.values())
+            if on_query is not None:
+                on_query(state)
+        if state.queries and (state.model is None or len(state.queries) > state.fitted_on):
+            self._fit(state, problem, features)
+        return state
+
+    @staticmethod
+    def _feature_names(dims: Sequence[Dimension]) -> list[str]:
+        names: list[str] = []
+        for d in dims:
+            if d.categorical and len(d.values) > 2:
+                names += [f"{d.name}={v}" for v in d.values]
+            else:
+                names.append(d.name)
+        return names
+
+    def _fit(self, state: EngineState, problem: Problem, features: Callable[..., np.ndarray]) -> None:
+        qs = state.queries
+        archs = [q.arch for q in qs]
+        X = features(archs, np.array([q.costs[problem.primary] for q in qs]))
+        y = np.array([q.accuracy for q in qs])
+        t0 = time.perf_counter()
+        state.model = fit_gp(X, y)
+        state.fit_seconds += time.perf_counter() - t0
+        state.fitted_on = len(qs)
+
+    def _acquire(
+        self,
+        state: EngineState,
+        queried: Mapping[Arch, Query],
+        cands: _Candidates,
+        fresh: list[int],
+        features: Callable[..., np.ndarray],
+        q: int,
+        problem: Problem,
+    ) -> list[Arch]:
+        self._fit(state, problem, features)
+        best = max(
+            (x.accuracy for x in queried.values() if _feasible(problem, x)),
+            default=min(x.accuracy for x in queried.values()),
+        )
+        Xc = features([cands.archs[i] for i in fresh], cands.cost[fresh])
+        if q == 1 or len(fresh) <= q:
+            mean, std = predict_gp(state.model, Xc)
+            score = log_ei(mean, std, best)
+            order = np.argsort(-score, kind="stable")[:q]
+            return [cands.archs[fresh[int(i)]] for i in order]
+        import torch
+        from botorch.acquisition.logei import qLogExpectedImprovement
+        from botorch.optim import optimize_acqf_discrete
+
+        acq = qLogExpectedImprovement(state.model, best_f=best)
+        tX = torch.as_tensor(Xc, dtype=torch.float64)
+        chosen, _ = optimize_acqf_discrete(acq, q=q, choices=tX, max_batch_size=2048, unique=True)
+        picked: list[Arch] = []
+        for row in chosen.numpy():
+            i = int(np.argmin(((Xc - row) ** 2).sum(axis=1)))
+            a = cands.archs[fresh[i]]
+            if a not in picked:
+                picked.append(a)
+        return picked
+
+    def _pool(
+        self, problem: Problem, encoder: Encoder, rng: np.random.Generator, queried: Sequence[Query]
+    ) -> _Candidates:
+        cfg = self.config
+        space = problem.space
+        archs = list(dict.fromkeys(tuple(a) for a in space.sample(rng, cfg.pool_size)))
+        top = sorted(queried, key=lambda x: -x.accuracy)[: cfg.mutate_top]
+        for q in top:
+            for j, d in enumerate(space.dimensions):
+                for v in d.values:
+                    if v != q.arch[j]:
+                        m = (*q.arch[:j], v, *q.arch[j + 1 :])
+                        try:
+                            archs.append(space.validate(m))
+                        except ArchError:
+                            continue
+        archs = list(dict.fromkeys(archs))
+        costs = problem.cost_matrix(archs)
+        ok = problem.feasible(costs)
+        kept = [a for a, f in zip(archs, ok, strict=True) if f]
+        return _Candidates(kept, encoder(kept), costs[problem.primary][ok])
+
+
+def _feasible(problem: Problem, q: Query) -> bool:
+    return all(q.costs[n] <= lim for n, lim in problem.limits.items())
