@@ -38,6 +38,8 @@ from chamlab.core.errors import ArchError, InputError
 from .problem import Problem
 from .sampling import SAMPLERS, design
 
+KERNELS = ("rbf", "matern52", "additive")
+
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
@@ -48,12 +50,16 @@ class EngineConfig:
     exhaustive_limit: int = 100_000
     pool_size: int = 4096
     mutate_top: int = 5
+    kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
+    # "additive": one RBF per feature plus a full ARD RBF
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
             raise InputError(f"the initial design needs at least 1 arch, got n_init={self.n_init}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.kernel not in KERNELS:
+            raise InputError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS)}")
         if self.sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 
@@ -113,8 +119,9 @@ class _CostScale:
 
 
 # -- the model ----------------------------------------------------------------------------------
-def fit_gp(X: np.ndarray, y: np.ndarray) -> Any:
-    """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood."""
+def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf") -> Any:
+    """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
+    (the previous step's model) starts the optimiser from its hyperparameters."""
     import torch
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
@@ -123,10 +130,34 @@ def fit_gp(X: np.ndarray, y: np.ndarray) -> Any:
 
     tx = torch.as_tensor(X, dtype=torch.float64)
     ty = torch.as_tensor(np.asarray(y, dtype=float).reshape(-1, 1), dtype=torch.float64)
-    model = SingleTaskGP(tx, ty, outcome_transform=Standardize(m=1))
+    covar = None
+    if kernel == "matern52":
+        from gpytorch.kernels import MaternKernel, ScaleKernel
+        from gpytorch.priors import GammaPrior
+
+        covar = ScaleKernel(
+            MaternKernel(nu=2.5, ard_num_dims=tx.shape[-1], lengthscale_prior=GammaPrior(3.0, 6.0)),
+            outputscale_prior=GammaPrior(2.0, 0.15),
+        )
+    elif kernel == "additive":
+        # first-order additive terms (one RBF per feature) plus the full ARD RBF for interactions
+        from gpytorch.kernels import AdditiveKernel, RBFKernel, ScaleKernel
+
+        d = tx.shape[-1]
+        covar = ScaleKernel(AdditiveKernel(*(RBFKernel(active_dims=(i,)) for i in range(d)))) + ScaleKernel(
+            RBFKernel(ard_num_dims=d)
+        )
+    model = SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
+    if warm is not None:
+        try:
+            model.covar_module.load_state_dict(warm.covar_module.state_dict())
+            model.likelihood.load_state_dict(warm.likelihood.state_dict())
+            model.mean_module.load_state_dict(warm.mean_module.state_dict())
+        except (RuntimeError, AttributeError):
+            pass  # shapes changed: start from the prior
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
-        fit_gpytorch_mll(mll)
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 100}})
     except Exception:  # a failed optimisation keeps the prior's hyperparameters; still a usable model
         model.eval()
     return model
@@ -139,9 +170,11 @@ def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     means, stds = [], []
     with torch.no_grad():
         for start in range(0, len(X), 4096):
-            post = model.posterior(torch.as_tensor(X[start : start + 4096], dtype=torch.float64))
-            means.append(post.mean.squeeze(-1).numpy())
-            stds.append(post.variance.clamp_min(1e-18).sqrt().squeeze(-1).numpy())
+            # a batch of single points: marginal variances only, no joint covariance
+            tx = torch.as_tensor(X[start : start + 4096], dtype=torch.float64).unsqueeze(-2)
+            post = model.posterior(tx)
+            means.append(post.mean.reshape(-1).numpy())
+            stds.append(post.variance.clamp_min(1e-18).sqrt().reshape(-1).numpy())
     if not means:
         return np.zeros(0), np.zeros(0)
     return np.concatenate(means), np.concatenate(stds)
@@ -265,7 +298,9 @@ class BayesOptEngine:
                 fresh = [i for i, a in enumerate(cands.archs) if a not in queried]
                 if not fresh:
                     break
-                batch = self._acquire(state, queried, cands, fresh, features, min(cfg.batch_size, room), problem)
+                batch = self._acquire(
+                    state, queried, cands, fresh, features, min(cfg.batch_size, room), problem
+                )
                 phase = "bo"
             accs = problem.oracle(batch)
             bcosts = problem.cost_matrix(batch)
@@ -296,7 +331,7 @@ class BayesOptEngine:
         X = features(archs, np.array([q.costs[problem.primary] for q in qs]))
         y = np.array([q.accuracy for q in qs])
         t0 = time.perf_counter()
-        state.model = fit_gp(X, y)
+        state.model = fit_gp(X, y, warm=state.model, kernel=self.config.kernel)
         state.fit_seconds += time.perf_counter() - t0
         state.fitted_on = len(qs)
 

@@ -246,7 +246,9 @@ def pareto_plot(problem: Problem, queries: Sequence[Query], result: SearchResult
         ax.step(cost[f], acc[f], where="post", color="tab:red", label="Pareto front of the queries")
     ax.axvline(problem.limits[primary], color="grey", ls="--", label=f"limit {problem.limits[primary]:g}")
     if result.costs is not None and result.oracle_accuracy is not None:
-        ax.scatter([result.costs[primary]], [result.oracle_accuracy], marker="*", s=160, c="tab:red", zorder=5)
+        ax.scatter(
+            [result.costs[primary]], [result.oracle_accuracy], marker="*", s=160, c="tab:red", zorder=5
+        )
     ax.set_xlabel(primary)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{problem.space.name}: {len(queries)} queries")

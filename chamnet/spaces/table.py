@@ -141,7 +141,9 @@ class TableSpace:
         cols = []
         for d in dimensions:
             s = df[d.name]
-            conv = bool if d.categorical and isinstance(d.values[0], bool) else str if d.categorical else _native
+            conv = (
+                bool if d.categorical and isinstance(d.values[0], bool) else str if d.categorical else _native
+            )
             cols.append([conv(v) for v in s])
         rows = list(zip(*cols, strict=True))
         seen: dict[Arch, int] = {}

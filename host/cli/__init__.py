@@ -15,6 +15,7 @@ from .devices import devices, spaces
 from .measure import measure
 from .predict import predict
 from .profile import profile
+from .search import search
 
 app = typer.Typer(
     name="chamlab",
@@ -33,6 +34,7 @@ app.command()(spaces)
 app.command()(profile)
 app.command()(predict)
 app.command()(measure)
+app.command()(search)
 
 
 def main() -> None:
