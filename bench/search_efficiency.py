@@ -49,11 +49,11 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "engine-sobol-init": {"sampler": "sobol"},
     "engine-batch4": {"batch_size": 4},
 }
-ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 5 seeds (the CPU is shared)
-ABLATION_SEEDS = 5
+ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 3 seeds (the CPU is shared)
+ABLATION_SEEDS = 3
 
 
-def setup() -> dict[str, Any]:
+def setup(with_lut: bool = True) -> dict[str, Any]:
     from chamlab.chamnet.spaces import SPACES
     from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
 
@@ -62,12 +62,13 @@ def setup() -> dict[str, Any]:
     archs = [sp.parse(a) for a in t["arch"]]
     acc = dict(zip(archs, t["mean_acc"].astype(float), strict=True))
     costs = {"flops": dict(zip(archs, t["macs"].astype(float), strict=True))}
-    if LUT.exists():
+    if with_lut and LUT.exists():
+        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
         from chamlab.host import api
 
         lut = api.Lut.read(LUT)
-        mset = lut.choose(LUT)
-        costs["lut_latency"] = {a: api.predict_latency(sp, a, lut, LUT, mset).latency_ms for a in archs}
+        predictor = LutLatencyPredictor(lut.p50_by_key(lut.choose(LUT)))
+        costs["lut_latency"] = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
     return {"space": sp, "archs": archs, "acc": acc, "costs": costs}
 
 
@@ -187,7 +188,7 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="1 seed, median FLOPs limit, budget 20")
+    ap.add_argument("--smoke", action="store_true", help="1 seed, median FLOPs limit, budget 12")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
     ap.add_argument("--skip-quality", action="store_true")
@@ -196,14 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    env = setup()
+    env = setup(with_lut=not a.smoke)
     budgets = dict(BUDGETS)
     for v in ENGINE_VARIANTS:
         budgets[v] = BUDGETS["engine"]
     pcts, seeds, costs = PCTS, range(a.seeds), list(env["costs"])
     methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]
     if a.smoke:
-        budgets = {m: 20 for m in budgets}
+        budgets = {m: 12 for m in budgets}
         pcts, seeds, costs = (50,), range(1), ["flops"]
         methods = ["engine", *BASELINES_ORDER]
     if a.methods:
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     quality = None
     if not a.skip_quality:
-        quality = predictor_quality(env, 2 if a.smoke else 5, (10, 20) if a.smoke else (10, 20, 40, 80))
+        quality = predictor_quality(env, 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80))
     save(quality)
     print(json.dumps(summarise(runs, budgets), indent=1))
     return 0

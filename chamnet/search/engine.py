@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -123,6 +124,7 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf") 
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters."""
     import torch
+    from botorch.exceptions.warnings import OptimizationWarning
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
@@ -157,26 +159,48 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf") 
             pass  # shapes changed: start from the prior
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 100}})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizationWarning)  # a stopped optimiser still gives a model
+            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 100}})
     except Exception:  # a failed optimisation keeps the prior's hyperparameters; still a usable model
         model.eval()
     return model
 
 
 def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean and standard deviation (original units) at the rows of ``X``."""
+    """Posterior mean and standard deviation (original units) at the rows of ``X``.
+
+    Computed directly from one Cholesky factor of the training covariance (marginal variances only:
+    several times faster than a batched BoTorch posterior over thousands of candidates; the test
+    suite checks it against ``model.posterior``)."""
     import torch
 
-    means, stds = [], []
-    with torch.no_grad():
-        for start in range(0, len(X), 4096):
-            # a batch of single points: marginal variances only, no joint covariance
-            tx = torch.as_tensor(X[start : start + 4096], dtype=torch.float64).unsqueeze(-2)
-            post = model.posterior(tx)
-            means.append(post.mean.reshape(-1).numpy())
-            stds.append(post.variance.clamp_min(1e-18).sqrt().reshape(-1).numpy())
-    if not means:
+    if len(X) == 0:
         return np.zeros(0), np.zeros(0)
+    with torch.no_grad():
+        train_x = model.train_inputs[0]
+        train_y = model.train_targets
+        n = train_x.shape[-2]
+        noise = model.likelihood.noise.reshape(-1)
+        K = model.covar_module(train_x).to_dense() + torch.diag(noise.expand(n))
+        L = None
+        for jitter in (0.0, 1e-8, 1e-6, 1e-4):
+            L, info = torch.linalg.cholesky_ex(K + jitter * torch.eye(n, dtype=K.dtype))
+            if int(info) == 0:
+                break
+        assert L is not None
+        alpha = torch.cholesky_solve((train_y - model.mean_module(train_x)).unsqueeze(-1), L)
+        tf = model.outcome_transform
+        y_mean, y_std = float(tf.means.reshape(-1)[0]), float(tf.stdvs.reshape(-1)[0])
+        means, stds = [], []
+        for start in range(0, len(X), 4096):
+            tx = torch.as_tensor(X[start : start + 4096], dtype=train_x.dtype)
+            Ks = model.covar_module(tx, train_x).to_dense()
+            mu = model.mean_module(tx) + (Ks @ alpha).squeeze(-1)
+            v = torch.linalg.solve_triangular(L, Ks.T, upper=False)
+            var = model.covar_module(tx, diag=True) - (v**2).sum(0)
+            means.append((mu * y_std + y_mean).numpy())
+            stds.append((var.clamp_min(1e-18).sqrt() * y_std).numpy())
     return np.concatenate(means), np.concatenate(stds)
 
 

@@ -139,12 +139,15 @@ class TableSpace:
                 categorical = True
             dimensions.append(Dimension(col, tuple(values), categorical=categorical))
         cols = []
-        for d in dimensions:
-            s = df[d.name]
-            conv = (
-                bool if d.categorical and isinstance(d.values[0], bool) else str if d.categorical else _native
+        for dim in dimensions:
+            conv: Any = (
+                bool
+                if dim.categorical and isinstance(dim.values[0], bool)
+                else str
+                if dim.categorical
+                else _native
             )
-            cols.append([conv(v) for v in s])
+            cols.append([conv(v) for v in df[dim.name]])
         rows = list(zip(*cols, strict=True))
         seen: dict[Arch, int] = {}
         for i, r in enumerate(rows):

@@ -90,12 +90,20 @@ def search(
                 f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
             )
         table, path = found
+        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
+        from chamlab.core.errors import MissingLutEntriesError
+
         mset = table.choose(path, device=target, threads=threads)
+        predictor = LutLatencyPredictor(table.p50_by_key(mset), correct_overhead=not raw)
         cache: dict[tuple[int, ...], float] = {}
 
         def latency_ms(arch: tuple[int, ...]) -> float:
             if arch not in cache:
-                cache[arch] = api.predict_latency(net, arch, table, path, mset, raw=raw).latency_ms
+                try:
+                    cache[arch] = predictor.predict(net.ops(arch)).latency_ms
+                except MissingLutEntriesError:  # re-raised by the API with the `profile` command to run
+                    api.predict_latency(net, arch, table, path, mset, raw=raw)
+                    raise
             return cache[arch]
 
         problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)

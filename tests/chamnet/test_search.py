@@ -203,3 +203,20 @@ def test_spaces_without_an_oracle_say_so() -> None:
         Problem(synthetic(), oracle_for(synthetic()), {}, {})
     with pytest.raises(InputError, match="unknown sampler"):
         EngineConfig(sampler="grid")
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive"])
+def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
+    import torch
+
+    from chamlab.chamnet.search.engine import fit_gp, predict_gp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((15, 3))
+    model = fit_gp(X, X.sum(axis=1) * 3 + 70, kernel=kernel)
+    Xc = rng.random((40, 3))
+    mean, std = predict_gp(model, Xc)
+    with torch.no_grad():
+        post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
+    assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
+    assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
