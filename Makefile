@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/profiling_cost.py
 	$(PY) bench/stability.py
 	$(PY) bench/runtime_import.py
+	$(PY) bench/search_efficiency.py
 	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).

@@ -14,8 +14,8 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model.** BoTorch ``SingleTaskGP``: ARD kernel with BoTorch's dimension-scaled lengthscale
-   prior, learned noise, standardised outputs; refitted by maximum marginal likelihood whenever new
-   results arrive.
+   prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
+   re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
    exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
    oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``).
@@ -51,12 +51,15 @@ class EngineConfig:
     exhaustive_limit: int = 100_000
     pool_size: int = 4096
     mutate_top: int = 5
+    refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
             raise InputError(f"the initial design needs at least 1 arch, got n_init={self.n_init}")
+        if self.refit_every < 1:
+            raise InputError(f"refit_every must be >= 1, got {self.refit_every}")
         if self.batch_size < 1:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.kernel not in KERNELS:
@@ -120,9 +123,12 @@ class _CostScale:
 
 
 # -- the model ----------------------------------------------------------------------------------
-def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf") -> Any:
+def fit_gp(
+    X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", optimise: bool = True
+) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
-    (the previous step's model) starts the optimiser from its hyperparameters."""
+    (the previous step's model) starts the optimiser from its hyperparameters, or, with
+    ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data)."""
     import torch
     from botorch.exceptions.warnings import OptimizationWarning
     from botorch.fit import fit_gpytorch_mll
@@ -156,7 +162,10 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf") 
             model.likelihood.load_state_dict(warm.likelihood.state_dict())
             model.mean_module.load_state_dict(warm.mean_module.state_dict())
         except (RuntimeError, AttributeError):
-            pass  # shapes changed: start from the prior
+            optimise = True  # shapes changed: start from the prior
+    if warm is not None and not optimise:
+        model.eval()
+        return model
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         with warnings.catch_warnings():
@@ -241,6 +250,7 @@ class EngineState:
     feature_names: tuple[str, ...] = ()
     features: Callable[[Sequence[Arch], np.ndarray], np.ndarray] | None = None
     fitted_on: int = 0
+    optimised_on: int = 0
     fit_seconds: float = 0.0
 
     def predict(self, archs: Sequence[Arch], primary_cost: np.ndarray) -> np.ndarray | None:
@@ -355,7 +365,10 @@ class BayesOptEngine:
         X = features(archs, np.array([q.costs[problem.primary] for q in qs]))
         y = np.array([q.accuracy for q in qs])
         t0 = time.perf_counter()
-        state.model = fit_gp(X, y, warm=state.model, kernel=self.config.kernel)
+        optimise = state.model is None or len(qs) - state.optimised_on >= self.config.refit_every
+        state.model = fit_gp(X, y, warm=state.model, kernel=self.config.kernel, optimise=optimise)
+        if optimise:
+            state.optimised_on = len(qs)
         state.fit_seconds += time.perf_counter() - t0
         state.fitted_on = len(qs)
 
