@@ -11,7 +11,7 @@ LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), 
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
 Methods: the engine (defaults) and its ablations (no cost feature, uniform/Sobol initial design,
-batches of 4), plain GP-EI (scikit-learn, NOTES.md), random search, regularised evolution (50/10) and
+batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised evolution (50/10) and
 Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus the predictor quality
 (RMSE, Kendall tau) vs training points for each initial design, on all feasible archs and near the
 constraint boundary.
@@ -48,6 +48,7 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "engine-uniform-init": {"sampler": "uniform"},
     "engine-sobol-init": {"sampler": "sobol"},
     "engine-batch4": {"batch_size": 4},
+    "engine-trust-region": {"trust_region": True},
 }
 ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 3 seeds (the CPU is shared)
 ABLATION_SEEDS = 3

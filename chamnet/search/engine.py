@@ -51,6 +51,7 @@ class EngineConfig:
     exhaustive_limit: int = 100_000
     pool_size: int = 4096
     mutate_top: int = 5
+    trust_region: bool = False  # restrict acquisition to a Hamming ball around the incumbent (TuRBO-like)
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
@@ -123,9 +124,7 @@ class _CostScale:
 
 
 # -- the model ----------------------------------------------------------------------------------
-def fit_gp(
-    X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", optimise: bool = True
-) -> Any:
+def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", optimise: bool = True) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters, or, with
     ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data)."""
@@ -251,6 +250,8 @@ class EngineState:
     features: Callable[[Sequence[Arch], np.ndarray], np.ndarray] | None = None
     fitted_on: int = 0
     optimised_on: int = 0
+    tr_radius: int = 0  # trust-region radius in changed dimensions (0: not started)
+    tr_failures: int = 0
     fit_seconds: float = 0.0
 
     def predict(self, archs: Sequence[Arch], primary_cost: np.ndarray) -> np.ndarray | None:
@@ -336,6 +337,7 @@ class BayesOptEngine:
                     state, queried, cands, fresh, features, min(cfg.batch_size, room), problem
                 )
                 phase = "bo"
+            before = max((q.accuracy for q in queried.values() if _feasible(problem, q)), default=-np.inf)
             accs = problem.oracle(batch)
             bcosts = problem.cost_matrix(batch)
             for k, (a, acc) in enumerate(zip(batch, accs, strict=True)):
@@ -343,6 +345,9 @@ class BayesOptEngine:
                     raise ArchError(f"the oracle returned {acc} for {space.format(a)}")
                 queried[a] = Query(a, float(acc), {n: float(v[k]) for n, v in bcosts.items()}, phase)
             state.queries = list(queried.values())
+            if phase == "bo" and cfg.trust_region:
+                after = max((q.accuracy for q in queried.values() if _feasible(problem, q)), default=-np.inf)
+                self._update_trust_region(state, after > before, len(space.dimensions))
             if on_query is not None:
                 on_query(state)
         if state.queries and (state.model is None or len(state.queries) > state.fitted_on):
@@ -387,6 +392,8 @@ class BayesOptEngine:
             (x.accuracy for x in queried.values() if _feasible(problem, x)),
             default=min(x.accuracy for x in queried.values()),
         )
+        if self.config.trust_region:
+            fresh = self._trust_region(state, queried, cands, fresh, problem)
         Xc = features([cands.archs[i] for i in fresh], cands.cost[fresh])
         if q == 1 or len(fresh) <= q:
             mean, std = predict_gp(state.model, Xc)
@@ -407,6 +414,42 @@ class BayesOptEngine:
             if a not in picked:
                 picked.append(a)
         return picked
+
+    def _trust_region(
+        self,
+        state: EngineState,
+        queried: Mapping[Arch, Query],
+        cands: _Candidates,
+        fresh: list[int],
+        problem: Problem,
+    ) -> list[int]:
+        """The fresh candidates within ``state.tr_radius`` changed dimensions of the best feasible
+        arch; the radius grows by one after an improving step, shrinks by one after 3 failures, and
+        restarts at the full width when the ball holds no fresh candidate."""
+        d = len(problem.space.dimensions)
+        feas = [x for x in queried.values() if _feasible(problem, x)]
+        if not feas:
+            return fresh
+        inc = max(feas, key=lambda x: x.accuracy).arch
+        if state.tr_radius == 0:
+            state.tr_radius = max(1, (d + 1) // 2)
+        dist = np.array([sum(a != b for a, b in zip(cands.archs[i], inc, strict=True)) for i in fresh])
+        inside = [i for i, r in zip(fresh, dist, strict=True) if r <= state.tr_radius]
+        if not inside:
+            state.tr_radius = d
+            return fresh
+        return inside
+
+    @staticmethod
+    def _update_trust_region(state: EngineState, improved: bool, d: int) -> None:
+        if state.tr_radius == 0:
+            return
+        if improved:
+            state.tr_radius, state.tr_failures = min(d, state.tr_radius + 1), 0
+        else:
+            state.tr_failures += 1
+            if state.tr_failures >= 3:
+                state.tr_radius, state.tr_failures = max(1, state.tr_radius - 1), 0
 
     def _pool(
         self, problem: Problem, encoder: Encoder, rng: np.random.Generator, queried: Sequence[Query]

@@ -220,3 +220,13 @@ def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
         post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
     assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
     assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
+
+
+def test_trust_region_keeps_bo_steps_near_the_incumbent() -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 8.0})
+    cfg = EngineConfig(n_init=4, trust_region=True)
+    state = BayesOptEngine(cfg).run(problem, 10, np.random.default_rng(0))
+    assert len({q.arch for q in state.queries}) == 10
+    assert 1 <= state.tr_radius <= len(sp.dimensions)
+    assert all(q.costs["latency_ms"] <= 8.0 for q in state.queries)
