@@ -11,10 +11,10 @@ LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), 
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
 Methods: the engine (defaults) and its ablations (no cost feature, uniform/Sobol initial design,
-batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised evolution (50/10) and
-Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus the predictor quality
-(RMSE, Kendall tau) vs training points for each initial design, on all feasible archs and near the
-constraint boundary.
+batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
+evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
+the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
+feasible archs and near the constraint boundary.
 
     .venv/bin/python bench/search_efficiency.py            # full (resumes from the results file)
     .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute

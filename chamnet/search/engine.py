@@ -18,7 +18,9 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
    exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
-   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``).
+   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). With
+   ``trust_region`` the candidates are limited to a Hamming ball around the incumbent (TuRBO-like
+   radius adaptation), off by default.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
 """
