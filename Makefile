@@ -58,6 +58,7 @@ bench: install
 	$(PY) bench/transport_overhead.py
 	$(PY) bench/transport_fixed_cost.py
 	$(PY) bench/fault_recovery.py
+	$(PY) bench/search_efficiency.py
 	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).

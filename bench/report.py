@@ -386,6 +386,10 @@ def main() -> None:
     for name, render in renders:
         r = _load(name)
         parts += (render(r) if r else [f"## {name}", "", "_not run yet_"]) + [""]
+    from search_efficiency import render as search_render  # bench/ is on sys.path when run as a script
+
+    r = _load("search_efficiency")
+    parts += (search_render(r, _env(r)) if r else ["## Search sample efficiency", "", "_not run yet_"]) + [""]
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
 

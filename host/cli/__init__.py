@@ -17,6 +17,7 @@ from .lut import lut_app
 from .measure import measure
 from .predict import predict
 from .profile import profile
+from .search import search
 
 app = typer.Typer(
     name="chamlab",
@@ -38,6 +39,7 @@ app.command()(predict)
 app.command()(measure)
 app.add_typer(lut_app, name="lut")
 app.command()(calibrate)
+app.command()(search)
 
 
 def main() -> None:
