@@ -26,7 +26,7 @@ import os
 import sys
 from importlib import metadata
 
-from . import probe
+from . import power, probe
 from .measure import MeasurePolicy, measure, summarize
 
 RESULT_SCHEMA = 1
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpufreq_root", default=probe.SysfsRoots.cpufreq_root)
     p.add_argument("--thermal_root", default=probe.SysfsRoots.thermal_root)
     p.add_argument("--power_supply_root", default=probe.SysfsRoots.power_supply_root)
+    power.add_arguments(p)  # --power_reader etc.: energy above idle into the result's "energy"
     return p
 
 
@@ -120,6 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     method.set_inputs(_inputs(method.method_meta()))
     result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
     kept = result.kept
+    energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
 
     etdump = None
     if args.etdump_path:
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "runtime_version": metadata.version("executorch"),
         "fingerprint": probe.fingerprint(),
         "etdump_path": etdump,
+        "energy": energy,
         "started_at": started.isoformat(),
         "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),
     }

@@ -11,6 +11,7 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
@@ -36,6 +37,7 @@ def measure(
     space_name: SpaceOpt,
     arch: ArchOpt,
     threads: ThreadsOpt = None,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     lut: Annotated[
@@ -56,7 +58,11 @@ def measure(
     from chamlab.host import api
 
     spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
+        registry(devices).get(target),
+        threads=threads,
+        backend=value(backend),
+        dtype=value(dtype),
+        batch=batch,
     )
     sp = space(space_name)
     a = sp.resolve(arch)
@@ -71,7 +77,8 @@ def measure(
         return
     m = report.measurement
     out.print(
-        f"[bold]{sp.name}[/] {report.arch} on {spec.target} ({spec.backend.value}, {spec.threads} thread(s))"
+        f"[bold]{sp.name}[/] {report.arch} on {spec.target} "
+        f"({spec.backend.value}, {spec.threads} thread(s), batch {spec.batch})"
     )
     out.print(
         f"  measured_p50_ms  {m.stats['p50_ms']:.4f}   (p10 {m.stats['p10_ms']:.4f}, p90 "
