@@ -152,10 +152,12 @@ def predict(
         path = Path(lut_path) if lut_path is not None else Path("<memory>")
         mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
         prediction = predict_latency(space, arch, lut, path, mset, raw=raw)
+    shape = space.input_shape(arch)
+    n = mset.batch if mset is not None else batch or 1
     return PredictionReport(
         space.name,
         space.format(arch),
-        space.input_shape(arch),
+        (n, *shape[1:]),
         space.macs(arch),
         space.params(arch),
         prediction,

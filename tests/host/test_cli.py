@@ -219,7 +219,7 @@ def test_unknown_backend_or_dtype_is_bad_input_and_writes_nothing(tmp_path: Path
         args = ["profile", "-t", "test-cpu", "-s", "macro-cifar10", opt, bad]
         res = chamlab(*args, "--devices", fast_devices, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
-        assert f"'{bad}' is not one of {listed}" in " ".join(res.stderr.split())
+        assert f"'{bad}' is not one of {listed}" in " ".join(res.stderr.replace("│", " ").split())
     assert list(tmp_path.iterdir()) == [], "nothing may be written"
 
 
@@ -255,6 +255,7 @@ def test_profile_batch_4_beside_batch_1_and_predict_chooses_by_batch(
 
     one, batch4 = predicted(), predicted("--batch", "4")
     assert one["lut"]["batch"] == 1 and batch4["lut"]["batch"] == 4
+    assert one["input_shape"] == [1, 3, 32, 32] and batch4["input_shape"] == [4, 3, 32, 32]
     p50 = df.set_index(["op_key", "batch"])["p50_ms"]
     assert batch4["lut_sum_ms"] == pytest.approx(
         sum(p50[(o["op_key"], 4)] * o["count"] for o in batch4["ops"])

@@ -66,3 +66,35 @@ def test_trace_rows_replace_the_same_op_and_a_lut_is_not_a_trace(tmp_path: Path)
     Lut.empty().write(tmp_path / "lut.parquet")
     with pytest.raises(DataFileError, match="not a chamlab power trace"):
         power.read_trace(tmp_path / "lut.parquet")
+
+
+def test_lut_row_takes_energy_batch_and_delegation_from_the_runner_result(
+    tmp_path: Path, fast_devices: Path
+) -> None:
+    """The row a measured op becomes (no device needed: the runner's result record is given)."""
+    from chamlab.host import api
+    from chamlab.host.pipeline import Measured
+    from chamlab.host.profiling import lut_row
+    from chamlab.operators import InvertedResidual
+    from chamlab.operators.export import Artifact, ExportItem
+
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"), threads=1, batch=8)
+    op = InvertedResidual(16, 16, 3, 1, 3, 8, 8)
+    item = ExportItem.for_op(op, 8)
+    art = Artifact(item, "xnnpack", "fp32", tmp_path / "a.pte", tmp_path / "a.etrecord", "k", None)
+    energy = {
+        "reader": "battery",
+        "idle_power_w": 1.5,
+        "avg_power_w": 2.0,
+        "energy_mj": 0.4,
+        "charging": True,
+    }
+    events = [{"event": "conv", "p50_ms": 0.1, "delegated": True}]
+    row = lut_row(spec, Measured(item, art, [1.0, 1.1], {"energy": energy}, events), "run-1")
+    assert (row["batch"], row["input_shape"]) == (8, [8, 16, 8, 8])
+    assert (row["idle_power_w"], row["avg_power_w"], row["energy_mj"]) == (1.5, 2.0, 0.4)
+    assert row["power_reader"] == "battery" and row["charging"] is True and row["delegated"] is True
+    events.append({"event": "native_call_add", "p50_ms": 0.01, "delegated": False})
+    row = lut_row(spec, Measured(item, art, [1.0], {"energy": {"reader": "rapl", "error": "x"}}, events), "r")
+    assert row["delegated"] is False and row["energy_mj"] is None and row["quant_recipe"] is None
+    assert lut_row(spec, Measured(item, art, [1.0], {}, None), "r")["delegated"] is None
