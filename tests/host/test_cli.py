@@ -263,3 +263,8 @@ def test_profile_batch_4_beside_batch_1_and_predict_chooses_by_batch(
     assert one["lut_sum_ms"] == pytest.approx(sum(p50[(o["op_key"], 1)] * o["count"] for o in one["ops"]))
     res = chamlab("predict", "-s", "macro-cifar10", "-a", "all-identity", "--lut", lut, "--batch", "2")
     assert res.returncode == 2 and "no rows for target=* backend=* dtype=* threads=* batch=2" in res.stderr
+    args = ["measure", "-t", "test-cpu", "-s", "macro-cifar10", "-a", "all-identity", "--lut", lut]
+    res = chamlab(*args, "--batch", "4", "--devices", fast_devices, "--json")
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)
+    assert m["batch"] == 4 and m["predicted_ms"] == pytest.approx(batch4["latency_ms"])
