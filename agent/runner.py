@@ -51,7 +51,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
-from . import probe
+from . import power, probe
 from .measure import MeasurePolicy, measure, summarize
 
 RESULT_SCHEMA = 1
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--etdump", action="store_true", help="write <out_dir>/<digest>.etdp for each op")
     b.add_argument("--op_timeout_s", type=float, default=0.0, help="per-op deadline (0: none)")
     b.add_argument("--op_cooldown_s", type=float, default=0.0, help="sleep between ops")
+    power.add_arguments(p)  # --power_reader etc.: energy above idle into the result's "energy"
     return p
 
 
@@ -161,6 +162,7 @@ def measure_artifact(
     method.set_inputs(_inputs(method.method_meta()))
     result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
     kept = result.kept
+    energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
     del method, program
 
     etdump = None
@@ -196,6 +198,7 @@ def measure_artifact(
         "runtime_version": metadata.version("executorch"),
         "fingerprint": probe.fingerprint(),
         "etdump_path": etdump,
+        "energy": energy,
         "started_at": started.isoformat(),
         "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),
     }

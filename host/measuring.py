@@ -41,9 +41,9 @@ class NetworkMeasurement:
         return len(self.samples_ms)
 
 
-def network_item(space: SearchSpace, arch: Arch) -> ExportItem:
-    """The export item of a whole network (named ``net:<space>:<arch>``)."""
-    return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch))
+def network_item(space: SearchSpace, arch: Arch, batch: int = 1) -> ExportItem:
+    """The export item of a whole network (named ``net:<space>:<arch>``) at ``batch``."""
+    return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch), batch)
 
 
 def measure_networks(
@@ -63,7 +63,7 @@ def measure_networks(
     directory is then kept, so re-running resumes.
     """
     progress = progress or NullProgress()
-    items = [network_item(space, a) for a in archs]
+    items = [network_item(space, a, spec.batch) for a in archs]
     with claim_device(spec, no_wait=no_wait, progress=progress, what=f"measure {space.name}"):
         run = run_items(
             spec,
@@ -127,6 +127,7 @@ class MeasureReport:
             "backend": self.spec.backend.value,
             "dtype": self.spec.dtype.value,
             "threads": self.spec.threads,
+            "batch": self.spec.batch,
             "macs": self.macs,
             "params": self.params,
             "measured_p50_ms": m.stats["p50_ms"],
@@ -174,6 +175,7 @@ def measure(
                 backend=spec.backend.value,
                 dtype=spec.dtype.value,
                 threads=spec.threads,
+                batch=spec.batch,
             )
             pred = predict_latency(space, arch, lut, path, mset, raw=raw)
             predicted, calibrated = pred.latency_ms, pred.calibrated

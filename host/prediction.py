@@ -61,7 +61,10 @@ def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path:
     from .profiling import EXHAUSTIVE_LIMIT
 
     cmd = ["chamlab", "profile", "--target", mset.device, "--space", space.name]
-    cmd += ["--threads", str(mset.threads), "--out", str(path)]
+    cmd += ["--threads", str(mset.threads)]
+    if mset.batch != 1:
+        cmd += ["--batch", str(mset.batch)]
+    cmd += ["--out", str(path)]
     if space.size > EXHAUSTIVE_LIMIT:  # a large space is not profiled exhaustively: name the arch
         cmd += ["--arch", arch_text]
     return f"fill them with `{shlex.join(cmd)}`"
@@ -99,7 +102,7 @@ def predict_latency(
     predictor = LutLatencyPredictor(
         lut.p50_by_key(mset),
         correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s))",
+        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
         fill=fill,
     )
     ops = space.ops(arch)
@@ -166,6 +169,7 @@ class PredictionReport:
                 "backend": m.backend,
                 "dtype": m.dtype,
                 "threads": m.threads,
+                "batch": m.batch,
             },
             "ops": None
             if p is None
@@ -194,20 +198,23 @@ def predict(
     backend: str | None = None,
     dtype: str | None = None,
     threads: int | None = None,
+    batch: int | None = None,
     raw: bool = False,
     interpolate: bool = False,
 ) -> PredictionReport:
     """Counts of ``arch``, plus its LUT prediction when a LUT is given (``lut`` read from
-    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads."""
+    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch."""
     prediction = mset = None
     if lut is not None:
         path = Path(lut_path) if lut_path is not None else Path("<memory>")
-        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads)
+        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
         prediction = predict_latency(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
+    shape = space.input_shape(arch)
+    n = mset.batch if mset is not None else batch or 1
     return PredictionReport(
         space.name,
         space.format(arch),
-        space.input_shape(arch),
+        (n, *shape[1:]),
         space.macs(arch),
         space.params(arch),
         prediction,

@@ -45,7 +45,7 @@ from chamlab.operators.export import Artifact
 from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
-_AGENT_FILES = ("__init__.py", "measure.py", "probe.py", "runner.py")
+_AGENT_FILES = ("__init__.py", "measure.py", "power.py", "probe.py", "runner.py")
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
 EX_BUSY = 75  # the driver's exit code when the device lock is held and NO_WAIT=1
@@ -140,6 +140,7 @@ class DeviceSession:
             "runner": self.device.runner,
             "measure": self.device.measure.to_json(),
             "affinity": self.device.affinity,
+            "power": self.device.power_flags(),
             "tasks": sorted(
                 (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
             ),
@@ -163,6 +164,7 @@ class DeviceSession:
                     hint=f'set python = "/path/to/python3" in [devices.{self.device.name}] of devices.toml',
                 )
             cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.to_flags()]
+            cmd += self.device.power_flags()
             lines += [
                 'here=$(cd "$(dirname "$0")" && pwd)',
                 'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',

@@ -59,6 +59,16 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option("--threads", "-j", min=1, max=256, help="runtime threads (default: the device's `threads`)"),
 ]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch",
+        "-b",
+        min=1,
+        max=4096,
+        help="input batch size: ops and networks are exported and measured (and LUT rows chosen) at N",
+    ),
+]
 BackendOpt = Annotated[
     Backend | None, typer.Option("--backend", help="ExecuTorch backend (default: the device's)")
 ]

@@ -11,6 +11,7 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
@@ -38,6 +39,7 @@ def measure(
     target: TargetOpt = None,
     serial: SerialOpt = None,
     threads: ThreadsOpt = None,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     lut: Annotated[
@@ -58,7 +60,7 @@ def measure(
     from chamlab.host import api
 
     dev = device(devices, target, serial)
-    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype))
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
     sp = space(space_name)
     a = sp.resolve(arch)
     with RichProgress() as progress:
@@ -72,7 +74,8 @@ def measure(
         return
     m = report.measurement
     out.print(
-        f"[bold]{sp.name}[/] {report.arch} on {spec.target} ({spec.backend.value}, {spec.threads} thread(s))"
+        f"[bold]{sp.name}[/] {report.arch} on {spec.target} "
+        f"({spec.backend.value}, {spec.threads} thread(s), batch {spec.batch})"
     )
     out.print(
         f"  measured_p50_ms  {m.stats['p50_ms']:.4f}   (p10 {m.stats['p10_ms']:.4f}, p90 "

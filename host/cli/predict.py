@@ -11,6 +11,7 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
@@ -44,6 +45,7 @@ def predict(
     threads: Annotated[
         int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
     ] = None,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     raw: RawOpt = False,
@@ -76,6 +78,7 @@ def predict(
         backend=value(backend),
         dtype=value(dtype),
         threads=threads,
+        batch=batch,
         raw=raw,
         interpolate=interpolate,
     )
@@ -93,7 +96,10 @@ def predict(
             "for a latency prediction"
         )
         return
-    t = Table(title=f"predicted latency from {report.lut_path} ({mset.device}, {mset.threads} thread(s))")
+    t = Table(
+        title=f"predicted latency from {report.lut_path} "
+        f"({mset.device}, {mset.threads} thread(s), batch {mset.batch})"
+    )
     t.add_column("op", overflow="fold")  # keys wrap rather than lose their tail
     for col in ("count", "p50 ms", "total ms"):
         t.add_column(col, justify="right", no_wrap=True)

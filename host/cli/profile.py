@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ._common import (
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
@@ -57,6 +58,7 @@ def profile(
     ] = None,
     sample: Annotated[int | None, typer.Option(min=1, help="also profile the ops of N random archs")] = None,
     seed: Annotated[int, typer.Option(help="seed for --sample")] = 0,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     force: Annotated[bool, typer.Option(help="re-measure ops the LUT already holds")] = False,
@@ -81,7 +83,7 @@ def profile(
     from chamlab.host import api
 
     dev = device(devices, target, serial)
-    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype))
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
     sp = space(space_name)
     chosen = archs_from_options(sp, arch, sample, seed)
     lut_path = out_path or api.default_lut_path(dev.name)
@@ -114,6 +116,8 @@ def profile(
                 f"[yellow]{len(report.unstable)} op(s) stayed unstable after re-measuring "
                 "(flagged in the LUT column `unstable`)[/]"
             )
+    if report.power_error:
+        err.print(f"[yellow]no energy measured: {escape(report.power_error)}[/]", soft_wrap=True)
     if report.failed:
         for key, msg in report.failed:
             err.print(f"[red]failed[/] {escape(key)}: {escape(msg)}", soft_wrap=True)
