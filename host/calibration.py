@@ -193,7 +193,12 @@ def calibrate(
     progress = progress or NullProgress()
     lut = Lut.read(lut_path)
     mset = lut.choose(
-        lut_path, device=spec.target, backend=spec.backend.value, dtype=spec.dtype.value, threads=spec.threads
+        lut_path,
+        device=spec.target,
+        backend=spec.backend.value,
+        dtype=spec.dtype.value,
+        threads=spec.threads,
+        batch=spec.batch,
     )
     p50 = lut.p50_by_key(mset)
     archs = select_networks(space, p50, mset.dtype, n, np.random.default_rng(seed))
