@@ -55,6 +55,10 @@ bench: install
 	$(PY) bench/stability.py
 	$(PY) bench/runtime_import.py
 	$(PY) bench/lut_merge.py
+	$(PY) bench/transport_overhead.py
+	$(PY) bench/transport_fixed_cost.py
+	$(PY) bench/fault_recovery.py
+	$(PY) bench/search_efficiency.py
 	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).

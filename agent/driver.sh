@@ -7,6 +7,7 @@
 #                OP_TIMEOUT_S (per-op deadline, 0 = none) COOLDOWN_S (sleep between ops)
 #                LOCK_DIR (the device lock, "" = none) NO_WAIT (1: exit 75 at once if it is held)
 #                WATCH_STDIN (1: end everything when standard input closes)
+#                BATCH (1, shim only: one runner process measures every task in turn; default 0)
 #   runner.sh    the runner command (the shim or an executor_runner binary, with taskset and any
 #                runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
@@ -28,35 +29,34 @@
 # retried. Progress goes to stdout, one line per op:
 #   chamlab-driver op <i> <total> <rc> <key>     |  chamlab-driver skip <i> <total> <key>
 #   chamlab-driver done <total> <failed>
+#
+# Batch mode (BATCH=1, RUNNER_KIND=shim): the shim is started once with the task list
+# (`--tasks tasks.tsv`) and itself appends the same result lines and prints the same progress lines,
+# enforcing the per-op deadline inside (it records the op as rc 124 and exits 124). While an op runs,
+# out/inflight names it ("<i> TAB <digest> TAB <key>"). When the shim dies with an op in flight (a
+# crash, the SIGALRM backstop of its deadline), the driver records that op as failed with its log
+# and starts the shim again; the shim skips what is done and what this driver run already tried.
+# Every restart follows progress (a new result line), so there is no endless restart loop: a shim
+# that records nothing (it cannot even start) has every remaining op recorded as failed with its
+# exit code and out/shim.log, once.
 set -u
 cd "$(dirname "$0")" || exit 70
 . ./driver.env
 LOCK_DIR=${LOCK_DIR:-}
 NO_WAIT=${NO_WAIT:-0}
 WATCH_STDIN=${WATCH_STDIN:-0}
+BATCH=${BATCH:-0}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
 watcher=""  # pid of the stdin watcher
-finished="" # the watchdog's "runner ended in time" marker, and its sleep's pid file
-sleeper=""
 locked=0
 
 boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
 
-stop_dog() {
-  : > "$finished"
-  while [ ! -s "$sleeper" ] && kill -0 "$dog" 2>/dev/null; do :; done  # it writes the pid at once
-  # KILL: a TERM can reach the forked child before it has exec'd sleep, where a trap may swallow it
-  if [ -s "$sleeper" ]; then kill -KILL "$(cat "$sleeper")" 2>/dev/null; fi
-  wait "$dog" 2>/dev/null
-  dog=""
-  rm -f "$finished" "$sleeper"
-}
-
 cleanup() {
   if [ -n "$runner" ]; then kill -KILL "$runner" 2>/dev/null; fi
-  if [ -n "$dog" ]; then stop_dog; fi
+  if [ -n "$dog" ]; then kill -KILL "$dog" 2>/dev/null; fi
   if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
   if [ "$locked" = 1 ]; then rm -rf "$LOCK_DIR"; fi
 }
@@ -117,6 +117,78 @@ total=$(wc -l < tasks.tsv | tr -d ' ')
 tab=$(printf '\t')
 i=0
 failed=0
+
+bytes_of() { wc -c < "$1" | tr -d ' '; }
+
+# one result line, as the shim writes it: "end" last, so a line cut short never counts
+record() {  # rc key digest log
+  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":null,"result":null,"end":"%d:%s"}\n' \
+    "$1" "$2" "$3" "$4" "$1" "$2" >> results.jsonl
+}
+
+# grep pattern (basic regex) of a line ending that records <key> with any rc
+any_end() { printf '"end":"[0-9-]*:%s"}$' "$(printf '%s' "$1" | sed 's/[.[\*^$]/\\&/g')"; }
+
+run_batch() {
+  from=$(bytes_of results.jsonl)  # lines from here on were written by this driver run
+  restarts=0
+  while :; do
+    if [ -s results.jsonl ] && [ -n "$(tail -c 1 results.jsonl)" ]; then echo >> results.jsonl; fi
+    before=$(bytes_of results.jsonl)
+    rm -f out/inflight
+    set -- --tasks tasks.tsv --results results.jsonl --results_from "$from" --out_dir out \
+      --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS" \
+      --op_timeout_s "$OP_TIMEOUT_S" --op_cooldown_s "$COOLDOWN_S"
+    if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump; fi
+    sh ./runner.sh "$@" 2>> out/shim.log < /dev/null &
+    runner=$!
+    wait "$runner"
+    rc=$?
+    runner=""
+    if [ -s out/inflight ]; then
+      # the shim died measuring this op: record it failed, with its log, and start the shim again
+      IFS="$tab" read -r ci cdigest ckey < out/inflight
+      crc=$rc
+      if [ "$crc" = 0 ]; then crc=70; fi
+      if [ "$crc" = 142 ]; then  # SIGALRM: the backstop of the shim's per-op deadline
+        crc=124
+        echo "driver: killed after the per-op deadline of $OP_TIMEOUT_S s" >> "out/$cdigest.log"
+      else
+        echo "driver: the runner process died (exit $rc) measuring this op" >> "out/$cdigest.log"
+      fi
+      if [ -s results.jsonl ] && [ -n "$(tail -c 1 results.jsonl)" ]; then echo >> results.jsonl; fi
+      record "$crc" "$ckey" "$cdigest" "out/$cdigest.log"
+      echo "chamlab-driver op $ci $total $crc $ckey"
+      rm -f out/inflight
+    elif [ "$rc" = 0 ]; then
+      return 0
+    fi
+    restarts=$((restarts + 1))
+    if [ "$(bytes_of results.jsonl)" = "$before" ] || [ "$restarts" -gt "$total" ]; then
+      # no progress: the shim cannot run at all. Record every op it did not reach, once.
+      echo "driver: the runner exited $rc without measuring; see out/shim.log" >> out/shim.log
+      j=0
+      while IFS="$tab" read -r digest key artifact; do
+        j=$((j + 1))
+        if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then continue; fi
+        if tail -c "+$((from + 1))" results.jsonl | grep -q "$(any_end "$key")"; then continue; fi
+        record "$rc" "$key" "$digest" out/shim.log
+        echo "chamlab-driver op $j $total $rc $key"
+      done < tasks.tsv
+      return 0
+    fi
+  done
+}
+
+if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
+  run_batch
+  while IFS="$tab" read -r digest key artifact; do
+    if ! grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then failed=$((failed + 1)); fi
+  done < tasks.tsv
+  echo "chamlab-driver done $total $failed"
+  exit 0
+fi
+
 while IFS="$tab" read -r digest key artifact; do
   i=$((i + 1))
   if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
@@ -127,8 +199,6 @@ while IFS="$tab" read -r digest key artifact; do
   etd="out/$digest.etdp"
   log="out/$digest.log"
   expired="out/$digest.expired"
-  finished="out/$digest.finished"
-  sleeper="out/$digest.sleeper"
   rm -f "$res" "$etd" "$expired"
   set -- --model_path "$artifact" --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS"
   if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
@@ -136,26 +206,23 @@ while IFS="$tab" read -r digest key artifact; do
   sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
   runner=$!
   if [ "$OP_TIMEOUT_S" != 0 ]; then
-    # The deadline: a subshell around a plain `sleep`. It is ended by killing that sleep (never by
-    # signalling the subshell: shells differ in what a subshell does with inherited traps), after
-    # which it sees $finished and exits without touching the runner.
-    rm -f "$finished" "$sleeper"
+    # one-second naps, and SIGKILL to end it: a TERM trap around `wait` can lose the signal (dash),
+    # which left the driver waiting for a whole deadline; a killed dog leaves at most a 1 s nap
     (
-      sleep "$OP_TIMEOUT_S" &
-      echo $! > "$sleeper"
-      wait $!
-      if [ ! -f "$finished" ]; then
-        : > "$expired"
-        kill -KILL "$runner" 2>/dev/null
-      fi
-    ) < /dev/null > /dev/null 2>&1 &
+      n=0
+      while [ "$n" -lt "$OP_TIMEOUT_S" ]; do sleep 1; n=$((n + 1)); done
+      : > "$expired"
+      kill -KILL "$runner" 2>/dev/null
+    ) > /dev/null 2>&1 &
     dog=$!
   fi
   wait "$runner"
   rc=$?
   runner=""
   if [ -n "$dog" ]; then
-    stop_dog
+    kill -KILL "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
+    dog=""
   fi
   if [ -f "$expired" ]; then
     rc=124

@@ -15,18 +15,43 @@ samples); the host parses it with ``executorch.devtools.Inspector`` for a per-op
 
 On success the result is one line of JSON written atomically to ``--result_path`` (or stdout), and
 the exit code is 0. On failure the message goes to stderr and the exit code is 1 (2 for bad flags).
+
+**Batch mode** (``--tasks tasks.tsv``, used by ``agent/driver.sh`` with ``BATCH=1``): one process
+measures every task of the run in turn, so the ~1.5 s of interpreter and runtime start-up is paid
+once per run instead of once per op. For each task (``<digest> TAB <key> TAB <artifact>``) not yet
+done it appends the driver's crash-safe result line to ``--results`` itself (written, flushed and
+fsynced; ending with ``"end":"<rc>:<key>"}``) and prints the driver's progress line
+(``chamlab-driver op|skip ...``) on its original standard output. While an op runs:
+
+* ``<out_dir>/inflight`` names it (``<i> TAB <digest> TAB <key>``), so if the process dies (a
+  segfault in a kernel, the OOM killer), the driver records exactly that op as failed with its log
+  and starts the shim again, which skips it: ops done (``rc 0``) in any run, and ops already tried
+  since byte ``--results_from`` of the results (this driver run), are skipped;
+* its standard output and error go to ``<out_dir>/<digest>.log`` (the runtime's own messages too);
+* a watchdog thread enforces ``--op_timeout_s``: past it, the op is recorded as failed with rc 124
+  and the process exits 124 (the driver restarts it for the rest). ``SIGALRM`` a few seconds later
+  is the backstop should the op hold the interpreter lock in native code (the process dies, the
+  driver records the op as rc 124).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import math
 import os
+import re
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
-from . import probe
+from . import power, probe
 from .measure import MeasurePolicy, measure, summarize
 
 RESULT_SCHEMA = 1
@@ -38,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model_path", required=True, help="ExecuTorch program (.pte)")
+    p.add_argument("--model_path", default=None, help="ExecuTorch program (.pte); required without --tasks")
     p.add_argument("--method_name", default="forward")
     p.add_argument("--cpu_threads", type=int, default=0, help="runtime thread-pool size (0: runtime default)")
     p.add_argument("--etdump_path", default=None, help="write an ETDump of a separate profiled pass here")
@@ -48,6 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpufreq_root", default=probe.SysfsRoots.cpufreq_root)
     p.add_argument("--thermal_root", default=probe.SysfsRoots.thermal_root)
     p.add_argument("--power_supply_root", default=probe.SysfsRoots.power_supply_root)
+    b = p.add_argument_group("batch mode (driven by agent/driver.sh)")
+    b.add_argument("--tasks", default=None, help="measure every task of this tasks.tsv in turn")
+    b.add_argument("--results", default="results.jsonl", help="append one result line per op here")
+    b.add_argument(
+        "--results_from", type=int, default=0, help="byte offset where this driver run's lines begin"
+    )
+    b.add_argument("--out_dir", default="out", help="per-op logs, ETDumps and the in-flight marker")
+    b.add_argument("--etdump", action="store_true", help="write <out_dir>/<digest>.etdp for each op")
+    b.add_argument("--op_timeout_s", type=float, default=0.0, help="per-op deadline (0: none)")
+    b.add_argument("--op_cooldown_s", type=float, default=0.0, help="sleep between ops")
+    power.add_arguments(p)  # --power_reader etc.: energy above idle into the result's "energy"
     return p
 
 
@@ -107,33 +143,42 @@ def _runtime():  # type: ignore[no-untyped-def]
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     rt = _runtime()
-
-    policy = MeasurePolicy.from_namespace(args)
-    roots = probe.SysfsRoots(args.cpufreq_root, args.thermal_root, args.power_supply_root)
     if args.cpu_threads > 0:
         rt._unsafe_reset_threadpool(args.cpu_threads)
+    return measure_artifact(rt, args, args.model_path, args.etdump_path)
+
+
+def measure_artifact(
+    rt: Any, args: argparse.Namespace, model_path: str, etdump_path: str | None
+) -> dict[str, object]:
+    """Measure one program with the runtime ``rt`` (thread pool already set) under ``args``' policy."""
+    policy = MeasurePolicy.from_namespace(args)
+    roots = probe.SysfsRoots(args.cpufreq_root, args.thermal_root, args.power_supply_root)
     threads = rt._threadpool_get_thread_count()
     started = _dt.datetime.now(_dt.UTC)
 
-    program = rt._load_program(args.model_path)
+    program = rt._load_program(model_path)
     method = program.load_method(args.method_name)
     method.set_inputs(_inputs(method.method_meta()))
     result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
     kept = result.kept
+    energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
+    del method, program
 
     etdump = None
-    if args.etdump_path:
-        module = rt._load_for_executorch(args.model_path, enable_etdump=True, debug_buffer_size=0)
+    if etdump_path:
+        module = rt._load_for_executorch(model_path, enable_etdump=True, debug_buffer_size=0)
         inputs = _inputs(module.method_meta(args.method_name))
         for _ in range(max(1, args.etdump_executions)):
             module.run_method(args.method_name, inputs)
-        module.write_etdump_result_to_file(args.etdump_path)
-        etdump = args.etdump_path
+        module.write_etdump_result_to_file(etdump_path)
+        del module
+        etdump = etdump_path
 
     return {
         "schema": RESULT_SCHEMA,
         "runner": "chamlab-shim",
-        "model_path": args.model_path,
+        "model_path": model_path,
         "samples_ms": kept.samples_ms,
         **summarize(kept.samples_ms),
         "n_samples": len(kept.samples_ms),
@@ -153,18 +198,191 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "runtime_version": metadata.version("executorch"),
         "fingerprint": probe.fingerprint(),
         "etdump_path": etdump,
+        "energy": energy,
         "started_at": started.isoformat(),
         "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+# -- batch mode ------------------------------------------------------------------------------------
+MeasureOne = Callable[[argparse.Namespace, str, "str | None"], dict[str, object]]
+_END = re.compile(r'"end":"(-?\d+):([^"]*)"}$')
+DEADLINE_RC = 124
+BACKSTOP_S = 5  # SIGALRM this long after the watchdog's deadline, should the watchdog never run
+
+
+def read_tasks(path: str) -> list[tuple[str, str, str]]:
+    """``(digest, key, artifact)`` per line of a tasks.tsv."""
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 3:
+                raise ValueError(f"{path}:{n}: expected <digest> TAB <key> TAB <artifact>, got {line!r}")
+            out.append((parts[0], parts[1], parts[2]))
+    return out
+
+
+def finished_keys(path: str, results_from: int) -> tuple[set[str], set[str]]:
+    """Keys done (a complete line with rc 0 anywhere) and keys tried since byte ``results_from``."""
+    done: set[str] = set()
+    tried: set[str] = set()
+    if not os.path.exists(path):
+        return done, tried
+    with open(path, "rb") as fh:
+        offset = 0
+        for raw in fh:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            m = _END.search(line)
+            if m:
+                if m.group(1) == "0":
+                    done.add(m.group(2))
+                if offset >= results_from:
+                    tried.add(m.group(2))
+            offset += len(raw)
+    return done, tried
+
+
+def result_line(rc: int, key: str, digest: str, log: str, etdump: str | None, result: object) -> str:
+    """The driver's result line, byte for byte (``end`` last, so a cut line never counts)."""
+    rec = {"rc": rc, "op_key": key, "digest": digest, "log": log, "etdump": etdump, "result": result}
+    body = json.dumps(rec, separators=(",", ":"))
+    return body[:-1] + f',"end":"{rc}:{key}"}}\n'
+
+
+def _append_synced(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _real_measure(rt: Any) -> MeasureOne:
+    def one(args: argparse.Namespace, model_path: str, etdump_path: str | None) -> dict[str, object]:
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(f"model file {model_path} does not exist")
+        return measure_artifact(rt, args, model_path, etdump_path)
+
+    return one
+
+
+def _batch_op(
+    args: argparse.Namespace,
+    measure_one: MeasureOne,
+    say: Callable[[str], None],
+    task: tuple[int, int, str, str, str],
+) -> None:
+    """Measure one task of a batch: in-flight marker, log, watchdog, one synced result line."""
+    i, total, digest, key, artifact = task
+    inflight = os.path.join(args.out_dir, "inflight")
+    log = os.path.join(args.out_dir, f"{digest}.log")
+    etd = os.path.join(args.out_dir, f"{digest}.etdp") if args.etdump else None
+    if etd and os.path.exists(etd):
+        os.remove(etd)
+    with open(inflight + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(f"{i}\t{digest}\t{key}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(inflight + ".tmp", inflight)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log_fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 1)  # the op's output, the runtime's included, goes to its log
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    lock = threading.Lock()
+    over = threading.Event()
+
+    def finish(rc: int, result: object) -> bool:
+        """Record the op once (the watchdog and the measurement may race): True if this call did."""
+        with lock:
+            if over.is_set():
+                return False
+            over.set()
+            etdump = etd if etd and os.path.exists(etd) and os.path.getsize(etd) > 0 else None
+            if etd and rc == 0 and etdump is None:
+                rc, result = 65, None  # asked for an ETDump and got none: not measured
+            _append_synced(args.results, result_line(rc, key, digest, log, etdump, result))
+            os.remove(inflight)
+            say(f"chamlab-driver op {i} {total} {rc} {key}")
+            return True
+
+    def on_deadline() -> None:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"runner: killed after the per-op deadline of {args.op_timeout_s:g} s\n")
+        if finish(DEADLINE_RC, None):
+            os._exit(DEADLINE_RC)  # the op may still be running: only a new process is clean
+
+    dog = None
+    if args.op_timeout_s > 0:
+        dog = threading.Timer(args.op_timeout_s, on_deadline)
+        dog.daemon = True
+        dog.start()
+        signal.alarm(math.ceil(args.op_timeout_s) + BACKSTOP_S)
+    result: object = None
+    try:
+        result, rc = measure_one(args, artifact, etd), 0
+    except Exception as exc:  # a failed op is data: recorded, and the batch goes on
+        print(f"runner: {type(exc).__name__}: {exc}", file=sys.stderr)
+        rc = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if dog is not None:
+        signal.alarm(0)
+        dog.cancel()
+    if not finish(rc, result):
+        threading.Event().wait()  # the watchdog recorded this op and is ending the process
+
+
+def run_batch(args: argparse.Namespace, measure_one: MeasureOne | None = None) -> int:
+    """Measure every task not yet done (see the module docstring); 0 when all were tried."""
+    progress_fd = os.dup(1)  # the driver's stdout: progress lines only
+    os.dup2(2, 1)  # anything else printed goes to the log in use
+    os.makedirs(args.out_dir, exist_ok=True)
+
+    def say(text: str) -> None:
+        with contextlib.suppress(OSError):  # the driver's reader went away: the driver itself ends us
+            os.write(progress_fd, (text + "\n").encode())
+
+    tasks = read_tasks(args.tasks)
+    done, tried = finished_keys(args.results, args.results_from)
+    if measure_one is None:
+        rt = _runtime()
+        if args.cpu_threads > 0:
+            rt._unsafe_reset_threadpool(args.cpu_threads)
+        measure_one = _real_measure(rt)
+    total = len(tasks)
+    # an earlier shim of this driver run got as far as the last task it tried: its skips are said
+    reached = max((i for i, (_, key, _) in enumerate(tasks, 1) if key in tried), default=0)
+    first = True
+    for i, (digest, key, artifact) in enumerate(tasks, 1):
+        if key in done:
+            if key not in tried and i > reached:
+                say(f"chamlab-driver skip {i} {total} {key}")
+            continue
+        if key in tried:
+            continue  # failed earlier in this driver run (maybe crashing us): recorded, not retried now
+        if not first and args.op_cooldown_s > 0:
+            time.sleep(args.op_cooldown_s)
+        first = False
+        _batch_op(args, measure_one, say, (i, total, digest, key, artifact))
+    return 0
+
+
+def main(argv: list[str] | None = None, *, measure_one: MeasureOne | None = None) -> int:
+    """The runner's entry point; ``measure_one`` replaces the measurement in batch mode (tests)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         MeasurePolicy.from_namespace(args)
     except ValueError as exc:
         parser.error(str(exc))  # exit 2: the host validates policies, so this is a usage error
+    if args.tasks is not None:
+        return run_batch(args, measure_one)
+    if args.model_path is None:
+        parser.error("--model_path is required (or --tasks for batch mode)")
     if not os.path.isfile(args.model_path):
         print(f"runner: model file {args.model_path} does not exist", file=sys.stderr)
         return 1

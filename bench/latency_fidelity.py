@@ -1,22 +1,42 @@
-"""Latency fidelity: LUT-predicted vs measured whole-network p50 on this machine.
+"""Latency fidelity: raw, overhead-corrected, calibrated and interpolated predictions against the
+median of separate whole-network measurements, beside the measurement noise floor.
 
-    python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--seed 0]
+    python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
+                                     [--repeats 3] [--seed 0] [--out PATH]
 
-For each thread count: profile every op of ``macro-cifar10`` into a fresh LUT (``--force``), then
-measure ``--archs`` random archs as whole networks (one session), and compare each with the sum of
-its ops' p50. With ``--mbv2 N`` it also does N random ``chamnet-mbv2`` archs at ``--mbv2-resolution``.
-Reports the share of archs within +/-10 % and the mean absolute % error for the corrected prediction
-(the default), the raw LUT sum (ablation) and the pairs whose measurement was stable, and writes
-every pair to ``bench/results/latency_fidelity.json``.
+For each space and thread count:
+
+1. draw the *held-apart* test archs (``--archs`` random macro-cifar10 archs plus all-skip and
+   all-largest; ``--mbv2`` random chamnet-mbv2 archs at ``--mbv2-resolution`` plus ChamNet-A..F and
+   MobileNetV2-1.0 at 128 px), and profile every op of the test archs and of the calibration
+   candidates into a fresh LUT (``--force``);
+2. choose ``--calibrate`` networks spread over the space (:func:`chamlab.host.calibration.select_networks`,
+   never a test arch) and measure test and calibration networks ``--repeats`` times, each repeat a
+   separate session (its own runner process);
+3. compare, on the test archs only, against the *median* of the repeats:
+   * ``raw``: the plain LUT sum; ``corrected``: minus (n_ops - 1) invocation overheads (the default
+     without calibration); ``calibrated``: the calibration fitted on the calibration networks'
+     first measurement (what ``chamlab calibrate`` would store);
+   * ``interpolated``: calibrated, from a LUT that holds only the ops of the calibration networks, the
+     other ops predicted by the op-level model (``interpolated_ops`` is reported);
+   * ``noise floor``: the first measurement against the median of the others (measurement vs
+     measurement: no predictor can be judged finer than this).
+   Each: share within +/-5 % and +/-10 %, mean absolute % error, Spearman and Kendall rank
+   correlation. Also the op-level model's leave-one-out error over the LUT's ops.
+
+Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
+and end of each run (the machine is shared).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +48,32 @@ from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.host import api
 from chamlab.host.lut import Lut
+from chamlab.operators import INVOCATION_PROBE
+
+VARIANTS = ("raw", "corrected", "calibrated", "interpolated", "noise_floor")
 
 
-def summarize(pairs: list[dict], key: str = "predicted_ms") -> dict:
-    errs = [100.0 * (p[key] - p["measured_p50_ms"]) / p["measured_p50_ms"] for p in pairs]
+def _ranks(a: list[float]) -> np.ndarray:
+    return np.argsort(np.argsort(a)).astype(float)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+
+
+def kendall(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b."""
+    x, y = np.asarray(a), np.asarray(b)
+    dx = np.sign(x[:, None] - x[None, :])
+    dy = np.sign(y[:, None] - y[None, :])
+    iu = np.triu_indices(len(x), 1)
+    s = float(np.sum(dx[iu] * dy[iu]))
+    tx, ty = float(np.sum(dx[iu] != 0)), float(np.sum(dy[iu] != 0))
+    return s / np.sqrt(tx * ty) if tx and ty else float("nan")
+
+
+def summarize(pred: list[float], truth: list[float]) -> dict[str, float]:
+    errs = [100.0 * (p - t) / t for p, t in zip(pred, truth, strict=True)]
     return {
         "n": len(errs),
         "within_10pct": sum(abs(e) <= 10 for e in errs) / len(errs),
@@ -39,56 +81,104 @@ def summarize(pairs: list[dict], key: str = "predicted_ms") -> dict:
         "mape_pct": statistics.fmean(abs(e) for e in errs),
         "mean_error_pct": statistics.fmean(errs),
         "max_abs_error_pct": max(abs(e) for e in errs),
-        "spearman": _spearman([p[key] for p in pairs], [p["measured_p50_ms"] for p in pairs]),
+        "spearman": spearman(pred, truth),
+        "kendall": kendall(pred, truth),
     }
 
 
-def _spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+def held_apart_archs(
+    space: SearchSpace, rng: np.random.Generator, n: int, resolution: int | None
+) -> list[Arch]:
+    if space.name == "macro-cifar10":
+        extremes = [space.parse("0" * 8), space.parse("2" * 8)]  # all-skip and all-largest
+        return list(dict.fromkeys([*extremes, *space.sample(rng, n)]))
+    res_index = [d.name for d in space.dimensions].index("resolution")
+
+    def at(a: Arch, r: int) -> Arch:
+        return (*a[:res_index], r, *a[res_index + 1 :])
+
+    archs = [at(a, resolution or 128) for a in space.sample(rng, n)]
+    refs = [a if name != "mobilenetv2-1.0" else at(a, 128) for name, a in space.references.items()]
+    return list(dict.fromkeys([*refs, *archs]))
 
 
-def run_space(space: SearchSpace, archs: list[Arch], threads: int, lut_path: Path, device) -> dict:
+def run_space(
+    space: SearchSpace, tests: list[Arch], threads: int, device: Any, args: argparse.Namespace, lut_path: Path
+) -> dict[str, Any]:
+    load_start = os.getloadavg()
     spec = api.resolve_run(device, threads=threads)
+    rng = np.random.default_rng(args.seed + 1)
+    candidates = [a for a in space.sample(rng, 4 * args.calibrate) if a not in set(tests)]
     t0 = time.perf_counter()
-    report = api.profile(spec, space, archs, out=lut_path, force=True)
+    report = api.profile(spec, space, [*tests, *candidates], out=lut_path, force=True)
     if report.failed:
         raise SystemExit(f"profiling failed: {report.failed[:3]}")
     profile_s = time.perf_counter() - t0
     lut = Lut.read(lut_path)
-    p50 = lut.p50_by_key(spec.measurement_set)
-    predictor = LutLatencyPredictor(p50)
+    mset = spec.measurement_set
+    p50 = lut.p50_by_key(mset)
+    cal_archs = api.calibration.select_networks(
+        space, p50, mset.dtype, args.calibrate, np.random.default_rng(args.seed + 2), exclude=tests
+    )
     t1 = time.perf_counter()
-    measured = api.measure_networks(spec, space, archs)
+    repeats = [api.measure_networks(spec, space, [*cal_archs, *tests]) for _ in range(args.repeats)]
     measure_s = time.perf_counter() - t1
+    n_cal = len(cal_archs)
+    first_cal = [m.p50_ms for m in repeats[0][:n_cal]]
+    record = api.calibration.build_record(space, mset, p50, cal_archs, first_cal, seed=args.seed)
+    calibrated = Lut(lut.table, lut.provenance, [record])
+    keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in space.ops(a)}
+    thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
+    raw_pred, corr_pred = LutLatencyPredictor(p50, correct_overhead=False), LutLatencyPredictor(p50)
     pairs = []
-    for arch, m in zip(archs, measured, strict=True):
-        pred = predictor.predict(space.ops(arch))
-        meas = m.stats["p50_ms"]
+    for i, arch in enumerate(tests):
+        ms = [rep[n_cal + i].p50_ms for rep in repeats]
+        ops = space.ops(arch)
+        cal = api.predict_latency(space, arch, calibrated, lut_path, mset)
+        interp = api.predict_latency(space, arch, thin, lut_path, mset, interpolate=True)
         pairs.append(
             {
                 "arch": space.format(arch),
-                "n_ops": len(space.ops(arch)),
-                "macs": space.macs(arch),
-                "weights_mib": 4 * space.params(arch) / 2**20,  # fp32
-                "predicted_ms": pred.latency_ms,
-                "predicted_raw_ms": pred.lut_sum_ms,
-                "measured_p50_ms": meas,
-                "measured_unstable": m.unstable,
-                "error_pct": 100.0 * (pred.latency_ms - meas) / meas,
+                "n_ops": len(ops),
+                "weights_mib": 4 * sum(op.params for op in ops) / 2**20,
+                "measured_ms": ms,
+                "measured_median_ms": statistics.median(ms),
+                "noise_floor_ms": ms[0],
+                "others_median_ms": statistics.median(ms[1:]) if len(ms) > 1 else ms[0],
+                "raw_ms": raw_pred.predict(ops).latency_ms,
+                "corrected_ms": corr_pred.predict(ops).latency_ms,
+                "calibrated_ms": cal.latency_ms,
+                "calibrated": cal.calibrated,
+                "interpolated_ms": interp.latency_ms,
+                "interpolated_ops": interp.interpolated_ops,
+                "distinct_ops": len(set(ops)),
             }
         )
-    stable = [p for p in pairs if not p["measured_unstable"]]
+    truth = [p["measured_median_ms"] for p in pairs]
+    summaries = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in VARIANTS[:4]}
+    if args.repeats > 1:
+        summaries["noise_floor"] = summarize(
+            [p["noise_floor_ms"] for p in pairs], [p["others_median_ms"] for p in pairs]
+        )
+    op_loo = [abs(e) for _, e in api.op_model(lut, mset).leave_one_out()]
     return {
         "space": space.name,
         "threads": threads,
         "ops_profiled": report.planned,
-        "invocation_overhead_ms": predictor.invocation_overhead_ms,
+        "calibration": {k: record[k] for k in ("coefficients", "loo", "raw_sum")}
+        | {"networks": [n["name"] for n in record["networks"]]},
+        "interpolation": {
+            "lut_ops": len(keep),
+            "mean_interpolated_ops": statistics.fmean(p["interpolated_ops"] for p in pairs),
+            "mean_distinct_ops": statistics.fmean(p["distinct_ops"] for p in pairs),
+            "op_model_loo_median_abs_pct": statistics.median(op_loo) if op_loo else None,
+            "op_model_loo_n": len(op_loo),
+        },
+        "summaries": summaries,
         "profile_s": profile_s,
         "networks_measure_s": measure_s,
-        "summary": summarize(pairs),
-        "summary_raw_sum": summarize(pairs, "predicted_raw_ms"),
-        "summary_stable_only": summarize(stable) if stable else None,
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
         "pairs": pairs,
     }
 
@@ -99,6 +189,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--mbv2", type=int, default=20, help="also N random chamnet-mbv2 archs (0: none)")
     ap.add_argument("--mbv2-resolution", type=int, default=128)
+    ap.add_argument("--calibrate", type=int, default=10, help="calibration networks (never test archs)")
+    ap.add_argument("--repeats", type=int, default=3, help="separate measurements of every network")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -106,30 +198,23 @@ def main() -> None:
 
     device = api.load_registry().get(args.target)
     rng = np.random.default_rng(args.seed)
-    macro = SPACES.get("macro-cifar10")
-    runs = []
-    jobs: list[tuple[SearchSpace, list[Arch]]] = [(macro, macro.sample(rng, args.archs))]
+    jobs = [(SPACES.get("macro-cifar10"), args.archs, None)]
     if args.mbv2:
-        mb = SPACES.get("chamnet-mbv2")
-        res_index = [d.name for d in mb.dimensions].index("resolution")
-        archs = [
-            (*a[:res_index], args.mbv2_resolution, *a[res_index + 1 :]) for a in mb.sample(rng, args.mbv2)
-        ]
-        jobs.append((mb, archs))
-    for space, archs in jobs:
+        jobs.append((SPACES.get("chamnet-mbv2"), args.mbv2, args.mbv2_resolution))
+    runs = []
+    for space, n, res in jobs:
+        tests = held_apart_archs(space, rng, n, res)
         for threads in args.threads:
             lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t.parquet"
-            result = run_space(space, archs, threads, lut_path, device)
-            for label in ("summary", "summary_raw_sum", "summary_stable_only"):
-                s = result[label]
-                if s:
-                    print(
-                        f"{space.name} threads={threads} {label}: within +/-10% "
-                        f"{s['within_10pct']:.0%}, MAPE "
-                        f"{s['mape_pct']:.1f}%, mean error {s['mean_error_pct']:+.1f}%, spearman "
-                        f"{s['spearman']:.3f} (n={s['n']})",
-                        flush=True,
-                    )
+            result = run_space(space, tests, threads, device, args, lut_path)
+            for v, s in result["summaries"].items():
+                print(
+                    f"{space.name} threads={threads} {v:>12}: within +/-10% {s['within_10pct']:.0%}, "
+                    f"+/-5% {s['within_5pct']:.0%}, MAPE {s['mape_pct']:.1f}%, "
+                    f"mean {s['mean_error_pct']:+.1f}%, "
+                    f"spearman {s['spearman']:.3f}, kendall {s['kendall']:.3f} (n={s['n']})",
+                    flush=True,
+                )
             runs.append(result)
     path = write_result(
         "latency_fidelity", {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out

@@ -1,11 +1,12 @@
 """Profiling cost: seconds per op (export, measure) and the total for the macro-cifar10 LUT.
 
-    python bench/profiling_cost.py [--target local-cpu] [--threads 1]
+    python bench/profiling_cost.py [--target local-cpu] [--threads 1] [--space macro-cifar10]
 
-Profiles every op of ``macro-cifar10`` (plus the invocation probe) with a *cold* artifact cache (a
-fresh temporary cache directory) and the device's measurement policy, then profiles again with the
-warm cache into a fresh LUT (export cost ~0: only measurement is left). Writes
-``bench/results/profiling_cost.json``.
+Profiles every op of ``--space``'s default archs (all of ``macro-cifar10``; the reference archs of
+``chamnet-mbv2``: 262 ops) plus the invocation probe with a *cold* artifact cache (a fresh temporary
+cache directory) and the device's measurement policy, then profiles again with the warm cache into a
+fresh LUT (export cost ~0: only measurement is left). Writes ``bench/results/profiling_cost.json``
+(``profiling_cost-<space>.json`` for other spaces).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--space", default="macro-cifar10")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     device = api.load_registry().get(args.target)
-    space = SPACES.get("macro-cifar10")
+    space = SPACES.get(args.space)
     with tempfile.TemporaryDirectory(prefix="chamlab-bench-") as tmp:
         os.environ["CHAMLAB_CACHE"] = str(Path(tmp) / "cache")
         cold = one(device, space, args.threads, Path(tmp) / "cold.parquet")
@@ -63,7 +65,7 @@ def main() -> None:
             f"{r['measure_s_per_op']:.2f} s/op)"
         )
     path = write_result(
-        "profiling_cost",
+        "profiling_cost" if args.space == "macro-cifar10" else f"profiling_cost-{args.space}",
         {
             "args": {**vars(args), "out": str(args.out)},
             "cold_cache": cold,

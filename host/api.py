@@ -17,12 +17,14 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 
 from chamlab.chamnet.spaces import SPACES
 
+from . import calibration
+from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
 from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import PredictionReport, default_lut_path, find_lut, predict, predict_latency
+from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
 from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
@@ -30,6 +32,7 @@ __all__ = [
     "EXHAUSTIVE_LIMIT",
     "SPACES",
     "TRANSPORTS",
+    "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
     "FarmReport",
@@ -45,6 +48,8 @@ __all__ = [
     "RunSpec",
     "Transport",
     "add_rows",
+    "calibrate",
+    "calibration",
     "claim_device",
     "default_archs",
     "default_lut_path",
@@ -53,6 +58,7 @@ __all__ = [
     "measure",
     "measure_networks",
     "network_item",
+    "op_model",
     "open_transport",
     "plan_ops",
     "predict",

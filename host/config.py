@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chamlab.agent.measure import MeasurePolicy
-from chamlab.core.errors import ConfigError, UnknownNameError
+from chamlab.core.errors import ConfigError, InputError, UnknownNameError
 
 from .transports import TRANSPORTS, DeviceConfig, LocalConfig
 
@@ -41,7 +41,15 @@ DEFAULT_FILE = "devices.toml"
 ENV_VAR = "CHAMLAB_DEVICES"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
-__all__ = ["DeviceConfig", "DeviceRegistry", "load_registry", "parse_devices_file", "parse_policy"]
+__all__ = [
+    "DeviceConfig",
+    "DeviceRegistry",
+    "load_registry",
+    "parse_devices_file",
+    "parse_policy",
+    "resolve_device",
+    "unlisted_adb_device",
+]
 
 
 class DeviceRegistry:
@@ -66,6 +74,81 @@ class DeviceRegistry:
                 hint=f"targets come from {self.source}; `chamlab devices` lists them",
             )
         return self._devices[name]
+
+    def by_serial(self, serial: str) -> list[DeviceConfig]:
+        """The entries whose ``serial`` key is ``serial`` (adb devices)."""
+        return [d for d in self if getattr(d, "serial", None) == serial]
+
+
+def default_adb_server() -> str:
+    """adb's own conventions: ``$ADB_SERVER_SOCKET`` (tcp:HOST:PORT), ``$ANDROID_ADB_SERVER_PORT``,
+    else ``127.0.0.1:5037``."""
+    sock = os.environ.get("ADB_SERVER_SOCKET", "")
+    if sock.startswith("tcp:") and sock.count(":") >= 2:
+        return sock.removeprefix("tcp:")
+    port = os.environ.get("ANDROID_ADB_SERVER_PORT", "")
+    return f"127.0.0.1:{port}" if port.isdigit() else "127.0.0.1:5037"
+
+
+def unlisted_adb_device(serial: str) -> tuple[DeviceConfig, str]:
+    """An adb device that devices.toml does not list, named ``adb-<serial>`` (made safe), with
+    defaults; and the warning that lists them."""
+    from .transports.adb import AdbConfig
+
+    safe = re.sub(r"[^a-z0-9_.-]+", "-", serial.lower()).strip("-.") or "device"
+    name = f"adb-{safe}"
+    try:
+        dev = AdbConfig(name=name, serial=serial, adb_server=default_adb_server())
+    except ValidationError as exc:
+        msg = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--serial {serial!r}: {msg}") from None
+    defaults = ", ".join(
+        f"{k}={getattr(dev, k)!s}" for k in ("transport", "adb_server", "workdir", "runner", "threads")
+    )
+    warning = (
+        f"device {serial!r} is not in the device registry: using it as {name} with defaults "
+        f"({defaults}, workdir={dev.workdir or '/data/local/tmp/chamlab'}, python unset, "
+        f"backend={dev.backend.value}, dtype={dev.dtype.value}); add a [devices.{name}] table with "
+        f'serial = "..." to change them'
+    )
+    return dev, warning
+
+
+def resolve_device(
+    registry: DeviceRegistry, target: str | None, serial: str | None
+) -> tuple[DeviceConfig, str | None]:
+    """The device that ``--target`` and/or ``--serial`` name, and a warning (or None).
+
+    ``--serial`` picks the entry with that serial; a serial no entry has is an unlisted adb device
+    (:func:`unlisted_adb_device`). Both given and naming different devices is an input error.
+    """
+    if not target and not serial:
+        raise InputError(
+            "no device given: pass --target NAME (see `chamlab devices`) "
+            "or --serial SERIAL (see `adb devices`)"
+        )
+    if not serial:
+        return registry.get(str(target)), None
+    matches = registry.by_serial(serial)
+    if target:
+        dev = registry.get(target)
+        if dev not in matches:
+            has = getattr(dev, "serial", None)
+            raise InputError(
+                f"--serial {serial!r} and --target {target!r} disagree: [devices.{target}] in "
+                f"{registry.source} has " + (f"serial {has!r}" if has else "no serial"),
+                hint="give only one of them",
+            )
+        return dev, None
+    if len(matches) > 1:
+        names = ", ".join(d.name for d in matches)
+        raise ConfigError(
+            f"{registry.source}: serial {serial!r} is used by several devices ({names})",
+            hint="pick one with --target",
+        )
+    if matches:
+        return matches[0], None
+    return unlisted_adb_device(serial)
 
 
 def builtin_registry() -> DeviceRegistry:

@@ -1,18 +1,24 @@
-"""Parquet look-up tables (LUTs) of operator measurements, schema v1.
+"""Parquet look-up tables (LUTs) of operator measurements, schema v2.
 
-One row per (``op_key``, ``device``, ``backend``, ``dtype``, ``threads``): the *row key*. Raw samples
-are stored (``samples_ms``) and the statistics are derived from them on the host (numpy's linear
+One row per (``op_key``, ``device``, ``backend``, ``dtype``, ``threads``, ``batch``): the *row key*.
+Raw samples are stored (``samples_ms``) and the statistics are derived from them on the host (numpy's linear
 percentiles). Columns, in order, are :data:`SCHEMA`; the op's arguments are a struct ``op_params``
 whose fields are the union of every registered op spec's fields (null where a spec lacks one).
 
 The file goes through the store (:mod:`chamlab.core.store`): ``chamlab.kind`` = ``latency-lut``,
-``chamlab.schema_version`` = ``1``, plus ``chamlab.provenance``: a JSON list, one object per run that
-added rows (run id, device, tool version, host, time, command). Writes are atomic (temporary file +
-rename); :func:`add_rows` re-reads and merges under a file lock, so concurrent writers never lose,
-duplicate or corrupt a row. The files are plain Parquet, readable by pandas, pyarrow, DuckDB and Polars.
+``chamlab.schema_version`` = ``2``, plus ``chamlab.provenance``: a JSON list, one object per run that
+added rows (run id, device, tool version, host, time, command), and, once ``chamlab calibrate`` ran,
+``chamlab.calibrations``: a JSON list of calibrations (docs/lut-format.md). Writes are atomic
+(temporary file + rename); :func:`add_rows` re-reads and merges under a file lock, so concurrent
+writers never lose, duplicate or corrupt a row. The files are plain Parquet, readable by pandas,
+pyarrow, DuckDB and Polars.
 
-A *measurement set* is one (device, backend, dtype, threads): the row key without the op key. A
-prediction always uses exactly one set (:meth:`Lut.choose`).
+A *measurement set* is one (device, backend, dtype, threads, batch): the row key without the op key.
+A prediction always uses exactly one set (:meth:`Lut.choose`).
+
+Schema history: v1 had no ``batch``, ``idle_power_w``, ``quant_recipe`` nor ``delegated``; a v1 file
+reads as v2 through the store's upgrader (:func:`_upgrade_v1`: ``batch`` = 1, the others null), and
+every write is v2.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from chamlab.core.locks import sibling_lock
 from chamlab.core.store import KINDS, read_table, write_table
 from chamlab.operators import OPS
 
-ROW_KEY = ("op_key", "device", "backend", "dtype", "threads")
+ROW_KEY = ("op_key", "device", "backend", "dtype", "threads", "batch")
 
 _PARAM_FIELDS = [
     pa.field(name, pa.int64() if typ is int else pa.string())
@@ -58,6 +64,7 @@ SCHEMA = pa.schema(
         pa.field("backend", pa.string(), nullable=False),
         pa.field("dtype", pa.string(), nullable=False),
         pa.field("threads", pa.int32(), nullable=False),
+        pa.field("batch", pa.int32(), nullable=False),
         pa.field("p10_ms", pa.float64()),
         pa.field("p50_ms", pa.float64()),
         pa.field("p90_ms", pa.float64()),
@@ -67,8 +74,13 @@ SCHEMA = pa.schema(
         pa.field("samples_ms", pa.list_(pa.float64())),
         pa.field("robust_cv", pa.float64()),
         pa.field("unstable", pa.bool_()),
+        pa.field("idle_power_w", pa.float64()),
         pa.field("energy_mj", pa.float64()),
         pa.field("avg_power_w", pa.float64()),
+        pa.field("power_reader", pa.string()),
+        pa.field("charging", pa.bool_()),
+        pa.field("quant_recipe", pa.string()),
+        pa.field("delegated", pa.bool_()),
         pa.field("breakdown", BREAKDOWN_TYPE),
         pa.field("run_id", pa.string()),
         pa.field("measured_at", pa.timestamp("us", tz="UTC")),
@@ -85,7 +97,7 @@ SCHEMA = pa.schema(
 
 KIND = KINDS.register(
     "latency-lut",
-    version=1,
+    version=2,
     schema=SCHEMA,
     what="LUT",
     make_hint="create it with `chamlab profile --target NAME --space SPACE --out PATH`",
@@ -93,16 +105,42 @@ KIND = KINDS.register(
 )
 
 
+#: columns v2 added to v1, with the value a v1 row gets (``batch`` joins the row key)
+V2_ADDED = {
+    "batch": 1,
+    "idle_power_w": None,
+    "power_reader": None,
+    "charging": None,
+    "quant_recipe": None,
+    "delegated": None,
+}
+
+
+@KIND.upgrader(1)
+def _upgrade_v1(table: pa.Table, meta: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
+    """v1 -> v2: every v1 row was measured at batch 1; the new columns are unknown (null)."""
+    for name, fill in V2_ADDED.items():
+        if name in table.column_names:
+            continue
+        typ = SCHEMA.field(name).type
+        table = table.append_column(name, pa.array([fill] * table.num_rows, type=typ))
+    return table, meta
+
+
 class MeasurementSet(NamedTuple):
-    """One (device, backend, dtype, threads) of a LUT: the rows one prediction may use."""
+    """One (device, backend, dtype, threads, batch) of a LUT: the rows one prediction may use."""
 
     device: str
     backend: str
     dtype: str
     threads: int
+    batch: int = 1
 
     def describe(self) -> str:
-        return f"target={self.device} backend={self.backend} dtype={self.dtype} threads={self.threads}"
+        return (
+            f"target={self.device} backend={self.backend} dtype={self.dtype} threads={self.threads} "
+            f"batch={self.batch}"
+        )
 
 
 def stats_from_samples(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -128,9 +166,11 @@ def make_row(
     dtype: str,
     threads: int,
     samples_ms: Sequence[float],
+    batch: int = 1,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A LUT row from raw samples; ``extra`` fills the optional columns (unknown names are errors)."""
+    """A LUT row from raw samples; ``extra`` fills the optional columns (unknown names are errors).
+    ``input_shape`` is the op's shape at ``batch``."""
     spec = OPS.from_key(op_key)
     row: dict[str, Any] = {name: None for name in SCHEMA.names}
     params: dict[str, Any] = {f.name: None for f in _PARAM_FIELDS}
@@ -139,11 +179,12 @@ def make_row(
         op_key=op_key,
         op_type=spec.op_type,
         op_params=params,
-        input_shape=list(spec.input_shape),
+        input_shape=[int(batch), *spec.input_shape[1:]],
         device=device,
         backend=backend,
         dtype=dtype,
         threads=int(threads),
+        batch=int(batch),
         samples_ms=[float(x) for x in samples_ms],
         n_samples=len(samples_ms),
         **stats_from_samples(samples_ms),
@@ -158,9 +199,15 @@ def make_row(
 class Lut:
     """An immutable LUT in memory: a pyarrow table in :data:`SCHEMA` plus provenance."""
 
-    def __init__(self, table: pa.Table, provenance: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        table: pa.Table,
+        provenance: list[dict[str, Any]] | None = None,
+        calibrations: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.table = table
         self.provenance = list(provenance or [])
+        self.calibrations = list(calibrations or [])  # chamlab.host.calibration's records
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -174,7 +221,10 @@ class Lut:
         provenance = stored.meta_json("chamlab.provenance", [])
         if not isinstance(provenance, list):
             raise LutError(f"LUT {path}: metadata chamlab.provenance is not a JSON list")
-        lut = cls(stored.table, provenance)
+        calibrations = stored.meta_json("chamlab.calibrations", [])
+        if not isinstance(calibrations, list) or not all(isinstance(c, dict) for c in calibrations):
+            raise LutError(f"LUT {path}: metadata chamlab.calibrations is not a JSON list of objects")
+        lut = cls(stored.table, provenance, calibrations)
         problems = lut.problems()
         if problems:
             raise LutError(
@@ -228,11 +278,12 @@ class Lut:
         backend: str | None = None,
         dtype: str | None = None,
         threads: int | None = None,
+        batch: int | None = None,
     ) -> MeasurementSet:
         """The one measurement set matching the given fields (None: any). No match is a
         :class:`LutError` listing what the LUT holds; several are an :class:`InputError` asking for
         a choice."""
-        wanted = {"device": device, "backend": backend, "dtype": dtype, "threads": threads}
+        wanted = {"device": device, "backend": backend, "dtype": dtype, "threads": threads, "batch": batch}
         combos = self.combinations()
         matching = [c for c in combos if all(v is None or getattr(c, k) == v for k, v in wanted.items())]
         listed = "; ".join(c.describe() for c in combos) or "nothing"
@@ -243,12 +294,12 @@ class Lut:
             raise LutError(
                 f"LUT {path} has no rows for {asked}; it holds: {listed}",
                 hint="profile them with "
-                f"`chamlab profile --target NAME --space SPACE --threads N --out {path}`",
+                f"`chamlab profile --target NAME --space SPACE --threads N --batch N --out {path}`",
             )
         if len(matching) > 1:
             raise InputError(
                 f"LUT {path} holds several measurement sets ({listed}); choose one with "
-                "--target/--backend/--threads"
+                "--target/--backend/--threads/--batch"
             )
         return matching[0]
 
@@ -256,7 +307,10 @@ class Lut:
         t = self.table
         return pc.and_(
             pc.and_(pc.equal(t["device"], mset.device), pc.equal(t["backend"], mset.backend)),
-            pc.and_(pc.equal(t["dtype"], mset.dtype), pc.equal(t["threads"], mset.threads)),
+            pc.and_(
+                pc.and_(pc.equal(t["dtype"], mset.dtype), pc.equal(t["threads"], mset.threads)),
+                pc.equal(t["batch"], mset.batch),
+            ),
         )
 
     def select(self, mset: MeasurementSet) -> dict[str, dict[str, Any]]:
@@ -279,16 +333,19 @@ class Lut:
         keep = pa.array([tuple(r[k] for k in ROW_KEY) not in new_keys for r in old_keys], type=pa.bool_())
         merged = pa.concat_tables([self.table.filter(keep), new]).combine_chunks()
         merged = merged.sort_by(
-            [(k, "ascending") for k in ("device", "backend", "dtype", "threads", "op_key")]
+            [(k, "ascending") for k in ("device", "backend", "dtype", "threads", "batch", "op_key")]
         )
         prov = [*self.provenance, dict(provenance)] if provenance else list(self.provenance)
-        return Lut(merged, prov)
+        return Lut(merged, prov, self.calibrations)
 
     def write(self, path: Path) -> None:
         """Write atomically to ``path`` (temp file in the same directory, then rename)."""
         path = Path(path)
         check_writable(path, what="LUT")
-        write_table(path, KIND, self.table, {"chamlab.provenance": self.provenance})
+        meta: dict[str, Any] = {"chamlab.provenance": self.provenance}
+        if self.calibrations:
+            meta["chamlab.calibrations"] = self.calibrations
+        write_table(path, KIND, self.table, meta)
 
 
 def add_rows(

@@ -41,9 +41,9 @@ class NetworkMeasurement:
         return len(self.samples_ms)
 
 
-def network_item(space: SearchSpace, arch: Arch) -> ExportItem:
-    """The export item of a whole network (named ``net:<space>:<arch>``)."""
-    return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch))
+def network_item(space: SearchSpace, arch: Arch, batch: int = 1) -> ExportItem:
+    """The export item of a whole network (named ``net:<space>:<arch>``) at ``batch``."""
+    return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch), batch)
 
 
 def measure_networks(
@@ -63,7 +63,7 @@ def measure_networks(
     directory is then kept, so re-running resumes.
     """
     progress = progress or NullProgress()
-    items = [network_item(space, a) for a in archs]
+    items = [network_item(space, a, spec.batch) for a in archs]
     with claim_device(spec, no_wait=no_wait, progress=progress, what=f"measure {space.name}"):
         run = run_items(
             spec,
@@ -109,6 +109,7 @@ class MeasureReport:
     predicted_ms: float | None
     lut_path: Path | None
     note: str | None = None
+    calibrated: bool = False  # predicted_ms is calibrated (host.calibration)
 
     @property
     def error_pct(self) -> float | None:
@@ -126,6 +127,7 @@ class MeasureReport:
             "backend": self.spec.backend.value,
             "dtype": self.spec.dtype.value,
             "threads": self.spec.threads,
+            "batch": self.spec.batch,
             "macs": self.macs,
             "params": self.params,
             "measured_p50_ms": m.stats["p50_ms"],
@@ -136,6 +138,7 @@ class MeasureReport:
             "unstable": m.unstable,
             "unstable_reasons": list(m.unstable_reasons),
             "predicted_ms": self.predicted_ms,
+            "calibrated": self.calibrated,
             "error_pct": self.error_pct,
             "lut": str(self.lut_path) if self.lut_path else None,
             "artifact": str(m.artifact),
@@ -162,6 +165,7 @@ def measure(
         spec, space, [arch], breakdown=breakdown, transport=transport, progress=progress, no_wait=no_wait
     )
     predicted = note = None
+    calibrated = False
     if found is not None:
         lut, path = found
         try:
@@ -171,8 +175,10 @@ def measure(
                 backend=spec.backend.value,
                 dtype=spec.dtype.value,
                 threads=spec.threads,
+                batch=spec.batch,
             )
-            predicted = predict_latency(space, arch, lut, path, mset, raw=raw).latency_ms
+            pred = predict_latency(space, arch, lut, path, mset, raw=raw)
+            predicted, calibrated = pred.latency_ms, pred.calibrated
         except (LutError, MissingLutEntriesError) as exc:
             note = f"no prediction: {exc}"
     return MeasureReport(
@@ -185,4 +191,5 @@ def measure(
         predicted,
         found[1] if found else None,
         note,
+        calibrated,
     )

@@ -2,7 +2,7 @@
 farm runs): resolve -> export -> run -> parse, then the caller stores and calls :meth:`PipelineRun.finish`.
 
 * :class:`RunSpec` is resolved once from a device and the command's options (backend, dtype,
-  threads): everything that defines *how* a device measures. Bad values are input errors (exit 2)
+  threads, batch): everything that defines *how* a device measures. Bad values are input errors (exit 2)
   before any work.
 * :func:`claim_device` holds the device lock for a whole job (see :mod:`chamlab.host.session`).
 * :func:`run_items` exports the items (cached, in parallel), runs them in one session on the device,
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from chamlab.agent.measure import MeasurePolicy
-from chamlab.core.errors import InputError, MeasurementError
+from chamlab.core.errors import ConfigError, InputError, MeasurementError
 from chamlab.operators import Backend, Dtype
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
 
@@ -28,6 +28,8 @@ from . import etdump as etdump_mod
 from .lut import MeasurementSet
 from .session import DeviceSession, Outcome, Task, device_lock
 from .transports.base import DeviceConfig, Transport
+
+MAX_BATCH = 4096
 
 
 class Progress(Protocol):
@@ -66,6 +68,7 @@ class RunSpec:
     backend: Backend
     dtype: Dtype
     threads: int
+    batch: int = 1
 
     @property
     def target(self) -> str:
@@ -78,7 +81,9 @@ class RunSpec:
     @property
     def measurement_set(self) -> MeasurementSet:
         """The LUT rows this spec produces and reads."""
-        return MeasurementSet(self.device.name, self.backend.value, self.dtype.value, self.threads)
+        return MeasurementSet(
+            self.device.name, self.backend.value, self.dtype.value, self.threads, self.batch
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +92,7 @@ class RunSpec:
             "backend": self.backend.value,
             "dtype": self.dtype.value,
             "threads": self.threads,
+            "batch": self.batch,
             "runner": self.device.runner,
             "measure": self.policy.to_json(),
         }
@@ -98,16 +104,34 @@ def resolve_run(
     threads: int | None = None,
     backend: str | None = None,
     dtype: str | None = None,
+    batch: int = 1,
 ) -> RunSpec:
-    """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default)."""
+    """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default);
+    ``batch``: the input batch size every op and network is exported and measured at."""
+    if device.runner_kind == "shim" and not device.runner_python():
+        raise ConfigError(
+            f'device {device.name}: runner = "shim" needs the target\'s python, and none is set',
+            hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml (or runner = '
+            "the path of an executor_runner on the target)",
+        )
     threads = device.threads if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
         raise InputError(f"threads must be an integer from 1 to 256, got {threads!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise InputError(f"batch must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
+    chosen = _enum(Backend, backend, "backend") if backend is not None else device.backend
+    if chosen is Backend.CUDA:
+        raise InputError(
+            f"backend cuda: the device driver cannot start the torch-cuda runner yet (device {device.name} "
+            "runs ExecuTorch programs); time a cuda artifact with `python -m chamlab.agent.torch_runner`",
+            hint="see docs/devices.md, section CUDA",
+        )
     return RunSpec(
         device,
-        _enum(Backend, backend, "backend") if backend is not None else device.backend,
+        chosen,
         _enum(Dtype, dtype, "dtype") if dtype is not None else device.dtype,
         threads,
+        batch,
     )
 
 

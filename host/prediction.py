@@ -2,19 +2,25 @@
 
 Finding the LUT (an explicit path, or the default ``luts/<target>.parquet``), choosing its measurement
 set and assembling the op-by-op prediction live here, so that ``measure``, ``adapt`` and farm runs
-predict exactly as ``chamlab predict`` does.
+predict exactly as ``chamlab predict`` does. A prediction applies the LUT's calibration for its space
+and measurement set when one is stored and fresh (:mod:`chamlab.host.calibration`; ``raw`` never
+does), and with ``interpolate`` fills ops the LUT lacks from the op-level model
+(:mod:`chamlab.chamnet.predictors.op_model`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 from pathlib import Path
 from typing import Any
 
 from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
+from chamlab.chamnet.predictors.op_model import OpLatencyModel
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError, LutError, MissingLutEntriesError
+from chamlab.operators import INVOCATION_PROBE, OPS
 
 from .lut import Lut, MeasurementSet
 
@@ -65,26 +71,73 @@ def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path:
     from .profiling import EXHAUSTIVE_LIMIT
 
     cmd = ["chamlab", "profile", "--target", mset.device, "--space", space.name]
-    cmd += ["--threads", str(mset.threads), "--out", str(path)]
+    cmd += ["--threads", str(mset.threads)]
+    if mset.batch != 1:
+        cmd += ["--batch", str(mset.batch)]
+    cmd += ["--out", str(path)]
     if space.size > EXHAUSTIVE_LIMIT:  # a large space is not profiled exhaustively: name the arch
         cmd += ["--arch", arch_text]
     return f"fill them with `{shlex.join(cmd)}`"
 
 
+@functools.lru_cache(maxsize=8)
+def _op_model(p50_items: tuple[tuple[str, float], ...]) -> OpLatencyModel:
+    return OpLatencyModel({OPS.from_key(k): v for k, v in p50_items if k != INVOCATION_PROBE.key})
+
+
+def op_model(lut: Lut, mset: MeasurementSet) -> OpLatencyModel:
+    """The op-level model fitted on the ops ``mset`` holds (cached per distinct set of rows)."""
+    return _op_model(tuple(sorted(lut.p50_by_key(mset).items())))
+
+
 def predict_latency(
-    space: SearchSpace, arch: Arch, lut: Lut, path: Path, mset: MeasurementSet, *, raw: bool = False
+    space: SearchSpace,
+    arch: Arch,
+    lut: Lut,
+    path: Path,
+    mset: MeasurementSet,
+    *,
+    raw: bool = False,
+    interpolate: bool = False,
 ) -> LatencyPrediction:
-    """The LUT prediction of ``arch`` from one measurement set; missing ops name the fix."""
+    """The LUT prediction of ``arch`` from one measurement set; missing ops name the fix (or, with
+    ``interpolate``, come from the op-level model). Calibrated when the LUT holds a fresh
+    calibration of this space and set, unless ``raw``."""
+    from . import calibration
+
+    fill = None
+    if interpolate:
+        model = op_model(lut, mset)
+        fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
     predictor = LutLatencyPredictor(
         lut.p50_by_key(mset),
         correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s))",
+        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+        fill=fill,
     )
+    ops = space.ops(arch)
     try:
-        return predictor.predict(space.ops(arch))
+        pred = predictor.predict(ops)
     except MissingLutEntriesError as exc:
         exc.hint = profile_hint(space, space.format(arch), mset, path)
         raise
+    if raw:
+        return pred
+    found = calibration.lookup(lut, mset, space.name)
+    features = {
+        "lut_sum_ms": pred.lut_sum_ms,
+        "n_ops": float(len(ops)),
+        "weight_mib": float(
+            sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(mset.dtype, 4) / 2**20
+        ),
+    }
+    value, why = calibration.apply(found, features)
+    summary = found.summary() if found else None
+    if value is None:
+        return dataclasses.replace(pred, calibration=summary, calibration_note=why)
+    return dataclasses.replace(
+        pred, latency_ms=value, calibrated=True, uncalibrated_ms=pred.latency_ms, calibration=summary
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +166,11 @@ class PredictionReport:
             "latency_ms": p.latency_ms if p else None,
             "lut_sum_ms": p.lut_sum_ms if p else None,
             "invocation_overhead_ms": p.invocation_overhead_ms if p else None,
+            "calibrated": p.calibrated if p else False,
+            "uncalibrated_ms": p.uncalibrated_ms if p else None,
+            "calibration": dict(p.calibration) if p and p.calibration else None,
+            "calibration_note": p.calibration_note if p else None,
+            "interpolated_ops": p.interpolated_ops if p else 0,
             "lut": None
             if m is None
             else {
@@ -121,6 +179,7 @@ class PredictionReport:
                 "backend": m.backend,
                 "dtype": m.dtype,
                 "threads": m.threads,
+                "batch": m.batch,
             },
             "ops": None
             if p is None
@@ -132,6 +191,7 @@ class PredictionReport:
                     "p50_ms": c.p50_ms,
                     "total_ms": c.total_ms,
                     "macs": c.op.macs,
+                    "interpolated": c.interpolated,
                 }
                 for c in p.ops
             ],
@@ -148,19 +208,23 @@ def predict(
     backend: str | None = None,
     dtype: str | None = None,
     threads: int | None = None,
+    batch: int | None = None,
     raw: bool = False,
+    interpolate: bool = False,
 ) -> PredictionReport:
     """Counts of ``arch``, plus its LUT prediction when a LUT is given (``lut`` read from
-    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads."""
+    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch."""
     prediction = mset = None
     if lut is not None:
         path = Path(lut_path) if lut_path is not None else Path("<memory>")
-        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads)
-        prediction = predict_latency(space, arch, lut, path, mset, raw=raw)
+        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
+        prediction = predict_latency(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
+    shape = space.input_shape(arch)
+    n = mset.batch if mset is not None else batch or 1
     return PredictionReport(
         space.name,
         space.format(arch),
-        space.input_shape(arch),
+        (n, *shape[1:]),
         space.macs(arch),
         space.params(arch),
         prediction,

@@ -25,6 +25,7 @@ from chamlab.core.store import tool_version
 from chamlab.operators import INVOCATION_PROBE, OpSpec
 from chamlab.operators.export import ExportItem
 
+from . import power
 from .lut import Lut, add_rows, make_row
 from .pipeline import Measured, NullProgress, Progress, RunSpec, claim_device, run_items
 from .transports.base import Transport
@@ -62,6 +63,8 @@ class ProfileReport:
     measure_s: float = 0.0
     exported: int = 0
     run_id: str | None = None
+    power_trace: Path | None = None
+    power_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,6 +82,8 @@ class ProfileReport:
             "export_s": round(self.export_s, 3),
             "measure_s": round(self.measure_s, 3),
             "run_id": self.run_id,
+            "power_trace": str(self.power_trace) if self.power_trace else None,
+            "power_error": self.power_error,
         }
 
 
@@ -92,6 +97,7 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
         backend=spec.backend.value,
         dtype=spec.dtype.value,
         threads=spec.threads,
+        batch=spec.batch,
         samples_ms=m.samples_ms,
         run_id=run_id,
         measured_at=dt.datetime.fromisoformat(measured_at) if measured_at else dt.datetime.now(dt.UTC),
@@ -105,6 +111,8 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
         temp_after_c=r.get("temp_after_c"),
         battery_pct=r.get("battery_pct"),
         breakdown=m.events,
+        delegated=all(e["delegated"] for e in m.events) if m.events else None,
+        **power.energy_columns(r.get("energy")),
     )
 
 
@@ -117,6 +125,7 @@ def provenance(
         "backend": spec.backend.value,
         "dtype": spec.dtype.value,
         "threads": spec.threads,
+        "batch": spec.batch,
         "space": space.name,
         "rows": rows,
         "tool_version": tool_version(),
@@ -162,7 +171,7 @@ def profile(
             return report
         run = run_items(
             spec,
-            [ExportItem.for_op(op) for op in todo],
+            [ExportItem.for_op(op, spec.batch) for op in todo],
             breakdown=breakdown,
             fresh=force,
             workers=workers,
@@ -173,7 +182,7 @@ def profile(
         )
         report.failed, report.run_id = list(run.failed), run.run_id
         report.exported, report.export_s, report.measure_s = run.exported, run.export_s, run.measure_s
-        rows = []
+        rows, traces = [], []
         for m in run.measured.values():
             try:
                 row = lut_row(spec, m, run.run_id)
@@ -181,12 +190,21 @@ def profile(
                 report.failed.append((m.item.name, str(exc)))
                 continue
             rows.append(row)
+            energy = m.result.get("energy")
+            if energy and energy.get("error"):
+                report.power_error = energy["error"]
+            traces += power.trace_rows(
+                energy, run_id=run.run_id, op_key=m.item.name, batch=spec.batch, device=spec.target
+            )
             report.measured.append(m.item.name)
             if row["unstable"]:
                 report.unstable.append(m.item.name)
         if rows:
             try:
                 add_rows(out, rows, provenance(spec, space, run.run_id, len(rows), command))
+                if traces:
+                    report.power_trace = power.trace_path(out)
+                    power.add_trace_rows(report.power_trace, traces)
             except WriteError as exc:
                 where = run.remote_dir or "the run directory"
                 exc.hint = (

@@ -46,10 +46,30 @@ from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
-_AGENT_FILES = ("__init__.py", "measure.py", "probe.py", "runner.py")
+_AGENT_FILES = ("__init__.py", "measure.py", "power.py", "probe.py", "runner.py")
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
 EX_BUSY = 75  # the driver's exit code when the device lock is held and NO_WAIT=1
+
+
+class RunInterrupted(TransportError):
+    """A run that ended before every op was tried (a dropped link, a dead device or driver).
+
+    Nothing measured is lost: finished ops stay in the run directory on the target, and re-running
+    the same command resumes there. :attr:`done`, :attr:`failed` and :attr:`missing` count the ops.
+    """
+
+    def __init__(self, device: str, total: int, finished: dict[str, int], reason: str) -> None:
+        self.total = total
+        self.done = sum(1 for rc in finished.values() if rc == 0)
+        self.failed = len(finished) - self.done
+        self.missing = total - len(finished)
+        super().__init__(
+            f"{device}: the run stopped with {self.done} op(s) done, {self.failed} failed and "
+            f"{self.missing} missing of {total}: {reason}",
+            hint="re-run the same command to resume: finished ops are kept on the target and only "
+            "the missing ones are measured",
+        )
 
 
 def device_lock(device: DeviceConfig) -> FileLock:
@@ -125,6 +145,7 @@ class DeviceSession:
             "runner": self.device.runner,
             "measure": self.device.measure.to_json(),
             "affinity": self.device.affinity,
+            "power": self.device.power_flags(),
             "tasks": sorted(
                 (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
             ),
@@ -149,6 +170,7 @@ class DeviceSession:
                     hint=f'set python = "/path/to/python3" in [devices.{self.device.name}] of devices.toml',
                 )
             cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.to_flags()]
+            cmd += self.device.power_flags()
             lines += [
                 'here=$(cd "$(dirname "$0")" && pwd)',
                 'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',
@@ -170,6 +192,8 @@ class DeviceSession:
             "LOCK_DIR": posixpath.join(self.workdir(), LOCK_NAME),
             "NO_WAIT": int(self.no_wait),
             "WATCH_STDIN": 1,
+            # the shim measures the whole task list in one process (start-up paid once per run)
+            "BATCH": int(self.device.runner_kind == "shim"),
         }
         return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
 
@@ -225,26 +249,34 @@ class DeviceSession:
                 self.transport.run(["rm", "-rf", remote], timeout_s=120)
             self.transport.push(stage, remote, timeout_s=600)
             busy: list[str] = []
+            finished: dict[str, int] = {}  # op key -> rc, as the driver reports them (skip: 0)
 
             def on_line(line: str) -> None:
                 parts = line.split(" ")
                 if len(parts) < 2 or parts[0] != "chamlab-driver":
                     return
-                if parts[1] == "op" and len(parts) >= 6 and on_op:
-                    on_op(" ".join(parts[5:]), int(parts[4]))
-                elif parts[1] == "skip" and len(parts) >= 5 and on_op:
-                    on_op(" ".join(parts[4:]), -1)
+                if parts[1] == "op" and len(parts) >= 6:
+                    finished[" ".join(parts[5:])] = int(parts[4])
+                    if on_op:
+                        on_op(" ".join(parts[5:]), int(parts[4]))
+                elif parts[1] == "skip" and len(parts) >= 5:
+                    finished[" ".join(parts[4:])] = 0
+                    if on_op:
+                        on_op(" ".join(parts[4:]), -1)
                 elif parts[1] == "wait" and self.on_wait:
                     self.on_wait(" ".join(parts[2:]) or "another driver")
                 elif parts[1] == "busy":
                     busy.append(" ".join(parts[2:]) or "another driver")
 
-            res = self.transport.run(
-                ["sh", posixpath.join(remote, "driver.sh")],
-                timeout_s=timeout,
-                on_line=on_line,
-                hold_stdin=True,
-            )
+            try:
+                res = self.transport.run(
+                    ["sh", posixpath.join(remote, "driver.sh")],
+                    timeout_s=timeout,
+                    on_line=on_line,
+                    hold_stdin=True,
+                )
+            except TransportError as exc:
+                raise RunInterrupted(self.device.name, len(tasks), finished, exc.message) from exc
             if res.rc == EX_BUSY and busy:
                 raise DeviceBusyError(
                     f"device {self.device.name} is busy: a driver (pid and boot id {busy[0]}) holds "
@@ -252,10 +284,12 @@ class DeviceSession:
                     hint="wait for it to finish, or re-run without --no-wait to queue behind it",
                 )
             if res.rc != 0 or "chamlab-driver done" not in res.output:
-                raise TransportError(
-                    f"{self.device.name}: the driver in {remote} stopped early (exit {res.rc}): "
+                raise RunInterrupted(
+                    self.device.name,
+                    len(tasks),
+                    finished,
+                    f"the driver in {remote} stopped early (exit {res.rc}): "
                     f"{res.output.strip()[-LOG_TAIL_CHARS:]}",
-                    hint="re-run the same command to resume; finished ops are kept",
                 )
             local_results = Path(tmp) / "results.jsonl"
             self.transport.pull(posixpath.join(remote, "results.jsonl"), local_results, timeout_s=600)
@@ -279,7 +313,7 @@ class DeviceSession:
 
     def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
         latest: dict[str, dict[str, Any]] = {}
-        for line in path.read_text().splitlines():
+        for line in path.read_bytes().decode("utf-8", "replace").splitlines():  # a corrupt file too
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:

@@ -43,10 +43,14 @@ ACTIVATIONS = ("relu", "none")
 
 class Backend(enum.StrEnum):
     """Where an op runs. ``xnnpack``: ExecuTorch with the XNNPACK delegate (portable kernels as the
-    fallback for what it rejects); ``portable``: ExecuTorch's portable kernels only."""
+    fallback for what it rejects); ``portable``: ExecuTorch's portable kernels only; ``cuda``: the
+    op's torch module on an NVIDIA GPU (a ``torch.export`` program timed by ``agent/torch_runner.py``);
+    ``qnn``: ExecuTorch's Qualcomm delegate (Hexagon DSP), which needs the Qualcomm SDK to export."""
 
     XNNPACK = "xnnpack"
     PORTABLE = "portable"
+    CUDA = "cuda"
+    QNN = "qnn"
 
 
 class Dtype(enum.StrEnum):

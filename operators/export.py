@@ -1,15 +1,20 @@
 """Export operators and networks to ExecuTorch ``.pte`` programs, cached by content.
 
 An *export item* is a sequence of op keys: one key for a single-operator microbenchmark, the whole
-op sequence for a network. Its cache key hashes the recipe version, backend, dtype, the torch and
-executorch versions and the op keys, so an item is exported once per backend and toolchain, ever;
-changing any of them exports again. Files: ``<cache>/artifacts/<backend>-<dtype>/<cache_key>.pte``
-plus ``.etrecord`` (for ``executorch.devtools.Inspector``).
+op sequence for a network, and the batch size of its input (op specs describe batch 1; the item's
+``batch`` replaces the first dimension at export time). Its cache key hashes the recipe version,
+backend, dtype, the torch and executorch versions, the batch size and the op keys, so an item is
+exported once per backend, batch and toolchain, ever; changing any of them exports again. Files:
+``<cache>/artifacts/<backend>-<dtype>/<cache_key>.pte`` plus ``.etrecord``
+(for ``executorch.devtools.Inspector``).
 
 Backends
 --------
 ``xnnpack``: lowered with ``XnnpackPartitioner``; anything XNNPACK rejects stays on the portable
 kernels in the same program (ExecuTorch's normal fallback). ``portable``: no delegate at all.
+``cuda``: no ExecuTorch at all: the ``torch.export`` program itself, saved with ``torch.export.save``
+as ``<cache_key>.pt2`` (no ETRecord), for ``chamlab.agent.torch_runner``. ``qnn``: refused with an
+error naming what is missing (the Qualcomm AI Engine Direct SDK; chamlab has no QNN lowering yet).
 
 Exports always run in worker processes, in parallel (lowering costs about 1 s per op and is
 single-threaded): the host process never imports the toolchain, whose import-time warnings go to
@@ -39,18 +44,39 @@ RECIPE_VERSION = "chamlab-export-v1"
 
 @dataclasses.dataclass(frozen=True)
 class ExportItem:
-    """What to export: a display name and the op keys of the module, in order."""
+    """What to export: a display name, the op keys of the module, in order, and the batch size."""
 
     name: str
     op_keys: tuple[str, ...]
+    batch: int = 1
 
     @classmethod
-    def for_op(cls, spec: OpSpec) -> ExportItem:
-        return cls(spec.key, (spec.key,))
+    def for_op(cls, spec: OpSpec, batch: int = 1) -> ExportItem:
+        return cls(spec.key, (spec.key,), batch)
 
     @classmethod
-    def for_network(cls, name: str, ops: Sequence[OpSpec]) -> ExportItem:
-        return cls(name, tuple(op.key for op in ops))
+    def for_network(cls, name: str, ops: Sequence[OpSpec], batch: int = 1) -> ExportItem:
+        return cls(name, tuple(op.key for op in ops), batch)
+
+
+#: backends whose artifact is a torch.export program (``.pt2``) rather than an ExecuTorch ``.pte``
+TORCH_EXPORT_BACKENDS = ("cuda",)
+
+
+def backend_unavailable(backend: str) -> str | None:
+    """Why this machine cannot export for ``backend`` at all, or None."""
+    if backend == "qnn":
+        sdk = os.environ.get("QNN_SDK_ROOT")
+        missing = (
+            "QNN_SDK_ROOT is not set (the Qualcomm AI Engine Direct SDK is not installed here)"
+            if not sdk
+            else f"QNN_SDK_ROOT={sdk} is set, but chamlab has no QNN lowering yet"
+        )
+        return (
+            f"cannot export for backend qnn: {missing}; exporting for the Hexagon DSP needs that SDK and "
+            "ExecuTorch built with EXECUTORCH_BUILD_QNN (see docs/devices.md)"
+        )
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +84,8 @@ class Artifact:
     item: ExportItem
     backend: str
     dtype: str
-    pte_path: Path
-    etrecord_path: Path
+    pte_path: Path  # the program: ``.pte`` (ExecuTorch) or ``.pt2`` (torch.export, backend cuda)
+    etrecord_path: Path  # absent for torch.export programs
     cache_key: str
     export_s: float | None  # None when it came from the cache
 
@@ -92,22 +118,24 @@ class ArtifactCache:
         h = hashlib.sha256()
         for part in (RECIPE_VERSION, backend, dtype, self._versions["torch"], self._versions["executorch"]):
             h.update(part.encode() + b"\0")
+        h.update(f"batch={item.batch}".encode() + b"\0")
         h.update("\n".join(item.op_keys).encode())
         return h.hexdigest()[:24]
 
     def paths(self, item: ExportItem, backend: str, dtype: str) -> tuple[Path, Path, str]:
         key = self.cache_key(item, backend, dtype)
         folder = self.root / f"{backend}-{dtype}"
-        return folder / f"{key}.pte", folder / f"{key}.etrecord", key
+        suffix = ".pt2" if backend in TORCH_EXPORT_BACKENDS else ".pte"
+        return folder / f"{key}{suffix}", folder / f"{key}.etrecord", key
 
     def lookup(self, item: ExportItem, backend: str, dtype: str) -> Artifact | None:
         pte, etr, key = self.paths(item, backend, dtype)
-        if pte.is_file() and etr.is_file():
+        if pte.is_file() and (backend in TORCH_EXPORT_BACKENDS or etr.is_file()):
             return Artifact(item, backend, dtype, pte, etr, key, None)
         return None
 
 
-def _build_module_and_input(op_keys: Sequence[str]):  # type: ignore[no-untyped-def]
+def _build_module_and_input(op_keys: Sequence[str], batch: int = 1):  # type: ignore[no-untyped-def]
     import torch
 
     from .network import Network
@@ -115,21 +143,30 @@ def _build_module_and_input(op_keys: Sequence[str]):  # type: ignore[no-untyped-
     specs = [OPS.from_key(k) for k in op_keys]
     module = specs[0].build() if len(specs) == 1 else Network(specs).eval()
     generator = torch.Generator().manual_seed(0)
-    example = torch.randn(specs[0].input_shape, generator=generator)
+    example = torch.randn((batch, *specs[0].input_shape[1:]), generator=generator)
     return module, example
 
 
-def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: Path) -> float:
+def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: Path, batch: int = 1) -> float:
     """Export, lower and serialise one item; returns the seconds it took. Writes are atomic."""
     import torch
-    from executorch.exir import to_edge_transform_and_lower
 
     if backend not in BACKENDS:
         raise ExportError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    reason = backend_unavailable(backend)
+    if reason:
+        raise ExportError(reason)
     start = time.perf_counter()
-    module, example = _build_module_and_input(op_keys)
+    module, example = _build_module_and_input(op_keys, batch)
     with torch.no_grad():
         exported = torch.export.export(module, (example,))
+    if backend in TORCH_EXPORT_BACKENDS:
+        pte_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(pte_path) as tmp, open(tmp, "wb") as fh:
+            torch.export.save(exported, fh)
+        return time.perf_counter() - start
+    from executorch.exir import to_edge_transform_and_lower
+
     partitioners = []
     if backend == "xnnpack":
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -159,8 +196,8 @@ def _quiet_worker(log_path: str) -> None:
     logging.disable(logging.WARNING)
 
 
-def _lower_in_worker(op_keys: tuple[str, ...], backend: str, pte: str, etr: str) -> float:
-    return lower(op_keys, backend, Path(pte), Path(etr))
+def _lower_in_worker(op_keys: tuple[str, ...], backend: str, pte: str, etr: str, batch: int) -> float:
+    return lower(op_keys, backend, Path(pte), Path(etr), batch)
 
 
 def export_all(
@@ -177,6 +214,9 @@ def export_all(
     Returns the artifacts by item and the failures (as data: the other items still export).
     ``on_done`` is called once per item, cached ones first.
     """
+    reason = backend_unavailable(backend)
+    if reason:
+        raise ExportError(reason)
     cache = cache or ArtifactCache()
     done: dict[ExportItem, Artifact] = {}
     failures: list[ExportFailure] = []
@@ -228,7 +268,9 @@ def export_all(
         futures = {}
         for item in todo:
             pte, etr, _ = cache.paths(item, backend, dtype)
-            futures[pool.submit(_lower_in_worker, item.op_keys, backend, str(pte), str(etr))] = item
+            futures[pool.submit(_lower_in_worker, item.op_keys, backend, str(pte), str(etr), item.batch)] = (
+                item
+            )
         for fut in cf.as_completed(futures):
             item = futures[fut]
             try:

@@ -13,10 +13,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from peers import AdbPeer, AdbServer, Sshd
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -144,3 +145,32 @@ def spawn_chamlab(*args: str | Path, env: dict[str, str], cwd: Path | None = Non
         text=True,
         env={**os.environ, **env},
     )
+
+
+# -- real remote peers (tests/peers.py): a foreground sshd per test, one adb server per test session on
+# its own port, and a device-side adb peer per test
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    server = Sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def adb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdbServer]:
+    server = AdbServer(tmp_path_factory.mktemp("adb-server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def adb_peer(adb_server: AdbServer, tmp_path: Path) -> Iterator[AdbPeer]:
+    peer = AdbPeer(adb_server, tmp_path / "peer")
+    try:
+        yield peer
+    finally:
+        peer.stop()

@@ -10,14 +10,17 @@ as the p50 of :data:`~chamlab.operators.INVOCATION_PROBE` (``chamlab profile`` a
 it), and the corrected prediction is ``raw - (n_ops - 1) * overhead``. ``bench/latency_fidelity.py``
 reports both, so the effect of the correction is measured, not assumed.
 
-A missing entry is an error listing every missing op (never a silent zero).
+A missing entry is an error listing every missing op (never a silent zero), unless the predictor is
+given ``fill`` (an op-level model, :mod:`chamlab.chamnet.predictors.op_model`): then the missing ops
+are predicted by it, marked ``interpolated`` and counted in :attr:`LatencyPrediction.interpolated_ops`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from chamlab.core.errors import MissingLutEntriesError
 from chamlab.operators import INVOCATION_PROBE, OpSpec
@@ -28,6 +31,7 @@ class OpContribution:
     op: OpSpec
     count: int
     p50_ms: float
+    interpolated: bool = False  # predicted by the op-level model, not measured
 
     @property
     def total_ms(self) -> float:
@@ -40,6 +44,11 @@ class LatencyPrediction:
     lut_sum_ms: float  # the raw sum of the ops' p50
     invocation_overhead_ms: float | None
     ops: tuple[OpContribution, ...]  # in first-occurrence order
+    interpolated_ops: int = 0  # distinct ops predicted by the op-level model (not in the LUT)
+    calibrated: bool = False  # latency_ms is the calibrated value (host.calibration)
+    uncalibrated_ms: float | None = None  # what latency_ms would be without the calibration
+    calibration: Mapping[str, Any] | None = None  # the calibration's summary, applied or not
+    calibration_note: str | None = None  # why no calibration was applied
 
 
 class LutLatencyPredictor:
@@ -50,10 +59,16 @@ class LutLatencyPredictor:
     """
 
     def __init__(
-        self, p50_ms: Mapping[str, float], *, correct_overhead: bool = True, what: str = "the LUT"
+        self,
+        p50_ms: Mapping[str, float],
+        *,
+        correct_overhead: bool = True,
+        what: str = "the LUT",
+        fill: Callable[[OpSpec], float | None] | None = None,
     ) -> None:
         self._p50 = dict(p50_ms)
         self._what = what
+        self._fill = fill
         self.invocation_overhead_ms = self._p50.get(INVOCATION_PROBE.key) if correct_overhead else None
 
     def missing(self, ops: Sequence[OpSpec]) -> list[OpSpec]:
@@ -61,6 +76,13 @@ class LutLatencyPredictor:
 
     def predict(self, ops: Sequence[OpSpec]) -> LatencyPrediction:
         missing = self.missing(ops)
+        filled: dict[str, float] = {}
+        if missing and self._fill is not None:
+            for op in missing:
+                value = self._fill(op)
+                if value is not None:
+                    filled[op.key] = value
+            missing = [op for op in missing if op.key not in filled]
         if missing:
             raise MissingLutEntriesError(
                 f"{self._what} has no entry for {len(missing)} distinct op(s) of this network: "
@@ -69,8 +91,13 @@ class LutLatencyPredictor:
                 [op.key for op in missing],
             )
         counts = Counter(ops)
-        contributions = tuple(OpContribution(op, counts[op], self._p50[op.key]) for op in dict.fromkeys(ops))
+        contributions = tuple(
+            OpContribution(
+                op, counts[op], self._p50[op.key] if op.key in self._p50 else filled[op.key], op.key in filled
+            )
+            for op in dict.fromkeys(ops)
+        )
         raw = sum(c.total_ms for c in contributions)
         overhead = self.invocation_overhead_ms
         latency = raw if overhead is None else max(raw - (len(ops) - 1) * overhead, overhead)
-        return LatencyPrediction(latency, raw, overhead, contributions)
+        return LatencyPrediction(latency, raw, overhead, contributions, interpolated_ops=len(filled))

@@ -20,7 +20,7 @@ import abc
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,10 +35,15 @@ Arch = tuple[int, ...]
 
 @dataclasses.dataclass(frozen=True)
 class Dimension:
-    """One searchable choice: a name and its ordered candidate values."""
+    """One searchable choice: a name and its ordered candidate values.
+
+    ``categorical``: the values have no order (strings, booleans of a table space); encoders one-hot
+    them instead of placing them on an ordinal axis. Network spaces' dimensions are ordinal integers.
+    """
 
     name: str
-    values: tuple[int, ...]
+    values: tuple[Any, ...]
+    categorical: bool = False
 
     def __post_init__(self) -> None:
         if not self.values:
@@ -60,8 +65,8 @@ class Dimension:
             ) from None
 
 
-def _describe_values(values: tuple[int, ...]) -> str:
-    if len(values) > 6:
+def _describe_values(values: tuple[Any, ...]) -> str:
+    if len(values) > 6 and all(isinstance(v, int) for v in values):
         steps = {b - a for a, b in itertools.pairwise(values)}
         if len(steps) == 1:
             return f"{values[0]}..{values[-1]} step {steps.pop()}"

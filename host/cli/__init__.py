@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import typer
 
-from .devices import devices, spaces
+from .calibrate import calibrate
+from .devices import devices_app, spaces
 from .farm import farm_app
 from .lut import lut_app
 from .measure import measure
 from .predict import predict
 from .profile import profile
+from .search import search
 
 app = typer.Typer(
     name="chamlab",
@@ -32,13 +34,15 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.command()(devices)
+app.add_typer(devices_app, name="devices")
 app.command()(spaces)
 app.command()(profile)
 app.command()(predict)
 app.command()(measure)
 app.add_typer(lut_app, name="lut")
 app.add_typer(farm_app, name="farm")
+app.command()(calibrate)
+app.command()(search)
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from chamlab.operators.base import Backend, Dtype
 if TYPE_CHECKING:
     from chamlab.chamnet.spaces.base import Arch, SearchSpace
     from chamlab.host.config import DeviceRegistry
+    from chamlab.host.transports import DeviceConfig
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -43,10 +44,30 @@ DevicesOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
 SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="search space (see `chamlab spaces`)")]
 ArchOpt = Annotated[str, typer.Option("--arch", "-a", help="a reference name or the space's string form")]
-TargetOpt = Annotated[str, typer.Option("--target", "-t", help="device name from devices.toml")]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", "-t", help="device name from devices.toml", show_default=False)
+]
+SerialOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--serial",
+        help="the device with this adb serial (its devices.toml entry, else an unlisted adb device)",
+        show_default=False,
+    ),
+]
 ThreadsOpt = Annotated[
     int | None,
     typer.Option("--threads", "-j", min=1, max=256, help="runtime threads (default: the device's `threads`)"),
+]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch",
+        "-b",
+        min=1,
+        max=4096,
+        help="input batch size: ops and networks are exported and measured (and LUT rows chosen) at N",
+    ),
 ]
 BackendOpt = Annotated[
     Backend | None, typer.Option("--backend", help="ExecuTorch backend (default: the device's)")
@@ -102,6 +123,16 @@ def registry(devices: Path | None) -> DeviceRegistry:
     from chamlab.host.config import load_registry
 
     return load_registry(devices)
+
+
+def device(devices: Path | None, target: str | None, serial: str | None) -> DeviceConfig:
+    """The device ``--target``/``--serial`` name (a warning on stderr for an unlisted adb device)."""
+    from chamlab.host.config import resolve_device
+
+    dev, warning = resolve_device(registry(devices), target, serial)
+    if warning:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    return dev
 
 
 def space(name: str) -> SearchSpace:

@@ -11,20 +11,22 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
     RawOpt,
     RichProgress,
+    SerialOpt,
     SpaceOpt,
     TargetOpt,
     ThreadsOpt,
+    device,
     emit_json,
     handle_errors,
     note,
     out,
-    registry,
     space,
     value,
 )
@@ -32,10 +34,12 @@ from ._common import (
 
 @handle_errors
 def measure(
-    target: TargetOpt,
     space_name: SpaceOpt,
     arch: ArchOpt,
+    target: TargetOpt = None,
+    serial: SerialOpt = None,
     threads: ThreadsOpt = None,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     lut: Annotated[
@@ -55,9 +59,8 @@ def measure(
     """Export a whole network, measure it on a target and compare with the LUT prediction."""
     from chamlab.host import api
 
-    spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
-    )
+    dev = device(devices, target, serial)
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
     sp = space(space_name)
     a = sp.resolve(arch)
     with RichProgress() as progress:
@@ -71,7 +74,8 @@ def measure(
         return
     m = report.measurement
     out.print(
-        f"[bold]{sp.name}[/] {report.arch} on {spec.target} ({spec.backend.value}, {spec.threads} thread(s))"
+        f"[bold]{sp.name}[/] {report.arch} on {spec.target} "
+        f"({spec.backend.value}, {spec.threads} thread(s), batch {spec.batch})"
     )
     out.print(
         f"  measured_p50_ms  {m.stats['p50_ms']:.4f}   (p10 {m.stats['p10_ms']:.4f}, p90 "
@@ -79,7 +83,8 @@ def measure(
     )
     if report.predicted_ms is not None and report.error_pct is not None:
         out.print(
-            f"  predicted_ms     {report.predicted_ms:.4f}   (LUT prediction{' (raw sum)' if raw else ''}, "
+            f"  predicted_ms     {report.predicted_ms:.4f}   (LUT prediction"
+            f"{' (raw sum)' if raw else ' (calibrated)' if report.calibrated else ''}, "
             f"error {report.error_pct:+.1f}%)"
         )
     if m.breakdown:

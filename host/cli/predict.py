@@ -11,10 +11,14 @@ from rich.table import Table
 from ._common import (
     ArchOpt,
     BackendOpt,
+    BatchOpt,
+    DevicesOpt,
     DtypeOpt,
     JsonOpt,
     RawOpt,
+    SerialOpt,
     SpaceOpt,
+    device,
     emit_json,
     handle_errors,
     note,
@@ -42,18 +46,27 @@ def predict(
     threads: Annotated[
         int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
     ] = None,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     raw: RawOpt = False,
+    interpolate: Annotated[
+        bool, typer.Option(help="predict ops the LUT lacks from measured ops of the same kind (flagged)")
+    ] = False,
+    serial: SerialOpt = None,
+    devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """MACs, parameters and (with a LUT) the predicted latency of one architecture, op by op.
 
     The prediction is the sum of the ops' p50 minus (n_ops - 1) invocation overheads (measured by
-    `profile` as the invocation probe); --raw gives the plain sum.
+    `profile` as the invocation probe), calibrated when `chamlab calibrate` stored a fresh fit in the
+    LUT; --raw gives the plain sum.
     """
     from chamlab.host import api
 
+    if serial:
+        target = device(devices, target, serial).name
     sp = space(space_name)
     a = sp.resolve(arch)
     found = api.find_lut(lut, target, space=sp.name)
@@ -66,7 +79,9 @@ def predict(
         backend=value(backend),
         dtype=value(dtype),
         threads=threads,
+        batch=batch,
         raw=raw,
+        interpolate=interpolate,
     )
     if as_json:
         emit_json(report.to_json())
@@ -82,12 +97,16 @@ def predict(
             "for a latency prediction"
         )
         return
-    t = Table(title=f"predicted latency from {report.lut_path} ({mset.device}, {mset.threads} thread(s))")
+    t = Table(
+        title=f"predicted latency from {report.lut_path} "
+        f"({mset.device}, {mset.threads} thread(s), batch {mset.batch})"
+    )
     t.add_column("op", overflow="fold")  # keys wrap rather than lose their tail
     for col in ("count", "p50 ms", "total ms"):
         t.add_column(col, justify="right", no_wrap=True)
     for c in p.ops:
-        t.add_row(c.op.key, str(c.count), f"{c.p50_ms:.4f}", f"{c.total_ms:.4f}")
+        mark = " (interpolated)" if c.interpolated else ""
+        t.add_row(c.op.key + mark, str(c.count), f"{c.p50_ms:.4f}", f"{c.total_ms:.4f}")
     t.add_row("sum", "", "", f"{p.lut_sum_ms:.4f}")
     if p.invocation_overhead_ms is not None:
         n = sum(c.count for c in p.ops)
@@ -97,5 +116,16 @@ def predict(
             f"{p.invocation_overhead_ms:.4f}",
             f"-{(n - 1) * p.invocation_overhead_ms:.4f}",
         )
-    t.add_row("[bold]predicted latency[/]", "", "", f"[bold]{p.latency_ms:.4f}[/]")
+    if p.calibrated and p.uncalibrated_ms is not None:
+        t.add_row("uncalibrated", "", "", f"{p.uncalibrated_ms:.4f}")
+    t.add_row(
+        "[bold]predicted latency[/]" + (" (calibrated)" if p.calibrated else ""),
+        "",
+        "",
+        f"[bold]{p.latency_ms:.4f}[/]",
+    )
     out.print(t)
+    if p.interpolated_ops:
+        note(f"{p.interpolated_ops} op(s) are not in the LUT: predicted by the op-level model")
+    if p.calibration_note and p.calibration is not None:
+        note(p.calibration_note)

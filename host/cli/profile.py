@@ -10,21 +10,23 @@ from rich.markup import escape
 
 from ._common import (
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
     RichProgress,
+    SerialOpt,
     SpaceOpt,
     TargetOpt,
     ThreadsOpt,
     archs_from_options,
     command_line,
+    device,
     emit_json,
     err,
     handle_errors,
     note,
-    registry,
     space,
     value,
 )
@@ -32,8 +34,9 @@ from ._common import (
 
 @handle_errors
 def profile(
-    target: TargetOpt,
     space_name: SpaceOpt,
+    target: TargetOpt = None,
+    serial: SerialOpt = None,
     threads: ThreadsOpt = None,
     out_path: Annotated[
         Path | None,
@@ -55,6 +58,7 @@ def profile(
     ] = None,
     sample: Annotated[int | None, typer.Option(min=1, help="also profile the ops of N random archs")] = None,
     seed: Annotated[int, typer.Option(help="seed for --sample")] = 0,
+    batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     force: Annotated[bool, typer.Option(help="re-measure ops the LUT already holds")] = False,
@@ -78,12 +82,11 @@ def profile(
     from chamlab.core.files import ensure_dir
     from chamlab.host import api
 
-    spec = api.resolve_run(
-        registry(devices).get(target), threads=threads, backend=value(backend), dtype=value(dtype)
-    )
+    dev = device(devices, target, serial)
+    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
     sp = space(space_name)
     chosen = archs_from_options(sp, arch, sample, seed)
-    lut_path = out_path or api.default_lut_path(target)
+    lut_path = out_path or api.default_lut_path(dev.name)
     if out_path is None:
         ensure_dir(lut_path.parent, what="default LUT directory")
     with RichProgress() as progress:
@@ -113,6 +116,8 @@ def profile(
                 f"[yellow]{len(report.unstable)} op(s) stayed unstable after re-measuring "
                 "(flagged in the LUT column `unstable`)[/]"
             )
+    if report.power_error:
+        err.print(f"[yellow]no energy measured: {escape(report.power_error)}[/]", soft_wrap=True)
     if report.failed:
         for key, msg in report.failed:
             err.print(f"[red]failed[/] {escape(key)}: {escape(msg)}", soft_wrap=True)

@@ -19,7 +19,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -106,6 +106,12 @@ class DeviceConfig(BaseModel):
             raise ValueError("must be a list of non-empty strings")
         return v
 
+    # power (see docs/devices.md and chamlab.agent.power): empty = latency only
+    power_reader: Literal["", "battery", "rapl", "nvml"] = ""
+    power_root: str = Field("", description="sysfs root of the reader (battery, rapl) or NVML GPU index")
+    power_window_s: float = Field(0.0, ge=0, description="energy window per op (0: the reader's minimum)")
+    battery_current_sign: Literal["auto", "discharge_positive", "discharge_negative"] = "auto"
+
     @field_validator("backend", "dtype", mode="before")
     @classmethod
     def _enum_from_toml(cls, v: Any, info: ValidationInfo) -> Any:
@@ -127,6 +133,19 @@ class DeviceConfig(BaseModel):
     @property
     def runner_kind(self) -> str:
         return "shim" if self.runner == "shim" else "executor_runner"
+
+    def power_flags(self) -> list[str]:
+        """The shim runner's power flags for this device (none when no reader is configured)."""
+        if not self.power_reader:
+            return []
+        flags = ["--power_reader", self.power_reader]
+        if self.power_root:
+            flags += ["--power_root", self.power_root]
+        if self.power_window_s:
+            flags += ["--power_window_s", str(self.power_window_s)]
+        if self.battery_current_sign != "auto":
+            flags += ["--battery_current_sign", self.battery_current_sign]
+        return flags
 
     def runner_python(self) -> str:
         """The python that runs the shim *on the target*. Never the host's own interpreter unless

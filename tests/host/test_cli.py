@@ -78,6 +78,7 @@ def test_predict_sums_the_lut(profiled_lut: tuple[Path, dict]) -> None:
         "backend": "xnnpack",
         "dtype": "fp32",
         "threads": 1,
+        "batch": 1,
     }
     raw = json.loads(
         chamlab("predict", "-s", "macro-cifar10", "-a", arch, "--lut", path, "--raw", "--json").stdout
@@ -211,7 +212,10 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_unknown_backend_or_dtype_is_bad_input_and_writes_nothing(tmp_path: Path, fast_devices: Path) -> None:
-    for opt, bad, listed in (("--backend", "xnnpak", "'xnnpack', 'portable'"), ("--dtype", "int4", "'fp32'")):
+    for opt, bad, listed in (
+        ("--backend", "xnnpak", "'xnnpack', 'portable', 'cuda', 'qnn'"),
+        ("--dtype", "int4", "'fp32'"),
+    ):
         args = ["profile", "-t", "test-cpu", "-s", "macro-cifar10", opt, bad]
         res = chamlab(*args, "--devices", fast_devices, cwd=tmp_path)
         assert res.returncode == 2, res.stderr
@@ -225,3 +229,42 @@ def test_predict_with_a_target_but_no_lut_names_the_file_and_the_fix(tmp_path: P
     )
     assert "no LUT for target local-cpu: looked for luts/local-cpu.parquet" in err
     assert "chamlab profile --target local-cpu --space macro-cifar10" in err
+
+
+def test_profile_batch_4_beside_batch_1_and_predict_chooses_by_batch(
+    profiled_lut: tuple[Path, dict], tmp_path: Path, fast_devices: Path
+) -> None:
+    lut = tmp_path / "batches.parquet"
+    lut.write_bytes(profiled_lut[0].read_bytes())
+    res = profile_macro(lut, fast_devices, "--arch", "all-identity", "--batch", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["measured_ops"] == 7  # nothing is skipped: batch 4 is a new set
+    df = pd.read_parquet(lut)
+    four = df[df["batch"] == 4]
+    assert len(df) == 19 + 7 and len(four) == 7 and (df["batch"] == 1).sum() == 19
+    assert all(shape[0] == 4 for shape in four["input_shape"])
+    assert all(shape[0] == 1 for shape in df[df["batch"] == 1]["input_shape"])
+    # the same op measured at batch 4 is its own row, from its own artifact (the batch is in the cache key)
+    assert set(four["op_key"]) <= set(df[df["batch"] == 1]["op_key"])
+    assert four["run_id"].iloc[0] not in set(df[df["batch"] == 1]["run_id"])
+
+    def predicted(*extra: str) -> dict:
+        res = chamlab("predict", "-s", "macro-cifar10", "-a", "all-identity", "--lut", lut, "--json", *extra)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    one, batch4 = predicted(), predicted("--batch", "4")
+    assert one["lut"]["batch"] == 1 and batch4["lut"]["batch"] == 4
+    assert one["input_shape"] == [1, 3, 32, 32] and batch4["input_shape"] == [4, 3, 32, 32]
+    p50 = df.set_index(["op_key", "batch"])["p50_ms"]
+    assert batch4["lut_sum_ms"] == pytest.approx(
+        sum(p50[(o["op_key"], 4)] * o["count"] for o in batch4["ops"])
+    )
+    assert one["lut_sum_ms"] == pytest.approx(sum(p50[(o["op_key"], 1)] * o["count"] for o in one["ops"]))
+    res = chamlab("predict", "-s", "macro-cifar10", "-a", "all-identity", "--lut", lut, "--batch", "2")
+    assert res.returncode == 2 and "no rows for target=* backend=* dtype=* threads=* batch=2" in res.stderr
+    args = ["measure", "-t", "test-cpu", "-s", "macro-cifar10", "-a", "all-identity", "--lut", lut]
+    res = chamlab(*args, "--batch", "4", "--devices", fast_devices, "--json")
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)
+    assert m["batch"] == 4 and m["predicted_ms"] == pytest.approx(batch4["latency_ms"])

@@ -58,7 +58,8 @@ def test_policy_round_trips_through_the_runner_flags() -> None:
         ("[devices.a.measure]\nfoo = 1\n", r"\[devices.a.measure\] key 'foo': is not a policy field"),
         ('[devices.a]\nthreads = "2"\n', r"\[devices.a\] key 'threads': Input should be a valid integer"),
         ("[devices.a]\nthreads = 0\n", r"key 'threads': Input should be greater than or equal to 1"),
-        ('[devices.a]\nbackend = "qnn"\n', r"key 'backend'.*must be one of xnnpack, portable"),
+        ('[devices.a]\nbackend = "tpu"\n', r"key 'backend'.*must be one of xnnpack, portable, cuda, qnn"),
+        ('[devices.a]\npower_reader = "joule"\n', r"key 'power_reader'.*'battery', 'rapl' or 'nvml'"),
         ('[devices.a]\ndtype = "fp64"\n', r"key 'dtype'.*must be one of fp32"),
         (
             "[devices.a.measure]\nnum_executions = 50\nmax_runs = 20\n",

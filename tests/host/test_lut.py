@@ -8,8 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from chamlab.core.errors import LutError, OutputPathError, WriteError
-from chamlab.host.lut import ROW_KEY, SCHEMA, Lut, MeasurementSet, make_row, stats_from_samples
+from chamlab.core.errors import InputError, LutError, OutputPathError, WriteError
+from chamlab.host.lut import (
+    ROW_KEY,
+    SCHEMA,
+    V2_ADDED,
+    Lut,
+    MeasurementSet,
+    make_row,
+    stats_from_samples,
+)
 from chamlab.operators import OPS, ConvBNAct, InvertedResidual, PoolLinear
 
 SPECS = [
@@ -45,14 +53,14 @@ def test_round_trip_with_metadata(tmp_path: Path) -> None:
     Lut.empty().upsert(_rows(), {"run_id": "run-x"}).write(path)
     lut = Lut.read(path)
     assert len(lut) == 3 and lut.provenance == [{"run_id": "run-x"}]
-    assert lut.combinations() == [("d", "xnnpack", "fp32", 1)]
+    assert lut.combinations() == [("d", "xnnpack", "fp32", 1, 1)]
     p50 = lut.p50_by_key(MeasurementSet("d", "xnnpack", "fp32", 1))
     assert p50[SPECS[1].key] == pytest.approx(2.0)
     row = lut.select(MeasurementSet("d", "xnnpack", "fp32", 1))[SPECS[1].key]
     assert row["op_params"]["expand"] == 3 and row["op_params"]["num_classes"] is None
     assert row["input_shape"] == [1, 32, 32, 32] and row["n_samples"] == 11
     meta = pq.read_schema(path).metadata
-    assert meta[b"chamlab.kind"] == b"latency-lut" and meta[b"chamlab.schema_version"] == b"1"
+    assert meta[b"chamlab.kind"] == b"latency-lut" and meta[b"chamlab.schema_version"] == b"2"
 
 
 def test_schema_covers_every_registered_op_field() -> None:
@@ -121,7 +129,7 @@ def test_other_schema_version_and_bad_values_are_refused(tmp_path: Path) -> None
     pq.write_table(table.replace_schema_metadata(meta), path)
     with pytest.raises(LutError, match="schema version 99, newer than this chamlab reads"):
         Lut.read(path)
-    meta[b"chamlab.schema_version"] = b"1"
+    meta[b"chamlab.schema_version"] = b"2"
     bad = table.set_column(table.schema.get_field_index("p50_ms"), "p50_ms", pa.array([1.0, -2.0, 3.0]))
     pq.write_table(bad.replace_schema_metadata(meta), path)
     with pytest.raises(LutError, match="p50_ms must be a positive number"):
@@ -156,3 +164,72 @@ def test_failed_write_keeps_the_previous_lut(tmp_path: Path, monkeypatch: pytest
 def test_unwritable_destination(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match="does not exist"):
         Lut.empty().write(tmp_path / "no" / "lut.parquet")
+
+
+# -- schema v2 ---------------------------------------------------------------------------------------
+#: the v1 schema exactly as chamlab 9f1cb91 wrote it (a fixture: v2 dropped nothing, it added columns)
+V1_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in V2_ADDED])
+
+
+def _write_v1(path: Path) -> None:
+    rows = [{k: v for k, v in r.items() if k not in V2_ADDED} for r in _rows()]
+    for r in rows:  # v1 rows carried the batch-1 input shape and no batch column
+        assert r["input_shape"][0] == 1
+    table = pa.Table.from_pylist(rows, schema=V1_SCHEMA)
+    meta = {
+        b"chamlab.kind": b"latency-lut",
+        b"chamlab.schema_version": b"1",
+        b"chamlab.tool_version": b"0.1.0",
+        b"chamlab.provenance": b'[{"run_id": "run-v1"}]',
+    }
+    pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def test_a_v1_lut_reads_as_v2_with_batch_1_and_writes_as_v2(tmp_path: Path) -> None:
+    path = tmp_path / "v1.parquet"
+    _write_v1(path)
+    assert "batch" not in pq.read_schema(path).names
+    lut = Lut.read(path)
+    assert lut.table.schema.equals(SCHEMA) and lut.provenance == [{"run_id": "run-v1"}]
+    assert lut.combinations() == [MeasurementSet("d", "xnnpack", "fp32", 1, 1)]
+    rows = lut.table.to_pylist()
+    assert {r["batch"] for r in rows} == {1}
+    for name in ("idle_power_w", "quant_recipe", "delegated", "charging", "power_reader"):
+        assert {r[name] for r in rows} == {None}
+    assert lut.p50_by_key(MeasurementSet("d", "xnnpack", "fp32", 1, 1))[SPECS[1].key] == pytest.approx(2.0)
+    # batch-4 rows of the same ops sit beside the upgraded rows, and the write is v2
+    four = [
+        make_row(
+            r["op_key"],
+            device="d",
+            backend="xnnpack",
+            dtype="fp32",
+            threads=1,
+            batch=4,
+            samples_ms=[4.0, 4.1],
+        )
+        for r in rows
+    ]
+    lut.upsert(four).write(path)
+    assert pq.read_schema(path).metadata[b"chamlab.schema_version"] == b"2"
+    again = Lut.read(path)
+    assert len(again) == 6 and [m.batch for m in again.combinations()] == [1, 4]
+    assert again.select(MeasurementSet("d", "xnnpack", "fp32", 1, 4))[SPECS[0].key]["input_shape"] == [
+        4,
+        3,
+        32,
+        32,
+    ]
+
+
+def test_choose_by_batch(tmp_path: Path) -> None:
+    rows = _rows() + [
+        make_row(s.key, device="d", backend="xnnpack", dtype="fp32", threads=1, batch=8, samples_ms=[9.0])
+        for s in SPECS
+    ]
+    lut = Lut.empty().upsert(rows)
+    assert lut.choose("x", batch=8).batch == 8 and lut.choose("x", batch=1).batch == 1
+    with pytest.raises(InputError, match=r"several measurement sets .*batch=1.*batch=8"):
+        lut.choose("x")
+    with pytest.raises(LutError, match=r"no rows for .*batch=2; it holds"):
+        lut.choose("x", batch=2)

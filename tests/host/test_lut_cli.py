@@ -67,7 +67,7 @@ def test_merge_bad_inputs_exit_2_naming_the_file(two: tuple[Path, Path], tmp_pat
 
 def test_validate_exit_codes_and_json(two: tuple[Path, Path], tmp_path: Path) -> None:
     code, stdout, _ = cli("lut", "validate", two[0])
-    assert code == 0 and "valid (schema v1, 4 rows)" in stdout
+    assert code == 0 and "valid (schema v2, 4 rows)" in stdout
     rows = run_lut("run-a", 0, 1.0)
     rows[0]["p50_ms"] = float("nan")
     rows[1]["op_key"] = "conv_bn_act:cin=oops"
@@ -76,7 +76,7 @@ def test_validate_exit_codes_and_json(two: tuple[Path, Path], tmp_path: Path) ->
     bad = tmp_path / "bad.parquet"
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     pq.write_table(
-        table.replace_schema_metadata({b"chamlab.kind": b"latency-lut", b"chamlab.schema_version": b"1"}), bad
+        table.replace_schema_metadata({b"chamlab.kind": b"latency-lut", b"chamlab.schema_version": b"2"}), bad
     )
     code, stdout, _ = cli("lut", "validate", bad, "--json")
     j = json.loads(stdout)

@@ -188,23 +188,20 @@ def test_merge_into_one_of_the_inputs(tmp_path: Path) -> None:
     assert len(read_lut_file(a).lut) == 4 and (tmp_path / ".a.parquet.lock").exists()
 
 
-def test_older_schema_versions_are_upgraded_on_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A v1 file merged by a chamlab whose LUT kind is v2 goes through the registered upgrader, and the
-    output is written as v2 (the kind is patched for the test: v2 does not exist yet)."""
-    v1 = write(tmp_path / "v1.parquet", run_lut("run-a", 0, 1.0))
+def test_older_schema_versions_are_upgraded_on_read(tmp_path: Path) -> None:
+    """A v1 file (no batch column) goes through the store's registered v1 -> v2 upgrader, and the
+    merged output is written as the current version."""
+    v2_only = {"batch", "idle_power_w", "power_reader", "charging", "quant_recipe", "delegated"}
+    v1 = tmp_path / "v1.parquet"
+    table = pa.Table.from_pylist(run_lut("run-a", 0, 1.0), schema=lutmod.SCHEMA).drop_columns(sorted(v2_only))
+    meta = {b"chamlab.kind": b"latency-lut", b"chamlab.schema_version": b"1", b"chamlab.provenance": b"[]"}
+    pq.write_table(table.replace_schema_metadata(meta), v1)
     v1b = write(tmp_path / "v1b.parquet", run_lut("run-b", 1, 1.0, ops=OPS_POOL[3:]))
-
-    def upgrade(table: pa.Table, meta: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
-        idx = table.schema.get_field_index("runtime_version")
-        return table.set_column(idx, "runtime_version", pa.array(["from-v1"] * table.num_rows)), meta
-
-    monkeypatch.setattr(lutmod.KIND, "version", 2)
-    monkeypatch.setattr(lutmod.KIND, "upgraders", {1: upgrade})
     report = merge_files([v1, v1b], tmp_path / "v2.parquet")
     assert report.rows_out == 4
-    meta = pq.read_schema(tmp_path / "v2.parquet").metadata
-    assert meta[b"chamlab.schema_version"] == b"2"
-    assert set(pq.read_table(tmp_path / "v2.parquet")["runtime_version"].to_pylist()) == {"from-v1"}
+    meta_out = pq.read_schema(tmp_path / "v2.parquet").metadata
+    assert meta_out[b"chamlab.schema_version"] == str(lutmod.KIND.version).encode()
+    assert set(pq.read_table(tmp_path / "v2.parquet")["batch"].to_pylist()) == {1}
     assert read_lut_file(v1).read_version == 1
 
 

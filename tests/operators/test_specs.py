@@ -155,7 +155,7 @@ def test_unsupported_backend_or_dtype_has_a_reason() -> None:
     spec = INVOCATION_PROBE
     assert spec.unsupported_reason("xnnpack", "fp32") is None
     assert "int8" in (spec.unsupported_reason("xnnpack", "int8") or "")
-    assert "qnn" in (spec.unsupported_reason("qnn", "fp32") or "")
+    assert "tpu" in (spec.unsupported_reason("tpu", "fp32") or "")
 
 
 def test_registering_a_kind_without_a_torch_module_fails_at_import_time() -> None:
@@ -187,5 +187,5 @@ def test_key_fields_are_resolved_once_to_int_or_str() -> None:
 def test_backend_and_dtype_are_enums_of_strings() -> None:
     from chamlab.operators import BACKENDS, DTYPES, Backend, Dtype
 
-    assert BACKENDS == ("xnnpack", "portable") and DTYPES == ("fp32",)
+    assert BACKENDS == ("xnnpack", "portable", "cuda", "qnn") and DTYPES == ("fp32",)
     assert Backend("xnnpack") is Backend.XNNPACK and f"{Dtype.FP32}" == "fp32"

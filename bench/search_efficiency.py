@@ -1,0 +1,333 @@
+"""Sample efficiency of the search engine against baselines, in one harness (resumable).
+
+For macro-cifar10 (6,561 archs with measured CIFAR-10 accuracy, oracle = mean_acc) under two cost
+models, FLOPs (the table's MACs, as the anchors in NOTES.md were measured) and the latency of the
+LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), at limits at the
+25th/50th/75th percentile of the cost over the space, every method runs 10 seeds and we record:
+
+* ``hit``: oracle queries until the true best arch under the limit is first queried (any of them
+  when several archs tie for the best accuracy; None: not within the method's budget, reported as
+  ">budget");
+* ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
+
+Methods: the engine (defaults) and its ablations (no cost feature, uniform/Sobol initial design,
+batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
+evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
+the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
+feasible archs and near the constraint boundary.
+
+    .venv/bin/python bench/search_efficiency.py            # full (resumes from the results file)
+    .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# one BLAS/OpenMP thread per process: the machine is shared, and oversubscribed pools crawl
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, write_result  # noqa: E402
+
+LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
+PCTS = (25, 50, 75)
+BUDGETS = {"engine": 150, "plain-gp-ei": 150, "optuna-tpe": 150, "regularized-evolution": 300, "random": 300}
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "engine": {},
+    "engine-no-cost-feature": {"cost_feature": False},
+    "engine-uniform-init": {"sampler": "uniform"},
+    "engine-sobol-init": {"sampler": "sobol"},
+    "engine-batch4": {"batch_size": 4},
+    "engine-trust-region": {"trust_region": True},
+}
+ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 3 seeds (the CPU is shared)
+ABLATION_SEEDS = 3
+
+
+def setup(with_lut: bool = True) -> dict[str, Any]:
+    from chamlab.chamnet.spaces import SPACES
+    from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
+
+    sp = SPACES.get("macro-cifar10")
+    t = accuracy_table()
+    archs = [sp.parse(a) for a in t["arch"]]
+    acc = dict(zip(archs, t["mean_acc"].astype(float), strict=True))
+    costs = {"flops": dict(zip(archs, t["macs"].astype(float), strict=True))}
+    if with_lut and LUT.exists():
+        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
+        from chamlab.host import api
+
+        lut = api.Lut.read(LUT)
+        predictor = LutLatencyPredictor(lut.p50_by_key(lut.choose(LUT)))
+        costs["lut_latency"] = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
+    return {"space": sp, "archs": archs, "acc": acc, "costs": costs}
+
+
+def problem_for(env: dict[str, Any], cost: str, limit: float) -> Any:
+    from chamlab.chamnet.search import Problem, oracle_for
+
+    table = env["costs"][cost]
+    sp = env["space"]
+    return Problem(sp, oracle_for(sp), {cost: table.__getitem__}, {cost: limit})
+
+
+def run_one(
+    env: dict[str, Any], cost: str, limit: float, method: str, seed: int, budget: int
+) -> dict[str, Any]:
+    from chamlab.chamnet.search import BayesOptEngine, EngineConfig
+    from chamlab.chamnet.search.baselines import BASELINES, Candidates, first_hit
+    from chamlab.chamnet.search.engine import Encoder
+
+    table = env["costs"][cost]
+    feasible = [a for a in env["archs"] if table[a] <= limit]
+    best_acc = max(env["acc"][a] for a in feasible)
+    # the true best: several archs when tied (macro-cifar10 holds equivalent networks, e.g. an
+    # identity before or after a block of the same stage, with the same accuracy row)
+    best = {a for a in feasible if env["acc"][a] == best_acc}
+
+    def stop(queried: list) -> bool:
+        return len(queried) >= 50 and any(a in best for a in queried)
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if method.startswith("engine"):
+        cfg = EngineConfig(**ENGINE_VARIANTS[method])
+        state = BayesOptEngine(cfg).run(
+            problem_for(env, cost, limit), budget, rng, stop=lambda s: stop([q.arch for q in s.queries])
+        )
+        queried = [q.arch for q in state.queries]
+    else:
+        sp = env["space"]
+        cands = Candidates(
+            sp.dimensions,
+            feasible,
+            Encoder(sp.dimensions)(feasible),
+            env["acc"].__getitem__,
+            lambda a: table[a] <= limit,
+        )
+        queried = BASELINES[method](cands, budget, rng, stop)
+    seconds = time.perf_counter() - t0
+    first50 = [env["acc"][a] for a in queried[:50] if table[a] <= limit]
+    return {
+        "hit": first_hit(queried, best),
+        "queries": len(queried),
+        "regret50": round(best_acc - max(first50, default=float("nan")), 4),
+        "seconds": round(seconds, 2),
+    }
+
+
+def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for key, r in runs.items():
+        cost, pct, method, _seed = key.split("|")
+        groups.setdefault((cost, pct, method), []).append(r)
+    out: dict[str, Any] = {}
+    for (cost, pct, method), rs in sorted(groups.items()):
+        budget = budgets[method]
+        hits = np.array([r["hit"] if r["hit"] is not None else np.inf for r in rs], dtype=float)
+        med = float(np.median(hits))
+        out.setdefault(cost, {}).setdefault(pct, {})[method] = {
+            "seeds": len(rs),
+            "median_hit": med if np.isfinite(med) else f">{budget}",
+            "found": int(np.isfinite(hits).sum()),
+            "median_regret50": float(np.nanmedian([r["regret50"] for r in rs])),
+            "max_regret50": float(np.nanmax([r["regret50"] for r in rs])),
+            "median_seconds": float(np.median([r["seconds"] for r in rs])),
+        }
+    return out
+
+
+def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -> dict[str, Any]:
+    """GP trained on n archs of each initial design; RMSE and Kendall tau on held-out feasible archs."""
+    from scipy.stats import kendalltau
+
+    from chamlab.chamnet.search.engine import Encoder, _CostScale, fit_gp, predict_gp
+    from chamlab.chamnet.search.sampling import design
+
+    table = env["costs"]["flops"]
+    all_cost = np.array([table[a] for a in env["archs"]])
+    limit = float(np.percentile(all_cost, 50))
+    feasible = [a for a in env["archs"] if table[a] <= limit]
+    cost = np.array([table[a] for a in feasible])
+    y = np.array([env["acc"][a] for a in feasible])
+    enc = Encoder(env["space"].dimensions)
+    scale = _CostScale(all_cost)
+    X = np.column_stack([enc(feasible), scale(cost)])
+    Xo = enc(feasible)
+    band = cost >= np.percentile(cost, 75)  # the quarter of feasible archs nearest the limit
+    out: dict[str, Any] = {"limit_flops": limit, "boundary": "feasible archs in the top quarter of cost"}
+    for sampler in ("uniform", "sobol", "imbalanced-sobol"):
+        for n in sizes:
+            rows = []
+            for seed in range(seeds):
+                idx = design(sampler, Xo, cost, limit, n, np.random.default_rng(seed))
+                model = fit_gp(X[idx], y[idx])
+                mask = np.ones(len(feasible), dtype=bool)
+                mask[idx] = False
+                mu, _ = predict_gp(model, X)
+                for name, m in (("all", mask), ("boundary", mask & band)):
+                    err = mu[m] - y[m]
+                    rows.append((name, float(np.sqrt(np.mean(err**2))), float(kendalltau(mu[m], y[m])[0])))
+            for name in ("all", "boundary"):
+                r = [x for x in rows if x[0] == name]
+                out.setdefault(sampler, {}).setdefault(str(n), {})[name] = {
+                    "rmse": round(float(np.median([x[1] for x in r])), 4),
+                    "kendall_tau": round(float(np.median([x[2] for x in r])), 4),
+                }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="1 seed, median FLOPs limit, budget 12")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--methods", help="comma-separated subset of methods to run now (default: all)")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    env = setup(with_lut=not a.smoke)
+    budgets = dict(BUDGETS)
+    for v in ENGINE_VARIANTS:
+        budgets[v] = BUDGETS["engine"]
+    pcts, seeds, costs = PCTS, range(a.seeds), list(env["costs"])
+    methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]
+    if a.smoke:
+        budgets = {m: 12 for m in budgets}
+        pcts, seeds, costs = (50,), range(1), ["flops"]
+        methods = ["engine", *BASELINES_ORDER]
+    if a.methods:
+        methods = [m for m in methods if m in a.methods.split(",")]
+    old = json.loads(a.out.read_text()) if a.out.exists() else {}
+    runs: dict[str, Any] = old.get("runs", {}) if old.get("smoke", False) == a.smoke else {}
+    limits = {
+        c: {str(p): float(np.percentile(list(env["costs"][c].values()), p)) for p in PCTS} for c in costs
+    }
+
+    def save(quality: Any = None) -> None:
+        write_result(
+            "search_efficiency",
+            {
+                "smoke": a.smoke,
+                "space": "macro-cifar10",
+                "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in costs else None,
+                "limits": limits,
+                "budgets": budgets,
+                "summary": summarise(runs, budgets),
+                "predictor_quality": quality if quality is not None else old.get("predictor_quality"),
+                "runs": runs,
+            },
+            out=a.out,
+        )
+
+    plan = [(c, p, m, s) for c in costs for p in pcts for m in methods if not _ablation(m) for s in seeds]
+    plan += [
+        (c, p, m, s)
+        for c in costs
+        if c in ABLATION_COSTS
+        for p in pcts
+        for m in methods
+        if _ablation(m)
+        for s in list(seeds)[:ABLATION_SEEDS]
+    ]
+    for cost, pct, method, seed in plan:
+        key = f"{cost}|{pct}|{method}|{seed}"
+        if key in runs:
+            continue
+        runs[key] = run_one(env, cost, limits[cost][str(pct)], method, seed, budgets[method])
+        print(key, runs[key], flush=True)
+        save()
+    quality = None
+    if not a.skip_quality:
+        quality = predictor_quality(env, 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80))
+    save(quality)
+    print(json.dumps(summarise(runs, budgets), indent=1))
+    return 0
+
+
+def _ablation(method: str) -> bool:
+    return method.startswith("engine") and method != "engine"
+
+
+BASELINES_ORDER = ("plain-gp-ei", "random", "regularized-evolution", "optuna-tpe")
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def render(r: dict[str, Any], env_line: str) -> list[str]:
+    """The docs/benchmarks.md section (called by bench/report.py)."""
+    s = r["summary"]
+    out = [
+        "## Search sample efficiency",
+        "",
+        env_line,
+        "",
+        "Oracle queries until the true best macro-cifar10 arch under the limit is first queried (ties:",
+        "any of them), median over the seeds (`found/seeds` within the budget; `>N`: the median run did",
+        "not find it within N queries), and the regret (true best minus best found, accuracy points)",
+        "after 50 queries, median/max. Limits at the 25th/50th/75th percentile of the cost over the space",
+        f"(FLOPs: {', '.join(f'{v / 1e6:.1f}' for v in r['limits'].get('flops', {}).values())} M MACs;"
+        + (
+            f" LUT latency: {', '.join(f'{v:.3f}' for v in r['limits']['lut_latency'].values())} ms"
+            if "lut_latency" in r["limits"]
+            else ""
+        )
+        + "). Budgets: "
+        + ", ".join(f"{m} {b}" for m, b in r["budgets"].items() if not m.startswith("engine-"))
+        + ".",
+        "Produced by `bench/search_efficiency.py`.",
+        "",
+    ]
+    names = {"flops": "FLOPs limits", "lut_latency": "frozen-LUT latency limits"}
+    for cost, by_pct in s.items():
+        methods = [m for m in [*ENGINE_VARIANTS, *BASELINES_ORDER] if any(m in v for v in by_pct.values())]
+        out += [f"**{names.get(cost, cost)}**", ""]
+        header = "| method | " + " | ".join(f"p{p}: queries to best | p{p}: regret@50" for p in by_pct) + " |"
+        out += [header, "|---|" + "---|---|" * len(by_pct)]
+        for m in methods:
+            cells = []
+            for p in by_pct:
+                v = by_pct[p].get(m)
+                if v is None:
+                    cells += ["", ""]
+                    continue
+                hit = v["median_hit"]
+                hit_s = f"{hit:g}" if isinstance(hit, float) else hit
+                cells += [
+                    f"{hit_s} ({v['found']}/{v['seeds']})",
+                    f"{v['median_regret50']:.3f} / {v['max_regret50']:.3f}",
+                ]
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    q = r.get("predictor_quality")
+    if q:
+        out += [
+            "**Predictor quality vs training points** (GP with the cost feature, trained on n archs of",
+            f"each initial design at the median FLOPs limit; median over seeds; held-out feasible archs, "
+            f"all and near the boundary = {q['boundary']}):",
+            "",
+            "| design | n | RMSE all | tau all | RMSE boundary | tau boundary |",
+            "|---|---|---|---|---|---|",
+        ]
+        for sampler in ("uniform", "sobol", "imbalanced-sobol"):
+            for n, v in q.get(sampler, {}).items():
+                a, b = v["all"], v["boundary"]
+                out.append(
+                    f"| {sampler} | {n} | {a['rmse']:.3f} | {a['kendall_tau']:.3f} | {b['rmse']:.3f} | "
+                    f"{b['kendall_tau']:.3f} |"
+                )
+        out.append("")
+    return out

@@ -1,0 +1,188 @@
+"""Calibration of LUT predictions against a few measured whole networks (numpy only).
+
+A LUT sum misses what single-op microbenchmarks cannot see: each op's own invocation and thread-pool
+start (paid once per op in the LUT, once per network on the device), cache effects that grow with
+the weights a network streams through, and a fixed per-network cost. The calibration is a small
+linear model of the measured p50 on features of the LUT prediction:
+
+    measured_ms ~= b0 + b_sum * lut_sum_ms + b_ops * n_ops + b_w * weight_mib
+
+(:data:`FEATURES`; ``lut_sum_ms`` is the raw sum of the ops' p50, ``n_ops`` the number of op
+occurrences, ``weight_mib`` the weights in MiB at the LUT's element type). It is fitted so that it
+is *robust* with the few networks it sees (about 10):
+
+* relative least squares: each network's residual is divided by its measured latency, so a 0.1 ms
+  network weighs as much as a 10 ms one (the targets are relative errors);
+* Huber weights (iteratively reweighted, threshold 1.345 robust sigmas, sigma from the MAD with a
+  floor of 1 %): one disturbed measurement cannot drag the fit;
+* ridge shrinkage towards the raw sum (``b_sum = 1``, the others 0) with strength :data:`RIDGE`,
+  measured on each coefficient's typical relative effect: with two or three networks it stays close
+  to the plain sum instead of interpolating noise.
+
+:func:`leave_one_out` refits without each network in turn and predicts it: the honest error of the
+fit on networks it did not see (what ``chamlab calibrate`` prints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+FEATURES: tuple[str, ...] = ("lut_sum_ms", "n_ops", "weight_mib")
+PRIOR: dict[str, float] = {"intercept_ms": 0.0, "lut_sum_ms": 1.0, "n_ops": 0.0, "weight_mib": 0.0}
+RIDGE = 0.01
+HUBER_K = 1.345
+MIN_SIGMA = 0.01
+MODEL = "huber-ridge-relative-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationPoint:
+    """One measured network: its name, its LUT features and its measured p50 (ms)."""
+
+    name: str
+    features: Mapping[str, float]
+    measured_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationFit:
+    """Coefficients by name (``intercept_ms`` and one per feature)."""
+
+    features: tuple[str, ...]
+    coef: Mapping[str, float]
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        return float(
+            self.coef["intercept_ms"] + sum(self.coef[f] * float(features[f]) for f in self.features)
+        )
+
+
+def _design(points: Sequence[CalibrationPoint], features: Sequence[str]) -> np.ndarray:
+    return np.array([[1.0, *(float(p.features[f]) for f in features)] for p in points])
+
+
+def fit(
+    points: Sequence[CalibrationPoint],
+    features: Sequence[str] = FEATURES,
+    *,
+    ridge: float = RIDGE,
+    iterations: int = 20,
+) -> CalibrationFit:
+    """Fit the calibration (module docstring) to ``points``; needs at least two of them."""
+    if len(points) < 2:
+        raise ValueError(f"a calibration needs at least 2 measured networks, got {len(points)}")
+    features = tuple(features)
+    y = np.array([p.measured_ms for p in points], dtype=float)
+    if np.any(~np.isfinite(y)) or np.any(y <= 0):
+        raise ValueError("measured latencies must be positive, finite milliseconds")
+    x = _design(points, features)
+    names = ("intercept_ms", *features)
+    prior = np.array([PRIOR.get(n, 0.0) for n in names])
+    # relative rows: residual_i / y_i; scale of each coefficient = RMS of its relative effect
+    xr = x / y[:, None]
+    scale = np.sqrt(np.mean(xr**2, axis=0))
+    scale[scale == 0] = 1.0
+    penalty = ridge * len(points) * np.diag(scale**2)
+    w = np.ones(len(points))
+    beta = prior.copy()
+    for _ in range(iterations):
+        a = xr.T @ (w[:, None] * xr) + penalty
+        b = xr.T @ (w * np.ones(len(points))) + penalty @ prior
+        new = np.linalg.solve(a, b)
+        r = 1.0 - xr @ new  # relative residuals
+        sigma = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), MIN_SIGMA)
+        u = np.abs(r) / (HUBER_K * sigma)
+        w = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+        if np.allclose(new, beta, rtol=1e-9, atol=1e-12):
+            beta = new
+            break
+        beta = new
+    return CalibrationFit(features, {n: float(v) for n, v in zip(names, beta, strict=True)})
+
+
+def leave_one_out(
+    points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES, *, ridge: float = RIDGE
+) -> list[float]:
+    """Per network, the % error of the fit made without it: ``100 * (pred - measured) / measured``."""
+    out = []
+    for i, p in enumerate(points):
+        rest = [q for j, q in enumerate(points) if j != i]
+        f = fit(rest, features, ridge=ridge)
+        out.append(100.0 * (f.predict(p.features) - p.measured_ms) / p.measured_ms)
+    return out
+
+
+def error_summary(errors_pct: Sequence[float]) -> dict[str, float]:
+    """Mean absolute error and the shares within +/-5 % and +/-10 % (of ``errors_pct``)."""
+    e = np.abs(np.asarray(errors_pct, dtype=float))
+    if e.size == 0:
+        return {"n": 0, "mape_pct": float("nan"), "within_5pct": float("nan"), "within_10pct": float("nan")}
+    return {
+        "n": int(e.size),
+        "mape_pct": float(e.mean()),
+        "max_abs_pct": float(e.max()),
+        "within_5pct": float(np.mean(e <= 5.0)),
+        "within_10pct": float(np.mean(e <= 10.0)),
+    }
+
+
+def rows_digest(p50_by_key: Mapping[str, float]) -> str:
+    """SHA-256 (16 hex digits) of the LUT rows a calibration used: sorted ``op_key=p50`` lines."""
+    text = "".join(f"{k}={float(v)!r}\n" for k, v in sorted(p50_by_key.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def spread_selection(candidates: Sequence[Sequence[float]], n: int, rng: np.random.Generator) -> list[int]:
+    """Indices of ``n`` candidates spread over their (standardised, log-scaled) feature vectors:
+    the lowest and highest of the first feature first, then greedy farthest-point (ties broken by
+    ``rng``). Candidates are feature vectors such as (LUT sum, weight bytes, depth)."""
+    m = np.log1p(np.maximum(np.asarray(candidates, dtype=float), 0.0))
+    if len(m) <= n:
+        return list(range(len(m)))
+    sd = m.std(axis=0)
+    sd[sd == 0] = 1.0
+    z = (m - m.mean(axis=0)) / sd
+    z = z + rng.normal(0.0, 1e-6, size=z.shape)  # seeded tie-breaking
+    chosen = [int(np.argmin(z[:, 0])), int(np.argmax(z[:, 0]))][: max(n, 1)]
+    chosen = list(dict.fromkeys(chosen))
+    dist = np.min(np.linalg.norm(z[:, None, :] - z[chosen][None, :, :], axis=2), axis=1)
+    while len(chosen) < n:
+        i = int(np.argmax(dist))
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(z - z[i], axis=1))
+    return chosen
+
+
+def fit_report(points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES) -> dict[str, Any]:
+    """Fit, in-sample residuals and leave-one-out errors of ``points`` as one JSON-able record."""
+    f = fit(points, features)
+    loo = leave_one_out(points, features) if len(points) >= 3 else []
+    networks = []
+    loo_or_none: list[float | None] = list(loo) if loo else [None] * len(points)
+    for p, e in zip(points, loo_or_none, strict=True):
+        pred = f.predict(p.features)
+        networks.append(
+            {
+                "name": p.name,
+                "features": {k: float(p.features[k]) for k in f.features},
+                "measured_ms": p.measured_ms,
+                "fitted_ms": pred,
+                "residual_pct": 100.0 * (pred - p.measured_ms) / p.measured_ms,
+                "loo_error_pct": e,
+            }
+        )
+    raw = [100.0 * (p.features["lut_sum_ms"] - p.measured_ms) / p.measured_ms for p in points]
+    return {
+        "model": MODEL,
+        "features": list(f.features),
+        "coefficients": dict(f.coef),
+        "ridge": RIDGE,
+        "networks": networks,
+        "loo": error_summary(loo),
+        "raw_sum": error_summary(raw),
+    }

@@ -1,0 +1,118 @@
+"""Op-level latency model: predicts an op the LUT lacks from measured ops of the same kind (numpy only).
+
+No LUT holds every op of a large space (chamnet-mbv2 has ~634k distinct inverted-residual ops), so
+a prediction for an arbitrary arch fills the missing ops from this model and says how many it
+filled (``interpolated_ops``).
+
+Model, one per op type: a non-negative additive cost model
+
+    p50_ms ~= c0 + c_macs * MACs + c_w * weight elements + c_in * input elements + c_out * output elements
+
+(:func:`op_features`; every c >= 0): a fixed cost plus compute plus the bytes each op moves, which is
+how a CPU kernel's time adds up (XNNPACK's convolutions are close to linear in MACs at a given
+shape class). It is fitted in *relative* least squares (each op's residual divided by its p50, so a
+0.01 ms op weighs as much as a 2 ms one) with a small ridge (:data:`RIDGE`, on standardised columns),
+and non-negativity by an active set (a column whose coefficient comes out negative is dropped and
+the rest refitted). A kind with fewer than :data:`MIN_ROWS` measured ops uses the nearest measured op
+(in log-feature space) scaled by the MAC ratio; a kind with none cannot be predicted (the caller
+reports the missing ops, never a silent zero). A log-linear (power-law) regression on the same
+counts and the op's arguments was tried first: 10-11 % median error on held-out ops of a synthetic
+additive law, against under 1 % for this model (tests/chamnet/test_op_model.py).
+
+:meth:`OpLatencyModel.leave_one_out` measures the model: each measured op predicted by the model fitted
+without it (``bench/latency_fidelity.py`` reports it beside the network-level figures).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from chamlab.operators import OpSpec
+
+RIDGE = 1e-4
+MIN_ROWS = 4
+
+
+def op_features(op: OpSpec) -> np.ndarray:
+    """The model's columns for ``op``: 1, MACs, weight elements, input and output elements."""
+    return np.array(
+        [
+            1.0,
+            float(op.macs),
+            float(op.params),
+            float(math.prod(op.input_shape)),
+            float(math.prod(op.output_shape)),
+        ]
+    )
+
+
+def _fit_nonneg(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xr = x / y[:, None]  # relative residuals: (x b - y) / y = xr b - 1
+    scale = np.sqrt(np.mean(xr**2, axis=0))
+    scale[scale == 0] = 1.0
+    z = xr / scale
+    active = list(range(x.shape[1]))
+    b = np.zeros(0)
+    for _ in range(x.shape[1]):
+        za = z[:, active]
+        b = np.linalg.solve(za.T @ za + RIDGE * len(y) * np.eye(len(active)), za.T @ np.ones(len(y)))
+        if np.all(b >= 0):
+            break
+        active = [a for a, v in zip(active, b, strict=True) if v >= 0]
+    beta = np.zeros(x.shape[1])
+    beta[active] = b / scale[active]
+    return beta
+
+
+class _KindModel:
+    def __init__(self, ops: Sequence[OpSpec], p50_ms: Sequence[float]) -> None:
+        self.x = np.array([op_features(o) for o in ops])
+        self.y = np.asarray(p50_ms, dtype=float)
+        self.logx = np.log1p(self.x[:, 1:])
+        self.beta = _fit_nonneg(self.x, self.y) if len(ops) >= MIN_ROWS else None
+
+    def predict(self, op: OpSpec) -> float:
+        f = op_features(op)
+        if self.beta is not None and float(f @ self.beta) > 0:
+            return float(f @ self.beta)
+        i = int(np.argmin(np.linalg.norm(self.logx - np.log1p(f[1:]), axis=1)))
+        return float(self.y[i] * (f[1] + 1.0) / (self.x[i, 1] + 1.0))
+
+
+class OpLatencyModel:
+    """Per-kind regressors fitted on measured ops: ``{op: p50_ms}`` in, ``predict(op)`` out."""
+
+    def __init__(self, measured: Mapping[OpSpec, float]) -> None:
+        by_kind: dict[str, list[tuple[OpSpec, float]]] = defaultdict(list)
+        for op, p50 in measured.items():
+            if p50 > 0 and math.isfinite(p50):
+                by_kind[op.op_type].append((op, p50))
+        self._rows = dict(by_kind)
+        self._models = {k: _KindModel([o for o, _ in v], [p for _, p in v]) for k, v in by_kind.items()}
+
+    def can_predict(self, op: OpSpec) -> bool:
+        return op.op_type in self._models and len(op.params_dict()) == len(
+            self._rows[op.op_type][0][0].params_dict()
+        )
+
+    def predict(self, op: OpSpec) -> float:
+        """Predicted p50 (ms) of ``op``; ``KeyError`` when no op of its kind was measured."""
+        if op.op_type not in self._models:
+            raise KeyError(op.op_type)
+        return self._models[op.op_type].predict(op)
+
+    def leave_one_out(self) -> list[tuple[str, float]]:
+        """``(op key, % error)`` of each measured op predicted without it (kinds with >= 2 ops)."""
+        out = []
+        for rows in self._rows.values():
+            if len(rows) < 2:
+                continue
+            for i, (op, p50) in enumerate(rows):
+                rest = [r for j, r in enumerate(rows) if j != i]
+                m = _KindModel([o for o, _ in rest], [p for _, p in rest])
+                out.append((op.key, 100.0 * (m.predict(op) - p50) / p50))
+        return out

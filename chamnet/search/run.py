@@ -1,0 +1,259 @@
+"""A search run on disk: resumable history, GP hyperparameters as JSON, result and Pareto plot.
+
+``search(problem, out=DIR, ...)`` writes, after every oracle batch:
+
+* ``DIR/history.parquet``: the store kind ``search-history`` (one row per oracle query, in order:
+  ``query`` = 1, 2, ..., one column per dimension named as the space names them, ``accuracy``, one
+  column per cost, ``phase``), whose metadata ``chamlab.search`` holds the run's arguments (JSON);
+* ``DIR/model.json``: the fitted GP's hyperparameters;
+
+and at the end ``DIR/result.json`` and ``DIR/pareto.png``. Re-running into the same DIR resumes:
+the queries already in the history are never asked again (a larger budget continues the search);
+different arguments (other than the budget) are an :class:`InputError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chamlab.core.errors import DataFileError, InputError
+from chamlab.core.files import atomic_write_text
+from chamlab.core.store import KINDS, read_table, write_table
+
+from .engine import BayesOptEngine, EngineConfig, EngineState, Query
+from .problem import Problem
+
+HISTORY_KIND = KINDS.register(
+    "search-history",
+    version=1,
+    schema=None,
+    what="search history",
+    make_hint="it is written by `chamlab search --out DIR`",
+)
+ARGS_KEY = "chamlab.search"
+HISTORY = "history.parquet"
+RESULT = "result.json"
+MODEL = "model.json"
+PARETO = "pareto.png"
+#: defaults of `chamlab search` (documented in docs/search.md)
+DEFAULT_BUDGET = 50
+
+
+def write_history(path: Path, problem: Problem, queries: Sequence[Query], args: Mapping[str, Any]) -> None:
+    import pyarrow as pa
+
+    dims = problem.space.dimensions
+    cols: dict[str, Any] = {"query": pa.array(range(1, len(queries) + 1), pa.int64())}
+    for j, d in enumerate(dims):
+        cols[d.name] = [q.arch[j] for q in queries]
+    cols["accuracy"] = pa.array([q.accuracy for q in queries], pa.float64())
+    for name in problem.costs:
+        cols[name] = pa.array([q.costs[name] for q in queries], pa.float64())
+    cols["phase"] = pa.array([q.phase for q in queries], pa.string())
+    write_table(path, HISTORY_KIND, pa.table(cols), {ARGS_KEY: dict(args)})
+
+
+def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
+    """The queries of an earlier run with the same arguments (budget aside)."""
+    stored = read_table(path, HISTORY_KIND)
+    old = stored.meta_json(ARGS_KEY, {}) or {}
+    new = json.loads(json.dumps(dict(args)))
+    diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+        raise InputError(
+            f"{path.parent} holds a search made with other arguments ({detail})",
+            hint="re-run with the same arguments to resume it, or choose another --out DIR",
+        )
+    df = stored.table.to_pandas()
+    names = [d.name for d in problem.space.dimensions]
+    missing = [c for c in (*names, "accuracy", *problem.costs, "phase") if c not in df.columns]
+    if missing:
+        raise DataFileError(f"search history {path} lacks column(s) {', '.join(missing)}")
+    out = []
+    for row in df.itertuples(index=False):
+        r = row._asdict()
+        arch = problem.space.validate([_native(r[n]) for n in names])
+        costs = {c: float(r[c]) for c in problem.costs}
+        out.append(Query(arch, float(r["accuracy"]), costs, str(r["phase"])))
+    return out
+
+
+def _native(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    space: str
+    arch: str | None  # the best feasible arch queried (None when no queried arch is feasible)
+    values: dict[str, Any] | None
+    oracle_accuracy: float | None
+    predicted_accuracy: float | None
+    costs: dict[str, float] | None
+    limits: dict[str, float]
+    queries: int
+    new_queries: int
+    feasible_queried: int
+    search_seconds: float
+    fit_seconds: float
+    out_dir: Path | None
+    config: dict[str, Any]
+    hyperparameters: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        costs = self.costs or {}
+        return {
+            "space": self.space,
+            "arch": self.arch,
+            "values": self.values,
+            "predicted_accuracy": self.predicted_accuracy,
+            "oracle_accuracy": self.oracle_accuracy,
+            "predicted_latency_ms": costs.get("latency_ms"),
+            "costs": self.costs,
+            "limits": self.limits,
+            "queries": self.queries,
+            "new_queries": self.new_queries,
+            "feasible_queried": self.feasible_queried,
+            "search_seconds": round(self.search_seconds, 3),
+            "fit_seconds": round(self.fit_seconds, 3),
+            "out": None if self.out_dir is None else str(self.out_dir),
+            "config": self.config,
+        }
+
+
+def search(
+    problem: Problem,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    seed: int = 0,
+    config: EngineConfig | None = None,
+    out: Path | None = None,
+    args: Mapping[str, Any] | None = None,
+    progress: Callable[[EngineState], None] | None = None,
+    plot: bool = True,
+) -> SearchResult:
+    """Run (or resume, when ``out`` holds a history) the engine on ``problem`` and write its files.
+
+    ``args``: what identifies the run (compared on resume); by default the space, limits, seed and
+    engine configuration.
+    """
+    config = config or EngineConfig()
+    ident = dict(
+        args
+        or {
+            "space": problem.space.name,
+            "limits": dict(problem.limits),
+            "seed": seed,
+            "engine": config.to_json(),
+        }
+    )
+    ident["budget"] = budget
+    previous: list[Query] = []
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise InputError(f"--out {out} exists and is not a directory")
+        if (out / HISTORY).exists():
+            previous = read_history(out / HISTORY, problem, ident)
+        out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def persist(state: EngineState) -> None:
+        if out is not None:
+            write_history(out / HISTORY, problem, state.queries, ident)
+        if progress is not None:
+            progress(state)
+
+    engine = BayesOptEngine(config)
+    state = engine.run(problem, budget, np.random.default_rng(seed), previous=previous, on_query=persist)
+    elapsed = time.perf_counter() - t0
+    result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous))
+    if out is not None:
+        if result.hyperparameters is not None:
+            atomic_write_text(out / MODEL, json.dumps(result.hyperparameters, indent=1) + "\n")
+        atomic_write_text(out / RESULT, json.dumps(result.to_json(), indent=1) + "\n")
+        if plot:
+            pareto_plot(problem, state.queries, result, out / PARETO)
+    return result
+
+
+def _result(
+    problem: Problem, state: EngineState, config: EngineConfig, out: Path | None, seconds: float, new: int
+) -> SearchResult:
+    from .engine import hyperparameters
+
+    qs = state.queries
+    feasible = [q for q in qs if all(q.costs[n] <= lim for n, lim in problem.limits.items())]
+    best = max(feasible, key=lambda q: q.accuracy, default=None)
+    predicted = None
+    if best is not None:
+        pred = state.predict([best.arch], np.array([best.costs[problem.primary]]))
+        predicted = None if pred is None else float(pred[0])
+    dims = problem.space.dimensions
+    return SearchResult(
+        space=problem.space.name,
+        arch=None if best is None else problem.space.format(best.arch),
+        values=None if best is None else {d.name: v for d, v in zip(dims, best.arch, strict=True)},
+        oracle_accuracy=None if best is None else best.accuracy,
+        predicted_accuracy=predicted,
+        costs=None if best is None else dict(best.costs),
+        limits=dict(problem.limits),
+        queries=len(qs),
+        new_queries=new,
+        feasible_queried=len(feasible),
+        search_seconds=seconds,
+        fit_seconds=state.fit_seconds,
+        out_dir=out,
+        config=config.to_json(),
+        hyperparameters=None if state.model is None else hyperparameters(state.model, state.feature_names),
+    )
+
+
+def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """Indices of the Pareto-optimal points (lower cost, higher accuracy), by increasing cost."""
+    order = np.lexsort((-acc, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(int(i))
+            best = acc[i]
+    return np.array(front, dtype=int)
+
+
+def pareto_plot(problem: Problem, queries: Sequence[Query], result: SearchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chamlab.core.files import atomic_path
+
+    primary = problem.primary
+    cost = np.array([q.costs[primary] for q in queries])
+    acc = np.array([q.accuracy for q in queries])
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.scatter(cost, acc, s=12, c=np.arange(len(queries)), cmap="viridis", label="queried (colour: order)")
+    if len(queries):
+        f = pareto_front(cost, acc)
+        ax.step(cost[f], acc[f], where="post", color="tab:red", label="Pareto front of the queries")
+    ax.axvline(problem.limits[primary], color="grey", ls="--", label=f"limit {problem.limits[primary]:g}")
+    if result.costs is not None and result.oracle_accuracy is not None:
+        ax.scatter(
+            [result.costs[primary]], [result.oracle_accuracy], marker="*", s=160, c="tab:red", zorder=5
+        )
+    ax.set_xlabel(primary)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{problem.space.name}: {len(queries)} queries")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

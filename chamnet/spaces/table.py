@@ -1,0 +1,249 @@
+"""Table spaces (``--space table:PATH``): bring your own benchmark as one row per architecture.
+
+A Parquet or CSV file whose columns are:
+
+* ``accuracy`` (required): the oracle; each look-up during a search counts as one query;
+* ``latency_ms`` / ``energy_mj`` (optional): free costs standing in for the latency/energy predictors;
+* every other column, except those whose name starts with ``_``, is a *dimension*: integer and float
+  columns are ordinal (their sorted distinct values), string and boolean columns categorical
+  (one-hot encoded by the search engine). ``dims=("a", "b")`` chooses the dimensions explicitly.
+
+The space is the set of rows (not the product of the dimensions' values): ``enumerate`` yields the
+rows in file order, ``sample`` draws rows, ``validate`` rejects a combination that is not a row. An
+architecture is the tuple of its dimension values (Python ``int``/``float``/``str``/``bool``), and
+its string form is ``name=value,name=value``. Missing columns, duplicate architectures, NaNs, empty
+tables and unknown ``dims`` are :class:`~chamlab.core.errors.DataFileError` naming file, column and row.
+
+A table space has no operators: it stands in for a network space wherever the engine only needs
+dimensions, candidates and costs (see :mod:`chamlab.chamnet.search`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chamlab.core.errors import ArchError, DataFileError
+
+from .base import Arch, Dimension
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ACCURACY = "accuracy"
+COSTS = ("latency_ms", "energy_mj")
+RESERVED = (ACCURACY, *COSTS)
+PREFIX = "table:"
+
+
+def _native(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame; unreadable files are DataFileErrors naming the file."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(
+            f"table space file {path} does not exist (or is not a file)",
+            hint="give a CSV or Parquet file with one row per architecture",
+        )
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
+        raise DataFileError(f"table space file {path} cannot be read: {exc}") from exc
+    raise DataFileError(f"table space file {path}: unknown format {suffix!r}; use .csv or .parquet")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TableSpace:
+    """One row per architecture (see the module docstring). Build with :meth:`read` or :meth:`from_frame`."""
+
+    name: str
+    dimensions: tuple[Dimension, ...]
+    rows: tuple[Arch, ...]
+    accuracy: np.ndarray
+    costs: Mapping[str, np.ndarray]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {a: i for i, a in enumerate(self.rows)})
+
+    @classmethod
+    def read(cls, path: Path, dims: Sequence[str] | None = None) -> TableSpace:
+        path = Path(path)
+        return cls.from_frame(read_frame(path), name=f"{PREFIX}{path}", dims=dims, what=str(path))
+
+    @classmethod
+    def from_frame(
+        cls, df: pd.DataFrame, *, name: str = "table", dims: Sequence[str] | None = None, what: str = "table"
+    ) -> TableSpace:
+        import pandas as pd
+
+        columns = [str(c) for c in df.columns]
+        if ACCURACY not in columns:
+            raise DataFileError(
+                f"{what} has no {ACCURACY!r} column (columns: {', '.join(columns) or 'none'})",
+                hint="name the measured accuracy column `accuracy`",
+            )
+        if dims is None:
+            dim_names = [c for c in columns if c not in RESERVED and not c.startswith("_")]
+        else:
+            dim_names = [d.strip() for d in dims if d.strip()]
+            for d in dim_names:
+                if d not in columns:
+                    raise DataFileError(f"{what}: --dims names {d!r}, which is not a column")
+                if d in RESERVED:
+                    raise DataFileError(f"{what}: --dims names {d!r}, which is the oracle or a cost column")
+            if len(set(dim_names)) != len(dim_names):
+                raise DataFileError(f"{what}: --dims repeats a column ({','.join(dim_names)})")
+        if not dim_names:
+            raise DataFileError(f"{what} has no dimension columns (only {', '.join(columns)})")
+        if len(df) == 0:
+            raise DataFileError(f"{what} has no rows")
+        used = [*dim_names, ACCURACY, *(c for c in COSTS if c in columns)]
+        for col in used:
+            bad = df[col].isna().to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise DataFileError(
+                    f"{what}: column {col!r} has {int(bad.sum())} missing value(s) (NaN), first at row {row}",
+                    hint="drop or fill those rows",
+                )
+        for col in (ACCURACY, *(c for c in COSTS if c in columns)):
+            if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+                raise DataFileError(f"{what}: column {col!r} must be numeric, got {df[col].dtype}")
+            if not np.isfinite(df[col].to_numpy(dtype=float)).all():
+                raise DataFileError(f"{what}: column {col!r} holds an infinite value")
+        dimensions = []
+        for col in dim_names:
+            s = df[col]
+            if pd.api.types.is_bool_dtype(s):
+                values: list[Any] = sorted({bool(v) for v in s})
+                categorical = True
+            elif pd.api.types.is_numeric_dtype(s):
+                values = sorted({_native(v) for v in s})
+                categorical = False
+            else:
+                values = sorted({str(v) for v in s})
+                categorical = True
+            dimensions.append(Dimension(col, tuple(values), categorical=categorical))
+        cols = []
+        for dim in dimensions:
+            conv: Any = (
+                bool
+                if dim.categorical and isinstance(dim.values[0], bool)
+                else str
+                if dim.categorical
+                else _native
+            )
+            cols.append([conv(v) for v in df[dim.name]])
+        rows = list(zip(*cols, strict=True))
+        seen: dict[Arch, int] = {}
+        for i, r in enumerate(rows):
+            if r in seen:
+                text = ",".join(f"{d.name}={v}" for d, v in zip(dimensions, r, strict=True))
+                raise DataFileError(
+                    f"{what}: rows {seen[r]} and {i} are the same architecture ({text})",
+                    hint="keep one row per architecture (average repeated runs), or add the missing "
+                    "dimension column",
+                )
+            seen[r] = i
+        costs = {c: df[c].to_numpy(dtype=float) for c in COSTS if c in columns}
+        return cls(
+            name,
+            tuple(dimensions),
+            tuple(rows),
+            df[ACCURACY].to_numpy(dtype=float),
+            costs,
+            f"table of {len(rows)} architectures over {len(dimensions)} dimensions",
+        )
+
+    # -- the space interface ----------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def references(self) -> Mapping[str, Arch]:
+        return {}
+
+    def row(self, arch: Sequence[Any]) -> int:
+        idx: dict[Arch, int] = self._index  # type: ignore[attr-defined]
+        try:
+            return idx[tuple(arch)]
+        except (KeyError, TypeError):
+            raise ArchError(f"{self.name}: {self.format_values(arch)} is not a row of the table") from None
+
+    def validate(self, arch: Sequence[Any]) -> Arch:
+        if len(arch) != len(self.dimensions):
+            raise ArchError(f"{self.name}: an arch has {len(self.dimensions)} values, got {len(arch)}")
+        return self.rows[self.row(arch)]
+
+    def resolve(self, text: str) -> Arch:
+        return self.parse(text)
+
+    def enumerate(self) -> Iterator[Arch]:
+        yield from self.rows
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Arch]:
+        return [self.rows[int(i)] for i in rng.integers(0, len(self.rows), size=n)]
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Ordinal value index over (choices - 1), one value per dimension (categories by their sorted
+        order: the search engine one-hots categorical dimensions instead)."""
+        out = np.zeros(len(self.dimensions))
+        for i, (d, v) in enumerate(zip(self.dimensions, self.validate(arch), strict=True)):
+            out[i] = d.index(v) / (len(d.values) - 1) if len(d.values) > 1 else 0.0
+        return out
+
+    def format_values(self, arch: Sequence[Any]) -> str:
+        return ",".join(f"{d.name}={v}" for d, v in zip(self.dimensions, arch, strict=False))
+
+    def format(self, arch: Arch) -> str:
+        return self.format_values(self.validate(arch))
+
+    def parse(self, text: str) -> Arch:
+        parts = dict(p.split("=", 1) for p in text.split(",") if "=" in p)
+        if set(parts) != {d.name for d in self.dimensions}:
+            raise ArchError(
+                f"{self.name}: arch {text!r} must name every dimension once: "
+                + ",".join(f"{d.name}=..." for d in self.dimensions)
+            )
+        values = []
+        for d in self.dimensions:
+            raw = parts[d.name].strip()
+            match = [v for v in d.values if str(v) == raw]
+            if not match:
+                raise ArchError(f"{self.name}: {d.name}={raw} is not a value of the table")
+            values.append(match[0])
+        return self.validate(values)
+
+    def accuracy_of(self, arch: Arch) -> float:
+        return float(self.accuracy[self.row(arch)])
+
+    def cost_of(self, arch: Arch, column: str) -> float:
+        if column not in self.costs:
+            raise DataFileError(
+                f"{self.name} has no {column!r} column, so it cannot be constrained on it "
+                f"(cost columns: {', '.join(self.costs) or 'none'})"
+            )
+        return float(self.costs[column][self.row(arch)])
+
+
+def is_table_spec(spec: str) -> bool:
+    return spec.startswith(PREFIX)
+
+
+def parse_dims(text: str | None) -> list[str] | None:
+    return None if text is None else [p.strip() for p in text.split(",") if p.strip()]

@@ -1,0 +1,241 @@
+"""``calibrate``: measure a few whole networks, fit the LUT-to-device calibration, store it in the LUT.
+
+The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (numpy only). Here:
+
+* :func:`select_networks` picks ``n`` networks that span the space (seeded): a pool of the space's
+  reference archs plus random ones whose ops the LUT holds, spread over (LUT sum, weight bytes,
+  depth) by farthest-point selection;
+* :func:`calibrate` measures them through the one pipeline (:func:`~chamlab.host.measuring.measure_networks`:
+  device lock, resumable run), fits, and stores the record with :func:`store`;
+* :func:`store` writes the record into the LUT file's metadata (``chamlab.calibrations``, a JSON
+  list; one record per (space, device, backend, dtype, threads), a new one replaces the old) under
+  the LUT's sibling lock, re-reading the file inside it like :func:`~chamlab.host.lut.add_rows`;
+* :func:`lookup` finds the record a prediction may use and says whether it is *stale*: the digest of
+  the LUT rows it was fitted on (the ops of the networks it saw) no longer matches the LUT, e.g.
+  after ``profile --force``. A stale calibration is reported and never applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chamlab.chamnet.predictors import calibration as model
+from chamlab.chamnet.spaces.base import Arch, SearchSpace
+from chamlab.core.errors import InputError
+from chamlab.core.files import check_writable
+from chamlab.core.locks import sibling_lock
+from chamlab.core.store import tool_version
+
+from .lut import Lut, MeasurementSet
+from .pipeline import NullProgress, Progress, RunSpec
+from .transports.base import Transport
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+POOL = 256  # random candidates drawn per calibration (plus the space's references)
+
+
+def lut_features(space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dtype: str) -> dict[str, float]:
+    """The calibration features of ``arch`` (``KeyError`` naming an op the mapping lacks)."""
+    ops = space.ops(arch)
+    return {
+        "lut_sum_ms": float(sum(p50_ms[op.key] for op in ops)),
+        "n_ops": float(len(ops)),
+        "weight_mib": float(sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20),
+    }
+
+
+def select_networks(
+    space: SearchSpace,
+    p50_ms: Mapping[str, float],
+    dtype: str,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    exclude: Collection[Arch] = (),
+) -> list[Arch]:
+    """``n`` archs whose ops ``p50_ms`` holds, spread over (LUT sum, weight bytes, depth); never one
+    of ``exclude`` (networks held apart for evaluation)."""
+    banned = set(exclude)
+    pool = [
+        a for a in dict.fromkeys([*space.references.values(), *space.sample(rng, POOL)]) if a not in banned
+    ]
+    covered = [a for a in pool if all(op.key in p50_ms for op in space.ops(a))]
+    if len(covered) < n:
+        raise InputError(
+            f"the LUT holds every op of only {len(covered)} of {len(pool)} candidate {space.name} "
+            f"networks, fewer than --n {n}",
+            hint="profile more archs first (`chamlab profile --sample N`), or lower --n",
+        )
+    feats = [lut_features(space, a, p50_ms, dtype) for a in covered]
+    idx = model.spread_selection([[f["lut_sum_ms"], f["weight_mib"], f["n_ops"]] for f in feats], n, rng)
+    return [covered[i] for i in idx]
+
+
+def _key(space: str, mset: MeasurementSet) -> dict[str, Any]:
+    return {"space": space, **mset._asdict()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """The calibration of a (space, measurement set), with ``stale`` set when its rows changed."""
+
+    record: dict[str, Any]
+    stale: str | None
+
+    def fit(self) -> model.CalibrationFit:
+        return model.CalibrationFit(tuple(self.record["features"]), dict(self.record["coefficients"]))
+
+    def summary(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "created_at": r.get("created_at"),
+            "model": r.get("model"),
+            "n_networks": len(r.get("networks", [])),
+            "loo": r.get("loo"),
+            "coefficients": r.get("coefficients"),
+            "stale": self.stale is not None,
+            "stale_reason": self.stale,
+        }
+
+
+def lookup(lut: Lut, mset: MeasurementSet, space: str) -> Found | None:
+    """The calibration stored for ``space`` and ``mset``, checked against the LUT's rows."""
+    key = _key(space, mset)
+    for rec in lut.calibrations:
+        if all(rec.get(k) == v for k, v in key.items()):
+            p50 = lut.p50_by_key(mset)
+            keys = rec.get("rows", {}).get("op_keys", [])
+            missing = [k for k in keys if k not in p50]
+            if missing:
+                return Found(rec, f"the LUT no longer holds {len(missing)} op(s) it was fitted on")
+            if model.rows_digest({k: p50[k] for k in keys}) != rec.get("rows", {}).get("digest"):
+                return Found(
+                    rec,
+                    "LUT rows it was fitted on changed since (re-profiled); run `chamlab calibrate` again",
+                )
+            return Found(rec, None)
+    return None
+
+
+def store(path: Path, record: Mapping[str, Any]) -> Lut:
+    """Put ``record`` into the LUT file's ``chamlab.calibrations`` (replacing the record of the same
+    space and measurement set), re-reading the file under its lock."""
+    path = Path(path)
+    check_writable(path, what="LUT")
+    keys = ("space", "device", "backend", "dtype", "threads")
+    with sibling_lock(path, what=f"LUT {path}").hold():
+        lut = Lut.read(path)
+        kept = [c for c in lut.calibrations if any(c.get(k) != record[k] for k in keys)]
+        new = Lut(lut.table, lut.provenance, [*kept, dict(record)])
+        new.write(path)
+    return new
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationReport:
+    lut_path: Path
+    record: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lut": str(self.lut_path), **self.record}
+
+
+def build_record(
+    space: SearchSpace,
+    mset: MeasurementSet,
+    p50_ms: Mapping[str, float],
+    archs: list[Arch],
+    measured_ms: list[float],
+    *,
+    seed: int | None = None,
+    measure: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
+    their LUT features, with the networks, residuals, LOO errors and the digest of the rows used."""
+    points = [
+        model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype), y)
+        for a, y in zip(archs, measured_ms, strict=True)
+    ]
+    used = sorted({op.key for a in archs for op in space.ops(a)})
+    return {
+        **_key(space.name, mset),
+        **model.fit_report(points),
+        "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
+        "seed": seed,
+        "measure": dict(measure) if measure is not None else None,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "tool_version": tool_version(),
+    }
+
+
+def calibrate(
+    spec: RunSpec,
+    space: SearchSpace,
+    *,
+    lut_path: Path,
+    n: int = 10,
+    seed: int = 0,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+) -> CalibrationReport:
+    """Measure ``n`` spread networks of ``space`` on ``spec``, fit and store the calibration."""
+    from .measuring import measure_networks
+
+    if n < 3:
+        raise InputError(f"--n must be at least 3 (a fit plus a leave-one-out check), got {n}")
+    progress = progress or NullProgress()
+    lut = Lut.read(lut_path)
+    mset = lut.choose(
+        lut_path,
+        device=spec.target,
+        backend=spec.backend.value,
+        dtype=spec.dtype.value,
+        threads=spec.threads,
+        batch=spec.batch,
+    )
+    p50 = lut.p50_by_key(mset)
+    archs = select_networks(space, p50, mset.dtype, n, np.random.default_rng(seed))
+    progress.note(
+        f"calibrating from {len(archs)} {space.name} networks: {', '.join(map(space.format, archs))}"
+    )
+    measured = measure_networks(spec, space, archs, transport=transport, progress=progress, no_wait=no_wait)
+    for a, m in zip(archs, measured, strict=True):
+        if m.unstable:
+            progress.note(f"{space.format(a)}: unstable measurement ({'; '.join(m.unstable_reasons)})")
+    record = build_record(
+        space, mset, p50, archs, [m.p50_ms for m in measured], seed=seed, measure=spec.policy.to_json()
+    )
+    store(lut_path, record)
+    return CalibrationReport(Path(lut_path), record)
+
+
+def apply(found: Found | None, features: Mapping[str, float]) -> tuple[float | None, str | None]:
+    """``(calibrated latency ms, None)``, or ``(None, why not)`` without a usable calibration."""
+    if found is None:
+        return None, "no calibration for this space and measurement set"
+    if found.stale is not None:
+        return None, f"calibration is stale: {found.stale}"
+    value = found.fit().predict(features)
+    if not np.isfinite(value) or value <= 0:
+        return None, f"calibration gives {value:.4g} ms here (outside what it was fitted on)"
+    return value, None
+
+
+__all__ = [
+    "CalibrationReport",
+    "Found",
+    "apply",
+    "build_record",
+    "calibrate",
+    "lookup",
+    "lut_features",
+    "select_networks",
+    "store",
+]

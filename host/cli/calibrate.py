@@ -1,0 +1,101 @@
+"""``chamlab calibrate``: measure a few whole networks and fit the LUT's calibration for a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import (
+    BackendOpt,
+    DevicesOpt,
+    DtypeOpt,
+    JsonOpt,
+    NoWaitOpt,
+    RichProgress,
+    SerialOpt,
+    SpaceOpt,
+    TargetOpt,
+    ThreadsOpt,
+    device,
+    emit_json,
+    handle_errors,
+    out,
+    space,
+    value,
+)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.1f}%"
+
+
+@handle_errors
+def calibrate(
+    target: TargetOpt,
+    space_name: SpaceOpt,
+    n: Annotated[
+        int, typer.Option("--n", min=3, help="whole networks to measure (spread over the space)")
+    ] = 10,
+    threads: ThreadsOpt = None,
+    lut: Annotated[
+        Path | None,
+        typer.Option("--lut", help="LUT to calibrate and store the fit in (default: luts/<target>.parquet)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the network selection")] = 0,
+    backend: BackendOpt = None,
+    dtype: DtypeOpt = None,
+    no_wait: NoWaitOpt = False,
+    serial: SerialOpt = None,
+    devices: DevicesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure N networks spanning the space and fit predicted-to-measured latency.
+
+    The fit (relative, Huber-robust, ridge towards the plain sum, on the LUT sum, the number of ops and
+    the weight MiB) is stored in the LUT's metadata; `predict` and `measure` apply it from then on
+    (until the LUT rows it used change: then it is reported stale). Prints the leave-one-out error.
+    """
+    from chamlab.host import api
+
+    spec = api.resolve_run(
+        device(devices, target, serial), threads=threads, backend=value(backend), dtype=value(dtype)
+    )
+    sp = space(space_name)
+    path = lut if lut is not None else api.default_lut_path(spec.target)
+    with RichProgress() as progress:
+        report = api.calibrate(spec, sp, lut_path=path, n=n, seed=seed, progress=progress, no_wait=no_wait)
+    rec = report.record
+    if as_json:
+        emit_json(report.to_json())
+        return
+    t = Table(title=f"calibration of {sp.name} on {spec.target} ({spec.threads} thread(s)), stored in {path}")
+    t.add_column("network", overflow="fold")
+    for col in ("measured ms", "LUT sum ms", "fitted ms", "residual", "left-out error"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for net in rec["networks"]:
+        t.add_row(
+            net["name"],
+            f"{net['measured_ms']:.4f}",
+            f"{net['features']['lut_sum_ms']:.4f}",
+            f"{net['fitted_ms']:.4f}",
+            _pct(net["residual_pct"]),
+            _pct(net["loo_error_pct"]),
+        )
+    out.print(t)
+    coef = rec["coefficients"]
+    out.print(
+        "  model: measured_ms = "
+        + " + ".join([f"{coef['intercept_ms']:.4g}", *(f"{coef[f]:.4g} * {f}" for f in rec["features"])])
+    )
+    loo, raw = rec["loo"], rec["raw_sum"]
+    out.print(
+        f"  leave-one-out: mean |error| {loo['mape_pct']:.1f}%, within +/-5% {loo['within_5pct']:.0%}, "
+        f"within +/-10% {loo['within_10pct']:.0%} (n={loo['n']})"
+    )
+    out.print(
+        f"  plain LUT sum: mean |error| {raw['mape_pct']:.1f}%, within +/-5% {raw['within_5pct']:.0%}, "
+        f"within +/-10% {raw['within_10pct']:.0%}"
+    )

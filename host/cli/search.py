@@ -1,0 +1,134 @@
+"""``chamlab search``: the most accurate architecture under a latency (and energy) limit, by BO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import JsonOpt, RawOpt, emit_json, handle_errors, note, out
+
+
+@handle_errors
+def search(
+    space_name: Annotated[
+        str, typer.Option("--space", "-s", help="a search space (see `chamlab spaces`) or table:PATH")
+    ],
+    latency: Annotated[float, typer.Option("--latency", help="latency limit in ms", min=0.0)],
+    energy: Annotated[
+        float | None,
+        typer.Option("--energy", help="energy limit in mJ (table spaces with an energy_mj column)", min=0.0),
+    ] = None,
+    budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="maximum oracle queries")] = 50,
+    n_init: Annotated[int, typer.Option("--init", min=1, help="initial design size")] = 10,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="archs per oracle batch")] = 1,
+    sampler: Annotated[
+        str, typer.Option("--sampler", help="initial design: imbalanced-sobol, sobol or uniform")
+    ] = "imbalanced-sobol",
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")
+    ] = Path("search"),
+    dims: Annotated[
+        str | None, typer.Option("--dims", help="table spaces: the dimension columns, comma-separated")
+    ] = None,
+    lut: Annotated[
+        Path | None, typer.Option("--lut", help="network spaces: LUT to predict latency from")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", "-t", help="network spaces: use luts/<target>.parquet")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
+    ] = None,
+    raw: RawOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the most accurate architecture whose predicted latency is at most --latency ms.
+
+    Network spaces take their latency from a LUT (--lut PATH or --target NAME) and their accuracy from
+    the space's oracle (macro-cifar10: the shipped accuracy table). table:PATH spaces take both from
+    the file's columns (accuracy, latency_ms, energy_mj). Re-running into the same --out resumes.
+    """
+
+    from chamlab.chamnet.search import EngineConfig, Problem, oracle_for, table_problem
+    from chamlab.chamnet.search import search as run_search
+    from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
+    from chamlab.core.errors import InputError
+
+    config = EngineConfig(n_init=n_init, batch_size=batch, sampler=sampler)
+    limits = {"latency_ms": latency}
+    args: dict[str, object] = {
+        "space": space_name,
+        "limits": limits,
+        "seed": seed,
+        "engine": config.to_json(),
+    }
+    if is_table_spec(space_name):
+        if lut is not None or target is not None:
+            raise InputError("--lut/--target apply to network spaces; a table space has latency_ms")
+        sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
+        if energy is not None:
+            limits["energy_mj"] = energy
+        problem = table_problem(sp, limits)
+        args["dims"] = [d.name for d in sp.dimensions]
+    else:
+        from chamlab.host import api
+
+        if dims is not None:
+            raise InputError("--dims applies to table:PATH spaces only")
+        if energy is not None:
+            raise InputError(
+                f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"
+            )
+        net = api.SPACES.get(space_name)
+        oracle = oracle_for(net)  # fails before any LUT work when the space has no oracle
+        found = api.find_lut(lut, target, space=net.name)
+        if found is None:
+            raise InputError(
+                f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
+            )
+        table, path = found
+        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
+        from chamlab.core.errors import MissingLutEntriesError
+
+        mset = table.choose(path, device=target, threads=threads)
+        predictor = LutLatencyPredictor(table.p50_by_key(mset), correct_overhead=not raw)
+        cache: dict[tuple[int, ...], float] = {}
+
+        def latency_ms(arch: tuple[int, ...]) -> float:
+            if arch not in cache:
+                try:
+                    cache[arch] = predictor.predict(net.ops(arch)).latency_ms
+                except MissingLutEntriesError:  # re-raised by the API with the `profile` command to run
+                    api.predict_latency(net, arch, table, path, mset, raw=raw)
+                    raise
+            return cache[arch]
+
+        problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)
+        args["lut"] = {"path": str(path), "device": mset.device, "threads": mset.threads, "raw": raw}
+    args["limits"] = limits
+
+    def progress(state: object) -> None:
+        if not as_json:
+            queries = getattr(state, "queries", [])
+            best = max(
+                (q.accuracy for q in queries if all(q.costs[k] <= v for k, v in limits.items())), default=None
+            )
+            note(f"query {len(queries)}/{budget}: best feasible accuracy {best}")
+
+    result = run_search(
+        problem, budget=budget, seed=seed, config=config, out=out_dir, args=args, progress=progress
+    )
+    if as_json:
+        emit_json(result.to_json())
+        return
+    if result.arch is None:
+        out.print(f"no queried architecture meets the limits after {result.queries} queries")
+        return
+    out.print(
+        f"[bold]{result.arch}[/]: accuracy {result.oracle_accuracy:.3f} (predicted "
+        f"{result.predicted_accuracy:.3f}), latency {result.costs['latency_ms']:.4f} ms "  # type: ignore[index]
+        f"<= {latency} ms, after {result.queries} queries ({result.search_seconds:.1f} s); files in {out_dir}"
+    )

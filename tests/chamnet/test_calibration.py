@@ -1,0 +1,84 @@
+"""The calibration model on synthetic data: recovery, robustness, shrinkage, LOO, selection, digests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chamlab.chamnet.predictors import calibration as cal
+
+TRUE = {"intercept_ms": 0.05, "lut_sum_ms": 0.9, "n_ops": -0.004, "weight_mib": 0.06}
+
+
+def _points(n: int, rng: np.random.Generator, noise: float = 0.0) -> list[cal.CalibrationPoint]:
+    out = []
+    for i in range(n):
+        f = {
+            "lut_sum_ms": rng.uniform(0.2, 8.0),
+            "n_ops": float(rng.integers(6, 30)),
+            "weight_mib": rng.uniform(0.1, 9),
+        }
+        y = TRUE["intercept_ms"] + sum(TRUE[k] * f[k] for k in cal.FEATURES)
+        out.append(cal.CalibrationPoint(f"n{i}", f, y * (1 + noise * rng.standard_normal())))
+    return out
+
+
+def test_fit_recovers_a_known_model_and_loo_is_small() -> None:
+    pts = _points(30, np.random.default_rng(0), noise=0.002)
+    f = cal.fit(pts, ridge=1e-4)
+    for k, v in TRUE.items():
+        assert f.coef[k] == pytest.approx(v, abs=0.02), k
+    loo = cal.error_summary(cal.leave_one_out(pts))  # default ridge: a little shrinkage remains
+    assert loo["within_10pct"] == 1.0 and loo["within_5pct"] >= 0.9 and loo["mape_pct"] < 1.5
+
+
+def test_one_disturbed_measurement_does_not_drag_the_fit() -> None:
+    pts = _points(12, np.random.default_rng(1), noise=0.005)
+    bad = pts[3]
+    pts[3] = cal.CalibrationPoint(bad.name, bad.features, bad.measured_ms * 1.6)  # a neighbour's burst
+    f = cal.fit(pts)
+    errs = [
+        100 * (f.predict(p.features) - p.measured_ms) / p.measured_ms for i, p in enumerate(pts) if i != 3
+    ]
+    assert max(abs(e) for e in errs) < 5.0
+
+
+def test_few_networks_stay_close_to_the_plain_sum() -> None:
+    pts = [
+        cal.CalibrationPoint("a", {"lut_sum_ms": 1.0, "n_ops": 10, "weight_mib": 1.0}, 1.05),
+        cal.CalibrationPoint("b", {"lut_sum_ms": 2.0, "n_ops": 12, "weight_mib": 2.0}, 2.1),
+    ]
+    f = cal.fit(pts)
+    new = {"lut_sum_ms": 4.0, "n_ops": 20, "weight_mib": 4.0}
+    assert f.predict(new) == pytest.approx(4.2, rel=0.1)
+    with pytest.raises(ValueError, match="at least 2"):
+        cal.fit(pts[:1])
+    with pytest.raises(ValueError, match="positive"):
+        cal.fit([*pts, cal.CalibrationPoint("c", pts[0].features, 0.0)])
+
+
+def test_fit_report_holds_networks_residuals_and_loo() -> None:
+    rep = cal.fit_report(_points(5, np.random.default_rng(2), noise=0.01))
+    assert rep["features"] == list(cal.FEATURES) and set(rep["coefficients"]) == {
+        "intercept_ms",
+        *cal.FEATURES,
+    }
+    assert len(rep["networks"]) == 5 and all(n["loo_error_pct"] is not None for n in rep["networks"])
+    assert rep["loo"]["n"] == 5 and 0 <= rep["loo"]["within_10pct"] <= 1
+
+
+def test_spread_selection_is_seeded_and_spans_the_range() -> None:
+    cands = [
+        [float(s), float(w), float(d)] for s, w, d in np.random.default_rng(3).uniform(0.1, 10, (200, 3))
+    ]
+    a = cal.spread_selection(cands, 6, np.random.default_rng(7))
+    assert a == cal.spread_selection(cands, 6, np.random.default_rng(7)) and len(set(a)) == 6
+    sums = [cands[i][0] for i in a]
+    assert min(sums) == min(c[0] for c in cands) and max(sums) == max(c[0] for c in cands)
+    assert cal.spread_selection(cands[:3], 6, np.random.default_rng(0)) == [0, 1, 2]
+
+
+def test_rows_digest_follows_every_value() -> None:
+    d = cal.rows_digest({"op:a": 1.0, "op:b": 2.0})
+    assert d == cal.rows_digest({"op:b": 2.0, "op:a": 1.0})
+    assert d != cal.rows_digest({"op:a": 1.0, "op:b": 2.0000001})

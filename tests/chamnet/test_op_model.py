@@ -1,0 +1,39 @@
+"""The op-level model on a synthetic LUT whose latency follows the ops' work (a known law)."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from chamlab.chamnet.predictors.op_model import OpLatencyModel
+from chamlab.chamnet.spaces import SPACES
+from chamlab.operators import ConvBNAct, InvertedResidual, PoolLinear
+
+
+def _law(op) -> float:  # type: ignore[no-untyped-def]
+    return 0.01 + 2e-9 * op.macs**0.95 + 1e-8 * op.params
+
+
+def test_interpolates_unmeasured_ops_of_a_known_law() -> None:
+    space = SPACES.get("chamnet-mbv2")
+    import numpy as np
+
+    ops = {op for a in space.sample(np.random.default_rng(0), 12) for op in space.ops(a)}
+    ir = sorted((o for o in ops if isinstance(o, InvertedResidual)), key=lambda o: o.key)
+    train, test = ir[::2], ir[1::2]
+    model = OpLatencyModel({o: _law(o) for o in train})
+    errs = [abs(100 * (model.predict(o) - _law(o)) / _law(o)) for o in test]
+    assert statistics.median(errs) < 2.0
+    loo = model.leave_one_out()
+    assert len(loo) == len(train) and statistics.median(abs(e) for _, e in loo) < 10.0
+
+
+def test_few_rows_use_the_nearest_op_scaled_by_macs_and_unknown_kinds_fail() -> None:
+    a, b = ConvBNAct(16, 16, 3, 1, 8, 8), ConvBNAct(16, 32, 3, 1, 8, 8)
+    model = OpLatencyModel({a: 1.0})
+    assert model.can_predict(b)
+    assert model.predict(b) == pytest.approx((b.macs + 1) / (a.macs + 1))
+    assert not model.can_predict(PoolLinear(64, 10, 2, 2))
+    with pytest.raises(KeyError):
+        model.predict(PoolLinear(64, 10, 2, 2))

@@ -1,0 +1,232 @@
+"""The search engine on tiny synthetic tables: samplers, the BO loop, batches, pools, resume.
+
+Behaviour, not quality (quality is bench/search_efficiency.py's job): <= 20 queries each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chamlab.chamnet.search import (
+    BayesOptEngine,
+    EngineConfig,
+    NoOracleError,
+    Problem,
+    TableOracle,
+    oracle_for,
+    search,
+    table_problem,
+)
+from chamlab.chamnet.search.engine import Encoder
+from chamlab.chamnet.search.run import HISTORY_KIND
+from chamlab.chamnet.search.sampling import SAMPLERS, design
+from chamlab.chamnet.spaces import SPACES
+from chamlab.chamnet.spaces.base import Arch, Dimension
+from chamlab.chamnet.spaces.table import TableSpace
+from chamlab.core.errors import InputError
+from chamlab.core.store import read_table
+
+
+def synthetic(n_width: int = 4, seed: int = 0) -> TableSpace:
+    """A 4 x 3 x {a,b,c} x bool table: accuracy grows with size, latency with size too."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in range(1, n_width + 1):
+        for depth in (1, 2, 3):
+            for op in ("a", "b", "c"):
+                for se in (False, True):
+                    lat = w * depth * (1.3 if op == "c" else 1.0) + 0.2 * se
+                    acc = 60 + 10 * np.log(lat) + (1.5 if op == "b" else 0) + rng.normal(0, 0.1)
+                    rows.append(
+                        {"w": w, "depth": depth, "op": op, "se": se, "accuracy": acc, "latency_ms": lat}
+                    )
+    return TableSpace.from_frame(pd.DataFrame(rows), name="table:synthetic")
+
+
+class Counting:
+    """An oracle that records every arch it is asked about (and can fail on the n-th call)."""
+
+    def __init__(self, inner: TableOracle, fail_at: int | None = None) -> None:
+        self.inner, self.fail_at, self.asked, self.name = inner, fail_at, [], "counting"
+        self.calls = 0
+
+    def __call__(self, archs: Sequence[Arch]) -> list[float]:
+        self.calls += 1
+        if self.fail_at is not None and self.calls >= self.fail_at:
+            raise KeyboardInterrupt
+        self.asked += list(archs)
+        return self.inner(archs)
+
+
+def test_encoder_one_hots_categories() -> None:
+    sp = synthetic()
+    enc = Encoder(sp.dimensions)
+    assert enc.width == 1 + 1 + 3 + 1
+    X = enc([(4, 2, "c", True), (1, 1, "a", False)])
+    assert X.tolist() == [[1.0, 0.5, 0, 0, 1, 1.0], [0.0, 0.0, 1, 0, 0, 0.0]]
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLERS))
+def test_samplers_pick_distinct_rows_deterministically(method: str) -> None:
+    rng = np.random.default_rng(1)
+    X = rng.random((200, 3))
+    cost = X.sum(axis=1)
+    picked = design(method, X, cost, 1.5, 16, np.random.default_rng(7))
+    assert len(set(picked)) == 16 and all(0 <= i < 200 for i in picked)
+    assert picked == design(method, X, cost, 1.5, 16, np.random.default_rng(7))
+    assert len(design(method, X[:5], cost[:5], 1.5, 16, np.random.default_rng(7))) == 5
+
+
+def test_imbalanced_sobol_over_represents_the_boundary() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.random((2000, 4))
+    cost = X.sum(axis=1) + 0.1
+    limit = float(np.percentile(cost, 60))
+    gap = {
+        m: np.median(
+            [
+                np.abs(np.log(cost[design(m, X, cost, limit, 20, np.random.default_rng(s))] / limit)).mean()
+                for s in range(5)
+            ]
+        )
+        for m in ("uniform", "sobol", "imbalanced-sobol")
+    }
+    assert gap["imbalanced-sobol"] < 0.7 * min(gap["uniform"], gap["sobol"])
+
+
+def test_engine_queries_feasible_distinct_archs_within_budget() -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    state = BayesOptEngine(EngineConfig(n_init=5)).run(problem, 12, np.random.default_rng(0))
+    archs = [q.arch for q in state.queries]
+    assert len(archs) == 12 == len(set(archs))
+    assert all(q.costs["latency_ms"] <= 6.0 for q in state.queries)
+    assert [q.phase for q in state.queries] == ["init"] * 5 + ["bo"] * 7
+    assert state.model is not None and state.fitted_on == 12
+    pred = state.predict(archs[:2], np.array([q.costs["latency_ms"] for q in state.queries[:2]]))
+    assert pred is not None and pred.shape == (2,)
+
+
+def test_engine_stops_when_every_feasible_arch_is_queried() -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 2.0})
+    n_feasible = int((sp.costs["latency_ms"] <= 2.0).sum())
+    assert n_feasible < 20
+    state = BayesOptEngine(EngineConfig(n_init=3)).run(problem, 20, np.random.default_rng(0))
+    assert len(state.queries) == n_feasible
+    best = max(state.queries, key=lambda q: q.accuracy).accuracy
+    assert best == pytest.approx(float(sp.accuracy[sp.costs["latency_ms"] <= 2.0].max()))
+
+
+def test_batches_and_energy_limit() -> None:
+    sp = TableSpace.from_frame(
+        pd.DataFrame(
+            [
+                {"x": x, "y": y, "accuracy": x + y, "latency_ms": 1 + x, "energy_mj": 1 + y}
+                for x in range(5)
+                for y in range(4)
+            ]
+        )
+    )
+    problem = table_problem(sp, {"latency_ms": 4.0, "energy_mj": 4.0})
+    seen: list[int] = []
+    state = BayesOptEngine(EngineConfig(n_init=4, batch_size=3)).run(
+        problem, 13, np.random.default_rng(0), on_query=lambda s: seen.append(len(s.queries))
+    )
+    assert seen == [3, 4, 7, 10, 13]
+    assert all(q.costs["latency_ms"] <= 4 and q.costs["energy_mj"] <= 4 for q in state.queries)
+
+
+def test_candidate_pool_on_a_large_space() -> None:
+    """Spaces above exhaustive_limit are searched through sampled pools plus incumbent mutations."""
+    sp = SPACES.get("macro-cifar10")
+    oracle = oracle_for(sp)
+    problem = Problem(sp, oracle, {"macs": sp.macs}, {"macs": 60e6})
+    cfg = EngineConfig(n_init=4, exhaustive_limit=0, pool_size=48)
+    state = BayesOptEngine(cfg).run(problem, 8, np.random.default_rng(0))
+    assert len({q.arch for q in state.queries}) == 8
+    assert all(q.costs["macs"] <= 60e6 for q in state.queries)
+
+
+def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    inner = oracle_for(sp)
+    stopped = Counting(inner, fail_at=7)  # interrupted during its 7th query
+    p1 = Problem(sp, stopped, problem.costs, problem.limits)
+    with pytest.raises(KeyboardInterrupt):
+        search(p1, budget=12, seed=3, config=EngineConfig(n_init=4), out=tmp_path)
+    stored = read_table(tmp_path / "history.parquet", HISTORY_KIND).table.to_pandas()
+    assert stored["query"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert list(stored.columns) == ["query", "w", "depth", "op", "se", "accuracy", "latency_ms", "phase"]
+
+    again = Counting(inner)
+    result = search(
+        Problem(sp, again, problem.costs, problem.limits),
+        budget=12,
+        seed=3,
+        config=EngineConfig(n_init=4),
+        out=tmp_path,
+    )
+    assert len(again.asked) == 6 and not set(again.asked) & set(stopped.asked)
+    assert result.queries == 12 and result.new_queries == 6
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+    more = Counting(inner)
+    result = search(
+        Problem(sp, more, problem.costs, problem.limits),
+        budget=14,
+        seed=3,
+        config=EngineConfig(n_init=4),
+        out=tmp_path,
+    )
+    assert len(more.asked) == 2 and result.queries == 14
+    with pytest.raises(InputError, match=r"other arguments .*seed: 3 there, 4 now"):
+        search(problem, budget=14, seed=4, config=EngineConfig(n_init=4), out=tmp_path)
+
+
+def test_dimension_stays_back_compatible() -> None:
+    d = Dimension("x", (1, 2, 3))
+    assert not d.categorical and d.index(2) == 1
+    assert Dimension("c", ("a", "b"), categorical=True).categorical
+
+
+def test_spaces_without_an_oracle_say_so() -> None:
+    with pytest.raises(NoOracleError, match=r"chamnet-mbv2.*no accuracy oracle"):
+        oracle_for(SPACES.get("chamnet-mbv2"))
+    with pytest.raises(InputError, match="at least one cost limit"):
+        Problem(synthetic(), oracle_for(synthetic()), {}, {})
+    with pytest.raises(InputError, match="unknown sampler"):
+        EngineConfig(sampler="grid")
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive"])
+def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
+    import torch
+
+    from chamlab.chamnet.search.engine import fit_gp, predict_gp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((15, 3))
+    model = fit_gp(X, X.sum(axis=1) * 3 + 70, kernel=kernel)
+    Xc = rng.random((40, 3))
+    mean, std = predict_gp(model, Xc)
+    with torch.no_grad():
+        post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
+    assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
+    assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
+
+
+def test_trust_region_keeps_bo_steps_near_the_incumbent() -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 8.0})
+    cfg = EngineConfig(n_init=4, trust_region=True)
+    state = BayesOptEngine(cfg).run(problem, 10, np.random.default_rng(0))
+    assert len({q.arch for q in state.queries}) == 10
+    assert 1 <= state.tr_radius <= len(sp.dimensions)
+    assert all(q.costs["latency_ms"] <= 8.0 for q in state.queries)

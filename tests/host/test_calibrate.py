@@ -1,0 +1,151 @@
+"""Calibration in the LUT: stored, applied, stale, --raw; interpolated ops; `chamlab calibrate` end to end."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import chamlab
+
+from chamlab.chamnet.spaces import SPACES
+from chamlab.core.errors import MissingLutEntriesError
+from chamlab.host import api
+from chamlab.host.lut import Lut, MeasurementSet, add_rows, make_row
+
+MACRO = SPACES.get("macro-cifar10")
+MSET = MeasurementSet("d", "xnnpack", "fp32", 1)
+
+
+def _law(op) -> float:  # type: ignore[no-untyped-def]  # a synthetic device
+    return 0.01 + 2e-7 * op.macs + 1e-6 * op.params
+
+
+def _row(op, p50: float) -> dict:  # type: ignore[no-untyped-def]
+    return make_row(
+        op.key,
+        device="d",
+        backend="xnnpack",
+        dtype="fp32",
+        threads=1,
+        samples_ms=list(p50 * np.linspace(0.99, 1.01, 5)),
+        run_id="run-x",
+        measured_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+
+
+@pytest.fixture
+def lut_path(tmp_path: Path) -> Path:
+    ops = api.plan_ops(MACRO, MACRO.enumerate())
+    path = tmp_path / "lut.parquet"
+    add_rows(path, [_row(op, _law(op)) for op in ops])
+    return path
+
+
+def _calibrate(path: Path, archs: list) -> dict:  # type: ignore[type-arg]
+    lut = Lut.read(path)
+    p50 = lut.p50_by_key(MSET)
+    # the "device" runs each network 8 % slower than its LUT sum, plus a fixed 0.05 ms
+    measured = [1.08 * sum(p50[op.key] for op in MACRO.ops(a)) + 0.05 for a in archs]
+    rec = api.calibration.build_record(MACRO, MSET, p50, archs, measured, seed=0)
+    api.calibration.store(path, rec)
+    return rec
+
+
+def test_calibration_is_stored_applied_and_reported_stale(lut_path: Path) -> None:
+    lut = Lut.read(lut_path)
+    archs = api.calibration.select_networks(MACRO, lut.p50_by_key(MSET), "fp32", 5, np.random.default_rng(0))
+    assert len(set(archs)) == 5
+    rec = _calibrate(lut_path, archs)
+    assert rec["loo"]["n"] == 5 and len(rec["networks"]) == 5 and rec["rows"]["digest"]
+    lut = Lut.read(lut_path)
+    assert [c["space"] for c in lut.calibrations] == ["macro-cifar10"]
+    arch = MACRO.parse("12012012")
+    pred = api.predict_latency(MACRO, arch, lut, lut_path, MSET)
+    truth = 1.08 * pred.lut_sum_ms + 0.05
+    assert pred.calibrated and pred.latency_ms == pytest.approx(truth, rel=0.02)
+    assert pred.uncalibrated_ms is not None and pred.calibration and not pred.calibration["stale"]
+    raw = api.predict_latency(MACRO, arch, lut, lut_path, MSET, raw=True)
+    assert not raw.calibrated and raw.latency_ms == raw.lut_sum_ms == pred.lut_sum_ms
+
+    # a second calibration of the same set replaces the first; other rows added keep it
+    _calibrate(lut_path, archs[:3])
+    other = make_row(
+        rec["rows"]["op_keys"][0],
+        device="d",
+        backend="xnnpack",
+        dtype="fp32",
+        threads=2,
+        samples_ms=[1.0, 1.1],
+    )
+    add_rows(lut_path, [other])  # rows of another set: the calibration is carried and still fresh
+    lut = Lut.read(lut_path)
+    assert len(lut.calibrations) == 1 and api.predict_latency(MACRO, arch, lut, lut_path, MSET).calibrated
+
+    # re-profiling an op it was fitted on makes it stale: reported, never applied
+    used = rec["rows"]["op_keys"][1]
+    op = next(o for o in api.plan_ops(MACRO, MACRO.enumerate()) if o.key == used)
+    add_rows(lut_path, [_row(op, 2 * _law(op))])
+    lut = Lut.read(lut_path)
+    assert len(lut.calibrations) == 1  # add_rows carries the metadata
+    stale = api.predict_latency(MACRO, arch, lut, lut_path, MSET)
+    assert not stale.calibrated and stale.calibration and stale.calibration["stale"]
+    assert "changed" in (stale.calibration_note or "")
+    report = api.predict(MACRO, arch, lut=lut, lut_path=lut_path, threads=1).to_json()
+    assert report["calibrated"] is False and report["calibration"]["stale"] is True
+
+
+def test_interpolated_ops_are_predicted_and_counted(lut_path: Path) -> None:
+    lut = Lut.read(lut_path)
+    arch = MACRO.parse("12012012")
+    ops = MACRO.ops(arch)
+    drop = {ops[2].key, ops[5].key}
+    thin = Lut(lut.table.filter([k not in drop for k in lut.table["op_key"].to_pylist()]))
+    with pytest.raises(MissingLutEntriesError):
+        api.predict_latency(MACRO, arch, thin, lut_path, MSET)
+    full = api.predict_latency(MACRO, arch, lut, lut_path, MSET)
+    pred = api.predict_latency(MACRO, arch, thin, lut_path, MSET, interpolate=True)
+    assert pred.interpolated_ops == len(drop)
+    assert {c.op.key for c in pred.ops if c.interpolated} == drop
+    assert pred.latency_ms == pytest.approx(full.latency_ms, rel=0.05)
+    report = api.predict(MACRO, arch, lut=thin, lut_path=lut_path, interpolate=True).to_json()
+    assert report["interpolated_ops"] == 2 and sum(o["interpolated"] for o in report["ops"]) == 2
+
+
+def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Path, tmp_path: Path) -> None:
+    path = tmp_path / "lut.parquet"
+    shutil.copyfile(profiled_lut[0], path)
+    common = ("--target", "test-cpu", "--space", "macro-cifar10", "--lut", path)
+    res = chamlab("calibrate", *common, "--n", "3", "--devices", fast_devices)
+    assert res.returncode == 0, res.stderr
+    assert "leave-one-out" in res.stdout and "within +/-10%" in res.stdout
+    [rec] = Lut.read(path).calibrations
+    assert len(rec["networks"]) == 3 and rec["loo"]["n"] == 3 and rec["threads"] == 1
+    assert all(n["measured_ms"] > 0 for n in rec["networks"]) and rec["device"] == "test-cpu"
+    pred = json.loads(chamlab("predict", *common, "--arch", "01201201", "--json").stdout)
+    assert pred["calibrated"] is True and pred["uncalibrated_ms"] > 0 and pred["interpolated_ops"] == 0
+    raw = json.loads(chamlab("predict", *common, "--arch", "01201201", "--raw", "--json").stdout)
+    assert raw["calibrated"] is False and raw["latency_ms"] == raw["lut_sum_ms"]
+    res = chamlab("measure", *common, "--arch", "01201201", "--devices", fast_devices, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["calibrated"] is True
+    bad = chamlab("calibrate", *common, "--n", "2", "--devices", fast_devices)
+    assert bad.returncode == 2
+
+
+def test_predict_interpolate_gives_any_arch_a_flagged_prediction(lut_path: Path) -> None:
+    """A chamnet-mbv2 arch from a macro-cifar10 LUT: every op of it is interpolated, and says so."""
+    args = ("predict", "--space", "chamnet-mbv2", "--arch", "chamnet-a", "--lut", lut_path)
+    assert chamlab(*args).returncode != 0  # without --interpolate: the missing ops are an error
+    res = chamlab(*args, "--interpolate", "--json")
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    distinct = len({o["op_key"] for o in rep["ops"]})
+    assert rep["latency_ms"] > 0 and rep["calibrated"] is False
+    assert 0 < rep["interpolated_ops"] <= distinct
+    assert rep["interpolated_ops"] == sum(o["interpolated"] for o in rep["ops"])
+    res = chamlab(*args, "--interpolate")
+    assert res.returncode == 0 and "interpolated" in res.stdout + res.stderr

@@ -1,0 +1,135 @@
+"""`chamlab search` end to end: macro-cifar10 with the frozen LUT, a user's CSV, bad inputs, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from conftest import REPO, chamlab
+
+LUT = REPO / "bench" / "data" / "macro-cifar10-local-cpu.parquet"
+
+
+def user_csv(tmp_path: Path) -> Path:
+    rows = [
+        {
+            "width": w,
+            "block": b,
+            "accuracy": 50 + 8 * np.log(w) + (2.0 if b == "mb" else 0),
+            "latency_ms": w * (1.5 if b == "mb" else 1.0),
+            "_id": f"{w}{b}",
+        }
+        for w in range(1, 9)
+        for b in ("conv", "mb", "fused")
+    ]
+    path = tmp_path / "bench.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = [
+        "search",
+        "--space",
+        "macro-cifar10",
+        "--latency",
+        "0.3",
+        "--lut",
+        LUT,
+        "--budget",
+        "6",
+        "--init",
+        "4",
+    ]
+    res = chamlab(*args, "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    for key in (
+        "arch",
+        "predicted_accuracy",
+        "oracle_accuracy",
+        "predicted_latency_ms",
+        "queries",
+        "search_seconds",
+    ):
+        assert key in result
+    assert result["queries"] == 6 and result["predicted_latency_ms"] <= 0.3
+    assert len(result["arch"]) == 8 and 0 < result["oracle_accuracy"] < 100
+    hist = pd.read_parquet(out / "history.parquet")
+    assert hist["query"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert [f"layer{i}" for i in range(1, 9)] == list(hist.columns[1:9]) and "accuracy" in hist.columns
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "result.json").read_text())["arch"] == result["arch"]
+    assert "lengthscales" in json.loads((out / "model.json").read_text())
+
+    res = chamlab(*args, "--out", out, "--seed", "1")
+    assert res.returncode == 2 and "other arguments" in res.stderr and "seed" in res.stderr
+    res = chamlab(*args[:-2], "--budget", "7", "--init", "4", "--out", out, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["new_queries"] == 1
+
+
+def test_search_on_a_user_csv(tmp_path: Path) -> None:
+    path = user_csv(tmp_path)
+    out = tmp_path / "run"
+    res = chamlab(
+        "search",
+        "--space",
+        f"table:{path}",
+        "--latency",
+        "6",
+        "--budget",
+        "8",
+        "--init",
+        "4",
+        "--out",
+        out,
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert result["queries"] == 8 and result["predicted_latency_ms"] <= 6
+    assert set(result["values"]) == {"width", "block"}
+    hist = pd.read_parquet(out / "history.parquet")
+    assert list(hist.columns[:4]) == ["query", "width", "block", "accuracy"]
+    res = chamlab(
+        "search",
+        "--space",
+        f"table:{path}",
+        "--latency",
+        "6",
+        "--out",
+        tmp_path / "human",
+        "--budget",
+        "5",
+        "--init",
+        "3",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "after 5 queries" in res.stdout
+
+
+def test_search_bad_inputs(tmp_path: Path) -> None:
+    path = user_csv(tmp_path)
+    cases = [
+        (["--space", "chamnet-mbv2", "--latency", "5", "--lut", LUT], "no accuracy oracle"),
+        (["--space", "macro-cifar10", "--latency", "5"], "needs a latency LUT"),
+        (["--space", "macro-cifar10", "--latency", "5", "--lut", LUT, "--dims", "a"], "--dims applies"),
+        (
+            ["--space", "macro-cifar10", "--latency", "5", "--lut", LUT, "--energy", "3"],
+            "no energy predictor",
+        ),
+        (["--space", f"table:{path}", "--latency", "5", "--energy", "3"], "no 'energy_mj' column"),
+        (["--space", f"table:{path}", "--latency", "5", "--dims", "nope"], "names 'nope'"),
+        (["--space", f"table:{tmp_path / 'none.csv'}", "--latency", "5"], "does not exist"),
+        (["--space", f"table:{path}", "--latency", "5", "--sampler", "grid"], "unknown sampler"),
+        (["--space", f"table:{path}", "--latency", "5", "--lut", LUT], "--lut/--target apply"),
+    ]
+    for args, msg in cases:
+        res = chamlab("search", *args, "--out", tmp_path / "never", env={"COLUMNS": "300"})
+        assert res.returncode == 2, (args, res.stderr)
+        assert msg in res.stderr, (args, res.stderr)
+    assert not (tmp_path / "never").exists()
