@@ -32,17 +32,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAND_IN = """#!/bin/sh
-# stand-in for `python -m chamlab.agent.runner ...`: sleep, then write a valid result
-result=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --result_path) result="$2"; shift 2;;
-    *) shift;;
-  esac
-done
-sleep {sleep_s}
-printf '{{"samples_ms":[{ms},{ms},{ms},{ms},{ms}],"robust_cv":0.0,"unstable":false}}' > "$result"
+STAND_IN = """#!{python}
+# stand-in for `python -m chamlab.agent.runner ...`: the agent's own batch loop (staged on PYTHONPATH
+# by runner.sh) with the measurement replaced by a sleep and a fixed value
+import sys, time
+from chamlab.agent import runner
+
+
+def measure_one(args, model_path, etdump_path):
+    time.sleep({sleep_s})
+    return {{"samples_ms": [{ms}] * 5, "robust_cv": 0.0, "unstable": False}}
+
+
+argv = sys.argv[1:]
+if argv[:2] == ["-m", "chamlab.agent.runner"]:
+    argv = argv[2:]
+sys.exit(runner.main(argv, measure_one=measure_one))
 """
 
 
@@ -86,7 +91,7 @@ def main() -> None:
         ops = len(plan_ops(space, [space.resolve(args.arch)]))
         stand_in = tmp / "stand-in-python"
         ms = args.sleep_s * 1000
-        stand_in.write_text(STAND_IN.format(sleep_s=args.sleep_s, ms=ms))
+        stand_in.write_text(STAND_IN.format(python=sys.executable, sleep_s=args.sleep_s, ms=ms))
         stand_in.chmod(0o755)
         runs: dict[int, list[float]] = {}
         statuses: dict[int, list[str]] = {}

@@ -1,9 +1,10 @@
 """Emulated farm devices for the farm tests: ``local`` devices with distinct names.
 
 A *stand-in* device runs everything real (the farm, the local transport, the POSIX driver and its
-device lock, staging, results, the LUT write) except the runner process: its shim ``python`` is a
-script (one process, like the real runner) that sleeps and writes a valid result whose samples are
-the device's own value (read from a file at each op, so a test can change it between nights).
+device lock, staging, results, the LUT write, the agent's batch loop) except the measurement: its
+shim ``python`` is a script that runs ``chamlab.agent.runner.main`` with an injected measurement that
+sleeps and returns samples equal to the device's own value (read from a file at each op, so a test
+can change it between nights).
 That makes rows crossed between devices visible, drift deterministic, and 8 devices affordable on
 this 2-core machine (the real runner spends ~1.5 s importing torch per op). A *real* device uses
 the real shim (``python -m chamlab.agent.runner``) with the tests' fast measurement policy.
@@ -18,19 +19,25 @@ from pathlib import Path
 ARCH = "00000000"
 
 STAND_IN = """#!{python}
-# stand-in for `python -m chamlab.agent.runner ...` (see tests/host/farm_devices.py): one process,
-# like the real runner, so the driver's SIGKILL leaves nothing behind
-import json, pathlib, sys, time
-args = sys.argv[1:]
-result = args[args.index("--result_path") + 1]
-time.sleep({sleep_s})
-text = pathlib.Path("{value_file}").read_text().strip()
-try:
-    value = float(text)
-except ValueError:
-    sys.exit("stand-in: bad value " + text)
-record = {{"samples_ms": [value] * 5, "robust_cv": 0.0, "unstable": False}}
-pathlib.Path(result).write_text(json.dumps(record))
+# stand-in for `python -m chamlab.agent.runner ...` (see tests/host/farm_devices.py): the agent's own
+# batch loop (--tasks: the driver starts one shim per run), staged on PYTHONPATH by runner.sh, with
+# the measurement replaced: sleep, then the device's value. One process, like the real runner, so the
+# driver's SIGKILL leaves nothing behind.
+import pathlib, sys, time
+from chamlab.agent import runner
+
+
+def measure_one(args, model_path, etdump_path):
+    time.sleep({sleep_s})
+    text = pathlib.Path("{value_file}").read_text().strip()
+    value = float(text)  # a bad value fails the op, as a runtime error would
+    return {{"samples_ms": [value] * 5, "robust_cv": 0.0, "unstable": False}}
+
+
+argv = sys.argv[1:]
+if argv[:2] == ["-m", "chamlab.agent.runner"]:
+    argv = argv[2:]
+sys.exit(runner.main(argv, measure_one=measure_one))
 """
 
 FAST_MEASURE = """
