@@ -856,9 +856,14 @@ def plot_drift(report: DiffReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from chamlab.core.files import atomic_path
 
+    # a farm diffs <old date>/<device>.parquet against <new date>/<device>.parquet: name them by folder
+    old_name, new_name = report.old.name, report.new.name
+    if old_name == new_name:
+        old_name, new_name = f"{report.old.parent.name}/{old_name}", f"{report.new.parent.name}/{new_name}"
     sets = report.set_summaries() or [{}]
     fig, axes = plt.subplots(len(sets), 2, figsize=(11, 3.2 * len(sets)), squeeze=False)
     for row, s in enumerate(sets):
@@ -883,8 +888,10 @@ def plot_drift(report: DiffReport, path: Path) -> None:
         ax_s.loglog(old, new, ".", alpha=0.7)
         lim = [min(old.min(), new.min()), max(old.max(), new.max())]
         ax_s.plot(lim, lim, color="gray", linewidth=0.5)
-        ax_s.set_xlabel(f"old p50 ms ({report.old.name})")
-        ax_s.set_ylabel(f"new p50 ms ({report.new.name})")
+        ax_s.xaxis.set_minor_formatter(NullFormatter())  # a narrow log range otherwise overprints
+        ax_s.yaxis.set_minor_formatter(NullFormatter())
+        ax_s.set_xlabel(f"old p50 ms ({old_name})")
+        ax_s.set_ylabel(f"new p50 ms ({new_name})")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
