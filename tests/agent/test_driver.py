@@ -11,12 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 RUNNER = r"""#!/bin/sh
 # stand-in runner: --model_path decides the outcome
@@ -129,15 +128,6 @@ def test_driver_is_posix_sh(tmp_path: Path, shell: str) -> None:
     assert not (tmp_path / "lock").exists()  # released on exit
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    """Poll for an observed event (never a fixed sleep standing in for one)."""
-    end = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,7 +147,7 @@ def test_device_lock_makes_a_second_driver_wait_or_fail(tmp_path: Path) -> None:
     first = _rundir(tmp_path, [("op:b=1", "block.pte")], "first", LOCK_DIR=lock)
     a = _start(first, stdin=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: (first / "runner.pid").exists(), "the first runner to start")
+        wait_for(lambda: (first / "runner.pid").exists(), "the first runner to start", 30)
         owner = (lock / "owner").read_text().split()
         assert owner[0] == str(a.pid)
         busy = _rundir(tmp_path, [("op:a=1", "a.pte")], "busy", LOCK_DIR=lock, NO_WAIT=1)
@@ -195,13 +185,13 @@ def test_driver_ends_itself_and_its_runner_when_stdin_closes(tmp_path: Path) -> 
     run = _rundir(tmp_path, [("op:b=1", "block.pte"), ("op:a=1", "a.pte")], LOCK_DIR=lock, WATCH_STDIN=1)
     proc = _start(run, stdin=subprocess.PIPE, start_new_session=True)
     try:
-        _wait_for(lambda: (run / "runner.pid").exists(), "the runner to start")
+        wait_for(lambda: (run / "runner.pid").exists(), "the runner to start", 30)
         runner = int((run / "runner.pid").read_text())
         assert _alive(runner)
         assert proc.stdin is not None
         proc.stdin.close()  # the host went away
         assert proc.wait(30) == 143
-        _wait_for(lambda: not _alive(runner), "the runner to end")
+        wait_for(lambda: not _alive(runner), "the runner to end", 30)
     finally:
         proc.kill()
     assert not lock.exists()
