@@ -24,14 +24,17 @@ STAND_IN = """#!{python}
 # the measurement replaced: sleep, then the device's value. One process, like the real runner, so the
 # driver's SIGKILL leaves nothing behind.
 import pathlib, sys, time
-from chamlab.agent import runner
+from chamlab.agent import probe, runner
 
 
 def measure_one(args, model_path, etdump_path):
+    with open("{calls_file}", "a") as log:  # one line per op measured (tests count re-measures)
+        log.write(str(model_path) + "\\n")
     time.sleep({sleep_s})
     text = pathlib.Path("{value_file}").read_text().strip()
     value = float(text)  # a bad value fails the op, as a runtime error would
-    return {{"samples_ms": [value] * 5, "robust_cv": 0.0, "unstable": False}}
+    fingerprint = probe.fingerprint()  # the agent's own probe: this machine's
+    return {{"samples_ms": [value] * 5, "robust_cv": 0.0, "unstable": False, "fingerprint": fingerprint}}
 
 
 argv = sys.argv[1:]
@@ -51,12 +54,17 @@ retries = 0
 
 
 def stand_in(folder: Path, name: str, value_ms: float, sleep_s: float = 0.2) -> tuple[Path, Path]:
-    """Write the stand-in runner of ``name``; returns (script, value file)."""
+    """Write the stand-in runner of ``name``; returns (script, value file). It appends a line to
+    ``folder/<name>.calls`` for each op it measures."""
     folder.mkdir(parents=True, exist_ok=True)
     value_file = folder / f"{name}.value"
     value_file.write_text(f"{value_ms}\n")
     script = folder / f"{name}-python"
-    script.write_text(STAND_IN.format(python=sys.executable, sleep_s=sleep_s, value_file=value_file))
+    script.write_text(
+        STAND_IN.format(
+            python=sys.executable, sleep_s=sleep_s, value_file=value_file, calls_file=folder / f"{name}.calls"
+        )
+    )
     script.chmod(0o755)
     return script, value_file
 
