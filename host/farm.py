@@ -278,7 +278,9 @@ def _ray(jobs: Sequence[DeviceJob], address: str | None) -> Iterator[DeviceOutco
                 try:
                     yield ray.get(ref)
                 except Exception as exc:  # a worker or node that died: that device failed, not the run
-                    error = f"Ray task failed: {type(exc).__name__}: {exc}"[:600]
+                    error = f"Ray task failed: {type(exc).__name__}: {exc}"[:600] + (
+                        " (re-run to resume: the ops finished on the device are kept in its run directory)"
+                    )
                     yield DeviceOutcome(job.device.name, "failed", error=error, lut=job.lut)
     finally:
         if started:
