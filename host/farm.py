@@ -7,7 +7,8 @@ One farm run (docs/farm.md):
 3. runs one *device job* per device, concurrently: threads in this process (``inprocess``), or one Ray
    task per device pinned to the node that declares the device's custom resource (``ray``). A job
    checks the device first (battery, start temperature: a device that fails is *skipped* with the
-   reason; an unreadable sensor passes with a note), then profiles under the device lock
+   reason; an unreadable sensor passes with a note), removes the device's farm run directories of
+   earlier days (never resumed: :func:`prune_target_runs`), then profiles under the device lock
    (:func:`~chamlab.host.profiling.profile`, run id tagged with the date so a night never resumes
    another night's run) and returns its LUT as Parquet bytes: a job never raises, a dead device is a
    ``failed`` outcome and the others go on;
@@ -30,6 +31,7 @@ import datetime as dt
 import html
 import json
 import os
+import posixpath
 import queue
 import re
 import shutil
@@ -53,6 +55,7 @@ STATUSES = ("ok", "partial", "failed", "skipped")
 LOCK_NAME = ".farm.lock"
 LATEST = "latest"
 _DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FARM_RUN_DIR = re.compile(r"^run-farm-(\d{4}-\d{2}-\d{2})-[0-9a-f]+$")  # session.run_id with tag farm-DATE
 
 #: read by the pre-flight check on the target; prints ``battery=<pct>`` and ``temp=<milli-degC>``
 #: lines for what it can read (a fixed script: nothing from the user goes into it)
@@ -97,6 +100,7 @@ class DeviceJob:
     space: str
     archs: tuple[str, ...] | None  # the space's string forms; None: the space's default archs
     run_tag: str
+    date: str  # the farm run's UTC date, YYYY-MM-DD
     lut: bytes | None  # today's LUT of this device so far (a re-run the same day resumes it)
     min_battery_pct: float
     max_start_temp_c: float
@@ -143,6 +147,25 @@ def preflight(job: DeviceJob, sensors: Sensors, notes: list[str]) -> str | None:
     return None
 
 
+def prune_target_runs(transport: Transport, workdir: str, date: str) -> list[str]:
+    """Remove the farm run directories on the target dated before the day before ``date``.
+
+    A farm run resumes only its own day's run directory, so one left by a device that failed (the
+    finished ops of a night it died) would otherwise stay on the phone for good. Yesterday's is kept
+    (a run that started before midnight may still own it); ``chamlab profile`` runs are never touched.
+    Returns the names removed."""
+    res = transport.run(["ls", "-1", workdir], timeout_s=60)
+    if res.rc != 0:  # no workdir yet: nothing to prune
+        return []
+    cutoff = (dt.date.fromisoformat(date) - dt.timedelta(days=1)).isoformat()
+    stale = sorted(
+        name for name in res.output.split() if (m := _FARM_RUN_DIR.match(name)) and m.group(1) < cutoff
+    )
+    if stale:
+        transport.run(["rm", "-rf", *(posixpath.join(workdir, n) for n in stale)], timeout_s=300)
+    return stale
+
+
 def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> DeviceOutcome:
     """One device's night: pre-flight, then profile under its device lock. Never raises a
     :class:`ChamlabError` or ``OSError``: they become a ``failed`` (or ``skipped``) outcome."""
@@ -162,6 +185,17 @@ def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> Dev
         if reason:
             out.status, out.error = "skipped", reason
             return out
+        workdir = job.device.workdir or transport.default_workdir()
+        try:
+            stale = prune_target_runs(transport, workdir, job.date)
+        except ChamlabError as exc:
+            out.notes.append(f"old farm run directories on the device not checked: {exc.message}")
+        else:
+            if stale:
+                out.notes.append(
+                    f"removed {len(stale)} farm run director{'y' if len(stale) == 1 else 'ies'} of earlier "
+                    f"days from {workdir} on the device (never resumed): {', '.join(stale)}"
+                )
         space = SPACES.get(job.space)
         archs = [space.parse(a) for a in job.archs] if job.archs is not None else None
         with tempfile.TemporaryDirectory(prefix="chamlab-farm-") as tmp:
@@ -452,6 +486,7 @@ def run_farm(
                     sp.name,
                     arch_texts,
                     f"farm-{date}",
+                    date,
                     lut_path.read_bytes() if lut_path.is_file() else None,
                     min_battery_pct,
                     max_start_temp_c,

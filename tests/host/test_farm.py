@@ -147,6 +147,26 @@ def test_preflight_skips_with_a_reason(tmp_path: Path) -> None:
     assert read_sensors(LocalTransport("here")).battery_pct is None
 
 
+def test_farm_run_directories_of_earlier_days_are_removed_from_the_device(tmp_path: Path) -> None:
+    """A night the device died leaves its run directory on the target, never resumed (runs resume
+    only on their own day): a later farm run removes it; yesterday's and `chamlab profile`'s stay."""
+    devices, _ = stand_in_farm(tmp_path, ["tidy"], sleep_s=0.01)
+    workdir = cache_root() / "runs" / "tidy"
+    names = ["run-farm-2026-11-17-0123456789ab", "run-farm-2026-11-18-ba9876543210",
+             "run-farm-2026-11-19-00aa11bb22cc", "run-0123456789ab", "notes.txt"]  # fmt: skip
+    for name in names:
+        (workdir / name / "artifacts").mkdir(parents=True)
+    rep = run_farm(
+        parse_devices_file(devices), "macro-cifar10", out=tmp_path / "farm", archs=[ARCH], now=DAY1
+    )
+    assert rep.exit_code == 0
+    left = sorted(p.name for p in workdir.iterdir() if not p.name.startswith("."))
+    assert left == ["notes.txt", "run-0123456789ab", "run-farm-2026-11-19-00aa11bb22cc"]  # today's is stored
+    note = next(n for n in rep.devices["tidy"]["notes"] if n.startswith("removed"))
+    assert note.startswith("removed 2 farm run directories of earlier days from")
+    assert names[0] in note and names[1] in note
+
+
 def test_overlapping_farm_runs_are_refused(tmp_path: Path) -> None:
     devices, _ = stand_in_farm(tmp_path, ["x"])
     out = tmp_path / "farm"

@@ -126,17 +126,20 @@ def test_a_dead_ray_worker_fails_its_device_only_and_resumes_next_run(tmp_path: 
     line, while ray-a and ray-c (on the head) are still measuring: ray-v is failed, the others
     finish, the farm lock is released, and the next run resumes ray-v (only its missing ops)."""
     cluster, _, second_id = two_nodes
-    devices, _ = stand_in_farm(tmp_path, ["ray-a", "ray-c", "ray-v"], sleep_s=0.3)
+    devices, _ = stand_in_farm(tmp_path, ["ray-a", "ray-c", "ray-v"], sleep_s=0.4)
+    slow = tmp_path / "stand-ins" / "ray-v-python"  # ray-v: 0.6 s per op, so the kill lands mid-run
+    slow.write_text(slow.read_text().replace("time.sleep(0.4)", "time.sleep(0.6)"))
     devices.write_text(
         devices.read_text().replace("[devices.ray-v]\n", '[devices.ray-v]\nray_resource = "lab-b-pixel"\n')
     )
     reg, out = parse_devices_file(devices), tmp_path / "farm"
-    results = cache_root() / "runs" / "ray-v"
     calls = tmp_path / "stand-ins" / "ray-v.calls"
     killed: list[str] = []
 
-    def done_ops() -> set[str]:
-        found = list(results.glob("run-farm-*/results.jsonl"))
+    others_at_kill: dict[str, int] = {}
+
+    def done_ops(device: str = "ray-v") -> set[str]:
+        found = list((cache_root() / "runs" / device).glob("run-farm-*/results.jsonl"))
         lines = found[0].read_text().splitlines() if found else []
         return {json.loads(ln)["op_key"] for ln in lines if ln.endswith("}") and '"rc":0,' in ln}
 
@@ -147,6 +150,7 @@ def test_a_dead_ray_worker_fails_its_device_only_and_resumes_next_run(tmp_path: 
         worker = _parent(driver)  # the local transport's driver is a child of the Ray worker
         killed.append(Path(f"/proc/{worker}/cmdline").read_bytes().decode(errors="replace"))
         os.kill(worker, signal.SIGKILL)
+        others_at_kill.update({n: len(done_ops(n)) for n in ("ray-a", "ray-c")})
 
     thread = threading.Thread(target=killer)
     thread.start()
@@ -158,6 +162,7 @@ def test_a_dead_ray_worker_fails_its_device_only_and_resumes_next_run(tmp_path: 
     finally:
         thread.join()
     assert killed and "ray" in killed[0].lower(), killed  # it was the Ray worker we killed
+    assert max(others_at_kill.values()) < 7, others_at_kill  # the others were mid-run, and finished
     v = first.devices["ray-v"]
     assert v["status"] == "failed" and v["error"].startswith("Ray task failed"), v
     assert v["lut"] is None and v["measured_ops"] == 0
