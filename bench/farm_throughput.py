@@ -3,19 +3,20 @@
     python bench/farm_throughput.py [--devices 1 2 4 8 16 32] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
 
 Each emulated device is a ``local`` device whose runner is a *stand-in*: the shim's ``python`` points
-at a tiny shell script that sleeps ``--sleep-s`` per op and writes a valid result JSON (the way
-tests/agent/test_driver.py's stand-in does). So the real controller path runs end to end (farm lock,
-pre-flight through the transport, staging and pushing the run directory, the POSIX driver and its
-device lock, pulling and parsing results, the LUT write under its lock, drift, reports), but no
-ExecuTorch runner burns this 2-core machine's CPU: with the real shim, 8 devices would measure the
-CPU contention of 8 runners, not the controller. A device's pure runner time is
-``ops x sleep``; what the farm adds on top is the controller's cost.
+at a small Python script that runs the agent's own batch loop (staged by the driver, as on a device)
+with the measurement replaced by a ``--sleep-s`` sleep and a fixed result. So the real controller
+path runs end to end (farm lock, pre-flight through the transport, staging and pushing the run
+directory, the POSIX driver and its device lock, pulling and parsing results, the LUT write under its
+lock, drift, reports), but no ExecuTorch runner burns this 2-core machine's CPU: with the real shim,
+8 devices would measure the CPU contention of 8 runners, not the controller. A device's pure runner
+time is ``ops x sleep``; what the farm adds on top is the controller's cost.
 
 Every repeat uses fresh device names and a fresh farm folder (nothing is resumed), with the artifact
 cache warmed first. Reported per device count: median wall seconds of the whole ``run_farm``,
 devices per minute, the ideal (``60 / (ops x sleep)`` per device, times the device count) and the
 efficiency (achieved / ideal), and the CPU seconds the controller and its children (drivers,
-stand-ins) spent per device, which is what limits scaling on a small machine. Writes
+stand-ins) spent per device, which is what limits scaling on a small machine, and the CPU seconds
+of the controller process alone (its device threads share one GIL: the serial part). Writes
 ``bench/results/farm_throughput.json``.
 """
 
@@ -51,10 +52,11 @@ sys.exit(runner.main(argv, measure_one=measure_one))
 """
 
 
-def _cpu_s() -> float:
-    """User + system CPU seconds of this process and its finished children (drivers, stand-ins)."""
+def _cpu_s() -> tuple[float, float]:
+    """User + system CPU seconds of this process (the controller: its threads share one GIL) and of
+    its finished children (drivers, shells, stand-ins)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def devices_toml(names: list[str], stand_in: Path) -> str:
@@ -96,24 +98,27 @@ def main() -> None:
         runs: dict[int, list[float]] = {}
         statuses: dict[int, list[str]] = {}
         cpus: dict[int, list[float]] = {}
+        own_cpus: dict[int, list[float]] = {}
         for rep in range(args.repeats + 1):  # repeat 0 warms the artifact cache and imports: not kept
             for n in args.devices:
                 names = [f"bench-r{rep}-n{n}-d{i}" for i in range(n)]
                 toml = tmp / f"devices-{rep}-{n}.toml"
                 toml.write_text(devices_toml(names, stand_in))
-                cpu0 = _cpu_s()
+                own0, kids0 = _cpu_s()
                 t0 = time.perf_counter()
                 report = run_farm(
                     parse_devices_file(toml), space.name, out=tmp / f"farm-{rep}-{n}", archs=[args.arch]
                 )
                 wall = time.perf_counter() - t0
-                cpu = _cpu_s() - cpu0
+                own1, kids1 = _cpu_s()
+                own, cpu = own1 - own0, own1 - own0 + kids1 - kids0
                 st = sorted({e["status"] for e in report.devices.values()})
                 if st != ["ok"]:
                     raise SystemExit(f"devices did not all finish ok: {report.to_json()['devices']}")
                 if rep:
                     runs.setdefault(n, []).append(wall)
                     cpus.setdefault(n, []).append(cpu)
+                    own_cpus.setdefault(n, []).append(own)
                     statuses.setdefault(n, []).extend(st)
                 print(f"repeat {rep} devices {n}: {wall:.2f} s", file=sys.stderr)
         per_device_s = ops * args.sleep_s
@@ -133,6 +138,8 @@ def main() -> None:
                     "overhead_s": round(med - per_device_s, 3),
                     "cpu_s": [round(c, 3) for c in cpus[n]],
                     "median_cpu_s_per_device": round(statistics.median(cpus[n]) / n, 3),
+                    "controller_cpu_s": [round(c, 3) for c in own_cpus[n]],
+                    "median_controller_cpu_s": round(statistics.median(own_cpus[n]), 3),
                 }
             )
         path = write_result(

@@ -270,7 +270,8 @@ def farm_throughput(r: dict) -> list[str]:
         _env(r),
         "",
         f"Emulated `local` devices whose runner is a stand-in that sleeps {r['sleep_s_per_op']} s per op "
-        "and writes a valid result (the shim's `python` is a shell script): the farm, transport, POSIX "
+        "and returns a fixed result (the shim's `python` is a script running the agent's own batch loop "
+        "with that measurement injected): the farm, transport, POSIX "
         "driver, device locks, staging, results, LUT writes, drift and reports are the real code, but no "
         "ExecuTorch runner competes for this 2-core machine's CPU, so the figures measure the "
         f"controller. Each device profiles {r['ops_per_device']} ops: "
@@ -280,14 +281,15 @@ def farm_throughput(r: dict) -> list[str]:
         "artifact cache warm).",
         "",
         "| devices | median wall s | devices/min | ideal devices/min | efficiency | overhead s "
-        "| CPU s per device |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU s per device | controller CPU s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for x in r["results"]:
         out.append(
             f"| {x['devices']} | {x['median_wall_s']:.2f} | {x['devices_per_min']:.1f} | "
             f"{x['ideal_devices_per_min']:.1f} | {x['efficiency']:.2f} | {x['overhead_s']:.2f} | "
-            f"{x['median_cpu_s_per_device']:.2f} |"
+            f"{x['median_cpu_s_per_device']:.2f} | "
+            + (f"{x['median_controller_cpu_s']:.2f} |" if "median_controller_cpu_s" in x else "|")
         )
     rows = r["results"]
     base = rows[0]["efficiency"]
@@ -310,13 +312,24 @@ def farm_throughput(r: dict) -> list[str]:
             else f"Efficiency stays within 10 points of one device's up to {last['devices']} devices. "
         )
         + f"The CPU cost per device is flat ({min(cpu):.2f}-{max(cpu):.2f} s for its {r['ops_per_device']} "
-        "ops: process starts of the driver, its shells and the runner per op, staging, and the LUT "
-        "write), so the work per device does not grow with the farm; what runs out is "
+        "ops: the driver and its shells, the stand-in runner's start, staging, and the LUT write), so the "
+        "work per device does not grow with the farm; what runs out is "
         f"this VM's CPU: {last['devices']} devices need "
         f"{last['median_cpu_s_per_device'] * last['devices']:.1f} "
         f"CPU-s within a {last['median_wall_s']:.1f} s run on {cpus} CPUs shared with other work (load "
-        "average at start above). "
-        "With real ExecuTorch runners on this host the runners' own CPU (each op's runner imports torch: "
+        "average above). "
+        + (
+            f"The controller process itself (the serial part: its device threads share one GIL) spent "
+            f"{last['median_controller_cpu_s']:.2f} CPU-s for {last['devices']} devices "
+            f"({last['median_controller_cpu_s'] / last['devices']:.3f} s per device), so it alone would "
+            f"fill one core only at about {60 * last['devices'] / last['median_controller_cpu_s']:.0f} "
+            f"devices per minute (of {r['ops_per_device']} ops each); the rest is the child processes "
+            "(drivers, shells, runners), which on "
+            "an ssh or adb farm run on the devices, not on the controller's host. "
+            if last.get("median_controller_cpu_s")
+            else ""
+        )
+        + "With real ExecuTorch runners on this host the runners' own CPU (each run's runner imports torch: "
         "see the runner start-up section) is the limit long before the controller; on a farm the "
         "runners execute on the phones and the controller's cost is what this table shows.",
     ]
