@@ -14,6 +14,8 @@ from typing import Any
 from chamlab.core.files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Taken when a benchmark imports this module (its start), not when it writes its result.
+_STARTED = (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), os.getloadavg())
 
 
 def environment() -> dict[str, Any]:
@@ -37,7 +39,8 @@ def environment() -> dict[str, Any]:
     except OSError:
         commit = None
     return {
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "when": _STARTED[0],
+        "ended": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -45,7 +48,8 @@ def environment() -> dict[str, Any]:
         "executorch": version("executorch"),
         "chamlab": version("chamlab"),
         "commit": commit,
-        "load_avg_at_start": os.getloadavg(),
+        "load_avg_at_start": _STARTED[1],
+        "load_avg_at_end": os.getloadavg(),
     }
 
 

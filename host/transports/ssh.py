@@ -392,6 +392,12 @@ class SshTransport:
                     hint="re-run the same command to resume; finished ops are kept",
                 )
             rc = chan.recv_exit_status()
+            if rc == -1 and not transport.is_active():  # paramiko's "closed without a status"
+                self.close()
+                raise TransportError(
+                    f"{self.target}: the ssh connection dropped while running {what}",
+                    hint="re-run the same command to resume; finished ops are kept",
+                )
         except TransportError:
             chan.close()  # closes the command's stdin: the driver ends itself and its runner
             raise
