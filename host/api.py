@@ -23,6 +23,7 @@ from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
 from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
@@ -30,6 +31,7 @@ from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
 __all__ = [
     "EXHAUSTIVE_LIMIT",
+    "ORACLES",
     "SPACES",
     "TRANSPORTS",
     "CalibrationReport",
@@ -50,6 +52,7 @@ __all__ = [
     "add_rows",
     "calibrate",
     "calibration",
+    "choose_oracle",
     "claim_device",
     "default_archs",
     "default_lut_path",
