@@ -195,7 +195,9 @@ def _image_folder(folder: Path, size: int) -> Dataset:
             with Image.open(path) as im:
                 im.load()
                 grey = im.mode in ("L", "1", "I;16", "I", "F")
-                pics.append((im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR), grey))
+                pics.append(
+                    (im.convert("L" if grey else "RGB").resize((size, size), Image.Resampling.BILINEAR), grey)
+                )
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DataFileError(f"ImageFolder {folder}: cannot read image {path}: {exc}") from None
     all_grey = all(g for _, g in pics)

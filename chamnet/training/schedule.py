@@ -8,10 +8,12 @@
   not training them to convergence);
 * ``epochs`` (2) over the training split in batches of ``batch_size`` (64), reshuffled every epoch by a
   ``torch.Generator`` seeded with ``seed + epoch``; a last batch of one example is dropped (batch norm);
-* SGD, momentum 0.9 (Nesterov), weight decay 5e-4, learning rate ``lr`` (0.05) decayed per step by a
+* SGD, momentum 0.9 (Nesterov), weight decay 5e-4, learning rate ``lr`` (0.02) decayed per step by a
   cosine to 0 over all steps; cross-entropy loss;
 * weights start from the space's deterministic initialisation (:mod:`chamlab.operators.network`:
-  seeded by each op's digest, never the global RNG);
+  seeded by each op's digest, never the global RNG); batch-norm running statistics are reset and
+  become the cumulative average over all training batches (the init's synthetic statistics exist for
+  timing, not for data);
 * ``threads`` (1) torch threads per worker.
 
 The result is the top-1 accuracy on the validation split, in percent (the unit of the shipped
@@ -45,7 +47,7 @@ class Schedule:
 
     epochs: int = 2
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     val_fraction: float = 0.2
@@ -143,15 +145,36 @@ def train(
 ) -> Trained:
     """Train ``arch`` of ``space`` on ``dataset`` with ``schedule``; evaluate on the validation split."""
     import torch
-    import torch.nn.functional as F
 
     check_classes(dataset, num_outputs(space, arch), f"{space.name} arch {space.format(arch)}")
+    threads = torch.get_num_threads()
     torch.set_num_threads(schedule.threads)
+    try:
+        return _train(space, arch, dataset, schedule, on_epoch, clock)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    space: SearchSpace,
+    arch: Arch,
+    dataset: Dataset,
+    schedule: Schedule,
+    on_epoch: Callable[[int, float], None] | None,
+    clock: Callable[[], float],
+) -> Trained:
+    import torch
+    import torch.nn.functional as F
+
     start = clock()
     shape = tuple(space.input_shape(arch))
     train_idx, val_idx = split(len(dataset), schedule)
     norm = Normalisation.of(dataset.images[train_idx])
     model = space.build(arch).train()
+    for m in model.modules():  # the init's synthetic BN statistics are for timing, not for data
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over all training batches
     opt = torch.optim.SGD(
         model.parameters(),
         lr=schedule.lr,
