@@ -22,7 +22,16 @@ from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
-from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .measuring import (
+    MeasureReport,
+    NetworkMeasurement,
+    ProgramReport,
+    inspect_program,
+    measure,
+    measure_networks,
+    measure_program,
+    network_item,
+)
 from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
@@ -46,6 +55,7 @@ __all__ = [
     "PipelineRun",
     "PredictionReport",
     "ProfileReport",
+    "ProgramReport",
     "Progress",
     "RunSpec",
     "Transport",
@@ -57,9 +67,11 @@ __all__ = [
     "default_archs",
     "default_lut_path",
     "find_lut",
+    "inspect_program",
     "load_registry",
     "measure",
     "measure_networks",
+    "measure_program",
     "network_item",
     "op_model",
     "open_transport",
