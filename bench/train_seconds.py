@@ -1,0 +1,67 @@
+"""Seconds to train one architecture with the training oracle's default proxy schedule.
+
+For a few macro-cifar10 archs (the cheapest, a mixed one, the most expensive): train with the default
+:class:`~chamlab.chamnet.training.Schedule` (2 epochs, at most 10,000 training and 2,000 validation
+examples, batch 64, 1 torch thread) on scikit-learn's digits (1,797 8x8 images: 1,438 train / 359
+validation) and on Fashion-MNIST (60,000 28x28 images: 10,000 train / 2,000 validation used), both
+mapped onto the space's 3x32x32 input. One process, archs in turn, so the figures are seconds of one
+CPU core on this (shared, noisy) machine; the load average is recorded.
+
+    python bench/train_seconds.py [--fashion-mnist /usr/share/datasets/fashion-mnist] [--archs A,B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from _common import write_result
+
+from chamlab.chamnet.spaces import SPACES
+from chamlab.chamnet.training import FASHION_MNIST_DEBIAN, Schedule, load_dataset
+from chamlab.chamnet.training.schedule import train
+
+ARCHS = ("00000000", "01201201", "22222222")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST_DEBIAN)
+    p.add_argument("--archs", default=",".join(ARCHS))
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    space = SPACES.get("macro-cifar10")
+    schedule = Schedule()
+    datasets = {"digits": "digits", "fashion-mnist": args.fashion_mnist}
+    runs = []
+    for label, source in datasets.items():
+        t0 = time.perf_counter()
+        data = load_dataset(source, image_size=32)
+        load_s = time.perf_counter() - t0
+        for text in args.archs.split(","):
+            arch = space.parse(text)
+            load = os.getloadavg()[0]
+            trained = train(space, arch, data, schedule)
+            runs.append(
+                {
+                    "dataset": label,
+                    "examples": len(data),
+                    "load_s": round(load_s, 3),
+                    "arch": text,
+                    "macs": space.macs(arch),
+                    "train_examples": trained.train_examples,
+                    "val_examples": trained.val_examples,
+                    "train_seconds": round(trained.train_seconds, 2),
+                    "accuracy": trained.accuracy,
+                    "load_avg_before": load,
+                }
+            )
+            print(runs[-1], flush=True)
+    path = write_result("train_seconds", {"schedule": schedule.to_json(), "runs": runs}, args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
