@@ -8,6 +8,7 @@ mapped onto the space's 3x32x32 input. One process, archs in turn, so the figure
 CPU core on this (shared, noisy) machine; the load average is recorded.
 
     python bench/train_seconds.py [--fashion-mnist /usr/share/datasets/fashion-mnist] [--archs A,B]
+        [--fashion-archs A,B]
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ ARCHS = ("00000000", "01201201", "22222222")
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST_DEBIAN)
-    p.add_argument("--archs", default=",".join(ARCHS))
+    p.add_argument("--archs", default=",".join(ARCHS), help="archs trained on digits")
+    p.add_argument("--fashion-archs", default=",".join(ARCHS), help="archs trained on Fashion-MNIST")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     space = SPACES.get("macro-cifar10")
     schedule = Schedule()
-    datasets = {"digits": "digits", "fashion-mnist": args.fashion_mnist}
+    datasets = {"digits": ("digits", args.archs), "fashion-mnist": (args.fashion_mnist, args.fashion_archs)}
     runs = []
-    for label, source in datasets.items():
+    for label, (source, archs) in datasets.items():
         t0 = time.perf_counter()
         data = load_dataset(source, image_size=32)
         load_s = time.perf_counter() - t0
-        for text in args.archs.split(","):
+        for text in archs.split(","):
             arch = space.parse(text)
             load = os.getloadavg()[0]
             trained = train(space, arch, data, schedule)

@@ -65,9 +65,7 @@ def test_search_bad_training_inputs(tmp_path: Path) -> None:
     assert not (tmp_path / "never").exists()
 
 
-def test_search_with_the_training_oracle_resumes_without_retraining(
-    tmp_path: Path, isolated_cache: Path
-) -> None:
+def test_search_with_the_training_oracle(tmp_path: Path, isolated_cache: Path) -> None:
     out = tmp_path / "run"
     args = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", LUT, "--budget", "2",
             "--init", "2", "--batch", "2", "--oracle", "train", "--data", "digits", "--workers", "2",
@@ -85,8 +83,6 @@ def test_search_with_the_training_oracle_resumes_without_retraining(
         assert rec is not None and rec.accuracy == row.accuracy
         assert oracle.state_dict(arch) is not None
 
-    res = chamlab(*args, "--schedule", SCHEDULE)  # resumes: nothing asked, nothing trained
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["new_queries"] == 0
+    # resuming with another schedule is another oracle (the oracle's cache is tested in tests/chamnet)
     res = chamlab(*args, "--schedule", "epochs=2", env={"COLUMNS": "300"})
     assert res.returncode == 2 and "other arguments" in res.stderr and "oracle" in res.stderr
