@@ -27,6 +27,34 @@ from chamlab.chamnet.training.schedule import train
 ARCHS = ("00000000", "01201201", "22222222")
 
 
+def render(r: dict, env: str) -> list[str]:
+    """The docs/benchmarks.md section (called by bench/report.py)."""
+    s = r["schedule"]
+    out = [
+        "## Training oracle: seconds to train one arch (default proxy schedule)",
+        "",
+        "`python bench/train_seconds.py --fashion-mnist DIR`",
+        "",
+        env,
+        "",
+        f"macro-cifar10 archs trained in one process, one after another, with the default schedule "
+        f"({s['epochs']} epochs, batch {s['batch_size']}, at most {s['max_train']} training and "
+        f"{s['max_val']} validation examples, {s['threads']} torch thread), both datasets mapped onto the "
+        "3x32x32 input. Seconds of one CPU core on a shared machine: the load average before each "
+        "training is listed. Accuracy is the proxy's validation accuracy (percent), not a reported result.",
+        "",
+        "| dataset | arch | MMACs | train / val examples | train s | accuracy % | load avg |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in r["runs"]:
+        out.append(
+            f"| {run['dataset']} | `{run['arch']}` | {run['macs'] / 1e6:.1f} | {run['train_examples']} / "
+            f"{run['val_examples']} | {run['train_seconds']:.1f} | {run['accuracy']:.1f} | "
+            f"{run['load_avg_before']:.1f} |"
+        )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST_DEBIAN)
