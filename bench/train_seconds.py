@@ -4,8 +4,8 @@ For a few macro-cifar10 archs (the cheapest, a mixed one, the most expensive): t
 :class:`~chamlab.chamnet.training.Schedule` (2 epochs, at most 10,000 training and 2,000 validation
 examples, batch 64, 1 torch thread) on scikit-learn's digits (1,797 8x8 images: 1,438 train / 359
 validation) and on Fashion-MNIST (60,000 28x28 images: 10,000 train / 2,000 validation used), both
-mapped onto the space's 3x32x32 input. One process, archs in turn, so the figures are seconds of one
-CPU core on this (shared, noisy) machine; the load average is recorded.
+mapped onto the space's 3x32x32 input. One process, archs in turn: wall seconds of one single-threaded
+training on this (shared, noisy) machine; the load average before each is recorded.
 
     python bench/train_seconds.py [--fashion-mnist /usr/share/datasets/fashion-mnist] [--archs A,B]
         [--fashion-archs A,B]
@@ -40,8 +40,10 @@ def render(r: dict, env: str) -> list[str]:
         f"macro-cifar10 archs trained in one process, one after another, with the default schedule "
         f"({s['epochs']} epochs, batch {s['batch_size']}, at most {s['max_train']} training and "
         f"{s['max_val']} validation examples, {s['threads']} torch thread), both datasets mapped onto the "
-        "3x32x32 input. Seconds of one CPU core on a shared machine: the load average before each "
-        "training is listed. Accuracy is the proxy's validation accuracy (percent), not a reported result.",
+        "3x32x32 input. Wall seconds of a single-threaded training on a 2-core machine shared with other "
+        "jobs: the load average before each training is listed; at loads far above 2 a training got a "
+        "fraction of a core, so these are upper bounds. Accuracy is the proxy's validation accuracy "
+        "(percent) after this short schedule, not a reported result.",
         "",
         "| dataset | arch | MMACs | train / val examples | train s | accuracy % | load avg |",
         "|---|---|---|---|---|---|---|",

@@ -350,18 +350,21 @@ class TrainingOracle:
             self._ray_started = True
         task = ray.remote(train_task).options(num_cpus=self.schedule.threads, max_retries=0)
         pending = {task.remote(*self._args(a)): a for a in todo}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                arch = pending.pop(ref)
-                try:
-                    figures = ray.get(ref)
-                except Exception as exc:
-                    for other in pending:
-                        ray.cancel(other, force=True)
-                    cause = getattr(exc, "cause", None)
-                    raise self._failed(arch, cause if isinstance(cause, BaseException) else exc) from exc
-                self._finish(arch, figures)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    arch = pending.pop(ref)
+                    try:
+                        figures = ray.get(ref)
+                    except Exception as exc:
+                        cause = getattr(exc, "cause", None)
+                        raise self._failed(arch, cause if isinstance(cause, BaseException) else exc) from exc
+                    self._finish(arch, figures)
+        except BaseException:
+            for ref in pending:  # a failure or Ctrl-C: the queued trainings are not wanted any more
+                ray.cancel(ref, force=True)
+            raise
 
     def close(self, *, abort: bool = False) -> None:
         """Stop the worker processes (``abort``: kill them at once, work in flight is lost), and the

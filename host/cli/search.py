@@ -86,7 +86,7 @@ def search(
     from chamlab.chamnet.search.problem import Oracle
     from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
     from chamlab.core.errors import InputError
-    from chamlab.host.oracles import close_oracle, oracle_identity
+    from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
 
     config = EngineConfig(n_init=n_init, batch_size=batch, sampler=sampler)
     limits = {"latency_ms": latency}
@@ -106,6 +106,8 @@ def search(
         if lut is not None or target is not None:
             raise InputError("--lut/--target apply to network spaces; a table space has latency_ms")
         sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
+        # the table's own accuracy column; refuses training options
+        choose_oracle(sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule)
         if energy is not None:
             limits["energy_mj"] = energy
         problem = table_problem(sp, limits)
@@ -122,7 +124,7 @@ def search(
         net = api.SPACES.get(space_name)
         train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
         # fails before any LUT work when the space has no oracle or the dataset is bad
-        oracle = api.choose_oracle(
+        oracle = choose_oracle(
             net,
             oracle_kind,
             data=data,

@@ -57,10 +57,18 @@ def test_search_bad_training_inputs(tmp_path: Path) -> None:
     cases = [
         (["--oracle", "train", "--data", tmp_path / "nowhere"], "nowhere does not exist"),
         (["--oracle", "train", "--data", eleven], "class count mismatch: dataset"),
-        (["--oracle", "train", "--data", "digits", "--executor", "dask"], "unknown executor 'dask'"),
     ]
+    table = tmp_path / "bench.csv"
+    table.write_text("width,accuracy,latency_ms\n1,50,1\n2,60,2\n")
     for args, msg in cases:
         res = chamlab(*base, *args, env={"COLUMNS": "300"})
+        assert res.returncode == 2 and msg in res.stderr, (args, res.stderr)
+    for args, msg in [
+        (["--data", "digits"], "--data apply to --oracle train only"),
+        (["--oracle", "train", "--data", "digits"], "--oracle train needs a network space"),
+    ]:
+        res = chamlab("search", "--space", f"table:{table}", "--latency", "5", "--out", tmp_path / "never",
+                      *args, env={"COLUMNS": "300"})  # fmt: skip
         assert res.returncode == 2 and msg in res.stderr, (args, res.stderr)
     assert not (tmp_path / "never").exists()
 
