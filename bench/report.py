@@ -483,6 +483,10 @@ def main() -> None:
 
     r = _load("search_efficiency")
     parts += (search_render(r, _env(r)) if r else ["## Search sample efficiency", "", "_not run yet_"]) + [""]
+    from train_seconds import render as train_render
+
+    r = _load("train_seconds")
+    parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
 

@@ -22,7 +22,17 @@ from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
-from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .measuring import (
+    MeasureReport,
+    NetworkMeasurement,
+    ProgramReport,
+    inspect_program,
+    measure,
+    measure_networks,
+    measure_program,
+    network_item,
+)
+from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
@@ -30,6 +40,7 @@ from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
 __all__ = [
     "EXHAUSTIVE_LIMIT",
+    "ORACLES",
     "SPACES",
     "TRANSPORTS",
     "CalibrationReport",
@@ -44,19 +55,23 @@ __all__ = [
     "PipelineRun",
     "PredictionReport",
     "ProfileReport",
+    "ProgramReport",
     "Progress",
     "RunSpec",
     "Transport",
     "add_rows",
     "calibrate",
     "calibration",
+    "choose_oracle",
     "claim_device",
     "default_archs",
     "default_lut_path",
     "find_lut",
+    "inspect_program",
     "load_registry",
     "measure",
     "measure_networks",
+    "measure_program",
     "network_item",
     "op_model",
     "open_transport",

@@ -7,16 +7,22 @@ artifact per network instead of per op.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import LutError, MeasurementError, MissingLutEntriesError
-from chamlab.operators.export import ExportItem
+from chamlab.core.errors import DataFileError, InputError, LutError, MeasurementError, MissingLutEntriesError
+from chamlab.operators.export import Artifact, ExportItem
 
 from .lut import stats_from_samples
-from .pipeline import NullProgress, Progress, RunSpec, claim_device, run_items
+from .pipeline import NullProgress, Progress, RunSpec, claim_device, run_artifacts, run_items
 from .prediction import find_lut, predict_latency
 from .transports.base import Transport
 
@@ -193,3 +199,202 @@ def measure(
         note,
         calibrated,
     )
+
+
+# -- a program given by path (``chamlab measure --pte PATH``) -----------------------------------------------
+_INSPECT = """
+import json, sys
+from executorch.runtime import Runtime
+program = Runtime.get().load_program(sys.argv[1])
+out = {"methods": sorted(program.method_names), "inputs": {}}
+for name in out["methods"]:
+    meta = program.metadata(name)
+    out["inputs"][name] = [
+        {"sizes": list(meta.input_tensor_meta(i).sizes()), "dtype": int(meta.input_tensor_meta(i).dtype())}
+        for i in range(meta.num_inputs())
+    ]
+print("chamlab-program " + json.dumps(out))
+"""
+#: ExecuTorch ScalarType codes -> names
+_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+           7: "float64", 11: "bool", 15: "bfloat16"}  # fmt: skip
+METHOD = "forward"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramInfo:
+    """What an ExecuTorch program declares: its methods and ``forward``'s input shapes and types."""
+
+    path: Path
+    sha256: str
+    methods: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inspect_program(path: Path, *, timeout_s: float = 300.0) -> ProgramInfo:
+    """Read a ``.pte``'s methods and input shapes with the ExecuTorch runtime, in a child process (the
+    runtime's import is slow and noisy). A missing file is :class:`InputError`; a file that is not a
+    loadable ExecuTorch program is :class:`DataFileError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"program {path} does not exist", hint="give the path of an ExecuTorch .pte file")
+    if not path.is_file():
+        raise InputError(f"program {path} is not a file")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot read program {path}: {exc.strerror}") from None
+    if len(head) < 8 or head[4:6] != b"ET":
+        raise DataFileError(
+            f"{path} is not an ExecuTorch program (no ExecuTorch identifier in its first 8 bytes)",
+            hint="a .pte comes from `to_executorch()`; a .pt2 or a checkpoint cannot be measured",
+        )
+    st = path.stat()
+    return _inspect(path.resolve(), st.st_size, st.st_mtime_ns, timeout_s)
+
+
+@functools.lru_cache(maxsize=32)
+def _inspect(path: Path, size: int, mtime_ns: int, timeout_s: float) -> ProgramInfo:
+    """(cached by path, size and modification time: a program is read once per process)"""
+    try:
+        res = subprocess.run(
+            [sys.executable, "-c", _INSPECT, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DataFileError(f"reading program {path} took over {timeout_s:.0f} s") from None
+    line = next((ln for ln in res.stdout.splitlines() if ln.startswith("chamlab-program ")), None)
+    if res.returncode != 0 or line is None:
+        tail = [ln for ln in res.stderr.strip().splitlines() if ln.strip()][-1:] or [f"exit {res.returncode}"]
+        raise DataFileError(f"{path} is not a loadable ExecuTorch program: {tail[0][-300:]}")
+    info = json.loads(line.removeprefix("chamlab-program "))
+    if METHOD not in info["methods"]:
+        raise DataFileError(
+            f"program {path} has no method {METHOD!r} (it has: {', '.join(info['methods']) or 'none'})"
+        )
+    inputs = info["inputs"][METHOD]
+    return ProgramInfo(
+        path,
+        _sha256(path),
+        tuple(info["methods"]),
+        tuple(tuple(int(x) for x in t["sizes"]) for t in inputs),
+        tuple(_DTYPES.get(int(t["dtype"]), f"code {t['dtype']}") for t in inputs),
+    )
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,32,32"`` (or ``1x3x32x32``) -> ``(1, 3, 32, 32)``."""
+    parts = text.replace("x", ",").split(",")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise InputError(f"--input-shape {text!r} is not a list of positive integers such as 1,3,32,32")
+    return shape
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramReport:
+    """A program given by path, measured on a device."""
+
+    program: ProgramInfo
+    spec: RunSpec
+    measurement: NetworkMeasurement
+    etrecord: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.measurement
+        return {
+            "program": str(self.program.path),
+            "sha256": self.program.sha256,
+            "input_shapes": [list(s) for s in self.program.input_shapes],
+            "input_dtypes": list(self.program.input_dtypes),
+            "target": self.spec.target,
+            "transport": self.spec.device.transport,
+            "threads": self.spec.threads,
+            "measured_p50_ms": m.stats["p50_ms"],
+            "measured_p10_ms": m.stats["p10_ms"],
+            "measured_p90_ms": m.stats["p90_ms"],
+            "measured_mean_ms": m.stats["mean_ms"],
+            "n_samples": m.n_samples,
+            "unstable": m.unstable,
+            "unstable_reasons": list(m.unstable_reasons),
+            "etrecord": str(self.etrecord) if self.etrecord else None,
+            "breakdown": list(m.breakdown) if m.breakdown is not None else None,
+        }
+
+
+def measure_program(
+    spec: RunSpec,
+    path: Path,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    etrecord: Path | None = None,
+    breakdown: bool = False,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+) -> ProgramReport:
+    """Measure the ExecuTorch program at ``path`` as it is (no export) on ``spec``'s device.
+
+    Its input shape is read from the program; ``input_shape``, when given, must match it (the runner
+    feeds the shape the program declares). ``etrecord`` (default: ``PATH`` with suffix ``.etrecord``
+    when that exists) names the ops of a ``breakdown``.
+    """
+    progress = progress or NullProgress()
+    if etrecord is not None and not Path(etrecord).is_file():
+        raise InputError(f"ETRecord {etrecord} does not exist")
+    info = inspect_program(path)
+    if input_shape is not None and (len(info.input_shapes) != 1 or info.input_shapes[0] != input_shape):
+        declared = " and ".join("x".join(map(str, s)) for s in info.input_shapes) or "no input"
+        raise InputError(
+            f"program {path} takes {declared}, not {'x'.join(map(str, input_shape))} (--input-shape)",
+            hint="the shapes of a .pte are fixed when it is exported: export it again for another shape",
+        )
+    sibling = Path(path).with_suffix(".etrecord")
+    etr = Path(etrecord) if etrecord is not None else (sibling if sibling.is_file() else None)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(path).stem)[:40] or "program"
+    item = ExportItem(f"pte:{stem}:{info.sha256[:12]}", (), spec.batch)
+    artifact = Artifact(
+        item, spec.backend.value, spec.dtype.value, Path(path).resolve(),
+        etr.resolve() if etr is not None else Path(path).resolve().with_suffix(".no-etrecord"),
+        info.sha256[:24], None,
+    )  # fmt: skip
+    with claim_device(spec, no_wait=no_wait, progress=progress, what=f"measure {path}"):
+        run = run_artifacts(
+            spec,
+            [(item, artifact)],
+            breakdown=breakdown,
+            transport=transport,
+            progress=progress,
+            no_wait=no_wait,
+        )
+        if run.failed:
+            raise MeasurementError(f"measuring {path} on {spec.target} failed: {run.failed[0][1]}")
+        run.finish()
+    m = run.measured[item]
+    measurement = NetworkMeasurement(
+        item.name,
+        stats_from_samples(m.samples_ms),
+        tuple(m.samples_ms),
+        bool(m.result.get("unstable")),
+        tuple(m.result.get("unstable_reasons") or ()),
+        artifact.pte_path,
+        None,
+        tuple(m.events) if m.events is not None else None,
+    )
+    return ProgramReport(info, spec, measurement, etr)

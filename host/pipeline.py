@@ -223,7 +223,8 @@ def _parse(outcome: Outcome, breakdown: bool) -> tuple[list[float], list[dict[st
     """Samples (from the runner's result, else its ETDump) and the breakdown; the ETDump once."""
     parsed = None
     if outcome.etdump is not None and (breakdown or outcome.result is None):
-        parsed = etdump_mod.parse(outcome.etdump, outcome.task.artifact.etrecord_path)
+        etrecord = outcome.task.artifact.etrecord_path  # a program given by path may have none
+        parsed = etdump_mod.parse(outcome.etdump, etrecord if etrecord.is_file() else None)
     if outcome.result is not None:
         samples = [float(x) for x in outcome.result["samples_ms"]]
     elif parsed is not None and parsed["execute_ms"]:
@@ -255,10 +256,40 @@ def run_items(
     items = list(dict.fromkeys(items))
     t0 = time.perf_counter()
     artifacts, failures, fresh_exports = export_items(items, spec, workers=workers, progress=progress)
-    run = PipelineRun(spec, None, [], [], {}, [(f.item.name, f"export failed: {f.error}") for f in failures])
+    export_s = time.perf_counter() - t0
+    run = run_artifacts(
+        spec,
+        [(item, artifacts[item]) for item in items if item in artifacts],
+        breakdown=breakdown,
+        fresh=fresh,
+        transport=transport,
+        progress=progress,
+        no_wait=no_wait,
+        run_tag=run_tag,
+    )
+    run.failed[:0] = [(f.item.name, f"export failed: {f.error}") for f in failures]
     run.exported = fresh_exports
-    run.export_s = time.perf_counter() - t0
-    tasks = [Task(item.name, artifacts[item]) for item in items if item in artifacts]
+    run.export_s = export_s
+    return run
+
+
+def run_artifacts(
+    spec: RunSpec,
+    pairs: Sequence[tuple[ExportItem, Artifact]],
+    *,
+    breakdown: bool = False,
+    fresh: bool = False,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+    run_tag: str = "",
+) -> PipelineRun:
+    """Measure programs that already exist (exported, or given by path) in one session on
+    ``spec.device`` and parse the results; the rest as :func:`run_items`."""
+    progress = progress or NullProgress()
+    run = PipelineRun(spec, None, [], [], {}, [])
+    items = [item for item, _ in pairs]
+    tasks = [Task(item.name, artifact) for item, artifact in pairs]
     if not tasks:
         return run
     owns_transport = transport is None

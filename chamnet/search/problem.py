@@ -68,7 +68,8 @@ class NoOracleError(InputError):
 
 def oracle_for(space: Any) -> Oracle:
     """The accuracy oracle of a space: a table space's ``accuracy`` column, macro-cifar10's shipped
-    table (mean accuracy over its 3 seeds); other spaces have none yet (training comes in part 2)."""
+    table (mean accuracy over its 3 seeds); other spaces have none of their own (train them with
+    :class:`chamlab.chamnet.training.TrainingOracle`)."""
     from chamlab.chamnet.spaces.table import TableSpace
 
     if isinstance(space, TableSpace):
@@ -86,9 +87,10 @@ def oracle_for(space: Any) -> Oracle:
 
         return TableOracle("macro-cifar10 accuracy table (mean_acc)", lookup)
     raise NoOracleError(
-        f"search space {space.name!r} has no accuracy oracle yet: its networks would have to be trained "
-        "(the training oracle comes with `chamlab adapt`)",
-        hint="search macro-cifar10, or your own benchmark with --space table:PATH",
+        f"search space {space.name!r} has no accuracy oracle of its own: its networks have to be trained "
+        "(chamnet.training.TrainingOracle)",
+        hint="train them with --oracle train --data PATH, or search macro-cifar10, or your own benchmark "
+        "with --space table:PATH",
     )
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import JsonOpt, RawOpt, emit_json, handle_errors, note, out
+from ._common import JsonOpt, RawOpt, RichProgress, emit_json, handle_errors, note, out
+
+if TYPE_CHECKING:
+    from chamlab.chamnet.training import TrainRecord
 
 
 @handle_errors
@@ -42,20 +45,48 @@ def search(
     threads: Annotated[
         int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
     ] = None,
+    oracle_kind: Annotated[
+        str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
+    ] = "table",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="--oracle train: `digits`, an ImageFolder directory or a directory of IDX files "
+            "(e.g. /usr/share/datasets/fashion-mnist)",
+        ),
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option("--executor", help="--oracle train: process (default) or ray")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="--executor ray: the cluster (default: a private one)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="--oracle train: parallel trainings")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1,max_train=2000"
+        ),
+    ] = None,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the most accurate architecture whose predicted latency is at most --latency ms.
 
     Network spaces take their latency from a LUT (--lut PATH or --target NAME) and their accuracy from
-    the space's oracle (macro-cifar10: the shipped accuracy table). table:PATH spaces take both from
+    the space's oracle (macro-cifar10: the shipped accuracy table), or with --oracle train from
+    training each queried arch on --data (see docs/training.md). table:PATH spaces take both from
     the file's columns (accuracy, latency_ms, energy_mj). Re-running into the same --out resumes.
     """
-
-    from chamlab.chamnet.search import EngineConfig, Problem, oracle_for, table_problem
+    from chamlab.chamnet.search import EngineConfig, Problem, table_problem
     from chamlab.chamnet.search import search as run_search
+    from chamlab.chamnet.search.problem import Oracle
     from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
     from chamlab.core.errors import InputError
+    from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
 
     config = EngineConfig(n_init=n_init, batch_size=batch, sampler=sampler)
     limits = {"latency_ms": latency}
@@ -65,10 +96,18 @@ def search(
         "seed": seed,
         "engine": config.to_json(),
     }
+    oracle: Oracle | None = None  # nothing runs before its first call: no cleanup needed before the search
+    train_bar: TrainBar | None = None
     if is_table_spec(space_name):
+        if oracle_kind != "table":
+            raise InputError(
+                "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
+            )
         if lut is not None or target is not None:
             raise InputError("--lut/--target apply to network spaces; a table space has latency_ms")
         sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
+        # the table's own accuracy column; refuses training options
+        choose_oracle(sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule)
         if energy is not None:
             limits["energy_mj"] = energy
         problem = table_problem(sp, limits)
@@ -83,7 +122,21 @@ def search(
                 f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"
             )
         net = api.SPACES.get(space_name)
-        oracle = oracle_for(net)  # fails before any LUT work when the space has no oracle
+        train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
+        # fails before any LUT work when the space has no oracle or the dataset is bad
+        oracle = choose_oracle(
+            net,
+            oracle_kind,
+            data=data,
+            executor=executor,
+            address=address,
+            workers=workers,
+            schedule=schedule,
+            on_result=train_bar.advance if train_bar is not None else None,
+        )
+        identity = oracle_identity(oracle)
+        if identity is not None:
+            args["oracle"] = identity
         found = api.find_lut(lut, target, space=net.name)
         if found is None:
             raise InputError(
@@ -118,9 +171,15 @@ def search(
             )
             note(f"query {len(queries)}/{budget}: best feasible accuracy {best}")
 
-    result = run_search(
-        problem, budget=budget, seed=seed, config=config, out=out_dir, args=args, progress=progress
-    )
+    try:
+        result = run_search(
+            problem, budget=budget, seed=seed, config=config, out=out_dir, args=args, progress=progress
+        )
+    finally:
+        if oracle is not None:
+            close_oracle(oracle)
+        if train_bar is not None:
+            train_bar.close()
     if as_json:
         emit_json(result.to_json())
         return
@@ -132,3 +191,22 @@ def search(
         f"{result.predicted_accuracy:.3f}), latency {result.costs['latency_ms']:.4f} ms "  # type: ignore[index]
         f"<= {latency} ms, after {result.queries} queries ({result.search_seconds:.1f} s); files in {out_dir}"
     )
+
+
+class TrainBar:
+    """One progress bar for the archs a training oracle trains (or finds in its cache)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._progress: RichProgress | None = None
+
+    def advance(self, arch: object, record: TrainRecord) -> None:
+        if self._progress is None:
+            self._progress = RichProgress()
+            self._progress.start("train", self.total)
+        how = "cached" if record.cached else f"{record.train_seconds:.0f} s"
+        self._progress.advance("train", f"{record.arch} {record.accuracy:.1f}% ({how})")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)

@@ -1,0 +1,395 @@
+"""The training oracle: accuracy by training each queried architecture with the proxy schedule.
+
+:class:`TrainingOracle` implements the search's ``Oracle`` protocol (``oracle(archs) -> accuracies``,
+percent on the validation split, see :mod:`.schedule`) and keeps what it trained:
+``state_dict(arch)`` gives the trained weights of an arch it (or an earlier run) trained.
+
+Executors (:data:`EXECUTORS`): ``process`` trains in worker processes on this machine (spawned, not
+forked; ``workers`` of them, default the CPU count, started once and reused across calls); ``ray``
+trains each arch as a Ray task (one CPU per task, ``threads`` of the schedule) on the cluster at
+``address``, or on a private one-node cluster started for the oracle and stopped by :meth:`close`.
+The dataset must be at the same path on every node (``digits`` needs no file).
+
+Cache: each trained arch is kept under ``<cache>/training/`` as ``<key>.npz`` (its weights, a plain
+numpy archive read with ``allow_pickle=False``) and ``<key>.json`` (accuracy, timings, what it was
+trained on), both written atomically, the JSON last. The key hashes the recipe version, the space, the
+arch, the dataset's content digest and the schedule, so a resumed search never trains an arch twice
+and changing any of them trains again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chamlab.core.errors import ChamlabError, DataFileError, InputError
+from chamlab.core.files import atomic_path, atomic_write_text, cache_root, ensure_dir
+
+from .data import DIGITS, Dataset, check_classes, load_dataset
+from .schedule import Schedule, num_outputs
+
+if TYPE_CHECKING:
+    import torch
+
+    from chamlab.chamnet.spaces.base import Arch, SearchSpace
+
+TRAIN_RECIPE = "chamlab-train-v1"
+EXECUTORS = ("process", "ray")
+
+
+class TrainingError(ChamlabError):
+    """Training an architecture failed (the worker's error is in the message)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """How a worker finds the dataset: ``digits`` or an absolute path, and the ImageFolder side."""
+
+    source: str
+    image_size: int
+
+    def load(self) -> Dataset:
+        return _load_cached(self.source, self.image_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(source: str, image_size: int) -> Dataset:
+    return load_dataset(source, image_size=image_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRecord:
+    """One trained arch as the cache keeps it (``weights``: the ``.npz`` of its state dict)."""
+
+    key: str
+    arch: str
+    accuracy: float
+    train_seconds: float
+    final_loss: float
+    train_examples: int
+    val_examples: int
+    weights: Path
+    cached: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["weights"] = str(self.weights)
+        del out["cached"]
+        return out
+
+
+def max_input_side(space: SearchSpace) -> int:
+    """The largest input height/width of the space's networks (its ``resolution`` dimension's
+    largest value when it has one)."""
+    arch = list(space.sample(np.random.default_rng(0), 1)[0])
+    for i, d in enumerate(space.dimensions):
+        if d.name == "resolution":
+            arch[i] = max(d.values)
+    return int(max(space.input_shape(tuple(arch))[2:]))
+
+
+class TrainingCache:
+    """``<root>/<key>.json`` + ``<key>.npz`` per trained arch (default root ``<cache>/training``)."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_root() / "training"
+
+    @staticmethod
+    def key(space: str, arch: str, data_digest: str, schedule: Schedule) -> str:
+        ident: dict[str, Any] = {"recipe": TRAIN_RECIPE, "space": space, "arch": arch, "data": data_digest}
+        ident["schedule"] = schedule.to_json()
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.json", self.root / f"{key}.npz"
+
+    def lookup(self, key: str) -> TrainRecord | None:
+        """The record of ``key``, or None (an unreadable entry counts as absent: it is trained again)."""
+        meta, weights = self.paths(key)
+        if not (meta.is_file() and weights.is_file()):
+            return None
+        try:
+            rec = json.loads(meta.read_text())
+            return TrainRecord(
+                key,
+                str(rec["arch"]),
+                float(rec["accuracy"]),
+                float(rec["train_seconds"]),
+                float(rec["final_loss"]),
+                int(rec["train_examples"]),
+                int(rec["val_examples"]),
+                weights,
+                cached=True,
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def store(self, record: TrainRecord, extra: dict[str, Any]) -> None:
+        meta, _ = self.paths(record.key)
+        atomic_write_text(meta, json.dumps({**record.to_json(), **extra}, indent=1) + "\n")
+
+
+def write_weights(path: Path, state: dict[str, np.ndarray]) -> None:
+    """A state dict as a plain ``.npz`` (atomic)."""
+    ensure_dir(path.parent, what="training cache")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **state)  # type: ignore[arg-type]
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a ``.npz`` written by :func:`write_weights` (no pickle)."""
+    import torch
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: torch.from_numpy(npz[k].copy()) for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise DataFileError(f"cannot read trained weights {path}: {exc}") from None
+
+
+def train_task(
+    space: SearchSpace, arch: Arch, data: DataSpec, digest: str, schedule: Schedule, weights: str
+) -> dict[str, Any]:
+    """What a worker runs: train one arch, write its weights, return the figures."""
+    from .schedule import train
+
+    dataset = data.load()
+    if dataset.digest != digest:
+        raise DataFileError(
+            f"dataset {dataset.name} changed while the search ran "
+            f"(digest {dataset.digest}, expected {digest})"
+        )
+    trained = train(space, arch, dataset, schedule)
+    write_weights(Path(weights), trained.state)
+    return {
+        "accuracy": trained.accuracy,
+        "train_seconds": trained.train_seconds,
+        "final_loss": trained.final_loss,
+        "train_examples": trained.train_examples,
+        "val_examples": trained.val_examples,
+    }
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
+
+
+class TrainingOracle:
+    """Accuracy (percent, validation split) by training with ``schedule`` (see the module docstring).
+
+    ``on_result(arch, record)`` is called as each arch is trained or found in the cache. Use the oracle
+    as a context manager (or call :meth:`close`) to stop its workers.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: str | Path,
+        *,
+        schedule: Schedule | None = None,
+        executor: str = "process",
+        workers: int | None = None,
+        address: str | None = None,
+        cache: TrainingCache | None = None,
+        on_result: Callable[[Arch, TrainRecord], None] | None = None,
+    ) -> None:
+        from chamlab.chamnet.spaces.base import SearchSpace
+
+        if not isinstance(space, SearchSpace):
+            raise InputError(
+                f"space {getattr(space, 'name', space)!r} has no networks to train (a table space?)",
+                hint="the training oracle needs a network space such as macro-cifar10",
+            )
+        if executor not in EXECUTORS:
+            raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+        if address is not None and executor != "ray":
+            raise InputError("--address is for --executor ray only")
+        if workers is not None and (isinstance(workers, bool) or workers < 1):
+            raise InputError(f"workers must be a positive integer, got {workers!r}")
+        self.space = space
+        self.schedule = schedule or Schedule()
+        self.executor = executor
+        self.workers = workers
+        self.address = address
+        self.cache = cache or TrainingCache()
+        self.on_result = on_result
+        source = DIGITS if str(data) == DIGITS else str(Path(data).resolve())
+        self.data = DataSpec(source, max_input_side(space))
+        self.dataset = self.data.load()  # bad input fails here, before any search work
+        reference = space.sample(np.random.default_rng(0), 1)[0]
+        check_classes(self.dataset, num_outputs(space, reference), f"search space {space.name}'s classifier")
+        self.name = f"trained on {self.dataset.name} ({self.schedule.epochs} epoch(s))"
+        self._records: dict[Arch, TrainRecord] = {}
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._ray_started = False
+
+    # -- identity ---------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What defines this oracle's answers (a search stores it with its arguments)."""
+        return {
+            "kind": "train",
+            "data": self.dataset.name,
+            "data_digest": self.dataset.digest,
+            "schedule": self.schedule.to_json(),
+        }
+
+    def key(self, arch: Arch) -> str:
+        return self.cache.key(self.space.name, self.space.format(arch), self.dataset.digest, self.schedule)
+
+    # -- the oracle -------------------------------------------------------------------------------
+    def __call__(self, archs: Sequence[Arch]) -> list[float]:
+        archs = [self.space.validate(a) for a in archs]
+        todo: list[Arch] = []
+        for arch in dict.fromkeys(archs):
+            rec = self._records.get(arch) or self.cache.lookup(self.key(arch))
+            if rec is None:
+                todo.append(arch)
+                continue
+            self._records[arch] = rec
+            if self.on_result is not None:
+                self.on_result(arch, rec)
+        if todo:
+            ensure_dir(self.cache.root, what="training cache")
+            runner = self._run_ray if self.executor == "ray" else self._run_processes
+            runner(todo)
+        return [self._records[a].accuracy for a in archs]
+
+    def record(self, arch: Arch) -> TrainRecord | None:
+        """The training record of ``arch`` if this oracle (or the cache) has it."""
+        arch = self.space.validate(arch)
+        rec = self._records.get(arch) or self.cache.lookup(self.key(arch))
+        if rec is not None:
+            self._records[arch] = rec
+        return rec
+
+    def state_dict(self, arch: Arch) -> dict[str, torch.Tensor] | None:
+        """The trained weights of ``arch`` (keys of ``space.build(arch).state_dict()``), or None when
+        it was never trained with this dataset and schedule."""
+        rec = self.record(arch)
+        return None if rec is None else read_weights(rec.weights)
+
+    def _finish(self, arch: Arch, figures: dict[str, Any]) -> None:
+        key = self.key(arch)
+        rec = TrainRecord(
+            key,
+            self.space.format(arch),
+            float(figures["accuracy"]),
+            float(figures["train_seconds"]),
+            float(figures["final_loss"]),
+            int(figures["train_examples"]),
+            int(figures["val_examples"]),
+            self.cache.paths(key)[1],
+        )
+        extra = {
+            "space": self.space.name,
+            "recipe": TRAIN_RECIPE,
+            "dataset": self.dataset.name,
+            "data_digest": self.dataset.digest,
+            "schedule": self.schedule.to_json(),
+            "executor": self.executor,
+        }
+        self.cache.store(rec, extra)
+        self._records[arch] = rec
+        if self.on_result is not None:
+            self.on_result(arch, rec)
+
+    def _args(self, arch: Arch) -> tuple[Any, ...]:
+        weights = str(self.cache.paths(self.key(arch))[1])
+        return (self.space, arch, self.data, self.dataset.digest, self.schedule, weights)
+
+    def _failed(self, arch: Arch, exc: BaseException) -> TrainingError:
+        if isinstance(exc, ChamlabError):
+            return TrainingError(f"training {self.space.format(arch)} failed: {exc.message}", hint=exc.hint)
+        return TrainingError(f"training {self.space.format(arch)} failed: {type(exc).__name__}: {exc}")
+
+    # -- executors --------------------------------------------------------------------------------
+    def _run_processes(self, todo: Sequence[Arch]) -> None:
+        if self._pool is None:
+            n = self.workers or max(1, (os.cpu_count() or 1) // self.schedule.threads)
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+            )
+        futures = {self._pool.submit(train_task, *self._args(a)): a for a in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                arch = futures[fut]
+                try:
+                    figures = fut.result()
+                except Exception as exc:
+                    raise self._failed(arch, exc) from exc
+                self._finish(arch, figures)
+        except BaseException:
+            self.close(abort=True)  # do not wait for the queued archs; finished ones are in the cache
+            raise
+
+    def _run_ray(self, todo: Sequence[Arch]) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise InputError(
+                "--executor ray needs Ray, which is not installed", hint="pip install 'chamlab[ray]'"
+            ) from None
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if self.address:
+                ray.init(address=self.address, **kwargs)
+            else:  # a private one-node cluster (even if $RAY_ADDRESS is set)
+                ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
+            self._ray_started = True
+        task = ray.remote(train_task).options(num_cpus=self.schedule.threads, max_retries=0)
+        pending = {task.remote(*self._args(a)): a for a in todo}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    arch = pending.pop(ref)
+                    try:
+                        figures = ray.get(ref)
+                    except Exception as exc:
+                        cause = getattr(exc, "cause", None)
+                        raise self._failed(arch, cause if isinstance(cause, BaseException) else exc) from exc
+                    self._finish(arch, figures)
+        except BaseException:
+            for ref in pending:  # a failure or Ctrl-C: the queued trainings are not wanted any more
+                ray.cancel(ref, force=True)
+            raise
+
+    def close(self, *, abort: bool = False) -> None:
+        """Stop the worker processes (``abort``: kill them at once, work in flight is lost), and the
+        Ray cluster if this oracle started it."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            if not abort:
+                pool.shutdown(wait=True)
+                processes: list[Any] = []
+            else:
+                processes = list(getattr(pool, "_processes", {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+            for proc in processes:
+                if proc.is_alive():
+                    proc.kill()
+            for proc in processes:
+                proc.join(timeout=5)
+        if self._ray_started:
+            import ray
+
+            ray.shutdown()
+            self._ray_started = False
+
+    def __enter__(self) -> TrainingOracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

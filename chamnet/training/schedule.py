@@ -1,0 +1,230 @@
+"""The proxy training schedule and the training of one architecture (needs torch).
+
+:class:`Schedule` is the whole recipe; every field is part of the training cache key. Defaults:
+
+* split: the dataset's examples are permuted with ``numpy.random.default_rng(seed)``; the first
+  ``val_fraction`` (20%) is the validation split, the rest the training split; then at most
+  ``max_train`` (10,000) and ``max_val`` (2,000) of each are used (a *proxy*: ranking architectures,
+  not training them to convergence);
+* ``epochs`` (2) over the training split in batches of ``batch_size`` (64), reshuffled every epoch by a
+  ``torch.Generator`` seeded with ``seed + epoch``; a last batch of one example is dropped (batch norm);
+* SGD, momentum 0.9 (Nesterov), weight decay 5e-4, learning rate ``lr`` (0.02) decayed per step by a
+  cosine to 0 over all steps; cross-entropy loss;
+* weights start from the space's deterministic initialisation (:mod:`chamlab.operators.network`:
+  seeded by each op's digest, never the global RNG); batch-norm running statistics are reset and
+  become the cumulative average over all training batches (the init's synthetic statistics exist for
+  timing, not for data);
+* ``threads`` (1) torch threads per worker.
+
+The result is the top-1 accuracy on the validation split, in percent (the unit of the shipped
+macro-cifar10 table). With the same dataset, schedule and thread count, two runs on a CPU give the same
+accuracy bit for bit (checked by the tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chamlab.core.errors import InputError
+
+from .data import Dataset, Normalisation, check_classes, to_input
+
+if TYPE_CHECKING:
+    import torch
+
+    from chamlab.chamnet.spaces.base import Arch, SearchSpace
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The seeded proxy training recipe (see the module docstring)."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    val_fraction: float = 0.2
+    max_train: int = 10_000
+    max_val: int = 2_000
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "max_train", "max_val", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"training schedule: {name} must be a positive integer, got {v!r}")
+        if self.batch_size < 2:
+            raise InputError("training schedule: batch_size must be at least 2 (batch norm)")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise InputError(f"training schedule: val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("lr", "momentum", "weight_decay"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise InputError(f"training schedule: {name} must be a finite number >= 0, got {v}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Schedule:
+        unknown = set(obj) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise InputError(
+                f"training schedule: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(f.name for f in dataclasses.fields(cls))}"
+            )
+        return cls(**obj)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Schedule:
+        """``"epochs=1,max_train=256"``: the defaults with these fields replaced (``--schedule``)."""
+        if not text or not text.strip():
+            return cls()
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for part in text.split(","):
+            name, sep, raw = part.partition("=")
+            name = name.strip()
+            if not sep or name not in fields:
+                raise InputError(
+                    f"--schedule {text!r}: {part.strip()!r} is not NAME=VALUE with a known name; "
+                    f"known: {', '.join(fields)}"
+                )
+            kind = float if fields[name] in (float, "float") else int
+            try:
+                values[name] = kind(raw.strip())
+            except ValueError:
+                raise InputError(
+                    f"--schedule {text!r}: {name} must be a{'' if kind is int else ' real'} "
+                    f"number, got {raw.strip()!r}"
+                ) from None
+        return cls(**values)
+
+
+def split(n: int, schedule: Schedule) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)`` example indices (see the module docstring)."""
+    order = np.random.default_rng(schedule.seed).permutation(n)
+    n_val = max(1, round(n * schedule.val_fraction))
+    if n - n_val < 2:
+        raise InputError(f"a dataset of {n} examples is too small to split for training")
+    return order[n_val:][: schedule.max_train], order[:n_val][: schedule.max_val]
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """One architecture trained: validation accuracy in percent, timings, and its weights."""
+
+    accuracy: float
+    train_seconds: float
+    final_loss: float
+    train_examples: int
+    val_examples: int
+    state: dict[str, np.ndarray]
+
+
+def num_outputs(space: SearchSpace, arch: Arch) -> int:
+    return int(space.ops(arch)[-1].output_shape[-1])
+
+
+def train(
+    space: SearchSpace,
+    arch: Arch,
+    dataset: Dataset,
+    schedule: Schedule,
+    *,
+    on_epoch: Callable[[int, float], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Trained:
+    """Train ``arch`` of ``space`` on ``dataset`` with ``schedule``; evaluate on the validation split."""
+    import torch
+
+    check_classes(dataset, num_outputs(space, arch), f"{space.name} arch {space.format(arch)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(schedule.threads)
+    try:
+        return _train(space, arch, dataset, schedule, on_epoch, clock)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    space: SearchSpace,
+    arch: Arch,
+    dataset: Dataset,
+    schedule: Schedule,
+    on_epoch: Callable[[int, float], None] | None,
+    clock: Callable[[], float],
+) -> Trained:
+    import torch
+    import torch.nn.functional as F
+
+    start = clock()
+    shape = tuple(space.input_shape(arch))
+    train_idx, val_idx = split(len(dataset), schedule)
+    norm = Normalisation.of(dataset.images[train_idx])
+    model = space.build(arch).train()
+    for m in model.modules():  # the init's synthetic BN statistics are for timing, not for data
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over all training batches
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=schedule.lr,
+        momentum=schedule.momentum,
+        nesterov=schedule.momentum > 0,
+        weight_decay=schedule.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_idx) / schedule.batch_size)
+    total = max(1, steps_per_epoch * schedule.epochs)
+    step, loss_value = 0, float("nan")
+    labels = torch.from_numpy(dataset.labels)
+    for epoch in range(schedule.epochs):
+        gen = torch.Generator().manual_seed(schedule.seed + epoch)
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+        for b in range(0, len(perm), schedule.batch_size):
+            idx = np.sort(perm[b : b + schedule.batch_size])
+            if len(idx) < 2:
+                continue
+            for group in opt.param_groups:
+                group["lr"] = 0.5 * schedule.lr * (1.0 + math.cos(math.pi * step / total))
+            x = to_input(dataset.images[idx], shape, norm)
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_value = float(loss.detach())
+        if on_epoch is not None:
+            on_epoch(epoch, loss_value)
+    accuracy = evaluate(model, dataset, val_idx, shape, norm, schedule.batch_size)
+    state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return Trained(accuracy, clock() - start, loss_value, len(train_idx), len(val_idx), state)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    idx: np.ndarray,
+    shape: tuple[int, ...],
+    norm: Normalisation,
+    batch_size: int,
+) -> float:
+    """Top-1 accuracy in percent of ``model`` (put in eval mode) on the examples ``idx``."""
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for b in range(0, len(idx), batch_size):
+            part = idx[b : b + batch_size]
+            pred = model(to_input(dataset.images[part], shape, norm)).argmax(dim=1).numpy()
+            correct += int((pred == dataset.labels[part]).sum())
+    return 100.0 * correct / len(idx)

@@ -1,0 +1,86 @@
+"""Choosing a search's accuracy oracle: the one place ``search`` (and ``adapt``) turn options into one.
+
+``table``: the space's own table (macro-cifar10's shipped accuracies, a table space's ``accuracy``
+column). ``train``: :class:`chamlab.chamnet.training.TrainingOracle`, training each queried arch on
+``--data`` with the proxy schedule (``--schedule``), in worker processes or Ray tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chamlab.core.errors import InputError
+
+if TYPE_CHECKING:
+    from chamlab.chamnet.search.problem import Oracle
+    from chamlab.chamnet.spaces.base import Arch
+    from chamlab.chamnet.training import TrainRecord
+
+ORACLES = ("table", "train")
+
+
+def choose_oracle(
+    space: Any,
+    kind: str = "table",
+    *,
+    data: str | Path | None = None,
+    executor: str | None = None,
+    address: str | None = None,
+    workers: int | None = None,
+    schedule: str | None = None,
+    on_result: Callable[[Arch, TrainRecord], None] | None = None,
+) -> Oracle:
+    """The accuracy oracle ``kind`` for ``space`` (bad combinations of options are :class:`InputError`).
+
+    A ``train`` oracle holds worker processes (or a Ray cluster): close it (``oracle.close()``, or use
+    it as a context manager) when the search is over.
+    """
+    if kind not in ORACLES:
+        raise InputError(f"unknown oracle {kind!r}; choose one of {', '.join(ORACLES)}")
+    if kind == "table":
+        given = [
+            name
+            for name, v in (
+                ("--data", data),
+                ("--executor", executor),
+                ("--address", address),
+                ("--workers", workers),
+                ("--schedule", schedule),
+            )
+            if v is not None
+        ]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to --oracle train only")
+        from chamlab.chamnet.search import oracle_for
+
+        return oracle_for(space)
+    if data is None:
+        raise InputError(
+            "--oracle train needs --data: `digits`, an ImageFolder directory, or a directory of IDX files "
+            "such as /usr/share/datasets/fashion-mnist"
+        )
+    from chamlab.chamnet.training import Schedule, TrainingOracle
+
+    return TrainingOracle(
+        space,
+        data,
+        schedule=Schedule.parse(schedule),
+        executor=executor or "process",
+        workers=workers,
+        address=address,
+        on_result=on_result,
+    )
+
+
+def oracle_identity(oracle: Oracle) -> dict[str, Any] | None:
+    """What a run must store to resume with the same oracle (None for table oracles)."""
+    describe = getattr(oracle, "describe", None)
+    return describe() if callable(describe) else None
+
+
+def close_oracle(oracle: Oracle) -> None:
+    close = getattr(oracle, "close", None)
+    if callable(close):
+        close()
