@@ -7,9 +7,13 @@
 #                OP_TIMEOUT_S (per-op deadline, 0 = none) COOLDOWN_S (sleep between ops)
 #                LOCK_DIR (the device lock, "" = none) NO_WAIT (1: exit 75 at once if it is held)
 #                WATCH_STDIN (1: end everything when standard input closes)
-#                BATCH (1, shim only: one runner process measures every task in turn; default 0)
-#   runner.sh    the runner command (the shim or an executor_runner binary, with taskset and any
-#                runner-specific flags); called with executor_runner-style flags
+#                BATCH (1: one runner process measures every task in turn: the shim and the
+#                torch-cuda runner; default 0)
+#                WARMUP_RUNS (executor_runner: executions of the throw-away warm-up call, and extra
+#                executions at the start of the measured call that the host discards; default 0)
+#                CPUFREQ_ROOT THERMAL_ROOT POWER_SUPPLY_ROOT (sysfs roots of the device state)
+#   runner.sh    the runner command (the shim, the torch-cuda runner or an executor_runner binary,
+#                with taskset and any runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
 #
 # Device lock: one driver measures on a device at a time. LOCK_DIR is created with mkdir (atomic) and
@@ -30,7 +34,16 @@
 #   chamlab-driver op <i> <total> <rc> <key>     |  chamlab-driver skip <i> <total> <key>
 #   chamlab-driver done <total> <failed>
 #
-# Batch mode (BATCH=1, RUNNER_KIND=shim): the shim is started once with the task list
+# executor_runner (RUNNER_KIND=executor_runner): ExecuTorch's C++ runner has no warm-up, minimum time
+# or retries, and prints no timings. Per op the driver makes a throw-away warm-up call (WARMUP_RUNS
+# executions, its ETDump deleted), then the measured call with --etdump_path out/<digest>.etdp and
+# NUM_EXECUTIONS + WARMUP_RUNS executions; the host reads the samples from the ETDump, drops the first
+# WARMUP_RUNS, judges stability and re-queues unstable ops. Without BATCH every result line carries
+# "state":{"before":S,"after":S,"fingerprint":F}, S = {"governor":{cpuN:..},"freq_khz":{cpuN:..},
+# "temp_mc":{thermal_zoneN:..},"battery_pct":N|null,"charging":true|false|null} read from sysfs just
+# before and after the op's calls, F = getprop ro.build.fingerprint (Android), else uname -n -r -m.
+#
+# Batch mode (BATCH=1, RUNNER_KIND=shim or torch-cuda): the shim is started once with the task list
 # (`--tasks tasks.tsv`) and itself appends the same result lines and prints the same progress lines,
 # enforcing the per-op deadline inside (it records the op as rc 124 and exits 124). While an op runs,
 # out/inflight names it ("<i> TAB <digest> TAB <key>"). When the shim dies with an op in flight (a
@@ -46,6 +59,10 @@ LOCK_DIR=${LOCK_DIR:-}
 NO_WAIT=${NO_WAIT:-0}
 WATCH_STDIN=${WATCH_STDIN:-0}
 BATCH=${BATCH:-0}
+WARMUP_RUNS=${WARMUP_RUNS:-0}
+CPUFREQ_ROOT=${CPUFREQ_ROOT:-/sys/devices/system/cpu}
+THERMAL_ROOT=${THERMAL_ROOT:-/sys/class/thermal}
+POWER_SUPPLY_ROOT=${POWER_SUPPLY_ROOT:-/sys/class/power_supply}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
@@ -129,6 +146,38 @@ record() {  # rc key digest log
 # grep pattern (basic regex) of a line ending that records <key> with any rc
 any_end() { printf '"end":"[0-9-]*:%s"}$' "$(printf '%s' "$1" | sed 's/[.[\*^$]/\\&/g')"; }
 
+# "n" = the integer in file $1 (sysfs values); false when there is none
+num() {
+  n=$(tr -cd '0-9-' < "$1" 2>/dev/null)
+  case "$n" in -[0-9]*|[0-9]*) return 0;; *) return 1;; esac
+}
+
+# the device state as one JSON object (see the header); names and words are reduced to safe characters
+state_json() {
+  gov=""; frq=""; tmp=""; bat=null; chg=null
+  for f in "$CPUFREQ_ROOT"/cpu[0-9]*/cpufreq/scaling_governor; do
+    [ -r "$f" ] || continue
+    c=${f%/cpufreq/*}; c=${c##*/}
+    gov="$gov${gov:+,}\"$c\":\"$(tr -cd 'A-Za-z0-9_.-' < "$f")\""
+    if num "${f%/*}/scaling_cur_freq"; then frq="$frq${frq:+,}\"$c\":$n"; fi
+  done
+  for f in "$THERMAL_ROOT"/thermal_zone*/temp; do
+    if [ -r "$f" ] && num "$f"; then z=${f%/temp}; tmp="$tmp${tmp:+,}\"${z##*/}\":$n"; fi
+  done
+  for d in "$POWER_SUPPLY_ROOT"/*; do
+    [ "$(cat "$d/type" 2>/dev/null)" = Battery ] || continue
+    if num "$d/capacity"; then bat=$n; fi
+    case "$(cat "$d/status" 2>/dev/null)" in
+      Charging|Full) chg=true;;
+      "") ;;
+      *) chg=false;;
+    esac
+    break
+  done
+  printf '{"governor":{%s},"freq_khz":{%s},"temp_mc":{%s},"battery_pct":%s,"charging":%s}' \
+    "$gov" "$frq" "$tmp" "$bat" "$chg"
+}
+
 run_batch() {
   from=$(bytes_of results.jsonl)  # lines from here on were written by this driver run
   restarts=0
@@ -180,7 +229,7 @@ run_batch() {
   done
 }
 
-if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
+if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" != executor_runner ]; then
   run_batch
   while IFS="$tab" read -r digest key artifact; do
     if ! grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then failed=$((failed + 1)); fi
@@ -189,21 +238,14 @@ if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
   exit 0
 fi
 
-while IFS="$tab" read -r digest key artifact; do
-  i=$((i + 1))
-  if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
-    echo "chamlab-driver skip $i $total $key"
-    continue
-  fi
-  res="out/$digest.json"
-  etd="out/$digest.etdp"
-  log="out/$digest.log"
-  expired="out/$digest.expired"
-  rm -f "$res" "$etd" "$expired"
-  set -- --model_path "$artifact" --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS"
-  if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
-  if [ "$RUNNER_KIND" = shim ]; then set -- "$@" --result_path "$res"; fi
-  sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
+fingerprint=$(getprop ro.build.fingerprint 2>/dev/null)
+[ -n "$fingerprint" ] || fingerprint=$(uname -n -r -m 2>/dev/null)
+fingerprint=$(printf '%s' "$fingerprint" | tr -d '"\\' | tr -c ' -~' ' ')
+
+# run "sh runner.sh "$@"" with its output appended to $log, under the per-op deadline; sets rc
+call_runner() {
+  rm -f "$expired"
+  sh ./runner.sh "$@" >> "$log" 2>&1 < /dev/null &
   runner=$!
   if [ "$OP_TIMEOUT_S" != 0 ]; then
     # one-second naps, and SIGKILL to end it: a TERM trap around `wait` can lose the signal (dash),
@@ -228,15 +270,48 @@ while IFS="$tab" read -r digest key artifact; do
     rc=124
     echo "driver: killed after the per-op deadline of $OP_TIMEOUT_S s" >> "$log"
   fi
-  # a shim that exits 0 without a result, or an executor_runner without an ETDump, did not measure
-  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = shim ] && [ ! -s "$res" ]; then rc=65; fi
-  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" != shim ] && [ ! -s "$etd" ]; then rc=65; fi
+}
+
+while IFS="$tab" read -r digest key artifact; do
+  i=$((i + 1))
+  if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
+    echo "chamlab-driver skip $i $total $key"
+    continue
+  fi
+  res="out/$digest.json"
+  etd="out/$digest.etdp"
+  log="out/$digest.log"
+  expired="out/$digest.expired"
+  rm -f "$res" "$etd"
+  : > "$log"
+  before=$(state_json)
+  rc=0
+  runs=$NUM_EXECUTIONS
+  if [ "$RUNNER_KIND" = executor_runner ] && [ "$WARMUP_RUNS" -gt 0 ]; then
+    # the C++ runner has no warm-up: a throw-away call first (its own ETDump path, deleted)
+    echo "driver: warm-up call, $WARMUP_RUNS execution(s)" >> "$log"
+    call_runner --model_path "$artifact" --num_executions "$WARMUP_RUNS" --cpu_threads "$THREADS" \
+      --etdump_path "out/$digest.warmup.etdp"
+    rm -f "out/$digest.warmup.etdp"
+    runs=$((NUM_EXECUTIONS + WARMUP_RUNS))
+  fi
+  if [ "$rc" = 0 ]; then
+    set -- --model_path "$artifact" --num_executions "$runs" --cpu_threads "$THREADS"
+    if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
+    if [ "$RUNNER_KIND" != executor_runner ]; then set -- "$@" --result_path "$res"; fi
+    call_runner "$@"
+  fi
+  after=$(state_json)
+  # a python runner that exits 0 without a result, or an executor_runner without an ETDump, did not measure
+  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" != executor_runner ] && [ ! -s "$res" ]; then rc=65; fi
+  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = executor_runner ] && [ ! -s "$etd" ]; then rc=65; fi
   result=null
   if [ -s "$res" ]; then result=$(cat "$res"); fi
   etdump=null
   if [ -s "$etd" ]; then etdump="\"$etd\""; fi
-  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"end":"%d:%s"}\n' \
-    "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$rc" "$key" >> results.jsonl
+  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\"}"
+  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"state":%s,"end":"%d:%s"}\n' \
+    "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$state" "$rc" "$key" >> results.jsonl
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi
   echo "chamlab-driver op $i $total $rc $key"
   if [ "$COOLDOWN_S" != 0 ]; then sleep "$COOLDOWN_S"; fi

@@ -108,11 +108,11 @@ def resolve_run(
 ) -> RunSpec:
     """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default);
     ``batch``: the input batch size every op and network is exported and measured at."""
-    if device.runner_kind == "shim" and not device.runner_python():
+    if device.uses_python and not device.runner_python():
         raise ConfigError(
-            f'device {device.name}: runner = "shim" needs the target\'s python, and none is set',
+            f'device {device.name}: runner = "{device.runner_kind}" needs the target\'s python, and none is set',
             hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml (or runner = '
-            "the path of an executor_runner on the target)",
+            '"executor_runner" with runner_path = the executor_runner binary to push)',
         )
     threads = device.threads if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
@@ -120,11 +120,18 @@ def resolve_run(
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InputError(f"batch must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
     chosen = _enum(Backend, backend, "backend") if backend is not None else device.backend
-    if chosen is Backend.CUDA:
+    if chosen is Backend.CUDA and device.runner_kind != "torch-cuda":
         raise InputError(
-            f"backend cuda: the device driver cannot start the torch-cuda runner yet (device {device.name} "
-            "runs ExecuTorch programs); time a cuda artifact with `python -m chamlab.agent.torch_runner`",
-            hint="see docs/devices.md, section CUDA",
+            f"backend cuda needs the torch-cuda runner, and device {device.name} has runner = "
+            f"{device.runner!r} (it runs ExecuTorch programs)",
+            hint=f'set runner = "torch-cuda" (and python) in [devices.{device.name}], or pick a GPU target; '
+            "see docs/devices.md, section CUDA",
+        )
+    if device.runner_kind == "torch-cuda" and chosen is not Backend.CUDA:
+        raise InputError(
+            f"device {device.name} has runner = \"torch-cuda\", which runs torch.export programs only: "
+            f"backend {chosen.value} cannot run there",
+            hint="use --backend cuda (or backend = \"cuda\" in its devices.toml table)",
         )
     return RunSpec(
         device,
@@ -179,6 +186,8 @@ class PipelineRun:
     exported: int = 0
     export_s: float = 0.0
     measure_s: float = 0.0
+    #: (tasks, attempt) of each re-measure round (executor_runner: unstable ops re-queued)
+    rounds: list[tuple[list[Task], int]] = dataclasses.field(default_factory=list)
 
     @property
     def run_id(self) -> str | None:
@@ -192,6 +201,8 @@ class PipelineRun:
         """Remove the run directory on the target; call it after storing what was measured."""
         if self.session is not None:
             self.session.finish(self.tasks)
+            for tasks, attempt in self.rounds:
+                self.session.finish(tasks, attempt)
 
 
 def export_items(
@@ -219,10 +230,12 @@ def export_items(
     return artifacts, failures, fresh
 
 
-def _parse(outcome: Outcome, breakdown: bool) -> tuple[list[float], list[dict[str, Any]] | None]:
-    """Samples (from the runner's result, else its ETDump) and the breakdown; the ETDump once."""
-    parsed = None
-    if outcome.etdump is not None and (breakdown or outcome.result is None):
+def _parse(
+    outcome: Outcome, breakdown: bool, parsed: dict[str, Any] | None = None
+) -> tuple[list[float], list[dict[str, Any]] | None]:
+    """Samples (from the runner's result, else its ETDump) and the breakdown; the ETDump once
+    (``parsed``: already parsed, for executor_runner outcomes)."""
+    if parsed is None and outcome.etdump is not None and (breakdown or outcome.result is None):
         parsed = etdump_mod.parse(outcome.etdump, outcome.task.artifact.etrecord_path)
     if outcome.result is not None:
         samples = [float(x) for x in outcome.result["samples_ms"]]
@@ -231,6 +244,74 @@ def _parse(outcome: Outcome, breakdown: bool) -> tuple[list[float], list[dict[st
     else:
         raise MeasurementError(f"{outcome.task.key}: no samples in the runner's result or ETDump")
     return samples, (parsed["events"] if breakdown and parsed is not None else None)
+
+
+def _judge_etdumps(
+    outcomes: Sequence[Outcome], spec: RunSpec, session: DeviceSession, parsed: dict[str, dict[str, Any]]
+) -> None:
+    """executor_runner outcomes: parse each ETDump once and build the result record on the host
+    (samples, stability judged against the policy, the driver's device state). A failure to parse
+    makes the outcome failed (as data)."""
+    version = (
+        f"executor_runner sha256:{session.runner_sha256()[:12]}"
+        if spec.device.runner_path
+        else f"executor_runner {spec.device.runner}"
+    )
+    for o in outcomes:
+        if not o.ok or o.result is not None or o.etdump is None:
+            continue
+        try:
+            p = etdump_mod.parse(o.etdump, o.task.artifact.etrecord_path)
+            o.result = etdump_mod.runner_result(
+                p, o.state, spec.policy, warmup_runs=spec.policy.warmup_runs, runtime_version=version
+            )
+        except MeasurementError as exc:
+            o.error = str(exc)
+            continue
+        parsed[o.task.key] = p
+
+
+def _better(old: Outcome, new: Outcome) -> Outcome:
+    """Of two measures of one op, the one to keep (stable first, then the lower robust CV); the kept
+    result lists every attempt."""
+    if not new.ok or new.result is None:
+        return old
+    assert old.result is not None
+    keep_new = (bool(new.result["unstable"]), new.result["robust_cv"]) < (
+        bool(old.result["unstable"]),
+        old.result["robust_cv"],
+    )
+    kept, other = (new, old) if keep_new else (old, new)
+    assert kept.result is not None and other.result is not None
+    kept.result["attempts"] = old.result["attempts"] + new.result["attempts"]
+    return kept
+
+
+def _requeue_unstable(
+    run: PipelineRun, session: DeviceSession, parsed: dict[str, dict[str, Any]], progress: Progress, sleep: Any
+) -> None:
+    """Re-measure the ops whose ETDump samples were unstable, after ``cooldown_s``, at most
+    ``retries`` times (each round in a run directory of its own); keep the best attempt per op."""
+    policy = run.spec.policy
+    for attempt in range(1, policy.retries + 1):
+        unstable = [o.task for o in run.outcomes if o.ok and o.result is not None and o.result["unstable"]]
+        if not unstable:
+            return
+        progress.note(
+            f"{len(unstable)} op(s) unstable: re-measuring after {policy.cooldown_s:g} s "
+            f"(attempt {attempt + 1} of {policy.retries + 1})"
+        )
+        sleep(policy.cooldown_s)
+        run.rounds.append((unstable, attempt))
+        again_parsed: dict[str, dict[str, Any]] = {}
+        again = {o.task.key: o for o in session.run(unstable, attempt=attempt)}
+        _judge_etdumps(list(again.values()), run.spec, session, again_parsed)
+        for i, o in enumerate(run.outcomes):
+            if o.task.key in again:
+                kept = _better(o, again[o.task.key])
+                run.outcomes[i] = kept
+                if kept is not o:
+                    parsed[o.task.key] = again_parsed[o.task.key]
 
 
 def run_items(
@@ -244,8 +325,13 @@ def run_items(
     progress: Progress | None = None,
     no_wait: bool = False,
     run_tag: str = "",
+    sleep: Any = time.sleep,
 ) -> PipelineRun:
     """Export ``items``, measure them in one session on ``spec.device`` and parse the results.
+
+    executor_runner devices: the samples come from the ETDumps, judged here against the policy;
+    unstable ops are re-measured up to ``policy.retries`` times after ``policy.cooldown_s``
+    (``sleep``), and the best attempt is kept (flagged unstable if none was stable).
 
     Per-item failures (export, runner, parse) are data in :attr:`PipelineRun.failed`; transport
     failures raise. The caller holds the device lock (:func:`claim_device`). ``run_tag`` goes into
@@ -253,6 +339,7 @@ def run_items(
     """
     progress = progress or NullProgress()
     items = list(dict.fromkeys(items))
+    parsed: dict[str, dict[str, Any]] = {}  # op key -> its parsed ETDump (executor_runner runs)
     t0 = time.perf_counter()
     artifacts, failures, fresh_exports = export_items(items, spec, workers=workers, progress=progress)
     run = PipelineRun(spec, None, [], [], {}, [(f.item.name, f"export failed: {f.error}") for f in failures])
@@ -277,6 +364,9 @@ def run_items(
         progress.start("measure", len(tasks))
         t1 = time.perf_counter()
         run.outcomes = session.run(tasks, on_op=lambda key, rc: progress.advance("measure", key), fresh=fresh)
+        if spec.device.runner_kind == "executor_runner":
+            _judge_etdumps(run.outcomes, spec, session, parsed)
+            _requeue_unstable(run, session, parsed, progress, sleep)
         run.measure_s = time.perf_counter() - t1
     finally:
         if owns_transport:
@@ -288,7 +378,7 @@ def run_items(
             run.failed.append((outcome.task.key, outcome.error or f"exit {outcome.rc}"))
             continue
         try:
-            samples, events = _parse(outcome, breakdown)
+            samples, events = _parse(outcome, breakdown, parsed.get(outcome.task.key))
         except (MeasurementError, KeyError, TypeError, ValueError) as exc:
             run.failed.append((outcome.task.key, str(exc)))
             continue
