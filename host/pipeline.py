@@ -338,6 +338,10 @@ def run_items(
     the run id (farm runs pass their date, so a night never resumes another night's run).
     """
     progress = progress or NullProgress()
+    if breakdown and spec.device.runner_kind == "torch-cuda":
+        raise InputError(
+            f"device {spec.target}: the torch-cuda runner has no ETDump, so no per-op breakdown; drop --breakdown"
+        )
     items = list(dict.fromkeys(items))
     parsed: dict[str, dict[str, Any]] = {}  # op key -> its parsed ETDump (executor_runner runs)
     t0 = time.perf_counter()
