@@ -289,7 +289,9 @@ def measure(
             time_once,
         )
         after = read_temp_c()
-        attempts.append(judge(samples, policy, warmup_runs=len(warm), temp_before_c=before, temp_after_c=after))
+        attempts.append(
+            judge(samples, policy, warmup_runs=len(warm), temp_before_c=before, temp_after_c=after)
+        )
         if not attempts[-1].reasons:
             break
     return Measurement(keep(attempts), attempts)
@@ -311,9 +313,9 @@ def judge(
         reasons.append(f"robust_cv {cv:.3f} > {policy.max_cv}")
     if dr > policy.max_drift:
         reasons.append(f"drift {dr:.3f} > {policy.max_drift}")
-    if temp_before_c is not None and temp_after_c is not None:
-        if temp_after_c - temp_before_c > policy.max_temp_rise_c:
-            reasons.append(f"temperature rose {temp_after_c - temp_before_c:.1f} C > {policy.max_temp_rise_c}")
+    rise = None if temp_before_c is None or temp_after_c is None else temp_after_c - temp_before_c
+    if rise is not None and rise > policy.max_temp_rise_c:
+        reasons.append(f"temperature rose {rise:.1f} C > {policy.max_temp_rise_c}")
     return Attempt(samples_ms, warmup_runs, cv, dr, temp_before_c, temp_after_c, reasons)
 
 

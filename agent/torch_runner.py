@@ -132,7 +132,9 @@ def measure_program(args: argparse.Namespace, model_path: str) -> dict[str, Any]
                 step()
                 torch.cuda.synchronize()
 
-            result = measure(run_once, policy, time_once=time_once, read_temp_c=lambda: probe.temperature_c(roots))
+            result = measure(
+                run_once, policy, time_once=time_once, read_temp_c=lambda: probe.temperature_c(roots)
+            )
             name = torch.cuda.get_device_name(device)
         else:
             run_once = lambda: module(*inputs)  # noqa: E731
@@ -185,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.etdump_path or args.etdump:
-        parser.error("torch programs have no ETDump: --etdump_path/--etdump are not supported (no --breakdown)")
+        parser.error(
+            "torch programs have no ETDump: --etdump_path/--etdump are not supported (no --breakdown)"
+        )
     if args.cpu_threads > 0:
         import torch
 

@@ -92,7 +92,11 @@ def runner_result(
     samples = samples[warmup_runs:]
     before, after = (state or {}).get("before"), (state or {}).get("after")
     attempt = judge(
-        samples, policy, warmup_runs=warmup_runs, temp_before_c=_max_temp_c(before), temp_after_c=_max_temp_c(after)
+        samples,
+        policy,
+        warmup_runs=warmup_runs,
+        temp_before_c=_max_temp_c(before),
+        temp_after_c=_max_temp_c(after),
     )
     governors = sorted({str(v) for v in ((before or {}).get("governor") or {}).values() if v})
     return {

@@ -110,7 +110,8 @@ def resolve_run(
     ``batch``: the input batch size every op and network is exported and measured at."""
     if device.uses_python and not device.runner_python():
         raise ConfigError(
-            f'device {device.name}: runner = "{device.runner_kind}" needs the target\'s python, and none is set',
+            f'device {device.name}: runner = "{device.runner_kind}" needs the target\'s python, '
+            "and none is set",
             hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml (or runner = '
             '"executor_runner" with runner_path = the executor_runner binary to push)',
         )
@@ -129,9 +130,9 @@ def resolve_run(
         )
     if device.runner_kind == "torch-cuda" and chosen is not Backend.CUDA:
         raise InputError(
-            f"device {device.name} has runner = \"torch-cuda\", which runs torch.export programs only: "
+            f'device {device.name} has runner = "torch-cuda", which runs torch.export programs only: '
             f"backend {chosen.value} cannot run there",
-            hint="use --backend cuda (or backend = \"cuda\" in its devices.toml table)",
+            hint='use --backend cuda (or backend = "cuda" in its devices.toml table)',
         )
     return RunSpec(
         device,
@@ -288,7 +289,11 @@ def _better(old: Outcome, new: Outcome) -> Outcome:
 
 
 def _requeue_unstable(
-    run: PipelineRun, session: DeviceSession, parsed: dict[str, dict[str, Any]], progress: Progress, sleep: Any
+    run: PipelineRun,
+    session: DeviceSession,
+    parsed: dict[str, dict[str, Any]],
+    progress: Progress,
+    sleep: Any,
 ) -> None:
     """Re-measure the ops whose ETDump samples were unstable, after ``cooldown_s``, at most
     ``retries`` times (each round in a run directory of its own); keep the best attempt per op."""
@@ -340,7 +345,8 @@ def run_items(
     progress = progress or NullProgress()
     if breakdown and spec.device.runner_kind == "torch-cuda":
         raise InputError(
-            f"device {spec.target}: the torch-cuda runner has no ETDump, so no per-op breakdown; drop --breakdown"
+            f"device {spec.target}: the torch-cuda runner has no ETDump, so no per-op breakdown; "
+            "drop --breakdown"
         )
     items = list(dict.fromkeys(items))
     parsed: dict[str, dict[str, Any]] = {}  # op key -> its parsed ETDump (executor_runner runs)

@@ -213,7 +213,8 @@ class DeviceSession:
             res = self.transport.run(argv, timeout_s=60)
             if res.rc != 0:
                 raise TransportError(
-                    f"{self.device.name}: {shlex.join(argv)} failed (exit {res.rc}): {res.output.strip()[-200:]}"
+                    f"{self.device.name}: {shlex.join(argv)} failed (exit {res.rc}): "
+                    f"{res.output.strip()[-200:]}"
                 )
         return True
 
@@ -260,7 +261,9 @@ class DeviceSession:
             # the python runners measure the whole task list in one process (start-up paid once per run)
             "BATCH": int(self.device.uses_python),
             # executor_runner: the throw-away warm-up call, and executions the host drops (see driver.sh)
-            "WARMUP_RUNS": self.device.measure.warmup_runs if self.device.runner_kind == "executor_runner" else 0,
+            "WARMUP_RUNS": self.device.measure.warmup_runs
+            if self.device.runner_kind == "executor_runner"
+            else 0,
         }
         for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
             if getattr(self.device, key):

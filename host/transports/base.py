@@ -91,7 +91,9 @@ class DeviceConfig(BaseModel):
         'chamlab.agent.torch_runner), "executor_runner" (the host file runner_path, pushed and cached on '
         "the target) or the absolute path of an executor_runner already on the target",
     )
-    runner_path: str = Field("", description='host file of the executor_runner for runner = "executor_runner"')
+    runner_path: str = Field(
+        "", description='host file of the executor_runner for runner = "executor_runner"'
+    )
     python: str = Field("", description="the target's python for the shim and torch-cuda runners")
     torch_mode: Literal["graph", "eager"] = Field(
         "graph", description="torch-cuda: time CUDA-graph replays (graph) or plain launches (eager)"
@@ -159,14 +161,16 @@ class DeviceConfig(BaseModel):
                 "to push (see docs/devices.md, section Android)"
             )
         if self.runner_path and self.runner != "executor_runner":
-            raise ValueError(f'runner_path is only used with runner = "executor_runner" (runner is {self.runner!r})')
+            raise ValueError(
+                f'runner_path is only used with runner = "executor_runner" (runner is {self.runner!r})'
+            )
         if self.runner not in ("shim", "torch-cuda", "executor_runner") and not self.runner.startswith("/"):
             raise ValueError(
-                f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the absolute path '
-                "of an executor_runner on the target"
+                f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the '
+                "absolute path of an executor_runner on the target"
             )
         if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
-            raise ValueError("power_reader nvml needs python on the target: use runner = \"torch-cuda\"")
+            raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
         return self
 
     @property

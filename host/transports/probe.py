@@ -67,7 +67,9 @@ def _facts(device: DeviceConfig, timeout_s: float) -> dict[str, Any]:
                 text[-1] if rt.rc == 0 and text else f"python {python} failed (exit {rt.rc})"
             )
         elif device.runner_kind == "torch-cuda" and python:
-            rt = transport.run([python, "-c", "import torch; print('torch', torch.__version__)"], timeout_s=timeout_s)
+            rt = transport.run(
+                [python, "-c", "import torch; print('torch', torch.__version__)"], timeout_s=timeout_s
+            )
             text = rt.output.strip().splitlines()
             facts["runtime_version"] = (
                 text[-1] if rt.rc == 0 and text else f"python {python} failed (exit {rt.rc})"

@@ -43,7 +43,6 @@ def main(argv: list[str]) -> int:
         print(f"E executor_runner: FileDataLoader::from() failed for {flags['model_path']}", file=sys.stderr)
         return 1
     import torch
-
     from executorch.extension.pybindings import _C as rt
 
     if int(flags["cpu_threads"]) > 0:
@@ -52,7 +51,9 @@ def main(argv: list[str]) -> int:
     module = rt._load_for_executorch(flags["model_path"], enable_etdump=True, debug_buffer_size=0)
     meta = module.method_meta(flags["method_name"])
     gen = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=gen) for i in range(meta.num_inputs())]
+    inputs = [
+        torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=gen) for i in range(meta.num_inputs())
+    ]
     for _ in range(int(flags["num_executions"])):
         module.run_method(flags["method_name"], inputs)
     print(f"I executor_runner: Model executed successfully {flags['num_executions']} time(s).")

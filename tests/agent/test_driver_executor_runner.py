@@ -32,7 +32,9 @@ def artifact() -> Artifact:
     return arts[item]
 
 
-def sysfs_tree(root: Path, *, temps_mc: tuple[int, ...] = (41000, 45500), status: str = "Discharging") -> Path:
+def sysfs_tree(
+    root: Path, *, temps_mc: tuple[int, ...] = (41000, 45500), status: str = "Discharging"
+) -> Path:
     """A prepared sysfs: two CPUs (schedutil), thermal zones, one battery at 77 %."""
     for cpu, freq in (("cpu0", 1804800), ("cpu1", 710400)):
         d = root / "cpu" / cpu / "cpufreq"
@@ -69,9 +71,7 @@ def rundir(tmp_path: Path, artifact: Artifact, tasks: list[tuple[str, str]], **e
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_executor_runner_path_under_small_shells(
-    shell: str, tmp_path: Path, artifact: Artifact
-) -> None:
+def test_executor_runner_path_under_small_shells(shell: str, tmp_path: Path, artifact: Artifact) -> None:
     argv = SHELLS[shell]
     assert shutil.which(argv[0]), f"{argv[0]} is not installed (.ci/run installs it)"
     tasks = [("op:ok=1", "artifacts/op.pte")]
@@ -83,7 +83,9 @@ def test_executor_runner_path_under_small_shells(
     assert res.stdout.splitlines()[-1] == f"chamlab-driver done {len(tasks)} {len(tasks) - 1}"
     lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
     ok = lines[0]
-    assert ok["rc"] == 0 and ok["result"] is None and ok["etdump"] == "out/d0.etdp" and ok["end"] == "0:op:ok=1"
+    assert (
+        ok["rc"] == 0 and ok["result"] is None and ok["etdump"] == "out/d0.etdp" and ok["end"] == "0:op:ok=1"
+    )
     # the throw-away warm-up call ran first (2 executions, its ETDump deleted), then 3 + 2 executions
     log = (run / "out" / "d0.log").read_text()
     assert log.index("warm-up call, 2 execution(s)") < log.index("executed successfully 2 time(s)")

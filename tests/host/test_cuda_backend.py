@@ -74,9 +74,9 @@ def test_profile_backend_cuda_runs_without_executorch(tmp_path: Path) -> None:
 
 
 def test_backend_and_runner_must_match(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match='backend cuda needs the torch-cuda runner'):
+    with pytest.raises(InputError, match="backend cuda needs the torch-cuda runner"):
         resolve_run(LocalConfig(name="cpu"), backend="cuda")
-    with pytest.raises(InputError, match="runs torch.export programs only"):
+    with pytest.raises(InputError, match=r"runs torch\.export programs only"):
         resolve_run(LocalConfig(name="gpu", runner="torch-cuda"), backend="xnnpack")
     devices = gpu_devices(tmp_path / "devices.toml", "gpu", torch_device="cpu", torch_mode="eager")
     res = chamlab("profile", "-t", "gpu", "-s", "macro-cifar10", "-a", "all-identity", "--breakdown",

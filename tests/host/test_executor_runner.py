@@ -47,17 +47,19 @@ def test_runner_path_is_required_and_unreadable_files_are_config_errors(tmp_path
     with pytest.raises(ConfigError, match="needs runner_path"):
         parse_devices_file(toml)
     toml.write_text('[devices.phone]\ntransport = "local"\nrunner = "exe"\n')
-    with pytest.raises(ConfigError, match="must be \"shim\", \"torch-cuda\""):
+    with pytest.raises(ConfigError, match='must be "shim", "torch-cuda"'):
         parse_devices_file(toml)
     dev = LocalConfig(name="p", runner="executor_runner", runner_path=str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match="runner_path .* cannot be read"):
+    with pytest.raises(ConfigError, match=r"runner_path .* cannot be read"):
         DeviceSession(dev, LocalTransport("p"), threads=1).runner_sha256()
 
 
 def test_unstable_ops_are_requeued_and_the_row_records_state_and_delegation(tmp_path: Path) -> None:
     sysfs = sysfs_tree(tmp_path / "sys", status="Charging")
     # max_cv this small makes every attempt unstable: the op is re-measured exactly `retries` times
-    policy = MeasurePolicy(num_executions=4, warmup_runs=1, warmup_ms=0, min_time_ms=0, retries=1, max_cv=1e-9)
+    policy = MeasurePolicy(
+        num_executions=4, warmup_runs=1, warmup_ms=0, min_time_ms=0, retries=1, max_cv=1e-9
+    )
     device = LocalConfig(
         name="phone",
         runner="executor_runner",
@@ -121,6 +123,8 @@ def test_profile_through_the_adb_server_with_a_pushed_runner(tmp_path: Path, adb
     report = json.loads(res.stdout)
     assert report["measured_ops"] == report["planned_ops"] > 1 and not report["failed_ops"]
     table = pq.read_table(out).to_pylist()
-    assert all(r["n_samples"] == 5 and r["runtime_version"].startswith("executor_runner sha256:") for r in table)
+    assert all(
+        r["n_samples"] == 5 and r["runtime_version"].startswith("executor_runner sha256:") for r in table
+    )
     slots = list((adb_peer.sandbox / "chamlab" / "runners").glob("*/executor_runner"))
     assert len(slots) == 1  # pushed once, under its sha256
