@@ -169,8 +169,11 @@ class DeviceConfig(BaseModel):
                 f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the '
                 "absolute path of an executor_runner on the target"
             )
-        if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
-            raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
+        if self.runner_kind == "executor_runner" and self.power_reader:
+            raise ValueError(
+                "power_reader works with the python runners (shim, torch-cuda) only: the executor_runner "
+                "path has no power hook yet (see docs/devices.md, section Power)"
+            )
         return self
 
     @property

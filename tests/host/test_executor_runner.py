@@ -46,6 +46,9 @@ def test_runner_path_is_required_and_unreadable_files_are_config_errors(tmp_path
     toml.write_text('[devices.phone]\ntransport = "local"\nrunner = "executor_runner"\n')
     with pytest.raises(ConfigError, match="needs runner_path"):
         parse_devices_file(toml)
+    toml.write_text(f'[devices.phone]\nrunner = "executor_runner"\nrunner_path = "{toml}"\npower_reader = "battery"\n')
+    with pytest.raises(ConfigError, match="no power hook yet"):
+        parse_devices_file(toml)
     toml.write_text('[devices.phone]\ntransport = "local"\nrunner = "exe"\n')
     with pytest.raises(ConfigError, match='must be "shim", "torch-cuda"'):
         parse_devices_file(toml)
