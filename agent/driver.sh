@@ -12,9 +12,12 @@
 #                WARMUP_RUNS (executor_runner: executions of the throw-away warm-up call, and extra
 #                executions at the start of the measured call that the host discards; default 0)
 #                CPUFREQ_ROOT THERMAL_ROOT POWER_SUPPLY_ROOT (sysfs roots of the device state)
+#                POWER_ROUND (1: the executor_runner power round, below) POWER_READER (battery | rapl)
+#                POWER_ROOT POWER_SETTLE_CS POWER_WINDOW_CS (centiseconds)
 #   runner.sh    the runner command (the shim, the torch-cuda runner or an executor_runner binary,
 #                with taskset and any runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
+#                [TAB <executions>: the power round's active call]
 #
 # Device lock: one driver measures on a device at a time. LOCK_DIR is created with mkdir (atomic) and
 # holds "owner" = "<pid> <boot id>"; a lock whose owner is dead or from another boot is stale and
@@ -41,7 +44,18 @@
 # WARMUP_RUNS, judges stability and re-queues unstable ops. Without BATCH every result line carries
 # "state":{"before":S,"after":S,"fingerprint":F}, S = {"governor":{cpuN:..},"freq_khz":{cpuN:..},
 # "temp_mc":{thermal_zoneN:..},"battery_pct":N|null,"charging":true|false|null} read from sysfs just
-# before and after the op's calls, F = getprop ro.build.fingerprint (Android), else uname -n -r -m.
+# before and after the op's calls, F = getprop ro.build.fingerprint (Android), else uname -n -r -m;
+# the state also holds "warmup_cs" and "call_cs", the wall durations of the two calls (centiseconds,
+# /proc/uptime): their difference over NUM_EXECUTIONS is the op's wall time per execution.
+#
+# Power round (POWER_ROUND=1, executor_runner; the C++ runner has no power hook): per op the driver
+# samples the reader for POWER_SETTLE_CS + POWER_WINDOW_CS while idle, then as long again while the
+# runner executes the op (<executions>, sized by the host to outlast the window; the driver ends the
+# call once the window is full: a runner that exits early leaves a short window), into
+# out/<digest>.power: header lines "reader R", "status S" (battery) or "ranges R..." (rapl,
+# max_energy_range_uj per package), then "<phase> <t_cs> <values>" (phase idle | active | end; t_cs
+# from /proc/uptime in centiseconds; battery: current_now voltage_now; rapl: energy_uj per package).
+# Its result line carries "power":"out/<digest>.power"; the host computes the energy above idle.
 #
 # Batch mode (BATCH=1, RUNNER_KIND=shim or torch-cuda): the shim is started once with the task list
 # (`--tasks tasks.tsv`) and itself appends the same result lines and prints the same progress lines,
@@ -63,6 +77,10 @@ WARMUP_RUNS=${WARMUP_RUNS:-0}
 CPUFREQ_ROOT=${CPUFREQ_ROOT:-/sys/devices/system/cpu}
 THERMAL_ROOT=${THERMAL_ROOT:-/sys/class/thermal}
 POWER_SUPPLY_ROOT=${POWER_SUPPLY_ROOT:-/sys/class/power_supply}
+POWER_ROUND=${POWER_ROUND:-0}
+POWER_READER=${POWER_READER:-}
+POWER_SETTLE_CS=${POWER_SETTLE_CS:-0}
+POWER_WINDOW_CS=${POWER_WINDOW_CS:-100}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
@@ -272,10 +290,84 @@ call_runner() {
   fi
 }
 
-while IFS="$tab" read -r digest key artifact; do
+# power sampling (power round): the reader's folders, and one "<t_cs> <values>" line per call
+bat_dir=""
+rapl_dirs=""
+if [ "$POWER_READER" = battery ]; then
+  for d in "${POWER_ROOT:-/sys/class/power_supply}"/*; do
+    if [ "$(cat "$d/type" 2>/dev/null)" = Battery ]; then bat_dir=$d; break; fi
+  done
+elif [ "$POWER_READER" = rapl ]; then
+  for d in "${POWER_ROOT:-/sys/class/powercap}"/intel-rapl:*; do
+    case "${d##*/}" in intel-rapl:*:*) continue;; esac  # package domains only, not their sub-domains
+    if [ -r "$d/energy_uj" ]; then rapl_dirs="$rapl_dirs $d"; fi
+  done
+fi
+now_cs() { read -r up _ < /proc/uptime; echo "${up%.*}${up#*.}"; }
+power_sample() {
+  line=$(now_cs)
+  if [ "$POWER_READER" = battery ]; then
+    line="$line $(cat "$bat_dir/current_now" 2>/dev/null) $(cat "$bat_dir/voltage_now" 2>/dev/null)"
+  else
+    for d in $rapl_dirs; do line="$line $(cat "$d/energy_uj" 2>/dev/null)"; done
+  fi
+  echo "$line"
+}
+
+while IFS="$tab" read -r digest key artifact execs; do
   i=$((i + 1))
   if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
     echo "chamlab-driver skip $i $total $key"
+    continue
+  fi
+  if [ "$POWER_ROUND" = 1 ]; then
+    log="out/$digest.log"
+    expired="out/$digest.expired"
+    pw="out/$digest.power"
+    : > "$log"
+    rc=0
+    echo "reader $POWER_READER" > "$pw"
+    if [ "$POWER_READER" = battery ] && [ -n "$bat_dir" ]; then
+      echo "status $(tr -cd 'A-Za-z' < "$bat_dir/status" 2>/dev/null)" >> "$pw"
+    elif [ "$POWER_READER" = rapl ] && [ -n "$rapl_dirs" ]; then
+      ranges=""
+      for d in $rapl_dirs; do ranges="$ranges $(cat "$d/max_energy_range_uj" 2>/dev/null)"; done
+      echo "ranges$ranges" >> "$pw"
+    else
+      echo "driver: no $POWER_READER reader under ${POWER_ROOT:-its default root}" >> "$log"
+      rc=69
+    fi
+    if [ "$rc" = 0 ]; then
+      end=$(($(now_cs) + POWER_SETTLE_CS + POWER_WINDOW_CS))
+      while :; do
+        s=$(power_sample)
+        echo "idle $s" >> "$pw"
+        if [ "${s%% *}" -ge "$end" ]; then break; fi
+        sleep 0.1
+      done
+      # the active call: sampled until the window is full, then ended (the host sizes <executions>
+      # generously: an op slower than its estimate cannot overrun the window)
+      sh ./runner.sh --model_path "$artifact" --num_executions "$execs" --cpu_threads "$THREADS" \
+        --etdump_path "out/$digest.power.etdp" >> "$log" 2>&1 < /dev/null &
+      runner=$!
+      end=$(($(now_cs) + POWER_SETTLE_CS + POWER_WINDOW_CS))
+      while kill -0 "$runner" 2>/dev/null; do
+        s=$(power_sample)
+        echo "active $s" >> "$pw"
+        if [ "${s%% *}" -ge "$end" ]; then kill -KILL "$runner" 2>/dev/null; break; fi
+        sleep 0.1
+      done
+      wait "$runner"
+      rc=$?
+      runner=""
+      if [ "$rc" = 137 ]; then rc=0; fi  # ended by us: the window is full
+      echo "end $(power_sample)" >> "$pw"
+      rm -f "out/$digest.power.etdp"
+    fi
+    printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":null,"result":null,"power":"%s","end":"%d:%s"}\n' \
+      "$rc" "$key" "$digest" "$log" "$pw" "$rc" "$key" >> results.jsonl
+    if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi
+    echo "chamlab-driver op $i $total $rc $key"
     continue
   fi
   res="out/$digest.json"
@@ -283,15 +375,19 @@ while IFS="$tab" read -r digest key artifact; do
   log="out/$digest.log"
   expired="out/$digest.expired"
   rm -f "$res" "$etd"
+  call_cs=""
   : > "$log"
   before=$(state_json)
   rc=0
   runs=$NUM_EXECUTIONS
+  warm_cs=null
   if [ "$RUNNER_KIND" = executor_runner ] && [ "$WARMUP_RUNS" -gt 0 ]; then
     # the C++ runner has no warm-up: a throw-away call first (its own ETDump path, deleted)
     echo "driver: warm-up call, $WARMUP_RUNS execution(s)" >> "$log"
+    t0=$(now_cs)
     call_runner --model_path "$artifact" --num_executions "$WARMUP_RUNS" --cpu_threads "$THREADS" \
       --etdump_path "out/$digest.warmup.etdp"
+    warm_cs=$(($(now_cs) - t0))
     rm -f "out/$digest.warmup.etdp"
     runs=$((NUM_EXECUTIONS + WARMUP_RUNS))
   fi
@@ -299,7 +395,9 @@ while IFS="$tab" read -r digest key artifact; do
     set -- --model_path "$artifact" --num_executions "$runs" --cpu_threads "$THREADS"
     if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
     if [ "$RUNNER_KIND" != executor_runner ]; then set -- "$@" --result_path "$res"; fi
+    t0=$(now_cs)
     call_runner "$@"
+    call_cs=$(($(now_cs) - t0))
   fi
   after=$(state_json)
   # a python runner that exits 0 without a result, or an executor_runner without an ETDump, did not measure
@@ -309,7 +407,7 @@ while IFS="$tab" read -r digest key artifact; do
   if [ -s "$res" ]; then result=$(cat "$res"); fi
   etdump=null
   if [ -s "$etd" ]; then etdump="\"$etd\""; fi
-  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\"}"
+  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\",\"warmup_cs\":$warm_cs,\"call_cs\":${call_cs:-null}}"
   printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"state":%s,"end":"%d:%s"}\n' \
     "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$state" "$rc" "$key" >> results.jsonl
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi

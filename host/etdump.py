@@ -67,6 +67,15 @@ def _max_temp_c(state: dict[str, Any] | None) -> float | None:
     return max(values) if values else None
 
 
+def _wall_ms(state: dict[str, Any] | None, executions: int) -> float | None:
+    """The op's wall time per execution from the driver's call durations: (measured call - warm-up
+    call) / executions, both including the runner's start-up; None without a warm-up call."""
+    warm, call = (state or {}).get("warmup_cs"), (state or {}).get("call_cs")
+    if not isinstance(warm, int) or not isinstance(call, int) or executions < 1:
+        return None
+    return max(0.0, (call - warm) * 10.0 / executions)
+
+
 def runner_result(
     parsed: dict[str, Any],
     state: dict[str, Any] | None,
@@ -121,5 +130,6 @@ def runner_result(
         "runtime": "executorch",
         "runtime_version": runtime_version,
         "fingerprint": (state or {}).get("fingerprint") or None,
+        "wall_ms_per_execution": _wall_ms(state, len(samples)),
         "energy": None,
     }

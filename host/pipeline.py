@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ from chamlab.operators import Backend, Dtype
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
 
 from . import etdump as etdump_mod
+from . import power as power_mod
 from .lut import MeasurementSet
 from .session import DeviceSession, Outcome, Task, device_lock
 from .transports.base import DeviceConfig, Transport
@@ -187,8 +189,9 @@ class PipelineRun:
     exported: int = 0
     export_s: float = 0.0
     measure_s: float = 0.0
-    #: (tasks, attempt) of each re-measure round (executor_runner: unstable ops re-queued)
-    rounds: list[tuple[list[Task], int]] = dataclasses.field(default_factory=list)
+    #: (tasks, attempt, power executions) of each extra round (executor_runner: unstable ops re-queued,
+    #: the power round)
+    rounds: list[tuple[list[Task], int, dict[str, int] | None]] = dataclasses.field(default_factory=list)
 
     @property
     def run_id(self) -> str | None:
@@ -202,8 +205,8 @@ class PipelineRun:
         """Remove the run directory on the target; call it after storing what was measured."""
         if self.session is not None:
             self.session.finish(self.tasks)
-            for tasks, attempt in self.rounds:
-                self.session.finish(tasks, attempt)
+            for tasks, attempt, power_executions in self.rounds:
+                self.session.finish(tasks, attempt, power_executions)
 
 
 def export_items(
@@ -307,7 +310,7 @@ def _requeue_unstable(
             f"(attempt {attempt + 1} of {policy.retries + 1})"
         )
         sleep(policy.cooldown_s)
-        run.rounds.append((unstable, attempt))
+        run.rounds.append((unstable, attempt, None))
         again_parsed: dict[str, dict[str, Any]] = {}
         again = {o.task.key: o for o in session.run(unstable, attempt=attempt)}
         _judge_etdumps(list(again.values()), run.spec, session, again_parsed)
@@ -317,6 +320,55 @@ def _requeue_unstable(
                 run.outcomes[i] = kept
                 if kept is not o:
                     parsed[o.task.key] = again_parsed[o.task.key]
+
+
+#: the power round's attempt number (its own run directory, after any re-measure rounds)
+POWER_ATTEMPT = 1000
+MAX_POWER_EXECUTIONS = 10_000_000
+
+
+def _measure_power(run: PipelineRun, session: DeviceSession, progress: Progress) -> None:
+    """executor_runner devices with ``power_reader``: one more round in which the driver samples the
+    reader while idle and while the runner executes each op enough times to fill the window (sized
+    from the op's measured latency); the energy above idle goes into each result's ``energy``."""
+    device = run.spec.device
+    settle_cs, window_cs = session.power_timing_cs()
+    measured = [o for o in run.outcomes if o.ok and o.result is not None]
+    if not measured:
+        return
+    executions = {}
+    per_exec_ms: dict[str, float] = {}
+    for o in measured:
+        assert o.result is not None
+        # time per execution: the ETDump's mean, or the wall-clock estimate from the driver's two
+        # calls if larger; 4x the executions that fill the window (the driver ends the call when full)
+        mean_ms = max(float(o.result["mean_ms"]), float(o.result.get("wall_ms_per_execution") or 0.0), 1e-6)
+        per_exec_ms[o.task.key] = mean_ms
+        need = math.ceil(4 * 10 * (settle_cs + window_cs) / mean_ms) + 1
+        executions[o.task.key] = min(MAX_POWER_EXECUTIONS, need)
+    tasks = [o.task for o in measured]
+    progress.note(f"measuring the energy of {len(tasks)} op(s) with the {device.power_reader} reader")
+    run.rounds.append((tasks, POWER_ATTEMPT, executions))
+    by_key = {o.task.key: o for o in session.run(tasks, attempt=POWER_ATTEMPT, power_executions=executions)}
+    for o in measured:
+        assert o.result is not None
+        p = by_key.get(o.task.key)
+        if p is None or p.rc != 0 or not p.power_samples:
+            o.result["energy"] = {
+                "reader": device.power_reader,
+                "error": (p.error if p else None) or "no samples",
+            }
+            continue
+        try:
+            o.result["energy"] = power_mod.energy_from_driver_samples(
+                p.power_samples,
+                settle_s=settle_cs / 100.0,
+                mean_ms=per_exec_ms[o.task.key],
+                executions=executions[o.task.key],
+                current_sign=device.battery_current_sign,
+            )
+        except ValueError as exc:
+            o.result["energy"] = {"reader": device.power_reader, "error": str(exc)}
 
 
 def run_items(
@@ -377,6 +429,8 @@ def run_items(
         if spec.device.runner_kind == "executor_runner":
             _judge_etdumps(run.outcomes, spec, session, parsed)
             _requeue_unstable(run, session, parsed, progress, sleep)
+            if spec.device.power_reader:
+                _measure_power(run, session, progress)
         run.measure_s = time.perf_counter() - t1
     finally:
         if owns_transport:

@@ -100,6 +100,8 @@ class Outcome:
     error: str | None = None
     #: the driver's device state around the op (executor_runner runs): see agent/driver.sh
     state: dict[str, Any] | None = None
+    #: the driver's power samples (the executor_runner power round): the text of out/<digest>.power
+    power_samples: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -149,7 +151,9 @@ class DeviceSession:
         self.run_tag = run_tag  # part of the run id: runs with another tag (e.g. date) never resume this one
 
     # -- identity ---------------------------------------------------------------------------------------
-    def run_id(self, tasks: Sequence[Task], attempt: int = 0) -> str:
+    def run_id(
+        self, tasks: Sequence[Task], attempt: int = 0, power_executions: dict[str, int] | None = None
+    ) -> str:
         """The run directory's name; ``attempt`` > 0: a re-measure of unstable ops (a new directory)."""
         ident: dict[str, Any] = {
             "device": self.device.name,
@@ -171,6 +175,8 @@ class DeviceSession:
             ident["runner_sha256"] = self.runner_sha256()
         if attempt:
             ident["attempt"] = attempt
+        if power_executions:
+            ident["power_executions"] = power_executions
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         return f"run-{self.run_tag}-{digest}" if self.run_tag else f"run-{digest}"
 
@@ -247,7 +253,16 @@ class DeviceSession:
         lines.append(f'exec {shlex.join(cmd)} "$@"')
         return "\n".join(lines) + "\n"
 
-    def _driver_env(self) -> str:
+    def power_timing_cs(self) -> tuple[int, int]:
+        """executor_runner power round: (settle, window) in centiseconds. The settling time covers the
+        fuel gauge's averaging and the runner's start-up; the window is ``power_window_s`` or the
+        reader's minimum for a shell sampler at 0.1 s."""
+        reader = self.device.power_reader
+        settle = self.device.power_settle_s or (2.5 if reader == "battery" else 0.5)
+        window = self.device.power_window_s or (5.0 if reader == "battery" else 1.0)
+        return round(settle * 100), round(window * 100)
+
+    def _driver_env(self, power_round: bool = False) -> str:
         values: dict[str, object] = {
             "THREADS": self.threads,
             "NUM_EXECUTIONS": self.device.measure.num_executions,
@@ -268,14 +283,26 @@ class DeviceSession:
         for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
             if getattr(self.device, key):
                 values[key.upper()] = getattr(self.device, key)
+        if power_round:
+            settle_cs, window_cs = self.power_timing_cs()
+            values |= {
+                "POWER_ROUND": 1,
+                "POWER_READER": self.device.power_reader,
+                "POWER_ROOT": self.device.power_root,
+                "POWER_SETTLE_CS": settle_cs,
+                "POWER_WINDOW_CS": window_cs,
+            }
         return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
 
-    def stage(self, tasks: Sequence[Task], folder: Path) -> None:
-        """Write the run directory for ``tasks`` into ``folder``."""
+    def stage(
+        self, tasks: Sequence[Task], folder: Path, power_executions: dict[str, int] | None = None
+    ) -> None:
+        """Write the run directory for ``tasks`` into ``folder`` (``power_executions``: the
+        executor_runner power round, executions of each op's active call)."""
         (folder / "artifacts").mkdir(parents=True)
         pkg = resources.files("chamlab.agent")
         (folder / "driver.sh").write_text(pkg.joinpath("driver.sh").read_text())
-        (folder / "driver.env").write_text(self._driver_env())
+        (folder / "driver.env").write_text(self._driver_env(power_round=bool(power_executions)))
         (folder / "runner.sh").write_text(self._runner_script())
         if self.device.uses_python:
             lib = folder / "lib" / "chamlab" / "agent"
@@ -289,7 +316,8 @@ class DeviceSession:
             rel = f"artifacts/{task.artifact.pte_path.name}"
             if not (folder / rel).exists():
                 shutil.copyfile(task.artifact.pte_path, folder / rel)
-            lines.append(f"{task.digest}\t{task.key}\t{rel}\n")
+            extra = f"\t{power_executions[task.key]}" if power_executions else ""
+            lines.append(f"{task.digest}\t{task.key}\t{rel}{extra}\n")
         (folder / "tasks.tsv").write_text("".join(lines))
 
     # -- running ----------------------------------------------------------------------------------------
@@ -303,23 +331,25 @@ class DeviceSession:
         on_op: Callable[[str, int], None] | None = None,
         fresh: bool = False,
         attempt: int = 0,
+        power_executions: dict[str, int] | None = None,
     ) -> list[Outcome]:
         """Run ``tasks`` (resuming a previous identical run) and return one outcome per task.
 
         ``on_op(key, rc)`` is called as each op finishes on the target (rc -1: skipped, done before).
         ``fresh`` discards what a previous identical run left (``profile --force``); ``attempt`` > 0
-        re-measures (unstable ops) in a directory of their own. The run directory stays on the
-        target: call :meth:`finish` once the outcomes are stored.
+        re-measures (unstable ops) in a directory of their own; ``power_executions`` (op key ->
+        executions) makes it the executor_runner power round (see agent/driver.sh). The run directory
+        stays on the target: call :meth:`finish` once the outcomes are stored.
         """
         if not tasks:
             return []
-        run_id = self.run_id(tasks, attempt)
+        run_id = self.run_id(tasks, attempt, power_executions)
         remote = posixpath.join(self.workdir(), run_id)
         timeout = 60.0 + len(tasks) * (self.device.op_timeout_s or 3600.0)
         by_key = {t.key: t for t in tasks}
         with tempfile.TemporaryDirectory(prefix="chamlab-") as tmp:
             stage = Path(tmp) / run_id
-            self.stage(tasks, stage)
+            self.stage(tasks, stage, power_executions)
             if fresh:
                 self.transport.run(["rm", "-rf", remote], timeout_s=120)
             self.ensure_runner()
@@ -380,12 +410,15 @@ class DeviceSession:
                     o.etdump = kept
         return outcomes
 
-    def finish(self, tasks: Sequence[Task], attempt: int = 0) -> None:
+    def finish(
+        self, tasks: Sequence[Task], attempt: int = 0, power_executions: dict[str, int] | None = None
+    ) -> None:
         """Remove the run directory: call it once the outcomes are stored. (A re-run after some ops
         failed plans only those, which is another run id, so the directory has nothing to resume;
         the failures' log tails are in their outcomes' errors.)"""
         if tasks:
-            self.transport.run(["rm", "-rf", self.remote_dir(tasks, attempt)], timeout_s=120)
+            remote = posixpath.join(self.workdir(), self.run_id(tasks, attempt, power_executions))
+            self.transport.run(["rm", "-rf", remote], timeout_s=120)
 
     def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
         latest: dict[str, dict[str, Any]] = {}
@@ -410,9 +443,13 @@ class DeviceSession:
                 local = tmp / f"{task.digest}.etdp"
                 self.transport.pull(posixpath.join(remote, rec["etdump"]), local, timeout_s=300)
                 outcome.etdump = local
+            if rec.get("power"):
+                local = tmp / f"{task.digest}.power"
+                self.transport.pull(posixpath.join(remote, rec["power"]), local, timeout_s=120)
+                outcome.power_samples = local.read_text(errors="replace")
             if outcome.rc != 0:
                 outcome.error = f"runner exit {outcome.rc}: {self._log_tail(remote, rec.get('log'), tmp)}"
-            elif outcome.result is None and outcome.etdump is None:
+            elif outcome.result is None and outcome.etdump is None and outcome.power_samples is None:
                 outcome.error = "the runner produced neither a result nor an ETDump"
             outcomes.append(outcome)
         return outcomes

@@ -126,6 +126,11 @@ class DeviceConfig(BaseModel):
     power_reader: Literal["", "battery", "rapl", "nvml"] = ""
     power_root: str = Field("", description="sysfs root of the reader (battery, rapl) or NVML GPU index")
     power_window_s: float = Field(0.0, ge=0, description="energy window per op (0: the reader's minimum)")
+    power_settle_s: float = Field(
+        0.0,
+        ge=0,
+        description="executor_runner: seconds skipped at each window's start (0: 2.5 battery, 0.5 rapl)",
+    )
     battery_current_sign: Literal["auto", "discharge_positive", "discharge_negative"] = "auto"
 
     @field_validator("backend", "dtype", mode="before")
@@ -169,11 +174,8 @@ class DeviceConfig(BaseModel):
                 f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the '
                 "absolute path of an executor_runner on the target"
             )
-        if self.runner_kind == "executor_runner" and self.power_reader:
-            raise ValueError(
-                "power_reader works with the python runners (shim, torch-cuda) only: the executor_runner "
-                "path has no power hook yet (see docs/devices.md, section Power)"
-            )
+        if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
+            raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
         return self
 
     @property

@@ -5,7 +5,8 @@ No Android NDK here, so the real binary cannot be built: this script takes the r
 ``--cpu_threads``, ``--method_name``, ``--etdump_path`` whose default is ``etdump.etdp`` as in
 ``executor_runner.cpp``), runs the program through the ExecuTorch Python runtime with ETDump
 generation on, and writes a REAL ETDump where the real runner would. Like the real runner it prints
-no timings. An unknown flag is an error (exit 1), as gflags makes it.
+no timings. An unknown flag is an error (exit 1), as gflags makes it. With ``$CHAMLAB_STANDIN_BUSY``
+set, that file exists while the executions run (tests/powersim.py's busy device reads it).
 """
 
 from __future__ import annotations
@@ -54,11 +55,17 @@ def main(argv: list[str]) -> int:
     inputs = [
         torch.randn(tuple(meta.input_tensor_meta(i).sizes()), generator=gen) for i in range(meta.num_inputs())
     ]
+    busy = os.environ.get("CHAMLAB_STANDIN_BUSY")  # tests/powersim.py: the simulated device draws more
+    if busy:
+        open(busy, "w").close()
     for _ in range(int(flags["num_executions"])):
         module.run_method(flags["method_name"], inputs)
+    if busy:
+        os.remove(busy)
     print(f"I executor_runner: Model executed successfully {flags['num_executions']} time(s).")
     module.write_etdump_result_to_file(flags["etdump_path"])
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # end at once, as the C++ binary does (no interpreter teardown at idle power)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import chamlab
 from peers import AdbPeer, fast
+from powersim import BusyRapl
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError
@@ -46,8 +47,10 @@ def test_runner_path_is_required_and_unreadable_files_are_config_errors(tmp_path
     toml.write_text('[devices.phone]\ntransport = "local"\nrunner = "executor_runner"\n')
     with pytest.raises(ConfigError, match="needs runner_path"):
         parse_devices_file(toml)
-    toml.write_text(f'[devices.phone]\nrunner = "executor_runner"\nrunner_path = "{toml}"\npower_reader = "battery"\n')
-    with pytest.raises(ConfigError, match="no power hook yet"):
+    toml.write_text(
+        f'[devices.phone]\nrunner = "executor_runner"\nrunner_path = "{toml}"\npower_reader = "nvml"\n'
+    )
+    with pytest.raises(ConfigError, match="power_reader nvml needs python"):
         parse_devices_file(toml)
     toml.write_text('[devices.phone]\ntransport = "local"\nrunner = "exe"\n')
     with pytest.raises(ConfigError, match='must be "shim", "torch-cuda"'):
@@ -80,7 +83,7 @@ def test_unstable_ops_are_requeued_and_the_row_records_state_and_delegation(tmp_
     assert not run.failed, run.failed
     m = run.measured[item]
     assert len(m.samples_ms) == 4  # the in-process warm-up execution was dropped
-    assert slept == [policy.cooldown_s] and [a for _, a in run.rounds] == [1]
+    assert slept == [policy.cooldown_s] and [a for _, a, _ in run.rounds] == [1]
     assert len(m.result["attempts"]) == 2 and m.result["unstable"]  # bounded: 1 + retries attempts
     row = lut_row(spec, m, run.run_id)
     assert row["unstable"] and row["n_samples"] == 4
@@ -131,3 +134,38 @@ def test_profile_through_the_adb_server_with_a_pushed_runner(tmp_path: Path, adb
     )
     slots = list((adb_peer.sandbox / "chamlab" / "runners").glob("*/executor_runner"))
     assert len(slots) == 1  # pushed once, under its sha256
+
+
+def test_power_round_measures_the_energy_above_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pipeline check against a known power model, not a claim about hardware: the simulated RAPL
+    counter runs at 3 W, plus 12 W while the stand-in executes the op."""
+    busy = tmp_path / "busy"
+    monkeypatch.setenv("CHAMLAB_STANDIN_BUSY", str(busy))
+    policy = MeasurePolicy(num_executions=5, warmup_runs=1, warmup_ms=0, min_time_ms=0, retries=0)
+    with BusyRapl(tmp_path / "powercap", busy, idle_w=3.0, extra_w=12.0):
+        device = LocalConfig(
+            name="phone",
+            runner="executor_runner",
+            runner_path=str(fake_binary(tmp_path / "bin", "power")),
+            workdir=str(tmp_path / "target"),
+            measure=policy,
+            power_reader="rapl",
+            power_root=str(tmp_path / "powercap"),
+            power_window_s=1.0,
+            power_settle_s=4.0,  # covers the stand-in's start-up (python and torch: seconds, not ms)
+        )
+        spec = resolve_run(device)
+        item = ExportItem.for_op(ConvBNAct(32, 64, 3, 1, 32, 32))  # ~ms per execution
+        run = run_items(spec, [item])
+    assert not run.failed, run.failed
+    m = run.measured[item]
+    energy = m.result["energy"]
+    assert "error" not in energy, energy
+    assert energy["reader"] == "rapl" and energy["idle_power_w"] == pytest.approx(3.0, rel=0.1)
+    assert energy["avg_power_w"] == pytest.approx(12.0, rel=0.15)
+    assert energy["energy_mj"] == pytest.approx(energy["avg_power_w"] * m.result["mean_ms"])
+    row = lut_row(spec, m, run.run_id)
+    assert row["power_reader"] == "rapl" and row["energy_mj"] == energy["energy_mj"]
+    assert {p for p, _, _ in energy["trace"]} == {"idle", "active"}
+    run.finish()
+    assert not list((tmp_path / "target").glob("run-*"))
