@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import chamlab
-from peers import AdbPeer, fast
+from peers import AdbPeer
 from powersim import BusyRapl
 
 from chamlab.agent.measure import MeasurePolicy
@@ -121,7 +121,8 @@ def test_profile_through_the_adb_server_with_a_pushed_runner(tmp_path: Path, adb
     binary = fake_binary(tmp_path / "host-bin", "adb")
     devices = tmp_path / "devices.toml"
     toml = adb_peer.devices_toml("phone", runner='"executor_runner"', runner_path=f'"{binary}"')
-    devices.write_text(fast(toml, "phone"))
+    # no warm-up call here (warmup_runs = 0): the per-op cost is one runner start, not two
+    devices.write_text(toml + "[devices.phone.measure]\nnum_executions = 5\nwarmup_runs = 0\nretries = 0\n")
     out = tmp_path / "phone.parquet"
     args = ("profile", "--serial", adb_peer.serial, "-s", "macro-cifar10", "-a", "all-identity")
     res = chamlab(*args, "--out", out, "--devices", devices, "--json")
