@@ -193,7 +193,7 @@ class DeviceSession:
             except OSError as exc:
                 raise ConfigError(
                     f"device {self.device.name}: runner_path {str(path)!r} cannot be read ({exc.strerror})",
-                    hint="build executor_runner for the target (docs/devices.md, section Android) and set "
+                    hint="build executor_runner for the target (docs/android.md) and set "
                     "runner_path to the file",
                 ) from None
             self._runner_sha = hashlib.sha256(data).hexdigest()

@@ -163,7 +163,7 @@ class DeviceConfig(BaseModel):
         if self.runner == "executor_runner" and not self.runner_path:
             raise ValueError(
                 'runner = "executor_runner" needs runner_path, the host file of the executor_runner binary '
-                "to push (see docs/devices.md, section Android)"
+                "to push (see docs/android.md)"
             )
         if self.runner_path and self.runner != "executor_runner":
             raise ValueError(
