@@ -7,10 +7,17 @@
 #                OP_TIMEOUT_S (per-op deadline, 0 = none) COOLDOWN_S (sleep between ops)
 #                LOCK_DIR (the device lock, "" = none) NO_WAIT (1: exit 75 at once if it is held)
 #                WATCH_STDIN (1: end everything when standard input closes)
-#                BATCH (1, shim only: one runner process measures every task in turn; default 0)
-#   runner.sh    the runner command (the shim or an executor_runner binary, with taskset and any
-#                runner-specific flags); called with executor_runner-style flags
+#                BATCH (1: one runner process measures every task in turn: the shim and the
+#                torch-cuda runner; default 0)
+#                WARMUP_RUNS (executor_runner: executions of the throw-away warm-up call, and extra
+#                executions at the start of the measured call that the host discards; default 0)
+#                CPUFREQ_ROOT THERMAL_ROOT POWER_SUPPLY_ROOT (sysfs roots of the device state)
+#                POWER_ROUND (1: the executor_runner power round, below) POWER_READER (battery | rapl)
+#                POWER_ROOT POWER_SETTLE_CS POWER_WINDOW_CS (centiseconds)
+#   runner.sh    the runner command (the shim, the torch-cuda runner or an executor_runner binary,
+#                with taskset and any runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
+#                [TAB <executions>: the power round's active call]
 #
 # Device lock: one driver measures on a device at a time. LOCK_DIR is created with mkdir (atomic) and
 # holds "owner" = "<pid> <boot id>"; a lock whose owner is dead or from another boot is stale and
@@ -30,7 +37,27 @@
 #   chamlab-driver op <i> <total> <rc> <key>     |  chamlab-driver skip <i> <total> <key>
 #   chamlab-driver done <total> <failed>
 #
-# Batch mode (BATCH=1, RUNNER_KIND=shim): the shim is started once with the task list
+# executor_runner (RUNNER_KIND=executor_runner): ExecuTorch's C++ runner has no warm-up, minimum time
+# or retries, and prints no timings. Per op the driver makes a throw-away warm-up call (WARMUP_RUNS
+# executions, its ETDump deleted), then the measured call with --etdump_path out/<digest>.etdp and
+# NUM_EXECUTIONS + WARMUP_RUNS executions; the host reads the samples from the ETDump, drops the first
+# WARMUP_RUNS, judges stability and re-queues unstable ops. Without BATCH every result line carries
+# "state":{"before":S,"after":S,"fingerprint":F}, S = {"governor":{cpuN:..},"freq_khz":{cpuN:..},
+# "temp_mc":{thermal_zoneN:..},"battery_pct":N|null,"charging":true|false|null} read from sysfs just
+# before and after the op's calls, F = getprop ro.build.fingerprint (Android), else uname -n -r -m;
+# the state also holds "warmup_cs" and "call_cs", the wall durations of the two calls (centiseconds,
+# /proc/uptime): their difference over NUM_EXECUTIONS is the op's wall time per execution.
+#
+# Power round (POWER_ROUND=1, executor_runner; the C++ runner has no power hook): per op the driver
+# samples the reader for POWER_SETTLE_CS + POWER_WINDOW_CS while idle, then as long again while the
+# runner executes the op (<executions>, sized by the host to outlast the window; the driver ends the
+# call once the window is full: a runner that exits early leaves a short window), into
+# out/<digest>.power: header lines "reader R", "status S" (battery) or "ranges R..." (rapl,
+# max_energy_range_uj per package), then "<phase> <t_cs> <values>" (phase idle | active | end; t_cs
+# from /proc/uptime in centiseconds; battery: current_now voltage_now; rapl: energy_uj per package).
+# Its result line carries "power":"out/<digest>.power"; the host computes the energy above idle.
+#
+# Batch mode (BATCH=1, RUNNER_KIND=shim or torch-cuda): the shim is started once with the task list
 # (`--tasks tasks.tsv`) and itself appends the same result lines and prints the same progress lines,
 # enforcing the per-op deadline inside (it records the op as rc 124 and exits 124). While an op runs,
 # out/inflight names it ("<i> TAB <digest> TAB <key>"). When the shim dies with an op in flight (a
@@ -46,6 +73,14 @@ LOCK_DIR=${LOCK_DIR:-}
 NO_WAIT=${NO_WAIT:-0}
 WATCH_STDIN=${WATCH_STDIN:-0}
 BATCH=${BATCH:-0}
+WARMUP_RUNS=${WARMUP_RUNS:-0}
+CPUFREQ_ROOT=${CPUFREQ_ROOT:-/sys/devices/system/cpu}
+THERMAL_ROOT=${THERMAL_ROOT:-/sys/class/thermal}
+POWER_SUPPLY_ROOT=${POWER_SUPPLY_ROOT:-/sys/class/power_supply}
+POWER_ROUND=${POWER_ROUND:-0}
+POWER_READER=${POWER_READER:-}
+POWER_SETTLE_CS=${POWER_SETTLE_CS:-0}
+POWER_WINDOW_CS=${POWER_WINDOW_CS:-100}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
@@ -129,6 +164,38 @@ record() {  # rc key digest log
 # grep pattern (basic regex) of a line ending that records <key> with any rc
 any_end() { printf '"end":"[0-9-]*:%s"}$' "$(printf '%s' "$1" | sed 's/[.[\*^$]/\\&/g')"; }
 
+# "n" = the integer in file $1 (sysfs values); false when there is none
+num() {
+  n=$(tr -cd '0-9-' < "$1" 2>/dev/null)
+  case "$n" in -[0-9]*|[0-9]*) return 0;; *) return 1;; esac
+}
+
+# the device state as one JSON object (see the header); names and words are reduced to safe characters
+state_json() {
+  gov=""; frq=""; tmp=""; bat=null; chg=null
+  for f in "$CPUFREQ_ROOT"/cpu[0-9]*/cpufreq/scaling_governor; do
+    [ -r "$f" ] || continue
+    c=${f%/cpufreq/*}; c=${c##*/}
+    gov="$gov${gov:+,}\"$c\":\"$(tr -cd 'A-Za-z0-9_.-' < "$f")\""
+    if num "${f%/*}/scaling_cur_freq"; then frq="$frq${frq:+,}\"$c\":$n"; fi
+  done
+  for f in "$THERMAL_ROOT"/thermal_zone*/temp; do
+    if [ -r "$f" ] && num "$f"; then z=${f%/temp}; tmp="$tmp${tmp:+,}\"${z##*/}\":$n"; fi
+  done
+  for d in "$POWER_SUPPLY_ROOT"/*; do
+    [ "$(cat "$d/type" 2>/dev/null)" = Battery ] || continue
+    if num "$d/capacity"; then bat=$n; fi
+    case "$(cat "$d/status" 2>/dev/null)" in
+      Charging|Full) chg=true;;
+      "") ;;
+      *) chg=false;;
+    esac
+    break
+  done
+  printf '{"governor":{%s},"freq_khz":{%s},"temp_mc":{%s},"battery_pct":%s,"charging":%s}' \
+    "$gov" "$frq" "$tmp" "$bat" "$chg"
+}
+
 run_batch() {
   from=$(bytes_of results.jsonl)  # lines from here on were written by this driver run
   restarts=0
@@ -180,7 +247,7 @@ run_batch() {
   done
 }
 
-if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
+if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" != executor_runner ]; then
   run_batch
   while IFS="$tab" read -r digest key artifact; do
     if ! grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then failed=$((failed + 1)); fi
@@ -189,21 +256,14 @@ if [ "$BATCH" = 1 ] && [ "$RUNNER_KIND" = shim ]; then
   exit 0
 fi
 
-while IFS="$tab" read -r digest key artifact; do
-  i=$((i + 1))
-  if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
-    echo "chamlab-driver skip $i $total $key"
-    continue
-  fi
-  res="out/$digest.json"
-  etd="out/$digest.etdp"
-  log="out/$digest.log"
-  expired="out/$digest.expired"
-  rm -f "$res" "$etd" "$expired"
-  set -- --model_path "$artifact" --num_executions "$NUM_EXECUTIONS" --cpu_threads "$THREADS"
-  if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
-  if [ "$RUNNER_KIND" = shim ]; then set -- "$@" --result_path "$res"; fi
-  sh ./runner.sh "$@" > "$log" 2>&1 < /dev/null &
+fingerprint=$(getprop ro.build.fingerprint 2>/dev/null)
+[ -n "$fingerprint" ] || fingerprint=$(uname -n -r -m 2>/dev/null)
+fingerprint=$(printf '%s' "$fingerprint" | tr -d '"\\' | tr -c ' -~' ' ')
+
+# run "sh runner.sh "$@"" with its output appended to $log, under the per-op deadline; sets rc
+call_runner() {
+  rm -f "$expired"
+  sh ./runner.sh "$@" >> "$log" 2>&1 < /dev/null &
   runner=$!
   if [ "$OP_TIMEOUT_S" != 0 ]; then
     # one-second naps, and SIGKILL to end it: a TERM trap around `wait` can lose the signal (dash),
@@ -228,15 +288,128 @@ while IFS="$tab" read -r digest key artifact; do
     rc=124
     echo "driver: killed after the per-op deadline of $OP_TIMEOUT_S s" >> "$log"
   fi
-  # a shim that exits 0 without a result, or an executor_runner without an ETDump, did not measure
-  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = shim ] && [ ! -s "$res" ]; then rc=65; fi
-  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" != shim ] && [ ! -s "$etd" ]; then rc=65; fi
+}
+
+# power sampling (power round): the reader's folders, and one "<t_cs> <values>" line per call
+bat_dir=""
+rapl_dirs=""
+if [ "$POWER_READER" = battery ]; then
+  for d in "${POWER_ROOT:-/sys/class/power_supply}"/*; do
+    if [ "$(cat "$d/type" 2>/dev/null)" = Battery ]; then bat_dir=$d; break; fi
+  done
+elif [ "$POWER_READER" = rapl ]; then
+  for d in "${POWER_ROOT:-/sys/class/powercap}"/intel-rapl:*; do
+    case "${d##*/}" in intel-rapl:*:*) continue;; esac  # package domains only, not their sub-domains
+    if [ -r "$d/energy_uj" ]; then rapl_dirs="$rapl_dirs $d"; fi
+  done
+fi
+now_cs() { read -r up _ < /proc/uptime; echo "${up%.*}${up#*.}"; }
+power_sample() {
+  line=$(now_cs)
+  if [ "$POWER_READER" = battery ]; then
+    line="$line $(cat "$bat_dir/current_now" 2>/dev/null) $(cat "$bat_dir/voltage_now" 2>/dev/null)"
+  else
+    for d in $rapl_dirs; do line="$line $(cat "$d/energy_uj" 2>/dev/null)"; done
+  fi
+  echo "$line"
+}
+
+while IFS="$tab" read -r digest key artifact execs; do
+  i=$((i + 1))
+  if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
+    echo "chamlab-driver skip $i $total $key"
+    continue
+  fi
+  if [ "$POWER_ROUND" = 1 ]; then
+    log="out/$digest.log"
+    expired="out/$digest.expired"
+    pw="out/$digest.power"
+    : > "$log"
+    rc=0
+    echo "reader $POWER_READER" > "$pw"
+    if [ "$POWER_READER" = battery ] && [ -n "$bat_dir" ]; then
+      echo "status $(tr -cd 'A-Za-z' < "$bat_dir/status" 2>/dev/null)" >> "$pw"
+    elif [ "$POWER_READER" = rapl ] && [ -n "$rapl_dirs" ]; then
+      ranges=""
+      for d in $rapl_dirs; do ranges="$ranges $(cat "$d/max_energy_range_uj" 2>/dev/null)"; done
+      echo "ranges$ranges" >> "$pw"
+    else
+      echo "driver: no $POWER_READER reader under ${POWER_ROOT:-its default root}" >> "$log"
+      rc=69
+    fi
+    if [ "$rc" = 0 ]; then
+      end=$(($(now_cs) + POWER_SETTLE_CS + POWER_WINDOW_CS))
+      while :; do
+        s=$(power_sample)
+        echo "idle $s" >> "$pw"
+        if [ "${s%% *}" -ge "$end" ]; then break; fi
+        sleep 0.1
+      done
+      # the active call: sampled until the window is full, then ended (the host sizes <executions>
+      # generously: an op slower than its estimate cannot overrun the window)
+      sh ./runner.sh --model_path "$artifact" --num_executions "$execs" --cpu_threads "$THREADS" \
+        --etdump_path "out/$digest.power.etdp" >> "$log" 2>&1 < /dev/null &
+      runner=$!
+      end=$(($(now_cs) + POWER_SETTLE_CS + POWER_WINDOW_CS))
+      while kill -0 "$runner" 2>/dev/null; do
+        s=$(power_sample)
+        echo "active $s" >> "$pw"
+        if [ "${s%% *}" -ge "$end" ]; then kill -KILL "$runner" 2>/dev/null; break; fi
+        sleep 0.1
+      done
+      wait "$runner"
+      rc=$?
+      runner=""
+      if [ "$rc" = 137 ]; then rc=0; fi  # ended by us: the window is full
+      echo "end $(power_sample)" >> "$pw"
+      rm -f "out/$digest.power.etdp"
+    fi
+    printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":null,"result":null,"power":"%s","end":"%d:%s"}\n' \
+      "$rc" "$key" "$digest" "$log" "$pw" "$rc" "$key" >> results.jsonl
+    if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi
+    echo "chamlab-driver op $i $total $rc $key"
+    continue
+  fi
+  res="out/$digest.json"
+  etd="out/$digest.etdp"
+  log="out/$digest.log"
+  expired="out/$digest.expired"
+  rm -f "$res" "$etd"
+  call_cs=""
+  : > "$log"
+  before=$(state_json)
+  rc=0
+  runs=$NUM_EXECUTIONS
+  warm_cs=null
+  if [ "$RUNNER_KIND" = executor_runner ] && [ "$WARMUP_RUNS" -gt 0 ]; then
+    # the C++ runner has no warm-up: a throw-away call first (its own ETDump path, deleted)
+    echo "driver: warm-up call, $WARMUP_RUNS execution(s)" >> "$log"
+    t0=$(now_cs)
+    call_runner --model_path "$artifact" --num_executions "$WARMUP_RUNS" --cpu_threads "$THREADS" \
+      --etdump_path "out/$digest.warmup.etdp"
+    warm_cs=$(($(now_cs) - t0))
+    rm -f "out/$digest.warmup.etdp"
+    runs=$((NUM_EXECUTIONS + WARMUP_RUNS))
+  fi
+  if [ "$rc" = 0 ]; then
+    set -- --model_path "$artifact" --num_executions "$runs" --cpu_threads "$THREADS"
+    if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
+    if [ "$RUNNER_KIND" != executor_runner ]; then set -- "$@" --result_path "$res"; fi
+    t0=$(now_cs)
+    call_runner "$@"
+    call_cs=$(($(now_cs) - t0))
+  fi
+  after=$(state_json)
+  # a python runner that exits 0 without a result, or an executor_runner without an ETDump, did not measure
+  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" != executor_runner ] && [ ! -s "$res" ]; then rc=65; fi
+  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = executor_runner ] && [ ! -s "$etd" ]; then rc=65; fi
   result=null
   if [ -s "$res" ]; then result=$(cat "$res"); fi
   etdump=null
   if [ -s "$etd" ]; then etdump="\"$etd\""; fi
-  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"end":"%d:%s"}\n' \
-    "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$rc" "$key" >> results.jsonl
+  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\",\"warmup_cs\":$warm_cs,\"call_cs\":${call_cs:-null}}"
+  printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"state":%s,"end":"%d:%s"}\n' \
+    "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$state" "$rc" "$key" >> results.jsonl
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi
   echo "chamlab-driver op $i $total $rc $key"
   if [ "$COOLDOWN_S" != 0 ]; then sleep "$COOLDOWN_S"; fi

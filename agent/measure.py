@@ -235,14 +235,17 @@ def _timed_loop(
     max_runs: int,
     max_ms: float,
     clock: Callable[[], int],
+    time_once: Callable[[], float] | None = None,
 ) -> list[float]:
     samples: list[float] = []
     start = clock()
     while True:
         t0 = clock()
-        run_once()
+        own_ms = time_once() if time_once is not None else None
+        if own_ms is None:
+            run_once()
         t1 = clock()
-        samples.append((t1 - t0) / 1e6)
+        samples.append(own_ms if own_ms is not None else (t1 - t0) / 1e6)
         elapsed_ms = (t1 - start) / 1e6
         n = len(samples)
         if n >= max_runs or (elapsed_ms >= max_ms and n >= 3):
@@ -258,8 +261,14 @@ def measure(
     clock: Callable[[], int] = time.perf_counter_ns,
     sleep: Callable[[float], None] = time.sleep,
     read_temp_c: Callable[[], float | None] = lambda: None,
+    time_once: Callable[[], float] | None = None,
 ) -> Measurement:
-    """Time ``run_once`` under ``policy``; see the module docstring."""
+    """Time ``run_once`` under ``policy``; see the module docstring.
+
+    ``time_once`` (optional) runs the op once and returns its time in ms by its own timer (the
+    torch-cuda runner's CUDA events); the timed samples are then its values, while ``clock`` still
+    counts the wall time against ``min_time_ms`` / ``max_time_ms``. Warm-up always calls ``run_once``.
+    """
     attempts: list[Attempt] = []
     for i in range(policy.retries + 1):
         if i:
@@ -271,19 +280,45 @@ def measure(
             )
         before = read_temp_c()
         samples = _timed_loop(
-            run_once, policy.num_executions, policy.min_time_ms, policy.max_runs, policy.max_time_ms, clock
+            run_once,
+            policy.num_executions,
+            policy.min_time_ms,
+            policy.max_runs,
+            policy.max_time_ms,
+            clock,
+            time_once,
         )
         after = read_temp_c()
-        cv, dr = robust_cv(samples), drift(samples)
-        reasons = []
-        if cv > policy.max_cv:
-            reasons.append(f"robust_cv {cv:.3f} > {policy.max_cv}")
-        if dr > policy.max_drift:
-            reasons.append(f"drift {dr:.3f} > {policy.max_drift}")
-        if before is not None and after is not None and after - before > policy.max_temp_rise_c:
-            reasons.append(f"temperature rose {after - before:.1f} C > {policy.max_temp_rise_c}")
-        attempts.append(Attempt(samples, len(warm), cv, dr, before, after, reasons))
-        if not reasons:
+        attempts.append(
+            judge(samples, policy, warmup_runs=len(warm), temp_before_c=before, temp_after_c=after)
+        )
+        if not attempts[-1].reasons:
             break
-    kept = min(attempts, key=lambda a: (bool(a.reasons), a.robust_cv))
-    return Measurement(kept, attempts)
+    return Measurement(keep(attempts), attempts)
+
+
+def judge(
+    samples_ms: list[float],
+    policy: MeasurePolicy,
+    *,
+    warmup_runs: int = 0,
+    temp_before_c: float | None = None,
+    temp_after_c: float | None = None,
+) -> Attempt:
+    """One attempt's samples judged against ``policy``'s instability thresholds (see the module
+    docstring); the host uses it too, for runners that only report samples (ETDumps)."""
+    cv, dr = robust_cv(samples_ms), drift(samples_ms)
+    reasons = []
+    if cv > policy.max_cv:
+        reasons.append(f"robust_cv {cv:.3f} > {policy.max_cv}")
+    if dr > policy.max_drift:
+        reasons.append(f"drift {dr:.3f} > {policy.max_drift}")
+    rise = None if temp_before_c is None or temp_after_c is None else temp_after_c - temp_before_c
+    if rise is not None and rise > policy.max_temp_rise_c:
+        reasons.append(f"temperature rose {rise:.1f} C > {policy.max_temp_rise_c}")
+    return Attempt(samples_ms, warmup_runs, cv, dr, temp_before_c, temp_after_c, reasons)
+
+
+def keep(attempts: Sequence[Attempt]) -> Attempt:
+    """The attempt to keep: a stable one if any, else the one with the lowest robust CV."""
+    return min(attempts, key=lambda a: (bool(a.reasons), a.robust_cv))

@@ -432,6 +432,35 @@ def fault_recovery(r: dict) -> list[str]:
     return out
 
 
+def gpu_check(r: dict) -> list[str]:
+    out = [
+        "## GPU check: the torch-cuda runner through the pipeline (`bench/gpu_check.py`)",
+        "",
+        f"{r['gpu']}, torch {r['torch']} (CUDA {r['cuda']}), {r['when']}; ExecuTorch unimportable during "
+        f"the run. macro-cifar10 archs {', '.join(r['archs'])}: every op and the whole network, timed with "
+        "CUDA events "
+        f"(median of >= {r['policy']['num_executions']} executions). Sum of the ops' medians over the "
+        "whole network's median:",
+        "",
+        "| mode | batch | " + " | ".join(r["archs"]) + " | measure s |",
+        "|---|---|" + "---|" * len(r["archs"]) + "---|",
+    ]
+    for s in r["settings"]:
+        ratios = " | ".join(f"{n['sum_over_whole']:.3f} ({n['whole_p50_ms']:.3f} ms)" for n in s["networks"])
+        out.append(f"| {s['mode']} | {s['batch']} | {ratios} | {s['measure_s']} |")
+    e = r.get("energy") or {}
+    out += [""]
+    if "error" in e:
+        out.append(f"NVML energy: not measured ({e['error']}).")
+    elif e:
+        out.append(
+            f"NVML energy of `{e['op_key']}` at batch {e['batch']}: idle {e['idle_power_w']:.1f} W, "
+            f"{e['avg_power_w']:.1f} W above idle while replaying, {e['energy_mj']:.4f} mJ per execution "
+            f"above idle ({e['executions']} executions over {e['window_s']:.2f} s)."
+        )
+    return out
+
+
 #: what no benchmark here measures, and why (kept when the file is regenerated)
 NOT_MEASURED = """## Not measured here: energy, CUDA, batch > 1
 
@@ -441,10 +470,12 @@ the tests check instead (`tests/agent/test_power.py`, `tests/host/test_power_tra
 readers and the above-idle integration recover an injected power model within +/-10% from prepared
 sysfs trees (RAPL with counter wrap-around, a 1 Hz fuel gauge with either sign convention), and the
 runner and `chamlab profile` carry the energy and the raw trace through to Parquet. The `cuda`
-backend's GPU test (`tests/agent/test_torch_runner.py`, marker `gpu`) was skipped here: no CUDA
-device. Batch sizes other than 1 are supported by `profile`/`predict`/`measure --batch N` but have
-not been benchmarked (the latency-fidelity figures above are batch 1). CUDA figures measured
-elsewhere (an H200, before this backend existed) are in the project notes, not here.
+backend's GPU tests (`tests/agent/test_torch_runner.py`, `tests/host/test_cuda_backend.py`, marker
+`gpu`) were skipped here: no CUDA device. `bench/gpu_check.py` measures the cuda path on a GPU
+machine (section "GPU check" below, once it has been run there). Batch sizes other than 1 are
+supported by `profile`/`predict`/`measure --batch N` but have not been benchmarked (the
+latency-fidelity figures above are batch 1). CUDA figures measured elsewhere (an H200, before this
+backend existed) are in the project notes, not here.
 """
 
 
@@ -479,6 +510,9 @@ def main() -> None:
     for name, render in renders:
         r = _load(name)
         parts += (render(r) if r else [f"## {name}", "", "_not run yet_"]) + [""]
+    recorded = _load("gpu_check")
+    if recorded and not recorded.get("dry_run"):  # only where a GPU run was recorded
+        parts += [*gpu_check(recorded), ""]
     from search_efficiency import render as search_render  # bench/ is on sys.path when run as a script
 
     r = _load("search_efficiency")

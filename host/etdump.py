@@ -1,7 +1,8 @@
 """ETDump parsing on the host with ``executorch.devtools.Inspector``.
 
 Used for the per-op breakdown inside a delegate (``--breakdown``) and, for runners that print no
-timings (``executor_runner``), as the source of the latency samples themselves.
+timings (``executor_runner``), as the source of the latency samples themselves
+(:func:`runner_result` turns them into the shim's result record, stability judged on the host).
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ import math
 import statistics
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chamlab.core.errors import MeasurementError
+
+if TYPE_CHECKING:
+    from chamlab.agent.measure import MeasurePolicy
 
 _SKIP = ("Method::", "Program::")
 
@@ -55,3 +59,77 @@ def parse(etdump_path: Path, etrecord_path: Path | None) -> dict[str, Any]:
 
 def _isnan(x: object) -> bool:
     return isinstance(x, float) and math.isnan(x)
+
+
+def _max_temp_c(state: dict[str, Any] | None) -> float | None:
+    temps = (state or {}).get("temp_mc") or {}
+    values = [float(v) / 1000.0 for v in temps.values() if isinstance(v, (int, float))]
+    return max(values) if values else None
+
+
+def _wall_ms(state: dict[str, Any] | None, executions: int) -> float | None:
+    """The op's wall time per execution from the driver's call durations: (measured call - warm-up
+    call) / executions, both including the runner's start-up; None without a warm-up call."""
+    warm, call = (state or {}).get("warmup_cs"), (state or {}).get("call_cs")
+    if not isinstance(warm, int) or not isinstance(call, int) or executions < 1:
+        return None
+    return max(0.0, (call - warm) * 10.0 / executions)
+
+
+def runner_result(
+    parsed: dict[str, Any],
+    state: dict[str, Any] | None,
+    policy: MeasurePolicy,
+    *,
+    warmup_runs: int,
+    runtime_version: str | None,
+) -> dict[str, Any]:
+    """The shim-shaped result record of an ``executor_runner`` call, built on the host.
+
+    ``parsed`` is :func:`parse`'s output; the first ``warmup_runs`` executions are the in-process
+    warm-up the driver added (see agent/driver.sh) and are dropped; the rest are judged against
+    ``policy`` (robust CV, drift, temperature rise between the driver's ``state`` before and after).
+    """
+    from chamlab.agent.measure import judge, summarize
+
+    samples = [float(x) for x in parsed["execute_ms"]]
+    if len(samples) <= warmup_runs:
+        raise MeasurementError(
+            f"the ETDump holds {len(samples)} execution(s), not more than the {warmup_runs} warm-up "
+            "execution(s): the runner did not run --num_executions times"
+        )
+    samples = samples[warmup_runs:]
+    before, after = (state or {}).get("before"), (state or {}).get("after")
+    attempt = judge(
+        samples,
+        policy,
+        warmup_runs=warmup_runs,
+        temp_before_c=_max_temp_c(before),
+        temp_after_c=_max_temp_c(after),
+    )
+    governors = sorted({str(v) for v in ((before or {}).get("governor") or {}).values() if v})
+    return {
+        "runner": "executor_runner",
+        "samples_ms": samples,
+        **summarize(samples),
+        "n_samples": len(samples),
+        "warmup_runs": warmup_runs,
+        "robust_cv": attempt.robust_cv,
+        "drift": attempt.drift,
+        "unstable": bool(attempt.reasons),
+        "unstable_reasons": attempt.reasons,
+        "attempts": [attempt.to_json()],
+        "affinity": None,
+        "governor": ",".join(governors) or None,
+        "freq_khz_before": (before or {}).get("freq_khz"),
+        "freq_khz_after": (after or {}).get("freq_khz"),
+        "temp_before_c": attempt.temp_before_c,
+        "temp_after_c": attempt.temp_after_c,
+        "battery_pct": (before or {}).get("battery_pct"),
+        "charging": (before or {}).get("charging"),
+        "runtime": "executorch",
+        "runtime_version": runtime_version,
+        "fingerprint": (state or {}).get("fingerprint") or None,
+        "wall_ms_per_execution": _wall_ms(state, len(samples)),
+        "energy": None,
+    }

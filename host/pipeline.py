@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ from chamlab.operators import Backend, Dtype
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
 
 from . import etdump as etdump_mod
+from . import power as power_mod
 from .lut import MeasurementSet
 from .session import DeviceSession, Outcome, Task, device_lock
 from .transports.base import DeviceConfig, Transport
@@ -108,11 +110,12 @@ def resolve_run(
 ) -> RunSpec:
     """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default);
     ``batch``: the input batch size every op and network is exported and measured at."""
-    if device.runner_kind == "shim" and not device.runner_python():
+    if device.uses_python and not device.runner_python():
         raise ConfigError(
-            f'device {device.name}: runner = "shim" needs the target\'s python, and none is set',
+            f'device {device.name}: runner = "{device.runner_kind}" needs the target\'s python, '
+            "and none is set",
             hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml (or runner = '
-            "the path of an executor_runner on the target)",
+            '"executor_runner" with runner_path = the executor_runner binary to push)',
         )
     threads = device.threads if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
@@ -120,11 +123,18 @@ def resolve_run(
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InputError(f"batch must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
     chosen = _enum(Backend, backend, "backend") if backend is not None else device.backend
-    if chosen is Backend.CUDA:
+    if chosen is Backend.CUDA and device.runner_kind != "torch-cuda":
         raise InputError(
-            f"backend cuda: the device driver cannot start the torch-cuda runner yet (device {device.name} "
-            "runs ExecuTorch programs); time a cuda artifact with `python -m chamlab.agent.torch_runner`",
-            hint="see docs/devices.md, section CUDA",
+            f"backend cuda needs the torch-cuda runner, and device {device.name} has runner = "
+            f"{device.runner!r} (it runs ExecuTorch programs)",
+            hint=f'set runner = "torch-cuda" (and python) in [devices.{device.name}], or pick a GPU target; '
+            "see docs/devices.md, section CUDA",
+        )
+    if device.runner_kind == "torch-cuda" and chosen is not Backend.CUDA:
+        raise InputError(
+            f'device {device.name} has runner = "torch-cuda", which runs torch.export programs only: '
+            f"backend {chosen.value} cannot run there",
+            hint='use --backend cuda (or backend = "cuda" in its devices.toml table)',
         )
     return RunSpec(
         device,
@@ -179,6 +189,9 @@ class PipelineRun:
     exported: int = 0
     export_s: float = 0.0
     measure_s: float = 0.0
+    #: (tasks, attempt, power executions) of each extra round (executor_runner: unstable ops re-queued,
+    #: the power round)
+    rounds: list[tuple[list[Task], int, dict[str, int] | None]] = dataclasses.field(default_factory=list)
 
     @property
     def run_id(self) -> str | None:
@@ -192,6 +205,8 @@ class PipelineRun:
         """Remove the run directory on the target; call it after storing what was measured."""
         if self.session is not None:
             self.session.finish(self.tasks)
+            for tasks, attempt, power_executions in self.rounds:
+                self.session.finish(tasks, attempt, power_executions)
 
 
 def export_items(
@@ -219,10 +234,12 @@ def export_items(
     return artifacts, failures, fresh
 
 
-def _parse(outcome: Outcome, breakdown: bool) -> tuple[list[float], list[dict[str, Any]] | None]:
-    """Samples (from the runner's result, else its ETDump) and the breakdown; the ETDump once."""
-    parsed = None
-    if outcome.etdump is not None and (breakdown or outcome.result is None):
+def _parse(
+    outcome: Outcome, breakdown: bool, parsed: dict[str, Any] | None = None
+) -> tuple[list[float], list[dict[str, Any]] | None]:
+    """Samples (from the runner's result, else its ETDump) and the breakdown; the ETDump once
+    (``parsed``: already parsed, for executor_runner outcomes)."""
+    if parsed is None and outcome.etdump is not None and (breakdown or outcome.result is None):
         etrecord = outcome.task.artifact.etrecord_path  # a program given by path may have none
         parsed = etdump_mod.parse(outcome.etdump, etrecord if etrecord.is_file() else None)
     if outcome.result is not None:
@@ -232,6 +249,136 @@ def _parse(outcome: Outcome, breakdown: bool) -> tuple[list[float], list[dict[st
     else:
         raise MeasurementError(f"{outcome.task.key}: no samples in the runner's result or ETDump")
     return samples, (parsed["events"] if breakdown and parsed is not None else None)
+
+
+def _judge_etdumps(
+    outcomes: Sequence[Outcome], spec: RunSpec, session: DeviceSession, parsed: dict[str, dict[str, Any]]
+) -> None:
+    """executor_runner outcomes: parse each ETDump once and build the result record on the host
+    (samples, stability judged against the policy, the driver's device state). A failure to parse
+    makes the outcome failed (as data)."""
+    version = (
+        f"executor_runner sha256:{session.runner_sha256()[:12]}"
+        if spec.device.runner_path
+        else f"executor_runner {spec.device.runner}"
+    )
+    for o in outcomes:
+        if not o.ok or o.result is not None or o.etdump is None:
+            continue
+        try:
+            etrecord = o.task.artifact.etrecord_path  # a program given by path may have none
+            p = etdump_mod.parse(o.etdump, etrecord if etrecord.is_file() else None)
+            o.result = etdump_mod.runner_result(
+                p, o.state, spec.policy, warmup_runs=spec.policy.warmup_runs, runtime_version=version
+            )
+        except MeasurementError as exc:
+            o.error = str(exc)
+            continue
+        parsed[o.task.key] = p
+
+
+def _better(old: Outcome, new: Outcome) -> Outcome:
+    """Of two measures of one op, the one to keep (stable first, then the lower robust CV); the kept
+    result lists every attempt."""
+    if not new.ok or new.result is None:
+        return old
+    assert old.result is not None
+    keep_new = (bool(new.result["unstable"]), new.result["robust_cv"]) < (
+        bool(old.result["unstable"]),
+        old.result["robust_cv"],
+    )
+    kept, other = (new, old) if keep_new else (old, new)
+    assert kept.result is not None and other.result is not None
+    kept.result["attempts"] = old.result["attempts"] + new.result["attempts"]
+    return kept
+
+
+def _requeue_unstable(
+    run: PipelineRun,
+    session: DeviceSession,
+    parsed: dict[str, dict[str, Any]],
+    progress: Progress,
+    sleep: Any,
+) -> None:
+    """Re-measure the ops whose ETDump samples were unstable, after ``cooldown_s``, at most
+    ``retries`` times (each round in a run directory of its own); keep the best attempt per op."""
+    policy = run.spec.policy
+    for attempt in range(1, policy.retries + 1):
+        unstable = [o.task for o in run.outcomes if o.ok and o.result is not None and o.result["unstable"]]
+        if not unstable:
+            return
+        progress.note(
+            f"{len(unstable)} op(s) unstable: re-measuring after {policy.cooldown_s:g} s "
+            f"(attempt {attempt + 1} of {policy.retries + 1})"
+        )
+        sleep(policy.cooldown_s)
+        run.rounds.append((unstable, attempt, None))
+        again_parsed: dict[str, dict[str, Any]] = {}
+        again = {o.task.key: o for o in session.run(unstable, attempt=attempt)}
+        _judge_etdumps(list(again.values()), run.spec, session, again_parsed)
+        for i, o in enumerate(run.outcomes):
+            if o.task.key in again:
+                kept = _better(o, again[o.task.key])
+                run.outcomes[i] = kept
+                if kept is not o:
+                    parsed[o.task.key] = again_parsed[o.task.key]
+
+
+#: the power round's attempt number (its own run directory, after any re-measure rounds)
+POWER_ATTEMPT = 1000
+MAX_POWER_EXECUTIONS = 10_000_000
+
+
+def _measure_power(run: PipelineRun, session: DeviceSession, progress: Progress) -> None:
+    """executor_runner devices with ``power_reader``: one more round in which the driver samples the
+    reader while idle and while the runner executes each op enough times to fill the window (sized
+    from the op's measured latency); the energy above idle goes into each result's ``energy``."""
+    device = run.spec.device
+    settle_cs, window_cs = session.power_timing_cs()
+    measured = [o for o in run.outcomes if o.ok and o.result is not None]
+    if not measured:
+        return
+    executions = {}
+    per_exec_ms: dict[str, float] = {}
+    for o in measured:
+        assert o.result is not None
+        # time per execution: the ETDump's mean, or the wall-clock estimate from the driver's two
+        # calls if larger; 4x the executions that fill the window (the driver ends the call when full)
+        mean_ms = max(float(o.result["mean_ms"]), float(o.result.get("wall_ms_per_execution") or 0.0), 1e-6)
+        per_exec_ms[o.task.key] = mean_ms
+        need = math.ceil(4 * 10 * (settle_cs + window_cs) / mean_ms) + 1
+        executions[o.task.key] = min(MAX_POWER_EXECUTIONS, need)
+    tasks = [o.task for o in measured]
+    progress.note(f"measuring the energy of {len(tasks)} op(s) with the {device.power_reader} reader")
+    run.rounds.append((tasks, POWER_ATTEMPT, executions))
+    by_key = {o.task.key: o for o in session.run(tasks, attempt=POWER_ATTEMPT, power_executions=executions)}
+    for o in measured:
+        assert o.result is not None
+        p = by_key.get(o.task.key)
+        if p is None or p.rc != 0 or not p.power_samples:
+            o.result["energy"] = {
+                "reader": device.power_reader,
+                "error": (p.error if p else None) or "no samples",
+            }
+            continue
+        try:
+            o.result["energy"] = power_mod.energy_from_driver_samples(
+                p.power_samples,
+                settle_s=settle_cs / 100.0,
+                mean_ms=per_exec_ms[o.task.key],
+                executions=executions[o.task.key],
+                current_sign=device.battery_current_sign,
+            )
+        except ValueError as exc:
+            o.result["energy"] = {"reader": device.power_reader, "error": str(exc)}
+
+
+def _check_breakdown(spec: RunSpec, breakdown: bool) -> None:
+    if breakdown and spec.device.runner_kind == "torch-cuda":
+        raise InputError(
+            f"device {spec.target}: the torch-cuda runner has no ETDump, so no per-op breakdown; "
+            "drop --breakdown"
+        )
 
 
 def run_items(
@@ -245,14 +392,20 @@ def run_items(
     progress: Progress | None = None,
     no_wait: bool = False,
     run_tag: str = "",
+    sleep: Any = time.sleep,
 ) -> PipelineRun:
     """Export ``items``, measure them in one session on ``spec.device`` and parse the results.
+
+    executor_runner devices: the samples come from the ETDumps, judged here against the policy;
+    unstable ops are re-measured up to ``policy.retries`` times after ``policy.cooldown_s``
+    (``sleep``), and the best attempt is kept (flagged unstable if none was stable).
 
     Per-item failures (export, runner, parse) are data in :attr:`PipelineRun.failed`; transport
     failures raise. The caller holds the device lock (:func:`claim_device`). ``run_tag`` goes into
     the run id (farm runs pass their date, so a night never resumes another night's run).
     """
     progress = progress or NullProgress()
+    _check_breakdown(spec, breakdown)
     items = list(dict.fromkeys(items))
     t0 = time.perf_counter()
     artifacts, failures, fresh_exports = export_items(items, spec, workers=workers, progress=progress)
@@ -266,6 +419,7 @@ def run_items(
         progress=progress,
         no_wait=no_wait,
         run_tag=run_tag,
+        sleep=sleep,
     )
     run.failed[:0] = [(f.item.name, f"export failed: {f.error}") for f in failures]
     run.exported = fresh_exports
@@ -283,10 +437,13 @@ def run_artifacts(
     progress: Progress | None = None,
     no_wait: bool = False,
     run_tag: str = "",
+    sleep: Any = time.sleep,
 ) -> PipelineRun:
     """Measure programs that already exist (exported, or given by path) in one session on
     ``spec.device`` and parse the results; the rest as :func:`run_items`."""
     progress = progress or NullProgress()
+    _check_breakdown(spec, breakdown)
+    parsed: dict[str, dict[str, Any]] = {}  # op key -> its parsed ETDump (executor_runner runs)
     run = PipelineRun(spec, None, [], [], {}, [])
     items = [item for item, _ in pairs]
     tasks = [Task(item.name, artifact) for item, artifact in pairs]
@@ -308,6 +465,11 @@ def run_artifacts(
         progress.start("measure", len(tasks))
         t1 = time.perf_counter()
         run.outcomes = session.run(tasks, on_op=lambda key, rc: progress.advance("measure", key), fresh=fresh)
+        if spec.device.runner_kind == "executor_runner":
+            _judge_etdumps(run.outcomes, spec, session, parsed)
+            _requeue_unstable(run, session, parsed, progress, sleep)
+            if spec.device.power_reader:
+                _measure_power(run, session, progress)
         run.measure_s = time.perf_counter() - t1
     finally:
         if owns_transport:
@@ -319,7 +481,7 @@ def run_artifacts(
             run.failed.append((outcome.task.key, outcome.error or f"exit {outcome.rc}"))
             continue
         try:
-            samples, events = _parse(outcome, breakdown)
+            samples, events = _parse(outcome, breakdown, parsed.get(outcome.task.key))
         except (MeasurementError, KeyError, TypeError, ValueError) as exc:
             run.failed.append((outcome.task.key, str(exc)))
             continue

@@ -25,6 +25,7 @@ under its own lock, like the LUT: re-measuring an op replaces its samples of the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,103 @@ def add_trace_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 def op_trace(table: pa.Table, op_key: str) -> pa.Table:
     """The samples of one op."""
     return table.filter(pc.equal(table["op_key"], op_key))
+
+
+def energy_from_driver_samples(
+    text: str, *, settle_s: float, mean_ms: float, executions: int, current_sign: str = "auto"
+) -> dict[str, Any]:
+    """The ``energy`` record of one op from the driver's power samples (executor_runner power round,
+    see agent/driver.sh), in the shim's shape (:func:`chamlab.agent.power.measure_energy`).
+
+    Idle power is averaged over the idle window, active power over the runner's call, each after
+    ``settle_s`` (the fuel gauge's averaging and the runner's start-up); the op's energy per execution
+    above idle is ``(active - idle) W x mean_ms`` (the op's mean latency from the latency round), since
+    the runner executes the op back to back. Raises ``ValueError`` naming what is wrong.
+    """
+    reader, status, ranges = "", None, []
+    rows: list[tuple[str, float, list[int]]] = []
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "reader":
+            reader = parts[1] if len(parts) > 1 else ""
+        elif parts[0] == "status":
+            status = parts[1] if len(parts) > 1 else None
+        elif parts[0] == "ranges":
+            ranges = [int(x) for x in parts[1:]]
+        elif parts[0] in ("idle", "active", "end") and len(parts) >= 3:
+            try:
+                rows.append((parts[0], int(parts[1]) / 100.0, [int(x) for x in parts[2:]]))
+            except ValueError:
+                continue  # a sample cut short by a read racing a write
+    if reader not in ("battery", "rapl"):
+        raise ValueError(f"power samples name no known reader ({reader!r})")
+    points: list[tuple[str, float, float]] = []  # (phase, t_s, cumulative J) or (phase, t_s, W)
+    if reader == "rapl":
+        if not ranges:
+            raise ValueError("rapl samples without max_energy_range_uj")
+        last: list[int] | None = None
+        total_uj = 0
+        for phase, t, values in rows:
+            if len(values) != len(ranges):
+                continue
+            if last is not None:
+                for i, (now, before) in enumerate(zip(values, last, strict=True)):
+                    total_uj += now - before if now >= before else now - before + ranges[i]
+            last = values
+            points.append((phase, t, total_uj * 1e-6))
+    else:
+        for phase, t, values in rows:
+            if len(values) != 2:
+                continue
+            current_ua, voltage_uv = values
+            if current_sign == "discharge_positive":
+                current_ua = max(current_ua, 0)
+            elif current_sign == "discharge_negative":
+                current_ua = max(-current_ua, 0)
+            else:
+                current_ua = abs(current_ua)
+            points.append((phase, t, current_ua * 1e-6 * voltage_uv * 1e-6))
+    if not points:
+        raise ValueError("no power samples")
+    origin = points[0][1]
+
+    def window(phases: tuple[str, ...]) -> tuple[float, float, list[tuple[float, float]]]:
+        sel = [(t, v) for ph, t, v in points if ph in phases]
+        if not sel:
+            raise ValueError(f"no {'/'.join(phases)} samples")
+        t0 = sel[0][0] + settle_s
+        sel = [(t, v) for t, v in sel if t >= t0]
+        if len(sel) < 2 or sel[-1][0] <= sel[0][0]:
+            raise ValueError(
+                f"the {phases[0]} window is shorter than its settling time of {settle_s:g} s: "
+                "raise power_window_s"
+            )
+        duration = sel[-1][0] - sel[0][0]
+        if reader == "rapl":
+            power_w = (sel[-1][1] - sel[0][1]) / duration
+            trace = [
+                (tb - origin, (eb - ea) / (tb - ta) if tb > ta else 0.0)
+                for (ta, ea), (tb, eb) in itertools.pairwise(sel)
+            ]
+        else:
+            energy = sum(0.5 * (pa + pb) * (tb - ta) for (ta, pa), (tb, pb) in itertools.pairwise(sel))
+            power_w = energy / duration
+            trace = [(t - origin, p) for t, p in sel]
+        return power_w, duration, trace
+
+    idle_w, _, idle_trace = window(("idle",))
+    active_w, active_s, active_trace = window(("active", "end"))
+    return {
+        "reader": reader,
+        "idle_power_w": idle_w,
+        "active_power_w": active_w,
+        "avg_power_w": active_w - idle_w,
+        "energy_mj": (active_w - idle_w) * mean_ms,
+        "executions": executions,
+        "window_s": active_s,
+        "charging": None if status is None else status in ("Charging", "Full"),
+        "trace": [["idle", round(t, 6), p] for t, p in idle_trace]
+        + [["active", round(t, 6), p] for t, p in active_trace],
+    }

@@ -91,6 +91,9 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
     """The LUT row of one measured op (raw samples plus the device state the runner recorded)."""
     r = m.result
     measured_at = r.get("ended_at")
+    energy = power.energy_columns(r.get("energy"))
+    if energy["charging"] is None and r.get("charging") is not None:
+        energy["charging"] = bool(r["charging"])  # the driver's battery status (executor_runner runs)
     return make_row(
         m.item.name,
         device=spec.target,
@@ -111,8 +114,10 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
         temp_after_c=r.get("temp_after_c"),
         battery_pct=r.get("battery_pct"),
         breakdown=m.events,
+        # whether the whole op ran inside the backend's delegate: known only from the per-op
+        # Inspector breakdown (--breakdown), else null
         delegated=all(e["delegated"] for e in m.events) if m.events else None,
-        **power.energy_columns(r.get("energy")),
+        **energy,
     )
 
 

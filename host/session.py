@@ -4,7 +4,10 @@ A *task* is one artifact to measure on a target (a single-op microbenchmark or a
 :class:`DeviceSession` runs a list of tasks through the device-side contract (``agent/driver.sh``):
 
 1. stage a run directory locally: ``driver.sh``, ``driver.env``, ``runner.sh``, ``tasks.tsv``,
-   ``artifacts/`` and, for the shim runner, the agent's own code under ``lib/``;
+   ``artifacts/`` and, for the python runners (shim, torch-cuda), the agent's own code under ``lib/``;
+   for ``runner = "executor_runner"`` the host file ``runner_path`` is pushed once to
+   ``<workdir>/runners/<sha256>/<file name>`` (a content-addressed cache on the target: a file lands
+   under its final name only complete, by rename) and every run reuses it;
 2. push it to ``<workdir>/<run id>`` on the target and run ``sh driver.sh`` there, streaming its
    progress lines;
 3. pull ``results.jsonl`` (and the ETDumps and logs it names) and turn each line into an outcome.
@@ -46,7 +49,8 @@ from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
-_AGENT_FILES = ("__init__.py", "measure.py", "power.py", "probe.py", "runner.py")
+_AGENT_FILES = ("__init__.py", "measure.py", "power.py", "probe.py", "runner.py", "torch_runner.py")
+RUNNERS_DIR = "runners"  # <workdir>/runners/<sha256>/<name>: pushed executor_runner binaries
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
 EX_BUSY = 75  # the driver's exit code when the device lock is held and NO_WAIT=1
@@ -94,6 +98,10 @@ class Outcome:
     result: dict[str, Any] | None = None
     etdump: Path | None = None
     error: str | None = None
+    #: the driver's device state around the op (executor_runner runs): see agent/driver.sh
+    state: dict[str, Any] | None = None
+    #: the driver's power samples (the executor_runner power round): the text of out/<digest>.power
+    power_samples: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -128,17 +136,26 @@ class DeviceSession:
             raise InputError(f"run tag {run_tag!r} must use only A-Z a-z 0-9 . _ -")
         if device.runner_kind == "executor_runner" and not etdump:
             etdump = True  # executor_runner prints no timings: its ETDump is the measurement
+        if device.runner_kind == "torch-cuda" and etdump:
+            raise InputError(
+                f"device {device.name}: the torch-cuda runner has no ETDump (no per-op breakdown); "
+                "drop --breakdown"
+            )
         self.device = device
         self.transport = transport
         self.threads = threads
         self.etdump = etdump
         self.no_wait = no_wait
         self.on_wait = on_wait
+        self._runner_sha: str | None = None
         self.run_tag = run_tag  # part of the run id: runs with another tag (e.g. date) never resume this one
 
     # -- identity ---------------------------------------------------------------------------------------
-    def run_id(self, tasks: Sequence[Task]) -> str:
-        ident = {
+    def run_id(
+        self, tasks: Sequence[Task], attempt: int = 0, power_executions: dict[str, int] | None = None
+    ) -> str:
+        """The run directory's name; ``attempt`` > 0: a re-measure of unstable ops (a new directory)."""
+        ident: dict[str, Any] = {
             "device": self.device.name,
             "threads": self.threads,
             "etdump": self.etdump,
@@ -150,11 +167,62 @@ class DeviceSession:
                 (t.key, t.artifact.backend, t.artifact.dtype, t.artifact.cache_key) for t in tasks
             ),
         }
+        if self.device.state_flags():
+            ident["state_roots"] = self.device.state_flags()
+        if self.device.runner_kind == "torch-cuda":
+            ident["torch"] = [self.device.torch_mode, self.device.torch_device]
+        if self.device.runner_path:
+            ident["runner_sha256"] = self.runner_sha256()
+        if attempt:
+            ident["attempt"] = attempt
+        if power_executions:
+            ident["power_executions"] = power_executions
         digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
         return f"run-{self.run_tag}-{digest}" if self.run_tag else f"run-{digest}"
 
     def workdir(self) -> str:
         return self.device.workdir or self.transport.default_workdir()
+
+    # -- the executor_runner binary, cached on the target by content ------------------------------------
+    def runner_sha256(self) -> str:
+        """sha256 of the host file ``runner_path`` (read once per session)."""
+        if self._runner_sha is None:
+            path = Path(self.device.runner_path).expanduser()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"device {self.device.name}: runner_path {str(path)!r} cannot be read ({exc.strerror})",
+                    hint="build executor_runner for the target (docs/android.md) and set "
+                    "runner_path to the file",
+                ) from None
+            self._runner_sha = hashlib.sha256(data).hexdigest()
+        return self._runner_sha
+
+    def remote_runner(self) -> str:
+        """Where the runner binary is on the target (``runner_path``'s cached copy, or ``runner``)."""
+        if not self.device.runner_path:
+            return self.device.runner
+        name = Path(self.device.runner_path).name
+        return posixpath.join(self.workdir(), RUNNERS_DIR, self.runner_sha256(), name)
+
+    def ensure_runner(self) -> bool:
+        """Push ``runner_path`` to its cache slot on the target unless it is there; True if pushed."""
+        if not self.device.runner_path:
+            return False
+        remote = self.remote_runner()
+        if self.transport.run(["test", "-x", remote], timeout_s=60).rc == 0:
+            return False
+        part = f"{remote}.part"
+        self.transport.push(Path(self.device.runner_path).expanduser(), part, timeout_s=600)
+        for argv in (["chmod", "755", part], ["mv", "-f", part, remote]):
+            res = self.transport.run(argv, timeout_s=60)
+            if res.rc != 0:
+                raise TransportError(
+                    f"{self.device.name}: {shlex.join(argv)} failed (exit {res.rc}): "
+                    f"{res.output.strip()[-200:]}"
+                )
+        return True
 
     # -- staging ----------------------------------------------------------------------------------------
     def _runner_script(self) -> str:
@@ -162,27 +230,40 @@ class DeviceSession:
         if self.device.affinity:
             prefix = ["taskset", cpu_mask(self.device.affinity)]
         lines = ["#!/bin/sh", "# written by chamlab: the runner command for this run"]
-        if self.device.runner_kind == "shim":
+        kind = self.device.runner_kind
+        if self.device.uses_python:
             python = self.device.runner_python()
             if not python:
                 raise ConfigError(
-                    f'device {self.device.name}: runner = "shim" needs the target\'s python',
+                    f'device {self.device.name}: runner = "{kind}" needs the target\'s python',
                     hint=f'set python = "/path/to/python3" in [devices.{self.device.name}] of devices.toml',
                 )
-            cmd = [*prefix, python, "-m", "chamlab.agent.runner", *self.device.measure.to_flags()]
-            cmd += self.device.power_flags()
+            module = "chamlab.agent.runner" if kind == "shim" else "chamlab.agent.torch_runner"
+            cmd = [*prefix, python, "-m", module, *self.device.measure.to_flags()]
+            if kind == "torch-cuda":
+                cmd += ["--mode", self.device.torch_mode, "--device", self.device.torch_device]
+            cmd += self.device.power_flags() + self.device.state_flags()
             lines += [
                 'here=$(cd "$(dirname "$0")" && pwd)',
                 'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',
                 "export PYTHONPATH",
             ]
         else:
-            cmd = [*prefix, self.device.runner]
+            cmd = [*prefix, self.remote_runner()]
         lines.append(f'exec {shlex.join(cmd)} "$@"')
         return "\n".join(lines) + "\n"
 
-    def _driver_env(self) -> str:
-        values = {
+    def power_timing_cs(self) -> tuple[int, int]:
+        """executor_runner power round: (settle, window) in centiseconds. The settling time covers the
+        fuel gauge's averaging and the runner's start-up; the window is ``power_window_s`` or the
+        reader's minimum for a shell sampler at 0.1 s."""
+        reader = self.device.power_reader
+        settle = self.device.power_settle_s or (2.5 if reader == "battery" else 0.5)
+        window = self.device.power_window_s or (5.0 if reader == "battery" else 1.0)
+        return round(settle * 100), round(window * 100)
+
+    def _driver_env(self, power_round: bool = False) -> str:
+        values: dict[str, object] = {
             "THREADS": self.threads,
             "NUM_EXECUTIONS": self.device.measure.num_executions,
             "RUNNER_KIND": self.device.runner_kind,
@@ -192,19 +273,38 @@ class DeviceSession:
             "LOCK_DIR": posixpath.join(self.workdir(), LOCK_NAME),
             "NO_WAIT": int(self.no_wait),
             "WATCH_STDIN": 1,
-            # the shim measures the whole task list in one process (start-up paid once per run)
-            "BATCH": int(self.device.runner_kind == "shim"),
+            # the python runners measure the whole task list in one process (start-up paid once per run)
+            "BATCH": int(self.device.uses_python),
+            # executor_runner: the throw-away warm-up call, and executions the host drops (see driver.sh)
+            "WARMUP_RUNS": self.device.measure.warmup_runs
+            if self.device.runner_kind == "executor_runner"
+            else 0,
         }
+        for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
+            if getattr(self.device, key):
+                values[key.upper()] = getattr(self.device, key)
+        if power_round:
+            settle_cs, window_cs = self.power_timing_cs()
+            values |= {
+                "POWER_ROUND": 1,
+                "POWER_READER": self.device.power_reader,
+                "POWER_ROOT": self.device.power_root,
+                "POWER_SETTLE_CS": settle_cs,
+                "POWER_WINDOW_CS": window_cs,
+            }
         return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
 
-    def stage(self, tasks: Sequence[Task], folder: Path) -> None:
-        """Write the run directory for ``tasks`` into ``folder``."""
+    def stage(
+        self, tasks: Sequence[Task], folder: Path, power_executions: dict[str, int] | None = None
+    ) -> None:
+        """Write the run directory for ``tasks`` into ``folder`` (``power_executions``: the
+        executor_runner power round, executions of each op's active call)."""
         (folder / "artifacts").mkdir(parents=True)
         pkg = resources.files("chamlab.agent")
         (folder / "driver.sh").write_text(pkg.joinpath("driver.sh").read_text())
-        (folder / "driver.env").write_text(self._driver_env())
+        (folder / "driver.env").write_text(self._driver_env(power_round=bool(power_executions)))
         (folder / "runner.sh").write_text(self._runner_script())
-        if self.device.runner_kind == "shim":
+        if self.device.uses_python:
             lib = folder / "lib" / "chamlab" / "agent"
             lib.mkdir(parents=True)
             for name in _AGENT_FILES:
@@ -216,12 +316,13 @@ class DeviceSession:
             rel = f"artifacts/{task.artifact.pte_path.name}"
             if not (folder / rel).exists():
                 shutil.copyfile(task.artifact.pte_path, folder / rel)
-            lines.append(f"{task.digest}\t{task.key}\t{rel}\n")
+            extra = f"\t{power_executions[task.key]}" if power_executions else ""
+            lines.append(f"{task.digest}\t{task.key}\t{rel}{extra}\n")
         (folder / "tasks.tsv").write_text("".join(lines))
 
     # -- running ----------------------------------------------------------------------------------------
-    def remote_dir(self, tasks: Sequence[Task]) -> str:
-        return posixpath.join(self.workdir(), self.run_id(tasks))
+    def remote_dir(self, tasks: Sequence[Task], attempt: int = 0) -> str:
+        return posixpath.join(self.workdir(), self.run_id(tasks, attempt))
 
     def run(
         self,
@@ -229,24 +330,29 @@ class DeviceSession:
         *,
         on_op: Callable[[str, int], None] | None = None,
         fresh: bool = False,
+        attempt: int = 0,
+        power_executions: dict[str, int] | None = None,
     ) -> list[Outcome]:
         """Run ``tasks`` (resuming a previous identical run) and return one outcome per task.
 
         ``on_op(key, rc)`` is called as each op finishes on the target (rc -1: skipped, done before).
-        ``fresh`` discards what a previous identical run left (``profile --force``). The run
-        directory stays on the target: call :meth:`finish` once the outcomes are stored.
+        ``fresh`` discards what a previous identical run left (``profile --force``); ``attempt`` > 0
+        re-measures (unstable ops) in a directory of their own; ``power_executions`` (op key ->
+        executions) makes it the executor_runner power round (see agent/driver.sh). The run directory
+        stays on the target: call :meth:`finish` once the outcomes are stored.
         """
         if not tasks:
             return []
-        run_id = self.run_id(tasks)
+        run_id = self.run_id(tasks, attempt, power_executions)
         remote = posixpath.join(self.workdir(), run_id)
         timeout = 60.0 + len(tasks) * (self.device.op_timeout_s or 3600.0)
         by_key = {t.key: t for t in tasks}
         with tempfile.TemporaryDirectory(prefix="chamlab-") as tmp:
             stage = Path(tmp) / run_id
-            self.stage(tasks, stage)
+            self.stage(tasks, stage, power_executions)
             if fresh:
                 self.transport.run(["rm", "-rf", remote], timeout_s=120)
+            self.ensure_runner()
             self.transport.push(stage, remote, timeout_s=600)
             busy: list[str] = []
             finished: dict[str, int] = {}  # op key -> rc, as the driver reports them (skip: 0)
@@ -304,12 +410,15 @@ class DeviceSession:
                     o.etdump = kept
         return outcomes
 
-    def finish(self, tasks: Sequence[Task]) -> None:
+    def finish(
+        self, tasks: Sequence[Task], attempt: int = 0, power_executions: dict[str, int] | None = None
+    ) -> None:
         """Remove the run directory: call it once the outcomes are stored. (A re-run after some ops
         failed plans only those, which is another run id, so the directory has nothing to resume;
         the failures' log tails are in their outcomes' errors.)"""
         if tasks:
-            self.transport.run(["rm", "-rf", self.remote_dir(tasks)], timeout_s=120)
+            remote = posixpath.join(self.workdir(), self.run_id(tasks, attempt, power_executions))
+            self.transport.run(["rm", "-rf", remote], timeout_s=120)
 
     def _parse_results(self, path: Path, by_key: dict[str, Task], remote: str, tmp: Path) -> list[Outcome]:
         latest: dict[str, dict[str, Any]] = {}
@@ -328,14 +437,19 @@ class DeviceSession:
             if rec is None:
                 outcomes.append(Outcome(task, -1, error="the driver recorded no result for this op"))
                 continue
-            outcome = Outcome(task, int(rec.get("rc", -1)), result=rec.get("result"))
+            state = rec.get("state") if isinstance(rec.get("state"), dict) else None
+            outcome = Outcome(task, int(rec.get("rc", -1)), result=rec.get("result"), state=state)
             if rec.get("etdump"):
                 local = tmp / f"{task.digest}.etdp"
                 self.transport.pull(posixpath.join(remote, rec["etdump"]), local, timeout_s=300)
                 outcome.etdump = local
+            if rec.get("power"):
+                local = tmp / f"{task.digest}.power"
+                self.transport.pull(posixpath.join(remote, rec["power"]), local, timeout_s=120)
+                outcome.power_samples = local.read_text(errors="replace")
             if outcome.rc != 0:
                 outcome.error = f"runner exit {outcome.rc}: {self._log_tail(remote, rec.get('log'), tmp)}"
-            elif outcome.result is None and outcome.etdump is None:
+            elif outcome.result is None and outcome.etdump is None and outcome.power_samples is None:
                 outcome.error = "the runner produced neither a result nor an ETDump"
             outcomes.append(outcome)
         return outcomes

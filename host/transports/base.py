@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import DuplicateNameError, UnknownNameError
@@ -86,9 +86,25 @@ class DeviceConfig(BaseModel):
     dtype: Dtype = Dtype.FP32
     threads: int = Field(1, ge=1, le=256)
     runner: str = Field(
-        "shim", description='"shim" (python -m chamlab.agent.runner) or an executor_runner path'
+        "shim",
+        description='"shim" (python -m chamlab.agent.runner), "torch-cuda" (python -m '
+        'chamlab.agent.torch_runner), "executor_runner" (the host file runner_path, pushed and cached on '
+        "the target) or the absolute path of an executor_runner already on the target",
     )
-    python: str = Field("", description="the target's python for the shim runner")
+    runner_path: str = Field(
+        "", description='host file of the executor_runner for runner = "executor_runner"'
+    )
+    python: str = Field("", description="the target's python for the shim and torch-cuda runners")
+    torch_mode: Literal["graph", "eager"] = Field(
+        "graph", description="torch-cuda: time CUDA-graph replays (graph) or plain launches (eager)"
+    )
+    torch_device: str = Field(
+        "cuda", description='torch-cuda: the torch device ("cuda", "cuda:1"; "cpu" runs eagerly, wall clock)'
+    )
+    # sysfs roots of the device state recorded with every row (empty: the kernel's standard paths)
+    cpufreq_root: str = ""
+    thermal_root: str = ""
+    power_supply_root: str = ""
     workdir: str = Field("", description="parent of run directories on the target")
     affinity: str = ""
     op_timeout_s: float = Field(300.0, ge=0)
@@ -110,6 +126,11 @@ class DeviceConfig(BaseModel):
     power_reader: Literal["", "battery", "rapl", "nvml"] = ""
     power_root: str = Field("", description="sysfs root of the reader (battery, rapl) or NVML GPU index")
     power_window_s: float = Field(0.0, ge=0, description="energy window per op (0: the reader's minimum)")
+    power_settle_s: float = Field(
+        0.0,
+        ge=0,
+        description="executor_runner: seconds skipped at each window's start (0: 2.5 battery, 0.5 rapl)",
+    )
     battery_current_sign: Literal["auto", "discharge_positive", "discharge_negative"] = "auto"
 
     @field_validator("backend", "dtype", mode="before")
@@ -130,9 +151,52 @@ class DeviceConfig(BaseModel):
             raise ValueError("must be a CPU list such as '0', '0-3' or '0,2'")
         return v
 
+    @field_validator("torch_device")
+    @classmethod
+    def _torch_device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", v):
+            raise ValueError('must be "cuda", "cuda:N" or "cpu"')
+        return v
+
+    @model_validator(mode="after")
+    def _runner(self) -> DeviceConfig:
+        if self.runner == "executor_runner" and not self.runner_path:
+            raise ValueError(
+                'runner = "executor_runner" needs runner_path, the host file of the executor_runner binary '
+                "to push (see docs/android.md)"
+            )
+        if self.runner_path and self.runner != "executor_runner":
+            raise ValueError(
+                f'runner_path is only used with runner = "executor_runner" (runner is {self.runner!r})'
+            )
+        if self.runner not in ("shim", "torch-cuda", "executor_runner") and not self.runner.startswith("/"):
+            raise ValueError(
+                f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the '
+                "absolute path of an executor_runner on the target"
+            )
+        if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
+            raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
+        return self
+
     @property
     def runner_kind(self) -> str:
-        return "shim" if self.runner == "shim" else "executor_runner"
+        """``shim``, ``torch-cuda`` or ``executor_runner`` (a pushed host file or a path on the target)."""
+        if self.runner in ("shim", "torch-cuda"):
+            return self.runner
+        return "executor_runner"
+
+    @property
+    def uses_python(self) -> bool:
+        """Whether the runner is a python module (shim, torch-cuda) that needs ``python`` on the target."""
+        return self.runner_kind in ("shim", "torch-cuda")
+
+    def state_flags(self) -> list[str]:
+        """The shim's sysfs-root flags (only the roots devices.toml sets)."""
+        out: list[str] = []
+        for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
+            if getattr(self, key):
+                out += [f"--{key}", getattr(self, key)]
+        return out
 
     def power_flags(self) -> list[str]:
         """The shim runner's power flags for this device (none when no reader is configured)."""

@@ -66,8 +66,16 @@ def _facts(device: DeviceConfig, timeout_s: float) -> dict[str, Any]:
             facts["runtime_version"] = (
                 text[-1] if rt.rc == 0 and text else f"python {python} failed (exit {rt.rc})"
             )
+        elif device.runner_kind == "torch-cuda" and python:
+            rt = transport.run(
+                [python, "-c", "import torch; print('torch', torch.__version__)"], timeout_s=timeout_s
+            )
+            text = rt.output.strip().splitlines()
+            facts["runtime_version"] = (
+                text[-1] if rt.rc == 0 and text else f"python {python} failed (exit {rt.rc})"
+            )
         elif device.runner_kind == "executor_runner":
-            facts["runtime_version"] = f"executor_runner {device.runner}"
+            facts["runtime_version"] = f"executor_runner {device.runner_path or device.runner}"
         return facts
     finally:
         transport.close()

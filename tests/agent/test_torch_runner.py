@@ -54,15 +54,18 @@ def test_torch_runner_on_the_cpu_code_path(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     res = _runner(
         "--model_path", art.pte_path, "--device", "cpu", "--mode", "eager", "--num_executions", "5",
-        "--result_path", out,
+        "--min_time_ms", "0", "--warmup_ms", "0", "--retries", "0", "--result_path", out,
     )  # fmt: skip
     r = json.loads(out.read_text())
     assert r["runner"] == "torch-cuda" and r["timer"] == "perf_counter" and r["n_samples"] == 5
     assert r["input_shapes"] == [[2, 16, 8, 8]] and all(s > 0 for s in r["samples_ms"])
+    assert r["runtime_version"].startswith("torch ") and len(r["attempts"]) == 1
     res = _runner("--model_path", art.pte_path, "--device", "cpu")  # graph mode needs CUDA
     assert res.returncode == 1 and "--mode graph needs a CUDA device" in res.stderr
     res = _runner("--model_path", tmp_path / "missing.pt2")
     assert res.returncode == 1 and "does not exist" in res.stderr
+    res = _runner("--model_path", art.pte_path, "--etdump_path", tmp_path / "x.etdp")
+    assert res.returncode == 2 and "no ETDump" in res.stderr
 
 
 @pytest.mark.gpu
@@ -73,8 +76,9 @@ def test_torch_runner_times_cuda_graph_replays_and_eager(batch: int, tmp_path: P
     for mode in ("graph", "eager"):
         out = tmp_path / f"{mode}.json"
         res = _runner(
-            "--model_path", art.pte_path, "--mode", mode, "--num_executions", "50", "--result_path", out
-        )
+            "--model_path", art.pte_path, "--mode", mode, "--num_executions", "50", "--min_time_ms", "0",
+            "--result_path", out,
+        )  # fmt: skip
         assert res.returncode == 0, res.stderr
         r = json.loads(out.read_text())
         assert r["timer"] == "cuda-event" and r["mode"] == mode and r["n_samples"] == 50
