@@ -2,22 +2,27 @@
 
 For macro-cifar10 (6,561 archs with measured CIFAR-10 accuracy, oracle = mean_acc) under two cost
 models, FLOPs (the table's MACs, as the anchors in NOTES.md were measured) and the latency of the
-LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), at limits at the
-25th/50th/75th percentile of the cost over the space, every method runs 10 seeds and we record:
+LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), and for a synthetic
+table of another structure (bench/synthetic_table.py: 6 dimensions, 3 categorical, 1,440 archs,
+generated from a seed, not shipped) under its latency column, at limits at the 25th/50th/75th
+percentile of the cost over the space, every method runs 10 seeds and we record:
 
 * ``hit``: oracle queries until the true best arch under the limit is first queried (any of them
   when several archs tie for the best accuracy; None: not within the method's budget, reported as
   ">budget");
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
-Methods: the engine (defaults) and its ablations (no cost feature, uniform/Sobol initial design,
-batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
+Methods: the engine (defaults) and its ablations (each design choice switched, one at a time, 10
+seeds on every cost model), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
 evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
 the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
 feasible archs and near the constraint boundary.
 
-    .venv/bin/python bench/search_efficiency.py            # full (resumes from the results file)
+    .venv/bin/python bench/search_efficiency.py --jobs 2   # full (resumes from the results file)
     .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
+
+Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
+where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
 """
 
 from __future__ import annotations
@@ -42,19 +47,86 @@ from _common import RESULTS, write_result  # noqa: E402
 LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 PCTS = (25, 50, 75)
 BUDGETS = {"engine": 150, "plain-gp-ei": 150, "optuna-tpe": 150, "regularized-evolution": 300, "random": 300}
-ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
-    "engine": {},
-    "engine-no-cost-feature": {"cost_feature": False},
-    "engine-uniform-init": {"sampler": "uniform"},
-    "engine-sobol-init": {"sampler": "sobol"},
-    "engine-batch4": {"batch_size": 4},
-    "engine-trust-region": {"trust_region": True},
+#: the first engine (greedy log-EI, one RBF GP with the cost feature, imbalanced-Sobol design) ...
+V1: dict[str, Any] = {
+    "acquisition": "ei",
+    "ensemble": False,
+    "sampler": "imbalanced-sobol",
+    "cost_feature": True,
+    "kernel": "rbf",
+    "refit_every": 4,
+    "trust_region": False,
+    "batch_size": 1,
 }
-ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 3 seeds (the CPU is shared)
-ABLATION_SEEDS = 3
+#: ... and every variant, as a full configuration (not relative to the defaults, so stored runs keep
+#: their meaning when the defaults change): v1 with one design choice switched, then the new designs
+#: (Thompson sampling, the kernel/feature ensemble) alone, together and with the uniform design.
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "engine": {},  # the current defaults (the smoke run; in the full run, the variant equal to them)
+    "v1": V1,
+    "v1-no-cost-feature": {**V1, "cost_feature": False},
+    "v1-uniform-init": {**V1, "sampler": "uniform"},
+    "v1-sobol-init": {**V1, "sampler": "sobol"},
+    "v1-matern52": {**V1, "kernel": "matern52"},
+    "v1-additive": {**V1, "kernel": "additive"},
+    "v1-refit-every-step": {**V1, "refit_every": 1},
+    "v1-trust-region": {**V1, "trust_region": True},
+    "v1-batch4": {**V1, "batch_size": 4},
+    "thompson": {**V1, "acquisition": "thompson"},
+    "ensemble": {**V1, "ensemble": True},
+    "thompson-ensemble": {**V1, "acquisition": "thompson", "ensemble": True},
+    "thompson-uniform-init": {**V1, "acquisition": "thompson", "sampler": "uniform"},
+    "ensemble-uniform-init": {**V1, "ensemble": True, "sampler": "uniform"},
+    "thompson-ensemble-uniform-init": {
+        **V1,
+        "acquisition": "thompson",
+        "ensemble": True,
+        "sampler": "uniform",
+    },
+    "thompson-no-cost-feature": {**V1, "acquisition": "thompson", "cost_feature": False},
+}
+#: the order runs are made in (a stopped run has the most informative ones): these first
+PRIORITY = (
+    "v1",
+    "thompson",
+    "ensemble",
+    "thompson-ensemble",
+    "plain-gp-ei",
+    "random",
+    "regularized-evolution",
+    "v1-no-cost-feature",
+    "v1-uniform-init",
+    "thompson-uniform-init",
+    "ensemble-uniform-init",
+    "thompson-ensemble-uniform-init",
+    "thompson-no-cost-feature",
+    "v1-matern52",
+    "v1-sobol-init",
+    "v1-trust-region",
+    "v1-refit-every-step",
+    "v1-additive",
+    "v1-batch4",
+    "optuna-tpe",
+)
 
 
-def setup(with_lut: bool = True) -> dict[str, Any]:
+def default_variant() -> str:
+    """The variant whose configuration is the engine's default ("engine" when none is)."""
+    from chamlab.chamnet.search import EngineConfig
+
+    default = EngineConfig()
+    for name, cfg in ENGINE_VARIANTS.items():
+        if name != "engine" and EngineConfig(**cfg) == default:
+            return name
+    return "engine"
+
+
+#: cost name -> the space it belongs to
+SPACE_OF = {"flops": "macro-cifar10", "lut_latency": "macro-cifar10", "synthetic_latency": "synthetic-table"}
+
+
+def setup(with_lut: bool = True, synthetic: bool = True) -> dict[str, dict[str, Any]]:
+    """cost name -> {space, archs, acc, table (arch -> cost)}."""
     from chamlab.chamnet.spaces import SPACES
     from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
 
@@ -62,23 +134,42 @@ def setup(with_lut: bool = True) -> dict[str, Any]:
     t = accuracy_table()
     archs = [sp.parse(a) for a in t["arch"]]
     acc = dict(zip(archs, t["mean_acc"].astype(float), strict=True))
-    costs = {"flops": dict(zip(archs, t["macs"].astype(float), strict=True))}
+    envs = {
+        "flops": {
+            "space": sp,
+            "archs": archs,
+            "acc": acc,
+            "table": dict(zip(archs, t["macs"].astype(float), strict=True)),
+        }
+    }
     if with_lut and LUT.exists():
         from chamlab.chamnet.predictors.latency import LutLatencyPredictor
-        from chamlab.host import api
+        from chamlab.host.lut import Lut  # not host.api: the benchmark needs no device stack
 
-        lut = api.Lut.read(LUT)
+        lut = Lut.read(LUT)
         predictor = LutLatencyPredictor(lut.p50_by_key(lut.choose(LUT)))
-        costs["lut_latency"] = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
-    return {"space": sp, "archs": archs, "acc": acc, "costs": costs}
+        lat = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
+        envs["lut_latency"] = {"space": sp, "archs": archs, "acc": acc, "table": lat}
+    if synthetic:
+        from synthetic_table import make_frame
+
+        from chamlab.chamnet.spaces.table import TableSpace
+
+        ts = TableSpace.from_frame(make_frame(0), name="synthetic-table", what="bench/synthetic_table.py")
+        rows = list(ts.rows)
+        envs["synthetic_latency"] = {
+            "space": ts,
+            "archs": rows,
+            "acc": dict(zip(rows, ts.accuracy.astype(float), strict=True)),
+            "table": dict(zip(rows, ts.costs["latency_ms"].astype(float), strict=True)),
+        }
+    return envs
 
 
 def problem_for(env: dict[str, Any], cost: str, limit: float) -> Any:
     from chamlab.chamnet.search import Problem, oracle_for
 
-    table = env["costs"][cost]
-    sp = env["space"]
-    return Problem(sp, oracle_for(sp), {cost: table.__getitem__}, {cost: limit})
+    return Problem(env["space"], oracle_for(env["space"]), {cost: env["table"].__getitem__}, {cost: limit})
 
 
 def run_one(
@@ -88,7 +179,7 @@ def run_one(
     from chamlab.chamnet.search.baselines import BASELINES, Candidates, first_hit
     from chamlab.chamnet.search.engine import Encoder
 
-    table = env["costs"][cost]
+    table = env["table"]
     feasible = [a for a in env["archs"] if table[a] <= limit]
     best_acc = max(env["acc"][a] for a in feasible)
     # the true best: several archs when tied (macro-cifar10 holds equivalent networks, e.g. an
@@ -126,6 +217,20 @@ def run_one(
     }
 
 
+_ENVS: dict[str, dict[str, Any]] = {}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _work(job: tuple[str, str, str, int, float, int]) -> tuple[str, dict[str, Any]]:
+    key, cost, method, seed, limit, budget = job
+    return key, run_one(_ENVS[cost], cost, limit, method, seed, budget)
+
+
 def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for key, r in runs.items():
@@ -154,7 +259,7 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     from chamlab.chamnet.search.engine import Encoder, _CostScale, fit_gp, predict_gp
     from chamlab.chamnet.search.sampling import design
 
-    table = env["costs"]["flops"]
+    table = env["table"]
     all_cost = np.array([table[a] for a in env["archs"]])
     limit = float(np.percentile(all_cost, 50))
     feasible = [a for a in env["archs"] if table[a] <= limit]
@@ -194,16 +299,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--methods", help="comma-separated subset of methods to run now (default: all)")
+    ap.add_argument("--costs", help="comma-separated subset of cost models to run now (default: all)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (processes; one thread each)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    env = setup(with_lut=not a.smoke)
+    with_lut, synthetic = not a.smoke, not a.smoke
+    envs = setup(with_lut, synthetic)
     budgets = dict(BUDGETS)
     for v in ENGINE_VARIANTS:
         budgets[v] = BUDGETS["engine"]
-    pcts, seeds, costs = PCTS, range(a.seeds), list(env["costs"])
-    methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]
+    pcts, seeds, costs = PCTS, range(a.seeds), list(envs)
+    methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]  # every variant: every cost model, every limit, 10 seeds
     if a.smoke:
         budgets = {m: 12 for m in budgets}
         pcts, seeds, costs = (50,), range(1), ["flops"]
@@ -213,16 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(a.out.read_text()) if a.out.exists() else {}
     runs: dict[str, Any] = old.get("runs", {}) if old.get("smoke", False) == a.smoke else {}
     limits = {
-        c: {str(p): float(np.percentile(list(env["costs"][c].values()), p)) for p in PCTS} for c in costs
+        c: {str(p): float(np.percentile(list(envs[c]["table"].values()), p)) for p in PCTS} for c in costs
     }
+    limits = {**old.get("limits", {}), **limits} if not a.smoke else limits
+    run_costs = [c for c in costs if not a.costs or c in a.costs.split(",")]
 
     def save(quality: Any = None) -> None:
         write_result(
             "search_efficiency",
             {
                 "smoke": a.smoke,
-                "space": "macro-cifar10",
-                "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in costs else None,
+                "spaces": {c: SPACE_OF[c] for c in limits},
+                "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in limits else None,
                 "limits": limits,
                 "budgets": budgets,
                 "summary": summarise(runs, budgets),
@@ -232,33 +342,39 @@ def main(argv: list[str] | None = None) -> int:
             out=a.out,
         )
 
-    plan = [(c, p, m, s) for c in costs for p in pcts for m in methods if not _ablation(m) for s in seeds]
-    plan += [
-        (c, p, m, s)
-        for c in costs
-        if c in ABLATION_COSTS
-        for p in pcts
-        for m in methods
-        if _ablation(m)
-        for s in list(seeds)[:ABLATION_SEEDS]
+    if not a.smoke:  # "engine" duplicates the variant equal to the defaults (or stands for them)
+        methods = [m for m in methods if m != "engine" or default_variant() == "engine"]
+    rank = {m: i for i, m in enumerate(PRIORITY)}
+    methods = sorted(methods, key=lambda m: rank.get(m, -1))
+    plan = [(c, p, m, s) for m in methods for s in seeds for c in run_costs for p in pcts]
+    jobs = [
+        (f"{c}|{p}|{m}|{s}", c, m, s, limits[c][str(p)], budgets[m])
+        for c, p, m, s in plan
+        if f"{c}|{p}|{m}|{s}" not in runs
     ]
-    for cost, pct, method, seed in plan:
-        key = f"{cost}|{pct}|{method}|{seed}"
-        if key in runs:
-            continue
-        runs[key] = run_one(env, cost, limits[cost][str(pct)], method, seed, budgets[method])
-        print(key, runs[key], flush=True)
-        save()
+    _ENVS.update(envs)  # forked workers inherit it
+    if a.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(a.jobs, _init_worker) as pool:
+            for key, r in pool.imap_unordered(_work, jobs):
+                runs[key] = r
+                print(key, r, flush=True)
+                save()
+    else:
+        for job in jobs:
+            key, r = _work(job)
+            runs[key] = r
+            print(key, r, flush=True)
+            save()
     quality = None
     if not a.skip_quality:
-        quality = predictor_quality(env, 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80))
+        quality = predictor_quality(
+            envs["flops"], 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80)
+        )
     save(quality)
     print(json.dumps(summarise(runs, budgets), indent=1))
     return 0
-
-
-def _ablation(method: str) -> bool:
-    return method.startswith("engine") and method != "engine"
 
 
 BASELINES_ORDER = ("plain-gp-ei", "random", "regularized-evolution", "optuna-tpe")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import JsonOpt, RawOpt, emit_json, handle_errors, note, out
+from ._common import BatchOpt, JsonOpt, RawOpt, emit_json, handle_errors, note, out
 
 
 @handle_errors
@@ -22,7 +22,10 @@ def search(
     ] = None,
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="maximum oracle queries")] = 50,
     n_init: Annotated[int, typer.Option("--init", min=1, help="initial design size")] = 10,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="archs per oracle batch")] = 1,
+    parallel: Annotated[
+        int,
+        typer.Option("--parallel", "-p", min=1, help="archs per oracle batch (an oracle that runs several)"),
+    ] = 1,
     sampler: Annotated[
         str, typer.Option("--sampler", help="initial design: imbalanced-sobol, sobol or uniform")
     ] = "imbalanced-sobol",
@@ -40,8 +43,10 @@ def search(
         str | None, typer.Option("--target", "-t", help="network spaces: use luts/<target>.parquet")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
+        int | None,
+        typer.Option("--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"),
     ] = None,
+    batch: BatchOpt = 1,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -57,7 +62,7 @@ def search(
     from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
     from chamlab.core.errors import InputError
 
-    config = EngineConfig(n_init=n_init, batch_size=batch, sampler=sampler)
+    config = EngineConfig(n_init=n_init, batch_size=parallel, sampler=sampler)
     limits = {"latency_ms": latency}
     args: dict[str, object] = {
         "space": space_name,
@@ -66,8 +71,11 @@ def search(
         "engine": config.to_json(),
     }
     if is_table_spec(space_name):
-        if lut is not None or target is not None:
-            raise InputError("--lut/--target apply to network spaces; a table space has latency_ms")
+        if lut is not None or target is not None or threads is not None or batch != 1:
+            raise InputError(
+                "--lut/--target/--threads/--batch choose a network space's LUT rows; "
+                "a table space has its own latency_ms column"
+            )
         sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
         if energy is not None:
             limits["energy_mj"] = energy
@@ -93,7 +101,7 @@ def search(
         from chamlab.chamnet.predictors.latency import LutLatencyPredictor
         from chamlab.core.errors import MissingLutEntriesError
 
-        mset = table.choose(path, device=target, threads=threads)
+        mset = table.choose(path, device=target, threads=threads, batch=batch)
         predictor = LutLatencyPredictor(table.p50_by_key(mset), correct_overhead=not raw)
         cache: dict[tuple[int, ...], float] = {}
 
@@ -107,7 +115,13 @@ def search(
             return cache[arch]
 
         problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)
-        args["lut"] = {"path": str(path), "device": mset.device, "threads": mset.threads, "raw": raw}
+        args["lut"] = {
+            "path": str(path),
+            "device": mset.device,
+            "threads": mset.threads,
+            "batch": mset.batch,
+            "raw": raw,
+        }
     args["limits"] = limits
 
     def progress(state: object) -> None:
