@@ -84,6 +84,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
         "sampler": "uniform",
     },
     "thompson-no-cost-feature": {**V1, "acquisition": "thompson", "cost_feature": False},
+    "v1-no-cost-feature-ensemble": {**V1, "cost_feature": False, "ensemble": True},
+    "v1-no-cost-feature-sobol-init": {**V1, "cost_feature": False, "sampler": "sobol"},
+    "v1-no-cost-feature-uniform-init": {**V1, "cost_feature": False, "sampler": "uniform"},
+    "v1-no-cost-feature-matern52": {**V1, "cost_feature": False, "kernel": "matern52"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -100,6 +104,10 @@ PRIORITY = (
     "ensemble-uniform-init",
     "thompson-ensemble-uniform-init",
     "thompson-no-cost-feature",
+    "v1-no-cost-feature-ensemble",
+    "v1-no-cost-feature-sobol-init",
+    "v1-no-cost-feature-uniform-init",
+    "v1-no-cost-feature-matern52",
     "v1-matern52",
     "v1-sobol-init",
     "v1-trust-region",
@@ -191,7 +199,7 @@ def run_one(
 
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    if method.startswith("engine"):
+    if method in ENGINE_VARIANTS:
         cfg = EngineConfig(**ENGINE_VARIANTS[method])
         state = BayesOptEngine(cfg).run(
             problem_for(env, cost, limit), budget, rng, stop=lambda s: stop([q.arch for q in s.queries])
@@ -256,6 +264,7 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     """GP trained on n archs of each initial design; RMSE and Kendall tau on held-out feasible archs."""
     from scipy.stats import kendalltau
 
+    from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.search.engine import Encoder, _CostScale, fit_gp, predict_gp
     from chamlab.chamnet.search.sampling import design
 
@@ -267,10 +276,15 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     y = np.array([env["acc"][a] for a in feasible])
     enc = Encoder(env["space"].dimensions)
     scale = _CostScale(all_cost)
-    X = np.column_stack([enc(feasible), scale(cost)])
     Xo = enc(feasible)
+    with_cost = EngineConfig().cost_feature  # the default engine's features
+    X = np.column_stack([Xo, scale(cost)]) if with_cost else Xo
     band = cost >= np.percentile(cost, 75)  # the quarter of feasible archs nearest the limit
-    out: dict[str, Any] = {"limit_flops": limit, "boundary": "feasible archs in the top quarter of cost"}
+    out: dict[str, Any] = {
+        "limit_flops": limit,
+        "boundary": "feasible archs in the top quarter of cost",
+        "cost_feature": with_cost,
+    }
     for sampler in ("uniform", "sobol", "imbalanced-sobol"):
         for n in sizes:
             rows = []
@@ -383,55 +397,113 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
+COST_TITLES = {
+    "flops": "macro-cifar10, FLOPs limits",
+    "lut_latency": "macro-cifar10, frozen-LUT latency limits",
+    "synthetic_latency": "synthetic table (bench/synthetic_table.py), latency limits",
+}
+
+
+def _hit(v: dict[str, Any]) -> str:
+    hit = v["median_hit"]
+    return f"{hit:g}" if isinstance(hit, float) else str(hit)
+
+
+def ablation_table(s: dict[str, Any], default: str) -> list[str]:
+    """Median queries to the best of every engine variant at every limit (markdown rows)."""
+    cells = [(c, p) for c in s for p in s[c]]
+    short = {"flops": "FLOPs", "lut_latency": "LUT", "synthetic_latency": "synthetic"}
+    out = [
+        "| variant | " + " | ".join(f"{short.get(c, c)} p{p}" for c, p in cells) + " | worst |",
+        "|---|" + "---|" * (len(cells) + 1),
+    ]
+    for m in ENGINE_VARIANTS:
+        vals = [s[c][p].get(m) for c, p in cells]
+        if m == "engine" or not any(vals):
+            continue
+        worst = max(
+            (v["median_hit"] if isinstance(v["median_hit"], float) else np.inf for v in vals if v), default=0
+        )
+        seeds = {v["seeds"] for v in vals if v}
+        name = f"**{m}** (default)" if m == default else m
+        if seeds != {10}:
+            name += f" ({'/'.join(str(x) for x in sorted(seeds))} seeds)"
+        cols = [_hit(v) if v else "" for v in vals]
+        out.append(f"| {name} | " + " | ".join(cols) + f" | {worst:g} |")
+    return out
+
+
 def render(r: dict[str, Any], env_line: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s = r["summary"]
+    default = default_variant()
+    lim = r["limits"]
     out = [
         "## Search sample efficiency",
         "",
         env_line,
         "",
-        "Oracle queries until the true best macro-cifar10 arch under the limit is first queried (ties:",
-        "any of them), median over the seeds (`found/seeds` within the budget; `>N`: the median run did",
-        "not find it within N queries), and the regret (true best minus best found, accuracy points)",
-        "after 50 queries, median/max. Limits at the 25th/50th/75th percentile of the cost over the space",
-        f"(FLOPs: {', '.join(f'{v / 1e6:.1f}' for v in r['limits'].get('flops', {}).values())} M MACs;"
-        + (
-            f" LUT latency: {', '.join(f'{v:.3f}' for v in r['limits']['lut_latency'].values())} ms"
-            if "lut_latency" in r["limits"]
-            else ""
-        )
-        + "). Budgets: "
-        + ", ".join(f"{m} {b}" for m, b in r["budgets"].items() if not m.startswith("engine-"))
-        + ".",
-        "Produced by `bench/search_efficiency.py`.",
+    ]
+    dev = r.get("device_runs")
+    if dev:
+        out += [
+            f"_Every method but optuna-tpe ran on {dev['where']}; optuna-tpe and the predictor quality ran "
+            "here (the line above). The benchmark counts oracle queries, not seconds._",
+            "",
+        ]
+    out += [
+        "Oracle queries until the true best arch under the limit is first queried (ties: any of them),",
+        "median over the seeds (`found/seeds` within the budget; `>N`: the median run did not find it",
+        "within N queries), and the regret (true best minus best found, accuracy points) after 50",
+        "queries, median/max. Limits at the 25th/50th/75th percentile of the cost over the space (FLOPs: "
+        + ", ".join(f"{v / 1e6:.1f}" for v in lim.get("flops", {}).values())
+        + " M MACs; LUT latency: "
+        + ", ".join(f"{v:.3f}" for v in lim.get("lut_latency", {}).values())
+        + " ms; synthetic table: "
+        + ", ".join(f"{v:.3f}" for v in lim.get("synthetic_latency", {}).values())
+        + " ms). Budgets: "
+        + ", ".join(f"{m} {b}" for m, b in r["budgets"].items() if m not in ENGINE_VARIANTS)
+        + f", every engine variant {BUDGETS['engine']}. `{default}` is the engine's default configuration,"
+        " `v1` the first one (cost feature on). Produced by `bench/search_efficiency.py`.",
         "",
     ]
-    names = {"flops": "FLOPs limits", "lut_latency": "frozen-LUT latency limits"}
     for cost, by_pct in s.items():
-        methods = [m for m in [*ENGINE_VARIANTS, *BASELINES_ORDER] if any(m in v for v in by_pct.values())]
-        out += [f"**{names.get(cost, cost)}**", ""]
+        methods = [
+            m for m in [default, "engine", "v1", *BASELINES_ORDER] if any(m in v for v in by_pct.values())
+        ]
+        out += [f"**{COST_TITLES.get(cost, cost)}**", ""]
         header = "| method | " + " | ".join(f"p{p}: queries to best | p{p}: regret@50" for p in by_pct) + " |"
         out += [header, "|---|" + "---|---|" * len(by_pct)]
-        for m in methods:
+        for m in dict.fromkeys(methods):
             cells = []
             for p in by_pct:
                 v = by_pct[p].get(m)
                 if v is None:
                     cells += ["", ""]
                     continue
-                hit = v["median_hit"]
-                hit_s = f"{hit:g}" if isinstance(hit, float) else hit
                 cells += [
-                    f"{hit_s} ({v['found']}/{v['seeds']})",
+                    f"{_hit(v)} ({v['found']}/{v['seeds']})",
                     f"{v['median_regret50']:.3f} / {v['max_regret50']:.3f}",
                 ]
-            out.append(f"| {m} | " + " | ".join(cells) + " |")
+            label = f"engine ({m})" if m == default else m
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
+    if any(
+        m in v for by_pct in s.values() for v in by_pct.values() for m in ENGINE_VARIANTS if m != "engine"
+    ):
+        out += [
+            "**Engine ablations**: median queries to the best (10 seeds unless marked) of every variant",
+            "(`bench/search_efficiency.py` `ENGINE_VARIANTS`: v1 with one design choice switched, Thompson",
+            "sampling, the kernel/feature ensemble, and their combinations; docs/search.md explains them):",
+            "",
+            *ablation_table(s, default),
+            "",
+        ]
     q = r.get("predictor_quality")
     if q:
+        feat = "with" if q.get("cost_feature", True) else "without"
         out += [
-            "**Predictor quality vs training points** (GP with the cost feature, trained on n archs of",
+            f"**Predictor quality vs training points** (GP {feat} the cost feature, trained on n archs of",
             f"each initial design at the median FLOPs limit; median over seeds; held-out feasible archs, "
             f"all and near the boundary = {q['boundary']}):",
             "",

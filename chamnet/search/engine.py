@@ -50,7 +50,7 @@ class EngineConfig:
     n_init: int = 10
     batch_size: int = 1
     sampler: str = "imbalanced-sobol"
-    cost_feature: bool = True
+    cost_feature: bool = False  # the log primary cost as one more GP input (v1 default; see docs/search.md)
     exhaustive_limit: int = 100_000
     pool_size: int = 4096
     mutate_top: int = 5
