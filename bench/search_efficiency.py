@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     budgets = dict(BUDGETS)
     for v in ENGINE_VARIANTS:
         budgets[v] = BUDGETS["engine"]
-    pcts, seeds, costs = PCTS, range(a.seeds), list(envs)
+    pcts: tuple[int, ...] = PCTS
+    seeds, costs = range(a.seeds), list(envs)
     methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]  # every variant: every cost model, every limit, 10 seeds
     if a.smoke:
         budgets = {m: 12 for m in budgets}

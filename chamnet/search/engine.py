@@ -7,18 +7,20 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    space is searched through a fresh candidate pool per step: ``pool_size`` uniform samples plus
    every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only.
 2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
-   one-hot; with ``cost_feature`` the log of the primary cost, scaled to [0, 1] over the candidates,
-   is one more input (accuracy usually grows with size, and the constrained optimum sits near the
-   limit, so this one feature carries much of the signal; the GP learns how much through its
-   lengthscale).
+   one-hot; with ``cost_feature`` (off by default: it pulls the search to the constraint boundary,
+   which cost tens of queries where the optimum lies inside, see docs/search.md) the log of the
+   primary cost, scaled to [0, 1] over the candidates, is one more input.
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model.** BoTorch ``SingleTaskGP``: ARD kernel with BoTorch's dimension-scaled lengthscale
    prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
+   With ``ensemble``: an equal-weight mixture of GPs ({kernel, the other of rbf/matern52} x {with,
+   without the cost feature}).
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
    exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
-   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). With
+   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). Or
+   ``acquisition="thompson"``: the argmax of joint posterior draws. With
    ``trust_region`` the candidates are limited to a Hamming ball around the incumbent (TuRBO-like
    radius adaptation), off by default.
 

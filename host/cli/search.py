@@ -44,7 +44,9 @@ def search(
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"),
+        typer.Option(
+            "--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"
+        ),
     ] = None,
     batch: BatchOpt = 1,
     raw: RawOpt = False,
@@ -98,20 +100,15 @@ def search(
                 f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
             )
         table, path = found
-        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
-        from chamlab.core.errors import MissingLutEntriesError
+        from chamlab.host.prediction import latency_model
 
         mset = table.choose(path, device=target, threads=threads, batch=batch)
-        predictor = LutLatencyPredictor(table.p50_by_key(mset), correct_overhead=not raw)
+        predict_ms = latency_model(net, table, path, mset, raw=raw)  # as `chamlab predict` computes it
         cache: dict[tuple[int, ...], float] = {}
 
         def latency_ms(arch: tuple[int, ...]) -> float:
             if arch not in cache:
-                try:
-                    cache[arch] = predictor.predict(net.ops(arch)).latency_ms
-                except MissingLutEntriesError:  # re-raised by the API with the `profile` command to run
-                    api.predict_latency(net, arch, table, path, mset, raw=raw)
-                    raise
+                cache[arch] = predict_ms(arch)
             return cache[arch]
 
         problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)
