@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
                 "budgets": budgets,
                 "summary": summarise(runs, budgets),
                 "predictor_quality": quality if quality is not None else old.get("predictor_quality"),
+                # where runs were made elsewhere (merged from another machine's results file)
+                **({"device_runs": old["device_runs"]} if "device_runs" in old and not a.smoke else {}),
                 "runs": runs,
             },
             out=a.out,
@@ -448,8 +450,8 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
     dev = r.get("device_runs")
     if dev:
         out += [
-            f"_Every method but optuna-tpe ran on {dev['where']}; optuna-tpe and the predictor quality ran "
-            "here (the line above). The benchmark counts oracle queries, not seconds._",
+            f"_{dev['methods']} ran on {dev['where']}, at commit `{dev['commit']}`; the other runs and the "
+            "predictor quality ran here (the line above). The benchmark counts oracle queries, not seconds._",
             "",
         ]
     out += [
