@@ -2,22 +2,27 @@
 
 For macro-cifar10 (6,561 archs with measured CIFAR-10 accuracy, oracle = mean_acc) under two cost
 models, FLOPs (the table's MACs, as the anchors in NOTES.md were measured) and the latency of the
-LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), at limits at the
-25th/50th/75th percentile of the cost over the space, every method runs 10 seeds and we record:
+LUT frozen in bench/data (LUT p50 sum with the invocation-overhead correction), and for a synthetic
+table of another structure (bench/synthetic_table.py: 6 dimensions, 3 categorical, 1,440 archs,
+generated from a seed, not shipped) under its latency column, at limits at the 25th/50th/75th
+percentile of the cost over the space, every method runs 10 seeds and we record:
 
 * ``hit``: oracle queries until the true best arch under the limit is first queried (any of them
   when several archs tie for the best accuracy; None: not within the method's budget, reported as
   ">budget");
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
-Methods: the engine (defaults) and its ablations (no cost feature, uniform/Sobol initial design,
-batches of 4, trust region), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
+Methods: the engine (defaults) and its ablations (each design choice switched, one at a time, 10
+seeds on every cost model), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
 evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
 the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
 feasible archs and near the constraint boundary.
 
-    .venv/bin/python bench/search_efficiency.py            # full (resumes from the results file)
+    .venv/bin/python bench/search_efficiency.py --jobs 2   # full (resumes from the results file)
     .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
+
+Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
+where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
 """
 
 from __future__ import annotations
@@ -42,19 +47,94 @@ from _common import RESULTS, write_result  # noqa: E402
 LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 PCTS = (25, 50, 75)
 BUDGETS = {"engine": 150, "plain-gp-ei": 150, "optuna-tpe": 150, "regularized-evolution": 300, "random": 300}
-ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
-    "engine": {},
-    "engine-no-cost-feature": {"cost_feature": False},
-    "engine-uniform-init": {"sampler": "uniform"},
-    "engine-sobol-init": {"sampler": "sobol"},
-    "engine-batch4": {"batch_size": 4},
-    "engine-trust-region": {"trust_region": True},
+#: the first engine (greedy log-EI, one RBF GP with the cost feature, imbalanced-Sobol design) ...
+V1: dict[str, Any] = {
+    "acquisition": "ei",
+    "ensemble": False,
+    "sampler": "imbalanced-sobol",
+    "cost_feature": True,
+    "kernel": "rbf",
+    "refit_every": 4,
+    "trust_region": False,
+    "batch_size": 1,
 }
-ABLATION_COSTS = ("flops",)  # ablations run on the FLOPs limits only, 3 seeds (the CPU is shared)
-ABLATION_SEEDS = 3
+#: ... and every variant, as a full configuration (not relative to the defaults, so stored runs keep
+#: their meaning when the defaults change): v1 with one design choice switched, then the new designs
+#: (Thompson sampling, the kernel/feature ensemble) alone, together and with the uniform design.
+ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
+    "engine": {},  # the current defaults (the smoke run; in the full run, the variant equal to them)
+    "v1": V1,
+    "v1-no-cost-feature": {**V1, "cost_feature": False},
+    "v1-uniform-init": {**V1, "sampler": "uniform"},
+    "v1-sobol-init": {**V1, "sampler": "sobol"},
+    "v1-matern52": {**V1, "kernel": "matern52"},
+    "v1-additive": {**V1, "kernel": "additive"},
+    "v1-refit-every-step": {**V1, "refit_every": 1},
+    "v1-trust-region": {**V1, "trust_region": True},
+    "v1-batch4": {**V1, "batch_size": 4},
+    "thompson": {**V1, "acquisition": "thompson"},
+    "ensemble": {**V1, "ensemble": True},
+    "thompson-ensemble": {**V1, "acquisition": "thompson", "ensemble": True},
+    "thompson-uniform-init": {**V1, "acquisition": "thompson", "sampler": "uniform"},
+    "ensemble-uniform-init": {**V1, "ensemble": True, "sampler": "uniform"},
+    "thompson-ensemble-uniform-init": {
+        **V1,
+        "acquisition": "thompson",
+        "ensemble": True,
+        "sampler": "uniform",
+    },
+    "thompson-no-cost-feature": {**V1, "acquisition": "thompson", "cost_feature": False},
+    "v1-no-cost-feature-ensemble": {**V1, "cost_feature": False, "ensemble": True},
+    "v1-no-cost-feature-sobol-init": {**V1, "cost_feature": False, "sampler": "sobol"},
+    "v1-no-cost-feature-uniform-init": {**V1, "cost_feature": False, "sampler": "uniform"},
+    "v1-no-cost-feature-matern52": {**V1, "cost_feature": False, "kernel": "matern52"},
+}
+#: the order runs are made in (a stopped run has the most informative ones): these first
+PRIORITY = (
+    "v1",
+    "thompson",
+    "ensemble",
+    "thompson-ensemble",
+    "plain-gp-ei",
+    "random",
+    "regularized-evolution",
+    "v1-no-cost-feature",
+    "v1-uniform-init",
+    "thompson-uniform-init",
+    "ensemble-uniform-init",
+    "thompson-ensemble-uniform-init",
+    "thompson-no-cost-feature",
+    "v1-no-cost-feature-ensemble",
+    "v1-no-cost-feature-sobol-init",
+    "v1-no-cost-feature-uniform-init",
+    "v1-no-cost-feature-matern52",
+    "v1-matern52",
+    "v1-sobol-init",
+    "v1-trust-region",
+    "v1-refit-every-step",
+    "v1-additive",
+    "v1-batch4",
+    "optuna-tpe",
+)
 
 
-def setup(with_lut: bool = True) -> dict[str, Any]:
+def default_variant() -> str:
+    """The variant whose configuration is the engine's default ("engine" when none is)."""
+    from chamlab.chamnet.search import EngineConfig
+
+    default = EngineConfig()
+    for name, cfg in ENGINE_VARIANTS.items():
+        if name != "engine" and EngineConfig(**cfg) == default:
+            return name
+    return "engine"
+
+
+#: cost name -> the space it belongs to
+SPACE_OF = {"flops": "macro-cifar10", "lut_latency": "macro-cifar10", "synthetic_latency": "synthetic-table"}
+
+
+def setup(with_lut: bool = True, synthetic: bool = True) -> dict[str, dict[str, Any]]:
+    """cost name -> {space, archs, acc, table (arch -> cost)}."""
     from chamlab.chamnet.spaces import SPACES
     from chamlab.chamnet.spaces.macro_cifar10 import accuracy_table
 
@@ -62,23 +142,42 @@ def setup(with_lut: bool = True) -> dict[str, Any]:
     t = accuracy_table()
     archs = [sp.parse(a) for a in t["arch"]]
     acc = dict(zip(archs, t["mean_acc"].astype(float), strict=True))
-    costs = {"flops": dict(zip(archs, t["macs"].astype(float), strict=True))}
+    envs = {
+        "flops": {
+            "space": sp,
+            "archs": archs,
+            "acc": acc,
+            "table": dict(zip(archs, t["macs"].astype(float), strict=True)),
+        }
+    }
     if with_lut and LUT.exists():
         from chamlab.chamnet.predictors.latency import LutLatencyPredictor
-        from chamlab.host import api
+        from chamlab.host.lut import Lut  # not host.api: the benchmark needs no device stack
 
-        lut = api.Lut.read(LUT)
+        lut = Lut.read(LUT)
         predictor = LutLatencyPredictor(lut.p50_by_key(lut.choose(LUT)))
-        costs["lut_latency"] = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
-    return {"space": sp, "archs": archs, "acc": acc, "costs": costs}
+        lat = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
+        envs["lut_latency"] = {"space": sp, "archs": archs, "acc": acc, "table": lat}
+    if synthetic:
+        from synthetic_table import make_frame
+
+        from chamlab.chamnet.spaces.table import TableSpace
+
+        ts = TableSpace.from_frame(make_frame(0), name="synthetic-table", what="bench/synthetic_table.py")
+        rows = list(ts.rows)
+        envs["synthetic_latency"] = {
+            "space": ts,
+            "archs": rows,
+            "acc": dict(zip(rows, ts.accuracy.astype(float), strict=True)),
+            "table": dict(zip(rows, ts.costs["latency_ms"].astype(float), strict=True)),
+        }
+    return envs
 
 
 def problem_for(env: dict[str, Any], cost: str, limit: float) -> Any:
     from chamlab.chamnet.search import Problem, oracle_for
 
-    table = env["costs"][cost]
-    sp = env["space"]
-    return Problem(sp, oracle_for(sp), {cost: table.__getitem__}, {cost: limit})
+    return Problem(env["space"], oracle_for(env["space"]), {cost: env["table"].__getitem__}, {cost: limit})
 
 
 def run_one(
@@ -88,7 +187,7 @@ def run_one(
     from chamlab.chamnet.search.baselines import BASELINES, Candidates, first_hit
     from chamlab.chamnet.search.engine import Encoder
 
-    table = env["costs"][cost]
+    table = env["table"]
     feasible = [a for a in env["archs"] if table[a] <= limit]
     best_acc = max(env["acc"][a] for a in feasible)
     # the true best: several archs when tied (macro-cifar10 holds equivalent networks, e.g. an
@@ -100,7 +199,7 @@ def run_one(
 
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    if method.startswith("engine"):
+    if method in ENGINE_VARIANTS:
         cfg = EngineConfig(**ENGINE_VARIANTS[method])
         state = BayesOptEngine(cfg).run(
             problem_for(env, cost, limit), budget, rng, stop=lambda s: stop([q.arch for q in s.queries])
@@ -124,6 +223,20 @@ def run_one(
         "regret50": round(best_acc - max(first50, default=float("nan")), 4),
         "seconds": round(seconds, 2),
     }
+
+
+_ENVS: dict[str, dict[str, Any]] = {}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _work(job: tuple[str, str, str, int, float, int]) -> tuple[str, dict[str, Any]]:
+    key, cost, method, seed, limit, budget = job
+    return key, run_one(_ENVS[cost], cost, limit, method, seed, budget)
 
 
 def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
@@ -151,10 +264,11 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     """GP trained on n archs of each initial design; RMSE and Kendall tau on held-out feasible archs."""
     from scipy.stats import kendalltau
 
+    from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.search.engine import Encoder, _CostScale, fit_gp, predict_gp
     from chamlab.chamnet.search.sampling import design
 
-    table = env["costs"]["flops"]
+    table = env["table"]
     all_cost = np.array([table[a] for a in env["archs"]])
     limit = float(np.percentile(all_cost, 50))
     feasible = [a for a in env["archs"] if table[a] <= limit]
@@ -162,10 +276,15 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     y = np.array([env["acc"][a] for a in feasible])
     enc = Encoder(env["space"].dimensions)
     scale = _CostScale(all_cost)
-    X = np.column_stack([enc(feasible), scale(cost)])
     Xo = enc(feasible)
+    with_cost = EngineConfig().cost_feature  # the default engine's features
+    X = np.column_stack([Xo, scale(cost)]) if with_cost else Xo
     band = cost >= np.percentile(cost, 75)  # the quarter of feasible archs nearest the limit
-    out: dict[str, Any] = {"limit_flops": limit, "boundary": "feasible archs in the top quarter of cost"}
+    out: dict[str, Any] = {
+        "limit_flops": limit,
+        "boundary": "feasible archs in the top quarter of cost",
+        "cost_feature": with_cost,
+    }
     for sampler in ("uniform", "sobol", "imbalanced-sobol"):
         for n in sizes:
             rows = []
@@ -194,16 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--methods", help="comma-separated subset of methods to run now (default: all)")
+    ap.add_argument("--costs", help="comma-separated subset of cost models to run now (default: all)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once (processes; one thread each)")
     a = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
-    env = setup(with_lut=not a.smoke)
+    with_lut, synthetic = not a.smoke, not a.smoke
+    envs = setup(with_lut, synthetic)
     budgets = dict(BUDGETS)
     for v in ENGINE_VARIANTS:
         budgets[v] = BUDGETS["engine"]
-    pcts, seeds, costs = PCTS, range(a.seeds), list(env["costs"])
-    methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]
+    pcts: tuple[int, ...] = PCTS
+    seeds, costs = range(a.seeds), list(envs)
+    methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]  # every variant: every cost model, every limit, 10 seeds
     if a.smoke:
         budgets = {m: 12 for m in budgets}
         pcts, seeds, costs = (50,), range(1), ["flops"]
@@ -213,52 +336,62 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(a.out.read_text()) if a.out.exists() else {}
     runs: dict[str, Any] = old.get("runs", {}) if old.get("smoke", False) == a.smoke else {}
     limits = {
-        c: {str(p): float(np.percentile(list(env["costs"][c].values()), p)) for p in PCTS} for c in costs
+        c: {str(p): float(np.percentile(list(envs[c]["table"].values()), p)) for p in PCTS} for c in costs
     }
+    limits = {**old.get("limits", {}), **limits} if not a.smoke else limits
+    run_costs = [c for c in costs if not a.costs or c in a.costs.split(",")]
 
     def save(quality: Any = None) -> None:
         write_result(
             "search_efficiency",
             {
                 "smoke": a.smoke,
-                "space": "macro-cifar10",
-                "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in costs else None,
+                "spaces": {c: SPACE_OF[c] for c in limits},
+                "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in limits else None,
                 "limits": limits,
                 "budgets": budgets,
                 "summary": summarise(runs, budgets),
                 "predictor_quality": quality if quality is not None else old.get("predictor_quality"),
+                # where runs were made elsewhere (merged from another machine's results file)
+                **({"device_runs": old["device_runs"]} if "device_runs" in old and not a.smoke else {}),
                 "runs": runs,
             },
             out=a.out,
         )
 
-    plan = [(c, p, m, s) for c in costs for p in pcts for m in methods if not _ablation(m) for s in seeds]
-    plan += [
-        (c, p, m, s)
-        for c in costs
-        if c in ABLATION_COSTS
-        for p in pcts
-        for m in methods
-        if _ablation(m)
-        for s in list(seeds)[:ABLATION_SEEDS]
+    if not a.smoke:  # "engine" duplicates the variant equal to the defaults (or stands for them)
+        methods = [m for m in methods if m != "engine" or default_variant() == "engine"]
+    rank = {m: i for i, m in enumerate(PRIORITY)}
+    methods = sorted(methods, key=lambda m: rank.get(m, -1))
+    plan = [(c, p, m, s) for m in methods for s in seeds for c in run_costs for p in pcts]
+    jobs = [
+        (f"{c}|{p}|{m}|{s}", c, m, s, limits[c][str(p)], budgets[m])
+        for c, p, m, s in plan
+        if f"{c}|{p}|{m}|{s}" not in runs
     ]
-    for cost, pct, method, seed in plan:
-        key = f"{cost}|{pct}|{method}|{seed}"
-        if key in runs:
-            continue
-        runs[key] = run_one(env, cost, limits[cost][str(pct)], method, seed, budgets[method])
-        print(key, runs[key], flush=True)
-        save()
+    _ENVS.update(envs)  # forked workers inherit it
+    if a.jobs > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(a.jobs, _init_worker) as pool:
+            for key, r in pool.imap_unordered(_work, jobs):
+                runs[key] = r
+                print(key, r, flush=True)
+                save()
+    else:
+        for job in jobs:
+            key, r = _work(job)
+            runs[key] = r
+            print(key, r, flush=True)
+            save()
     quality = None
     if not a.skip_quality:
-        quality = predictor_quality(env, 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80))
+        quality = predictor_quality(
+            envs["flops"], 1 if a.smoke else 5, (10,) if a.smoke else (10, 20, 40, 80)
+        )
     save(quality)
     print(json.dumps(summarise(runs, budgets), indent=1))
     return 0
-
-
-def _ablation(method: str) -> bool:
-    return method.startswith("engine") and method != "engine"
 
 
 BASELINES_ORDER = ("plain-gp-ei", "random", "regularized-evolution", "optuna-tpe")
@@ -267,55 +400,113 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
+COST_TITLES = {
+    "flops": "macro-cifar10, FLOPs limits",
+    "lut_latency": "macro-cifar10, frozen-LUT latency limits",
+    "synthetic_latency": "synthetic table (bench/synthetic_table.py), latency limits",
+}
+
+
+def _hit(v: dict[str, Any]) -> str:
+    hit = v["median_hit"]
+    return f"{hit:g}" if isinstance(hit, float) else str(hit)
+
+
+def ablation_table(s: dict[str, Any], default: str) -> list[str]:
+    """Median queries to the best of every engine variant at every limit (markdown rows)."""
+    cells = [(c, p) for c in s for p in s[c]]
+    short = {"flops": "FLOPs", "lut_latency": "LUT", "synthetic_latency": "synthetic"}
+    out = [
+        "| variant | " + " | ".join(f"{short.get(c, c)} p{p}" for c, p in cells) + " | worst |",
+        "|---|" + "---|" * (len(cells) + 1),
+    ]
+    for m in ENGINE_VARIANTS:
+        vals = [s[c][p].get(m) for c, p in cells]
+        if m == "engine" or not any(vals):
+            continue
+        worst = max(
+            (v["median_hit"] if isinstance(v["median_hit"], float) else np.inf for v in vals if v), default=0
+        )
+        seeds = {v["seeds"] for v in vals if v}
+        name = f"**{m}** (default)" if m == default else m
+        if seeds != {10}:
+            name += f" ({'/'.join(str(x) for x in sorted(seeds))} seeds)"
+        cols = [_hit(v) if v else "" for v in vals]
+        out.append(f"| {name} | " + " | ".join(cols) + f" | {worst:g} |")
+    return out
+
+
 def render(r: dict[str, Any], env_line: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s = r["summary"]
+    default = default_variant()
+    lim = r["limits"]
     out = [
         "## Search sample efficiency",
         "",
         env_line,
         "",
-        "Oracle queries until the true best macro-cifar10 arch under the limit is first queried (ties:",
-        "any of them), median over the seeds (`found/seeds` within the budget; `>N`: the median run did",
-        "not find it within N queries), and the regret (true best minus best found, accuracy points)",
-        "after 50 queries, median/max. Limits at the 25th/50th/75th percentile of the cost over the space",
-        f"(FLOPs: {', '.join(f'{v / 1e6:.1f}' for v in r['limits'].get('flops', {}).values())} M MACs;"
-        + (
-            f" LUT latency: {', '.join(f'{v:.3f}' for v in r['limits']['lut_latency'].values())} ms"
-            if "lut_latency" in r["limits"]
-            else ""
-        )
-        + "). Budgets: "
-        + ", ".join(f"{m} {b}" for m, b in r["budgets"].items() if not m.startswith("engine-"))
-        + ".",
-        "Produced by `bench/search_efficiency.py`.",
+    ]
+    dev = r.get("device_runs")
+    if dev:
+        out += [
+            f"_{dev['methods']} ran on {dev['where']}, at commit `{dev['commit']}`; the other runs and the "
+            "predictor quality ran here (the line above). The benchmark counts oracle queries, not seconds._",
+            "",
+        ]
+    out += [
+        "Oracle queries until the true best arch under the limit is first queried (ties: any of them),",
+        "median over the seeds (`found/seeds` within the budget; `>N`: the median run did not find it",
+        "within N queries), and the regret (true best minus best found, accuracy points) after 50",
+        "queries, median/max. Limits at the 25th/50th/75th percentile of the cost over the space (FLOPs: "
+        + ", ".join(f"{v / 1e6:.1f}" for v in lim.get("flops", {}).values())
+        + " M MACs; LUT latency: "
+        + ", ".join(f"{v:.3f}" for v in lim.get("lut_latency", {}).values())
+        + " ms; synthetic table: "
+        + ", ".join(f"{v:.3f}" for v in lim.get("synthetic_latency", {}).values())
+        + " ms). Budgets: "
+        + ", ".join(f"{m} {b}" for m, b in r["budgets"].items() if m not in ENGINE_VARIANTS)
+        + f", every engine variant {BUDGETS['engine']}. `{default}` is the engine's default configuration,"
+        " `v1` the first one (cost feature on). Produced by `bench/search_efficiency.py`.",
         "",
     ]
-    names = {"flops": "FLOPs limits", "lut_latency": "frozen-LUT latency limits"}
     for cost, by_pct in s.items():
-        methods = [m for m in [*ENGINE_VARIANTS, *BASELINES_ORDER] if any(m in v for v in by_pct.values())]
-        out += [f"**{names.get(cost, cost)}**", ""]
+        methods = [
+            m for m in [default, "engine", "v1", *BASELINES_ORDER] if any(m in v for v in by_pct.values())
+        ]
+        out += [f"**{COST_TITLES.get(cost, cost)}**", ""]
         header = "| method | " + " | ".join(f"p{p}: queries to best | p{p}: regret@50" for p in by_pct) + " |"
         out += [header, "|---|" + "---|---|" * len(by_pct)]
-        for m in methods:
+        for m in dict.fromkeys(methods):
             cells = []
             for p in by_pct:
                 v = by_pct[p].get(m)
                 if v is None:
                     cells += ["", ""]
                     continue
-                hit = v["median_hit"]
-                hit_s = f"{hit:g}" if isinstance(hit, float) else hit
                 cells += [
-                    f"{hit_s} ({v['found']}/{v['seeds']})",
+                    f"{_hit(v)} ({v['found']}/{v['seeds']})",
                     f"{v['median_regret50']:.3f} / {v['max_regret50']:.3f}",
                 ]
-            out.append(f"| {m} | " + " | ".join(cells) + " |")
+            label = f"engine ({m})" if m == default else m
+            out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
+    if any(
+        m in v for by_pct in s.values() for v in by_pct.values() for m in ENGINE_VARIANTS if m != "engine"
+    ):
+        out += [
+            "**Engine ablations**: median queries to the best (10 seeds unless marked) of every variant",
+            "(`bench/search_efficiency.py` `ENGINE_VARIANTS`: v1 with one design choice switched, Thompson",
+            "sampling, the kernel/feature ensemble, and their combinations; docs/search.md explains them):",
+            "",
+            *ablation_table(s, default),
+            "",
+        ]
     q = r.get("predictor_quality")
     if q:
+        feat = "with" if q.get("cost_feature", True) else "without"
         out += [
-            "**Predictor quality vs training points** (GP with the cost feature, trained on n archs of",
+            f"**Predictor quality vs training points** (GP {feat} the cost feature, trained on n archs of",
             f"each initial design at the median FLOPs limit; median over seeds; held-out feasible archs, "
             f"all and near the boundary = {q['boundary']}):",
             "",

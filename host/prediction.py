@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,20 +125,54 @@ def predict_latency(
     if raw:
         return pred
     found = calibration.lookup(lut, mset, space.name)
-    features = {
-        "lut_sum_ms": pred.lut_sum_ms,
-        "n_ops": float(len(ops)),
-        "weight_mib": float(
-            sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(mset.dtype, 4) / 2**20
-        ),
-    }
-    value, why = calibration.apply(found, features)
+    value, why = calibration.apply(found, _calibration_features(pred, ops, mset))
     summary = found.summary() if found else None
     if value is None:
         return dataclasses.replace(pred, calibration=summary, calibration_note=why)
     return dataclasses.replace(
         pred, latency_ms=value, calibrated=True, uncalibrated_ms=pred.latency_ms, calibration=summary
     )
+
+
+def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
+    from . import calibration
+
+    return {
+        "lut_sum_ms": pred.lut_sum_ms,
+        "n_ops": float(len(ops)),
+        "weight_mib": float(
+            sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(mset.dtype, 4) / 2**20
+        ),
+    }
+
+
+def latency_model(
+    space: SearchSpace, lut: Lut, path: Path, mset: MeasurementSet, *, raw: bool = False
+) -> Callable[[Arch], float]:
+    """``arch -> predict_latency(space, arch, lut, path, mset, raw=raw).latency_ms``, with the LUT's
+    rows and calibration looked up once (a search asks for thousands of archs)."""
+    from . import calibration
+
+    predictor = LutLatencyPredictor(
+        lut.p50_by_key(mset),
+        correct_overhead=not raw,
+        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+    )
+    found = None if raw else calibration.lookup(lut, mset, space.name)
+
+    def latency_ms(arch: Arch) -> float:
+        ops = space.ops(arch)
+        try:
+            pred = predictor.predict(ops)
+        except MissingLutEntriesError as exc:
+            exc.hint = profile_hint(space, space.format(arch), mset, path)
+            raise
+        if raw:
+            return pred.latency_ms
+        value, _ = calibration.apply(found, _calibration_features(pred, ops, mset))
+        return pred.latency_ms if value is None else value
+
+    return latency_ms
 
 
 @dataclasses.dataclass(frozen=True)

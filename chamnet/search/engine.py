@@ -7,18 +7,20 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    space is searched through a fresh candidate pool per step: ``pool_size`` uniform samples plus
    every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only.
 2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
-   one-hot; with ``cost_feature`` the log of the primary cost, scaled to [0, 1] over the candidates,
-   is one more input (accuracy usually grows with size, and the constrained optimum sits near the
-   limit, so this one feature carries much of the signal; the GP learns how much through its
-   lengthscale).
+   one-hot; with ``cost_feature`` (off by default: it pulls the search to the constraint boundary,
+   which cost tens of queries where the optimum lies inside, see docs/search.md) the log of the
+   primary cost, scaled to [0, 1] over the candidates, is one more input.
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model.** BoTorch ``SingleTaskGP``: ARD kernel with BoTorch's dimension-scaled lengthscale
    prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
+   With ``ensemble``: an equal-weight mixture of GPs ({kernel, the other of rbf/matern52} x {with,
+   without the cost feature}).
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
    exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
-   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). With
+   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). Or
+   ``acquisition="thompson"``: the argmax of joint posterior draws. With
    ``trust_region`` the candidates are limited to a Hamming ball around the incumbent (TuRBO-like
    radius adaptation), off by default.
 
@@ -42,6 +44,7 @@ from .problem import Problem
 from .sampling import SAMPLERS, design
 
 KERNELS = ("rbf", "matern52", "additive")
+ACQUISITIONS = ("ei", "thompson")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +52,7 @@ class EngineConfig:
     n_init: int = 10
     batch_size: int = 1
     sampler: str = "imbalanced-sobol"
-    cost_feature: bool = True
+    cost_feature: bool = False  # the log primary cost as one more GP input (v1 default; see docs/search.md)
     exhaustive_limit: int = 100_000
     pool_size: int = 4096
     mutate_top: int = 5
@@ -57,6 +60,10 @@ class EngineConfig:
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
+    acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws
+    thompson_pool: int = 2000  # Thompson draws are joint over this many candidates of highest UCB
+    ensemble: bool = False  # an equal-weight mixture of GPs: {kernel, the other of rbf/matern52} x
+    # {with, without the cost feature} (the first member is `kernel` with `cost_feature` as set)
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
@@ -67,6 +74,10 @@ class EngineConfig:
             raise InputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.kernel not in KERNELS:
             raise InputError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS)}")
+        if self.acquisition not in ACQUISITIONS:
+            raise InputError(f"unknown acquisition {self.acquisition!r}; known: {', '.join(ACQUISITIONS)}")
+        if self.thompson_pool < 1:
+            raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
             raise InputError(f"unknown sampler {self.sampler!r}; known: {', '.join(SAMPLERS)}")
 
@@ -177,6 +188,26 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", 
     return model
 
 
+def _factor(model: Any) -> tuple[Any, Any, float, float]:
+    """Cholesky factor of the training covariance (noise added), the weights ``alpha`` and the output
+    standardisation (mean, std) of a fitted model."""
+    import torch
+
+    train_x = model.train_inputs[0]
+    n = train_x.shape[-2]
+    noise = model.likelihood.noise.reshape(-1)
+    K = model.covar_module(train_x).to_dense() + torch.diag(noise.expand(n))
+    L = None
+    for jitter in (0.0, 1e-8, 1e-6, 1e-4):
+        L, info = torch.linalg.cholesky_ex(K + jitter * torch.eye(n, dtype=K.dtype))
+        if int(info) == 0:
+            break
+    assert L is not None
+    alpha = torch.cholesky_solve((model.train_targets - model.mean_module(train_x)).unsqueeze(-1), L)
+    tf = model.outcome_transform
+    return L, alpha, float(tf.means.reshape(-1)[0]), float(tf.stdvs.reshape(-1)[0])
+
+
 def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and standard deviation (original units) at the rows of ``X``.
 
@@ -189,19 +220,7 @@ def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0), np.zeros(0)
     with torch.no_grad():
         train_x = model.train_inputs[0]
-        train_y = model.train_targets
-        n = train_x.shape[-2]
-        noise = model.likelihood.noise.reshape(-1)
-        K = model.covar_module(train_x).to_dense() + torch.diag(noise.expand(n))
-        L = None
-        for jitter in (0.0, 1e-8, 1e-6, 1e-4):
-            L, info = torch.linalg.cholesky_ex(K + jitter * torch.eye(n, dtype=K.dtype))
-            if int(info) == 0:
-                break
-        assert L is not None
-        alpha = torch.cholesky_solve((train_y - model.mean_module(train_x)).unsqueeze(-1), L)
-        tf = model.outcome_transform
-        y_mean, y_std = float(tf.means.reshape(-1)[0]), float(tf.stdvs.reshape(-1)[0])
+        L, alpha, y_mean, y_std = _factor(model)
         means, stds = [], []
         for start in range(0, len(X), 4096):
             tx = torch.as_tensor(X[start : start + 4096], dtype=train_x.dtype)
@@ -212,6 +231,36 @@ def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             means.append((mu * y_std + y_mean).numpy())
             stds.append((var.clamp_min(1e-18).sqrt() * y_std).numpy())
     return np.concatenate(means), np.concatenate(stds)
+
+
+def sample_gp(model: Any, X: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_samples`` joint draws of the latent function (original units) at the rows of ``X``:
+    an array (n_samples, len(X)). Exact (one Cholesky factor of the joint posterior covariance):
+    keep ``X`` to a few thousand rows."""
+    import torch
+
+    if len(X) == 0:
+        return np.zeros((n_samples, 0))
+    with torch.no_grad():
+        train_x = model.train_inputs[0]
+        L, alpha, y_mean, y_std = _factor(model)
+        tx = torch.as_tensor(X, dtype=train_x.dtype)
+        Ks = model.covar_module(tx, train_x).to_dense()
+        mu = model.mean_module(tx) + (Ks @ alpha).squeeze(-1)
+        v = torch.linalg.solve_triangular(L, Ks.T, upper=False)
+        cov = model.covar_module(tx).to_dense() - v.T @ v
+        cov = 0.5 * (cov + cov.T)
+        m = len(X)
+        C = None
+        scale = float(cov.diagonal().abs().max().clamp_min(1e-12))
+        for jitter in (1e-10, 1e-8, 1e-6, 1e-4, 1e-2):
+            C, info = torch.linalg.cholesky_ex(cov + jitter * scale * torch.eye(m, dtype=cov.dtype))
+            if int(info) == 0:
+                break
+        assert C is not None
+        z = torch.as_tensor(rng.standard_normal((m, n_samples)), dtype=cov.dtype)
+        f = mu.unsqueeze(-1) + C @ z
+    return (f.T * y_std + y_mean).numpy()
 
 
 def log_ei(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
@@ -247,9 +296,13 @@ class EngineState:
     """What the loop exposes after each batch (for persistence and results)."""
 
     queries: list[Query]
-    model: Any = None
+    model: Any = None  # the first (or only) GP; its features and their names below
     feature_names: tuple[str, ...] = ()
     features: Callable[[Sequence[Arch], np.ndarray], np.ndarray] | None = None
+    models: list[Any] = dataclasses.field(default_factory=list)  # every member (ensemble), model first
+    member_features: list[Callable[[Sequence[Arch], np.ndarray], np.ndarray]] = dataclasses.field(
+        default_factory=list
+    )
     fitted_on: int = 0
     optimised_on: int = 0
     tr_radius: int = 0  # trust-region radius in changed dimensions (0: not started)
@@ -257,10 +310,12 @@ class EngineState:
     fit_seconds: float = 0.0
 
     def predict(self, archs: Sequence[Arch], primary_cost: np.ndarray) -> np.ndarray | None:
-        """GP posterior mean of ``archs`` (None before the first fit)."""
+        """Posterior mean of ``archs`` (the members' average for an ensemble; None before the first fit)."""
         if self.model is None or self.features is None:
             return None
-        return predict_gp(self.model, self.features(archs, np.asarray(primary_cost, dtype=float)))[0]
+        cost = np.asarray(primary_cost, dtype=float)
+        pairs = list(zip(self.models, self.member_features, strict=True)) or [(self.model, self.features)]
+        return np.mean([predict_gp(m, f(archs, cost))[0] for m, f in pairs], axis=0)
 
 
 class BayesOptEngine:
@@ -268,6 +323,7 @@ class BayesOptEngine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
+        self._members: list[tuple[str, bool]] = [(self.config.kernel, self.config.cost_feature)]
 
     def run(
         self,
@@ -310,12 +366,23 @@ class BayesOptEngine:
         if cfg.cost_feature:
             names.append(f"log_{primary}")
 
-        def features(archs: Sequence[Arch], cost: np.ndarray) -> np.ndarray:
-            X = encoder(archs)
-            return np.column_stack([X, scale(cost)]) if cfg.cost_feature else X
+        def features_with(use_cost: bool) -> Callable[[Sequence[Arch], np.ndarray], np.ndarray]:
+            def features(archs: Sequence[Arch], cost: np.ndarray) -> np.ndarray:
+                X = encoder(archs)
+                return np.column_stack([X, scale(cost)]) if use_cost else X
 
+            return features
+
+        features = features_with(cfg.cost_feature)
+        self._members = [(cfg.kernel, cfg.cost_feature)]
+        if cfg.ensemble:
+            other = "matern52" if cfg.kernel == "rbf" else "rbf"
+            self._members = [
+                (k, c) for k in (cfg.kernel, other) for c in dict.fromkeys((cfg.cost_feature, False))
+            ]
         state.feature_names = tuple(names)
         state.features = features
+        state.member_features = [features_with(c) for _, c in self._members]
 
         # the initial design is a pure function of the seed and the feasible set: a resumed run
         # regenerates it and skips the archs it already holds
@@ -336,7 +403,7 @@ class BayesOptEngine:
                 if not fresh:
                     break
                 batch = self._acquire(
-                    state, queried, cands, fresh, features, min(cfg.batch_size, room), problem
+                    state, queried, cands, fresh, features, min(cfg.batch_size, room), problem, rng
                 )
                 phase = "bo"
             before = max((q.accuracy for q in queried.values() if _feasible(problem, q)), default=-np.inf)
@@ -369,11 +436,18 @@ class BayesOptEngine:
     def _fit(self, state: EngineState, problem: Problem, features: Callable[..., np.ndarray]) -> None:
         qs = state.queries
         archs = [q.arch for q in qs]
-        X = features(archs, np.array([q.costs[problem.primary] for q in qs]))
+        cost = np.array([q.costs[problem.primary] for q in qs])
         y = np.array([q.accuracy for q in qs])
         t0 = time.perf_counter()
         optimise = state.model is None or len(qs) - state.optimised_on >= self.config.refit_every
-        state.model = fit_gp(X, y, warm=state.model, kernel=self.config.kernel, optimise=optimise)
+        members = self._members
+        feats = state.member_features or [features]
+        old = state.models or [state.model] * len(members)
+        state.models = [
+            fit_gp(f(archs, cost), y, warm=w, kernel=k, optimise=optimise)
+            for (k, _), f, w in zip(members, feats, old, strict=True)
+        ]
+        state.model = state.models[0]
         if optimise:
             state.optimised_on = len(qs)
         state.fit_seconds += time.perf_counter() - t0
@@ -388,6 +462,7 @@ class BayesOptEngine:
         features: Callable[..., np.ndarray],
         q: int,
         problem: Problem,
+        rng: np.random.Generator,
     ) -> list[Arch]:
         self._fit(state, problem, features)
         best = max(
@@ -396,12 +471,28 @@ class BayesOptEngine:
         )
         if self.config.trust_region:
             fresh = self._trust_region(state, queried, cands, fresh, problem)
-        Xc = features([cands.archs[i] for i in fresh], cands.cost[fresh])
+        fresh_archs = [cands.archs[i] for i in fresh]
+        feats = state.member_features or [features]
+        Xs = [f(fresh_archs, cands.cost[fresh]) for f in feats]
+        Xc = Xs[0]
+        if self.config.acquisition == "thompson":
+            return [fresh_archs[i] for i in self._thompson(state.models, Xs, q, rng)]
         if q == 1 or len(fresh) <= q:
-            mean, std = predict_gp(state.model, Xc)
-            score = log_ei(mean, std, best)
+            # EI of the equal-weight mixture = the members' average EI (one member: its own EI)
+            logs = np.array([log_ei(*predict_gp(m, X), best) for m, X in zip(state.models, Xs, strict=True)])
+            score = np.logaddexp.reduce(logs, axis=0) - np.log(len(logs))
             order = np.argsort(-score, kind="stable")[:q]
-            return [cands.archs[fresh[int(i)]] for i in order]
+            return [fresh_archs[int(i)] for i in order]
+        if len(state.models) > 1:
+            # a batch from an ensemble: slot k takes member k's (mod M) best-EI arch not yet picked
+            ranks = [
+                np.argsort(-log_ei(*predict_gp(m, X), best), kind="stable")
+                for m, X in zip(state.models, Xs, strict=True)
+            ]
+            slots: list[int] = []
+            for k in range(q):
+                slots.append(next(int(i) for i in ranks[k % len(ranks)] if int(i) not in slots))
+            return [fresh_archs[i] for i in slots]
         import torch
         from botorch.acquisition.logei import qLogExpectedImprovement
         from botorch.optim import optimize_acqf_discrete
@@ -416,6 +507,32 @@ class BayesOptEngine:
             if a not in picked:
                 picked.append(a)
         return picked
+
+    def _thompson(
+        self, models: Sequence[Any], Xs: Sequence[np.ndarray], q: int, rng: np.random.Generator
+    ) -> list[int]:
+        """Candidate rows chosen by Thompson sampling: each of ``q`` posterior draws (from a member
+        drawn at random for an ensemble: a draw from the mixture) votes for its argmax (a repeated
+        winner yields to that draw's best unpicked row), so a batch spreads over the archs that could
+        plausibly be best. Draws are joint over the ``thompson_pool`` rows of highest mean + 3 sd
+        (a row outside them is very unlikely to win any draw)."""
+        who = rng.integers(len(models), size=q) if len(models) > 1 else np.zeros(q, dtype=int)
+        draws: list[tuple[np.ndarray, np.ndarray]] = []
+        for j in sorted(set(who.tolist())):
+            mean, std = predict_gp(models[j], Xs[j])
+            m = self.config.thompson_pool
+            rows = (
+                np.argsort(-(mean + 3.0 * std), kind="stable")[:m] if len(mean) > m else np.arange(len(mean))
+            )
+            for d in sample_gp(models[j], Xs[j][rows], int((who == j).sum()), rng):
+                draws.append((rows, d))
+        picked: list[int] = []
+        for rows, d in draws:
+            for k in np.argsort(-d, kind="stable"):
+                if int(rows[k]) not in picked:
+                    picked.append(int(rows[k]))
+                    break
+        return picked[:q]
 
     def _trust_region(
         self,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import JsonOpt, RawOpt, RichProgress, emit_json, handle_errors, note, out
+from ._common import BatchOpt, JsonOpt, RawOpt, RichProgress, emit_json, handle_errors, note, out
 
 if TYPE_CHECKING:
     from chamlab.chamnet.training import TrainRecord
@@ -25,7 +25,10 @@ def search(
     ] = None,
     budget: Annotated[int, typer.Option("--budget", "-n", min=1, help="maximum oracle queries")] = 50,
     n_init: Annotated[int, typer.Option("--init", min=1, help="initial design size")] = 10,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="archs per oracle batch")] = 1,
+    parallel: Annotated[
+        int,
+        typer.Option("--parallel", "-p", min=1, help="archs per oracle batch (an oracle that runs several)"),
+    ] = 1,
     sampler: Annotated[
         str, typer.Option("--sampler", help="initial design: imbalanced-sobol, sobol or uniform")
     ] = "imbalanced-sobol",
@@ -43,7 +46,10 @@ def search(
         str | None, typer.Option("--target", "-t", help="network spaces: use luts/<target>.parquet")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", "-j", min=1, help="use the LUT rows measured with N threads")
+        int | None,
+        typer.Option(
+            "--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"
+        ),
     ] = None,
     oracle_kind: Annotated[
         str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
@@ -71,6 +77,7 @@ def search(
             "--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1,max_train=2000"
         ),
     ] = None,
+    batch: BatchOpt = 1,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -88,7 +95,7 @@ def search(
     from chamlab.core.errors import InputError
     from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
 
-    config = EngineConfig(n_init=n_init, batch_size=batch, sampler=sampler)
+    config = EngineConfig(n_init=n_init, batch_size=parallel, sampler=sampler)
     limits = {"latency_ms": latency}
     args: dict[str, object] = {
         "space": space_name,
@@ -103,8 +110,11 @@ def search(
             raise InputError(
                 "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
             )
-        if lut is not None or target is not None:
-            raise InputError("--lut/--target apply to network spaces; a table space has latency_ms")
+        if lut is not None or target is not None or threads is not None or batch != 1:
+            raise InputError(
+                "--lut/--target/--threads/--batch choose a network space's LUT rows; "
+                "a table space has its own latency_ms column"
+            )
         sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
         # the table's own accuracy column; refuses training options
         choose_oracle(sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule)
@@ -143,24 +153,25 @@ def search(
                 f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
             )
         table, path = found
-        from chamlab.chamnet.predictors.latency import LutLatencyPredictor
-        from chamlab.core.errors import MissingLutEntriesError
+        from chamlab.host.prediction import latency_model
 
-        mset = table.choose(path, device=target, threads=threads)
-        predictor = LutLatencyPredictor(table.p50_by_key(mset), correct_overhead=not raw)
+        mset = table.choose(path, device=target, threads=threads, batch=batch)
+        predict_ms = latency_model(net, table, path, mset, raw=raw)  # as `chamlab predict` computes it
         cache: dict[tuple[int, ...], float] = {}
 
         def latency_ms(arch: tuple[int, ...]) -> float:
             if arch not in cache:
-                try:
-                    cache[arch] = predictor.predict(net.ops(arch)).latency_ms
-                except MissingLutEntriesError:  # re-raised by the API with the `profile` command to run
-                    api.predict_latency(net, arch, table, path, mset, raw=raw)
-                    raise
+                cache[arch] = predict_ms(arch)
             return cache[arch]
 
         problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)
-        args["lut"] = {"path": str(path), "device": mset.device, "threads": mset.threads, "raw": raw}
+        args["lut"] = {
+            "path": str(path),
+            "device": mset.device,
+            "threads": mset.threads,
+            "batch": mset.batch,
+            "raw": raw,
+        }
     args["limits"] = limits
 
     def progress(state: object) -> None:

@@ -230,3 +230,57 @@ def test_trust_region_keeps_bo_steps_near_the_incumbent() -> None:
     assert len({q.arch for q in state.queries}) == 10
     assert 1 <= state.tr_radius <= len(sp.dimensions)
     assert all(q.costs["latency_ms"] <= 8.0 for q in state.queries)
+
+
+def test_sample_gp_draws_follow_the_posterior() -> None:
+    """Joint draws: their mean and spread match the posterior, and they are correlated as the kernel says."""
+    from chamlab.chamnet.search.engine import fit_gp, predict_gp, sample_gp
+
+    rng = np.random.default_rng(0)
+    X = rng.random((12, 2))
+    model = fit_gp(X, np.sin(3 * X[:, 0]) + X[:, 1] + 70)
+    Xc = np.vstack([rng.random((5, 2)), [[0.5, 0.5], [0.5, 0.501]]])  # the last two nearly equal
+    mean, std = predict_gp(model, Xc)
+    draws = sample_gp(model, Xc, 4000, np.random.default_rng(1))
+    assert draws.shape == (4000, 7)
+    assert draws.mean(axis=0) == pytest.approx(mean, abs=4 * std.max() / np.sqrt(4000) + 1e-6)
+    assert draws.std(axis=0) == pytest.approx(std, rel=0.1, abs=1e-6)
+    assert np.corrcoef(draws[:, -2], draws[:, -1])[0, 1] > 0.99
+    same = sample_gp(model, Xc, 3, np.random.default_rng(1))
+    assert same == pytest.approx(sample_gp(model, Xc, 3, np.random.default_rng(1)))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"acquisition": "thompson"},
+        {"acquisition": "thompson", "batch_size": 3},
+        {"ensemble": True},
+        {"ensemble": True, "batch_size": 3},
+        {"acquisition": "thompson", "ensemble": True, "cost_feature": True},
+    ],
+    ids=["thompson", "thompson-batch", "ensemble", "ensemble-batch", "thompson-ensemble-cost"],
+)
+def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    config = EngineConfig(n_init=4, **cfg)
+    state = BayesOptEngine(config).run(problem, 13, np.random.default_rng(0))
+    archs = [q.arch for q in state.queries]
+    assert len(archs) == 13 == len(set(archs))
+    assert all(q.costs["latency_ms"] <= 6.0 for q in state.queries)
+    # the ensemble: {rbf, matern52} x {with, without the cost feature}; the first member is the model
+    members = (4 if config.cost_feature else 2) if config.ensemble else 1
+    assert len(state.models) == members and state.model is state.models[0]
+    pred = state.predict(archs[:3], np.array([q.costs["latency_ms"] for q in state.queries[:3]]))
+    assert pred is not None and pred.shape == (3,)
+    # deterministic per seed
+    again = BayesOptEngine(config).run(problem, 13, np.random.default_rng(0))
+    assert [q.arch for q in again.queries] == archs
+
+
+def test_new_engine_options_are_validated() -> None:
+    with pytest.raises(InputError, match="unknown acquisition 'ucb'"):
+        EngineConfig(acquisition="ucb")
+    with pytest.raises(InputError, match="thompson_pool"):
+        EngineConfig(thompson_pool=0)

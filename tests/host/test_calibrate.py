@@ -70,6 +70,11 @@ def test_calibration_is_stored_applied_and_reported_stale(lut_path: Path) -> Non
     assert pred.uncalibrated_ms is not None and pred.calibration and not pred.calibration["stale"]
     raw = api.predict_latency(MACRO, arch, lut, lut_path, MSET, raw=True)
     assert not raw.calibrated and raw.latency_ms == raw.lut_sum_ms == pred.lut_sum_ms
+    # `chamlab search` predicts through latency_model: the same numbers as predict, calibration included
+    from chamlab.host.prediction import latency_model
+
+    for flag, expect in ((False, pred), (True, raw)):
+        assert latency_model(MACRO, lut, lut_path, MSET, raw=flag)(arch) == pytest.approx(expect.latency_ms)
 
     # a second calibration of the same set replaces the first; other rows added keep it
     _calibrate(lut_path, archs[:3])

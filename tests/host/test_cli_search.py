@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from conftest import REPO, chamlab
 
 LUT = REPO / "bench" / "data" / "macro-cifar10-local-cpu.parquet"
@@ -39,6 +40,10 @@ def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
         "0.3",
         "--lut",
         LUT,
+        "--threads",
+        "1",
+        "--batch",
+        "1",
         "--budget",
         "6",
         "--init",
@@ -64,6 +69,8 @@ def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "result.json").read_text())["arch"] == result["arch"]
     assert "lengthscales" in json.loads((out / "model.json").read_text())
+    meta = json.loads(pq.read_schema(out / "history.parquet").metadata[b"chamlab.search"])
+    assert meta["lut"]["threads"] == 1 and meta["lut"]["batch"] == 1
 
     res = chamlab(*args, "--out", out, "--seed", "1")
     assert res.returncode == 2 and "other arguments" in res.stderr and "seed" in res.stderr
@@ -126,7 +133,11 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
         (["--space", f"table:{path}", "--latency", "5", "--dims", "nope"], "names 'nope'"),
         (["--space", f"table:{tmp_path / 'none.csv'}", "--latency", "5"], "does not exist"),
         (["--space", f"table:{path}", "--latency", "5", "--sampler", "grid"], "unknown sampler"),
-        (["--space", f"table:{path}", "--latency", "5", "--lut", LUT], "--lut/--target apply"),
+        (["--space", f"table:{path}", "--latency", "5", "--lut", LUT], "choose a network space's LUT rows"),
+        (["--space", f"table:{path}", "--latency", "5", "--threads", "2"], "choose a network space's LUT"),
+        (["--space", f"table:{path}", "--latency", "5", "--batch", "8"], "choose a network space's LUT"),
+        # the LUT's rows are chosen as `chamlab predict` chooses them: the frozen LUT holds batch 1 only
+        (["--space", "macro-cifar10", "--latency", "5", "--lut", LUT, "--batch", "8"], "batch=8"),
     ]
     for args, msg in cases:
         res = chamlab("search", *args, "--out", tmp_path / "never", env={"COLUMNS": "300"})

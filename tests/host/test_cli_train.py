@@ -76,7 +76,7 @@ def test_search_bad_training_inputs(tmp_path: Path) -> None:
 def test_search_with_the_training_oracle(tmp_path: Path, isolated_cache: Path) -> None:
     out = tmp_path / "run"
     args = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", LUT, "--budget", "2",
-            "--init", "2", "--batch", "2", "--oracle", "train", "--data", "digits", "--workers", "2",
+            "--init", "2", "--parallel", "2", "--oracle", "train", "--data", "digits", "--workers", "2",
             "--out", out, "--json"]  # fmt: skip
     res = chamlab(*args, "--schedule", SCHEDULE)
     assert res.returncode == 0, res.stderr
