@@ -50,12 +50,23 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
         "",
         _env(r),
         "",
-        "Held-apart networks only (never the calibration networks). Truth: the median of "
-        f"{r['args']['repeats']} separate measurements (separate runner processes). *raw*: the plain LUT "
-        "sum; *corrected*: minus (n_ops - 1) invocation overheads; *calibrated*: the `chamlab calibrate` "
-        "fit from the calibration networks' first measurement; *interpolated*: calibrated, from a LUT "
-        "holding only the calibration networks' ops, the rest predicted by the op-level model; *noise "
-        "floor*: one measurement against the median of the others.",
+        (
+            "Held-apart networks only (never the calibration networks). Truth: the noise protocol's median "
+            f"({r['args']['repeats']} separate interleaved sessions, windows further than "
+            f"{r['args'].get('redo_pct')} % from the median re-measured up to {r['args'].get('max_redo')} "
+            "times). *raw*: the plain LUT sum; *corrected*: minus (n_ops - 1) invocation overheads; "
+            "*calibrated*: the `chamlab calibrate --repeats` fit from the calibration networks' protocol "
+            "medians; *interpolated*: calibrated, from a LUT holding only the calibration networks' ops, "
+            "the rest predicted by the op-level model; *noise floor*: a second independent run of the "
+            "protocol against the first; *single run floor*: one session against the median of the others."
+            if "protocol" in r["runs"][0]
+            else "Held-apart networks only (never the calibration networks). Truth: the median of "
+            f"{r['args']['repeats']} separate measurements (separate runner processes). *raw*: the plain "
+            "LUT sum; *corrected*: minus (n_ops - 1) invocation overheads; *calibrated*: the `chamlab "
+            "calibrate` fit from the calibration networks' first measurement; *interpolated*: calibrated, "
+            "from a LUT holding only the calibration networks' ops, the rest predicted by the op-level "
+            "model; *noise floor*: one measurement against the median of the others."
+        ),
         "",
         "| space | threads | variant | n | within ±10 % | within ±5 % | MAPE % | mean error % "
         "| max abs error % | Spearman | Kendall |",
@@ -85,6 +96,29 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             f"{'-' if loo is None else f'{loo:.1f}'} ({i['op_model_loo_n']}) | "
             f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
         )
+    if all("protocol" in run for run in r["runs"]):
+        out += [
+            "",
+            "Noise protocol: median over networks of the CV of their p50 across single sessions (first "
+            "pass), across the kept sessions (disturbed windows re-measured), and between independent "
+            "protocol runs (the floor that matters for the truth above); windows re-measured; the "
+            "median within-run CV of the LUT's ops (robust CV of each op's samples).",
+            "",
+            "| space | threads | networks | single-session CV % | kept CV % | between protocol runs CV % "
+            "| windows re-measured / kept | op within-run CV % |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in r["runs"]:
+            p = run["protocol"]
+            between = p["between_protocol_runs_cv_median_pct"]
+            op_cv = p["op_within_run_cv_median_pct"]
+            out.append(
+                f"| {run['space']} | {run['threads']} | {p['networks']} | "
+                f"{p['single_session_cv_median_pct']:.2f} | {p['kept_cv_median_pct']:.2f} | "
+                f"{'-' if between is None else f'{between:.2f}'} | "
+                f"{p['replaced_windows']} / {p['sessions_windows']} | "
+                f"{'-' if op_cv is None else f'{op_cv:.2f}'} |"
+            )
     return out
 
 

@@ -10,6 +10,8 @@
                        lut_path=report.lut_path, target="local-cpu")
     meas = api.measure(spec, space, space.parse("01201201"))
     print(pred.to_json()["latency_ms"], meas.to_json()["measured_p50_ms"])
+    # energy per inference, mJ above idle: pred.energy_mj (None without energy rows, pred.energy_note
+    # says why); api.predict(..., energy="require") or api.predict_energy() refuse with NoEnergyError
 
 Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 :class:`~chamlab.core.errors.ChamlabError` subclasses with ``message``, ``hint`` and ``exit_code``.
@@ -18,13 +20,33 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 from chamlab.chamnet.spaces import SPACES
 
 from . import calibration
+from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
 from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
-from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .measuring import (
+    MeasureReport,
+    NetworkMeasurement,
+    RepeatedMeasurement,
+    RepeatPolicy,
+    measure,
+    measure_networks,
+    measure_repeated,
+    network_item,
+)
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
+from .prediction import (
+    EnergyPrediction,
+    PredictionReport,
+    default_lut_path,
+    energy_refusal,
+    find_lut,
+    op_model,
+    predict,
+    predict_energy,
+    predict_latency,
+)
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
 from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
@@ -32,9 +54,12 @@ __all__ = [
     "EXHAUSTIVE_LIMIT",
     "SPACES",
     "TRANSPORTS",
+    "AdaptivePolicy",
+    "AdaptiveReport",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
+    "EnergyPrediction",
     "FarmReport",
     "Lut",
     "MeasureReport",
@@ -45,6 +70,8 @@ __all__ = [
     "PredictionReport",
     "ProfileReport",
     "Progress",
+    "RepeatPolicy",
+    "RepeatedMeasurement",
     "RunSpec",
     "Transport",
     "add_rows",
@@ -53,17 +80,21 @@ __all__ = [
     "claim_device",
     "default_archs",
     "default_lut_path",
+    "energy_refusal",
     "find_lut",
     "load_registry",
     "measure",
     "measure_networks",
+    "measure_repeated",
     "network_item",
     "op_model",
     "open_transport",
     "plan_ops",
     "predict",
+    "predict_energy",
     "predict_latency",
     "profile",
+    "profile_adaptive",
     "resolve_run",
     "run_farm",
     "run_items",
