@@ -522,6 +522,12 @@ def main() -> None:
             "latency_fidelity_reduced",
             lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
         ),
+        (
+            "latency_fidelity_protocol",
+            lambda r: fidelity_variants(
+                r, "Latency fidelity under the noise protocol (reduced run, loaded machine)"
+            ),
+        ),
         ("energy_fidelity", energy_fidelity),
         ("profiling_cost", cost),
         (
