@@ -154,7 +154,7 @@ def test_energy_pipeline_recovers_the_injected_power_model(
 
         res = chamlab(
             "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", lut,
-            "--devices", devices, "--n", "4", "--json",
+            "--devices", devices, "--n", "5", "--json",
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
         rec = json.loads(res.stdout)
