@@ -51,6 +51,7 @@ test: lint typecheck unit
 
 bench: install
 	$(PY) bench/latency_fidelity.py
+	$(PY) bench/energy_fidelity.py
 	$(PY) bench/profiling_cost.py
 	$(PY) bench/stability.py
 	$(PY) bench/runtime_import.py

@@ -2,7 +2,8 @@
 median of separate whole-network measurements, beside the measurement noise floor.
 
     python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
-                                     [--repeats 3] [--seed 0] [--out PATH]
+                                     [--repeats 3] [--redo-pct 3] [--max-redo 2] [--floor-runs 2]
+                                     [--seed 0] [--out PATH]
 
 For each space and thread count:
 
@@ -11,16 +12,24 @@ For each space and thread count:
    MobileNetV2-1.0 at 128 px), and profile every op of the test archs and of the calibration
    candidates into a fresh LUT (``--force``);
 2. choose ``--calibrate`` networks spread over the space (:func:`chamlab.host.calibration.select_networks`,
-   never a test arch) and measure test and calibration networks ``--repeats`` times, each repeat a
-   separate session (its own runner process);
-3. compare, on the test archs only, against the *median* of the repeats:
+   never a test arch) and measure test and calibration networks under the noise protocol
+   (:func:`chamlab.host.measuring.measure_repeated`): ``--repeats`` separate sessions (each its own
+   runner process) measuring every network in turn, rotated (interleaved), disturbed windows (further
+   than ``--redo-pct`` from the network's median, or unstable) re-measured up to ``--max-redo`` times,
+   the median kept; the whole protocol runs ``--floor-runs`` times independently;
+3. compare, on the test archs only, against the protocol's median (its first run):
    * ``raw``: the plain LUT sum; ``corrected``: minus (n_ops - 1) invocation overheads (the default
      without calibration); ``calibrated``: the calibration fitted on the calibration networks'
-     first measurement (what ``chamlab calibrate`` would store);
+     protocol medians (what ``chamlab calibrate --repeats N`` stores);
    * ``interpolated``: calibrated, from a LUT that holds only the ops of the calibration networks, the
      other ops predicted by the op-level model (``interpolated_ops`` is reported);
-   * ``noise floor``: the first measurement against the median of the others (measurement vs
-     measurement: no predictor can be judged finer than this).
+   * ``noise floor``: the protocol's second independent run against its first (measurement vs
+     measurement: no predictor can be judged finer than this); ``single run floor``: one session's
+     measurement against the median of the other sessions of the first pass (the protocol before
+     this one);
+   and the spread: the median over networks of the CV of single sessions (first pass), of the kept
+   sessions, and between independent protocol runs, plus how many windows were re-measured and the
+   median within-run CV of the LUT's ops.
    Each: share within +/-5 % and +/-10 %, mean absolute % error, Spearman and Kendall rank
    correlation. Also the op-level model's leave-one-out error over the LUT's ops.
 
@@ -50,7 +59,7 @@ from chamlab.host import api
 from chamlab.host.lut import Lut
 from chamlab.operators import INVOCATION_PROBE
 
-VARIANTS = ("raw", "corrected", "calibrated", "interpolated", "noise_floor")
+VARIANTS = ("raw", "corrected", "calibrated", "interpolated", "noise_floor", "single_run_floor")
 
 
 def _ranks(a: list[float]) -> np.ndarray:
@@ -121,18 +130,21 @@ def run_space(
         space, p50, mset.dtype, args.calibrate, np.random.default_rng(args.seed + 2), exclude=tests
     )
     t1 = time.perf_counter()
-    repeats = [api.measure_networks(spec, space, [*cal_archs, *tests]) for _ in range(args.repeats)]
+    policy = api.RepeatPolicy(repeats=args.repeats, redo_pct=args.redo_pct, max_redo=args.max_redo)
+    runs = [api.measure_repeated(spec, space, [*cal_archs, *tests], policy) for _ in range(args.floor_runs)]
     measure_s = time.perf_counter() - t1
+    main = runs[0]
     n_cal = len(cal_archs)
-    first_cal = [m.p50_ms for m in repeats[0][:n_cal]]
-    record = api.calibration.build_record(space, mset, p50, cal_archs, first_cal, seed=args.seed)
+    cal_values = [m.p50_ms for m in main[:n_cal]]
+    record = api.calibration.build_record(space, mset, p50, cal_archs, cal_values, seed=args.seed)
     calibrated = Lut(lut.table, lut.provenance, [record])
     keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in space.ops(a)}
     thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
     raw_pred, corr_pred = LutLatencyPredictor(p50, correct_overhead=False), LutLatencyPredictor(p50)
     pairs = []
     for i, arch in enumerate(tests):
-        ms = [rep[n_cal + i].p50_ms for rep in repeats]
+        m = main[n_cal + i]
+        ms = list(m.first_p50s_ms)
         ops = space.ops(arch)
         cal = api.predict_latency(space, arch, calibrated, lut_path, mset)
         interp = api.predict_latency(space, arch, thin, lut_path, mset, interpolate=True)
@@ -142,8 +154,11 @@ def run_space(
                 "n_ops": len(ops),
                 "weights_mib": 4 * sum(op.params for op in ops) / 2**20,
                 "measured_ms": ms,
-                "measured_median_ms": statistics.median(ms),
-                "noise_floor_ms": ms[0],
+                "kept_ms": list(m.p50s_ms),
+                "replaced_ms": list(m.replaced_ms),
+                "measured_median_ms": m.p50_ms,
+                "protocol_runs_ms": [r[n_cal + i].p50_ms for r in runs],
+                "single_run_floor_ms": ms[0],
                 "others_median_ms": statistics.median(ms[1:]) if len(ms) > 1 else ms[0],
                 "raw_ms": raw_pred.predict(ops).latency_ms,
                 "corrected_ms": corr_pred.predict(ops).latency_ms,
@@ -156,10 +171,30 @@ def run_space(
         )
     truth = [p["measured_median_ms"] for p in pairs]
     summaries = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in VARIANTS[:4]}
+    if args.floor_runs > 1:
+        summaries["noise_floor"] = summarize([p["protocol_runs_ms"][1] for p in pairs], truth)
     if args.repeats > 1:
-        summaries["noise_floor"] = summarize(
-            [p["noise_floor_ms"] for p in pairs], [p["others_median_ms"] for p in pairs]
+        summaries["single_run_floor"] = summarize(
+            [p["single_run_floor_ms"] for p in pairs], [p["others_median_ms"] for p in pairs]
         )
+    every = [m for r in runs for m in r]
+    between = [
+        100 * statistics.stdev(v) / statistics.fmean(v)
+        for v in ([r[j].p50_ms for r in runs] for j in range(len(main)))
+        if len(v) > 1
+    ]
+    op_cv = [c for c in lut.table["robust_cv"].to_pylist() if c is not None]
+    protocol = {
+        "policy": policy.to_json(),
+        "floor_runs": args.floor_runs,
+        "networks": len(main),
+        "single_session_cv_median_pct": statistics.median(m.first_cv_pct for m in every),
+        "kept_cv_median_pct": statistics.median(m.cv_pct for m in every),
+        "between_protocol_runs_cv_median_pct": statistics.median(between) if between else None,
+        "replaced_windows": sum(len(m.replaced_ms) for m in every),
+        "sessions_windows": sum(len(m.p50s_ms) for m in every),
+        "op_within_run_cv_median_pct": 100 * statistics.median(op_cv) if op_cv else None,
+    }
     op_loo = [abs(e) for _, e in api.op_model(lut, mset).leave_one_out()]
     return {
         "space": space.name,
@@ -175,6 +210,7 @@ def run_space(
             "op_model_loo_n": len(op_loo),
         },
         "summaries": summaries,
+        "protocol": protocol,
         "profile_s": profile_s,
         "networks_measure_s": measure_s,
         "load_avg_start": load_start,
@@ -190,7 +226,10 @@ def main() -> None:
     ap.add_argument("--mbv2", type=int, default=20, help="also N random chamnet-mbv2 archs (0: none)")
     ap.add_argument("--mbv2-resolution", type=int, default=128)
     ap.add_argument("--calibrate", type=int, default=10, help="calibration networks (never test archs)")
-    ap.add_argument("--repeats", type=int, default=3, help="separate measurements of every network")
+    ap.add_argument("--repeats", type=int, default=3, help="separate sessions measuring every network")
+    ap.add_argument("--redo-pct", type=float, default=3.0, help="re-measure a session this %% off the median")
+    ap.add_argument("--max-redo", type=int, default=2, help="re-measurement passes at most")
+    ap.add_argument("--floor-runs", type=int, default=2, help="independent runs of the whole protocol")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--out", type=Path, default=None)
@@ -215,6 +254,7 @@ def main() -> None:
                     f"spearman {s['spearman']:.3f}, kendall {s['kendall']:.3f} (n={s['n']})",
                     flush=True,
                 )
+            print(f"{space.name} threads={threads} protocol: {result['protocol']}", flush=True)
             runs.append(result)
     path = write_result(
         "latency_fidelity", {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out

@@ -83,6 +83,11 @@ class MissingLutEntriesError(InputError):
         self.missing = tuple(missing)
 
 
+class NoEnergyError(InputError):
+    """An energy prediction was asked for where the LUT holds no energy (the device had no power
+    reader when it was profiled)."""
+
+
 class OutputPathError(InputError):
     """An output path cannot be written (missing parent, no permission, a directory)."""
 

@@ -10,6 +10,8 @@
                        lut_path=report.lut_path, target="local-cpu")
     meas = api.measure(spec, space, space.parse("01201201"))
     print(pred.to_json()["latency_ms"], meas.to_json()["measured_p50_ms"])
+    # energy per inference, mJ above idle: pred.energy_mj (None without energy rows, pred.energy_note
+    # says why); api.predict(..., energy="require") or api.predict_energy() refuse with NoEnergyError
 
 Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 :class:`~chamlab.core.errors.ChamlabError` subclasses with ``message``, ``hint`` and ``exit_code``.
@@ -18,6 +20,7 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 from chamlab.chamnet.spaces import SPACES
 
 from . import calibration
+from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
 from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
@@ -26,15 +29,28 @@ from .measuring import (
     MeasureReport,
     NetworkMeasurement,
     ProgramReport,
+    RepeatedMeasurement,
+    RepeatPolicy,
     inspect_program,
     measure,
     measure_networks,
     measure_program,
+    measure_repeated,
     network_item,
 )
 from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
+from .prediction import (
+    EnergyPrediction,
+    PredictionReport,
+    default_lut_path,
+    energy_refusal,
+    find_lut,
+    op_model,
+    predict,
+    predict_energy,
+    predict_latency,
+)
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
 from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
@@ -43,9 +59,12 @@ __all__ = [
     "ORACLES",
     "SPACES",
     "TRANSPORTS",
+    "AdaptivePolicy",
+    "AdaptiveReport",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
+    "EnergyPrediction",
     "FarmReport",
     "Lut",
     "MeasureReport",
@@ -57,6 +76,8 @@ __all__ = [
     "ProfileReport",
     "ProgramReport",
     "Progress",
+    "RepeatPolicy",
+    "RepeatedMeasurement",
     "RunSpec",
     "Transport",
     "add_rows",
@@ -66,19 +87,23 @@ __all__ = [
     "claim_device",
     "default_archs",
     "default_lut_path",
+    "energy_refusal",
     "find_lut",
     "inspect_program",
     "load_registry",
     "measure",
     "measure_networks",
     "measure_program",
+    "measure_repeated",
     "network_item",
     "op_model",
     "open_transport",
     "plan_ops",
     "predict",
+    "predict_energy",
     "predict_latency",
     "profile",
+    "profile_adaptive",
     "resolve_run",
     "run_farm",
     "run_items",

@@ -13,6 +13,12 @@ The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (num
 * :func:`lookup` finds the record a prediction may use and says whether it is *stale*: the digest of
   the LUT rows it was fitted on (the ops of the networks it saw) no longer matches the LUT, e.g.
   after ``profile --force``. A stale calibration is reported and never applied.
+
+Energy (``quantity`` = ``energy``): where the device has a power reader (devices.toml
+``power_reader``), the LUT rows hold each op's energy per execution above idle and the measured
+networks their whole-network energy; :func:`calibrate` then fits a second record, the same model on
+(LUT energy sum, ops, weight MiB) to the measured mJ, stored and checked for staleness the same way
+(its digest covers the ops' energies). Without a reader it says why and fits latency only.
 """
 
 from __future__ import annotations
@@ -38,13 +44,26 @@ from .transports.base import Transport
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 POOL = 256  # random candidates drawn per calibration (plus the space's references)
+#: what a calibration predicts: its features and the unit of its measured values
+QUANTITIES: dict[str, tuple[tuple[str, ...], str]] = {
+    "latency": (model.FEATURES, "ms"),
+    "energy": (model.ENERGY_FEATURES, "mj"),
+}
 
 
-def lut_features(space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dtype: str) -> dict[str, float]:
-    """The calibration features of ``arch`` (``KeyError`` naming an op the mapping lacks)."""
+def values_of(lut: Lut, mset: MeasurementSet, quantity: str) -> dict[str, float]:
+    """The LUT values a ``quantity`` calibration sums: p50 (ms) or energy above idle (mJ) by op key."""
+    return lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset)
+
+
+def lut_features(
+    space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dtype: str, quantity: str = "latency"
+) -> dict[str, float]:
+    """The calibration features of ``arch`` (``KeyError`` naming an op the mapping lacks);
+    for ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies (mJ) and the sum is ``lut_sum_mj``."""
     ops = space.ops(arch)
     return {
-        "lut_sum_ms": float(sum(p50_ms[op.key] for op in ops)),
+        QUANTITIES[quantity][0][0]: float(sum(p50_ms[op.key] for op in ops)),
         "n_ops": float(len(ops)),
         "weight_mib": float(sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20),
     }
@@ -81,6 +100,10 @@ def _key(space: str, mset: MeasurementSet) -> dict[str, Any]:
     return {"space": space, **mset._asdict()}
 
 
+def _quantity(record: Mapping[str, Any]) -> str:
+    return str(record.get("quantity", "latency"))  # records before energy calibrations were latency
+
+
 @dataclasses.dataclass(frozen=True)
 class Found:
     """The calibration of a (space, measurement set), with ``stale`` set when its rows changed."""
@@ -104,12 +127,12 @@ class Found:
         }
 
 
-def lookup(lut: Lut, mset: MeasurementSet, space: str) -> Found | None:
-    """The calibration stored for ``space`` and ``mset``, checked against the LUT's rows."""
+def lookup(lut: Lut, mset: MeasurementSet, space: str, quantity: str = "latency") -> Found | None:
+    """The ``quantity`` calibration stored for ``space`` and ``mset``, checked against the LUT's rows."""
     key = _key(space, mset)
     for rec in lut.calibrations:
-        if all(rec.get(k) == v for k, v in key.items()):
-            p50 = lut.p50_by_key(mset)
+        if all(rec.get(k) == v for k, v in key.items()) and _quantity(rec) == quantity:
+            p50 = values_of(lut, mset, quantity)
             keys = rec.get("rows", {}).get("op_keys", [])
             missing = [k for k in keys if k not in p50]
             if missing:
@@ -125,13 +148,17 @@ def lookup(lut: Lut, mset: MeasurementSet, space: str) -> Found | None:
 
 def store(path: Path, record: Mapping[str, Any]) -> Lut:
     """Put ``record`` into the LUT file's ``chamlab.calibrations`` (replacing the record of the same
-    space and measurement set), re-reading the file under its lock."""
+    space, measurement set and quantity), re-reading the file under its lock."""
     path = Path(path)
     check_writable(path, what="LUT")
-    keys = ("space", "device", "backend", "dtype", "threads")
+    keys = ("space", "device", "backend", "dtype", "threads", "batch")
+
+    def same(c: Mapping[str, Any]) -> bool:
+        return all(c.get(k) == record.get(k) for k in keys) and _quantity(c) == _quantity(record)
+
     with sibling_lock(path, what=f"LUT {path}").hold():
         lut = Lut.read(path)
-        kept = [c for c in lut.calibrations if any(c.get(k) != record[k] for k in keys)]
+        kept = [c for c in lut.calibrations if not same(c)]
         new = Lut(lut.table, lut.provenance, [*kept, dict(record)])
         new.write(path)
     return new
@@ -139,11 +166,20 @@ def store(path: Path, record: Mapping[str, Any]) -> Lut:
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationReport:
+    """The latency calibration stored, and the energy one (or why there is none)."""
+
     lut_path: Path
     record: dict[str, Any]
+    energy_record: dict[str, Any] | None = None
+    energy_note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"lut": str(self.lut_path), **self.record}
+        return {
+            "lut": str(self.lut_path),
+            **self.record,
+            "energy": self.energy_record,
+            "energy_note": self.energy_note,
+        }
 
 
 def build_record(
@@ -155,17 +191,22 @@ def build_record(
     *,
     seed: int | None = None,
     measure: Mapping[str, Any] | None = None,
+    quantity: str = "latency",
 ) -> dict[str, Any]:
     """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
-    their LUT features, with the networks, residuals, LOO errors and the digest of the rows used."""
+    their LUT features, with the networks, residuals, LOO errors and the digest of the rows used.
+    With ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies and ``measured_ms`` the
+    networks' measured energies (mJ per inference, above idle)."""
+    features, unit = QUANTITIES[quantity]
     points = [
-        model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype), y)
+        model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype, quantity), y)
         for a, y in zip(archs, measured_ms, strict=True)
     ]
     used = sorted({op.key for a in archs for op in space.ops(a)})
     return {
         **_key(space.name, mset),
-        **model.fit_report(points),
+        "quantity": quantity,
+        **model.fit_report(points, features, unit=unit),
         "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
         "seed": seed,
         "measure": dict(measure) if measure is not None else None,
@@ -184,9 +225,13 @@ def calibrate(
     transport: Transport | None = None,
     progress: Progress | None = None,
     no_wait: bool = False,
+    repeats: int = 1,
 ) -> CalibrationReport:
-    """Measure ``n`` spread networks of ``space`` on ``spec``, fit and store the calibration."""
-    from .measuring import measure_networks
+    """Measure ``n`` spread networks of ``space`` on ``spec``, fit and store the calibration.
+
+    ``repeats`` > 1 measures them under the noise protocol (:func:`~.measuring.measure_repeated`:
+    separate interleaved sessions, disturbed windows re-measured, the median kept)."""
+    from .measuring import RepeatPolicy, measure_networks, measure_repeated
 
     if n < 3:
         raise InputError(f"--n must be at least 3 (a fit plus a leave-one-out check), got {n}")
@@ -205,32 +250,93 @@ def calibrate(
     progress.note(
         f"calibrating from {len(archs)} {space.name} networks: {', '.join(map(space.format, archs))}"
     )
-    measured = measure_networks(spec, space, archs, transport=transport, progress=progress, no_wait=no_wait)
-    for a, m in zip(archs, measured, strict=True):
-        if m.unstable:
-            progress.note(f"{space.format(a)}: unstable measurement ({'; '.join(m.unstable_reasons)})")
-    record = build_record(
-        space, mset, p50, archs, [m.p50_ms for m in measured], seed=seed, measure=spec.policy.to_json()
-    )
+    protocol = RepeatPolicy(repeats=repeats)
+    if repeats > 1:
+        rep = measure_repeated(
+            spec, space, archs, protocol, transport=transport, progress=progress, no_wait=no_wait
+        )
+        values = [r.p50_ms for r in rep]
+        energies = [(r.energy_mj, r.first.energy) for r in rep]
+    else:
+        measured = measure_networks(
+            spec, space, archs, transport=transport, progress=progress, no_wait=no_wait
+        )
+        for a, m in zip(archs, measured, strict=True):
+            if m.unstable:
+                progress.note(f"{space.format(a)}: unstable measurement ({'; '.join(m.unstable_reasons)})")
+        values = [m.p50_ms for m in measured]
+        energies = [(m.energy_mj, m.energy) for m in measured]
+    how = {**spec.policy.to_json(), "protocol": protocol.to_json()}
+    record = build_record(space, mset, p50, archs, values, seed=seed, measure=how)
     store(lut_path, record)
-    return CalibrationReport(Path(lut_path), record)
+    energy_record, energy_note = None, None
+    try:
+        energy_record = _energy_record(spec, space, lut, mset, archs, energies, seed, how)
+        store(lut_path, energy_record)
+    except NoEnergyCalibration as exc:
+        energy_note = str(exc)
+    return CalibrationReport(Path(lut_path), record, energy_record, energy_note)
 
 
-def apply(found: Found | None, features: Mapping[str, float]) -> tuple[float | None, str | None]:
-    """``(calibrated latency ms, None)``, or ``(None, why not)`` without a usable calibration."""
+class NoEnergyCalibration(Exception):
+    """Why a calibration run fitted latency only (the message is shown to the user)."""
+
+
+def _energy_record(
+    spec: RunSpec,
+    space: SearchSpace,
+    lut: Lut,
+    mset: MeasurementSet,
+    archs: list[Arch],
+    measured: list[tuple[float | None, dict[str, Any] | None]],
+    seed: int,
+    how: dict[str, Any],
+) -> dict[str, Any]:
+    if not spec.device.power_reader:
+        raise NoEnergyCalibration(
+            f"device {spec.target} has no power reader (set power_reader in [devices.{spec.target}] "
+            "of devices.toml where it has one)"
+        )
+    energy = lut.energy_by_key(mset)
+    lacking = sorted({op.key for a in archs for op in space.ops(a) if op.key not in energy})
+    if lacking:
+        raise NoEnergyCalibration(
+            f"the LUT has no energy for {len(lacking)} op(s) of these networks (e.g. {lacking[0]}): "
+            f"re-profile them with the power reader (`chamlab profile --target {spec.target} --force ...`)"
+        )
+    values = []
+    for a, (value, record) in zip(archs, measured, strict=True):
+        if value is None:
+            why = (record or {}).get("error", "no energy record")
+            raise NoEnergyCalibration(f"{space.format(a)}: no energy measured ({why})")
+        if not value > 0:
+            raise NoEnergyCalibration(
+                f"{space.format(a)}: {value:.4g} mJ above idle measured (the reader cannot "
+                "tell this network from idle; use a longer power_window_s)"
+            )
+        values.append(float(value))
+    return build_record(space, mset, energy, archs, values, seed=seed, measure=how, quantity="energy")
+
+
+def apply(
+    found: Found | None, features: Mapping[str, float], unit: str = "ms"
+) -> tuple[float | None, str | None]:
+    """``(calibrated value, None)``, or ``(None, why not)`` without a usable calibration."""
     if found is None:
         return None, "no calibration for this space and measurement set"
     if found.stale is not None:
         return None, f"calibration is stale: {found.stale}"
     value = found.fit().predict(features)
     if not np.isfinite(value) or value <= 0:
-        return None, f"calibration gives {value:.4g} ms here (outside what it was fitted on)"
+        return None, f"calibration gives {value:.4g} {unit} here (outside what it was fitted on)"
     return value, None
 
 
 __all__ = [
+    "QUANTITIES",
     "CalibrationReport",
     "Found",
+    "NoEnergyCalibration",
     "apply",
     "build_record",
     "calibrate",
@@ -238,4 +344,5 @@ __all__ = [
     "lut_features",
     "select_networks",
     "store",
+    "values_of",
 ]

@@ -322,6 +322,21 @@ class Lut:
         sub = self.table.filter(self._mask(mset)).select(["op_key", "p50_ms"])
         return dict(zip(sub["op_key"].to_pylist(), sub["p50_ms"].to_pylist(), strict=True))
 
+    def energy_by_key(self, mset: MeasurementSet) -> dict[str, float]:
+        """Energy per execution above idle (mJ) by op key: the rows of ``mset`` measured with a power
+        reader (rows without one are left out; an empty dict: no energy in this set)."""
+        sub = self.table.filter(self._mask(mset)).select(["op_key", "energy_mj"])
+        return {
+            k: float(v)
+            for k, v in zip(sub["op_key"].to_pylist(), sub["energy_mj"].to_pylist(), strict=True)
+            if v is not None
+        }
+
+    def power_readers(self, mset: MeasurementSet) -> set[str]:
+        """The power readers that measured rows of ``mset`` (empty: no energy rows)."""
+        sub = self.table.filter(self._mask(mset))["power_reader"].to_pylist()
+        return {r for r in sub if r}
+
     # -- updates ----------------------------------------------------------------------------------------
     def upsert(self, rows: Iterable[Mapping[str, Any]], provenance: Mapping[str, Any] | None = None) -> Lut:
         """A new LUT with ``rows`` added; a row whose row key exists replaces the old one."""

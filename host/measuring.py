@@ -11,9 +11,10 @@ import functools
 import hashlib
 import json
 import re
+import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,18 @@ class NetworkMeasurement:
     artifact: Path
     export_s: float | None
     breakdown: tuple[dict[str, Any], ...] | None
+    #: the runner's energy record without its trace (``energy_mj`` per inference above idle,
+    #: ``idle_power_w``, ``avg_power_w``, ``reader``, ``charging``; or ``reader`` and ``error``);
+    #: None when the device has no power reader configured
+    energy: dict[str, Any] | None = None
+
+    @property
+    def energy_mj(self) -> float | None:
+        """Measured energy per inference above idle, when a reader measured it."""
+        if not self.energy or self.energy.get("error"):
+            return None
+        value = self.energy.get("energy_mj")
+        return float(value) if value is not None else None
 
     @property
     def p50_ms(self) -> float:
@@ -97,9 +110,166 @@ def measure_networks(
                 m.artifact.pte_path,
                 m.artifact.export_s,
                 tuple(m.events) if m.events is not None else None,
+                _energy(m.result.get("energy")),
             )
         )
     return results
+
+
+def _energy(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not record:
+        return None
+    return {k: v for k, v in record.items() if k != "trace"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatPolicy:
+    """The whole-network noise protocol (:func:`measure_repeated`).
+
+    ``repeats`` separate sessions (each its own runner process), each measuring every network in
+    turn, the order rotated by one per session (interleaved: a neighbour's burst lands on different
+    networks, never on all repeats of one). A repeat further than ``redo_pct`` % from its network's
+    median (or flagged unstable by the runner) is a *disturbed window*: it is measured again in an
+    extra session (at most ``max_redo`` of them) and the new value replaces it. The network's value
+    is the median of what is kept."""
+
+    repeats: int = 3
+    redo_pct: float = 3.0
+    max_redo: int = 2
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise InputError(f"--repeats must be at least 1, got {self.repeats}")
+        if self.redo_pct <= 0:
+            raise InputError(f"the re-measure threshold must be positive, got {self.redo_pct}")
+        if self.max_redo < 0:
+            raise InputError(f"max_redo must be 0 or more, got {self.max_redo}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RepeatedMeasurement:
+    """One network under the protocol: the p50 of every session, which were replaced, the median."""
+
+    name: str
+    p50s_ms: tuple[float, ...]  # kept, one per repeat
+    first_p50s_ms: tuple[float, ...]  # the first pass, before any re-measurement
+    replaced_ms: tuple[float, ...]  # disturbed windows, replaced by a re-measurement
+    energy_mj: float | None  # median energy above idle of the kept sessions (None without a reader)
+    first: NetworkMeasurement
+
+    @property
+    def p50_ms(self) -> float:
+        return float(statistics.median(self.p50s_ms))
+
+    @property
+    def cv_pct(self) -> float:
+        """Spread of the kept repeats: 100 * stdev / mean (0 with one repeat)."""
+        if len(self.p50s_ms) < 2:
+            return 0.0
+        return 100.0 * statistics.stdev(self.p50s_ms) / statistics.fmean(self.p50s_ms)
+
+    @property
+    def first_cv_pct(self) -> float:
+        """The same spread before disturbed windows were re-measured."""
+        if len(self.first_p50s_ms) < 2:
+            return 0.0
+        return 100.0 * statistics.stdev(self.first_p50s_ms) / statistics.fmean(self.first_p50s_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "p50_ms": self.p50_ms,
+            "p50s_ms": list(self.p50s_ms),
+            "first_p50s_ms": list(self.first_p50s_ms),
+            "replaced_ms": list(self.replaced_ms),
+            "cv_pct": self.cv_pct,
+            "first_cv_pct": self.first_cv_pct,
+            "energy_mj": self.energy_mj,
+        }
+
+
+def measure_repeated(
+    spec: RunSpec,
+    space: SearchSpace,
+    archs: Sequence[Arch],
+    policy: RepeatPolicy = RepeatPolicy(),
+    *,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+    measure: Callable[[list[Arch]], list[NetworkMeasurement]] | None = None,
+) -> list[RepeatedMeasurement]:
+    """Measure ``archs`` under the noise protocol of ``policy`` (see :class:`RepeatPolicy`).
+
+    ``measure`` (tests): one session measuring the given archs in order; default
+    :func:`measure_networks` on ``spec``."""
+    progress = progress or NullProgress()
+    archs = list(archs)
+    n = len(archs)
+    if n == 0:
+        return []
+    runs: list[list[NetworkMeasurement]] = [[] for _ in range(n)]
+
+    def on_device(batch: list[Arch]) -> list[NetworkMeasurement]:
+        return measure_networks(spec, space, batch, transport=transport, progress=progress, no_wait=no_wait)
+
+    one_session = measure or on_device
+
+    def session(indices: list[int]) -> None:
+        got = one_session([archs[i] for i in indices])
+        for i, m in zip(indices, got, strict=True):
+            runs[i].append(m)
+
+    for r in range(policy.repeats):
+        k = r % n
+        session(list(range(n))[k:] + list(range(n))[:k])  # rotated: interleaved repeats
+    first = [tuple(m.p50_ms for m in ms) for ms in runs]
+    kept = [list(ms) for ms in runs]
+    replaced: list[list[float]] = [[] for _ in range(n)]
+    for redo in range(policy.max_redo):
+        disturbed: dict[int, list[int]] = {}
+        for i, ms in enumerate(kept):
+            if len(ms) < 2:
+                continue
+            med = statistics.median(m.p50_ms for m in ms)
+            bad = [
+                j for j, m in enumerate(ms) if m.unstable or abs(m.p50_ms - med) > policy.redo_pct / 100 * med
+            ]
+            if bad:
+                disturbed[i] = bad
+        if not disturbed:
+            break
+        progress.note(
+            f"re-measuring {sum(map(len, disturbed.values()))} disturbed window(s) of "
+            f"{len(disturbed)} network(s) (pass {redo + 1})"
+        )
+        # one extra session per disturbed repeat index, so a network's replacements are separate runs
+        depth = max(len(b) for b in disturbed.values())
+        for d in range(depth):
+            todo = [i for i, b in disturbed.items() if len(b) > d]
+            before = {i: len(runs[i]) for i in todo}
+            session(todo)
+            for i in todo:
+                j = disturbed[i][d]
+                replaced[i].append(kept[i][j].p50_ms)
+                kept[i][j] = runs[i][before[i]]
+    out = []
+    for i in range(n):
+        energies = [m.energy_mj for m in kept[i] if m.energy_mj is not None]
+        out.append(
+            RepeatedMeasurement(
+                runs[i][0].name,
+                tuple(m.p50_ms for m in kept[i]),
+                first[i],
+                tuple(replaced[i]),
+                float(statistics.median(energies)) if energies else None,
+                runs[i][0],
+            )
+        )
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +311,7 @@ class MeasureReport:
             "measured_p90_ms": m.stats["p90_ms"],
             "measured_mean_ms": m.stats["mean_ms"],
             "n_samples": m.n_samples,
+            "measured_energy_mj": m.energy_mj,
             "unstable": m.unstable,
             "unstable_reasons": list(m.unstable_reasons),
             "predicted_ms": self.predicted_ms,

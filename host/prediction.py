@@ -6,6 +6,11 @@ predict exactly as ``chamlab predict`` does. A prediction applies the LUT's cali
 and measurement set when one is stored and fresh (:mod:`chamlab.host.calibration`; ``raw`` never
 does), and with ``interpolate`` fills ops the LUT lacks from the op-level model
 (:mod:`chamlab.chamnet.predictors.op_model`).
+
+Energy (:func:`predict_energy`): the sum of the ops' LUT energies above idle, corrected and calibrated
+the same way (:mod:`chamlab.chamnet.predictors.energy`); where the LUT's measurement set holds no
+energy (the device had no power reader) it refuses with :class:`~chamlab.core.errors.NoEnergyError`
+naming the fix. :func:`predict` adds it to its report (``energy="auto"``: when the rows have it).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chamlab.chamnet.predictors import energy as energy_model
+from chamlab.chamnet.predictors.energy import EnergyPrediction
 from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
 from chamlab.chamnet.predictors.op_model import OpLatencyModel
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import InputError, LutError, MissingLutEntriesError
+from chamlab.core.errors import InputError, LutError, MissingLutEntriesError, NoEnergyError
 from chamlab.operators import INVOCATION_PROBE, OPS
 
 from .lut import Lut, MeasurementSet
@@ -86,9 +93,11 @@ def _op_model(p50_items: tuple[tuple[str, float], ...]) -> OpLatencyModel:
     return OpLatencyModel({OPS.from_key(k): v for k, v in p50_items if k != INVOCATION_PROBE.key})
 
 
-def op_model(lut: Lut, mset: MeasurementSet) -> OpLatencyModel:
-    """The op-level model fitted on the ops ``mset`` holds (cached per distinct set of rows)."""
-    return _op_model(tuple(sorted(lut.p50_by_key(mset).items())))
+def op_model(lut: Lut, mset: MeasurementSet, quantity: str = "latency") -> OpLatencyModel:
+    """The op-level model fitted on the ops ``mset`` holds (cached per distinct set of rows); with
+    ``quantity`` ``energy``, fitted on the ops' energies (mJ) instead of their p50."""
+    values = lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset)
+    return _op_model(tuple(sorted(values.items())))
 
 
 def predict_latency(
@@ -135,15 +144,7 @@ def predict_latency(
 
 
 def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
-    from . import calibration
-
-    return {
-        "lut_sum_ms": pred.lut_sum_ms,
-        "n_ops": float(len(ops)),
-        "weight_mib": float(
-            sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(mset.dtype, 4) / 2**20
-        ),
-    }
+    return {"lut_sum_ms": pred.lut_sum_ms, "n_ops": float(len(ops)), "weight_mib": _weight_mib(ops, mset)}
 
 
 def latency_model(
@@ -173,6 +174,76 @@ def latency_model(
         return pred.latency_ms if value is None else value
 
     return latency_ms
+def _weight_mib(ops: Any, mset: MeasurementSet) -> float:
+    from .calibration import DTYPE_BYTES
+
+    return float(sum(op.params for op in ops) * DTYPE_BYTES.get(mset.dtype, 4) / 2**20)
+
+
+def energy_refusal(lut: Lut, path: Path, mset: MeasurementSet) -> str | None:
+    """Why ``mset`` of the LUT cannot predict energy (None: it can)."""
+    if lut.energy_by_key(mset):
+        return None
+    return (
+        f"LUT {path} holds no energy for {mset.device} ({mset.threads} thread(s), batch {mset.batch}): "
+        f"{mset.device} had no power reader when it was profiled"
+    )
+
+
+def predict_energy(
+    space: SearchSpace,
+    arch: Arch,
+    lut: Lut,
+    path: Path,
+    mset: MeasurementSet,
+    *,
+    raw: bool = False,
+    interpolate: bool = False,
+) -> EnergyPrediction:
+    """Energy per inference (mJ above idle) of ``arch`` from the LUT energies of ``mset``: the sum,
+    invocation-corrected and calibrated (unless ``raw``) like :func:`predict_latency`.
+
+    Raises :class:`NoEnergyError` where the set holds no energy, and :class:`MissingLutEntriesError`
+    for ops without energy (unless ``interpolate`` fills them from the op-level model of energies)."""
+    from . import calibration
+
+    why = energy_refusal(lut, path, mset)
+    if why is not None:
+        raise NoEnergyError(
+            why,
+            hint=f"set power_reader (battery, rapl or nvml) in [devices.{mset.device}] of devices.toml on a "
+            "device that has one, and re-profile with `chamlab profile --force`",
+        )
+    fill = None
+    if interpolate:
+        model = op_model(lut, mset, "energy")
+        fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
+    ops = space.ops(arch)
+    try:
+        pred = energy_model.predict_energy(
+            lut.energy_by_key(mset),
+            ops,
+            readers=sorted(lut.power_readers(mset)),
+            correct_overhead=not raw,
+            what=f"LUT {path} (energy, {mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+            fill=fill,
+        )
+    except MissingLutEntriesError as exc:
+        exc.hint = profile_hint(space, space.format(arch), mset, path) + (
+            " on the device with its power reader (add --force for ops measured without it)"
+        )
+        raise
+    if raw:
+        return pred
+    found = calibration.lookup(lut, mset, space.name, "energy")
+    features = {"lut_sum_mj": pred.lut_sum_mj, "n_ops": float(len(ops)), "weight_mib": _weight_mib(ops, mset)}
+    value, note = calibration.apply(found, features, "mJ")
+    summary = found.summary() if found else None
+    if value is None:
+        return dataclasses.replace(pred, calibration=summary, calibration_note=note)
+    return dataclasses.replace(
+        pred, energy_mj=value, calibrated=True, uncalibrated_mj=pred.energy_mj, calibration=summary
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,10 +256,16 @@ class PredictionReport:
     prediction: LatencyPrediction | None
     lut_path: Path | None
     measurement_set: MeasurementSet | None
+    energy: EnergyPrediction | None = None
+    energy_note: str | None = None  # why there is no energy prediction (with a LUT)
 
     @property
     def latency_ms(self) -> float | None:
         return self.prediction.latency_ms if self.prediction else None
+
+    @property
+    def energy_mj(self) -> float | None:
+        return self.energy.energy_mj if self.energy else None
 
     def to_json(self) -> dict[str, Any]:
         p, m = self.prediction, self.measurement_set
@@ -206,6 +283,9 @@ class PredictionReport:
             "calibration": dict(p.calibration) if p and p.calibration else None,
             "calibration_note": p.calibration_note if p else None,
             "interpolated_ops": p.interpolated_ops if p else 0,
+            "energy_mj": self.energy_mj,
+            "energy": self.energy.to_json() if self.energy else None,
+            "energy_note": self.energy_note,
             "lut": None
             if m is None
             else {
@@ -246,14 +326,36 @@ def predict(
     batch: int | None = None,
     raw: bool = False,
     interpolate: bool = False,
+    energy: str = "auto",
 ) -> PredictionReport:
     """Counts of ``arch``, plus its LUT prediction when a LUT is given (``lut`` read from
-    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch."""
-    prediction = mset = None
+    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch.
+
+    ``energy``: ``"auto"`` adds the energy prediction when the set holds energy rows (else
+    ``energy_note`` says why not), ``"require"`` refuses (:class:`NoEnergyError`) without them,
+    ``"off"`` skips it."""
+    if energy not in ("auto", "require", "off"):
+        raise ValueError(f"energy must be auto, require or off, not {energy!r}")
+    prediction = mset = energy_pred = None
+    energy_note = None
     if lut is not None:
         path = Path(lut_path) if lut_path is not None else Path("<memory>")
         mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
         prediction = predict_latency(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
+        if energy == "require":
+            energy_pred = predict_energy(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
+        elif energy == "auto" and lut.energy_by_key(mset):
+            try:
+                energy_pred = predict_energy(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
+            except MissingLutEntriesError as exc:  # latency stands; say why energy does not
+                energy_note = str(exc)
+        elif energy == "auto":
+            energy_note = energy_refusal(lut, path, mset)
+    elif energy == "require":
+        raise NoEnergyError(
+            "an energy prediction needs a LUT measured with a power reader",
+            hint="pass --lut PATH, or --target NAME to use luts/NAME.parquet",
+        )
     shape = space.input_shape(arch)
     n = mset.batch if mset is not None else batch or 1
     return PredictionReport(
@@ -265,4 +367,6 @@ def predict(
         prediction,
         Path(lut_path) if lut is not None and lut_path is not None else None,
         mset,
+        energy_pred,
+        energy_note,
     )

@@ -155,18 +155,21 @@ def profile(
     command: str = "",
     no_wait: bool = False,
     run_tag: str = "",
+    ops: Sequence[OpSpec] | None = None,
 ) -> ProfileReport:
     """Profile the ops of ``archs`` (None: :func:`default_archs`) on ``spec`` into the LUT ``out``.
 
-    ``run_tag`` becomes part of the run id on the target (see :func:`~.pipeline.run_items`)."""
+    ``run_tag`` becomes part of the run id on the target (see :func:`~.pipeline.run_items`).
+    ``ops``: measure exactly these ops instead (``archs`` is then ignored; ``profile --adaptive``)."""
     progress = progress or NullProgress()
     out = Path(out)
     check_writable(out, what="LUT")
     Lut.read_or_empty(out)  # a corrupt or foreign file stops here, before any work, untouched
-    if archs is None:
-        archs, which = default_archs(space)
-        progress.note(f"profiling the ops of {which}")
-    ops = plan_ops(space, archs)
+    if ops is None:
+        if archs is None:
+            archs, which = default_archs(space)
+            progress.note(f"profiling the ops of {which}")
+        ops = plan_ops(space, archs)
     with claim_device(spec, no_wait=no_wait, progress=progress, what=command or f"profile {space.name}"):
         # re-read under the device lock: a run we waited for may have measured some of our ops
         have = set() if force else set(Lut.read_or_empty(out).p50_by_key(spec.measurement_set))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 class RealTimeRapl:
@@ -85,3 +89,99 @@ class BusyRapl:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+class CpuPowerModelRapl:
+    """A prepared RAPL tree driven by a known power model of a CPU device:
+
+        power_w = idle_w + watts_per_core * (CPU seconds per second of this tree's runners)
+
+    The counter advances every ~2 ms by ``idle_w`` times the wall time plus ``watts_per_core`` times
+    the CPU time (``/proc/PID/task/*/schedstat``, ns) the matching processes used since the last
+    update: the shim runners reading this tree (their command line holds ``--power_root ROOT``; other
+    people's runners on this shared machine do not). So an op's energy above idle is
+    ``watts_per_core`` times its CPU time (:meth:`energy_mj`).
+
+    The writer is a separate process at raised priority where allowed (root may lower its nice
+    value): a real counter never lags, and a writer starved by a loaded machine would shift energy
+    between the reader's windows."""
+
+    def __init__(self, root: Path, idle_w: float, watts_per_core: float) -> None:
+        self.root, self.idle_w, self.watts_per_core = root, idle_w, watts_per_core
+        d = root / "intel-rapl:0"
+        d.mkdir(parents=True)
+        (d / "max_energy_range_uj").write_text(f"{RANGE_UJ}\n")
+        self._file = d / "energy_uj"
+        self._file.write_text("0\n")
+        ctx = multiprocessing.get_context("spawn")
+        self._stop = ctx.Event()
+        self._ready = ctx.Event()
+        self._proc = ctx.Process(
+            target=_cpu_model_writer,
+            args=(str(self._file), str(root), idle_w, watts_per_core, self._stop, self._ready),
+            daemon=True,
+        )
+
+    def energy_mj(self, cpu_ms: float) -> float:
+        """The injected model's energy above idle (mJ) of ``cpu_ms`` of runner CPU time."""
+        return self.watts_per_core * cpu_ms
+
+    def __enter__(self) -> CpuPowerModelRapl:
+        self._proc.start()
+        if not self._ready.wait(60):
+            self._proc.kill()
+            raise RuntimeError("the simulated RAPL writer did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+
+RANGE_UJ = 262143328850
+
+
+def _cpu_of(pid: int) -> int | None:
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+def _cpu_model_writer(
+    path: str, root: str, idle_w: float, watts_per_core: float, stop: Any, ready: Any
+) -> None:
+    with contextlib.suppress(OSError):  # allowed for root; elsewhere it runs at normal priority
+        os.nice(-15)
+    match = f"--power_root\0{root}\0".encode()
+    file = Path(path)
+    cpu_ns: dict[int, int] = {}
+    active_j = 0.0
+    t0 = last_scan = time.monotonic()
+    ready.set()
+    while not stop.wait(0.002):
+        now = time.monotonic()
+        if now - last_scan > 0.05:
+            last_scan = now
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit() or int(entry.name) in cpu_ns:
+                    continue
+                try:
+                    if match in (entry / "cmdline").read_bytes():
+                        cpu_ns[int(entry.name)] = _cpu_of(int(entry.name)) or 0
+                except OSError:
+                    continue
+        for pid, before in list(cpu_ns.items()):
+            cpu = _cpu_of(pid)
+            if cpu is None:  # exited: its CPU time since the last update is lost (2 ms at most)
+                del cpu_ns[pid]
+                continue
+            active_j += max(cpu - before, 0) * 1e-9 * watts_per_core
+            cpu_ns[pid] = cpu
+        uj = int(((now - t0) * idle_w + active_j) * 1e6) % RANGE_UJ
+        tmp = file.with_suffix(".tmp")
+        tmp.write_text(f"{uj}\n")
+        tmp.replace(file)  # a reader never sees a half-written number

@@ -8,7 +8,9 @@ linear model of the measured p50 on features of the LUT prediction:
     measured_ms ~= b0 + b_sum * lut_sum_ms + b_ops * n_ops + b_w * weight_mib
 
 (:data:`FEATURES`; ``lut_sum_ms`` is the raw sum of the ops' p50, ``n_ops`` the number of op
-occurrences, ``weight_mib`` the weights in MiB at the LUT's element type). It is fitted so that it
+occurrences, ``weight_mib`` the weights in MiB at the LUT's element type). The energy calibration is
+the same model on :data:`ENERGY_FEATURES`: measured energy per inference (mJ, above idle) on the sum
+of the ops' LUT energies (``lut_sum_mj``), the number of ops and the weight MiB. It is fitted so that it
 is *robust* with the few networks it sees (about 10):
 
 * relative least squares: each network's residual is divided by its measured latency, so a 0.1 ms
@@ -33,7 +35,15 @@ from typing import Any
 import numpy as np
 
 FEATURES: tuple[str, ...] = ("lut_sum_ms", "n_ops", "weight_mib")
-PRIOR: dict[str, float] = {"intercept_ms": 0.0, "lut_sum_ms": 1.0, "n_ops": 0.0, "weight_mib": 0.0}
+ENERGY_FEATURES: tuple[str, ...] = ("lut_sum_mj", "n_ops", "weight_mib")
+#: the plain sum: what the ridge shrinks towards (the first feature of either model has weight 1)
+PRIOR: dict[str, float] = {
+    "intercept_ms": 0.0,
+    "lut_sum_ms": 1.0,
+    "lut_sum_mj": 1.0,
+    "n_ops": 0.0,
+    "weight_mib": 0.0,
+}
 RIDGE = 0.01
 HUBER_K = 1.345
 MIN_SIGMA = 0.01
@@ -42,16 +52,19 @@ MODEL = "huber-ridge-relative-v1"
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationPoint:
-    """One measured network: its name, its LUT features and its measured p50 (ms)."""
+    """One measured network: its name, its LUT features and its measured value: the p50 in ms for a
+    latency calibration, the energy per inference in mJ for an energy one (the fit is unit-free;
+    the record names the unit, :func:`fit_report`)."""
 
     name: str
     features: Mapping[str, float]
-    measured_ms: float
+    measured: float
 
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationFit:
-    """Coefficients by name (``intercept_ms`` and one per feature)."""
+    """Coefficients by name (``intercept_ms`` and one per feature; the intercept keeps its historical
+    name in an energy fit, where it is in mJ)."""
 
     features: tuple[str, ...]
     coef: Mapping[str, float]
@@ -77,9 +90,9 @@ def fit(
     if len(points) < 2:
         raise ValueError(f"a calibration needs at least 2 measured networks, got {len(points)}")
     features = tuple(features)
-    y = np.array([p.measured_ms for p in points], dtype=float)
+    y = np.array([p.measured for p in points], dtype=float)
     if np.any(~np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError("measured latencies must be positive, finite milliseconds")
+        raise ValueError("measured values must be positive and finite")
     x = _design(points, features)
     names = ("intercept_ms", *features)
     prior = np.array([PRIOR.get(n, 0.0) for n in names])
@@ -113,7 +126,7 @@ def leave_one_out(
     for i, p in enumerate(points):
         rest = [q for j, q in enumerate(points) if j != i]
         f = fit(rest, features, ridge=ridge)
-        out.append(100.0 * (f.predict(p.features) - p.measured_ms) / p.measured_ms)
+        out.append(100.0 * (f.predict(p.features) - p.measured) / p.measured)
     return out
 
 
@@ -158,8 +171,12 @@ def spread_selection(candidates: Sequence[Sequence[float]], n: int, rng: np.rand
     return chosen
 
 
-def fit_report(points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES) -> dict[str, Any]:
-    """Fit, in-sample residuals and leave-one-out errors of ``points`` as one JSON-able record."""
+def fit_report(
+    points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES, *, unit: str = "ms"
+) -> dict[str, Any]:
+    """Fit, in-sample residuals and leave-one-out errors of ``points`` as one JSON-able record; each
+    network's ``measured_<unit>`` and ``fitted_<unit>``, and ``raw_sum``: the error of the plain
+    sum (the first feature)."""
     f = fit(points, features)
     loo = leave_one_out(points, features) if len(points) >= 3 else []
     networks = []
@@ -170,13 +187,13 @@ def fit_report(points: Sequence[CalibrationPoint], features: Sequence[str] = FEA
             {
                 "name": p.name,
                 "features": {k: float(p.features[k]) for k in f.features},
-                "measured_ms": p.measured_ms,
-                "fitted_ms": pred,
-                "residual_pct": 100.0 * (pred - p.measured_ms) / p.measured_ms,
+                f"measured_{unit}": p.measured,
+                f"fitted_{unit}": pred,
+                "residual_pct": 100.0 * (pred - p.measured) / p.measured,
                 "loo_error_pct": e,
             }
         )
-    raw = [100.0 * (p.features["lut_sum_ms"] - p.measured_ms) / p.measured_ms for p in points]
+    raw = [100.0 * (p.features[f.features[0]] - p.measured) / p.measured for p in points]
     return {
         "model": MODEL,
         "features": list(f.features),

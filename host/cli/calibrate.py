@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ._common import (
     BackendOpt,
+    BatchOpt,
     DevicesOpt,
     DtypeOpt,
     JsonOpt,
@@ -40,11 +41,21 @@ def calibrate(
         int, typer.Option("--n", min=3, help="whole networks to measure (spread over the space)")
     ] = 10,
     threads: ThreadsOpt = None,
+    batch: BatchOpt = 1,
     lut: Annotated[
         Path | None,
         typer.Option("--lut", help="LUT to calibrate and store the fit in (default: luts/<target>.parquet)"),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the network selection")] = 0,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            "--repeats",
+            min=1,
+            help="measure each network in N separate interleaved sessions (disturbed ones re-measured) "
+            "and fit the median",
+        ),
+    ] = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     no_wait: NoWaitOpt = False,
@@ -57,21 +68,33 @@ def calibrate(
     The fit (relative, Huber-robust, ridge towards the plain sum, on the LUT sum, the number of ops and
     the weight MiB) is stored in the LUT's metadata; `predict` and `measure` apply it from then on
     (until the LUT rows it used change: then it is reported stale). Prints the leave-one-out error.
+    One fit per (device, backend, dtype, threads, batch, space): --batch picks the LUT rows and the
+    batch the networks are measured at. On a device with a power reader, the networks' energy is
+    measured too and an energy calibration is fitted and stored the same way.
     """
     from chamlab.host import api
 
     spec = api.resolve_run(
-        device(devices, target, serial), threads=threads, backend=value(backend), dtype=value(dtype)
+        device(devices, target, serial),
+        threads=threads,
+        backend=value(backend),
+        dtype=value(dtype),
+        batch=batch,
     )
     sp = space(space_name)
     path = lut if lut is not None else api.default_lut_path(spec.target)
     with RichProgress() as progress:
-        report = api.calibrate(spec, sp, lut_path=path, n=n, seed=seed, progress=progress, no_wait=no_wait)
+        report = api.calibrate(
+            spec, sp, lut_path=path, n=n, seed=seed, progress=progress, no_wait=no_wait, repeats=repeats
+        )
     rec = report.record
     if as_json:
         emit_json(report.to_json())
         return
-    t = Table(title=f"calibration of {sp.name} on {spec.target} ({spec.threads} thread(s)), stored in {path}")
+    t = Table(
+        title=f"calibration of {sp.name} on {spec.target} ({spec.threads} thread(s), batch {spec.batch}), "
+        f"stored in {path}"
+    )
     t.add_column("network", overflow="fold")
     for col in ("measured ms", "LUT sum ms", "fitted ms", "residual", "left-out error"):
         t.add_column(col, justify="right", no_wrap=True)
@@ -98,4 +121,13 @@ def calibrate(
     out.print(
         f"  plain LUT sum: mean |error| {raw['mape_pct']:.1f}%, within +/-5% {raw['within_5pct']:.0%}, "
         f"within +/-10% {raw['within_10pct']:.0%}"
+    )
+    e = report.energy_record
+    if e is None:
+        out.print(f"  energy: not calibrated ({report.energy_note})")
+        return
+    le, re_ = e["loo"], e["raw_sum"]
+    out.print(
+        f"  energy (mJ per inference above idle): leave-one-out mean |error| {le['mape_pct']:.1f}%, "
+        f"within +/-10% {le['within_10pct']:.0%}; plain LUT energy sum: mean |error| {re_['mape_pct']:.1f}%"
     )

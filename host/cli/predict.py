@@ -53,6 +53,13 @@ def predict(
     interpolate: Annotated[
         bool, typer.Option(help="predict ops the LUT lacks from measured ops of the same kind (flagged)")
     ] = False,
+    energy: Annotated[
+        bool,
+        typer.Option(
+            "--energy",
+            help="require the energy prediction (exit 2 when the LUT has no energy: no power reader)",
+        ),
+    ] = False,
     serial: SerialOpt = None,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
@@ -61,7 +68,8 @@ def predict(
 
     The prediction is the sum of the ops' p50 minus (n_ops - 1) invocation overheads (measured by
     `profile` as the invocation probe), calibrated when `chamlab calibrate` stored a fresh fit in the
-    LUT; --raw gives the plain sum.
+    LUT; --raw gives the plain sum. Where the LUT rows hold energy (profiled with a power reader), the
+    energy per inference above idle is predicted the same way.
     """
     from chamlab.host import api
 
@@ -82,6 +90,7 @@ def predict(
         batch=batch,
         raw=raw,
         interpolate=interpolate,
+        energy="require" if energy else "auto",
     )
     if as_json:
         emit_json(report.to_json())
@@ -129,3 +138,18 @@ def predict(
         note(f"{p.interpolated_ops} op(s) are not in the LUT: predicted by the op-level model")
     if p.calibration_note and p.calibration is not None:
         note(p.calibration_note)
+    e = report.energy
+    if e is not None:
+        how = " (calibrated)" if e.calibrated else ""
+        if e.calibrated and e.uncalibrated_mj is not None:
+            how += f", uncalibrated {e.uncalibrated_mj:.4f} mJ"
+        out.print(
+            f"[bold]predicted energy[/] {e.energy_mj:.4f} mJ per inference above idle{how} "
+            f"(LUT sum {e.lut_sum_mj:.4f} mJ, reader {', '.join(e.readers)})"
+        )
+        if e.interpolated_ops:
+            note(f"{e.interpolated_ops} op energies are not in the LUT: predicted by the op-level model")
+        if e.calibration_note and e.calibration is not None:
+            note(f"energy: {e.calibration_note}")
+    elif report.energy_note:
+        note(f"no energy prediction: {report.energy_note}")

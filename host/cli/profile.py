@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -68,6 +68,18 @@ def profile(
     workers: Annotated[
         int | None, typer.Option(min=1, help="parallel export processes (default: the number of CPUs)")
     ] = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive",
+            help="measure only the ops the op-level model needs (seeded by --seed), until its "
+            "held-apart error stops improving; reports what it skipped",
+        ),
+    ] = False,
+    round_ops: Annotated[int, typer.Option("--round-ops", min=1, help="--adaptive: ops per round")] = 8,
+    max_ops: Annotated[
+        int | None, typer.Option("--max-ops", min=1, help="--adaptive: at most N ops measured")
+    ] = None,
     no_wait: NoWaitOpt = False,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
@@ -77,7 +89,9 @@ def profile(
     Without --arch/--sample, a small space (<= 100,000 archs, e.g. macro-cifar10) is profiled
     exhaustively and a large one (chamnet-mbv2) over its reference archs. Ops already in the LUT
     for this target/backend/dtype/threads are skipped, so re-running resumes. One run measures on a
-    device at a time: a second one waits (or, with --no-wait, exits 2).
+    device at a time: a second one waits (or, with --no-wait, exits 2). With --adaptive, only the ops
+    that the op-level model needs are measured (docs/measurement.md); the rest are listed as skipped
+    and predicted by `predict --interpolate`.
     """
     from chamlab.core.files import ensure_dir
     from chamlab.host import api
@@ -89,6 +103,11 @@ def profile(
     lut_path = out_path or api.default_lut_path(dev.name)
     if out_path is None:
         ensure_dir(lut_path.parent, what="default LUT directory")
+    if adaptive:
+        if force or breakdown:
+            raise typer.BadParameter("--adaptive cannot be combined with --force or --breakdown")
+        _adaptive(api, spec, sp, chosen, lut_path, round_ops, max_ops, seed, no_wait, as_json)
+        return
     with RichProgress() as progress:
         report = api.profile(
             spec,
@@ -121,5 +140,46 @@ def profile(
     if report.failed:
         for key, msg in report.failed:
             err.print(f"[red]failed[/] {escape(key)}: {escape(msg)}", soft_wrap=True)
+        err.print(f"{len(report.failed)} op(s) failed; re-run the same command to retry them")
+        raise typer.Exit(1)
+
+
+def _adaptive(
+    api: Any,
+    spec: Any,
+    sp: Any,
+    chosen: Any,
+    lut_path: Path,
+    round_ops: int,
+    max_ops: int | None,
+    seed: int,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
+    archs = chosen if chosen is not None else api.default_archs(sp)[0]
+    policy = api.AdaptivePolicy(round_ops=round_ops, max_ops=max_ops, seed=seed)
+    with RichProgress() as progress:
+        report, _runs = api.profile_adaptive(
+            spec,
+            sp,
+            archs,
+            out=lut_path,
+            policy=policy,
+            progress=progress,
+            command=command_line(),
+            no_wait=no_wait,
+        )
+    if as_json:
+        emit_json({"lut": str(lut_path), "adaptive": report.to_json()})
+    else:
+        last = report.rounds[-1]["heldout_median_abs_pct"] if report.rounds else None
+        note(
+            f"adaptive: {len(report.measured)} of {report.candidates} candidate ops measured "
+            f"({report.already} already in the LUT), {len(report.skipped)} skipped (predict them with "
+            f"--interpolate) -> {lut_path}; held-apart median |error| "
+            + ("n/a" if last is None else f"{last:.1f}%")
+            + f"; stopped: {report.stopped}"
+        )
+    if report.failed:
         err.print(f"{len(report.failed)} op(s) failed; re-run the same command to retry them")
         raise typer.Exit(1)

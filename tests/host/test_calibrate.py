@@ -124,10 +124,12 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     path = tmp_path / "lut.parquet"
     shutil.copyfile(profiled_lut[0], path)
     common = ("--target", "test-cpu", "--space", "macro-cifar10", "--lut", path)
-    res = chamlab("calibrate", *common, "--n", "3", "--devices", fast_devices)
+    res = chamlab("calibrate", *common, "--n", "3", "--repeats", "2", "--devices", fast_devices)
     assert res.returncode == 0, res.stderr
     assert "leave-one-out" in res.stdout and "within +/-10%" in res.stdout
+    assert "energy: not calibrated (device test-cpu has no power reader" in res.stdout
     [rec] = Lut.read(path).calibrations
+    assert rec["measure"]["protocol"]["repeats"] == 2 and rec["quantity"] == "latency"
     assert len(rec["networks"]) == 3 and rec["loo"]["n"] == 3 and rec["threads"] == 1
     assert all(n["measured_ms"] > 0 for n in rec["networks"]) and rec["device"] == "test-cpu"
     pred = json.loads(chamlab("predict", *common, "--arch", "01201201", "--json").stdout)
@@ -154,3 +156,36 @@ def test_predict_interpolate_gives_any_arch_a_flagged_prediction(lut_path: Path)
     assert rep["interpolated_ops"] == sum(o["interpolated"] for o in rep["ops"])
     res = chamlab(*args, "--interpolate")
     assert res.returncode == 0 and "interpolated" in res.stdout + res.stderr
+
+
+def test_calibrations_of_two_batch_sizes_are_kept_apart(tmp_path: Path) -> None:
+    """One fit per (device, backend, dtype, threads, batch, space): a batch-2 fit never replaces
+    the batch-1 one, and each applies to its own rows only."""
+    ops = api.plan_ops(MACRO, MACRO.enumerate())
+    path = tmp_path / "lut.parquet"
+    rows = [_row(op, _law(op)) for op in ops]
+    add_rows(path, [*rows, *({**r, "batch": 2} for r in rows)])
+    b2 = MSET._replace(batch=2)
+    lut = Lut.read(path)
+    archs = api.calibration.select_networks(MACRO, lut.p50_by_key(MSET), "fp32", 4, np.random.default_rng(0))
+    p50 = lut.p50_by_key(MSET)
+    for mset, factor in ((MSET, 1.1), (b2, 1.5)):
+        measured = [factor * sum(p50[op.key] for op in MACRO.ops(a)) for a in archs]
+        api.calibration.store(path, api.calibration.build_record(MACRO, mset, p50, archs, measured))
+    lut = Lut.read(path)
+    assert sorted(c["batch"] for c in lut.calibrations) == [1, 2]
+    arch = MACRO.parse("12012012")
+    one = api.predict_latency(MACRO, arch, lut, path, MSET)
+    two = api.predict_latency(MACRO, arch, lut, path, b2)
+    assert one.calibrated and two.calibrated
+    assert two.latency_ms / one.latency_ms == pytest.approx(1.5 / 1.1, rel=0.03)
+
+
+def test_calibrate_batch_option_picks_the_batch_rows(lut_path: Path, tmp_path: Path) -> None:
+    """--batch reaches the run spec: a LUT without rows at that batch is refused before any work."""
+    devices = tmp_path / "devices.toml"
+    devices.write_text('[devices.d]\ntransport = "local"\nthreads = 1\n')
+    args = ("calibrate", "--target", "d", "--space", "macro-cifar10", "--lut", lut_path, "--devices", devices)
+    res = chamlab(*args, "--n", "3", "--batch", "4")
+    assert res.returncode == 2 and "batch=4" in res.stderr and "--batch N" in res.stderr
+    assert Lut.read(lut_path).calibrations == []

@@ -1,0 +1,173 @@
+"""The energy predictor: LUT energy sums, corrected and calibrated like latency; a clear refusal
+without energy rows; and the pipeline check on a simulated RAPL tree with a known power model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST_DEVICES, chamlab, profile_macro
+from powersim import CpuPowerModelRapl
+
+from chamlab.chamnet.spaces import SPACES
+from chamlab.core.errors import MissingLutEntriesError, NoEnergyError
+from chamlab.host import api
+from chamlab.host.lut import Lut, MeasurementSet, add_rows, make_row
+
+MACRO = SPACES.get("macro-cifar10")
+MSET = MeasurementSet("d", "xnnpack", "fp32", 1)
+
+
+def _law_ms(op) -> float:  # type: ignore[no-untyped-def]  # a synthetic device
+    return 0.01 + 2e-7 * op.macs + 1e-6 * op.params
+
+
+def _row(op, energy: bool = True) -> dict:  # type: ignore[no-untyped-def]
+    p50 = _law_ms(op)
+    row = make_row(
+        op.key,
+        device="d",
+        backend="xnnpack",
+        dtype="fp32",
+        threads=1,
+        samples_ms=list(p50 * np.linspace(0.99, 1.01, 5)),
+        run_id="run-x",
+        measured_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+    if energy:  # 3 W above idle while the op runs
+        row.update(energy_mj=3.0 * p50, avg_power_w=3.0, idle_power_w=1.0, power_reader="rapl")
+    return row
+
+
+def _lut(path: Path, energy: bool = True) -> Path:
+    add_rows(path, [_row(op, energy) for op in api.plan_ops(MACRO, MACRO.enumerate())])
+    return path
+
+
+def test_energy_is_summed_corrected_and_calibrated_beside_latency(tmp_path: Path) -> None:
+    path = _lut(tmp_path / "lut.parquet")
+    lut = Lut.read(path)
+    arch = MACRO.parse("12012012")
+    raw = api.predict_energy(MACRO, arch, lut, path, MSET, raw=True)
+    ops = MACRO.ops(arch)
+    assert raw.energy_mj == raw.lut_sum_mj == pytest.approx(sum(3.0 * _law_ms(op) for op in ops))
+    assert raw.readers == ("rapl",) and not raw.calibrated
+    corrected = api.predict_energy(MACRO, arch, lut, path, MSET)
+    probe = corrected.invocation_overhead_mj
+    assert probe is not None and corrected.energy_mj == pytest.approx(raw.lut_sum_mj - (len(ops) - 1) * probe)
+    assert corrected.calibration is None
+
+    # the device spends 12 % more than the ops' sum plus 0.02 mJ per inference: calibrate energy
+    energy = lut.energy_by_key(MSET)
+    archs = api.calibration.select_networks(MACRO, lut.p50_by_key(MSET), "fp32", 5, np.random.default_rng(0))
+    truth = lambda a: 1.12 * sum(energy[op.key] for op in MACRO.ops(a)) + 0.02  # noqa: E731
+    rec = api.calibration.build_record(
+        MACRO, MSET, energy, archs, [truth(a) for a in archs], quantity="energy"
+    )
+    assert rec["quantity"] == "energy" and "measured_mj" in rec["networks"][0]
+    assert rec["features"] == ["lut_sum_mj", "n_ops", "weight_mib"] and rec["loo"]["within_10pct"] == 1.0
+    api.calibration.store(path, rec)
+    p50 = lut.p50_by_key(MSET)
+    api.calibration.store(
+        path, api.calibration.build_record(MACRO, MSET, p50, archs, [1.0 + a[0] for a in archs])
+    )
+    lut = Lut.read(path)
+    assert sorted(c.get("quantity") for c in lut.calibrations) == ["energy", "latency"]  # both kept
+    cal = api.predict_energy(MACRO, arch, lut, path, MSET)
+    assert cal.calibrated and cal.energy_mj == pytest.approx(truth(arch), rel=0.02)
+    assert cal.uncalibrated_mj == pytest.approx(corrected.energy_mj)
+    report = api.predict(MACRO, arch, lut=lut, lut_path=path).to_json()
+    assert report["energy_mj"] == pytest.approx(cal.energy_mj) and report["energy"]["calibrated"]
+    assert report["calibrated"] is True  # the latency calibration is applied on its own
+
+    # re-measured energies make the energy calibration stale, never silently applied
+    changed = _row(MACRO.ops(archs[0])[1])
+    changed["energy_mj"] *= 1.5
+    add_rows(path, [changed])
+    stale = api.predict_energy(MACRO, arch, Lut.read(path), path, MSET)
+    assert not stale.calibrated and stale.calibration and stale.calibration["stale"]
+
+
+def test_no_energy_rows_is_a_clear_refusal(tmp_path: Path) -> None:
+    path = _lut(tmp_path / "lut.parquet", energy=False)
+    lut = Lut.read(path)
+    arch = MACRO.parse("01201201")
+    with pytest.raises(NoEnergyError, match=r"holds no energy for d .*had no power reader") as exc:
+        api.predict_energy(MACRO, arch, lut, path, MSET)
+    assert exc.value.exit_code == 2 and "power_reader" in (exc.value.hint or "")
+    auto = api.predict(MACRO, arch, lut=lut, lut_path=path)
+    assert auto.energy is None and "no power reader" in (auto.energy_note or "")
+    assert auto.latency_ms is not None
+    with pytest.raises(NoEnergyError):
+        api.predict(MACRO, arch, lut=lut, lut_path=path, energy="require")
+    res = chamlab("predict", "--space", "macro-cifar10", "--arch", "01201201", "--lut", path, "--energy")
+    assert res.returncode == 2 and "no power reader" in res.stderr
+
+
+def test_missing_op_energies_name_the_fix_or_are_interpolated(tmp_path: Path) -> None:
+    path = tmp_path / "lut.parquet"
+    arch = MACRO.parse("12012012")
+    ops = MACRO.ops(arch)
+    drop = {ops[2].key, ops[5].key}
+    add_rows(path, [_row(op, op.key not in drop) for op in api.plan_ops(MACRO, MACRO.enumerate())])
+    lut = Lut.read(path)
+    with pytest.raises(MissingLutEntriesError, match="energy") as exc:
+        api.predict_energy(MACRO, arch, lut, path, MSET)
+    assert "chamlab profile" in (exc.value.hint or "")
+    auto = api.predict(MACRO, arch, lut=lut, lut_path=path)  # latency stands, energy says why not
+    assert auto.energy is None and "2 distinct op(s)" in (auto.energy_note or "")
+    filled = api.predict_energy(MACRO, arch, lut, path, MSET, interpolate=True)
+    assert filled.interpolated_ops == 2
+    assert filled.lut_sum_mj == pytest.approx(sum(3.0 * _law_ms(op) for op in ops), rel=0.05)
+
+
+IDLE_W, W_PER_CORE = 4.0, 10.0
+
+
+def test_energy_pipeline_recovers_the_injected_power_model(
+    tmp_path: Path, profiled_lut: tuple[Path, dict]
+) -> None:
+    """`chamlab profile` -> `chamlab calibrate` -> energy prediction, on a device whose RAPL counter
+    follows a known model (idle draw plus 10 W per CPU-second of its runner), checked on networks
+    calibration never saw against their energy under that model (measured whole, in one session).
+
+    ``profiled_lut`` is only asked for so that the ops' artifacts are already in this session's cache."""
+    root = tmp_path / "powercap"
+    devices = tmp_path / "devices.toml"
+    keys = f'power_reader = "rapl"\npower_root = "{root}"\npower_window_s = 0.25\n'
+    devices.write_text(FAST_DEVICES.replace("threads = 1\n", "threads = 1\n" + keys))
+    lut = tmp_path / "lut.parquet"
+    with CpuPowerModelRapl(root, IDLE_W, W_PER_CORE) as sim:
+        res = profile_macro(lut, devices, "--json")
+        assert res.returncode == 0, res.stderr
+        rows = Lut.read(lut).table.to_pylist()
+        assert {r["power_reader"] for r in rows} == {"rapl"}
+        assert statistics.median(r["idle_power_w"] for r in rows) == pytest.approx(IDLE_W, rel=0.1)
+        # an op's energy above idle is W x its CPU time: at one thread at most W x its latency
+        # (less when neighbours preempt it: its wall time then exceeds its CPU time)
+        ratios = [r["energy_mj"] / sim.energy_mj(r["p50_ms"]) for r in rows]
+        assert 0.5 < statistics.median(ratios) < 1.2, ratios
+
+        res = chamlab(
+            "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", lut,
+            "--devices", devices, "--n", "5", "--json",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        rec = json.loads(res.stdout)
+        assert rec["energy"]["quantity"] == "energy" and rec["energy_note"] is None
+        seen = {n["name"] for n in rec["energy"]["networks"]}
+        held = [a for a in ("01201201", "12012012", "20120120", "10101010") if a not in seen][:2]
+        spec = api.resolve_run(api.load_registry(devices).get("test-cpu"), threads=1)
+        measured = api.measure_networks(spec, MACRO, [MACRO.parse(a) for a in held])
+    table = Lut.read(lut)
+    errors = []
+    for arch, m in zip(held, measured, strict=True):
+        pred = api.predict(MACRO, MACRO.parse(arch), lut=table, lut_path=lut, energy="require")
+        assert pred.energy is not None and pred.energy.calibrated and m.energy_mj is not None
+        errors.append(100 * (pred.energy.energy_mj - m.energy_mj) / m.energy_mj)
+    assert statistics.median(abs(e) for e in errors) <= 10.0, errors
+    assert max(abs(e) for e in errors) <= 20.0, errors
