@@ -174,6 +174,8 @@ def latency_model(
         return pred.latency_ms if value is None else value
 
     return latency_ms
+
+
 def _weight_mib(ops: Any, mset: MeasurementSet) -> float:
     from .calibration import DTYPE_BYTES
 

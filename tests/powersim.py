@@ -89,6 +89,8 @@ class BusyRapl:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
 class CpuPowerModelRapl:
     """A prepared RAPL tree driven by a known power model of a CPU device:
 
