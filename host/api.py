@@ -24,7 +24,15 @@ from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
 from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
+from .prediction import (
+    PredictionReport,
+    default_dtype,
+    default_lut_path,
+    find_lut,
+    op_model,
+    predict,
+    predict_latency,
+)
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
 from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
@@ -52,6 +60,7 @@ __all__ = [
     "calibration",
     "claim_device",
     "default_archs",
+    "default_dtype",
     "default_lut_path",
     "find_lut",
     "load_registry",

@@ -31,6 +31,8 @@ class NetworkMeasurement:
     artifact: Path
     export_s: float | None
     breakdown: tuple[dict[str, Any], ...] | None
+    quant_recipe: str | None = None  # int8: the recipe the program was quantized with
+    not_delegated: str | None = None  # int8: what the quantizer left in fp32 / outside the delegate
 
     @property
     def p50_ms(self) -> float:
@@ -91,6 +93,8 @@ def measure_networks(
                 m.artifact.pte_path,
                 m.artifact.export_s,
                 tuple(m.events) if m.events is not None else None,
+                m.artifact.quant_recipe,
+                m.artifact.quant_report.problem() if m.artifact.quant_report else None,
             )
         )
     return results
@@ -126,6 +130,8 @@ class MeasureReport:
             "target": self.spec.target,
             "backend": self.spec.backend.value,
             "dtype": self.spec.dtype.value,
+            "quant_recipe": m.quant_recipe,
+            "not_delegated": m.not_delegated,
             "threads": self.spec.threads,
             "batch": self.spec.batch,
             "macs": self.macs,

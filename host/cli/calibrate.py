@@ -14,6 +14,7 @@ from ._common import (
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
+    QuantRecipeOpt,
     RichProgress,
     SerialOpt,
     SpaceOpt,
@@ -47,6 +48,7 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="seed of the network selection")] = 0,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
+    quant_recipe: QuantRecipeOpt = None,
     no_wait: NoWaitOpt = False,
     serial: SerialOpt = None,
     devices: DevicesOpt = None,
@@ -61,7 +63,11 @@ def calibrate(
     from chamlab.host import api
 
     spec = api.resolve_run(
-        device(devices, target, serial), threads=threads, backend=value(backend), dtype=value(dtype)
+        device(devices, target, serial),
+        threads=threads,
+        backend=value(backend),
+        dtype=value(dtype),
+        quant_recipe=quant_recipe,
     )
     sp = space(space_name)
     path = lut if lut is not None else api.default_lut_path(spec.target)
@@ -71,7 +77,10 @@ def calibrate(
     if as_json:
         emit_json(report.to_json())
         return
-    t = Table(title=f"calibration of {sp.name} on {spec.target} ({spec.threads} thread(s)), stored in {path}")
+    t = Table(
+        title=f"calibration of {sp.name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s)), "
+        f"stored in {path}"
+    )
     t.add_column("network", overflow="fold")
     for col in ("measured ms", "LUT sum ms", "fitted ms", "residual", "left-out error"):
         t.add_column(col, justify="right", no_wrap=True)
