@@ -105,8 +105,8 @@ def recipe_for(dtype: str, recipe_id: str | None = None) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class QuantReport:
-    """What quantizing and lowering left undone. ``fp32_ops``: compute ops the quantizer did not
-    quantize (no dequantize feeds them, no quantize follows them); ``not_delegated``: ops outside
+    """What quantizing and lowering left undone. ``fp32_ops``: ops the quantizer did not quantize
+    (their output is not quantized, see :func:`fp32_ops`); ``not_delegated``: ops outside
     the XNNPACK delegate after lowering (they run on ExecuTorch's portable kernels)."""
 
     recipe: str
@@ -180,7 +180,7 @@ def _convert(
     import torch
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     with torch.no_grad():
         graph = torch.export.export(module.eval(), (example,), dynamic_shapes=dynamic).module()
         prepared = prepare_pt2e(graph, _quantizer(recipe))
@@ -222,27 +222,24 @@ def quantized_module(
     return _convert(module, example, calibration, get_recipe(recipe), dynamic_batch=True)
 
 
-_QDQ = ("quantize_per_tensor", "quantize_per_channel", "dequantize_per_tensor", "dequantize_per_channel")
-
-
 def _op_name(target: Any) -> str:
     name = str(getattr(target, "__name__", target))
     return name.removeprefix("aten.")
 
 
 def fp32_ops(converted: torch.fx.GraphModule) -> list[str]:
-    """Compute ops of a converted graph that no dequantize feeds and no quantize follows."""
+    """Ops of a converted graph whose output is not quantized: neither they nor (for an op fused
+    with its activation, like conv + relu) every op they feed is followed by a quantize node."""
 
-    def is_qdq(node: Any, prefix: str) -> bool:
-        return node.op == "call_function" and str(node.target).startswith(f"quantized_decomposed.{prefix}")
+    def feeds_quantize(node: Any) -> bool:
+        return any(str(u.target).startswith("quantized_decomposed.quantize") for u in node.users)
 
     out = []
     for node in converted.graph.nodes:
         if node.op != "call_function" or not str(node.target).startswith("aten."):
             continue
-        fed = any(is_qdq(a, "dequantize") for a in node.all_input_nodes)
-        feeds = any(is_qdq(u, "quantize") for u in node.users)
-        if not fed and not feeds:
+        fused = bool(node.users) and all(feeds_quantize(u) for u in node.users)
+        if not feeds_quantize(node) and not fused:
             out.append(_op_name(node.target))
     return out
 
