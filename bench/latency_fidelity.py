@@ -2,7 +2,7 @@
 median of separate whole-network measurements, beside the measurement noise floor.
 
     python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
-                                     [--repeats 3] [--seed 0] [--out PATH]
+                                     [--repeats 3] [--seed 0] [--dtype fp32|int8] [--out PATH]
 
 For each space and thread count:
 
@@ -23,6 +23,10 @@ For each space and thread count:
      measurement: no predictor can be judged finer than this).
    Each: share within +/-5 % and +/-10 %, mean absolute % error, Spearman and Kendall rank
    correlation. Also the op-level model's leave-one-out error over the LUT's ops.
+
+``--dtype int8`` does the same with int8 ops and networks (quantized by the default recipe; the
+corrected prediction also subtracts the boundary quantize/dequantize probes) and writes
+``latency_fidelity_int8.json``.
 
 Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
 and end of each run (the machine is shared).
@@ -106,7 +110,7 @@ def run_space(
     space: SearchSpace, tests: list[Arch], threads: int, device: Any, args: argparse.Namespace, lut_path: Path
 ) -> dict[str, Any]:
     load_start = os.getloadavg()
-    spec = api.resolve_run(device, threads=threads)
+    spec = api.resolve_run(device, threads=threads, dtype=args.dtype)
     rng = np.random.default_rng(args.seed + 1)
     candidates = [a for a in space.sample(rng, 4 * args.calibrate) if a not in set(tests)]
     t0 = time.perf_counter()
@@ -127,9 +131,11 @@ def run_space(
     first_cal = [m.p50_ms for m in repeats[0][:n_cal]]
     record = api.calibration.build_record(space, mset, p50, cal_archs, first_cal, seed=args.seed)
     calibrated = Lut(lut.table, lut.provenance, [record])
-    keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in space.ops(a)}
+    needed = api.calibration.needed_ops
+    keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in needed(space.ops(a), mset.dtype)}
     thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
-    raw_pred, corr_pred = LutLatencyPredictor(p50, correct_overhead=False), LutLatencyPredictor(p50)
+    raw_pred = LutLatencyPredictor(p50, correct_overhead=False)
+    corr_pred = LutLatencyPredictor(p50, quant_edges=mset.dtype == "int8")
     pairs = []
     for i, arch in enumerate(tests):
         ms = [rep[n_cal + i].p50_ms for rep in repeats]
@@ -140,7 +146,7 @@ def run_space(
             {
                 "arch": space.format(arch),
                 "n_ops": len(ops),
-                "weights_mib": 4 * sum(op.params for op in ops) / 2**20,
+                "weights_mib": api.calibration.DTYPE_BYTES[mset.dtype] * sum(op.params for op in ops) / 2**20,
                 "measured_ms": ms,
                 "measured_median_ms": statistics.median(ms),
                 "noise_floor_ms": ms[0],
@@ -163,6 +169,7 @@ def run_space(
     op_loo = [abs(e) for _, e in api.op_model(lut, mset).leave_one_out()]
     return {
         "space": space.name,
+        "dtype": mset.dtype,
         "threads": threads,
         "ops_profiled": report.planned,
         "calibration": {k: record[k] for k in ("coefficients", "loo", "raw_sum")}
@@ -193,6 +200,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="separate measurements of every network")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -205,7 +213,8 @@ def main() -> None:
     for space, n, res in jobs:
         tests = held_apart_archs(space, rng, n, res)
         for threads in args.threads:
-            lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t.parquet"
+            suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
+            lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t{suffix}.parquet"
             result = run_space(space, tests, threads, device, args, lut_path)
             for v, s in result["summaries"].items():
                 print(
@@ -216,9 +225,8 @@ def main() -> None:
                     flush=True,
                 )
             runs.append(result)
-    path = write_result(
-        "latency_fidelity", {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out
-    )
+    name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
+    path = write_result(name, {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out)
     print(f"wrote {path}")
 
 

@@ -147,6 +147,55 @@ def fidelity(r: dict) -> list[str]:
     return out
 
 
+def int8_speedup(r: dict) -> list[str]:
+    """int8 vs fp32: per op kind (profiled side by side in one LUT) and for whole reference networks."""
+    out = [
+        "## int8 vs fp32",
+        "",
+        "`python bench/int8_speedup.py` ("
+        + ", ".join(f"--{k} {v}" for k, v in r["args"].items() if k != "out" and v)
+        + ")",
+        "",
+        _env(r),
+        "",
+        "Ratio = int8 p50 / fp32 p50 (below 1: int8 is faster), XNNPACK on this machine's x86 CPU, default "
+        "recipe `xnnpack-int8-pc-v1`. Per op kind: the median ratio over the distinct ops of "
+        f"MobileNetV2-1.0 at {r['args']['resolution']} px, both dtypes profiled into one LUT in one run. "
+        "Networks: fp32 and int8 measured back to back, "
+        f"{r['args']['repeats']} times each; ratio of the medians. *quant_edge share*: the boundary "
+        "quantize/dequantize pairs the int8 prediction subtracts, as a share of the int8 LUT sum.",
+        "",
+        "| threads | "
+        + " | ".join(sorted(r["per_op"][0]["by_kind"]))
+        + " | quant_edge share | load avg start -> end |",
+        "|---|" + "---|" * (len(r["per_op"][0]["by_kind"]) + 2),
+    ]
+    for run in r["per_op"]:
+        kinds = " | ".join(f"{v['median_ratio']:.2f} (n={v['n']})" for _, v in sorted(run["by_kind"].items()))
+        out.append(
+            f"| {run['threads']} | {kinds} | {run['quant_edge_share_of_sum']:.1%} | "
+            f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
+        )
+    names = list(r["networks"][0]["networks"])
+    out += [
+        "",
+        "| threads | " + " | ".join(names) + " | median | load avg start -> end |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for run in r["networks"]:
+        cells = []
+        for n in names:
+            v = run["networks"][n]
+            f = sorted(v["fp32_ms"])[len(v["fp32_ms"]) // 2]
+            cells.append(f"{v['ratio']:.2f} ({f:.1f} ms)")
+        out.append(
+            f"| {run['threads']} | {' | '.join(cells)} | {run['median_ratio']:.2f} | "
+            f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
+        )
+    out += ["", "Network cells: int8/fp32 ratio (fp32 p50 in brackets)."]
+    return out
+
+
 def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[str]:
     out = [
         f"## {title}",
@@ -450,6 +499,11 @@ def main() -> None:
             "latency_fidelity_reduced",
             lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
         ),
+        (
+            "latency_fidelity_int8",
+            lambda r: fidelity_variants(r, "int8 latency fidelity: int8 LUT vs whole int8 networks"),
+        ),
+        ("int8_speedup", int8_speedup),
         ("profiling_cost", cost),
         (
             "profiling_cost_per_op",
