@@ -22,7 +22,14 @@ from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
-from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .measuring import (
+    MeasureReport,
+    NetworkMeasurement,
+    export_network_int8,
+    measure,
+    measure_networks,
+    network_item,
+)
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import (
     PredictionReport,
@@ -62,6 +69,7 @@ __all__ = [
     "default_archs",
     "default_dtype",
     "default_lut_path",
+    "export_network_int8",
     "find_lut",
     "load_registry",
     "measure",

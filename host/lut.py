@@ -294,7 +294,7 @@ class Lut:
             raise LutError(
                 f"LUT {path} has no rows for {asked}; it holds: {listed}",
                 hint="profile them with "
-                f"`chamlab profile --target NAME --space SPACE --threads N --batch N"
+                "`chamlab profile --target NAME --space SPACE --threads N --batch N"
                 + (f" --dtype {dtype}" if dtype not in (None, "fp32") else "")
                 + f" --out {path}`",
             )

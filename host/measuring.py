@@ -48,6 +48,34 @@ def network_item(space: SearchSpace, arch: Arch, batch: int = 1) -> ExportItem:
     return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch), batch)
 
 
+def export_network_int8(
+    space: SearchSpace,
+    arch: Arch,
+    pte_path: Path,
+    *,
+    module: Any = None,
+    calibration: Sequence[Any] | None = None,
+    recipe: str | None = None,
+    batch: int = 1,
+) -> Any:
+    """Quantize ``arch`` (its trained ``module``, else the network of its ops with chamlab's
+    deterministic weights) by ``recipe`` and write ``pte_path`` + ETRecord + quantization report
+    (:func:`chamlab.operators.quant.export_network`; returns its ``NetworkExport``). ``calibration``:
+    real input batches (default: the recipe's seeded random batches). ``adapt --dtype int8`` calls it
+    for the winner."""
+    import torch
+
+    from chamlab.operators import quant
+    from chamlab.operators.network import Network
+
+    ops = space.ops(arch)
+    net = module if module is not None else Network(ops).eval()
+    example = torch.randn((batch, *space.input_shape(arch)[1:]), generator=torch.Generator().manual_seed(0))
+    return quant.export_network(
+        net, example, Path(pte_path), recipe=recipe or quant.DEFAULT_RECIPE, calibration=calibration
+    )
+
+
 def measure_networks(
     spec: RunSpec,
     space: SearchSpace,

@@ -135,3 +135,23 @@ def test_the_export_report_decides_delegated_even_without_a_breakdown(tmp_path: 
     assert breakdown_and_delegation(Measured(item, good, [1.0], {}, etdump)) == (etdump, True)
     fp32 = dataclasses.replace(art, dtype="fp32", quant_recipe=None, quant_report=None)
     assert breakdown_and_delegation(Measured(item, fp32, [1.0], {}, None)) == (None, None)
+
+
+def test_adapt_exports_a_winner_int8_with_its_etrecord(tmp_path: Path) -> None:
+    from executorch.extension.pybindings import _C as rt
+
+    from chamlab.host import api
+
+    arch = MACRO.resolve(ARCH)
+    out = api.export_network_int8(MACRO, arch, tmp_path / "model.pte")
+    assert out.report.delegated and out.report.recipe == quant.DEFAULT_RECIPE
+    assert out.etrecord_path == tmp_path / "model.etrecord" and out.etrecord_path.stat().st_size > 0
+    assert json.loads((tmp_path / "model.quant.json").read_text())["not_delegated"] == []
+    import torch
+
+    y = (
+        rt._load_program(str(out.pte_path))
+        .load_method("forward")
+        .call([torch.randn(MACRO.input_shape(arch))])[0]
+    )
+    assert tuple(y.shape) == (1, 10)
