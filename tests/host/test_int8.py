@@ -155,3 +155,17 @@ def test_adapt_exports_a_winner_int8_with_its_etrecord(tmp_path: Path) -> None:
         .call([torch.randn(MACRO.input_shape(arch))])[0]
     )
     assert tuple(y.shape) == (1, 10)
+
+
+def test_validate_and_predict_refuse_a_set_mixing_two_recipes(lut, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.parquet"
+    path.write_bytes(lut[0].read_bytes())
+    row = next(
+        r for r in Lut.read(path).table.to_pylist() if r["op_type"] == "pool_linear" and r["dtype"] == "int8"
+    )
+    table = Lut.read(path).upsert([dict(row, quant_recipe="xnnpack-int8-pt-v1")]).table
+    Lut(table).write(path)  # Lut.write checks nothing: validate and predict must
+    res = chamlab("lut", "validate", path)
+    assert res.returncode == 2 and "mix quantization recipes" in res.stderr
+    rc, err = _predict(path, "--dtype", "int8")
+    assert rc == 2 and "2 quantization recipes" in str(err)
