@@ -17,7 +17,7 @@ from chamlab.operators.export import ExportItem
 
 from .lut import stats_from_samples
 from .pipeline import NullProgress, Progress, RunSpec, claim_device, run_items
-from .prediction import find_lut, predict_latency
+from .prediction import check_recipe, find_lut, predict_latency
 from .transports.base import Transport
 
 
@@ -211,6 +211,11 @@ def measure(
                 threads=spec.threads,
                 batch=spec.batch,
             )
+            recipe = check_recipe(lut, mset, path)
+            if recipe is not None and recipe != spec.quant_recipe:
+                raise LutError(
+                    f"the LUT's int8 rows use quantization recipe {recipe}, this network {spec.quant_recipe}"
+                )
             pred = predict_latency(space, arch, lut, path, mset, raw=raw)
             predicted, calibrated = pred.latency_ms, pred.calibrated
         except (LutError, MissingLutEntriesError) as exc:
