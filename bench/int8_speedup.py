@@ -127,6 +127,8 @@ def main() -> None:
                 flush=True,
             )
             ops_part.append(r)
+    payload = {"args": vars(args) | {"out": str(args.out)}, "per_op": ops_part, "networks": nets_part}
+    write_result("int8_speedup", payload, args.out)  # the per-op part is kept if the rest is interrupted
     for threads in args.threads:
         r = networks(space, refs, device, threads, args.repeats)
         print(
@@ -135,11 +137,7 @@ def main() -> None:
             flush=True,
         )
         nets_part.append(r)
-    path = write_result(
-        "int8_speedup",
-        {"args": vars(args) | {"out": str(args.out)}, "per_op": ops_part, "networks": nets_part},
-        args.out,
-    )
+        path = write_result("int8_speedup", payload, args.out)
     print(f"wrote {path}")
 
 
