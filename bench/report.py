@@ -176,6 +176,8 @@ def int8_speedup(r: dict) -> list[str]:
             f"| {run['threads']} | {kinds} | {run['quant_edge_share_of_sum']:.1%} | "
             f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
         )
+    if not r["networks"]:
+        return [*out, "", "_Whole networks: not run yet._"]
     names = list(r["networks"][0]["networks"])
     out += [
         "",
