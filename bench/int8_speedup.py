@@ -12,6 +12,12 @@
    same pipeline as ``chamlab measure``) as fp32 and int8 back to back, ``--repeats`` times at each
    thread count; the ratio is ``median int8 / median fp32``. Alternating the two within one run
    keeps the machine's (shared, loaded) state the same for both.
+3. Interleaved (``--interleaved N``): the same exported programs loaded side by side in ONE process
+   (ExecuTorch runtime, ``_unsafe_reset_threadpool(threads)``) and executed alternately, fp32 then
+   int8, N rounds after 3 warm-up rounds. Both see the same moments of a fluctuating load; the
+   *minimum* of each is its least-disturbed execution, and the ratio of the minimums is the figure
+   to trust on a heavily loaded machine (medians are recorded too: there, a preempted execution
+   lasts 10-50x its compute). ``--interleaved-only`` adds this part to an existing result file.
 
 Writes ``bench/results/int8_speedup.json`` with the load average at the start and end of each part.
 """
@@ -28,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import RESULTS, write_result
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
@@ -104,6 +110,50 @@ def networks(
     }
 
 
+def interleaved(space: SearchSpace, archs: dict[str, Arch], threads: int, rounds: int) -> dict[str, Any]:
+    import torch
+    from executorch.extension.pybindings import _C as rt
+
+    from chamlab.operators import quant
+    from chamlab.operators.export import ArtifactCache
+
+    rt._unsafe_reset_threadpool(threads)
+    load_start = os.getloadavg()
+    cache, out = ArtifactCache(), {}
+    for name, arch in archs.items():
+        item = api.network_item(space, arch)
+        f = cache.lookup(item, "xnnpack", "fp32")
+        q = cache.lookup(item, "xnnpack", "int8", quant.DEFAULT_RECIPE)
+        if f is None or q is None:
+            raise SystemExit(f"{name}: export it first (run without --interleaved-only)")
+        methods = [rt._load_program(str(a.pte_path)).load_method("forward") for a in (f, q)]
+        x = torch.randn(space.input_shape(arch), generator=torch.Generator().manual_seed(0))
+        times: list[list[float]] = [[], []]
+        for r in range(rounds + 3):
+            for i, m in enumerate(methods):
+                t = time.perf_counter()
+                m.call([x])
+                if r >= 3:
+                    times[i].append(1e3 * (time.perf_counter() - t))
+        fp, q8 = min(times[0]), min(times[1])
+        out[name] = {
+            "fp32_min_ms": fp,
+            "int8_min_ms": q8,
+            "ratio_min": q8 / fp,
+            "fp32_median_ms": statistics.median(times[0]),
+            "int8_median_ms": statistics.median(times[1]),
+            "ratio_median": statistics.median(times[1]) / statistics.median(times[0]),
+        }
+    return {
+        "threads": threads,
+        "rounds": rounds,
+        "networks": out,
+        "median_ratio_min": statistics.median(v["ratio_min"] for v in out.values()),
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -111,11 +161,29 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--interleaved", type=int, default=20, help="rounds of the interleaved part (0: none)")
+    ap.add_argument("--interleaved-only", action="store_true", help="add part 3 to an existing result")
     args = ap.parse_args()
 
     device = api.load_registry().get(args.target)
     space = SPACES.get("chamnet-mbv2")
     refs = {n: at_resolution(space, a, args.resolution) for n, a in space.references.items()}
+    if args.interleaved_only:
+        import json
+
+        path = args.out or RESULTS / "int8_speedup.json"
+        previous = json.loads(path.read_text())
+        previous.pop("benchmark")
+        previous["environment_parts_1_2"] = previous.pop("environment")
+        previous["interleaved"] = [interleaved(space, refs, t, args.interleaved) for t in args.threads]
+        previous["args"] |= {"interleaved": args.interleaved}
+        for r in previous["interleaved"]:
+            print(
+                f"threads={r['threads']} interleaved: "
+                + ", ".join(f"{n} {v['ratio_min']:.2f}x" for n, v in r["networks"].items())
+            )
+        print(f"wrote {write_result('int8_speedup', previous, args.out)}")
+        return
     ops_part, nets_part = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for threads in args.threads:
@@ -137,6 +205,9 @@ def main() -> None:
             flush=True,
         )
         nets_part.append(r)
+        path = write_result("int8_speedup", payload, args.out)
+    if args.interleaved:
+        payload["interleaved"] = [interleaved(space, refs, t, args.interleaved) for t in args.threads]
         path = write_result("int8_speedup", payload, args.out)
     print(f"wrote {path}")
 

@@ -194,7 +194,28 @@ def int8_speedup(r: dict) -> list[str]:
             f"| {run['threads']} | {' | '.join(cells)} | {run['median_ratio']:.2f} | "
             f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
         )
-    out += ["", "Network cells: int8/fp32 ratio (fp32 p50 in brackets)."]
+    out += [
+        "",
+        "Network cells: int8/fp32 ratio of the medians (fp32 p50 in brackets), `chamlab measure`'s pipeline.",
+    ]
+    if r.get("interleaved"):
+        out += [
+            "",
+            "Interleaved in one process (fp32 and int8 programs alternating, "
+            f"{r['interleaved'][0]['rounds']} rounds): ratio of the **minimum** times (fp32 min / int8 min "
+            "ms in brackets). Under the load below (2 cores), an execution longer than a few ms is rarely "
+            "left unpreempted: a 1-thread minimum several times its 2-thread minimum marks a cell the load "
+            "spoiled; the short networks (ChamNet-C..F) are the reliable cells.",
+            "",
+            "| threads | " + " | ".join(names) + " | load avg at start |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
+        for run in r["interleaved"]:
+            cells = [
+                f"{v['ratio_min']:.2f} ({v['fp32_min_ms']:.1f} / {v['int8_min_ms']:.1f})"
+                for v in (run["networks"][n] for n in names)
+            ]
+            out.append(f"| {run['threads']} | {' | '.join(cells)} | {run['load_avg_start'][0]:.1f} |")
     return out
 
 
