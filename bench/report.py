@@ -188,7 +188,7 @@ def int8_speedup(r: dict) -> list[str]:
         cells = []
         for n in names:
             v = run["networks"][n]
-            f = sorted(v["fp32_ms"])[len(v["fp32_ms"]) // 2]
+            f = float(np.median(v["fp32_ms"]))
             cells.append(f"{v['ratio']:.2f} ({f:.1f} ms)")
         out.append(
             f"| {run['threads']} | {' | '.join(cells)} | {run['median_ratio']:.2f} | "
