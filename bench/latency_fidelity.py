@@ -3,7 +3,7 @@ median of separate whole-network measurements, beside the measurement noise floo
 
     python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
                                      [--repeats 3] [--redo-pct 3] [--max-redo 2] [--floor-runs 2]
-                                     [--seed 0] [--out PATH]
+                                     [--seed 0] [--dtype fp32|int8] [--out PATH]
 
 For each space and thread count:
 
@@ -32,6 +32,10 @@ For each space and thread count:
    median within-run CV of the LUT's ops.
    Each: share within +/-5 % and +/-10 %, mean absolute % error, Spearman and Kendall rank
    correlation. Also the op-level model's leave-one-out error over the LUT's ops.
+
+``--dtype int8`` does the same with int8 ops and networks (quantized by the default recipe; the
+corrected prediction also subtracts the boundary quantize/dequantize probes) and writes
+``latency_fidelity_int8.json``.
 
 Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
 and end of each run (the machine is shared).
@@ -115,7 +119,7 @@ def run_space(
     space: SearchSpace, tests: list[Arch], threads: int, device: Any, args: argparse.Namespace, lut_path: Path
 ) -> dict[str, Any]:
     load_start = os.getloadavg()
-    spec = api.resolve_run(device, threads=threads)
+    spec = api.resolve_run(device, threads=threads, dtype=args.dtype)
     rng = np.random.default_rng(args.seed + 1)
     candidates = [a for a in space.sample(rng, 4 * args.calibrate) if a not in set(tests)]
     t0 = time.perf_counter()
@@ -138,9 +142,11 @@ def run_space(
     cal_values = [m.p50_ms for m in main[:n_cal]]
     record = api.calibration.build_record(space, mset, p50, cal_archs, cal_values, seed=args.seed)
     calibrated = Lut(lut.table, lut.provenance, [record])
-    keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in space.ops(a)}
+    needed = api.calibration.needed_ops
+    keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in needed(space.ops(a), mset.dtype)}
     thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
-    raw_pred, corr_pred = LutLatencyPredictor(p50, correct_overhead=False), LutLatencyPredictor(p50)
+    raw_pred = LutLatencyPredictor(p50, correct_overhead=False)
+    corr_pred = LutLatencyPredictor(p50, quant_edges=mset.dtype == "int8")
     pairs = []
     for i, arch in enumerate(tests):
         m = main[n_cal + i]
@@ -152,7 +158,7 @@ def run_space(
             {
                 "arch": space.format(arch),
                 "n_ops": len(ops),
-                "weights_mib": 4 * sum(op.params for op in ops) / 2**20,
+                "weights_mib": api.calibration.DTYPE_BYTES[mset.dtype] * sum(op.params for op in ops) / 2**20,
                 "measured_ms": ms,
                 "kept_ms": list(m.p50s_ms),
                 "replaced_ms": list(m.replaced_ms),
@@ -198,6 +204,7 @@ def run_space(
     op_loo = [abs(e) for _, e in api.op_model(lut, mset).leave_one_out()]
     return {
         "space": space.name,
+        "dtype": mset.dtype,
         "threads": threads,
         "ops_profiled": report.planned,
         "calibration": {k: record[k] for k in ("coefficients", "loo", "raw_sum")}
@@ -232,6 +239,7 @@ def main() -> None:
     ap.add_argument("--floor-runs", type=int, default=2, help="independent runs of the whole protocol")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -244,7 +252,8 @@ def main() -> None:
     for space, n, res in jobs:
         tests = held_apart_archs(space, rng, n, res)
         for threads in args.threads:
-            lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t.parquet"
+            suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
+            lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t{suffix}.parquet"
             result = run_space(space, tests, threads, device, args, lut_path)
             for v, s in result["summaries"].items():
                 print(
@@ -256,9 +265,8 @@ def main() -> None:
                 )
             print(f"{space.name} threads={threads} protocol: {result['protocol']}", flush=True)
             runs.append(result)
-    path = write_result(
-        "latency_fidelity", {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out
-    )
+    name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
+    path = write_result(name, {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out)
     print(f"wrote {path}")
 
 

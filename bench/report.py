@@ -181,6 +181,78 @@ def fidelity(r: dict) -> list[str]:
     return out
 
 
+def int8_speedup(r: dict) -> list[str]:
+    """int8 vs fp32: per op kind (profiled side by side in one LUT) and for whole reference networks."""
+    out = [
+        "## int8 vs fp32",
+        "",
+        "`python bench/int8_speedup.py` ("
+        + ", ".join(f"--{k} {v}" for k, v in r["args"].items() if k != "out" and v)
+        + ")",
+        "",
+        _env(r),
+        "",
+        "Ratio = int8 p50 / fp32 p50 (below 1: int8 is faster), XNNPACK on this machine's x86 CPU, default "
+        "recipe `xnnpack-int8-pc-v1`. Per op kind: the median ratio over the distinct ops of "
+        f"MobileNetV2-1.0 at {r['args']['resolution']} px, both dtypes profiled into one LUT in one run. "
+        "Networks: fp32 and int8 measured back to back, "
+        f"{r['args']['repeats']} times each; ratio of the medians. *quant_edge share*: the boundary "
+        "quantize/dequantize pairs the int8 prediction subtracts, as a share of the int8 LUT sum.",
+        "",
+        "| threads | "
+        + " | ".join(sorted(r["per_op"][0]["by_kind"]))
+        + " | quant_edge share | load avg start -> end |",
+        "|---|" + "---|" * (len(r["per_op"][0]["by_kind"]) + 2),
+    ]
+    for run in r["per_op"]:
+        kinds = " | ".join(f"{v['median_ratio']:.2f} (n={v['n']})" for _, v in sorted(run["by_kind"].items()))
+        out.append(
+            f"| {run['threads']} | {kinds} | {run['quant_edge_share_of_sum']:.1%} | "
+            f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
+        )
+    if not r["networks"]:
+        return [*out, "", "_Whole networks: not run yet._"]
+    names = list(r["networks"][0]["networks"])
+    out += [
+        "",
+        "| threads | " + " | ".join(names) + " | median | load avg start -> end |",
+        "|---|" + "---|" * (len(names) + 2),
+    ]
+    for run in r["networks"]:
+        cells = []
+        for n in names:
+            v = run["networks"][n]
+            f = float(np.median(v["fp32_ms"]))
+            cells.append(f"{v['ratio']:.2f} ({f:.1f} ms)")
+        out.append(
+            f"| {run['threads']} | {' | '.join(cells)} | {run['median_ratio']:.2f} | "
+            f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
+        )
+    out += [
+        "",
+        "Network cells: int8/fp32 ratio of the medians (fp32 p50 in brackets), `chamlab measure`'s pipeline.",
+    ]
+    if r.get("interleaved"):
+        out += [
+            "",
+            "Interleaved in one process (fp32 and int8 programs alternating, "
+            f"{r['interleaved'][0]['rounds']} rounds): ratio of the **minimum** times (fp32 min / int8 min "
+            "ms in brackets). Under the load below (2 cores), an execution longer than a few ms is rarely "
+            "left unpreempted: a 1-thread minimum several times its 2-thread minimum marks a cell the load "
+            "spoiled; the short networks (ChamNet-C..F) are the reliable cells.",
+            "",
+            "| threads | " + " | ".join(names) + " | load avg at start |",
+            "|---|" + "---|" * (len(names) + 1),
+        ]
+        for run in r["interleaved"]:
+            cells = [
+                f"{v['ratio_min']:.2f} ({v['fp32_min_ms']:.1f} / {v['int8_min_ms']:.1f})"
+                for v in (run["networks"][n] for n in names)
+            ]
+            out.append(f"| {run['threads']} | {' | '.join(cells)} | {run['load_avg_start'][0]:.1f} |")
+    return out
+
+
 def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[str]:
     out = [
         f"## {title}",
@@ -573,6 +645,11 @@ def main() -> None:
             ),
         ),
         ("energy_fidelity", energy_fidelity),
+        (
+            "latency_fidelity_int8",
+            lambda r: fidelity_variants(r, "int8 latency fidelity: int8 LUT vs whole int8 networks"),
+        ),
+        ("int8_speedup", int8_speedup),
         ("profiling_cost", cost),
         (
             "profiling_cost_per_op",

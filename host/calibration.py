@@ -37,6 +37,7 @@ from chamlab.core.errors import InputError
 from chamlab.core.files import check_writable
 from chamlab.core.locks import sibling_lock
 from chamlab.core.store import tool_version
+from chamlab.operators import INVOCATION_PROBE, OpSpec, boundary_probes
 
 from .lut import Lut, MeasurementSet
 from .pipeline import NullProgress, Progress, RunSpec
@@ -56,14 +57,25 @@ def values_of(lut: Lut, mset: MeasurementSet, quantity: str) -> dict[str, float]
     return lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset)
 
 
+def needed_ops(ops: list[OpSpec], dtype: str) -> list[OpSpec]:
+    """The LUT entries a network's features need: its ops, plus the boundary quant_edge probes (int8)."""
+    return [*ops, *boundary_probes(ops)] if dtype == "int8" else list(ops)
+
+
 def lut_features(
     space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dtype: str, quantity: str = "latency"
 ) -> dict[str, float]:
     """The calibration features of ``arch`` (``KeyError`` naming an op the mapping lacks);
-    for ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies (mJ) and the sum is ``lut_sum_mj``."""
+    for ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies (mJ) and the sum is ``lut_sum_mj``.
+    For int8 latency, ``lut_sum_ms`` is the sum less the boundary quantize/dequantize pairs (as the
+    predictor's)."""
     ops = space.ops(arch)
+    total = float(sum(p50_ms[op.key] for op in ops))
+    if dtype == "int8" and quantity == "latency":
+        inv = p50_ms.get(INVOCATION_PROBE.key, 0.0)
+        total -= sum(max(p50_ms[p.key] - inv, 0.0) for p in boundary_probes(ops))
     return {
-        QUANTITIES[quantity][0][0]: float(sum(p50_ms[op.key] for op in ops)),
+        QUANTITIES[quantity][0][0]: total,
         "n_ops": float(len(ops)),
         "weight_mib": float(sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20),
     }
@@ -84,7 +96,7 @@ def select_networks(
     pool = [
         a for a in dict.fromkeys([*space.references.values(), *space.sample(rng, POOL)]) if a not in banned
     ]
-    covered = [a for a in pool if all(op.key in p50_ms for op in space.ops(a))]
+    covered = [a for a in pool if all(op.key in p50_ms for op in needed_ops(space.ops(a), dtype))]
     if len(covered) < n:
         raise InputError(
             f"the LUT holds every op of only {len(covered)} of {len(pool)} candidate {space.name} "
@@ -202,7 +214,7 @@ def build_record(
         model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype, quantity), y)
         for a, y in zip(archs, measured_ms, strict=True)
     ]
-    used = sorted({op.key for a in archs for op in space.ops(a)})
+    used = sorted({op.key for a in archs for op in needed_ops(space.ops(a), mset.dtype)})
     return {
         **_key(space.name, mset),
         "quantity": quantity,
@@ -245,6 +257,16 @@ def calibrate(
         threads=spec.threads,
         batch=spec.batch,
     )
+    from .prediction import check_recipe
+
+    recipe = check_recipe(lut, mset, lut_path)
+    if recipe is not None and recipe != spec.quant_recipe:
+        raise InputError(
+            f"LUT {lut_path} holds int8 rows of quantization recipe {recipe}, this run uses "
+            f"{spec.quant_recipe}: "
+            "a calibration must measure networks quantized like the ops it calibrates",
+            hint=f"pass --quant-recipe {recipe}",
+        )
     p50 = lut.p50_by_key(mset)
     archs = select_networks(space, p50, mset.dtype, n, np.random.default_rng(seed))
     progress.note(

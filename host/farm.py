@@ -541,8 +541,8 @@ def _warm_cache(space: Any, arch_texts: tuple[str, ...] | None, devices: Sequenc
     from .profiling import default_archs, plan_ops
 
     archs = [space.parse(a) for a in arch_texts] if arch_texts is not None else default_archs(space)[0]
-    items = [ExportItem.for_op(op) for op in plan_ops(space, archs)]
     for backend, dtype in sorted({(d.backend.value, d.dtype.value) for d in devices}):
+        items = [ExportItem.for_op(op) for op in plan_ops(space, archs, dtype)]  # int8 adds its probes
         export_all(items, backend, dtype, cache=ArtifactCache())  # failures resurface per device
 
 

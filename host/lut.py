@@ -294,12 +294,14 @@ class Lut:
             raise LutError(
                 f"LUT {path} has no rows for {asked}; it holds: {listed}",
                 hint="profile them with "
-                f"`chamlab profile --target NAME --space SPACE --threads N --batch N --out {path}`",
+                "`chamlab profile --target NAME --space SPACE --threads N --batch N"
+                + (f" --dtype {dtype}" if dtype not in (None, "fp32") else "")
+                + f" --out {path}`",
             )
         if len(matching) > 1:
             raise InputError(
                 f"LUT {path} holds several measurement sets ({listed}); choose one with "
-                "--target/--backend/--threads/--batch"
+                "--target/--backend/--dtype/--threads/--batch"
             )
         return matching[0]
 

@@ -229,9 +229,32 @@ def _parse_op_key(key: str) -> tuple[str, str | None]:
         return "", str(exc)
 
 
+def _recipe_problems(table: pa.Table) -> list[str]:
+    """int8 rows need a quantization recipe and one per measurement set; fp32 rows have none."""
+    out: list[str] = []
+    sets: dict[tuple[Any, ...], set[str]] = {}
+    cols = table.select(["op_key", "device", "backend", "dtype", "threads", "batch", "quant_recipe"])
+    for r in cols.to_pylist():
+        if r["dtype"] == "int8":
+            if not r["quant_recipe"]:
+                out.append(f"int8 row {r['op_key']} ({r['device']}) has no quant_recipe")
+            else:
+                key = (r["device"], r["backend"], r["dtype"], r["threads"], r["batch"])
+                sets.setdefault(key, set()).add(r["quant_recipe"])
+        elif r["quant_recipe"] is not None:
+            out.append(
+                f"{r['dtype']} row {r['op_key']} ({r['device']}) has quant_recipe {r['quant_recipe']!r}"
+            )
+    for key, recipes in sorted(sets.items()):
+        if len(recipes) > 1:
+            out.append(f"int8 rows of {key} mix quantization recipes {', '.join(sorted(recipes))}")
+    return out[: _MAX_LISTED + 1]
+
+
 def check_table(table: pa.Table) -> list[str]:
     """Every value problem of a LUT table (schema already checked by the store), one line each:
     duplicate row keys, unknown op keys, op_type not matching the key, unknown backend/dtype,
+    int8 rows without a quantization recipe (or two recipes in one set), fp32 rows with one,
     NaN/inf or out-of-range numbers, threads < 1, p10 <= p50 <= p90 violated, ``n_samples`` not the
     sample count, samples NaN/negative, statistics that do not follow from the samples."""
     problems: list[str] = []
@@ -265,6 +288,7 @@ def check_table(table: pa.Table) -> list[str]:
         bad = [v for v in pc.unique(table[col]).to_pylist() if v not in allowed]
         if bad:
             problems.append(f"{col} {_listed(bad)} unknown; known: {', '.join(allowed)}")
+    problems += _recipe_problems(table)
     # numbers
     p50 = table["p50_ms"]
     bad = _where(pc.invert(pc.fill_null(pc.and_(pc.is_finite(p50), pc.greater(p50, 0.0)), False)), table)

@@ -24,7 +24,7 @@ from chamlab.operators.export import Artifact, ExportItem
 
 from .lut import stats_from_samples
 from .pipeline import NullProgress, Progress, RunSpec, claim_device, run_artifacts, run_items
-from .prediction import find_lut, predict_latency
+from .prediction import check_recipe, find_lut, predict_latency
 from .transports.base import Transport
 
 
@@ -51,6 +51,9 @@ class NetworkMeasurement:
         value = self.energy.get("energy_mj")
         return float(value) if value is not None else None
 
+    quant_recipe: str | None = None  # int8: the recipe the program was quantized with
+    not_delegated: str | None = None  # int8: what the quantizer left in fp32 / outside the delegate
+
     @property
     def p50_ms(self) -> float:
         return self.stats["p50_ms"]
@@ -63,6 +66,34 @@ class NetworkMeasurement:
 def network_item(space: SearchSpace, arch: Arch, batch: int = 1) -> ExportItem:
     """The export item of a whole network (named ``net:<space>:<arch>``) at ``batch``."""
     return ExportItem.for_network(f"net:{space.name}:{space.format(arch)}", space.ops(arch), batch)
+
+
+def export_network_int8(
+    space: SearchSpace,
+    arch: Arch,
+    pte_path: Path,
+    *,
+    module: Any = None,
+    calibration: Sequence[Any] | None = None,
+    recipe: str | None = None,
+    batch: int = 1,
+) -> Any:
+    """Quantize ``arch`` (its trained ``module``, else the network of its ops with chamlab's
+    deterministic weights) by ``recipe`` and write ``pte_path`` + ETRecord + quantization report
+    (:func:`chamlab.operators.quant.export_network`; returns its ``NetworkExport``). ``calibration``:
+    real input batches (default: the recipe's seeded random batches). ``adapt --dtype int8`` calls it
+    for the winner."""
+    import torch
+
+    from chamlab.operators import quant
+    from chamlab.operators.network import Network
+
+    ops = space.ops(arch)
+    net = module if module is not None else Network(ops).eval()
+    example = torch.randn((batch, *space.input_shape(arch)[1:]), generator=torch.Generator().manual_seed(0))
+    return quant.export_network(
+        net, example, Path(pte_path), recipe=recipe or quant.DEFAULT_RECIPE, calibration=calibration
+    )
 
 
 def measure_networks(
@@ -111,6 +142,8 @@ def measure_networks(
                 m.artifact.export_s,
                 tuple(m.events) if m.events is not None else None,
                 _energy(m.result.get("energy")),
+                m.artifact.quant_recipe,
+                m.artifact.quant_report.problem() if m.artifact.quant_report else None,
             )
         )
     return results
@@ -302,6 +335,8 @@ class MeasureReport:
             "target": self.spec.target,
             "backend": self.spec.backend.value,
             "dtype": self.spec.dtype.value,
+            "quant_recipe": m.quant_recipe,
+            "not_delegated": m.not_delegated,
             "threads": self.spec.threads,
             "batch": self.spec.batch,
             "macs": self.macs,
@@ -354,6 +389,11 @@ def measure(
                 threads=spec.threads,
                 batch=spec.batch,
             )
+            recipe = check_recipe(lut, mset, path)
+            if recipe is not None and recipe != spec.quant_recipe:
+                raise LutError(
+                    f"the LUT's int8 rows use quantization recipe {recipe}, this network {spec.quant_recipe}"
+                )
             pred = predict_latency(space, arch, lut, path, mset, raw=raw)
             predicted, calibrated = pred.latency_ms, pred.calibrated
         except (LutError, MissingLutEntriesError) as exc:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError, InputError, MeasurementError
-from chamlab.operators import Backend, Dtype
+from chamlab.operators import DTYPE_BACKENDS, Backend, Dtype, quant
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
 
 from . import etdump as etdump_mod
@@ -71,6 +71,7 @@ class RunSpec:
     dtype: Dtype
     threads: int
     batch: int = 1
+    quant_recipe: str | None = None  # int8: the quantization recipe's id (chamlab.operators.quant)
 
     @property
     def target(self) -> str:
@@ -95,6 +96,7 @@ class RunSpec:
             "dtype": self.dtype.value,
             "threads": self.threads,
             "batch": self.batch,
+            "quant_recipe": self.quant_recipe,
             "runner": self.device.runner,
             "measure": self.policy.to_json(),
         }
@@ -107,9 +109,12 @@ def resolve_run(
     backend: str | None = None,
     dtype: str | None = None,
     batch: int = 1,
+    quant_recipe: str | None = None,
 ) -> RunSpec:
     """The :class:`RunSpec` for ``device`` with the given overrides (None: the device's default);
-    ``batch``: the input batch size every op and network is exported and measured at."""
+    ``batch``: the input batch size every op and network is exported and measured at;
+    ``quant_recipe``: the int8 quantization recipe (default:
+    :data:`chamlab.operators.quant.DEFAULT_RECIPE`)."""
     if device.uses_python and not device.runner_python():
         raise ConfigError(
             f'device {device.name}: runner = "{device.runner_kind}" needs the target\'s python, '
@@ -136,12 +141,16 @@ def resolve_run(
             f"backend {chosen.value} cannot run there",
             hint='use --backend cuda (or backend = "cuda" in its devices.toml table)',
         )
+    chosen_dtype = _enum(Dtype, dtype, "dtype") if dtype is not None else device.dtype
+    allowed = DTYPE_BACKENDS.get(chosen_dtype.value)
+    if allowed and chosen.value not in allowed:
+        raise InputError(
+            f"dtype {chosen_dtype.value} runs on backend {', '.join(allowed)} only; device {device.name} "
+            f"uses backend {chosen.value}",
+            hint=f"pass --backend {allowed[0]}, or --dtype fp32",
+        )
     return RunSpec(
-        device,
-        chosen,
-        _enum(Dtype, dtype, "dtype") if dtype is not None else device.dtype,
-        threads,
-        batch,
+        device, chosen, chosen_dtype, threads, batch, quant.recipe_for(chosen_dtype.value, quant_recipe)
     )
 
 
@@ -223,7 +232,13 @@ def export_items(
 
     try:
         artifacts, failures = export_all(
-            items, spec.backend, spec.dtype, cache=ArtifactCache(), workers=workers, on_done=on_done
+            items,
+            spec.backend,
+            spec.dtype,
+            cache=ArtifactCache(),
+            workers=workers,
+            on_done=on_done,
+            recipe=spec.quant_recipe,
         )
     except KeyboardInterrupt:
         progress.note(

@@ -11,6 +11,10 @@ Energy (:func:`predict_energy`): the sum of the ops' LUT energies above idle, co
 the same way (:mod:`chamlab.chamnet.predictors.energy`); where the LUT's measurement set holds no
 energy (the device had no power reader) it refuses with :class:`~chamlab.core.errors.NoEnergyError`
 naming the fix. :func:`predict` adds it to its report (``energy="auto"``: when the rows have it).
+int8 measurement sets: the prediction also subtracts the boundary quantize/dequantize pairs
+(:class:`~chamlab.operators.QuantEdge` probes, see chamnet/predictors/latency.py); a set whose rows
+come from two quantization recipes is refused (:func:`check_recipe`), and ops whose rows say
+``delegated = false`` are listed in :attr:`LatencyPrediction.not_delegated_ops` (the CLI warns).
 """
 
 from __future__ import annotations
@@ -74,12 +78,27 @@ def find_lut(
     return Lut.read(path), path
 
 
+def default_dtype(target: str, devices: Path | None = None) -> str | None:
+    """The ``dtype`` devices.toml gives ``target`` (what ``--dtype`` defaults to), or None when the
+    target is not in the registry (or the registry cannot be read): then any dtype the LUT holds."""
+    from chamlab.core.errors import ChamlabError
+
+    from .config import load_registry
+
+    try:
+        return load_registry(devices).get(target).dtype.value
+    except ChamlabError:
+        return None
+
+
 def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path: Path) -> str:
     """The exact ``chamlab profile`` command that fills the LUT entries ``arch`` lacks."""
     from .profiling import EXHAUSTIVE_LIMIT
 
     cmd = ["chamlab", "profile", "--target", mset.device, "--space", space.name]
     cmd += ["--threads", str(mset.threads)]
+    if mset.dtype != "fp32":
+        cmd += ["--dtype", mset.dtype]
     if mset.batch != 1:
         cmd += ["--batch", str(mset.batch)]
     cmd += ["--out", str(path)]
@@ -100,6 +119,27 @@ def op_model(lut: Lut, mset: MeasurementSet, quantity: str = "latency") -> OpLat
     return _op_model(tuple(sorted(values.items())))
 
 
+def check_recipe(lut: Lut, mset: MeasurementSet, path: Path) -> str | None:
+    """The one quantization recipe of an int8 measurement set (None for fp32); rows of two recipes
+    in one set are a :class:`LutError` (they would mix two different programs in one sum)."""
+    if mset.dtype != "int8":
+        return None
+    recipes = sorted({str(r.get("quant_recipe")) for r in lut.select(mset).values()})
+    if len(recipes) > 1:
+        raise LutError(
+            f"LUT {path}: the int8 rows of {mset.describe()} come from {len(recipes)} quantization recipes "
+            f"({', '.join(recipes)}); one prediction must use one recipe",
+            hint="re-profile into a separate LUT per recipe (`chamlab profile --quant-recipe ID --out PATH`)",
+        )
+    return recipes[0] if recipes else None
+
+
+def not_delegated_ops(lut: Lut, mset: MeasurementSet, keys: set[str]) -> tuple[str, ...]:
+    """Op keys among ``keys`` whose rows in ``mset`` say ``delegated = false``."""
+    rows = lut.select(mset)
+    return tuple(sorted(k for k in keys if k in rows and rows[k].get("delegated") is False))
+
+
 def predict_latency(
     space: SearchSpace,
     arch: Arch,
@@ -115,6 +155,7 @@ def predict_latency(
     calibration of this space and set, unless ``raw``."""
     from . import calibration
 
+    check_recipe(lut, mset, path)
     fill = None
     if interpolate:
         model = op_model(lut, mset)
@@ -122,8 +163,9 @@ def predict_latency(
     predictor = LutLatencyPredictor(
         lut.p50_by_key(mset),
         correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+        what=f"LUT {path} ({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})",
         fill=fill,
+        quant_edges=mset.dtype == "int8",
     )
     ops = space.ops(arch)
     try:
@@ -131,6 +173,9 @@ def predict_latency(
     except MissingLutEntriesError as exc:
         exc.hint = profile_hint(space, space.format(arch), mset, path)
         raise
+    bad = not_delegated_ops(lut, mset, {op.key for op in ops})
+    if bad:
+        pred = dataclasses.replace(pred, not_delegated_ops=bad)
     if raw:
         return pred
     found = calibration.lookup(lut, mset, space.name)
@@ -144,7 +189,11 @@ def predict_latency(
 
 
 def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
-    return {"lut_sum_ms": pred.lut_sum_ms, "n_ops": float(len(ops)), "weight_mib": _weight_mib(ops, mset)}
+    return {
+        "lut_sum_ms": pred.lut_sum_ms - (pred.quant_edge_ms or 0.0),  # int8: less the boundary pairs
+        "n_ops": float(len(ops)),
+        "weight_mib": _weight_mib(ops, mset),
+    }
 
 
 def latency_model(
@@ -280,6 +329,8 @@ class PredictionReport:
             "latency_ms": p.latency_ms if p else None,
             "lut_sum_ms": p.lut_sum_ms if p else None,
             "invocation_overhead_ms": p.invocation_overhead_ms if p else None,
+            "quant_edge_ms": p.quant_edge_ms if p else None,
+            "not_delegated_ops": list(p.not_delegated_ops) if p else [],
             "calibrated": p.calibrated if p else False,
             "uncalibrated_ms": p.uncalibrated_ms if p else None,
             "calibration": dict(p.calibration) if p and p.calibration else None,

@@ -5,6 +5,13 @@ the rest (cached, in parallel), measure them on the target through the pipeline,
 the LUT under its file lock. Re-running resumes: only missing ops are measured, and an interrupted run
 continues in its run directory on the target. The run directory is removed only after the LUT write
 succeeded, so a failed write (a full disk) loses nothing.
+
+int8 (``--dtype int8``): the ops are exported quantized by the run's recipe, whose id goes into each
+row (``quant_recipe``); the plan adds one :class:`~chamlab.operators.QuantEdge` probe per distinct
+boundary shape between consecutive ops; an op the quantizer left in fp32 or outside the XNNPACK
+delegate is stored with ``delegated = false`` and the offending kernels in ``breakdown``, and listed
+in :attr:`ProfileReport.not_delegated` (the CLI warns). A LUT whose rows of this measurement set come
+from another recipe is refused before any work: two recipes never mix in one set.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import WriteError
+from chamlab.core.errors import InputError, WriteError
 from chamlab.core.files import check_writable
 from chamlab.core.store import tool_version
-from chamlab.operators import INVOCATION_PROBE, OpSpec
+from chamlab.operators import INVOCATION_PROBE, OpSpec, boundary_probes
 from chamlab.operators.export import ExportItem
 
 from . import power
@@ -42,13 +49,27 @@ def default_archs(space: SearchSpace) -> tuple[list[Arch], str]:
     return refs, f"the {len(refs)} reference archs of {space.name} ({', '.join(space.references)})"
 
 
-def plan_ops(space: SearchSpace, archs: Iterable[Arch]) -> list[OpSpec]:
-    """The distinct ops of ``archs`` plus the :data:`INVOCATION_PROBE`, sorted by key."""
+def plan_ops(space: SearchSpace, archs: Iterable[Arch], dtype: str = "fp32") -> list[OpSpec]:
+    """The distinct ops of ``archs`` plus the :data:`INVOCATION_PROBE` (and, for int8, the
+    quant_edge probe of every boundary between consecutive ops), sorted by key."""
     ops: dict[str, OpSpec] = {INVOCATION_PROBE.key: INVOCATION_PROBE}
     for arch in archs:
-        for op in space.ops(arch):
+        arch_ops = space.ops(arch)
+        for op in [*arch_ops, *(boundary_probes(arch_ops) if dtype == "int8" else [])]:
             ops.setdefault(op.key, op)
     return [ops[k] for k in sorted(ops)]
+
+
+def check_recipe_mix(lut: Lut, spec: RunSpec, path: Path) -> None:
+    """Refuse to add rows of ``spec``'s recipe to a measurement set holding another recipe's rows."""
+    rows = lut.select(spec.measurement_set)
+    other = sorted({str(r.get("quant_recipe")) for r in rows.values()} - {str(spec.quant_recipe)})
+    if other:
+        raise InputError(
+            f"LUT {path} holds {spec.measurement_set.describe()} rows of quantization recipe "
+            f"{', '.join(other)}; this run uses {spec.quant_recipe}, and two recipes never mix in one set",
+            hint="profile into another LUT (--out PATH), or keep the recipe the LUT has (--quant-recipe)",
+        )
 
 
 @dataclasses.dataclass
@@ -58,6 +79,7 @@ class ProfileReport:
     already: int
     measured: list[str] = dataclasses.field(default_factory=list)
     unstable: list[str] = dataclasses.field(default_factory=list)
+    not_delegated: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (op key, what)
     failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     export_s: float = 0.0
     measure_s: float = 0.0
@@ -77,6 +99,7 @@ class ProfileReport:
             "already_in_lut": self.already,
             "measured_ops": len(self.measured),
             "unstable_ops": self.unstable,
+            "not_delegated_ops": [{"op_key": k, "problem": e} for k, e in self.not_delegated],
             "failed_ops": [{"op_key": k, "error": e} for k, e in self.failed],
             "exported_ops": self.exported,
             "export_s": round(self.export_s, 3),
@@ -94,6 +117,9 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
     energy = power.energy_columns(r.get("energy"))
     if energy["charging"] is None and r.get("charging") is not None:
         energy["charging"] = bool(r["charging"])  # the driver's battery status (executor_runner runs)
+    # whether the whole op ran inside the backend's delegate: known from the per-op Inspector
+    # breakdown (--breakdown) and, for int8, from the export's quantization report; else null
+    events, delegated = breakdown_and_delegation(m)
     return make_row(
         m.item.name,
         device=spec.target,
@@ -113,12 +139,29 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
         temp_before_c=r.get("temp_before_c"),
         temp_after_c=r.get("temp_after_c"),
         battery_pct=r.get("battery_pct"),
-        breakdown=m.events,
-        # whether the whole op ran inside the backend's delegate: known only from the per-op
-        # Inspector breakdown (--breakdown), else null
-        delegated=all(e["delegated"] for e in m.events) if m.events else None,
+        breakdown=events,
+        delegated=delegated,
+        quant_recipe=spec.quant_recipe,
         **energy,
     )
+
+
+def breakdown_and_delegation(m: Measured) -> tuple[list[dict[str, Any]] | None, bool | None]:
+    """The row's ``breakdown`` and ``delegated``. fp32: from the ETDump breakdown (null without
+    one). int8: also from the export's quantization report, so it is always known; the kernels the
+    quantizer left in fp32 (``fp32:<op>``) or outside the delegate are added to the breakdown with
+    ``delegated = false`` when the ETDump did not already list them."""
+    events = list(m.events) if m.events else None
+    report = m.artifact.quant_report
+    if report is None:
+        return events, all(e["delegated"] for e in events) if events else None
+    extra = report.breakdown()
+    if events:
+        seen = {e["event"] for e in events}
+        extra = [e for e in extra if e["event"] not in seen]
+    merged = [*(events or []), *extra] or None
+    delegated = report.delegated and all(e["delegated"] for e in events or [])
+    return merged, delegated
 
 
 def provenance(
@@ -131,6 +174,7 @@ def provenance(
         "dtype": spec.dtype.value,
         "threads": spec.threads,
         "batch": spec.batch,
+        "quant_recipe": spec.quant_recipe,
         "space": space.name,
         "rows": rows,
         "tool_version": tool_version(),
@@ -164,15 +208,17 @@ def profile(
     progress = progress or NullProgress()
     out = Path(out)
     check_writable(out, what="LUT")
-    Lut.read_or_empty(out)  # a corrupt or foreign file stops here, before any work, untouched
+    check_recipe_mix(Lut.read_or_empty(out), spec, out)  # a corrupt or foreign file stops here, untouched
     if ops is None:
         if archs is None:
             archs, which = default_archs(space)
             progress.note(f"profiling the ops of {which}")
-        ops = plan_ops(space, archs)
+        ops = plan_ops(space, archs, spec.dtype.value)
     with claim_device(spec, no_wait=no_wait, progress=progress, what=command or f"profile {space.name}"):
         # re-read under the device lock: a run we waited for may have measured some of our ops
-        have = set() if force else set(Lut.read_or_empty(out).p50_by_key(spec.measurement_set))
+        current = Lut.read_or_empty(out)
+        check_recipe_mix(current, spec, out)
+        have = set() if force else set(current.p50_by_key(spec.measurement_set))
         todo = [op for op in ops if op.key not in have]
         report = ProfileReport(out, len(ops), len(ops) - len(todo))
         if not todo:
@@ -205,6 +251,11 @@ def profile(
                 energy, run_id=run.run_id, op_key=m.item.name, batch=spec.batch, device=spec.target
             )
             report.measured.append(m.item.name)
+            problem = m.artifact.quant_report.problem() if m.artifact.quant_report else None
+            if row["delegated"] is False:
+                report.not_delegated.append(
+                    (m.item.name, problem or "ETDump shows kernels outside the delegate")
+                )
             if row["unstable"]:
                 report.unstable.append(m.item.name)
         if rows:

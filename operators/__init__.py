@@ -4,14 +4,16 @@ their export to ExecuTorch programs.
 Importing this package registers the shipped kinds in :data:`OPS`; it does not import torch.
 """
 
-from .base import BACKENDS, DTYPES, OPS, Backend, Dtype, OpRegistry, OpSpec, register_op
+from .base import BACKENDS, DTYPE_BACKENDS, DTYPES, OPS, Backend, Dtype, OpRegistry, OpSpec, register_op
 from .conv_bn_act import INVOCATION_PROBE, ConvBNAct
 from .inverted_residual import InvertedResidual
 from .pool_linear import PoolLinear
+from .quant_edge import QuantEdge, boundary_probes
 
 __all__ = [
     "BACKENDS",
     "DTYPES",
+    "DTYPE_BACKENDS",
     "INVOCATION_PROBE",
     "OPS",
     "Backend",
@@ -21,5 +23,7 @@ __all__ = [
     "OpRegistry",
     "OpSpec",
     "PoolLinear",
+    "QuantEdge",
+    "boundary_probes",
     "register_op",
 ]

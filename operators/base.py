@@ -54,9 +54,16 @@ class Backend(enum.StrEnum):
 
 
 class Dtype(enum.StrEnum):
-    """Element type of an op's weights and activations."""
+    """Element type of an op's weights and activations. ``int8``: 8-bit weights (symmetric, per
+    channel) and activations (asymmetric, per tensor), quantized with PT2E by a quantization recipe
+    (:mod:`chamlab.operators.quant`) and lowered to the XNNPACK delegate; xnnpack backend only."""
 
     FP32 = "fp32"
+    INT8 = "int8"
+
+
+#: backends that can run each non-fp32 dtype
+DTYPE_BACKENDS: dict[str, tuple[str, ...]] = {"int8": ("xnnpack",)}
 
 
 BACKENDS: tuple[str, ...] = tuple(b.value for b in Backend)
@@ -79,6 +86,9 @@ class OpSpec:
     """Base class of every operator spec. Subclasses are frozen dataclasses with int/str fields."""
 
     op_type: ClassVar[str] = ""
+    #: False for a kind whose torch module is already a quantized program (the quantization-edge
+    #: probe): the int8 export then lowers it as it is instead of running the recipe's quantizer
+    quantize_with_recipe: ClassVar[bool] = True
     #: the key fields with their resolved types, set once by :meth:`OpRegistry.register`
     key_fields: ClassVar[tuple[KeyField, ...]] = ()
 
@@ -129,6 +139,8 @@ class OpSpec:
             return f"backend {backend!r} is not one of {', '.join(BACKENDS)}"
         if dtype not in DTYPES:
             return f"dtype {dtype!r} is not supported (supported: {', '.join(DTYPES)})"
+        if dtype in DTYPE_BACKENDS and backend not in DTYPE_BACKENDS[dtype]:
+            return f"dtype {dtype} runs on backend {', '.join(DTYPE_BACKENDS[dtype])} only, not {backend}"
         return None
 
     # -- torch --------------------------------------------------------------------------------------

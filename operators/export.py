@@ -8,6 +8,15 @@ exported once per backend, batch and toolchain, ever; changing any of them expor
 ``<cache>/artifacts/<backend>-<dtype>/<cache_key>.pte`` plus ``.etrecord``
 (for ``executorch.devtools.Inspector``).
 
+int8
+----
+An int8 item is quantized by a recipe (:mod:`chamlab.operators.quant`; default
+:data:`~chamlab.operators.quant.DEFAULT_RECIPE`) before lowering, and the recipe's id joins the cache
+key, so programs of two recipes never share a file. Beside the program, ``<cache_key>.quant.json``
+holds the :class:`~chamlab.operators.quant.QuantReport`: the ops the quantizer left in fp32 and those
+outside the XNNPACK delegate (both empty for every shipped op kind); the artifact carries it to the
+LUT row (``delegated``).
+
 Backends
 --------
 ``xnnpack``: lowered with ``XnnpackPartitioner``; anything XNNPACK rejects stays on the portable
@@ -37,6 +46,7 @@ from pathlib import Path
 from chamlab.core.errors import ExportError
 from chamlab.core.files import atomic_path, cache_root
 
+from . import quant
 from .base import BACKENDS, OPS, OpSpec
 
 RECIPE_VERSION = "chamlab-export-v1"
@@ -88,6 +98,8 @@ class Artifact:
     etrecord_path: Path  # absent for torch.export programs
     cache_key: str
     export_s: float | None  # None when it came from the cache
+    quant_recipe: str | None = None  # int8: the recipe's id
+    quant_report: quant.QuantReport | None = None  # int8: what was left in fp32 / outside the delegate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,25 +126,46 @@ class ArtifactCache:
         self.root = Path(root) if root is not None else cache_root() / "artifacts"
         self._versions = toolchain_versions()
 
-    def cache_key(self, item: ExportItem, backend: str, dtype: str) -> str:
+    def cache_key(self, item: ExportItem, backend: str, dtype: str, recipe: str | None = None) -> str:
+        """``recipe``: the quantization recipe id (int8); fp32 keys are unchanged by it (None)."""
         h = hashlib.sha256()
         for part in (RECIPE_VERSION, backend, dtype, self._versions["torch"], self._versions["executorch"]):
             h.update(part.encode() + b"\0")
+        if recipe is not None:
+            h.update(f"quant_recipe={recipe}".encode() + b"\0")
         h.update(f"batch={item.batch}".encode() + b"\0")
         h.update("\n".join(item.op_keys).encode())
         return h.hexdigest()[:24]
 
-    def paths(self, item: ExportItem, backend: str, dtype: str) -> tuple[Path, Path, str]:
-        key = self.cache_key(item, backend, dtype)
+    def paths(
+        self, item: ExportItem, backend: str, dtype: str, recipe: str | None = None
+    ) -> tuple[Path, Path, str]:
+        key = self.cache_key(item, backend, dtype, recipe)
         folder = self.root / f"{backend}-{dtype}"
         suffix = ".pt2" if backend in TORCH_EXPORT_BACKENDS else ".pte"
         return folder / f"{key}{suffix}", folder / f"{key}.etrecord", key
 
-    def lookup(self, item: ExportItem, backend: str, dtype: str) -> Artifact | None:
-        pte, etr, key = self.paths(item, backend, dtype)
-        if pte.is_file() and (backend in TORCH_EXPORT_BACKENDS or etr.is_file()):
-            return Artifact(item, backend, dtype, pte, etr, key, None)
+    def artifact(
+        self, item: ExportItem, backend: str, dtype: str, recipe: str | None, export_s: float | None
+    ) -> Artifact:
+        """The artifact of an exported item (reading its quantization report when int8)."""
+        pte, etr, key = self.paths(item, backend, dtype, recipe)
+        report = quant.QuantReport.read(report_path(pte)) if recipe is not None else None
+        return Artifact(item, backend, dtype, pte, etr, key, export_s, recipe, report)
+
+    def lookup(
+        self, item: ExportItem, backend: str, dtype: str, recipe: str | None = None
+    ) -> Artifact | None:
+        pte, etr, _ = self.paths(item, backend, dtype, recipe)
+        complete = pte.is_file() and (backend in TORCH_EXPORT_BACKENDS or etr.is_file())
+        if complete and (recipe is None or report_path(pte).is_file()):
+            return self.artifact(item, backend, dtype, recipe, None)
         return None
+
+
+def report_path(pte_path: Path) -> Path:
+    """Where an int8 program's :class:`~chamlab.operators.quant.QuantReport` lives."""
+    return pte_path.with_suffix(".quant.json")
 
 
 def _build_module_and_input(op_keys: Sequence[str], batch: int = 1):  # type: ignore[no-untyped-def]
@@ -147,8 +180,18 @@ def _build_module_and_input(op_keys: Sequence[str], batch: int = 1):  # type: ig
     return module, example
 
 
-def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: Path, batch: int = 1) -> float:
-    """Export, lower and serialise one item; returns the seconds it took. Writes are atomic."""
+def lower(
+    op_keys: Sequence[str],
+    backend: str,
+    pte_path: Path,
+    etrecord_path: Path,
+    batch: int = 1,
+    *,
+    dtype: str = "fp32",
+    recipe: str | None = None,
+) -> float:
+    """Export, lower and serialise one item; returns the seconds it took. Writes are atomic.
+    int8 (``recipe`` set) also writes the quantization report beside the program."""
     import torch
 
     if backend not in BACKENDS:
@@ -158,6 +201,19 @@ def lower(op_keys: Sequence[str], backend: str, pte_path: Path, etrecord_path: P
         raise ExportError(reason)
     start = time.perf_counter()
     module, example = _build_module_and_input(op_keys, batch)
+    if dtype == "int8":
+        if backend != "xnnpack":
+            raise ExportError(f"dtype int8 is lowered to the xnnpack backend only, not {backend}")
+        recipe = quant.recipe_for(dtype, recipe)
+        assert recipe is not None
+        if all(OPS.from_key(k).quantize_with_recipe for k in op_keys):
+            module = quant.quantize(module, example, recipe=recipe)
+        elif any(OPS.from_key(k).quantize_with_recipe for k in op_keys):
+            raise ExportError("a probe (quant_edge) cannot be exported together with other ops")
+        program, report = quant.lower(module, example, recipe=recipe)
+        quant.save_program(program, pte_path, etrecord_path)
+        quant.write_report(report, report_path(pte_path))
+        return time.perf_counter() - start
     with torch.no_grad():
         exported = torch.export.export(module, (example,))
     if backend in TORCH_EXPORT_BACKENDS:
@@ -196,8 +252,10 @@ def _quiet_worker(log_path: str) -> None:
     logging.disable(logging.WARNING)
 
 
-def _lower_in_worker(op_keys: tuple[str, ...], backend: str, pte: str, etr: str, batch: int) -> float:
-    return lower(op_keys, backend, Path(pte), Path(etr), batch)
+def _lower_in_worker(
+    op_keys: tuple[str, ...], backend: str, pte: str, etr: str, batch: int, dtype: str, recipe: str | None
+) -> float:
+    return lower(op_keys, backend, Path(pte), Path(etr), batch, dtype=dtype, recipe=recipe)
 
 
 def export_all(
@@ -208,15 +266,18 @@ def export_all(
     cache: ArtifactCache | None = None,
     workers: int | None = None,
     on_done: Callable[[ExportItem, Artifact | ExportFailure], None] | None = None,
+    recipe: str | None = None,
 ) -> tuple[dict[ExportItem, Artifact], list[ExportFailure]]:
     """Export every item not yet in the cache, in ``workers`` processes (default: CPU count).
 
     Returns the artifacts by item and the failures (as data: the other items still export).
-    ``on_done`` is called once per item, cached ones first.
+    ``on_done`` is called once per item, cached ones first. ``recipe``: the quantization recipe of an
+    int8 export (default :data:`~chamlab.operators.quant.DEFAULT_RECIPE`; an error for fp32).
     """
     reason = backend_unavailable(backend)
     if reason:
         raise ExportError(reason)
+    recipe = quant.recipe_for(str(dtype), recipe)
     cache = cache or ArtifactCache()
     done: dict[ExportItem, Artifact] = {}
     failures: list[ExportFailure] = []
@@ -230,7 +291,7 @@ def export_all(
                     on_done(item, failures[-1])
                 break
         else:
-            hit = cache.lookup(item, backend, dtype)
+            hit = cache.lookup(item, backend, dtype, recipe)
             if hit:
                 done[item] = hit
                 if on_done:
@@ -251,8 +312,11 @@ def export_all(
             if on_done:
                 on_done(item, failure)
             return
-        pte, etr, key = cache.paths(item, backend, dtype)
-        art = Artifact(item, backend, dtype, pte, etr, key, seconds)
+        try:
+            art = cache.artifact(item, backend, dtype, recipe, seconds)
+        except ExportError as exc:
+            finish(item, None, exc)
+            return
         done[item] = art
         if on_done:
             on_done(item, art)
@@ -267,10 +331,9 @@ def export_all(
     try:
         futures = {}
         for item in todo:
-            pte, etr, _ = cache.paths(item, backend, dtype)
-            futures[pool.submit(_lower_in_worker, item.op_keys, backend, str(pte), str(etr), item.batch)] = (
-                item
-            )
+            pte, etr, _ = cache.paths(item, backend, dtype, recipe)
+            args = (item.op_keys, backend, str(pte), str(etr), item.batch, str(dtype), recipe)
+            futures[pool.submit(_lower_in_worker, *args)] = item
         for fut in cf.as_completed(futures):
             item = futures[fut]
             try:

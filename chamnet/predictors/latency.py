@@ -10,6 +10,14 @@ as the p50 of :data:`~chamlab.operators.INVOCATION_PROBE` (``chamlab profile`` a
 it), and the corrected prediction is ``raw - (n_ops - 1) * overhead``. ``bench/latency_fidelity.py``
 reports both, so the effect of the correction is measured, not assumed.
 
+int8 (``quant_edges``): a per-op int8 program also quantizes its input and dequantizes its output,
+which a whole int8 network does once; at each of the ``n_ops - 1`` boundaries between consecutive ops
+the LUT sum counts one dequantize and one quantize of the boundary tensor that the network never
+runs. The LUT holds that pair per shape as the p50 of a :class:`~chamlab.operators.QuantEdge` probe
+(itself one invocation), and the corrected prediction also subtracts
+``sum over boundaries of (probe p50 - overhead)`` (:attr:`LatencyPrediction.quant_edge_ms`). The
+probes are LUT entries like any op: a missing one is reported with the missing ops.
+
 A missing entry is an error listing every missing op (never a silent zero), unless the predictor is
 given ``fill`` (an op-level model, :mod:`chamlab.chamnet.predictors.op_model`): then the missing ops
 are predicted by it, marked ``interpolated`` and counted in :attr:`LatencyPrediction.interpolated_ops`.
@@ -23,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chamlab.core.errors import MissingLutEntriesError
-from chamlab.operators import INVOCATION_PROBE, OpSpec
+from chamlab.operators import INVOCATION_PROBE, OpSpec, boundary_probes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +57,8 @@ class LatencyPrediction:
     uncalibrated_ms: float | None = None  # what latency_ms would be without the calibration
     calibration: Mapping[str, Any] | None = None  # the calibration's summary, applied or not
     calibration_note: str | None = None  # why no calibration was applied
+    quant_edge_ms: float | None = None  # int8: boundary quantize/dequantize cost subtracted (ms)
+    not_delegated_ops: tuple[str, ...] = ()  # int8: ops whose LUT row says delegated = false
 
 
 class LutLatencyPredictor:
@@ -56,6 +66,8 @@ class LutLatencyPredictor:
 
     ``correct_overhead``: subtract ``(n_ops - 1)`` invocation overheads when the entries hold the
     :data:`INVOCATION_PROBE`; with ``False`` (or without the probe) the prediction is the raw sum.
+    ``quant_edges`` (int8 measurement sets): also subtract the boundary quantize/dequantize pairs
+    (module docstring); ignored when ``correct_overhead`` is False.
     """
 
     def __init__(
@@ -65,14 +77,19 @@ class LutLatencyPredictor:
         correct_overhead: bool = True,
         what: str = "the LUT",
         fill: Callable[[OpSpec], float | None] | None = None,
+        quant_edges: bool = False,
     ) -> None:
         self._p50 = dict(p50_ms)
         self._what = what
         self._fill = fill
         self.invocation_overhead_ms = self._p50.get(INVOCATION_PROBE.key) if correct_overhead else None
+        self.quant_edges = quant_edges and correct_overhead
+
+    def _needed(self, ops: Sequence[OpSpec]) -> list[OpSpec]:
+        return [*ops, *boundary_probes(ops)] if self.quant_edges else list(ops)
 
     def missing(self, ops: Sequence[OpSpec]) -> list[OpSpec]:
-        return [op for op in dict.fromkeys(ops) if op.key not in self._p50]
+        return [op for op in dict.fromkeys(self._needed(ops)) if op.key not in self._p50]
 
     def predict(self, ops: Sequence[OpSpec]) -> LatencyPrediction:
         missing = self.missing(ops)
@@ -99,5 +116,14 @@ class LutLatencyPredictor:
         )
         raw = sum(c.total_ms for c in contributions)
         overhead = self.invocation_overhead_ms
-        latency = raw if overhead is None else max(raw - (len(ops) - 1) * overhead, overhead)
-        return LatencyPrediction(latency, raw, overhead, contributions, interpolated_ops=len(filled))
+        edges = None
+        if self.quant_edges:
+            known = {**self._p50, **filled}
+            edges = sum(max(known[p.key] - (overhead or 0.0), 0.0) for p in boundary_probes(ops))
+        latency = raw if overhead is None else raw - (len(ops) - 1) * overhead
+        latency -= edges or 0.0
+        if overhead is not None or edges:
+            latency = max(latency, overhead or 0.0)
+        return LatencyPrediction(
+            latency, raw, overhead, contributions, interpolated_ops=len(filled), quant_edge_ms=edges
+        )

@@ -72,7 +72,18 @@ BatchOpt = Annotated[
 BackendOpt = Annotated[
     Backend | None, typer.Option("--backend", help="ExecuTorch backend (default: the device's)")
 ]
-DtypeOpt = Annotated[Dtype | None, typer.Option("--dtype", help="element type (default: the device's)")]
+DtypeOpt = Annotated[
+    Dtype | None,
+    typer.Option("--dtype", help="element type: fp32, or int8 (quantized, xnnpack) (default: the device's)"),
+]
+QuantRecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quant-recipe",
+        help="int8 quantization recipe id (default: xnnpack-int8-pc-v1; see docs/int8.md)",
+        show_default=False,
+    ),
+]
 RawOpt = Annotated[
     bool, typer.Option("--raw", help="predict the plain sum of op p50s (no invocation-overhead correction)")
 ]

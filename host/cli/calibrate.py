@@ -15,6 +15,7 @@ from ._common import (
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
+    QuantRecipeOpt,
     RichProgress,
     SerialOpt,
     SpaceOpt,
@@ -58,6 +59,7 @@ def calibrate(
     ] = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
+    quant_recipe: QuantRecipeOpt = None,
     no_wait: NoWaitOpt = False,
     serial: SerialOpt = None,
     devices: DevicesOpt = None,
@@ -80,6 +82,7 @@ def calibrate(
         backend=value(backend),
         dtype=value(dtype),
         batch=batch,
+        quant_recipe=quant_recipe,
     )
     sp = space(space_name)
     path = lut if lut is not None else api.default_lut_path(spec.target)
@@ -92,7 +95,8 @@ def calibrate(
         emit_json(report.to_json())
         return
     t = Table(
-        title=f"calibration of {sp.name} on {spec.target} ({spec.threads} thread(s), batch {spec.batch}), "
+        title=f"calibration of {sp.name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s), "
+        f"batch {spec.batch}), "
         f"stored in {path}"
     )
     t.add_column("network", overflow="fold")

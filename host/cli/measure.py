@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from chamlab.operators.base import Backend, Dtype
@@ -17,6 +18,7 @@ from ._common import (
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
+    QuantRecipeOpt,
     RawOpt,
     RichProgress,
     SerialOpt,
@@ -24,6 +26,7 @@ from ._common import (
     ThreadsOpt,
     device,
     emit_json,
+    err,
     handle_errors,
     note,
     out,
@@ -58,6 +61,7 @@ def measure(
     batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
+    quant_recipe: QuantRecipeOpt = None,
     lut: Annotated[
         Path | None,
         typer.Option(
@@ -93,7 +97,14 @@ def measure(
     if space_name is None or arch is None:
         raise InputError("measure needs --space and --arch (a network to export), or --pte PATH (a program)")
     dev = device(devices, target, serial)
-    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
+    spec = api.resolve_run(
+        dev,
+        threads=threads,
+        backend=value(backend),
+        dtype=value(dtype),
+        batch=batch,
+        quant_recipe=quant_recipe,
+    )
     sp = space(space_name)
     a = sp.resolve(arch)
     with RichProgress() as progress:
@@ -102,13 +113,19 @@ def measure(
         )
     if report.note:
         note(report.note)
+    if report.measurement.not_delegated:
+        err.print(
+            f"[yellow]warning:[/] the int8 network is not fully int8 on XNNPACK: "
+            f"{escape(report.measurement.not_delegated)}",
+            soft_wrap=True,
+        )
     if as_json:
         emit_json(report.to_json())
         return
     m = report.measurement
     out.print(
         f"[bold]{sp.name}[/] {report.arch} on {spec.target} "
-        f"({spec.backend.value}, {spec.threads} thread(s), batch {spec.batch})"
+        f"({spec.backend.value}, {spec.dtype.value}, {spec.threads} thread(s), batch {spec.batch})"
     )
     out.print(
         f"  measured_p50_ms  {m.stats['p50_ms']:.4f}   (p10 {m.stats['p10_ms']:.4f}, p90 "
@@ -125,7 +142,7 @@ def measure(
         t.add_column("event")
         t.add_column("p50 ms", justify="right")
         for ev in m.breakdown:
-            t.add_row(ev["event"], f"{ev['p50_ms']:.4f}")
+            t.add_row(ev["event"], "-" if ev["p50_ms"] is None else f"{ev['p50_ms']:.4f}")
         out.print(t)
 
 

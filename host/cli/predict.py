@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ._common import (
@@ -20,6 +21,7 @@ from ._common import (
     SpaceOpt,
     device,
     emit_json,
+    err,
     handle_errors,
     note,
     out,
@@ -75,6 +77,9 @@ def predict(
 
     if serial:
         target = device(devices, target, serial).name
+    chosen_dtype = value(dtype)
+    if chosen_dtype is None and target is not None:
+        chosen_dtype = api.default_dtype(target, devices)
     sp = space(space_name)
     a = sp.resolve(arch)
     found = api.find_lut(lut, target, space=sp.name)
@@ -85,7 +90,7 @@ def predict(
         lut_path=found[1] if found else None,
         target=target,
         backend=value(backend),
-        dtype=value(dtype),
+        dtype=chosen_dtype,
         threads=threads,
         batch=batch,
         raw=raw,
@@ -108,7 +113,7 @@ def predict(
         return
     t = Table(
         title=f"predicted latency from {report.lut_path} "
-        f"({mset.device}, {mset.threads} thread(s), batch {mset.batch})"
+        f"({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})"
     )
     t.add_column("op", overflow="fold")  # keys wrap rather than lose their tail
     for col in ("count", "p50 ms", "total ms"):
@@ -125,6 +130,9 @@ def predict(
             f"{p.invocation_overhead_ms:.4f}",
             f"-{(n - 1) * p.invocation_overhead_ms:.4f}",
         )
+    if p.quant_edge_ms is not None:
+        n = sum(c.count for c in p.ops)
+        t.add_row(f"- {n - 1} x int8 boundary quantize/dequantize", "", "", f"-{p.quant_edge_ms:.4f}")
     if p.calibrated and p.uncalibrated_ms is not None:
         t.add_row("uncalibrated", "", "", f"{p.uncalibrated_ms:.4f}")
     t.add_row(
@@ -134,6 +142,12 @@ def predict(
         f"[bold]{p.latency_ms:.4f}[/]",
     )
     out.print(t)
+    if p.not_delegated_ops:
+        err.print(
+            f"[yellow]warning:[/] {len(p.not_delegated_ops)} op(s) of this network have LUT rows with "
+            f"delegated = false (not fully int8 on XNNPACK): {escape('; '.join(p.not_delegated_ops))}",
+            soft_wrap=True,
+        )
     if p.interpolated_ops:
         note(f"{p.interpolated_ops} op(s) are not in the LUT: predicted by the op-level model")
     if p.calibration_note and p.calibration is not None:

@@ -15,6 +15,7 @@ from ._common import (
     DtypeOpt,
     JsonOpt,
     NoWaitOpt,
+    QuantRecipeOpt,
     RichProgress,
     SerialOpt,
     SpaceOpt,
@@ -61,6 +62,7 @@ def profile(
     batch: BatchOpt = 1,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
+    quant_recipe: QuantRecipeOpt = None,
     force: Annotated[bool, typer.Option(help="re-measure ops the LUT already holds")] = False,
     breakdown: Annotated[
         bool, typer.Option(help="also record the per-op ETDump breakdown (Inspector)")
@@ -97,7 +99,14 @@ def profile(
     from chamlab.host import api
 
     dev = device(devices, target, serial)
-    spec = api.resolve_run(dev, threads=threads, backend=value(backend), dtype=value(dtype), batch=batch)
+    spec = api.resolve_run(
+        dev,
+        threads=threads,
+        backend=value(backend),
+        dtype=value(dtype),
+        batch=batch,
+        quant_recipe=quant_recipe,
+    )
     sp = space(space_name)
     chosen = archs_from_options(sp, arch, sample, seed)
     lut_path = out_path or api.default_lut_path(dev.name)
@@ -135,6 +144,12 @@ def profile(
                 f"[yellow]{len(report.unstable)} op(s) stayed unstable after re-measuring "
                 "(flagged in the LUT column `unstable`)[/]"
             )
+    for key, problem in report.not_delegated:
+        err.print(
+            f"[yellow]warning:[/] {escape(key)} is not fully int8 on XNNPACK ({escape(problem)}); "
+            "its row says delegated = false",
+            soft_wrap=True,
+        )
     if report.power_error:
         err.print(f"[yellow]no energy measured: {escape(report.power_error)}[/]", soft_wrap=True)
     if report.failed:

@@ -6,7 +6,14 @@ import pytest
 
 from chamlab.chamnet.predictors.latency import LutLatencyPredictor
 from chamlab.core.errors import MissingLutEntriesError
-from chamlab.operators import INVOCATION_PROBE, ConvBNAct, InvertedResidual, PoolLinear
+from chamlab.operators import (
+    INVOCATION_PROBE,
+    ConvBNAct,
+    InvertedResidual,
+    PoolLinear,
+    QuantEdge,
+    boundary_probes,
+)
 
 A = ConvBNAct(3, 8, 3, 2, 16, 16)
 B = InvertedResidual(8, 8, 3, 1, 2, 8, 8)
@@ -49,3 +56,23 @@ def test_missing_entries_are_listed_never_zero() -> None:
     ) as info:
         predictor.predict([A, B, B, C])
     assert info.value.missing == (B.key, C.key)
+
+
+def test_int8_subtracts_each_boundary_quantize_dequantize_pair() -> None:
+    # boundaries of [A, B, B, C]: A's output (8x8x8), B's output twice (8x8x8): one distinct shape
+    edge = QuantEdge(8, 8, 8)
+    assert [p.key for p in boundary_probes([A, B, B, C])] == [edge.key] * 3
+    p50 = {**P50, edge.key: 0.07}  # one invocation (0.05) plus the pair (0.02)
+    pred = LutLatencyPredictor(p50, quant_edges=True).predict([A, B, B, C])
+    assert pred.quant_edge_ms == pytest.approx(3 * 0.02)
+    assert pred.latency_ms == pytest.approx(2.25 - 3 * 0.05 - 3 * 0.02)
+    raw = LutLatencyPredictor(p50, quant_edges=True, correct_overhead=False).predict([A, B, B, C])
+    assert raw.quant_edge_ms is None and raw.latency_ms == pytest.approx(2.25)
+
+
+def test_int8_missing_boundary_probe_is_a_missing_entry() -> None:
+    predictor = LutLatencyPredictor(P50, quant_edges=True)
+    assert predictor.missing([A, B]) == [QuantEdge(8, 8, 8)]
+    with pytest.raises(MissingLutEntriesError, match="quant_edge:cin=8,in_h=8,in_w=8"):
+        predictor.predict([A, B])
+    assert LutLatencyPredictor(P50).predict([A, B]).quant_edge_ms is None  # fp32: no probes needed

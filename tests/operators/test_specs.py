@@ -19,6 +19,7 @@ from chamlab.operators import (
     OpRegistry,
     OpSpec,
     PoolLinear,
+    QuantEdge,
 )
 
 EXAMPLES: dict[str, list[OpSpec]] = {
@@ -33,6 +34,7 @@ EXAMPLES: dict[str, list[OpSpec]] = {
         InvertedResidual(32, 64, 3, 2, 3, 31, 31),
     ],
     "pool_linear": [PoolLinear(1280, 10, 4, 4), PoolLinear(960, 1000, 7, 7)],
+    "quant_edge": [QuantEdge(32, 56, 56), QuantEdge(1280, 4, 4)],
 }
 ALL = [spec for specs in EXAMPLES.values() for spec in specs]
 
@@ -154,7 +156,9 @@ def test_registry_is_loud() -> None:
 def test_unsupported_backend_or_dtype_has_a_reason() -> None:
     spec = INVOCATION_PROBE
     assert spec.unsupported_reason("xnnpack", "fp32") is None
-    assert "int8" in (spec.unsupported_reason("xnnpack", "int8") or "")
+    assert spec.unsupported_reason("xnnpack", "int8") is None
+    assert "xnnpack only" in (spec.unsupported_reason("portable", "int8") or "")
+    assert "int4" in (spec.unsupported_reason("xnnpack", "int4") or "")
     assert "tpu" in (spec.unsupported_reason("tpu", "fp32") or "")
 
 
@@ -187,5 +191,5 @@ def test_key_fields_are_resolved_once_to_int_or_str() -> None:
 def test_backend_and_dtype_are_enums_of_strings() -> None:
     from chamlab.operators import BACKENDS, DTYPES, Backend, Dtype
 
-    assert BACKENDS == ("xnnpack", "portable", "cuda", "qnn") and DTYPES == ("fp32",)
+    assert BACKENDS == ("xnnpack", "portable", "cuda", "qnn") and DTYPES == ("fp32", "int8")
     assert Backend("xnnpack") is Backend.XNNPACK and f"{Dtype.FP32}" == "fp32"
