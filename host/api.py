@@ -18,13 +18,30 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 from chamlab.chamnet.spaces import SPACES
 
 from . import calibration
+from .adapting import AdaptOptions, AdaptReport, adapt
 from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
 from .lut import Lut, MeasurementSet, add_rows
-from .measuring import MeasureReport, NetworkMeasurement, measure, measure_networks, network_item
+from .measuring import (
+    MeasureReport,
+    NetworkMeasurement,
+    ProgramMeasurement,
+    measure,
+    measure_networks,
+    measure_program,
+    network_item,
+)
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import PredictionReport, default_lut_path, find_lut, op_model, predict, predict_latency
+from .prediction import (
+    LatencyModel,
+    PredictionReport,
+    default_lut_path,
+    find_lut,
+    op_model,
+    predict,
+    predict_latency,
+)
 from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
 from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
 
@@ -32,10 +49,13 @@ __all__ = [
     "EXHAUSTIVE_LIMIT",
     "SPACES",
     "TRANSPORTS",
+    "AdaptOptions",
+    "AdaptReport",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
     "FarmReport",
+    "LatencyModel",
     "Lut",
     "MeasureReport",
     "MeasurementSet",
@@ -44,9 +64,11 @@ __all__ = [
     "PipelineRun",
     "PredictionReport",
     "ProfileReport",
+    "ProgramMeasurement",
     "Progress",
     "RunSpec",
     "Transport",
+    "adapt",
     "add_rows",
     "calibrate",
     "calibration",
@@ -57,6 +79,7 @@ __all__ = [
     "load_registry",
     "measure",
     "measure_networks",
+    "measure_program",
     "network_item",
     "op_model",
     "open_transport",

@@ -90,6 +90,72 @@ def op_model(lut: Lut, mset: MeasurementSet) -> OpLatencyModel:
     return _op_model(tuple(sorted(lut.p50_by_key(mset).items())))
 
 
+class LatencyModel:
+    """Predictions of many archs from one LUT measurement set: the LUT rows, the op-level model and
+    the calibration are looked up once (what :func:`predict_latency` does per call)."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        lut: Lut,
+        path: Path,
+        mset: MeasurementSet,
+        *,
+        raw: bool = False,
+        interpolate: bool = False,
+    ) -> None:
+        from . import calibration
+
+        self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
+        fill = None
+        if interpolate:
+            model = op_model(lut, mset)
+            fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
+        self.predictor = LutLatencyPredictor(
+            lut.p50_by_key(mset),
+            correct_overhead=not raw,
+            what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+            fill=fill,
+        )
+        self.found = None if raw else calibration.lookup(lut, mset, space.name)
+        self._summary = self.found.summary() if self.found else None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether predictions apply a (fresh) calibration."""
+        return not self.raw and self.found is not None and self.found.stale is None
+
+    def predict(self, arch: Arch) -> LatencyPrediction:
+        """The prediction of ``arch``; missing ops name the fix (or come from the op-level model)."""
+        from . import calibration
+
+        ops = self.space.ops(arch)
+        try:
+            pred = self.predictor.predict(ops)
+        except MissingLutEntriesError as exc:
+            exc.hint = profile_hint(self.space, self.space.format(arch), self.mset, self.path)
+            raise
+        if self.raw:
+            return pred
+        features = {
+            "lut_sum_ms": pred.lut_sum_ms,
+            "n_ops": float(len(ops)),
+            "weight_mib": float(
+                sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(self.mset.dtype, 4) / 2**20
+            ),
+        }
+        value, why = calibration.apply(self.found, features)
+        if value is None:
+            return dataclasses.replace(pred, calibration=self._summary, calibration_note=why)
+        return dataclasses.replace(
+            pred,
+            latency_ms=value,
+            calibrated=True,
+            uncalibrated_ms=pred.latency_ms,
+            calibration=self._summary,
+        )
+
+
 def predict_latency(
     space: SearchSpace,
     arch: Arch,
@@ -103,41 +169,7 @@ def predict_latency(
     """The LUT prediction of ``arch`` from one measurement set; missing ops name the fix (or, with
     ``interpolate``, come from the op-level model). Calibrated when the LUT holds a fresh
     calibration of this space and set, unless ``raw``."""
-    from . import calibration
-
-    fill = None
-    if interpolate:
-        model = op_model(lut, mset)
-        fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
-    predictor = LutLatencyPredictor(
-        lut.p50_by_key(mset),
-        correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
-        fill=fill,
-    )
-    ops = space.ops(arch)
-    try:
-        pred = predictor.predict(ops)
-    except MissingLutEntriesError as exc:
-        exc.hint = profile_hint(space, space.format(arch), mset, path)
-        raise
-    if raw:
-        return pred
-    found = calibration.lookup(lut, mset, space.name)
-    features = {
-        "lut_sum_ms": pred.lut_sum_ms,
-        "n_ops": float(len(ops)),
-        "weight_mib": float(
-            sum(op.params for op in ops) * calibration.DTYPE_BYTES.get(mset.dtype, 4) / 2**20
-        ),
-    }
-    value, why = calibration.apply(found, features)
-    summary = found.summary() if found else None
-    if value is None:
-        return dataclasses.replace(pred, calibration=summary, calibration_note=why)
-    return dataclasses.replace(
-        pred, latency_ms=value, calibrated=True, uncalibrated_ms=pred.latency_ms, calibration=summary
-    )
+    return LatencyModel(space, lut, path, mset, raw=raw, interpolate=interpolate).predict(arch)
 
 
 @dataclasses.dataclass(frozen=True)
