@@ -87,7 +87,8 @@ RANDOM_WEIGHTS_NOTE = (
 class AdaptOptions:
     """What ``chamlab adapt`` takes besides the device and space (defaults: docs/cli.md)."""
 
-    latency_ms: float
+    latency_ms: float | None = None  # the limit in ms; or:
+    latency_percentile: float | None = None  # the limit at this percentile of the space's predictions
     energy_mj: float | None = None
     budget: int = 50
     seed: int = 0
@@ -210,7 +211,7 @@ class AdaptReport:
         }
 
 
-class _CachedLatency:
+class CachedLatency:
     """``arch -> predicted latency (ms)`` from a :class:`LatencyModel`, each arch predicted once."""
 
     def __init__(self, model: LatencyModel) -> None:
@@ -322,8 +323,13 @@ def adapt(
             hint="adapt under --latency only; an energy limit works today on table spaces with an "
             "energy_mj column (`chamlab search --space table:PATH --energy MJ`)",
         )
-    if not math.isfinite(opts.latency_ms) or opts.latency_ms <= 0:
+    if (opts.latency_ms is None) == (opts.latency_percentile is None):
+        raise InputError("give the latency limit either in ms or as a percentile (e.g. --latency p50)")
+    if opts.latency_ms is not None and (not math.isfinite(opts.latency_ms) or opts.latency_ms <= 0):
         raise InputError(f"--latency must be a positive number of ms, got {opts.latency_ms}")
+    pct = opts.latency_percentile
+    if pct is not None and not (math.isfinite(pct) and 0 < pct < 100):
+        raise InputError(f"--latency p{pct:g}: the percentile must be between 0 and 100 (exclusive)")
     if opts.budget < opts.engine.n_init:
         raise InputError(
             f"--budget {opts.budget} is below the initial design of {opts.engine.n_init} archs: the accuracy "
@@ -341,7 +347,7 @@ def adapt(
         "dtype": spec.dtype.value,
         "threads": spec.threads,
         "batch": spec.batch,
-        "limits": {"latency_ms": opts.latency_ms},
+        "limits": {"latency_ms": opts.latency_ms if pct is None else f"p{pct:g}"},
         "margin_k": opts.margin_k,
         "seed": opts.seed,
         "oracle": oracle.name,
@@ -411,13 +417,22 @@ def adapt(
 
     # -- 3. margin, and a limit under which something is predicted ---------------------------------------
     loo, calibration_summary = _calibration_errors(model)
-    margin = safety_margin(opts.latency_ms, loo, k=opts.margin_k)
+    latency = CachedLatency(model)
+    limit_ms = opts.latency_ms
+    if pct is not None:
+        pool = latency_pool(space, opts.seed)
+        limit_ms = float(np.percentile([latency(a) for a in pool], pct))
+        progress.note(
+            f"--latency p{pct:g}: {limit_ms:.4f} ms, the {pct:g}th percentile of the predicted latency of "
+            f"{'all' if len(pool) == space.size else len(pool)} {space.name} archs on {spec.target}"
+        )
+    assert limit_ms is not None
+    margin = safety_margin(limit_ms, loo, k=opts.margin_k)
     if loo is None:
         notes.append(
             f"safety margin {margin.to_json()['margin_pct']:.1f} % from the default spread of "
             f"{margin.spread_pct:g} % (no calibration); `chamlab calibrate` measures the real one"
         )
-    latency = _CachedLatency(model)
     _check_feasible(space, latency, margin, opts.seed)
     progress.note(
         f"searching under {margin.effective:.4f} ms: the {margin.limit:g} ms limit less {margin.k:g} x the "
@@ -517,7 +532,7 @@ def adapt(
         )
         profiled += len(rep.measured)
         lut = Lut.read(lut_path)
-        latency = _CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
+        latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
         t0 = time.perf_counter()
         result = constrained_search(
             space,
@@ -565,7 +580,7 @@ def adapt(
         no_wait=no_wait,
     )
     seconds["measure"] = time.perf_counter() - t0
-    lut_fps = {r.get("device_fingerprint") for r in lut.select(mset).values() if r.get("device_fingerprint")}
+    lut_fps = {str(r["device_fingerprint"]) for r in lut.select(mset).values() if r.get("device_fingerprint")}
     if measured.fingerprint and lut_fps and measured.fingerprint not in lut_fps:
         notes.append(
             f"the target's fingerprint ({measured.fingerprint}) differs from the LUT's "
@@ -624,17 +639,12 @@ def adapt(
     return report
 
 
-def _check_feasible(space: SearchSpace, latency: _CachedLatency, margin: Margin, seed: int) -> None:
+def _check_feasible(space: SearchSpace, latency: CachedLatency, margin: Margin, seed: int) -> None:
     """An :class:`InputError` naming the fastest predicted latency when nothing fits under the margin."""
     from .profiling import EXHAUSTIVE_LIMIT
 
-    if space.size <= EXHAUSTIVE_LIMIT:
-        pool = list(space.enumerate())
-        what = "of all"
-    else:
-        smallest = tuple(d.values[0] for d in space.dimensions)
-        pool = [*space.references.values(), smallest, *space.sample(np.random.default_rng(seed), 256)]
-        what = "found among the references and samples of"
+    pool = latency_pool(space, seed)
+    what = "of all" if space.size <= EXHAUSTIVE_LIMIT else "found among the references and samples of"
     fastest = min(pool, key=latency)
     if latency(fastest) <= margin.effective:
         return
@@ -644,6 +654,17 @@ def _check_feasible(space: SearchSpace, latency: _CachedLatency, margin: Margin,
         f"after the safety margin is {margin.effective:.4f} ms",
         hint=f"use --latency {latency(fastest) / (margin.effective / margin.limit) * 1.01:.4g} or more",
     )
+
+
+def latency_pool(space: SearchSpace, seed: int) -> list[Arch]:
+    """Every arch of a space small enough to profile exhaustively; else its references, its smallest
+    arch (every dimension's first value) and 256 seeded samples."""
+    from .profiling import EXHAUSTIVE_LIMIT
+
+    if space.size <= EXHAUSTIVE_LIMIT:
+        return list(space.enumerate())
+    smallest = tuple(d.values[0] for d in space.dimensions)
+    return [*space.references.values(), smallest, *space.sample(np.random.default_rng(seed), 256)]
 
 
 def _export_winner(
@@ -729,4 +750,4 @@ def _plot(report: AdaptReport, queries: Sequence[Any], space: SearchSpace, path:
     plt.close(fig)
 
 
-__all__ = ["MEASURE_RUNS", "AdaptOptions", "AdaptReport", "adapt"]
+__all__ = ["MEASURE_RUNS", "AdaptOptions", "AdaptReport", "CachedLatency", "adapt", "latency_pool"]

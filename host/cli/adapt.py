@@ -27,10 +27,32 @@ from ._common import (
 )
 
 
+def parse_latency(text: str) -> tuple[float | None, float | None]:
+    """``"20"`` -> ``(20.0, None)`` (ms); ``"p50"`` -> ``(None, 50.0)`` (a percentile)."""
+    from chamlab.core.errors import InputError
+
+    t = text.strip().lower()
+    try:
+        if t.startswith("p"):
+            return None, float(t[1:])
+        return float(t), None
+    except ValueError:
+        raise InputError(
+            f"--latency {text!r} is neither a number of ms nor a percentile such as p50"
+        ) from None
+
+
 @handle_errors
 def adapt(
     space_name: Annotated[str, typer.Option("--space", "-s", help="a network space (see `chamlab spaces`)")],
-    latency: Annotated[float, typer.Option("--latency", help="latency limit in ms on the target")],
+    latency: Annotated[
+        str,
+        typer.Option(
+            "--latency",
+            help="latency limit in ms on the target, or pNN: the NNth percentile of the space's predicted "
+            "latencies there",
+        ),
+    ],
     target: TargetOpt = None,
     serial: SerialOpt = None,
     energy: Annotated[
@@ -79,8 +101,10 @@ def adapt(
     dev = device(devices, target, serial)
     spec = api.resolve_run(dev, threads=threads, dtype=value(dtype))
     sp = api.SPACES.get(space_name)
+    latency_ms, percentile = parse_latency(latency)
     options = AdaptOptions(
-        latency_ms=latency,
+        latency_ms=latency_ms,
+        latency_percentile=percentile,
         energy_mj=energy,
         budget=budget,
         seed=seed,

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import chamlab
@@ -83,6 +84,8 @@ def test_bad_inputs_are_refused_before_anything_is_written(
         (["--space", "macro-cifar10", "--latency", "1", "--budget", "4"], "below the initial design of 10"),
         (["--space", "chamnet-mbv2", "--latency", "1"], "no accuracy oracle"),
         (["--space", "macro-cifar10", "--latency", "1", "--threads", "0"], "--threads"),
+        (["--space", "macro-cifar10", "--latency", "fast"], "neither a number of ms nor a percentile"),
+        (["--space", "macro-cifar10", "--latency", "p150", "--lut", lut], "between 0 and 100"),
         (["--space", "macro-cifar10", "--latency", "0.001", "--lut", lut], "fastest predicted latency"),
     ]
     other = relabel(profiled_lut[0], tmp_path / "pixel.parquet", device="pixel")
@@ -167,27 +170,37 @@ def test_trained_weights_of_the_oracle_go_into_model_pte(
 
 
 def test_adapt_over_ssh_exports_measures_and_cleans_up(
-    tmp_path: Path, sshd: Sshd, profiled_lut: tuple[Path, dict]
+    tmp_path: Path, sshd: Sshd, profiled_lut: tuple[Path, dict], space: Any
 ) -> None:
     devices = tmp_path / "devices.toml"
     devices.write_text(fast(sshd.devices_toml("box"), "box"))
     lut = relabel(profiled_lut[0], tmp_path / "box.parquet", device="box")  # the same machine, by ssh
+    table = Lut.read(lut)
+    lut_set = (table, lut, table.choose(lut, device="box"))
     out = tmp_path / "run"
     res = chamlab(
-        "adapt", "--target", "box", "--devices", devices, "--space", "macro-cifar10", "--latency", "0.3",
+        "adapt", "--target", "box", "--devices", devices, "--space", "macro-cifar10", "--latency", "p40",
         "--lut", lut, "--out", out, "--no-calibrate", "--budget", "10", "--json",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     assert set(r) >= RESULT_KEYS and r["transport"] == "ssh" and r["target"] == "box"
-    assert r["constraint_met"] == (r["measured_latency_ms"] <= 0.3)
-    assert r["predicted_latency_ms"] <= r["search_limit_ms"] < 0.3
+    limit = r["latency_limit_ms"]  # p40: the 40th percentile of the predicted latencies on box
+    all_ms = [api.predict_latency(space, a, *lut_set).latency_ms for a in space.enumerate()]
+    assert limit == pytest.approx(float(np.percentile(all_ms, 40)), rel=1e-9)
+    assert r["constraint_met"] == (r["measured_latency_ms"] <= limit)
+    assert r["predicted_latency_ms"] <= r["search_limit_ms"] < limit
     assert r["runtime_version"] and r["input_shape"] == [1, 3, 32, 32] and r["search_seconds"] < 30
     assert len(r["measured_runs_ms"]) == 3 and r["arch_json"]["arch"] == r["arch"]
     # model.pte is the winner's network: it computes what the torch network of arch_json computes
     x, expected = _network_output(r["arch_json"])
     torch.testing.assert_close(_run_pte(Path(r["model_path"]), x), expected, rtol=1e-4, atol=1e-4)
     assert not any((sshd.dir / "remote-runs").glob("run-*"))  # nothing left on the target
+
+
+@pytest.fixture
+def space() -> Any:
+    return api.SPACES.get("macro-cifar10")
 
 
 @pytest.fixture(autouse=True)
