@@ -186,7 +186,8 @@ def test_adapt_over_ssh_exports_measures_and_cleans_up(
     r = json.loads(res.stdout)
     assert set(r) >= RESULT_KEYS and r["transport"] == "ssh" and r["target"] == "box"
     limit = r["latency_limit_ms"]  # p40: the 40th percentile of the predicted latencies on box
-    all_ms = [api.predict_latency(space, a, *lut_set).latency_ms for a in space.enumerate()]
+    model = api.LatencyModel(space, *lut_set)
+    all_ms = [model.predict(a).latency_ms for a in space.enumerate()]
     assert limit == pytest.approx(float(np.percentile(all_ms, 40)), rel=1e-9)
     assert r["constraint_met"] == (r["measured_latency_ms"] <= limit)
     assert r["predicted_latency_ms"] <= r["search_limit_ms"] < limit
