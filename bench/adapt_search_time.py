@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result  # noqa: E402
-from constraint_fidelity import ProxyAccuracy  # noqa: E402
+from constraint_fidelity import DEVICE, ProxyAccuracy  # noqa: E402
 
 FROZEN = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 
@@ -51,12 +51,12 @@ def setup(name: str) -> tuple[Any, Any, Any, int] | None:
     if name == "macro-cifar10":
         path, budget, oracle = FROZEN, 50, oracle_for(space)
     else:
-        path = cache_root() / "bench" / "constraint_fidelity" / name / "local-cpu.parquet"
+        path = cache_root() / "bench" / "constraint_fidelity" / name / f"{DEVICE}.parquet"
         budget, oracle = 30, ProxyAccuracy(space)
         if not path.exists():
             return None
     lut = api.Lut.read(path)
-    mset = lut.choose(path, device="local-cpu", threads=1, backend="xnnpack", dtype="fp32", batch=1)
+    mset = lut.choose(path, threads=1, backend="xnnpack", dtype="fp32", batch=1)
     model = LatencyModel(space, lut, path, mset, interpolate=space.size > api.EXHAUSTIVE_LIMIT)
     return space, model, oracle, budget
 
@@ -132,8 +132,38 @@ def main() -> None:
             "n": len(rs),
         }
         payload.get("skipped", {}).pop(name, None)
-        write_result("adapt_search_time", payload, args.out)
+    write_result("adapt_search_time", payload, args.out)
 
 
 if __name__ == "__main__":
     main()
+
+
+def render(r: dict[str, Any], env: str) -> list[str]:
+    """The section of docs/benchmarks.md (bench/report.py)."""
+    out = [
+        "## Search time of `adapt` once the predictors exist",
+        "",
+        "`python bench/adapt_search_time.py`",
+        "",
+        env,
+        "",
+        "The constrained search on the fitted GP and the LUT latency model (`search_seconds` of "
+        "`adapt`). *Cold*: every latency predicted inside the timed call; *warm*: the latency cache the "
+        "BO loop filled (as inside `adapt`). Target: under 5 s on this 2-core machine (OFA's "
+        "evolutionary finder: ~22 s on a CPU). Load: 1-minute load average per run.",
+        "",
+        "| space | method | archs evaluated (median) | cold s (median / max) | warm s (median) | "
+        "BO loop s (median) | runs | load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in r.get("summary", {}).items():
+        loads = [x["load_avg"][0] for x in r["runs"][name].values()]
+        out.append(
+            f"| {name} | {s['method']} | {s['evaluated_median']:.0f} | {s['cold_s_median']:.2f} / "
+            f"{s['cold_s_max']:.2f} | {s['warm_s_median']:.2f} | {s['bo_s_median']:.1f} | {s['n']} | "
+            f"{min(loads):.1f}-{max(loads):.1f} |"
+        )
+    for name, why in r.get("skipped", {}).items():
+        out.append(f"| {name} | not run: {why} | | | | | | |")
+    return out
