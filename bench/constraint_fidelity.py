@@ -212,7 +212,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         env,
         "",
         f"Device: {r['device']}. Each limit is one `adapt` run (budget {r['budget']} oracle queries, "
-        "default safety margin: 1.645 x the robust spread of the calibration's leave-one-out errors): the winner's "
+        "default safety margin: 1.645 x the robust spread of the calibration's leave-one-out errors): "
+        "the winner's "
         "`model.pte` measured in 3 separate runs. *miss*: the median is over the limit; *beyond noise*: "
         "even the fastest of the 3 runs is. Load: the 1-minute load average when each run started "
         "(2 cores shared with other engineers).",

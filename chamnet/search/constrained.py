@@ -20,8 +20,9 @@ Accuracy is the caller's batch function (the GP posterior mean); archs whose acc
 **Safety margin.** A predictor whose errors are unbiased with spread ``s`` puts about half of the
 archs predicted just under the limit over it on the device. :func:`safety_margin` therefore searches
 under ``limit * (1 - k * s / 100)``, with ``s`` the robust spread (:func:`loo_spread_pct`:
-1.4826 x the median absolute error) of the leave-one-out errors (%) of the latency calibration (``chamlab calibrate``: measured whole networks the fit did not see, so it
-includes the device's own run-to-run noise) and ``k =`` :data:`MARGIN_K` ``= 1.645``: for normally
+1.4826 x the median absolute error) of the leave-one-out errors (%) of the latency calibration
+(``chamlab calibrate``: measured whole networks the fit did not see, so it includes the device's own
+run-to-run noise) and ``k =`` :data:`MARGIN_K` ``= 1.645``: for normally
 distributed errors, a winner predicted exactly at the searched limit exceeds the real limit with
 probability 5 % (one-sided). Without a calibration the spread is unknown and
 :data:`DEFAULT_SPREAD_PCT` (10 %, the +/-10 % band the raw LUT sums of this project's latency
