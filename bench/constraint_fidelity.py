@@ -95,6 +95,15 @@ class ProxyAccuracy:
         return [math.log10(self.space.macs(a)) for a in archs]
 
 
+def save(payload: dict[str, Any], name: str, out: Path) -> None:
+    """Write ``payload`` with this space's entry; other spaces' entries are re-read from ``out`` first, so
+    one process per space can run side by side (``--space``)."""
+    if out.exists():
+        others = json.loads(out.read_text()).get("spaces", {})
+        payload["spaces"] = {**others, name: payload["spaces"][name]}
+    write_result("constraint_fidelity", payload, out)
+
+
 def limits_for(space: Any, model: Any) -> list[float]:
     if space.name == "macro-cifar10":
         lat = np.array([model.predict(a).latency_ms for a in space.enumerate()])
@@ -137,7 +146,7 @@ def run_space(name: str, work: Path, payload: dict[str, Any], out: Path) -> None
             "limits_ms": limits_for(space, model),
             "oracle": "space's own table" if name == "macro-cifar10" else ProxyAccuracy.name,
         }
-        write_result("constraint_fidelity", payload, out)
+        save(payload, name, out)
     oracle = None if name == "macro-cifar10" else ProxyAccuracy(space)
     for i, limit in enumerate(entry["setup"]["limits_ms"]):
         key = f"{limit:g}"
@@ -169,7 +178,7 @@ def run_space(name: str, work: Path, payload: dict[str, Any], out: Path) -> None
             "wall_s": round(time.perf_counter() - t1, 1),
             "load_avg": load,
         }
-        write_result("constraint_fidelity", payload, out)
+        save(payload, name, out)
         print(json.dumps({name: entry["limits"][key]}), flush=True)
 
 
