@@ -234,7 +234,8 @@ def _check_out(out: Path, ident: dict[str, Any]) -> None:
 
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory")
-    check_writable(out / RESULT, what="adapt output") if out.is_dir() else None
+    # the folder, or where it will be created, must be writable (checked before any work)
+    check_writable(out / RESULT if out.is_dir() else out, what="adapt --out")
     if (out / HISTORY).exists():
         old = read_table(out / HISTORY, HISTORY_KIND).meta_json(ARGS_KEY, {}) or {}
         new = json.loads(json.dumps(ident))
