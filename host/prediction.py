@@ -20,7 +20,7 @@ from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPred
 from chamlab.chamnet.predictors.op_model import OpLatencyModel
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError, LutError, MissingLutEntriesError
-from chamlab.operators import INVOCATION_PROBE, OPS
+from chamlab.operators import INVOCATION_PROBE, OPS, OpSpec
 
 from .lut import Lut, MeasurementSet
 
@@ -110,7 +110,13 @@ class LatencyModel:
         fill = None
         if interpolate:
             model = op_model(lut, mset)
-            fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
+            filled: dict[str, float | None] = {}  # ops recur across archs: predict each once
+
+            def fill(op: OpSpec) -> float | None:
+                if op.key not in filled:
+                    filled[op.key] = model.predict(op) if model.can_predict(op) else None
+                return filled[op.key]
+
         self.predictor = LutLatencyPredictor(
             lut.p50_by_key(mset),
             correct_overhead=not raw,
