@@ -265,5 +265,5 @@ def render(r: dict[str, Any], env: str) -> list[str]:
             ]
         missing = len(s.get("limits_ms", [])) - len(rows)
         if missing > 0:
-            out += [f"_{missing} of the limits not run yet (the benchmark resumes)._", ""]
+            out += ["", f"_{missing} of the limits not run yet (the benchmark resumes)._", ""]
     return out
