@@ -677,6 +677,15 @@ def main() -> None:
 
     r = _load("train_seconds")
     parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
+    from adapt_search_time import render as search_time_render
+    from constraint_fidelity import render as fidelity_render
+
+    for name, render_adapt, title in (
+        ("adapt_search_time", search_time_render, "Search time of adapt"),
+        ("constraint_fidelity", fidelity_render, "Constraint fidelity of adapt"),
+    ):
+        r = _load(name)
+        parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
 

@@ -21,6 +21,7 @@ from chamlab.chamnet.spaces import SPACES
 
 from . import calibration
 from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
+from .adapting import AdaptOptions, AdaptReport, adapt
 from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
@@ -28,6 +29,7 @@ from .lut import Lut, MeasurementSet, add_rows
 from .measuring import (
     MeasureReport,
     NetworkMeasurement,
+    ProgramMeasurement,
     ProgramReport,
     RepeatedMeasurement,
     RepeatPolicy,
@@ -36,6 +38,7 @@ from .measuring import (
     measure,
     measure_networks,
     measure_program,
+    measure_program_runs,
     measure_repeated,
     network_item,
 )
@@ -43,6 +46,7 @@ from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import (
     EnergyPrediction,
+    LatencyModel,
     PredictionReport,
     default_dtype,
     default_lut_path,
@@ -63,11 +67,14 @@ __all__ = [
     "TRANSPORTS",
     "AdaptivePolicy",
     "AdaptiveReport",
+    "AdaptOptions",
+    "AdaptReport",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
     "EnergyPrediction",
     "FarmReport",
+    "LatencyModel",
     "Lut",
     "MeasureReport",
     "MeasurementSet",
@@ -77,11 +84,13 @@ __all__ = [
     "PredictionReport",
     "ProfileReport",
     "ProgramReport",
+    "ProgramMeasurement",
     "Progress",
     "RepeatPolicy",
     "RepeatedMeasurement",
     "RunSpec",
     "Transport",
+    "adapt",
     "add_rows",
     "calibrate",
     "calibration",
@@ -98,6 +107,7 @@ __all__ = [
     "measure",
     "measure_networks",
     "measure_program",
+    "measure_program_runs",
     "measure_repeated",
     "network_item",
     "op_model",

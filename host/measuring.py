@@ -609,3 +609,112 @@ def measure_program(
         tuple(m.events) if m.events is not None else None,
     )
     return ProgramReport(info, spec, measurement, etr)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramMeasurement:
+    """One program measured in ``len(runs)`` separate runs (each its own runner process on the target)."""
+
+    name: str
+    runs: tuple[NetworkMeasurement, ...]
+    runtime_version: str | None
+    fingerprint: str | None
+
+    @property
+    def p50_ms(self) -> float:
+        """The median of the runs' p50s."""
+        return float(statistics.median(r.p50_ms for r in self.runs))
+
+    @property
+    def unstable(self) -> bool:
+        return any(r.unstable for r in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "p50_ms": self.p50_ms,
+            "runs_p50_ms": [r.p50_ms for r in self.runs],
+            "n_samples": [r.n_samples for r in self.runs],
+            "unstable": self.unstable,
+            "runtime_version": self.runtime_version,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def measure_program_runs(
+    spec: RunSpec,
+    name: str,
+    pte: Path,
+    etrecord: Path,
+    *,
+    runs: int = 3,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+) -> ProgramMeasurement:
+    """Measure the program file ``pte`` (an exported network, e.g. ``adapt``'s ``model.pte``) on
+    ``spec``'s device in ``runs`` separate runs through the same session, driver and runner as
+    :func:`measure_networks`; each run starts afresh (nothing resumed from the previous one).
+
+    (:func:`measure_program` measures any program once, its input shape read from the file.)
+    ``name`` is the task key on the target (``net:<space>:<arch>`` style). Raises
+    :class:`MeasurementError` when a run fails.
+    """
+    import hashlib
+
+    from chamlab.operators.export import Artifact, ExportItem
+
+    from .pipeline import _parse
+    from .session import DeviceSession, Task
+
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    progress = progress or NullProgress()
+    pte, etrecord = Path(pte), Path(etrecord)
+    digest = hashlib.sha256(pte.read_bytes()).hexdigest()[:24]
+    artifact = Artifact(
+        ExportItem(name, (), spec.batch), spec.backend.value, spec.dtype.value, pte, etrecord, digest, None
+    )
+    task = Task(name, artifact)
+    measured: list[NetworkMeasurement] = []
+    result: dict[str, Any] = {}
+    with claim_device(spec, no_wait=no_wait, progress=progress, what=f"measure {name}"):
+        owns = transport is None
+        transport = transport or spec.device.open()
+        try:
+            session = DeviceSession(
+                spec.device,
+                transport,
+                threads=spec.threads,
+                no_wait=no_wait,
+                on_wait=lambda owner: progress.note(
+                    f"device {spec.target} is busy (driver {owner}); waiting"
+                ),
+            )
+            progress.start("measure", runs)
+            for i in range(runs):
+                [outcome] = session.run([task], fresh=True)
+                if not outcome.ok:
+                    raise MeasurementError(
+                        f"measuring {name} on {spec.target} failed (run {i + 1} of {runs}): {outcome.error}"
+                    )
+                samples, _ = _parse(outcome, False)
+                result = outcome.result or {}
+                measured.append(
+                    NetworkMeasurement(
+                        name,
+                        stats_from_samples(samples),
+                        tuple(samples),
+                        bool(result.get("unstable")),
+                        tuple(result.get("unstable_reasons") or ()),
+                        pte,
+                        None,
+                        None,
+                    )
+                )
+                session.finish([task])
+                progress.advance("measure", f"run {i + 1}: p50 {measured[-1].p50_ms:.4f} ms")
+        finally:
+            if owns:
+                transport.close()
+    return ProgramMeasurement(name, tuple(measured), result.get("runtime_version"), result.get("fingerprint"))

@@ -32,7 +32,7 @@ from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPred
 from chamlab.chamnet.predictors.op_model import OpLatencyModel
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError, LutError, MissingLutEntriesError, NoEnergyError
-from chamlab.operators import INVOCATION_PROBE, OPS
+from chamlab.operators import INVOCATION_PROBE, OPS, OpSpec
 
 from .lut import Lut, MeasurementSet
 
@@ -140,6 +140,78 @@ def not_delegated_ops(lut: Lut, mset: MeasurementSet, keys: set[str]) -> tuple[s
     return tuple(sorted(k for k in keys if k in rows and rows[k].get("delegated") is False))
 
 
+class LatencyModel:
+    """Predictions of many archs from one LUT measurement set: the LUT rows, the op-level model and
+    the calibration are looked up once (what :func:`predict_latency` does per call)."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        lut: Lut,
+        path: Path,
+        mset: MeasurementSet,
+        *,
+        raw: bool = False,
+        interpolate: bool = False,
+    ) -> None:
+        from . import calibration
+
+        check_recipe(lut, mset, path)
+        self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
+        rows = lut.select(mset)
+        self._not_delegated = {k for k, r in rows.items() if r.get("delegated") is False}
+        fill = None
+        if interpolate:
+            model = op_model(lut, mset)
+            filled: dict[str, float | None] = {}  # ops recur across archs: predict each once
+
+            def fill(op: OpSpec) -> float | None:
+                if op.key not in filled:
+                    filled[op.key] = model.predict(op) if model.can_predict(op) else None
+                return filled[op.key]
+
+        self.predictor = LutLatencyPredictor(
+            lut.p50_by_key(mset),
+            correct_overhead=not raw,
+            what=f"LUT {path} ({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})",
+            fill=fill,
+            quant_edges=mset.dtype == "int8",
+        )
+        self.found = None if raw else calibration.lookup(lut, mset, space.name)
+        self._summary = self.found.summary() if self.found else None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether predictions apply a (fresh) calibration."""
+        return not self.raw and self.found is not None and self.found.stale is None
+
+    def predict(self, arch: Arch) -> LatencyPrediction:
+        """The prediction of ``arch``; missing ops name the fix (or come from the op-level model)."""
+        from . import calibration
+
+        ops = self.space.ops(arch)
+        try:
+            pred = self.predictor.predict(ops)
+        except MissingLutEntriesError as exc:
+            exc.hint = profile_hint(self.space, self.space.format(arch), self.mset, self.path)
+            raise
+        bad = tuple(sorted({op.key for op in ops} & self._not_delegated))
+        if bad:
+            pred = dataclasses.replace(pred, not_delegated_ops=bad)
+        if self.raw:
+            return pred
+        value, why = calibration.apply(self.found, _calibration_features(pred, ops, self.mset))
+        if value is None:
+            return dataclasses.replace(pred, calibration=self._summary, calibration_note=why)
+        return dataclasses.replace(
+            pred,
+            latency_ms=value,
+            calibrated=True,
+            uncalibrated_ms=pred.latency_ms,
+            calibration=self._summary,
+        )
+
+
 def predict_latency(
     space: SearchSpace,
     arch: Arch,
@@ -153,39 +225,7 @@ def predict_latency(
     """The LUT prediction of ``arch`` from one measurement set; missing ops name the fix (or, with
     ``interpolate``, come from the op-level model). Calibrated when the LUT holds a fresh
     calibration of this space and set, unless ``raw``."""
-    from . import calibration
-
-    check_recipe(lut, mset, path)
-    fill = None
-    if interpolate:
-        model = op_model(lut, mset)
-        fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
-    predictor = LutLatencyPredictor(
-        lut.p50_by_key(mset),
-        correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})",
-        fill=fill,
-        quant_edges=mset.dtype == "int8",
-    )
-    ops = space.ops(arch)
-    try:
-        pred = predictor.predict(ops)
-    except MissingLutEntriesError as exc:
-        exc.hint = profile_hint(space, space.format(arch), mset, path)
-        raise
-    bad = not_delegated_ops(lut, mset, {op.key for op in ops})
-    if bad:
-        pred = dataclasses.replace(pred, not_delegated_ops=bad)
-    if raw:
-        return pred
-    found = calibration.lookup(lut, mset, space.name)
-    value, why = calibration.apply(found, _calibration_features(pred, ops, mset))
-    summary = found.summary() if found else None
-    if value is None:
-        return dataclasses.replace(pred, calibration=summary, calibration_note=why)
-    return dataclasses.replace(
-        pred, latency_ms=value, calibrated=True, uncalibrated_ms=pred.latency_ms, calibration=summary
-    )
+    return LatencyModel(space, lut, path, mset, raw=raw, interpolate=interpolate).predict(arch)
 
 
 def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
@@ -201,28 +241,8 @@ def latency_model(
 ) -> Callable[[Arch], float]:
     """``arch -> predict_latency(space, arch, lut, path, mset, raw=raw).latency_ms``, with the LUT's
     rows and calibration looked up once (a search asks for thousands of archs)."""
-    from . import calibration
-
-    predictor = LutLatencyPredictor(
-        lut.p50_by_key(mset),
-        correct_overhead=not raw,
-        what=f"LUT {path} ({mset.device}, {mset.threads} thread(s), batch {mset.batch})",
-    )
-    found = None if raw else calibration.lookup(lut, mset, space.name)
-
-    def latency_ms(arch: Arch) -> float:
-        ops = space.ops(arch)
-        try:
-            pred = predictor.predict(ops)
-        except MissingLutEntriesError as exc:
-            exc.hint = profile_hint(space, space.format(arch), mset, path)
-            raise
-        if raw:
-            return pred.latency_ms
-        value, _ = calibration.apply(found, _calibration_features(pred, ops, mset))
-        return pred.latency_ms if value is None else value
-
-    return latency_ms
+    model = LatencyModel(space, lut, path, mset, raw=raw)
+    return lambda arch: model.predict(arch).latency_ms
 
 
 def _weight_mib(ops: Any, mset: MeasurementSet) -> float:

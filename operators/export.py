@@ -39,9 +39,10 @@ import hashlib
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from chamlab.core.errors import ExportError
 from chamlab.core.files import atomic_path, cache_root
@@ -168,13 +169,20 @@ def report_path(pte_path: Path) -> Path:
     return pte_path.with_suffix(".quant.json")
 
 
-def _build_module_and_input(op_keys: Sequence[str], batch: int = 1):  # type: ignore[no-untyped-def]
+def _build_module_and_input(  # type: ignore[no-untyped-def]
+    op_keys: Sequence[str], batch: int = 1, state_dict: Mapping[str, Any] | None = None
+):
     import torch
 
     from .network import Network
 
     specs = [OPS.from_key(k) for k in op_keys]
     module = specs[0].build() if len(specs) == 1 else Network(specs).eval()
+    if state_dict is not None:  # trained weights (e.g. the training oracle's) replace the seeded ones
+        try:
+            module.load_state_dict(dict(state_dict), strict=True)
+        except RuntimeError as exc:
+            raise ExportError(f"the given weights do not fit the network: {str(exc)[:400]}") from None
     generator = torch.Generator().manual_seed(0)
     example = torch.randn((batch, *specs[0].input_shape[1:]), generator=generator)
     return module, example
@@ -186,11 +194,13 @@ def lower(
     pte_path: Path,
     etrecord_path: Path,
     batch: int = 1,
+    state_dict: Mapping[str, Any] | None = None,
     *,
     dtype: str = "fp32",
     recipe: str | None = None,
 ) -> float:
     """Export, lower and serialise one item; returns the seconds it took. Writes are atomic.
+    ``state_dict``: weights for the module (default: the deterministic seeded ones).
     int8 (``recipe`` set) also writes the quantization report beside the program."""
     import torch
 
@@ -200,7 +210,7 @@ def lower(
     if reason:
         raise ExportError(reason)
     start = time.perf_counter()
-    module, example = _build_module_and_input(op_keys, batch)
+    module, example = _build_module_and_input(op_keys, batch, state_dict)
     if dtype == "int8":
         if backend != "xnnpack":
             raise ExportError(f"dtype int8 is lowered to the xnnpack backend only, not {backend}")
@@ -359,3 +369,62 @@ def _stop_now(pool: cf.ProcessPoolExecutor) -> None:
             proc.kill()
     for proc in processes:
         proc.join(timeout=5)
+
+
+def _lower_with_weights_in_worker(
+    op_keys: tuple[str, ...],
+    backend: str,
+    pte: str,
+    etr: str,
+    batch: int,
+    state_dict: Mapping[str, Any] | None,
+) -> float:
+    return lower(op_keys, backend, Path(pte), Path(etr), batch, state_dict)
+
+
+def export_program(
+    item: ExportItem,
+    backend: str,
+    pte_path: Path,
+    etrecord_path: Path,
+    *,
+    dtype: str = "fp32",
+    state_dict: Mapping[str, Any] | None = None,
+) -> float:
+    """Export one item to the given paths (not the cache), in a worker process as :func:`export_all`
+    does, with ``state_dict`` as its weights (e.g. a trained network's); returns the seconds it took.
+    A failure is an :class:`ExportError` naming the item."""
+    reason = backend_unavailable(backend)
+    if reason:
+        raise ExportError(reason)
+    for key in item.op_keys:
+        why = OPS.from_key(key).unsupported_reason(backend, dtype)
+        if why:
+            raise ExportError(f"{item.name} cannot be exported for {backend}/{dtype}: {why}")
+    log_dir = cache_root() / "artifacts"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    ctx = multiprocessing.get_context("spawn")
+    pool = cf.ProcessPoolExecutor(
+        max_workers=1, mp_context=ctx, initializer=_quiet_worker, initargs=(str(log_dir / "export.log"),)
+    )
+    try:
+        fut = pool.submit(
+            _lower_with_weights_in_worker,
+            item.op_keys,
+            backend,
+            str(pte_path),
+            str(etrecord_path),
+            item.batch,
+            dict(state_dict) if state_dict is not None else None,
+        )
+        try:
+            return float(fut.result())
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"exporting {item.name} failed: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        _stop_now(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True)

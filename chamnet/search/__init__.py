@@ -7,6 +7,12 @@ samplers, oracles, resumable runs and the baselines it is benchmarked against.
     result = search(table_problem(space, {"latency_ms": 5.0}), budget=50, out=Path("run"))
 """
 
+from .constrained import (
+    GAConfig,
+    Margin,
+    constrained_search,
+    safety_margin,
+)
 from .engine import BayesOptEngine, EngineConfig, EngineState, Query
 from .problem import NoOracleError, Oracle, Problem, TableOracle, oracle_for, table_problem
 from .run import DEFAULT_BUDGET, HISTORY_KIND, SearchResult, search
@@ -17,13 +23,17 @@ __all__ = [
     "BayesOptEngine",
     "EngineConfig",
     "EngineState",
+    "GAConfig",
+    "Margin",
     "NoOracleError",
     "Oracle",
     "Problem",
     "Query",
     "SearchResult",
     "TableOracle",
+    "constrained_search",
     "oracle_for",
+    "safety_margin",
     "search",
     "table_problem",
 ]

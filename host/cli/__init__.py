@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typer
 
+from .adapt import adapt
 from .calibrate import calibrate
 from .devices import devices_app, spaces
 from .farm import farm_app
@@ -28,6 +29,7 @@ app = typer.Typer(
     "  chamlab profile --target local-cpu --space macro-cifar10\n\n"
     "  chamlab predict --space macro-cifar10 --arch 01201201 --target local-cpu\n\n"
     "  chamlab measure --target local-cpu --space macro-cifar10 --arch 01201201\n\n"
+    "  chamlab adapt --target local-cpu --space macro-cifar10 --latency 0.3\n\n"
     "  chamlab lut merge luts/a.parquet luts/b.parquet -o luts/all.parquet\n\n"
     "  chamlab farm run --space macro-cifar10 --out farm",
     no_args_is_help=True,
@@ -43,6 +45,7 @@ app.add_typer(lut_app, name="lut")
 app.add_typer(farm_app, name="farm")
 app.command()(calibrate)
 app.command()(search)
+app.command()(adapt)
 
 
 def main() -> None:

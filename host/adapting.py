@@ -1,0 +1,754 @@
+"""``adapt``: the most accurate network that meets a latency limit on a device, exported and measured there.
+
+:func:`adapt` runs, in order (each step reuses what exists, so a re-run is cheap):
+
+1. **Checks** (nothing written on failure): a network space with an accuracy oracle (the space's own:
+   :func:`~chamlab.chamnet.search.oracle_for`, or the caller's, e.g. a training oracle), no energy
+   limit until an energy predictor exists, a budget of at least the initial design, a LUT that is
+   this device's, an output folder holding no other run.
+2. **Predictors**: the LUT (``profile`` of the ops the LUT lacks: all ops of a space of at most
+   :data:`~chamlab.host.profiling.EXHAUSTIVE_LIMIT` archs, else the reference archs' ops first and,
+   adaptively, the ops of each winner the op-level model had to interpolate, step 5); the latency
+   calibration (``calibrate`` when the LUT holds no fresh one for this space and measurement set).
+3. **Margin**: the search limit is ``limit * (1 - k * spread)``
+   (:func:`~chamlab.chamnet.search.constrained.safety_margin`: the calibration's leave-one-out
+   spread). A limit under which no arch is predicted is an error naming the fastest prediction.
+4. **BO loop** (``chamlab search``'s engine, :func:`~chamlab.chamnet.search.search`) within the
+   query budget, under the margin's limit: ``DIR/history.parquet`` (resumable), ``DIR/model.json``
+   and the loop's own best queried arch in ``DIR/search.json``.
+5. **Constrained search** (:func:`~chamlab.chamnet.search.constrained.constrained_search`): the GP's
+   predicted accuracy (queried archs: their oracle accuracy) maximised under the predicted latency;
+   exact enumeration for small spaces, the GA for large ones. For a large space, a winner with
+   interpolated ops has them profiled and the search repeated (at most :data:`ADAPTIVE_ROUNDS`).
+6. **Export** of the winner to ``DIR/model.pte`` and ``DIR/model.etrecord``: with the oracle's
+   trained weights when it has them (``oracle.state_dict(arch)``, ``weights: trained``), else the
+   deterministic seeded weights the LUT was measured with (``weights: random``: a latency skeleton,
+   not an accurate model; the result says so).
+7. **Measurement** of ``DIR/model.pte`` on the target, :data:`MEASURE_RUNS` separate runs
+   (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s; then ``DIR/result.json``
+   and ``DIR/pareto.png``. A measured latency over the limit is reported (``constraint_met: false``),
+   not hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chamlab.chamnet.search.constrained import (
+    MARGIN_K,
+    ConstrainedResult,
+    GAConfig,
+    Margin,
+    constrained_search,
+    safety_margin,
+)
+from chamlab.chamnet.search.engine import EngineConfig
+from chamlab.chamnet.search.problem import Oracle, Problem, TableOracle, oracle_for
+from chamlab.chamnet.spaces.base import Arch, SearchSpace
+from chamlab.core.errors import ChamlabError, InputError
+from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
+from chamlab.core.store import tool_version
+from chamlab.operators.export import ExportItem
+
+from .lut import Lut, MeasurementSet
+from .pipeline import NullProgress, Progress, RunSpec
+from .prediction import LatencyModel, default_lut_path
+from .transports.base import Transport
+
+#: measurement runs of the exported winner (the result is their median p50)
+MEASURE_RUNS = 3
+#: networks measured by the calibration adapt builds when the LUT has none
+CALIBRATION_NETWORKS = 10
+#: for spaces too large to profile exhaustively: rounds of "profile the winner's interpolated ops"
+ADAPTIVE_ROUNDS = 3
+RESULT = "result.json"
+SEARCH_RESULT = "search.json"
+PARETO = "pareto.png"
+MODEL = "model.pte"
+ETRECORD = "model.etrecord"
+RANDOM_WEIGHTS_NOTE = (
+    "random weights: the accuracy oracle holds no trained weights for this arch, so model.pte carries "
+    "the seeded weights the LUT was measured with. It is a deployable skeleton for latency, not an "
+    "accurate model: train `arch_json` (or use a training oracle) for that"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptOptions:
+    """What ``chamlab adapt`` takes besides the device and space (defaults: docs/cli.md)."""
+
+    latency_ms: float | None = None  # the limit in ms; or:
+    latency_percentile: float | None = None  # the limit at this percentile of the space's predictions
+    energy_mj: float | None = None
+    budget: int = 50
+    seed: int = 0
+    out: Path = Path("adapt")
+    lut_path: Path | None = None
+    calibrate: bool = True  # build the calibration when the LUT has no fresh one
+    margin_k: float = MARGIN_K
+    runs: int = MEASURE_RUNS
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    ga: GAConfig = dataclasses.field(default_factory=GAConfig)
+
+
+@dataclasses.dataclass
+class AdaptReport:
+    """What :func:`adapt` did; :meth:`to_json` is ``result.json``."""
+
+    space: str
+    arch: str
+    values: dict[str, Any]
+    arch_json: dict[str, Any]
+    spec: RunSpec
+    margin: Margin
+    predicted_accuracy: float
+    accuracy_known: bool
+    predicted_latency_ms: float
+    calibrated: bool
+    measured_latency_ms: float
+    measured_runs_ms: list[float]
+    unstable: bool
+    oracle_accuracy: float | None
+    oracle: str
+    queries: int
+    new_queries: int
+    search: ConstrainedResult
+    search_seconds: float
+    seconds: dict[str, float]
+    model_path: Path
+    etrecord_path: Path
+    weights: str
+    runtime_version: str | None
+    input_shape: list[int]
+    lut_path: Path
+    profiled_ops: int
+    calibration: dict[str, Any] | None
+    out: Path
+    notes: list[str]
+    pareto: list[dict[str, Any]]
+
+    @property
+    def limit_ms(self) -> float:
+        return self.margin.limit
+
+    @property
+    def constraint_met(self) -> bool:
+        return self.measured_latency_ms <= self.margin.limit
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_latency_ms - self.measured_latency_ms) / self.measured_latency_ms
+
+    @property
+    def suggestion(self) -> str | None:
+        if self.constraint_met:
+            return None
+        s = self.spec
+        cmd = f"chamlab calibrate --target {s.target} --space {self.space} --threads {s.threads}"
+        return (
+            f"measured {self.measured_latency_ms:.4f} ms is over the {self.limit_ms:g} ms limit (predicted "
+            f"{self.predicted_latency_ms:.4f} ms): re-calibrate the predictor with "
+            f"`{cmd} --lut {self.lut_path}` and run adapt again"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "arch": self.arch,
+            "values": self.values,
+            "arch_json": self.arch_json,
+            "target": self.spec.target,
+            "transport": self.spec.device.transport,
+            "backend": self.spec.backend.value,
+            "dtype": self.spec.dtype.value,
+            "threads": self.spec.threads,
+            "batch": self.spec.batch,
+            "latency_limit_ms": self.margin.limit,
+            "search_limit_ms": self.margin.effective,
+            "margin": self.margin.to_json(),
+            "predicted_accuracy": self.predicted_accuracy,
+            "accuracy_known": self.accuracy_known,
+            "predicted_latency_ms": self.predicted_latency_ms,
+            "calibrated": self.calibrated,
+            "measured_latency_ms": self.measured_latency_ms,
+            "measured_runs_ms": self.measured_runs_ms,
+            "error_pct": self.error_pct,
+            "unstable": self.unstable,
+            "constraint_met": self.constraint_met,
+            "suggestion": self.suggestion,
+            "oracle": self.oracle,
+            "oracle_accuracy": self.oracle_accuracy,
+            "queries": self.queries,
+            "new_queries": self.new_queries,
+            "search_seconds": round(self.search_seconds, 4),
+            "search_method": self.search.method,
+            "evaluated": self.search.evaluated,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "model_path": str(self.model_path),
+            "etrecord_path": str(self.etrecord_path),
+            "weights": self.weights,
+            "weights_note": RANDOM_WEIGHTS_NOTE if self.weights == "random" else None,
+            "runtime_version": self.runtime_version,
+            "input_shape": self.input_shape,
+            "lut": str(self.lut_path),
+            "profiled_ops": self.profiled_ops,
+            "calibration": self.calibration,
+            "pareto": self.pareto,
+            "notes": self.notes,
+            "out": str(self.out),
+            "tool_version": tool_version(),
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+
+
+class CachedLatency:
+    """``arch -> predicted latency (ms)`` from a :class:`LatencyModel`, each arch predicted once."""
+
+    def __init__(self, model: LatencyModel) -> None:
+        self.model = model
+        self.cache: dict[Arch, float] = {}
+        self.interpolated: dict[Arch, int] = {}
+
+    def __call__(self, arch: Arch) -> float:
+        if arch not in self.cache:
+            pred = self.model.predict(arch)
+            self.cache[arch] = float(pred.latency_ms)
+            self.interpolated[arch] = pred.interpolated_ops
+        return self.cache[arch]
+
+
+def _check_out(out: Path, ident: dict[str, Any]) -> None:
+    """``out`` can hold this run: not a file, and any search history in it has the same arguments."""
+    from chamlab.chamnet.search.run import ARGS_KEY, HISTORY, HISTORY_KIND
+    from chamlab.core.store import read_table
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a directory")
+    # the folder, or where it will be created, must be writable (checked before any work)
+    check_writable(out / RESULT if out.is_dir() else out, what="adapt --out")
+    if (out / HISTORY).exists():
+        old = read_table(out / HISTORY, HISTORY_KIND).meta_json(ARGS_KEY, {}) or {}
+        new = json.loads(json.dumps(ident))
+        diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
+        if diff:
+            detail = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+            raise InputError(
+                f"{out} holds a run made with other arguments ({detail})",
+                hint="re-run with the same arguments to resume it, or choose another --out DIR",
+            )
+
+
+def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:
+    """A LUT that holds measurements, none of them of this device, is another device's LUT."""
+    devices = sorted({c.device for c in lut.combinations()})
+    if devices and spec.target not in devices:
+        raise InputError(
+            f"LUT {path} holds measurements of {', '.join(devices)}, not of target {spec.target}: its "
+            "latencies (and calibration) describe another device",
+            hint=f"pass that device's --target, or --lut luts/{spec.target}.parquet (adapt profiles into it)",
+        )
+
+
+def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
+    return lut.choose(
+        path,
+        device=spec.target,
+        backend=spec.backend.value,
+        dtype=spec.dtype.value,
+        threads=spec.threads,
+        batch=spec.batch,
+    )
+
+
+def _calibration_errors(model: LatencyModel) -> tuple[list[float] | None, dict[str, Any] | None]:
+    if not model.calibrated or model.found is None:
+        return None, None
+    rec = model.found.record
+    errors = [
+        float(n["loo_error_pct"]) for n in rec.get("networks", []) if n.get("loo_error_pct") is not None
+    ]
+    return (errors or None), model.found.summary()
+
+
+def adapt(
+    spec: RunSpec,
+    space: SearchSpace,
+    options: AdaptOptions,
+    *,
+    oracle: Oracle | None = None,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+    command: str = "",
+) -> AdaptReport:
+    """Adapt ``space`` to ``spec``'s device under ``options.latency_ms`` (module docstring).
+
+    ``oracle``: the accuracy oracle (default: the space's own, :func:`oracle_for`); when it has a
+    ``state_dict(arch)`` method returning weights for the winner, those go into ``model.pte``.
+    """
+    from chamlab.chamnet.search.run import HISTORY
+    from chamlab.chamnet.search.run import search as run_search
+
+    from . import calibration as calib
+    from .measuring import measure_program_runs
+    from .profiling import EXHAUSTIVE_LIMIT, default_archs, profile
+
+    progress = progress or NullProgress()
+    t_start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+    opts = options
+    out = Path(opts.out)
+
+    # -- 1. checks: everything that can be wrong with the input fails here, before any work ---------------
+    if not isinstance(space, SearchSpace):
+        raise InputError(
+            f"adapt needs a network space (one whose archs build into networks); {space.name} is not",
+            hint="search a table of your own with `chamlab search --space table:PATH` instead",
+        )
+    if opts.energy_mj is not None:
+        raise InputError(
+            f"--energy {opts.energy_mj:g}: {space.name} has no energy predictor yet; it needs whole-network "
+            "energy measurements on the target (a power reader in devices.toml) and the energy model "
+            "fitted on them, neither of which exists for network spaces",
+            hint="adapt under --latency only; an energy limit works today on table spaces with an "
+            "energy_mj column (`chamlab search --space table:PATH --energy MJ`)",
+        )
+    if (opts.latency_ms is None) == (opts.latency_percentile is None):
+        raise InputError("give the latency limit either in ms or as a percentile (e.g. --latency p50)")
+    if opts.latency_ms is not None and (not math.isfinite(opts.latency_ms) or opts.latency_ms <= 0):
+        raise InputError(f"--latency must be a positive number of ms, got {opts.latency_ms}")
+    pct = opts.latency_percentile
+    if pct is not None and not (math.isfinite(pct) and 0 < pct < 100):
+        raise InputError(f"--latency p{pct:g}: the percentile must be between 0 and 100 (exclusive)")
+    if opts.budget < opts.engine.n_init:
+        raise InputError(
+            f"--budget {opts.budget} is below the initial design of {opts.engine.n_init} archs: the accuracy "
+            "predictor would have no room to learn",
+            hint=f"use --budget {opts.engine.n_init} or more",
+        )
+    if opts.runs < 1:
+        raise InputError(f"the measurement needs at least 1 run, got {opts.runs}")
+    oracle = oracle if oracle is not None else oracle_for(space)
+    ident: dict[str, Any] = {
+        "command": "adapt",
+        "space": space.name,
+        "target": spec.target,
+        "backend": spec.backend.value,
+        "dtype": spec.dtype.value,
+        "threads": spec.threads,
+        "batch": spec.batch,
+        "limits": {"latency_ms": opts.latency_ms if pct is None else f"p{pct:g}"},
+        "margin_k": opts.margin_k,
+        "seed": opts.seed,
+        "oracle": oracle.name,
+        "engine": opts.engine.to_json(),
+    }
+    _check_out(out, ident)
+    lut_path = Path(opts.lut_path) if opts.lut_path is not None else default_lut_path(spec.target)
+    if opts.lut_path is None:
+        ensure_dir(lut_path.parent, what="default LUT directory")
+    check_writable(lut_path, what="LUT")
+    if lut_path.exists():
+        _check_lut_device(Lut.read(lut_path), lut_path, spec)
+
+    # -- 2. predictors: profile what the LUT lacks, calibrate when it has no calibration -----------------
+    t0 = time.perf_counter()
+    large = space.size > EXHAUSTIVE_LIMIT
+    archs, which = default_archs(space)
+    progress.note(f"latency predictor: the LUT {lut_path} must hold the ops of {which}")
+    rep = profile(
+        spec,
+        space,
+        archs,
+        out=lut_path,
+        transport=transport,
+        progress=progress,
+        no_wait=no_wait,
+        command=command,
+    )
+    if rep.failed:
+        raise ChamlabError(
+            f"profiling {len(rep.failed)} op(s) on {spec.target} failed, e.g. "
+            f"{rep.failed[0][0]}: {rep.failed[0][1]}",
+            hint="re-run the same command: measured ops are kept and only the failed ones are retried",
+        )
+    profiled = len(rep.measured)
+    lut = Lut.read(lut_path)
+    mset = _mset(lut, lut_path, spec)
+    model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
+    if not model.calibrated and opts.calibrate:
+        why = model.found.stale if model.found is not None else "none stored for this space and set"
+        progress.note(f"calibration: {why}; measuring {CALIBRATION_NETWORKS} networks to fit one")
+        n = CALIBRATION_NETWORKS
+        try:
+            calib.select_networks(
+                space, lut.p50_by_key(mset), mset.dtype, n, np.random.default_rng(opts.seed)
+            )
+        except InputError:
+            n = max(3, sum(all(op.key in lut.p50_by_key(mset) for op in space.ops(a)) for a in archs))
+        calib.calibrate(
+            spec,
+            space,
+            lut_path=lut_path,
+            n=n,
+            seed=opts.seed,
+            transport=transport,
+            progress=progress,
+            no_wait=no_wait,
+        )
+        lut = Lut.read(lut_path)
+        model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
+    elif not model.calibrated:
+        notes.append(
+            f"no calibration ({model.found.stale if model.found else 'none stored'}): "
+            "predictions are LUT sums"
+        )
+    seconds["predictors"] = time.perf_counter() - t0
+
+    # -- 3. margin, and a limit under which something is predicted ---------------------------------------
+    loo, calibration_summary = _calibration_errors(model)
+    latency = CachedLatency(model)
+    limit_ms = opts.latency_ms
+    if pct is not None:
+        pool = latency_pool(space, opts.seed)
+        limit_ms = float(np.percentile([latency(a) for a in pool], pct))
+        progress.note(
+            f"--latency p{pct:g}: {limit_ms:.4f} ms, the {pct:g}th percentile of the predicted latency of "
+            f"{'all' if len(pool) == space.size else len(pool)} {space.name} archs on {spec.target}"
+        )
+    assert limit_ms is not None
+    margin = safety_margin(limit_ms, loo, k=opts.margin_k)
+    if loo is None:
+        notes.append(
+            f"safety margin {margin.to_json()['margin_pct']:.1f} % from the default spread of "
+            f"{margin.spread_pct:g} % (no calibration); `chamlab calibrate` measures the real one"
+        )
+    _check_feasible(space, latency, margin, opts.seed)
+    progress.note(
+        f"searching under {margin.effective:.4f} ms: the {margin.limit:g} ms limit less {margin.k:g} x the "
+        f"predictor's spread of {margin.spread_pct:.2f} % ({margin.source})"
+    )
+
+    # -- 4. the BO loop within the budget --------------------------------------------------------------
+    t0 = time.perf_counter()
+    problem = Problem(space, oracle, {"latency_ms": latency}, {"latency_ms": margin.effective})
+    out.mkdir(parents=True, exist_ok=True)
+    had = 0
+    if (out / HISTORY).exists():
+        from chamlab.chamnet.search.run import HISTORY_KIND
+        from chamlab.core.store import read_table
+
+        had = read_table(out / HISTORY, HISTORY_KIND).table.num_rows
+    progress.start("query", opts.budget)
+    done = [had]
+
+    def on_state(state: Any) -> None:
+        for _ in range(len(state.queries) - done[0]):
+            progress.advance("query", f"{len(state.queries)} queried")
+        done[0] = len(state.queries)
+
+    from chamlab.chamnet.search.engine import BayesOptEngine, EngineState
+
+    captured: list[EngineState] = []
+
+    def keep(state: EngineState) -> None:
+        # the engine refits this same object after its last batch: it holds the final GP
+        if not captured:
+            captured.append(state)
+        on_state(state)
+
+    bo = run_search(
+        problem,
+        budget=opts.budget,
+        seed=opts.seed,
+        config=opts.engine,
+        out=out,
+        args=ident,
+        progress=keep,
+        plot=False,
+    )
+    if not captured:  # a resumed run with its budget already spent: refit on the stored queries
+        from chamlab.chamnet.search.run import read_history
+
+        previous = read_history(out / HISTORY, problem, ident)
+        captured.append(
+            BayesOptEngine(opts.engine).run(
+                problem, len(previous), np.random.default_rng(opts.seed), previous=previous
+            )
+        )
+    state = captured[-1]
+    if (out / RESULT).exists():
+        (out / RESULT).replace(out / SEARCH_RESULT)
+    seconds["bo"] = time.perf_counter() - t0
+    known = {q.arch: q.accuracy for q in state.queries}
+
+    # -- 5. constrained search on the predictors (adaptive profiling for large spaces) -------------------
+    def accuracy(archs: Sequence[Arch]) -> np.ndarray:
+        pred = state.predict(list(archs), np.array([latency(a) for a in archs]))
+        if pred is None:
+            raise ChamlabError("the accuracy predictor was never fitted (no oracle query succeeded)")
+        return pred
+
+    t0 = time.perf_counter()
+    feasible_queried = [q.arch for q in state.queries if latency(q.arch) <= margin.effective]
+    result = constrained_search(
+        space,
+        accuracy,
+        {"latency_ms": latency},
+        {"latency_ms": margin.effective},
+        np.random.default_rng(opts.seed),
+        config=opts.ga,
+        seeds=feasible_queried,
+        known=known,
+    )
+    search_seconds = time.perf_counter() - t0
+    for _ in range(ADAPTIVE_ROUNDS if large else 0):
+        if result.best is None or not latency.interpolated.get(result.best.arch):
+            break
+        near = [c.arch for c in result.front if c.costs["latency_ms"] <= margin.effective][-3:]
+        progress.note(
+            f"the winner {space.format(result.best.arch)} has {latency.interpolated[result.best.arch]} "
+            "interpolated op(s): profiling them and searching again"
+        )
+        rep = profile(
+            spec,
+            space,
+            list(dict.fromkeys([result.best.arch, *near])),
+            out=lut_path,
+            transport=transport,
+            progress=progress,
+            no_wait=no_wait,
+            command=command,
+        )
+        profiled += len(rep.measured)
+        lut = Lut.read(lut_path)
+        latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
+        t0 = time.perf_counter()
+        result = constrained_search(
+            space,
+            accuracy,
+            {"latency_ms": latency},
+            {"latency_ms": margin.effective},
+            np.random.default_rng(opts.seed),
+            config=opts.ga,
+            seeds=feasible_queried,
+            known=known,
+        )
+        search_seconds = time.perf_counter() - t0
+    if result.best is None:
+        raise ChamlabError(
+            f"the {result.method} found no arch predicted under {margin.effective:.4f} ms (fastest it saw: "
+            f"{result.fastest.costs['latency_ms']:.4f} ms)",
+            hint="raise --latency, or re-run with another --seed",
+        )
+    best = result.best
+    arch = best.arch
+    if latency.interpolated.get(arch):
+        notes.append(f"the winner's prediction interpolates {latency.interpolated[arch]} op(s)")
+
+    # -- 6. export the winner ----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    model_path, etrecord_path = out / MODEL, out / ETRECORD
+    weights_of: Callable[[Arch], Any] | None = getattr(oracle, "state_dict", None)
+    state_dict = weights_of(arch) if callable(weights_of) else None
+    weights = "trained" if state_dict is not None else "random"
+    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress)
+    seconds["export"] = time.perf_counter() - t0
+
+    # -- 7. measure it where it will run ---------------------------------------------------------------
+    t0 = time.perf_counter()
+    name = f"net:{space.name}:{space.format(arch)}"
+    progress.note(f"measuring {model_path} on {spec.target}: {opts.runs} separate runs")
+    measured = measure_program_runs(
+        spec,
+        name,
+        model_path,
+        etrecord_path,
+        runs=opts.runs,
+        transport=transport,
+        progress=progress,
+        no_wait=no_wait,
+    )
+    seconds["measure"] = time.perf_counter() - t0
+    lut_fps = {str(r["device_fingerprint"]) for r in lut.select(mset).values() if r.get("device_fingerprint")}
+    if measured.fingerprint and lut_fps and measured.fingerprint not in lut_fps:
+        notes.append(
+            f"the target's fingerprint ({measured.fingerprint}) differs from the LUT's "
+            f"({', '.join(sorted(lut_fps))}): the LUT may describe other hardware or software"
+        )
+    oracle_accuracy: float | None = known.get(arch)
+    if oracle_accuracy is None and isinstance(oracle, TableOracle):
+        oracle_accuracy = float(oracle([arch])[0])  # a table look-up for the report, not a search query
+
+    seconds["total"] = time.perf_counter() - t_start
+    values = {d.name: v for d, v in zip(space.dimensions, arch, strict=True)}
+    shape = [spec.batch, *space.input_shape(arch)[1:]]
+    report = AdaptReport(
+        space=space.name,
+        arch=space.format(arch),
+        values=values,
+        arch_json={
+            "space": space.name,
+            "arch": space.format(arch),
+            "values": values,
+            "input_shape": shape,
+            "macs": space.macs(arch),
+            "params": space.params(arch),
+            "ops": [op.key for op in space.ops(arch)],
+        },
+        spec=spec,
+        margin=margin,
+        predicted_accuracy=best.accuracy if not best.known else float(accuracy([arch])[0]),
+        accuracy_known=best.known,
+        predicted_latency_ms=best.costs["latency_ms"],
+        calibrated=latency.model.calibrated,
+        measured_latency_ms=measured.p50_ms,
+        measured_runs_ms=[r.p50_ms for r in measured.runs],
+        unstable=measured.unstable,
+        oracle_accuracy=oracle_accuracy,
+        oracle=oracle.name,
+        queries=bo.queries,
+        new_queries=bo.new_queries,
+        search=result,
+        search_seconds=search_seconds,
+        seconds=seconds,
+        model_path=model_path,
+        etrecord_path=etrecord_path,
+        weights=weights,
+        runtime_version=measured.runtime_version,
+        input_shape=shape,
+        lut_path=lut_path,
+        profiled_ops=profiled,
+        calibration=calibration_summary,
+        out=out,
+        notes=notes,
+        pareto=[c.to_json(space) for c in result.front],
+    )
+    _plot(report, state.queries, space, out / PARETO)
+    atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
+    return report
+
+
+def _check_feasible(space: SearchSpace, latency: CachedLatency, margin: Margin, seed: int) -> None:
+    """An :class:`InputError` naming the fastest predicted latency when nothing fits under the margin."""
+    from .profiling import EXHAUSTIVE_LIMIT
+
+    pool = latency_pool(space, seed)
+    what = "of all" if space.size <= EXHAUSTIVE_LIMIT else "found among the references and samples of"
+    fastest = min(pool, key=latency)
+    if latency(fastest) <= margin.effective:
+        return
+    raise InputError(
+        f"--latency {margin.limit:g} ms is infeasible on this device: the fastest predicted latency {what} "
+        f"{space.name} is {latency(fastest):.4f} ms ({space.format(fastest)}), and the search limit "
+        f"after the safety margin is {margin.effective:.4f} ms",
+        hint=f"use --latency {latency(fastest) / (margin.effective / margin.limit) * 1.01:.4g} or more",
+    )
+
+
+def latency_pool(space: SearchSpace, seed: int) -> list[Arch]:
+    """Every arch of a space small enough to profile exhaustively; else its references, its smallest
+    arch (every dimension's first value) and 256 seeded samples."""
+    from .profiling import EXHAUSTIVE_LIMIT
+
+    if space.size <= EXHAUSTIVE_LIMIT:
+        return list(space.enumerate())
+    smallest = tuple(d.values[0] for d in space.dimensions)
+    return [*space.references.values(), smallest, *space.sample(np.random.default_rng(seed), 256)]
+
+
+def _export_winner(
+    spec: RunSpec,
+    space: SearchSpace,
+    arch: Arch,
+    model_path: Path,
+    etrecord_path: Path,
+    state_dict: Any,
+    progress: Progress,
+) -> None:
+    """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one."""
+    from chamlab.core.errors import ExportError
+    from chamlab.operators.export import export_program
+
+    from .measuring import network_item
+    from .pipeline import export_items
+
+    item = network_item(space, arch, spec.batch)
+    if state_dict is None:
+        artifacts, failures, _ = export_items([item], spec, workers=1, progress=progress)
+        if failures:
+            raise ExportError(f"exporting {item.name} failed: {failures[0].error}")
+        art = artifacts[item]
+        for src, dst in ((art.pte_path, model_path), (art.etrecord_path, etrecord_path)):
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        return
+    progress.note(f"exporting {item.name} with the oracle's trained weights")
+    export_program(
+        ExportItem(item.name, item.op_keys, item.batch),
+        spec.backend.value,
+        model_path,
+        etrecord_path,
+        dtype=spec.dtype.value,
+        state_dict=state_dict,
+    )
+
+
+def _plot(report: AdaptReport, queries: Sequence[Any], space: SearchSpace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=100)
+    if queries:
+        ax.scatter(
+            [q.costs["latency_ms"] for q in queries],
+            [q.accuracy for q in queries],
+            s=12,
+            c="tab:blue",
+            alpha=0.6,
+            label="queried (oracle accuracy, predicted latency)",
+        )
+    front = report.search.front
+    ax.step(
+        [c.costs["latency_ms"] for c in front],
+        [c.accuracy for c in front],
+        where="post",
+        color="tab:green",
+        label=f"predicted Pareto front ({report.search.method}, {report.search.evaluated} archs)",
+    )
+    ax.axvline(report.margin.limit, color="tab:red", ls="--", label=f"limit {report.margin.limit:g} ms")
+    ax.axvline(
+        report.margin.effective, color="grey", ls=":", label=f"search limit {report.margin.effective:.3g} ms"
+    )
+    ax.scatter(
+        [report.predicted_latency_ms], [report.predicted_accuracy], marker="*", s=180, c="tab:red", zorder=5,
+        label=f"winner {report.arch} (predicted)",
+    )  # fmt: skip
+    ax.scatter(
+        [report.measured_latency_ms], [report.predicted_accuracy], marker="x", s=80, c="black", zorder=6,
+        label=f"winner measured {report.measured_latency_ms:.3g} ms",
+    )  # fmt: skip
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{space.name} on {report.spec.target}: {report.queries} queries")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+__all__ = ["MEASURE_RUNS", "AdaptOptions", "AdaptReport", "CachedLatency", "adapt", "latency_pool"]

@@ -1,0 +1,150 @@
+"""``chamlab adapt``: the most accurate network under a latency limit on a device, as a measured ``.pte``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import (
+    DevicesOpt,
+    DtypeOpt,
+    JsonOpt,
+    NoWaitOpt,
+    RichProgress,
+    SerialOpt,
+    TargetOpt,
+    ThreadsOpt,
+    command_line,
+    device,
+    emit_json,
+    err,
+    handle_errors,
+    note,
+    out,
+    value,
+)
+
+
+def parse_latency(text: str) -> tuple[float | None, float | None]:
+    """``"20"`` -> ``(20.0, None)`` (ms); ``"p50"`` -> ``(None, 50.0)`` (a percentile)."""
+    from chamlab.core.errors import InputError
+
+    t = text.strip().lower()
+    try:
+        if t.startswith("p"):
+            return None, float(t[1:])
+        return float(t), None
+    except ValueError:
+        raise InputError(
+            f"--latency {text!r} is neither a number of ms nor a percentile such as p50"
+        ) from None
+
+
+@handle_errors
+def adapt(
+    space_name: Annotated[str, typer.Option("--space", "-s", help="a network space (see `chamlab spaces`)")],
+    latency: Annotated[
+        str,
+        typer.Option(
+            "--latency",
+            help="latency limit in ms on the target, or pNN: the NNth percentile of the space's predicted "
+            "latencies there",
+        ),
+    ],
+    target: TargetOpt = None,
+    serial: SerialOpt = None,
+    energy: Annotated[
+        float | None, typer.Option("--energy", help="energy limit in mJ (needs an energy predictor)")
+    ] = None,
+    budget: Annotated[int, typer.Option("--budget", "-n", help="maximum accuracy-oracle queries")] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (BO design, GA)")] = 0,
+    threads: ThreadsOpt = None,
+    dtype: DtypeOpt = None,
+    lut: Annotated[
+        Path | None, typer.Option("--lut", help="LUT to use and extend (default: luts/<target>.parquet)")
+    ] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="run folder: model.pte, result.json, ...; resumable")
+    ] = Path("adapt"),
+    margin_k: Annotated[
+        float,
+        typer.Option("--margin-k", help="safety margin: search under limit x (1 - k x calibration spread)"),
+    ] = 1.645,
+    no_calibrate: Annotated[
+        bool, typer.Option("--no-calibrate", help="do not fit a calibration when the LUT has none")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="exit 1 when the measured latency misses the limit")
+    ] = False,
+    no_wait: NoWaitOpt = False,
+    devices: DevicesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adapt a space to a device: the most accurate network predicted under --latency ms, exported to
+    DIR/model.pte and measured on the target (median of 3 runs), predicted vs measured."""
+    from chamlab.chamnet.search import EngineConfig
+    from chamlab.chamnet.spaces.table import is_table_spec
+    from chamlab.core.errors import InputError
+    from chamlab.host import api
+    from chamlab.host.adapting import AdaptOptions
+    from chamlab.host.adapting import adapt as run_adapt
+
+    if is_table_spec(space_name):
+        raise InputError(
+            f"--space {space_name}: a table space has no networks to export and measure",
+            hint="search it with `chamlab search --space table:PATH --latency MS`",
+        )
+    if budget < 1:
+        raise InputError(f"--budget must be at least 1, got {budget}")
+    dev = device(devices, target, serial)
+    spec = api.resolve_run(dev, threads=threads, dtype=value(dtype))
+    sp = api.SPACES.get(space_name)
+    latency_ms, percentile = parse_latency(latency)
+    options = AdaptOptions(
+        latency_ms=latency_ms,
+        latency_percentile=percentile,
+        energy_mj=energy,
+        budget=budget,
+        seed=seed,
+        out=out_dir,
+        lut_path=lut,
+        calibrate=not no_calibrate,
+        margin_k=margin_k,
+        engine=EngineConfig(),
+    )
+    with RichProgress() as progress:
+        report = run_adapt(spec, sp, options, progress=progress, no_wait=no_wait, command=command_line())
+    for text in report.notes:
+        note(f"note: {text}")
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        r = report
+        out.print(f"[bold]{r.space}[/] on {spec.target} ({spec.threads} thread(s)): [bold]{r.arch}[/]")
+        acc = f"predicted {r.predicted_accuracy:.3f}"
+        if r.oracle_accuracy is not None:
+            acc += f", oracle {r.oracle_accuracy:.3f}" + (" (queried)" if r.accuracy_known else "")
+        out.print(f"  accuracy         {acc}")
+        out.print(
+            f"  predicted        {r.predicted_latency_ms:.4f} ms"
+            f"{' (calibrated)' if r.calibrated else ' (LUT sum)'}; searched under {r.margin.effective:.4f} ms"
+        )
+        runs = ", ".join(f"{x:.4f}" for x in r.measured_runs_ms)
+        out.print(
+            f"  measured         {r.measured_latency_ms:.4f} ms (median of {len(r.measured_runs_ms)} runs: "
+            f"{runs}); error {r.error_pct:+.1f}%"
+        )
+        verdict = "[green]met[/]" if r.constraint_met else "[bold red]MISSED[/]"
+        out.print(f"  limit            {r.limit_ms:g} ms: {verdict}")
+        out.print(
+            f"  model            {r.model_path} (weights: {r.weights}); {r.queries} queries, "
+            f"search {r.search_seconds:.2f} s ({r.search.method}, {r.search.evaluated} archs)"
+        )
+        if r.weights == "random":
+            note("note: model.pte has random (seeded) weights: a latency skeleton, not an accurate model")
+    if not report.constraint_met:
+        err.print(f"[bold red]constraint missed:[/] {report.suggestion}", soft_wrap=True)
+        if strict:
+            raise typer.Exit(1)

@@ -1,0 +1,209 @@
+"""``chamlab adapt`` end to end: real LUTs, the real BO loop, real ExecuTorch exports, the real runner on
+this machine (locally and through a real sshd on loopback), and every bad input refused before work.
+
+Kept small for CI: the session's profiled macro-cifar10 LUT (no new profiling), ``--no-calibrate``
+(calibration has its own tests), ``--budget 10`` (the initial design alone). The LUTs below are that
+LUT's rows, relabelled (another device name: the same machine) or scaled (a LUT that under-predicts,
+as one measured on faster hardware would).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import chamlab
+from lut_factory import write
+from peers import Sshd, fast
+
+from chamlab.chamnet.search import oracle_for
+from chamlab.host import api
+from chamlab.host.lut import Lut, make_row
+
+RESULT_KEYS = {
+    "arch", "predicted_accuracy", "predicted_latency_ms", "measured_latency_ms", "constraint_met",
+    "oracle_accuracy", "queries", "search_seconds", "model_path", "weights", "runtime_version",
+    "input_shape", "arch_json", "margin", "measured_runs_ms", "pareto", "suggestion",
+}  # fmt: skip
+
+
+def relabel(src: Path, dst: Path, *, device: str, scale: float = 1.0) -> Path:
+    """``src``'s rows as ``device``'s, every sample multiplied by ``scale``."""
+    lut = Lut.read(src)
+    rows = []
+    for mset in lut.combinations():
+        for key, r in lut.select(mset).items():
+            rows.append(
+                make_row(
+                    key,
+                    device=device,
+                    backend=mset.backend,
+                    dtype=mset.dtype,
+                    threads=mset.threads,
+                    samples_ms=[scale * x for x in r["samples_ms"]],
+                    run_id="relabelled",
+                    measured_at=r["measured_at"],
+                    device_fingerprint=r["device_fingerprint"],
+                )
+            )
+    return write(dst, rows)
+
+
+def _run_pte(path: Path, x: torch.Tensor) -> torch.Tensor:
+    from executorch.extension.pybindings import _C as rt
+
+    return rt._load_program(str(path)).load_method("forward").call([x])[0]
+
+
+def _network_output(arch_json: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> tuple:
+    from chamlab.operators import OPS
+    from chamlab.operators.network import Network
+
+    net = Network([OPS.from_key(k) for k in arch_json["ops"]]).eval()
+    if state is not None:
+        net.load_state_dict(state)
+    x = torch.randn(arch_json["input_shape"], generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        return x, net(x)
+
+
+def test_bad_inputs_are_refused_before_anything_is_written(
+    tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
+) -> None:
+    lut = shutil.copy(profiled_lut[0], tmp_path / "lut.parquet")
+    out = tmp_path / "run"
+    base = ["adapt", "--target", "test-cpu", "--devices", fast_devices, "--out", out, "--no-calibrate"]
+    cases = [
+        (["--space", "table:x.csv", "--latency", "1"], "no networks to export"),
+        (["--space", "macro-cifar10", "--latency", "1", "--energy", "5"], "no energy predictor"),
+        (["--space", "macro-cifar10", "--latency", "1", "--budget", "4"], "below the initial design of 10"),
+        (["--space", "chamnet-mbv2", "--latency", "1"], "no accuracy oracle"),
+        (["--space", "macro-cifar10", "--latency", "1", "--threads", "0"], "--threads"),
+        (["--space", "macro-cifar10", "--latency", "fast"], "neither a number of ms nor a percentile"),
+        (["--space", "macro-cifar10", "--latency", "p150", "--lut", lut], "between 0 and 100"),
+        (["--space", "macro-cifar10", "--latency", "0.001", "--lut", lut], "fastest predicted latency"),
+    ]
+    other = relabel(profiled_lut[0], tmp_path / "pixel.parquet", device="pixel")
+    cases.append((["--space", "macro-cifar10", "--latency", "1", "--lut", other], "not of target test-cpu"))
+    for args, message in cases:
+        res = chamlab(*base, *args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert message in " ".join(res.stderr.split()), (args, res.stderr)
+        assert not out.exists(), args
+
+
+def test_adapt_reports_a_measured_miss_and_strict_makes_it_exit_1(
+    tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
+) -> None:
+    # a LUT that predicts 30 % of the real latency: the winner is predicted under the limit, measured over
+    lut = relabel(profiled_lut[0], tmp_path / "fast.parquet", device="test-cpu", scale=0.3)
+    out = tmp_path / "run"
+    args = ["adapt", "--target", "test-cpu", "--devices", fast_devices, "--space", "macro-cifar10"]
+    args += ["--latency", "0.15", "--lut", lut, "--out", out, "--no-calibrate", "--budget", "10"]
+    res = chamlab(*args, "--json", "--strict")
+    assert res.returncode == 1, res.stderr  # --strict: a measured miss is exit 1 (without it, 0)
+    r = json.loads(res.stdout)
+    assert set(r) >= RESULT_KEYS
+    assert r["constraint_met"] is False and r["measured_latency_ms"] > 0.15 >= r["predicted_latency_ms"]
+    assert "constraint missed" in res.stderr and "chamlab calibrate --target test-cpu" in res.stderr
+    assert r["margin"]["source"] == "default (no calibration)" and r["search_limit_ms"] < 0.15
+    assert r["queries"] == r["new_queries"] == 10 and r["weights"] == "random" and r["oracle_accuracy"] > 0
+    assert len(r["measured_runs_ms"]) == 3 and r["measured_latency_ms"] == sorted(r["measured_runs_ms"])[1]
+    for name in (
+        "history.parquet",
+        "model.pte",
+        "model.etrecord",
+        "pareto.png",
+        "result.json",
+        "search.json",
+    ):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "result.json").read_text())["arch"] == r["arch"]
+    # other arguments into the same folder: exit 2, the folder untouched
+    before = (out / "result.json").read_text()
+    other = chamlab(*[a if a != "0.15" else "0.2" for a in args])
+    assert other.returncode == 2 and "other arguments" in other.stderr
+    assert (out / "result.json").read_text() == before
+
+
+def test_trained_weights_of_the_oracle_go_into_model_pte(
+    tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
+) -> None:
+    space = api.SPACES.get("macro-cifar10")
+    table = oracle_for(space)
+
+    def trained(arch: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        net = space.build(arch)
+        return {k: v * 0.9 if v.is_floating_point() else v for k, v in net.state_dict().items()}
+
+    class Trained:
+        """The table's accuracies plus 'trained' weights (the seeded ones, rescaled) for any arch: what
+        the training oracle's ``state_dict`` hands over for an arch it trained."""
+
+        name = "trained-stand-in"
+
+        def __call__(self, archs: list[tuple[int, ...]]) -> list[float]:
+            return table(archs)
+
+        def state_dict(self, arch: tuple[int, ...]) -> dict[str, torch.Tensor] | None:
+            return trained(arch)
+
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
+    lut = shutil.copy(profiled_lut[0], tmp_path / "l.parquet")
+    options = api.AdaptOptions(
+        latency_ms=0.3, budget=10, out=tmp_path / "run", lut_path=lut, calibrate=False, runs=1
+    )
+    report = api.adapt(spec, space, options, oracle=Trained())
+    r = report.to_json()
+    assert r["weights"] == "trained" and r["weights_note"] is None
+    x, expected = _network_output(r["arch_json"], trained(space.parse(report.arch)))
+    _, seeded = _network_output(r["arch_json"])
+    got = _run_pte(report.model_path, x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(got, seeded, rtol=1e-3, atol=1e-3)
+    assert r["oracle"] == "trained-stand-in" and len(r["measured_runs_ms"]) == 1
+
+
+def test_adapt_over_ssh_exports_measures_and_cleans_up(
+    tmp_path: Path, sshd: Sshd, profiled_lut: tuple[Path, dict], space: Any
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(fast(sshd.devices_toml("box"), "box"))
+    lut = relabel(profiled_lut[0], tmp_path / "box.parquet", device="box")  # the same machine, by ssh
+    table = Lut.read(lut)
+    lut_set = (table, lut, table.choose(lut, device="box"))
+    out = tmp_path / "run"
+    res = chamlab(
+        "adapt", "--target", "box", "--devices", devices, "--space", "macro-cifar10", "--latency", "p40",
+        "--lut", lut, "--out", out, "--no-calibrate", "--budget", "10", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert set(r) >= RESULT_KEYS and r["transport"] == "ssh" and r["target"] == "box"
+    limit = r["latency_limit_ms"]  # p40: the 40th percentile of the predicted latencies on box
+    model = api.LatencyModel(space, *lut_set)
+    all_ms = [model.predict(a).latency_ms for a in space.enumerate()]
+    assert limit == pytest.approx(float(np.percentile(all_ms, 40)), rel=1e-9)
+    assert r["constraint_met"] == (r["measured_latency_ms"] <= limit)
+    assert r["predicted_latency_ms"] <= r["search_limit_ms"] < limit
+    assert r["runtime_version"] and r["input_shape"] == [1, 3, 32, 32] and r["search_seconds"] < 30
+    assert len(r["measured_runs_ms"]) == 3 and r["arch_json"]["arch"] == r["arch"]
+    # model.pte is the winner's network: it computes what the torch network of arch_json computes
+    x, expected = _network_output(r["arch_json"])
+    torch.testing.assert_close(_run_pte(Path(r["model_path"]), x), expected, rtol=1e-4, atol=1e-4)
+    assert not any((sshd.dir / "remote-runs").glob("run-*"))  # nothing left on the target
+
+
+@pytest.fixture
+def space() -> Any:
+    return api.SPACES.get("macro-cifar10")
+
+
+@pytest.fixture(autouse=True)
+def _no_default_luts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a default luts/ folder would land in the test's own folder
