@@ -20,8 +20,8 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 from chamlab.chamnet.spaces import SPACES
 
 from . import calibration
-from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
 from .adapting import AdaptOptions, AdaptReport, adapt
+from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
 from .calibration import CalibrationReport, calibrate
 from .config import DeviceRegistry, load_registry
 from .farm import FarmReport, run_farm
@@ -65,10 +65,10 @@ __all__ = [
     "ORACLES",
     "SPACES",
     "TRANSPORTS",
-    "AdaptivePolicy",
-    "AdaptiveReport",
     "AdaptOptions",
     "AdaptReport",
+    "AdaptivePolicy",
+    "AdaptiveReport",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
@@ -83,8 +83,8 @@ __all__ = [
     "PipelineRun",
     "PredictionReport",
     "ProfileReport",
-    "ProgramReport",
     "ProgramMeasurement",
+    "ProgramReport",
     "Progress",
     "RepeatPolicy",
     "RepeatedMeasurement",
