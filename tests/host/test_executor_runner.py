@@ -152,7 +152,7 @@ def test_power_round_measures_the_energy_above_idle(tmp_path: Path, monkeypatch:
             measure=policy,
             power_reader="rapl",
             power_root=str(tmp_path / "powercap"),
-            power_window_s=1.0,
+            power_window_s=2.5,  # >= 2 sampler readings after settling, also at load 15
             power_settle_s=4.0,  # covers the stand-in's start-up (python and torch: seconds, not ms)
         )
         spec = resolve_run(device)
