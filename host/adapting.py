@@ -318,11 +318,12 @@ def adapt(
         )
     if opts.energy_mj is not None:
         raise InputError(
-            f"--energy {opts.energy_mj:g}: {space.name} has no energy predictor yet; it needs whole-network "
-            "energy measurements on the target (a power reader in devices.toml) and the energy model "
-            "fitted on them, neither of which exists for network spaces",
-            hint="adapt under --latency only; an energy limit works today on table spaces with an "
-            "energy_mj column (`chamlab search --space table:PATH --energy MJ`)",
+            f"--energy {opts.energy_mj:g}: adapt has no energy predictor in its search yet (an energy limit "
+            f"for {space.name} is not implemented); `chamlab predict --energy` predicts a network's energy "
+            "from a LUT profiled with a power reader",
+            hint="adapt under --latency only and check the winner with `chamlab predict --energy`; an energy "
+            "limit works on table spaces with an energy_mj column (`chamlab search --space table:PATH "
+            "--energy MJ`)",
         )
     if (opts.latency_ms is None) == (opts.latency_percentile is None):
         raise InputError("give the latency limit either in ms or as a percentile (e.g. --latency p50)")
@@ -351,7 +352,8 @@ def adapt(
         "limits": {"latency_ms": opts.latency_ms if pct is None else f"p{pct:g}"},
         "margin_k": opts.margin_k,
         "seed": opts.seed,
-        "oracle": oracle.name,
+        # a training oracle's dataset digest and schedule: resuming with other data is exit 2
+        "oracle": describe() if callable(describe := getattr(oracle, "describe", None)) else oracle.name,
         "engine": opts.engine.to_json(),
     }
     _check_out(out, ident)
@@ -701,6 +703,7 @@ def _export_winner(
         model_path,
         etrecord_path,
         dtype=spec.dtype.value,
+        recipe=spec.quant_recipe,
         state_dict=state_dict,
     )
 

@@ -378,8 +378,10 @@ def _lower_with_weights_in_worker(
     etr: str,
     batch: int,
     state_dict: Mapping[str, Any] | None,
+    dtype: str = "fp32",
+    recipe: str | None = None,
 ) -> float:
-    return lower(op_keys, backend, Path(pte), Path(etr), batch, state_dict)
+    return lower(op_keys, backend, Path(pte), Path(etr), batch, state_dict, dtype=dtype, recipe=recipe)
 
 
 def export_program(
@@ -389,10 +391,12 @@ def export_program(
     etrecord_path: Path,
     *,
     dtype: str = "fp32",
+    recipe: str | None = None,
     state_dict: Mapping[str, Any] | None = None,
 ) -> float:
     """Export one item to the given paths (not the cache), in a worker process as :func:`export_all`
     does, with ``state_dict`` as its weights (e.g. a trained network's); returns the seconds it took.
+    int8: quantized by ``recipe`` (default: the default recipe) with its seeded calibration batches.
     A failure is an :class:`ExportError` naming the item."""
     reason = backend_unavailable(backend)
     if reason:
@@ -416,6 +420,8 @@ def export_program(
             str(etrecord_path),
             item.batch,
             dict(state_dict) if state_dict is not None else None,
+            dtype,
+            recipe,
         )
         try:
             return float(fut.result())

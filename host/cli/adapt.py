@@ -78,6 +78,26 @@ def adapt(
     strict: Annotated[
         bool, typer.Option("--strict", help="exit 1 when the measured latency misses the limit")
     ] = False,
+    oracle_kind: Annotated[
+        str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
+    ] = "table",
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="--oracle train: `digits`, an ImageFolder directory or IDX files"),
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option("--executor", help="--oracle train: process (default) or ray")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="--executor ray: the cluster (default: a private one)")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="--oracle train: parallel trainings")
+    ] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option("--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1"),
+    ] = None,
     no_wait: NoWaitOpt = False,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
@@ -114,8 +134,18 @@ def adapt(
         margin_k=margin_k,
         engine=EngineConfig(),
     )
-    with RichProgress() as progress:
-        report = run_adapt(spec, sp, options, progress=progress, no_wait=no_wait, command=command_line())
+    oracle = api.choose_oracle(
+        sp, oracle_kind, data=data, executor=executor, address=address, workers=workers, schedule=schedule
+    )
+    try:
+        with RichProgress() as progress:
+            report = run_adapt(
+                spec, sp, options, oracle=oracle, progress=progress, no_wait=no_wait, command=command_line()
+            )
+    finally:
+        from chamlab.host.oracles import close_oracle
+
+        close_oracle(oracle)
     for text in report.notes:
         note(f"note: {text}")
     if as_json:

@@ -80,9 +80,12 @@ def test_bad_inputs_are_refused_before_anything_is_written(
     base = ["adapt", "--target", "test-cpu", "--devices", fast_devices, "--out", out, "--no-calibrate"]
     cases = [
         (["--space", "table:x.csv", "--latency", "1"], "no networks to export"),
-        (["--space", "macro-cifar10", "--latency", "1", "--energy", "5"], "no energy predictor"),
+        (["--space", "macro-cifar10", "--latency", "1", "--energy", "5"], "no energy predictor in"),
         (["--space", "macro-cifar10", "--latency", "1", "--budget", "4"], "below the initial design of 10"),
         (["--space", "chamnet-mbv2", "--latency", "1"], "no accuracy oracle"),
+        (["--space", "chamnet-mbv2", "--latency", "1", "--oracle", "train"], "--oracle train needs --data"),
+        (["--space", "macro-cifar10", "--latency", "1", "--data", "digits"], "apply to --oracle train only"),
+        (["--space", "macro-cifar10", "--latency", "1", "--oracle", "coin"], "unknown oracle 'coin'"),
         (["--space", "macro-cifar10", "--latency", "1", "--threads", "0"], "--threads"),
         (["--space", "macro-cifar10", "--latency", "fast"], "neither a number of ms nor a percentile"),
         (["--space", "macro-cifar10", "--latency", "p150", "--lut", lut], "between 0 and 100"),
