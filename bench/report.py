@@ -686,6 +686,7 @@ def main() -> None:
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
+    parts.append(NOT_MEASURED)
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
 
