@@ -616,7 +616,7 @@ sysfs trees (RAPL with counter wrap-around, a 1 Hz fuel gauge with either sign c
 runner and `chamlab profile` carry the energy and the raw trace through to Parquet. The `cuda`
 backend's GPU tests (`tests/agent/test_torch_runner.py`, `tests/host/test_cuda_backend.py`, marker
 `gpu`) were skipped here: no CUDA device. `bench/gpu_check.py` measures the cuda path on a GPU
-machine (section "GPU check" below, once it has been run there). Batch sizes other than 1 are
+machine (a "GPU check" section appears once it has been run there). Batch sizes other than 1 are
 supported by `profile`/`predict`/`measure --batch N` but have not been benchmarked (the
 latency-fidelity figures above are batch 1). CUDA figures measured elsewhere (an H200, before this
 backend existed) are in the project notes, not here.
