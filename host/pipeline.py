@@ -357,13 +357,12 @@ def _measure_power(run: PipelineRun, session: DeviceSession, progress: Progress)
     per_exec_ms: dict[str, float] = {}
     for o in measured:
         assert o.result is not None
-        # time per execution: the ETDump's mean, or the wall-clock estimate from the driver's two
-        # calls if larger. The executions are sized from the smaller (the ETDump's): 4x what fills the
-        # window. Too many cost nothing (the driver ends the call when the window is full); too few end
-        # the call before the window fills, and the wall estimate (a difference of two process
-        # start-ups) can be inflated by seconds on a busy device.
+        # time per execution: the ETDump's mean (the op's own time, as its latency); 4x the executions
+        # that fill the window. Too many cost nothing (the driver ends the call when the window is
+        # full); too few would end the call before it fills. The driver's wall estimate (a difference
+        # of two process start-ups) is not used: it can be inflated by seconds on a busy device.
         etdump_ms = max(float(o.result["mean_ms"]), 1e-6)
-        per_exec_ms[o.task.key] = max(etdump_ms, float(o.result.get("wall_ms_per_execution") or 0.0))
+        per_exec_ms[o.task.key] = etdump_ms
         need = math.ceil(4 * 10 * (settle_cs + window_cs) / etdump_ms) + 1
         executions[o.task.key] = min(MAX_POWER_EXECUTIONS, need)
     tasks = [o.task for o in measured]
