@@ -91,6 +91,31 @@ NoWaitOpt = Annotated[
     bool,
     typer.Option("--no-wait", help="if another run holds the device, exit 2 at once instead of waiting"),
 ]
+# the accuracy oracle (search, adapt): host.oracles.choose_oracle takes these as they are
+OracleOpt = Annotated[
+    str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
+]
+DataOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--data",
+        help="--oracle train: `digits`, an ImageFolder directory or a directory of IDX files "
+        "(e.g. /usr/share/datasets/fashion-mnist)",
+    ),
+]
+ExecutorOpt = Annotated[
+    str | None, typer.Option("--executor", help="--oracle train: process (default) or ray")
+]
+AddressOpt = Annotated[
+    str | None, typer.Option("--address", help="--executor ray: the cluster (default: a private one)")
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option("--workers", min=1, help="--oracle train: parallel trainings")
+]
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option("--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1,max_train=2000"),
+]
 
 
 def handle_errors(fn: F) -> F:

@@ -8,14 +8,20 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AddressOpt,
+    DataOpt,
     DevicesOpt,
     DtypeOpt,
+    ExecutorOpt,
     JsonOpt,
     NoWaitOpt,
+    OracleOpt,
     RichProgress,
+    ScheduleOpt,
     SerialOpt,
     TargetOpt,
     ThreadsOpt,
+    WorkersOpt,
     command_line,
     device,
     emit_json,
@@ -78,26 +84,12 @@ def adapt(
     strict: Annotated[
         bool, typer.Option("--strict", help="exit 1 when the measured latency misses the limit")
     ] = False,
-    oracle_kind: Annotated[
-        str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
-    ] = "table",
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="--oracle train: `digits`, an ImageFolder directory or IDX files"),
-    ] = None,
-    executor: Annotated[
-        str | None, typer.Option("--executor", help="--oracle train: process (default) or ray")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option("--address", help="--executor ray: the cluster (default: a private one)")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="--oracle train: parallel trainings")
-    ] = None,
-    schedule: Annotated[
-        str | None,
-        typer.Option("--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1"),
-    ] = None,
+    oracle_kind: OracleOpt = "table",
+    data: DataOpt = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    schedule: ScheduleOpt = None,
     no_wait: NoWaitOpt = False,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,

@@ -7,7 +7,22 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._common import BatchOpt, JsonOpt, RawOpt, RichProgress, emit_json, handle_errors, note, out
+from ._common import (
+    AddressOpt,
+    BatchOpt,
+    DataOpt,
+    ExecutorOpt,
+    JsonOpt,
+    OracleOpt,
+    RawOpt,
+    RichProgress,
+    ScheduleOpt,
+    WorkersOpt,
+    emit_json,
+    handle_errors,
+    note,
+    out,
+)
 
 if TYPE_CHECKING:
     from chamlab.chamnet.training import TrainRecord
@@ -51,32 +66,12 @@ def search(
             "--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"
         ),
     ] = None,
-    oracle_kind: Annotated[
-        str, typer.Option("--oracle", help="accuracy oracle: table (the space's table) or train")
-    ] = "table",
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            help="--oracle train: `digits`, an ImageFolder directory or a directory of IDX files "
-            "(e.g. /usr/share/datasets/fashion-mnist)",
-        ),
-    ] = None,
-    executor: Annotated[
-        str | None, typer.Option("--executor", help="--oracle train: process (default) or ray")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option("--address", help="--executor ray: the cluster (default: a private one)")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="--oracle train: parallel trainings")
-    ] = None,
-    schedule: Annotated[
-        str | None,
-        typer.Option(
-            "--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1,max_train=2000"
-        ),
-    ] = None,
+    oracle_kind: OracleOpt = "table",
+    data: DataOpt = None,
+    executor: ExecutorOpt = None,
+    address: AddressOpt = None,
+    workers: WorkersOpt = None,
+    schedule: ScheduleOpt = None,
     batch: BatchOpt = 1,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
