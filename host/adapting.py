@@ -502,19 +502,24 @@ def adapt(
             raise ChamlabError("the accuracy predictor was never fitted (no oracle query succeeded)")
         return pred
 
-    t0 = time.perf_counter()
     feasible_queried = [q.arch for q in state.queries if latency(q.arch) <= margin.effective]
-    result = constrained_search(
-        space,
-        accuracy,
-        {"latency_ms": latency},
-        {"latency_ms": margin.effective},
-        np.random.default_rng(opts.seed),
-        config=opts.ga,
-        seeds=feasible_queried,
-        known=known,
-    )
-    search_seconds = time.perf_counter() - t0
+
+    def search_once() -> tuple[Any, float]:
+        """The constrained search on the current latency model; (result, seconds)."""
+        t0 = time.perf_counter()
+        found = constrained_search(
+            space,
+            accuracy,
+            {"latency_ms": latency},
+            {"latency_ms": margin.effective},
+            np.random.default_rng(opts.seed),
+            config=opts.ga,
+            seeds=feasible_queried,
+            known=known,
+        )
+        return found, time.perf_counter() - t0
+
+    result, search_seconds = search_once()
     for _ in range(ADAPTIVE_ROUNDS if large else 0):
         if result.best is None or not latency.interpolated.get(result.best.arch):
             break
@@ -536,18 +541,7 @@ def adapt(
         profiled += len(rep.measured)
         lut = Lut.read(lut_path)
         latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
-        t0 = time.perf_counter()
-        result = constrained_search(
-            space,
-            accuracy,
-            {"latency_ms": latency},
-            {"latency_ms": margin.effective},
-            np.random.default_rng(opts.seed),
-            config=opts.ga,
-            seeds=feasible_queried,
-            known=known,
-        )
-        search_seconds = time.perf_counter() - t0
+        result, search_seconds = search_once()
     if result.best is None:
         raise ChamlabError(
             f"the {result.method} found no arch predicted under {margin.effective:.4f} ms (fastest it saw: "
