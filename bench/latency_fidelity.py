@@ -38,12 +38,15 @@ corrected prediction also subtracts the boundary quantize/dequantize probes) and
 ``latency_fidelity_int8.json``.
 
 Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
-and end of each run (the machine is shared).
+and end of each run (the machine is shared). Resumable: the file is rewritten after each (space,
+threads) piece, and a rerun with the same arguments keeps the finished pieces (``--fresh`` redoes
+them; ``--only chamnet-mbv2:2`` runs only the named pieces).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -241,17 +244,42 @@ def main() -> None:
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="SPACE:THREADS",
+        help="run only these pieces (e.g. chamnet-mbv2:2); the others are kept from the results file",
+    )
+    ap.add_argument("--fresh", action="store_true", help="ignore finished pieces in the results file")
     args = ap.parse_args()
 
     device = api.load_registry().get(args.target)
+    name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
+    out = args.out or RESULTS / f"{name}.json"
+    # Resumable: a finished (space, threads) piece is kept when the file was written with the same
+    # arguments (the ones that change what a piece measures); pieces are written as they finish.
+    same = ("archs", "mbv2", "mbv2_resolution", "calibrate", "repeats", "redo_pct", "max_redo",
+            "floor_runs", "seed", "target", "dtype")  # fmt: skip
+    done: dict[tuple[str, int], dict[str, Any]] = {}
+    if out.exists() and not args.fresh:
+        old = json.loads(out.read_text())
+        if all(old.get("args", {}).get(k) == vars(args)[k] for k in same):
+            done = {(r["space"], r["threads"]): r for r in old.get("runs", [])}
+            if done:
+                print(f"resuming {out}: keeping {sorted(done)}", flush=True)
     rng = np.random.default_rng(args.seed)
     jobs = [(SPACES.get("macro-cifar10"), args.archs, None)]
     if args.mbv2:
         jobs.append((SPACES.get("chamnet-mbv2"), args.mbv2, args.mbv2_resolution))
-    runs = []
+    wanted = None if args.only is None else {(o.split(":")[0], int(o.split(":")[1])) for o in args.only}
+    path = out
     for space, n, res in jobs:
-        tests = held_apart_archs(space, rng, n, res)
+        tests = held_apart_archs(space, rng, n, res)  # drawn for every space, so each piece's archs are fixed
         for threads in args.threads:
+            key = (space.name, threads)
+            if key in done or (wanted is not None and key not in wanted):
+                continue
             suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
             lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t{suffix}.parquet"
             result = run_space(space, tests, threads, device, args, lut_path)
@@ -264,9 +292,10 @@ def main() -> None:
                     flush=True,
                 )
             print(f"{space.name} threads={threads} protocol: {result['protocol']}", flush=True)
-            runs.append(result)
-    name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
-    path = write_result(name, {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, args.out)
+            done[key] = result
+            order = [(s.name, t) for s, _, _ in jobs for t in args.threads]
+            runs = [done[k] for k in order if k in done]
+            path = write_result(name, {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, out)
     print(f"wrote {path}")
 
 
