@@ -293,8 +293,8 @@ def main() -> None:
                 )
             print(f"{space.name} threads={threads} protocol: {result['protocol']}", flush=True)
             done[key] = result
-            order = [(s.name, t) for s, _, _ in jobs for t in args.threads]
-            runs = [done[k] for k in order if k in done]
+            spaces = [s.name for s, _, _ in jobs]
+            runs = [done[k] for k in sorted(done, key=lambda k: (spaces.index(k[0]), k[1]))]
             path = write_result(name, {"args": vars(args) | {"out": str(args.out)}, "runs": runs}, out)
     print(f"wrote {path}")
 
