@@ -51,10 +51,11 @@ DEVICE = "bench-cpu"
 
 
 def devices_file(work: Path) -> Path:
-    """devices.toml with ``bench-cpu``: ``local-cpu`` of the repository's devices.toml, renamed."""
+    """devices.toml with ``bench-cpu``: ``local-cpu`` of the repository's devices.toml (or of the file
+    ``CHAMLAB_DEVICES`` names, e.g. one that pins the runner with ``affinity``), renamed."""
     import tomllib
 
-    repo = Path(__file__).resolve().parent.parent / "devices.toml"
+    repo = Path(os.environ.get("CHAMLAB_DEVICES") or Path(__file__).resolve().parent.parent / "devices.toml")
     local = tomllib.loads(repo.read_text())["devices"]["local-cpu"]
     lines = [f"[devices.{DEVICE}]"]
     lines += [f"{k} = {json.dumps(v)}" for k, v in local.items() if not isinstance(v, dict)]
