@@ -135,7 +135,7 @@ def run_space(name: str, work: Path, payload: dict[str, Any], out: Path) -> None
     found = lookup(lut, mset, name)
     if found is None or found.stale:
         n = 10 if space.size <= api.EXHAUSTIVE_LIMIT else len(space.references)
-        api.calibrate(spec, space, lut_path=lut_path, n=n, seed=0)
+        api.calibrate(spec, space, lut_path=lut_path, n=n, seed=0, repeats=payload["calibrate_repeats"])
         lut = api.Lut.read(lut_path)
     model = LatencyModel(space, lut, lut_path, mset, interpolate=space.size > api.EXHAUSTIVE_LIMIT)
     if not entry["setup"]:
@@ -144,6 +144,7 @@ def run_space(name: str, work: Path, payload: dict[str, Any], out: Path) -> None
             "lut_ops": len(lut.p50_by_key(mset)),
             "setup_seconds": round(time.perf_counter() - t0, 1),
             "calibration": model.found.summary() if model.found else None,
+            "calibrate_repeats": payload["calibrate_repeats"],
             "limits_ms": limits_for(space, model),
             "oracle": "space's own table" if name == "macro-cifar10" else ProxyAccuracy.name,
         }
@@ -188,6 +189,12 @@ def main() -> None:
     p.add_argument("--space", choices=("macro-cifar10", "chamnet-mbv2", "both"), default="both")
     p.add_argument("--out", type=Path, default=RESULTS / "constraint_fidelity.json")
     p.add_argument("--work", type=Path, default=None, help="work folder (default: <cache>/bench/fidelity)")
+    p.add_argument(
+        "--calibrate-repeats",
+        type=int,
+        default=1,
+        help="calibration under the noise protocol (`chamlab calibrate --repeats N`); 1 = as adapt does",
+    )
     args = p.parse_args()
     from chamlab.core.files import cache_root
 
@@ -201,6 +208,7 @@ def main() -> None:
             "policy under its own name), 1 thread, xnnpack fp32",
             "budget": BUDGET,
             "work": str(work),
+            "calibrate_repeats": args.calibrate_repeats,
         }
     )
     spaces = ("macro-cifar10", "chamnet-mbv2") if args.space == "both" else (args.space,)
