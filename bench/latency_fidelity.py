@@ -223,6 +223,7 @@ def run_space(
         "protocol": protocol,
         "profile_s": profile_s,
         "networks_measure_s": measure_s,
+        "runner_affinity": getattr(device, "affinity", "") or None,  # CPUs the runner was pinned to
         "load_avg_start": load_start,
         "load_avg_end": os.getloadavg(),
         "pairs": pairs,
