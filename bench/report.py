@@ -678,11 +678,13 @@ def main() -> None:
     r = _load("train_seconds")
     parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
     from adapt_search_time import render as search_time_render
+    from adaptive_profile import render as adaptive_render
     from constraint_fidelity import render as fidelity_render
 
     for name, render_adapt, title in (
         ("adapt_search_time", search_time_render, "Search time of adapt"),
         ("constraint_fidelity", fidelity_render, "Constraint fidelity of adapt"),
+        ("adaptive_profile", adaptive_render, "Adaptive profiling on real chamnet-mbv2 ops"),
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
