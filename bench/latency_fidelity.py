@@ -125,16 +125,30 @@ def run_space(
     spec = api.resolve_run(device, threads=threads, dtype=args.dtype)
     rng = np.random.default_rng(args.seed + 1)
     candidates = [a for a in space.sample(rng, 4 * args.calibrate) if a not in set(tests)]
+    mset = spec.measurement_set
+    needed = api.calibration.needed_ops
+    planned = {INVOCATION_PROBE.key} | {
+        op.key for a in [*tests, *candidates] for op in needed(space.ops(a), mset.dtype)
+    }
+    reused = False
+    if args.reuse_luts and lut_path.exists():
+        reused = planned <= set(Lut.read(lut_path).p50_by_key(mset))
     t0 = time.perf_counter()
-    report = api.profile(spec, space, [*tests, *candidates], out=lut_path, force=True)
-    if report.failed:
-        raise SystemExit(f"profiling failed: {report.failed[:3]}")
+    if not reused:
+        report = api.profile(spec, space, [*tests, *candidates], out=lut_path, force=True)
+        if report.failed:
+            raise SystemExit(f"profiling failed: {report.failed[:3]}")
     profile_s = time.perf_counter() - t0
     lut = Lut.read(lut_path)
-    mset = spec.measurement_set
     p50 = lut.p50_by_key(mset)
     cal_archs = api.calibration.select_networks(
-        space, p50, mset.dtype, args.calibrate, np.random.default_rng(args.seed + 2), exclude=tests
+        space,
+        p50,
+        mset.dtype,
+        args.calibrate,
+        np.random.default_rng(args.seed + 2),
+        exclude=tests,
+        candidates=candidates,
     )
     t1 = time.perf_counter()
     policy = api.RepeatPolicy(repeats=args.repeats, redo_pct=args.redo_pct, max_redo=args.max_redo)
@@ -145,7 +159,6 @@ def run_space(
     cal_values = [m.p50_ms for m in main[:n_cal]]
     record = api.calibration.build_record(space, mset, p50, cal_archs, cal_values, seed=args.seed)
     calibrated = Lut(lut.table, lut.provenance, [record])
-    needed = api.calibration.needed_ops
     keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in needed(space.ops(a), mset.dtype)}
     thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
     raw_pred = LutLatencyPredictor(p50, correct_overhead=False)
@@ -209,7 +222,8 @@ def run_space(
         "space": space.name,
         "dtype": mset.dtype,
         "threads": threads,
-        "ops_profiled": report.planned,
+        "ops_profiled": len(planned),
+        "lut_reused": reused,  # --reuse-luts: the LUT an earlier attempt of this piece profiled
         "calibration": {k: record[k] for k in ("coefficients", "loo", "raw_sum")}
         | {"networks": [n["name"] for n in record["networks"]]},
         "interpolation": {
@@ -253,6 +267,11 @@ def main() -> None:
         help="run only these pieces (e.g. chamnet-mbv2:2); the others are kept from the results file",
     )
     ap.add_argument("--fresh", action="store_true", help="ignore finished pieces in the results file")
+    ap.add_argument(
+        "--reuse-luts",
+        action="store_true",
+        help="keep a piece's LUT from an earlier attempt when it holds every op the piece needs",
+    )
     args = ap.parse_args()
 
     device = api.load_registry().get(args.target)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,14 @@ def select_networks(
     rng: np.random.Generator,
     *,
     exclude: Collection[Arch] = (),
+    candidates: Sequence[Arch] | None = None,
 ) -> list[Arch]:
     """``n`` archs whose ops ``p50_ms`` holds, spread over (LUT sum, weight bytes, depth); never one
-    of ``exclude`` (networks held apart for evaluation)."""
+    of ``exclude`` (networks held apart for evaluation). The pool is ``candidates`` when given (e.g.
+    the archs just profiled for this), else the space's references plus :data:`POOL` random archs."""
     banned = set(exclude)
-    pool = [
-        a for a in dict.fromkeys([*space.references.values(), *space.sample(rng, POOL)]) if a not in banned
-    ]
+    drawn = [*space.references.values(), *space.sample(rng, POOL)] if candidates is None else candidates
+    pool = [a for a in dict.fromkeys(drawn) if a not in banned]
     covered = [a for a in pool if all(op.key in p50_ms for op in needed_ops(space.ops(a), dtype))]
     if len(covered) < n:
         raise InputError(

@@ -12,7 +12,7 @@ import pytest
 from conftest import chamlab
 
 from chamlab.chamnet.spaces import SPACES
-from chamlab.core.errors import MissingLutEntriesError
+from chamlab.core.errors import InputError, MissingLutEntriesError
 from chamlab.host import api
 from chamlab.host.lut import Lut, MeasurementSet, add_rows, make_row
 
@@ -53,6 +53,19 @@ def _calibrate(path: Path, archs: list) -> dict:  # type: ignore[type-arg]
     rec = api.calibration.build_record(MACRO, MSET, p50, archs, measured, seed=0)
     api.calibration.store(path, rec)
     return rec
+
+
+def test_select_networks_draws_from_the_given_candidates_only(lut_path: Path) -> None:
+    p50 = Lut.read(lut_path).p50_by_key(MSET)
+    pool = [MACRO.parse(s) for s in ("00000000", "11111111", "22222222", "01201201", "21021021")]
+    picked = api.calibration.select_networks(
+        MACRO, p50, "fp32", 3, np.random.default_rng(0), candidates=pool, exclude=[pool[0]]
+    )
+    assert len(set(picked)) == 3 and set(picked) <= set(pool[1:])
+    with pytest.raises(InputError, match="only 4 of 4"):
+        api.calibration.select_networks(
+            MACRO, p50, "fp32", 5, np.random.default_rng(0), candidates=pool, exclude=[pool[0]]
+        )
 
 
 def test_calibration_is_stored_applied_and_reported_stale(lut_path: Path) -> None:
