@@ -257,7 +257,13 @@ def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[
     out = [
         f"## {title}",
         "",
-        f"`python bench/profiling_cost.py --space {r['args'].get('space', 'macro-cifar10')}`",
+        "`python bench/profiling_cost.py "
+        + " ".join(
+            f"--{k} {v}"
+            for k, v in r["args"].items()
+            if k in ("space", "threads", "sample", "resolution") and v
+        )
+        + "`",
         "",
         _env(r),
         "",
@@ -276,6 +282,14 @@ def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[
         "",
         "Export s/op is over the ops exported in that run (all of them cold, none warm); exports run in "
         f"{r['cpus']} worker processes. Measure s/op includes the runner process start-up.",
+        *(
+            [
+                f"Runner pinned to CPU(s) {r['runner_affinity']}; other work on the other CPU ran at "
+                "idle priority."
+            ]
+            if r.get("runner_affinity")
+            else []
+        ),
     ]
     return out
 
@@ -651,6 +665,11 @@ def main() -> None:
         ),
         ("int8_speedup", int8_speedup),
         ("profiling_cost", cost),
+        ("profiling_cost-chamnet-mbv2", lambda r: cost(r, "Profiling cost: the chamnet-mbv2 reference LUT")),
+        (
+            "profiling_cost-chamnet-mbv2-sample13",
+            lambda r: cost(r, "Profiling cost: a chamnet-mbv2 LUT of the references and 13 random archs"),
+        ),
         (
             "profiling_cost_per_op",
             lambda r: cost(r, "Profiling cost before the batch shim (one process per op)"),
