@@ -13,13 +13,14 @@ percentile of the cost over the space, every method runs 10 seeds and we record:
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
 Methods: the engine (defaults) and its ablations (each design choice switched, one at a time, 10
-seeds on every cost model), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
-evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
-the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
-feasible archs and near the constraint boundary.
+seeds on every cost model; the later ones at the hard limits first, ``--cells``), plain GP-EI
+(scikit-learn, NOTES.md), random search, regularised evolution (50/10) and Optuna TPE. A run stops
+once it has hit the best and made 50 queries. Plus the predictor quality (RMSE, Kendall tau) vs
+training points for each initial design, on all feasible archs and near the constraint boundary.
 
     .venv/bin/python bench/search_efficiency.py --jobs 2   # full (resumes from the results file)
     .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
+    .venv/bin/python bench/search_efficiency.py --methods yj-trust-region --cells flops:50,lut_latency:25
 
 Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
 where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
@@ -533,7 +534,8 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
         out += [
             "**Engine ablations**: median queries to the best (10 seeds unless marked) of every variant",
             "(`bench/search_efficiency.py` `ENGINE_VARIANTS`: v1 with one design choice switched, Thompson",
-            "sampling, the kernel/feature ensemble, and their combinations; docs/search.md explains them):",
+            "sampling, the kernel/feature ensemble, and their combinations; then the output warps and the",
+            "options measured on top of them, at the hard limits first; docs/search.md explains them):",
             "",
             *ablation_table(s, default),
             "",
@@ -542,7 +544,8 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
     if q:
         feat = "with" if q.get("cost_feature", True) else "without"
         out += [
-            f"**Predictor quality vs training points** (GP {feat} the cost feature, trained on n archs of",
+            f"**Predictor quality vs training points** (GP {feat} the cost feature and without the output "
+            "warp, trained on n archs of",
             f"each initial design at the median FLOPs limit; median over seeds; held-out feasible archs, "
             f"all and near the boundary = {q['boundary']}):",
             "",
