@@ -13,13 +13,14 @@ percentile of the cost over the space, every method runs 10 seeds and we record:
 * ``regret50``: true best accuracy minus the best feasible accuracy found in the first 50 queries.
 
 Methods: the engine (defaults) and its ablations (each design choice switched, one at a time, 10
-seeds on every cost model), plain GP-EI (scikit-learn, NOTES.md), random search, regularised
-evolution (50/10) and Optuna TPE. A run stops once it has hit the best and made 50 queries. Plus
-the predictor quality (RMSE, Kendall tau) vs training points for each initial design, on all
-feasible archs and near the constraint boundary.
+seeds on every cost model; the later ones at the hard limits first, ``--cells``), plain GP-EI
+(scikit-learn, NOTES.md), random search, regularised evolution (50/10) and Optuna TPE. A run stops
+once it has hit the best and made 50 queries. Plus the predictor quality (RMSE, Kendall tau) vs
+training points for each initial design, on all feasible archs and near the constraint boundary.
 
     .venv/bin/python bench/search_efficiency.py --jobs 2   # full (resumes from the results file)
     .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
+    .venv/bin/python bench/search_efficiency.py --methods yj-trust-region --cells flops:50,lut_latency:25
 
 Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
 where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
@@ -57,7 +58,13 @@ V1: dict[str, Any] = {
     "refit_every": 4,
     "trust_region": False,
     "batch_size": 1,
+    "incumbent": "observed",
+    "output_warp": "none",
+    "ei_target": "latent",
+    "input_warp": False,
 }
+#: v1 without the cost feature (the default from 8f11b45 until the output warp) ...
+NCF: dict[str, Any] = {**V1, "cost_feature": False}
 #: ... and every variant, as a full configuration (not relative to the defaults, so stored runs keep
 #: their meaning when the defaults change): v1 with one design choice switched, then the new designs
 #: (Thompson sampling, the kernel/feature ensemble) alone, together and with the uniform design.
@@ -88,6 +95,23 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "v1-no-cost-feature-sobol-init": {**V1, "cost_feature": False, "sampler": "sobol"},
     "v1-no-cost-feature-uniform-init": {**V1, "cost_feature": False, "sampler": "uniform"},
     "v1-no-cost-feature-matern52": {**V1, "cost_feature": False, "kernel": "matern52"},
+    # the same configuration as v1-no-cost-feature, whose runs were made on another machine: rerun
+    # here, so the variants below (run here) compare with it on one machine
+    "v1-no-cost-feature-here": {**V1, "cost_feature": False},
+    # ... and what was measured after it (issue9c; run here, at the hard limits first): the output
+    # warps (Yeo-Johnson, the default now, and the rank copula) and the noise-aware incumbent
+    "ncf-yeo-johnson": {**NCF, "output_warp": "yeo-johnson"},
+    "ncf-copula": {**NCF, "output_warp": "copula"},
+    "ncf-posterior-incumbent": {**NCF, "incumbent": "posterior-mean"},
+    # ... then, on top of the Yeo-Johnson warp: the noise-aware incumbent, the EI of an observation,
+    # a learned input warp, and the options of v1 not yet run with 10 seeds
+    "yj-posterior-incumbent": {**NCF, "output_warp": "yeo-johnson", "incumbent": "posterior-mean"},
+    "yj-observation-ei": {**NCF, "output_warp": "yeo-johnson", "ei_target": "observation"},
+    "yj-input-warp": {**NCF, "output_warp": "yeo-johnson", "input_warp": True},
+    "yj-refit-every-step": {**NCF, "output_warp": "yeo-johnson", "refit_every": 1},
+    "yj-trust-region": {**NCF, "output_warp": "yeo-johnson", "trust_region": True},
+    "yj-batch4": {**NCF, "output_warp": "yeo-johnson", "batch_size": 4},
+    "yj-additive": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -116,6 +140,10 @@ PRIORITY = (
     "v1-batch4",
     "optuna-tpe",
 )
+
+
+#: the default before the output warp (8f11b45 .. issue9c): its device runs, and its rerun here
+PREVIOUS_DEFAULTS = ("v1-no-cost-feature", "v1-no-cost-feature-here")
 
 
 def default_variant() -> str:
@@ -314,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--methods", help="comma-separated subset of methods to run now (default: all)")
     ap.add_argument("--costs", help="comma-separated subset of cost models to run now (default: all)")
+    ap.add_argument(
+        "--cells", help="comma-separated cost:percentile cells to run now, e.g. flops:50,lut_latency:25"
+    )
     ap.add_argument("--jobs", type=int, default=1, help="runs at once (processes; one thread each)")
     a = ap.parse_args(argv)
     import torch
@@ -364,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = {m: i for i, m in enumerate(PRIORITY)}
     methods = sorted(methods, key=lambda m: rank.get(m, -1))
     plan = [(c, p, m, s) for m in methods for s in seeds for c in run_costs for p in pcts]
+    if a.cells:
+        plan = [x for x in plan if f"{x[0]}:{x[1]}" in a.cells.split(",")]
     jobs = [
         (f"{c}|{p}|{m}|{s}", c, m, s, limits[c][str(p)], budgets[m])
         for c, p, m, s in plan
@@ -432,7 +465,9 @@ def ablation_table(s: dict[str, Any], default: str) -> list[str]:
         if seeds != {10}:
             name += f" ({'/'.join(str(x) for x in sorted(seeds))} seeds)"
         cols = [_hit(v) if v else "" for v in vals]
-        out.append(f"| {name} | " + " | ".join(cols) + f" | {worst:g} |")
+        # the worst median only where every limit ran (a partial row names the limits it covers)
+        last = f"{worst:g}" if all(vals) else f"({sum(1 for v in vals if v)} limits)"
+        out.append(f"| {name} | " + " | ".join(cols) + f" | {last} |")
     return out
 
 
@@ -472,7 +507,9 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
     ]
     for cost, by_pct in s.items():
         methods = [
-            m for m in [default, "engine", "v1", *BASELINES_ORDER] if any(m in v for v in by_pct.values())
+            m
+            for m in [default, "engine", *PREVIOUS_DEFAULTS, "v1", *BASELINES_ORDER]
+            if any(m in v for v in by_pct.values())
         ]
         out += [f"**{COST_TITLES.get(cost, cost)}**", ""]
         header = "| method | " + " | ".join(f"p{p}: queries to best | p{p}: regret@50" for p in by_pct) + " |"
@@ -497,7 +534,8 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
         out += [
             "**Engine ablations**: median queries to the best (10 seeds unless marked) of every variant",
             "(`bench/search_efficiency.py` `ENGINE_VARIANTS`: v1 with one design choice switched, Thompson",
-            "sampling, the kernel/feature ensemble, and their combinations; docs/search.md explains them):",
+            "sampling, the kernel/feature ensemble, and their combinations; then the output warps and the",
+            "options measured on top of them, at the hard limits first; docs/search.md explains them):",
             "",
             *ablation_table(s, default),
             "",
@@ -506,7 +544,8 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
     if q:
         feat = "with" if q.get("cost_feature", True) else "without"
         out += [
-            f"**Predictor quality vs training points** (GP {feat} the cost feature, trained on n archs of",
+            f"**Predictor quality vs training points** (GP {feat} the cost feature and without the output "
+            "warp, trained on n archs of",
             f"each initial design at the median FLOPs limit; median over seeds; held-out feasible archs, "
             f"all and near the boundary = {q['boundary']}):",
             "",

@@ -12,17 +12,22 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    primary cost, scaled to [0, 1] over the candidates, is one more input.
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
-4. **Model.** BoTorch ``SingleTaskGP``: ARD kernel with BoTorch's dimension-scaled lengthscale
+4. **Model.** BoTorch ``SingleTaskGP`` on *warped* accuracies (``output_warp``, default
+   ``"yeo-johnson"``: a power transform fitted by maximum likelihood, re-fitted with the
+   hyperparameters, so a long tail of poor networks does not flatten the top; see
+   :class:`OutputWarp`): ARD kernel with BoTorch's dimension-scaled lengthscale
    prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
    With ``ensemble``: an equal-weight mixture of GPs ({kernel, the other of rbf/matern52} x {with,
    without the cost feature}).
-5. **Acquisition.** Log expected improvement over the best feasible accuracy found, evaluated
-   exactly on every feasible unqueried candidate; batches (``batch_size > 1``, for a parallel
-   oracle) are picked by sequential greedy q-LogEI (BoTorch ``optimize_acqf_discrete``). Or
-   ``acquisition="thompson"``: the argmax of joint posterior draws. With
-   ``trust_region`` the candidates are limited to a Hamming ball around the incumbent (TuRBO-like
-   radius adaptation), off by default.
+5. **Acquisition.** Log expected improvement over the best feasible accuracy found (in warped
+   units; ``incumbent="posterior-mean"``: over the highest posterior mean of a queried feasible
+   arch instead; ``ei_target="observation"``: EI of a new observation, the learned noise added to
+   the latent variance), evaluated exactly on every feasible unqueried candidate; batches
+   (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
+   ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
+   posterior draws. With ``trust_region`` the candidates are limited to a Hamming ball around the
+   incumbent (TuRBO-like radius adaptation), off by default.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
 """
@@ -45,6 +50,9 @@ from .sampling import SAMPLERS, design
 
 KERNELS = ("rbf", "matern52", "additive")
 ACQUISITIONS = ("ei", "thompson")
+INCUMBENTS = ("observed", "posterior-mean")
+OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
+EI_TARGETS = ("latent", "observation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +70,15 @@ class EngineConfig:
     # "additive": one RBF per feature plus a full ARD RBF
     acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws
     thompson_pool: int = 2000  # Thompson draws are joint over this many candidates of highest UCB
+    input_warp: bool = False  # a learned Kumaraswamy warp of every feature (ordinal level spacing)
     ensemble: bool = False  # an equal-weight mixture of GPs: {kernel, the other of rbf/matern52} x
     # {with, without the cost feature} (the first member is `kernel` with `cost_feature` as set)
+    output_warp: str = "yeo-johnson"  # a monotone map of the accuracies before the GP: "yeo-johnson"
+    # (power transform, lambda by maximum likelihood), "copula" (normal scores of the ranks), "none"
+    ei_target: str = "latent"  # EI of the latent function, or of the "observation" (latent + the
+    # learned noise: a table entry is a noisy measurement and the best entry is what is sought)
+    incumbent: str = "observed"  # EI's best_f: "observed" (the best feasible accuracy queried) or
+    # "posterior-mean" (the highest posterior mean over the feasible archs queried: noise-aware)
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
@@ -76,6 +91,12 @@ class EngineConfig:
             raise InputError(f"unknown kernel {self.kernel!r}; known: {', '.join(KERNELS)}")
         if self.acquisition not in ACQUISITIONS:
             raise InputError(f"unknown acquisition {self.acquisition!r}; known: {', '.join(ACQUISITIONS)}")
+        if self.output_warp not in OUTPUT_WARPS:
+            raise InputError(f"unknown output warp {self.output_warp!r}; known: {', '.join(OUTPUT_WARPS)}")
+        if self.ei_target not in EI_TARGETS:
+            raise InputError(f"unknown EI target {self.ei_target!r}; known: {', '.join(EI_TARGETS)}")
+        if self.incumbent not in INCUMBENTS:
+            raise InputError(f"unknown incumbent {self.incumbent!r}; known: {', '.join(INCUMBENTS)}")
         if self.thompson_pool < 1:
             raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
@@ -136,8 +157,107 @@ class _CostScale:
         return (np.log(np.maximum(costs, 1e-12)) - self.lo) / span
 
 
+class OutputWarp:
+    """A monotone increasing map of accuracies to the GP's outputs, fitted on the accuracies seen.
+
+    Accuracy tables are usually skewed (a long tail of poor networks: macro-cifar10's skewness is
+    -4): a stationary GP on raw accuracies spends its fit on that tail and resolves the top, where
+    the search decides, poorly. ``yeo-johnson``: standardise, then the Yeo-Johnson power transform
+    with lambda by maximum likelihood (as HEBO warps its outputs); ``copula``: the normal scores of
+    the ranks, interpolated between the values seen; ``none``: the identity."""
+
+    def __init__(
+        self,
+        kind: str,
+        mean: float = 0.0,
+        std: float = 1.0,
+        lmbda: float = 1.0,
+        knots: tuple[list[float], list[float]] = ([], []),
+    ) -> None:
+        self.kind, self.mean, self.std, self.lmbda, self.knots = kind, mean, std, lmbda, knots
+
+    @classmethod
+    def fit(cls, kind: str, y: np.ndarray) -> OutputWarp:
+        y = np.asarray(y, dtype=float)
+        if kind == "none" or len(y) < 3 or float(np.ptp(y)) == 0.0:
+            return cls("none")
+        mean, std = float(y.mean()), float(y.std())
+        if kind == "yeo-johnson":
+            from scipy.stats import yeojohnson
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                _, lmbda = yeojohnson((y - mean) / std)
+            return cls(kind, mean, std, float(np.clip(lmbda, -3.0, 5.0)))
+        from scipy.stats import norm, rankdata
+
+        vals = np.unique(y)
+        ranks = rankdata(y)  # ties share their mean rank
+        scores = norm.ppf((np.array([ranks[y == v].mean() for v in vals]) - 0.5) / len(y))
+        return cls(kind, knots=(vals.tolist(), scores.tolist()))
+
+    def __call__(self, y: np.ndarray | float) -> np.ndarray:
+        y = np.asarray(y, dtype=float)
+        if self.kind == "yeo-johnson":
+            z, lm = (y - self.mean) / self.std, self.lmbda
+            pos = z >= 0
+            zp, zn = np.where(pos, z, 0.0), np.where(pos, 0.0, z)
+            return np.where(
+                pos,
+                np.log1p(zp) if abs(lm) < 1e-9 else ((zp + 1.0) ** lm - 1.0) / lm,
+                -np.log1p(-zn) if abs(lm - 2.0) < 1e-9 else -((1.0 - zn) ** (2.0 - lm) - 1.0) / (2.0 - lm),
+            )
+        if self.kind == "copula":
+            return self._interp(y, *self.knots)
+        return y
+
+    def inverse(self, w: np.ndarray) -> np.ndarray:
+        w = np.asarray(w, dtype=float)
+        if self.kind == "yeo-johnson":
+            lm = self.lmbda
+            pos = w >= 0
+            wp, wn = np.where(pos, w, 0.0), np.where(pos, 0.0, w)
+            # keep (lm * w + 1) positive: beyond it the map has no inverse (clip to its edge)
+            zp = np.expm1(wp) if abs(lm) < 1e-9 else np.maximum(lm * wp + 1.0, 1e-12) ** (1.0 / lm) - 1.0
+            if abs(lm - 2.0) < 1e-9:
+                zn = -np.expm1(-wn)
+            else:
+                zn = 1.0 - np.maximum(1.0 - (2.0 - lm) * wn, 1e-12) ** (1.0 / (2.0 - lm))
+            return np.where(pos, zp, zn) * self.std + self.mean
+        if self.kind == "copula":
+            return self._interp(w, self.knots[1], self.knots[0])
+        return w
+
+    @staticmethod
+    def _interp(x: np.ndarray, xs: list[float], ys: list[float]) -> np.ndarray:
+        """Piecewise linear through the knots, extended linearly beyond them (the end slopes)."""
+        xa, ya = np.asarray(xs), np.asarray(ys)
+        if len(xa) < 2:
+            return np.asarray(x, dtype=float)
+        out = np.interp(x, xa, ya)
+        lo_slope = (ya[1] - ya[0]) / (xa[1] - xa[0])
+        hi_slope = (ya[-1] - ya[-2]) / (xa[-1] - xa[-2])
+        out = np.where(x < xa[0], ya[0] + (x - xa[0]) * lo_slope, out)
+        return np.where(x > xa[-1], ya[-1] + (x - xa[-1]) * hi_slope, out)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "yeo-johnson":
+            out.update(mean=self.mean, std=self.std, lmbda=self.lmbda)
+        elif self.kind == "copula":
+            out.update(values=self.knots[0], scores=self.knots[1])
+        return out
+
+
 # -- the model ----------------------------------------------------------------------------------
-def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", optimise: bool = True) -> Any:
+def fit_gp(
+    X: np.ndarray,
+    y: np.ndarray,
+    warm: Any = None,
+    kernel: str = "rbf",
+    optimise: bool = True,
+    input_warp: bool = False,
+) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters, or, with
     ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data)."""
@@ -167,9 +287,23 @@ def fit_gp(X: np.ndarray, y: np.ndarray, warm: Any = None, kernel: str = "rbf", 
         covar = ScaleKernel(AdditiveKernel(*(RBFKernel(active_dims=(i,)) for i in range(d)))) + ScaleKernel(
             RBFKernel(ard_num_dims=d)
         )
-    model = SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
+    warp = None
+    if input_warp:  # a learned Kumaraswamy CDF per feature (Snoek et al. 2014): level spacing learned
+        from botorch.models.transforms.input import Warp
+        from gpytorch.priors import LogNormalPrior
+
+        d = tx.shape[-1]
+        warp = Warp(
+            d=d,
+            indices=list(range(d)),
+            concentration1_prior=LogNormalPrior(0.0, 0.75**0.5),
+            concentration0_prior=LogNormalPrior(0.0, 0.75**0.5),
+        )
+    model = SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1), input_transform=warp)
     if warm is not None:
         try:
+            if input_warp:
+                model.input_transform.load_state_dict(warm.input_transform.state_dict())
             model.covar_module.load_state_dict(warm.covar_module.state_dict())
             model.likelihood.load_state_dict(warm.likelihood.state_dict())
             model.mean_module.load_state_dict(warm.mean_module.state_dict())
@@ -208,8 +342,15 @@ def _factor(model: Any) -> tuple[Any, Any, float, float]:
     return L, alpha, float(tf.means.reshape(-1)[0]), float(tf.stdvs.reshape(-1)[0])
 
 
-def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean and standard deviation (original units) at the rows of ``X``.
+def _inputs(model: Any, tx: Any) -> Any:
+    """Test inputs as the model's kernel sees them (its input warp applied; in eval mode its
+    ``train_inputs`` are already warped)."""
+    return model.transform_inputs(tx) if getattr(model, "input_transform", None) is not None else tx
+
+
+def predict_gp(model: Any, X: np.ndarray, observation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean and standard deviation (original units) at the rows of ``X``: of the latent
+    function, or with ``observation`` of a new observation there (the learned noise added).
 
     Computed directly from one Cholesky factor of the training covariance (marginal variances only:
     several times faster than a batched BoTorch posterior over thousands of candidates; the test
@@ -223,11 +364,13 @@ def predict_gp(model: Any, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         L, alpha, y_mean, y_std = _factor(model)
         means, stds = [], []
         for start in range(0, len(X), 4096):
-            tx = torch.as_tensor(X[start : start + 4096], dtype=train_x.dtype)
+            tx = _inputs(model, torch.as_tensor(X[start : start + 4096], dtype=train_x.dtype))
             Ks = model.covar_module(tx, train_x).to_dense()
             mu = model.mean_module(tx) + (Ks @ alpha).squeeze(-1)
             v = torch.linalg.solve_triangular(L, Ks.T, upper=False)
             var = model.covar_module(tx, diag=True) - (v**2).sum(0)
+            if observation:
+                var = var.clamp_min(0.0) + model.likelihood.noise.reshape(-1)[0]
             means.append((mu * y_std + y_mean).numpy())
             stds.append((var.clamp_min(1e-18).sqrt() * y_std).numpy())
     return np.concatenate(means), np.concatenate(stds)
@@ -244,7 +387,7 @@ def sample_gp(model: Any, X: np.ndarray, n_samples: int, rng: np.random.Generato
     with torch.no_grad():
         train_x = model.train_inputs[0]
         L, alpha, y_mean, y_std = _factor(model)
-        tx = torch.as_tensor(X, dtype=train_x.dtype)
+        tx = _inputs(model, torch.as_tensor(X, dtype=train_x.dtype))
         Ks = model.covar_module(tx, train_x).to_dense()
         mu = model.mean_module(tx) + (Ks @ alpha).squeeze(-1)
         v = torch.linalg.solve_triangular(L, Ks.T, upper=False)
@@ -308,6 +451,7 @@ class EngineState:
     tr_radius: int = 0  # trust-region radius in changed dimensions (0: not started)
     tr_failures: int = 0
     fit_seconds: float = 0.0
+    warp: OutputWarp = dataclasses.field(default_factory=lambda: OutputWarp("none"))  # accuracy -> GP output
 
     def predict(self, archs: Sequence[Arch], primary_cost: np.ndarray) -> np.ndarray | None:
         """Posterior mean of ``archs`` (the members' average for an ensemble; None before the first fit)."""
@@ -315,7 +459,8 @@ class EngineState:
             return None
         cost = np.asarray(primary_cost, dtype=float)
         pairs = list(zip(self.models, self.member_features, strict=True)) or [(self.model, self.features)]
-        return np.mean([predict_gp(m, f(archs, cost))[0] for m, f in pairs], axis=0)
+        mean = np.mean([predict_gp(m, f(archs, cost))[0] for m, f in pairs], axis=0)
+        return self.warp.inverse(mean)  # the warped mean maps to the predictive median
 
 
 class BayesOptEngine:
@@ -440,11 +585,14 @@ class BayesOptEngine:
         y = np.array([q.accuracy for q in qs])
         t0 = time.perf_counter()
         optimise = state.model is None or len(qs) - state.optimised_on >= self.config.refit_every
+        if optimise:  # between re-optimisations the warp stays fixed, as the hyperparameters do
+            state.warp = OutputWarp.fit(self.config.output_warp, y)
+        y = state.warp(y)
         members = self._members
         feats = state.member_features or [features]
         old = state.models or [state.model] * len(members)
         state.models = [
-            fit_gp(f(archs, cost), y, warm=w, kernel=k, optimise=optimise)
+            fit_gp(f(archs, cost), y, warm=w, kernel=k, optimise=optimise, input_warp=self.config.input_warp)
             for (k, _), f, w in zip(members, feats, old, strict=True)
         ]
         state.model = state.models[0]
@@ -469,6 +617,13 @@ class BayesOptEngine:
             (x.accuracy for x in queried.values() if _feasible(problem, x)),
             default=min(x.accuracy for x in queried.values()),
         )
+        best = float(state.warp(best))  # in the GP's units from here on
+        if self.config.incumbent == "posterior-mean":
+            feas = [x for x in queried.values() if _feasible(problem, x)]
+            if feas:
+                mu = state.predict([x.arch for x in feas], np.array([x.costs[problem.primary] for x in feas]))
+                assert mu is not None
+                best = float(state.warp(np.max(mu)))
         if self.config.trust_region:
             fresh = self._trust_region(state, queried, cands, fresh, problem)
         fresh_archs = [cands.archs[i] for i in fresh]
@@ -479,14 +634,19 @@ class BayesOptEngine:
             return [fresh_archs[i] for i in self._thompson(state.models, Xs, q, rng)]
         if q == 1 or len(fresh) <= q:
             # EI of the equal-weight mixture = the members' average EI (one member: its own EI)
-            logs = np.array([log_ei(*predict_gp(m, X), best) for m, X in zip(state.models, Xs, strict=True)])
+            obs = self.config.ei_target == "observation"
+            logs = np.array(
+                [log_ei(*predict_gp(m, X, obs), best) for m, X in zip(state.models, Xs, strict=True)]
+            )
             score = np.logaddexp.reduce(logs, axis=0) - np.log(len(logs))
             order = np.argsort(-score, kind="stable")[:q]
             return [fresh_archs[int(i)] for i in order]
         if len(state.models) > 1:
             # a batch from an ensemble: slot k takes member k's (mod M) best-EI arch not yet picked
             ranks = [
-                np.argsort(-log_ei(*predict_gp(m, X), best), kind="stable")
+                np.argsort(
+                    -log_ei(*predict_gp(m, X, self.config.ei_target == "observation"), best), kind="stable"
+                )
                 for m, X in zip(state.models, Xs, strict=True)
             ]
             slots: list[int] = []

@@ -213,7 +213,9 @@ def _result(
         fit_seconds=state.fit_seconds,
         out_dir=out,
         config=config.to_json(),
-        hyperparameters=None if state.model is None else hyperparameters(state.model, state.feature_names),
+        hyperparameters=None
+        if state.model is None
+        else {**hyperparameters(state.model, state.feature_names), "output_warp": state.warp.to_json()},
     )
 
 

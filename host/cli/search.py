@@ -47,6 +47,12 @@ def search(
     sampler: Annotated[
         str, typer.Option("--sampler", help="initial design: imbalanced-sobol, sobol or uniform")
     ] = "imbalanced-sobol",
+    output_warp: Annotated[
+        str,
+        typer.Option(
+            "--output-warp", help="accuracy transform before the GP: yeo-johnson (default), none or copula"
+        ),
+    ] = "yeo-johnson",
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")
@@ -90,7 +96,7 @@ def search(
     from chamlab.core.errors import InputError
     from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
 
-    config = EngineConfig(n_init=n_init, batch_size=parallel, sampler=sampler)
+    config = EngineConfig(n_init=n_init, batch_size=parallel, sampler=sampler, output_warp=output_warp)
     limits = {"latency_ms": latency}
     args: dict[str, object] = {
         "space": space_name,

@@ -205,7 +205,7 @@ def test_spaces_without_an_oracle_say_so() -> None:
         EngineConfig(sampler="grid")
 
 
-@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive"])
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive", "rbf+input-warp"])
 def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
     import torch
 
@@ -213,13 +213,18 @@ def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
 
     rng = np.random.default_rng(0)
     X = rng.random((15, 3))
-    model = fit_gp(X, X.sum(axis=1) * 3 + 70, kernel=kernel)
+    warp = kernel.endswith("+input-warp")
+    model = fit_gp(X, X.sum(axis=1) * 3 + 70, kernel=kernel.split("+")[0], input_warp=warp)
     Xc = rng.random((40, 3))
     mean, std = predict_gp(model, Xc)
     with torch.no_grad():
         post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
+        noisy = model.posterior(torch.as_tensor(Xc).unsqueeze(-2), observation_noise=True)
     assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
     assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
+    # ei_target="observation": the predictive sd of a new observation (the learned noise added)
+    _, obs_std = predict_gp(model, Xc, observation=True)
+    assert obs_std == pytest.approx(noisy.variance.sqrt().reshape(-1).numpy(), rel=1e-6)
 
 
 def test_trust_region_keeps_bo_steps_near_the_incumbent() -> None:
@@ -258,8 +263,20 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"ensemble": True},
         {"ensemble": True, "batch_size": 3},
         {"acquisition": "thompson", "ensemble": True, "cost_feature": True},
+        {"output_warp": "yeo-johnson"},
+        {"output_warp": "yeo-johnson", "incumbent": "posterior-mean", "batch_size": 3},
+        {"output_warp": "copula", "ensemble": True, "ei_target": "observation", "input_warp": True},
     ],
-    ids=["thompson", "thompson-batch", "ensemble", "ensemble-batch", "thompson-ensemble-cost"],
+    ids=[
+        "thompson",
+        "thompson-batch",
+        "ensemble",
+        "ensemble-batch",
+        "thompson-ensemble-cost",
+        "yeo-johnson",
+        "yeo-johnson-posterior-batch",
+        "copula-ensemble-observation-input-warp",
+    ],
 )
 def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
     sp = synthetic()
@@ -274,6 +291,8 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert len(state.models) == members and state.model is state.models[0]
     pred = state.predict(archs[:3], np.array([q.costs["latency_ms"] for q in state.queries[:3]]))
     assert pred is not None and pred.shape == (3,)
+    # in accuracy units whatever the output warp (the warped outputs are standard-normal-like)
+    assert np.abs(pred - np.array([q.accuracy for q in state.queries[:3]])).max() < 3.0
     # deterministic per seed
     again = BayesOptEngine(config).run(problem, 13, np.random.default_rng(0))
     assert [q.arch for q in again.queries] == archs
@@ -284,3 +303,28 @@ def test_new_engine_options_are_validated() -> None:
         EngineConfig(acquisition="ucb")
     with pytest.raises(InputError, match="thompson_pool"):
         EngineConfig(thompson_pool=0)
+
+
+def test_output_warps_are_monotone_and_invertible() -> None:
+    from chamlab.chamnet.search.engine import OutputWarp
+
+    rng = np.random.default_rng(0)
+    # a left-skewed accuracy sample (a tail of poor networks), as accuracy tables usually are
+    y = np.concatenate([rng.normal(91.0, 0.8, 40), rng.normal(70.0, 8.0, 6)])
+    yj = OutputWarp.fit("yeo-johnson", y)
+    assert yj.lmbda > 1.0  # stretches the top, compresses the tail
+    for kind in ("none", "yeo-johnson", "copula"):
+        w = OutputWarp.fit(kind, y)
+        t = w(y)
+        assert np.all(np.diff(t[np.argsort(y)]) >= 0), kind
+        assert w.inverse(t) == pytest.approx(y, abs=1e-9), kind
+        assert w.inverse(w(95.0)) == pytest.approx(95.0), kind  # beyond the values seen too
+        assert w.to_json()["kind"] == kind
+    # the top decile spans more of the warped range than of the raw range
+    top = y >= np.percentile(y, 90)
+    share = lambda v: np.ptp(v[top]) / np.ptp(v)  # noqa: E731
+    assert share(yj(y)) > 2 * share(y)
+    with pytest.raises(InputError, match="unknown output warp 'log'"):
+        EngineConfig(output_warp="log")
+    with pytest.raises(InputError, match="unknown incumbent 'mean'"):
+        EngineConfig(incumbent="mean")
