@@ -28,6 +28,13 @@
    (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s; then ``DIR/result.json``
    and ``DIR/pareto.png``. A measured latency over the limit is reported (``constraint_met: false``),
    not hidden.
+8. **Verify and refine** (:mod:`~chamlab.host.refining`, ``--refine N``, default 2): a measured winner
+   that misses the limit, or whose measured error is larger than the margin searched with, joins the
+   stored calibration's networks (refitted, stored in the LUT); the margin is recomputed from the
+   refit's leave-one-out spread and steps 5 to 7 run again (``DIR/round-I/model.pte``), at most N
+   times. The result is the last round's winner if it met the limit, else the measured winner of the
+   highest predicted accuracy that met it, else the last; its program is ``DIR/model.pte`` and
+   ``result.json``'s ``refine_rounds`` lists every round.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from chamlab.operators.export import ExportItem
 from .lut import Lut, MeasurementSet
 from .pipeline import NullProgress, Progress, RunSpec
 from .prediction import LatencyModel, default_lut_path
+from .refining import REFINE_ROUNDS, RefineRound
 from .transports.base import Transport
 
 #: measurement runs of the exported winner (the result is their median p50)
@@ -97,6 +105,7 @@ class AdaptOptions:
     calibrate: bool = True  # build the calibration when the LUT has no fresh one
     margin_k: float = MARGIN_K
     runs: int = MEASURE_RUNS
+    refine: int = REFINE_ROUNDS  # verify-and-refine rounds after a measured miss (host/refining.py)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     ga: GAConfig = dataclasses.field(default_factory=GAConfig)
 
@@ -136,6 +145,7 @@ class AdaptReport:
     out: Path
     notes: list[str]
     pareto: list[dict[str, Any]]
+    refine_rounds: list[RefineRound] = dataclasses.field(default_factory=list)
 
     @property
     def limit_ms(self) -> float:
@@ -205,6 +215,7 @@ class AdaptReport:
             "calibration": self.calibration,
             "pareto": self.pareto,
             "notes": self.notes,
+            "refine_rounds": [r.to_json() for r in self.refine_rounds],
             "out": str(self.out),
             "tool_version": tool_version(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -300,6 +311,7 @@ def adapt(
     from chamlab.chamnet.search.run import search as run_search
 
     from . import calibration as calib
+    from . import refining
     from .measuring import measure_program_runs
     from .profiling import EXHAUSTIVE_LIMIT, default_archs, profile
 
@@ -340,6 +352,8 @@ def adapt(
         )
     if opts.runs < 1:
         raise InputError(f"the measurement needs at least 1 run, got {opts.runs}")
+    if opts.refine < 0:
+        raise InputError(f"--refine must be 0 or more rounds, got {opts.refine}")
     oracle = oracle if oracle is not None else oracle_for(space)
     ident: dict[str, Any] = {
         "command": "adapt",
@@ -519,29 +533,35 @@ def adapt(
         )
         return found, time.perf_counter() - t0
 
-    result, search_seconds = search_once()
-    for _ in range(ADAPTIVE_ROUNDS if large else 0):
-        if result.best is None or not latency.interpolated.get(result.best.arch):
-            break
-        near = [c.arch for c in result.front if c.costs["latency_ms"] <= margin.effective][-3:]
-        progress.note(
-            f"the winner {space.format(result.best.arch)} has {latency.interpolated[result.best.arch]} "
-            "interpolated op(s): profiling them and searching again"
-        )
-        rep = profile(
-            spec,
-            space,
-            list(dict.fromkeys([result.best.arch, *near])),
-            out=lut_path,
-            transport=transport,
-            progress=progress,
-            no_wait=no_wait,
-            command=command,
-        )
-        profiled += len(rep.measured)
-        lut = Lut.read(lut_path)
-        latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
+    def search_adaptively() -> tuple[Any, float]:
+        """:func:`search_once`, then (large spaces) the winner's interpolated ops profiled and again."""
+        nonlocal latency, lut, profiled
         result, search_seconds = search_once()
+        for _ in range(ADAPTIVE_ROUNDS if large else 0):
+            if result.best is None or not latency.interpolated.get(result.best.arch):
+                break
+            near = [c.arch for c in result.front if c.costs["latency_ms"] <= margin.effective][-3:]
+            progress.note(
+                f"the winner {space.format(result.best.arch)} has {latency.interpolated[result.best.arch]} "
+                "interpolated op(s): profiling them and searching again"
+            )
+            rep = profile(
+                spec,
+                space,
+                list(dict.fromkeys([result.best.arch, *near])),
+                out=lut_path,
+                transport=transport,
+                progress=progress,
+                no_wait=no_wait,
+                command=command,
+            )
+            profiled += len(rep.measured)
+            lut = Lut.read(lut_path)
+            latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
+            result, search_seconds = search_once()
+        return result, search_seconds
+
+    result, search_seconds = search_adaptively()
     if result.best is None:
         raise ChamlabError(
             f"the {result.method} found no arch predicted under {margin.effective:.4f} ms (fastest it saw: "
@@ -583,6 +603,88 @@ def adapt(
             f"the target's fingerprint ({measured.fingerprint}) differs from the LUT's "
             f"({', '.join(sorted(lut_fps))}): the LUT may describe other hardware or software"
         )
+
+    # -- 8. verify and refine: a measured miss joins the calibration, and the search runs again ---------
+    rounds = [
+        RefineRound(0, space.format(arch), best.accuracy, best.costs["latency_ms"], measured.p50_ms,
+                    margin.limit, margin, model_path)
+    ]  # fmt: skip
+    kept: list[tuple[Any, ...]] = [(result, search_seconds, best, weights, measured, margin, latency)]
+    while True:
+        why = refining.needs_refine(rounds[-1])
+        if why is None or len(rounds) > opts.refine:
+            if why is not None:
+                progress.note(
+                    f"round {len(rounds) - 1}: {why}; no refine round left (--refine {opts.refine})"
+                )
+            break
+        progress.note(f"round {len(rounds) - 1}: {why}: the measured winner joins the calibration")
+        try:
+            refining.refit(space, lut_path, mset, arch, measured.p50_ms, source=f"adapt {out}")
+        except refining.RefineSkipped as exc:
+            rounds[-1] = dataclasses.replace(rounds[-1], action=f"stop: {exc}")
+            notes.append(f"not refined: {exc}")
+            break
+        lut = Lut.read(lut_path)
+        latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=large))
+        loo, calibration_summary = _calibration_errors(latency.model)
+        refined_margin = safety_margin(limit_ms, loo, k=opts.margin_k)
+        if latency(min(latency_pool(space, opts.seed), key=latency)) > refined_margin.effective:
+            why = f"nothing is predicted under the refined search limit {refined_margin.effective:.4f} ms"
+            rounds[-1] = dataclasses.replace(rounds[-1], action=f"stop: {why}")
+            notes.append(f"refine stopped: {why}")
+            break
+        rounds[-1] = dataclasses.replace(rounds[-1], action="refined")
+        margin = refined_margin
+        feasible_queried = [q.arch for q in state.queries if latency(q.arch) <= margin.effective]
+        progress.note(
+            f"refine round {len(rounds)}: searching under {margin.effective:.4f} ms (spread "
+            f"{margin.spread_pct:.2f} %, {margin.source})"
+        )
+        result, search_seconds = search_adaptively()
+        if result.best is None:
+            rounds[-1] = dataclasses.replace(rounds[-1], action="stop: the refined search found no arch")
+            break
+        best, arch = result.best, result.best.arch
+        state_dict = weights_of(arch) if callable(weights_of) else None
+        weights = "trained" if state_dict is not None else "random"
+        if len(rounds) == 1:  # keep round 0's program beside the refined ones
+            rounds[0] = dataclasses.replace(rounds[0], model_path=_keep(model_path, out / "round-0"))
+        folder = out / f"round-{len(rounds)}"
+        folder.mkdir(exist_ok=True)
+        model_path, etrecord_path = folder / MODEL, folder / ETRECORD
+        _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress)
+        name = f"net:{space.name}:{space.format(arch)}"
+        progress.note(f"measuring {model_path} on {spec.target}: {opts.runs} separate runs")
+        measured = measure_program_runs(
+            spec, name, model_path, etrecord_path, runs=opts.runs, transport=transport, progress=progress,
+            no_wait=no_wait,
+        )  # fmt: skip
+        rounds.append(
+            RefineRound(len(rounds), space.format(arch), best.accuracy, best.costs["latency_ms"],
+                        measured.p50_ms, margin.limit, margin, model_path)
+        )  # fmt: skip
+        kept.append((result, search_seconds, best, weights, measured, margin, latency))
+    final = refining.choose(rounds)
+    rounds[final] = dataclasses.replace(rounds[final], action=(rounds[final].action + "; final").lstrip("; "))
+    result, search_seconds, best, weights, measured, margin, latency = kept[final]
+    arch = best.arch
+    model_path, etrecord_path = out / MODEL, out / ETRECORD
+    if final > 0:  # the chosen round's program is DIR/model.pte
+        for src, dst in (
+            (rounds[final].model_path, model_path),
+            (rounds[final].model_path.with_name(ETRECORD), etrecord_path),
+        ):
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    if len(rounds) > 1:
+        progress.note(
+            "refine: " + "; ".join(f"round {r.round} {r.arch} measured {r.measured_latency_ms:.4f} ms "
+                                   f"({'met' if r.met else 'missed'})" for r in rounds)
+            + f"; result: round {final}"
+        )  # fmt: skip
+    if len(rounds) > 1:
+        seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
     oracle_accuracy: float | None = known.get(arch)
     if oracle_accuracy is None and isinstance(oracle, TableOracle):
         oracle_accuracy = float(oracle([arch])[0])  # a table look-up for the report, not a search query
@@ -630,10 +732,20 @@ def adapt(
         out=out,
         notes=notes,
         pareto=[c.to_json(space) for c in result.front],
+        refine_rounds=rounds,
     )
     _plot(report, state.queries, space, out / PARETO)
     atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
     return report
+
+
+def _keep(model_path: Path, folder: Path) -> Path:
+    """A copy of ``model_path`` and its ETRecord in ``folder``; the copy's path."""
+    folder.mkdir(exist_ok=True)
+    for src in (model_path, model_path.with_name(ETRECORD)):
+        with atomic_path(folder / src.name) as tmp:
+            shutil.copyfile(src, tmp)
+    return folder / model_path.name
 
 
 def _check_feasible(space: SearchSpace, latency: CachedLatency, margin: Margin, seed: int) -> None:

@@ -81,6 +81,14 @@ def adapt(
     no_calibrate: Annotated[
         bool, typer.Option("--no-calibrate", help="do not fit a calibration when the LUT has none")
     ] = False,
+    refine: Annotated[
+        int,
+        typer.Option(
+            "--refine",
+            help="rounds of verify-and-refine: a measured winner that misses the limit (or errs by more "
+            "than the margin) joins the calibration and the search runs again; 0: measure once",
+        ),
+    ] = 2,
     strict: Annotated[
         bool, typer.Option("--strict", help="exit 1 when the measured latency misses the limit")
     ] = False,
@@ -124,6 +132,7 @@ def adapt(
         lut_path=lut,
         calibrate=not no_calibrate,
         margin_k=margin_k,
+        refine=refine,
         engine=EngineConfig(),
     )
     oracle = api.choose_oracle(
@@ -164,6 +173,12 @@ def adapt(
             f"  model            {r.model_path} (weights: {r.weights}); {r.queries} queries, "
             f"search {r.search_seconds:.2f} s ({r.search.method}, {r.search.evaluated} archs)"
         )
+        if len(r.refine_rounds) > 1:
+            for rr in r.refine_rounds:
+                out.print(
+                    f"  round {rr.round}          {rr.arch}: predicted {rr.predicted_latency_ms:.4f} ms, "
+                    f"measured {rr.measured_latency_ms:.4f} ms ({'met' if rr.met else 'missed'}); {rr.action}"
+                )
         if r.weights == "random":
             note("note: model.pte has random (seeded) weights: a latency skeleton, not an accurate model")
     if not report.constraint_met:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from peers import Sshd, fast
 
 from chamlab.chamnet.search import oracle_for
 from chamlab.host import api
-from chamlab.host.lut import Lut, make_row
+from chamlab.host.lut import Lut, MeasurementSet, make_row
 
 RESULT_KEYS = {
     "arch", "predicted_accuracy", "predicted_latency_ms", "measured_latency_ms", "constraint_met",
@@ -32,8 +33,10 @@ RESULT_KEYS = {
 }  # fmt: skip
 
 
-def relabel(src: Path, dst: Path, *, device: str, scale: float = 1.0) -> Path:
-    """``src``'s rows as ``device``'s, every sample multiplied by ``scale``."""
+def relabel(
+    src: Path, dst: Path, *, device: str, scale: float = 1.0, scale_of: Callable[[str], float] | None = None
+) -> Path:
+    """``src``'s rows as ``device``'s, every sample multiplied by ``scale`` (or by ``scale_of(op key)``)."""
     lut = Lut.read(src)
     rows = []
     for mset in lut.combinations():
@@ -45,7 +48,7 @@ def relabel(src: Path, dst: Path, *, device: str, scale: float = 1.0) -> Path:
                     backend=mset.backend,
                     dtype=mset.dtype,
                     threads=mset.threads,
-                    samples_ms=[scale * x for x in r["samples_ms"]],
+                    samples_ms=[(scale_of(key) if scale_of else scale) * x for x in r["samples_ms"]],
                     run_id="relabelled",
                     measured_at=r["measured_at"],
                     device_fingerprint=r["device_fingerprint"],
@@ -200,6 +203,92 @@ def test_adapt_over_ssh_exports_measures_and_cleans_up(
     x, expected = _network_output(r["arch_json"])
     torch.testing.assert_close(_run_pte(Path(r["model_path"]), x), expected, rtol=1e-4, atol=1e-4)
     assert not any((sshd.dir / "remote-runs").glob("run-*"))  # nothing left on the target
+
+
+HEAVY = 100_000  # ops with more weights than this are measured 2x too fast in the LUT of the refine test
+
+
+def _heavy_blind_setup(src: Path, dst: Path, space: Any) -> tuple[dict[str, Any], MeasurementSet]:
+    """The session's LUT with the ops of more than :data:`HEAVY` weights at half their latency (what
+    the device runs at full latency inside a network), and a calibration fitted on the 5 spread networks
+    with the fewest such weights 'measured' at their true LUT sums (+/- 1 %; stand-in measurements: the
+    test needs a calibration that is right where it was fitted and blind where the winner lies)."""
+    ops = {op.key: op for a in space.enumerate() for op in space.ops(a)}
+    lut = Lut.read(src)
+    p50 = lut.p50_by_key(lut.combinations()[0])
+    relabel(
+        src, dst, device="test-cpu", scale_of=lambda k: 0.5 if k in ops and ops[k].params > HEAVY else 1.0
+    )
+    table = Lut.read(dst)
+    mset = table.choose(dst, device="test-cpu")
+
+    def heavy(a: Any) -> int:
+        return sum(op.params for op in space.ops(a) if op.params > HEAVY)
+
+    fewest = min(map(heavy, space.enumerate()))
+    light = sorted(
+        (a for a in space.enumerate() if heavy(a) == fewest),
+        key=lambda a: sum(p50[o.key] for o in space.ops(a)),
+    )
+    archs = light[:: len(light) // 5][:5]
+    measured = [
+        sum(p50[o.key] for o in space.ops(a)) * (1.0 + 0.01 * (i % 3 - 1)) for i, a in enumerate(archs)
+    ]
+    rec = api.calibration.build_record(space, mset, table.p50_by_key(mset), archs, measured, seed=0)
+    api.calibration.store(dst, rec)
+    return rec, mset
+
+
+def test_a_measured_miss_refines_the_calibration_and_refine_0_keeps_it(
+    tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict], space: Any
+) -> None:
+    lut = tmp_path / "blind.parquet"
+    rec, mset = _heavy_blind_setup(profiled_lut[0], lut, space)
+    truth = Lut.read(profiled_lut[0]).p50_by_key(Lut.read(profiled_lut[0]).combinations()[0])
+    sums = [sum(truth[o.key] for o in space.ops(a)) for a in space.enumerate()]
+    limit = round(float(np.percentile(sums, 50)), 4)  # about the real latency of a median network
+    kept = tmp_path / "kept.parquet"
+    shutil.copyfile(lut, kept)
+    # --refine 0: today's behaviour, the miss is kept (exit 1 with --strict) and the calibration untouched
+    out0 = tmp_path / "once"
+    res = chamlab(
+        "adapt", "--target", "test-cpu", "--devices", fast_devices, "--space", "macro-cifar10",
+        "--latency", limit, "--lut", kept, "--out", out0, "--budget", "10", "--refine", "0",
+        "--json", "--strict",
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    r0 = json.loads(res.stdout)
+    assert r0["constraint_met"] is False and r0["calibrated"] is True
+    assert [x["round"] for x in r0["refine_rounds"]] == [0] and r0["refine_rounds"][0]["action"] == "final"
+    assert "refined_with" not in Lut.read(kept).calibrations[0] and not (out0 / "round-1").exists()
+    # the default 2 rounds: round 0 misses, its winner joins the calibration, the refined search does better
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
+    options = api.AdaptOptions(latency_ms=limit, budget=10, out=tmp_path / "run", lut_path=lut, runs=1)
+    report = api.adapt(spec, space, options)
+    rounds = report.refine_rounds
+    log = [r.to_json() for r in rounds]
+    assert rounds[0].arch == r0["arch"] and not rounds[0].met and rounds[0].action == "refined", log
+    assert 2 <= len(rounds) <= 3 and rounds[0].margin.spread_pct < rounds[1].margin.spread_pct, log
+    assert abs(rounds[-1].error_pct) < abs(rounds[0].error_pct), log  # the refined predictor errs less
+    # the result: the last round if it met the limit, else the best one that did, else the last
+    final = next(i for i, r in enumerate(rounds) if r.action.endswith("final"))
+    met = [i for i, r in enumerate(rounds) if r.met]
+    assert final == (
+        len(rounds) - 1 if rounds[-1].met or not met else max(met, key=lambda i: rounds[i].predicted_accuracy)
+    )
+    assert report.constraint_met == bool(met) and report.arch == rounds[final].arch, log
+    assert report.model_path.read_bytes() == rounds[final].model_path.read_bytes()
+    assert (tmp_path / "run" / "round-0" / "model.pte").is_file()
+    # what is stored: the refined calibration, its networks the 5 and the measured winners, fresh
+    found = api.calibration.lookup(Lut.read(lut), mset, space.name)
+    assert found is not None and found.stale is None
+    refined = list(dict.fromkeys(r.arch for r in rounds if r.action.startswith("refined")))
+    assert [w["name"] for w in found.record["refined_with"]] == refined
+    names = [n["name"] for n in found.record["networks"]]
+    assert names[:5] == [n["name"] for n in rec["networks"]] and sorted(names[5:]) == sorted(refined)
+    got = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert [x["arch"] for x in got["refine_rounds"]] == [r.arch for r in rounds]
+    assert got["refine_rounds"][0]["constraint_met"] is False and got["constraint_met"] == bool(met)
 
 
 @pytest.fixture
