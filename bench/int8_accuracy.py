@@ -76,7 +76,9 @@ def render(r: dict, env: str) -> list[str]:
         out += [
             "",
             f"Median drop {statistics.median(drops):+.2f} pp (min {min(drops):+.2f}, max {max(drops):+.2f}) "
-            f"over {len(drops)} networks{'' if r.get('complete') else ' (run incomplete)'}.",
+            f"over {len(drops)} networks{'' if r.get('complete') else ' (run incomplete)'}; one validation "
+            f"image is {100 / rows[0]['val_examples']:.2f} pp, so drops within about +/-1 pp are a few "
+            "images either way.",
         ]
     return out
 
@@ -107,7 +109,8 @@ def main() -> None:
         "complete": False,
     }
     archs = choose(space, args.networks)
-    with TrainingOracle(space, args.data, schedule=schedule, workers=1, quant_recipe=DEFAULT_RECIPE) as oracle:
+    oracle = TrainingOracle(space, args.data, schedule=schedule, workers=1, quant_recipe=DEFAULT_RECIPE)
+    with oracle:
         for arch in archs:
             load = os.getloadavg()[0]
             t0 = time.perf_counter()

@@ -53,7 +53,14 @@ from chamlab.chamnet.search.constrained import (
     safety_margin,
 )
 from chamlab.chamnet.search.engine import EngineConfig
-from chamlab.chamnet.search.problem import Oracle, Problem, TableOracle, oracle_for
+from chamlab.chamnet.search.problem import (
+    Oracle,
+    Problem,
+    TableOracle,
+    accuracies_of,
+    accuracy_dtype,
+    oracle_for,
+)
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import ChamlabError, InputError
 from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
@@ -118,7 +125,7 @@ class AdaptReport:
     measured_latency_ms: float
     measured_runs_ms: list[float]
     unstable: bool
-    oracle_accuracy: float | None
+    oracle_accuracy: float | None  # of ``accuracy_dtype``
     oracle: str
     queries: int
     new_queries: int
@@ -136,6 +143,9 @@ class AdaptReport:
     out: Path
     notes: list[str]
     pareto: list[dict[str, Any]]
+    accuracy_dtype: str = "fp32"  # which accuracy the search optimised
+    accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
+    oracle_accuracies: dict[str, float] | None = None  # the winner's accuracy per dtype, when known
 
     @property
     def limit_ms(self) -> float:
@@ -176,6 +186,8 @@ class AdaptReport:
             "latency_limit_ms": self.margin.limit,
             "search_limit_ms": self.margin.effective,
             "margin": self.margin.to_json(),
+            "accuracy_dtype": self.accuracy_dtype,
+            "accuracy_note": self.accuracy_note,
             "predicted_accuracy": self.predicted_accuracy,
             "accuracy_known": self.accuracy_known,
             "predicted_latency_ms": self.predicted_latency_ms,
@@ -188,6 +200,7 @@ class AdaptReport:
             "suggestion": self.suggestion,
             "oracle": self.oracle,
             "oracle_accuracy": self.oracle_accuracy,
+            "oracle_accuracies": self.oracle_accuracies,
             "queries": self.queries,
             "new_queries": self.new_queries,
             "search_seconds": round(self.search_seconds, 4),
@@ -354,6 +367,7 @@ def adapt(
         "seed": opts.seed,
         # a training oracle's dataset digest and schedule: resuming with other data is exit 2
         "oracle": describe() if callable(describe := getattr(oracle, "describe", None)) else oracle.name,
+        "accuracy_dtype": accuracy_dtype(oracle),
         "engine": opts.engine.to_json(),
     }
     _check_out(out, ident)
@@ -586,6 +600,11 @@ def adapt(
     oracle_accuracy: float | None = known.get(arch)
     if oracle_accuracy is None and isinstance(oracle, TableOracle):
         oracle_accuracy = float(oracle([arch])[0])  # a table look-up for the report, not a search query
+    # every accuracy the oracle has of the winner (a training oracle: fp32 and int8 when it trained it)
+    oracle_accuracies = accuracies_of(oracle, arch) or None
+    acc_note = getattr(oracle, "accuracy_note", None)
+    if acc_note and spec.dtype.value == "int8":
+        notes.append(acc_note)
 
     seconds["total"] = time.perf_counter() - t_start
     values = {d.name: v for d, v in zip(space.dimensions, arch, strict=True)}
@@ -630,6 +649,9 @@ def adapt(
         out=out,
         notes=notes,
         pareto=[c.to_json(space) for c in result.front],
+        accuracy_dtype=accuracy_dtype(oracle),
+        accuracy_note=acc_note,
+        oracle_accuracies=oracle_accuracies,
     )
     _plot(report, state.queries, space, out / PARETO)
     atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")

@@ -13,8 +13,8 @@ The dataset must be at the same path on every node (``digits`` needs no file).
 int8: every trained arch is also quantized by the oracle's ``quant_recipe`` (default
 :data:`~chamlab.operators.quant.DEFAULT_RECIPE`) after training, calibrated on seeded batches of the
 training split (:func:`~.schedule.int8_accuracy`), and evaluated on the same validation split: its
-record holds both ``accuracy`` (fp32) and ``accuracy_int8``. ``accuracy`` (``"fp32"`` or ``"int8"``)
-says which of the two the oracle answers with; :meth:`TrainingOracle.accuracies` gives both.
+record holds both ``accuracy`` (fp32) and ``accuracy_int8``. ``accuracy_dtype`` (``"fp32"`` or
+``"int8"``) says which of the two the oracle answers with; :meth:`TrainingOracle.accuracies` gives both.
 
 Cache: each trained arch is kept under ``<cache>/training/`` as ``<key>.npz`` (its weights, a plain
 numpy archive read with ``allow_pickle=False``) and ``<key>.json`` (fp32 accuracy, the int8 accuracy
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chamlab.chamnet.search.problem import ACCURACY_DTYPES
 from chamlab.core.errors import ChamlabError, DataFileError, InputError
 from chamlab.core.files import atomic_path, atomic_write_text, cache_root, ensure_dir
 
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
 
 TRAIN_RECIPE = "chamlab-train-v1"
 EXECUTORS = ("process", "ray")
-#: which accuracy a training oracle answers with (``--accuracy``)
-ACCURACY_DTYPES = ("fp32", "int8")
 
 
 class TrainingError(ChamlabError):
@@ -269,7 +268,7 @@ class TrainingOracle:
     """Accuracy (percent, validation split) by training with ``schedule`` (see the module docstring).
 
     ``on_result(arch, record)`` is called as each arch is trained or found in the cache. Use the oracle
-    as a context manager (or call :meth:`close`) to stop its workers. ``accuracy``: answer with the
+    as a context manager (or call :meth:`close`) to stop its workers. ``accuracy_dtype``: answer with the
     fp32 or the int8 accuracy (both are measured and kept whatever it says); ``quant_recipe``: the
     quantization recipe of the int8 accuracy.
     """
@@ -285,7 +284,7 @@ class TrainingOracle:
         address: str | None = None,
         cache: TrainingCache | None = None,
         on_result: Callable[[Arch, TrainRecord], None] | None = None,
-        accuracy: str = "fp32",
+        accuracy_dtype: str = "fp32",
         quant_recipe: str | None = None,
     ) -> None:
         from chamlab.chamnet.spaces.base import SearchSpace
@@ -302,9 +301,12 @@ class TrainingOracle:
             raise InputError("--address is for --executor ray only")
         if workers is not None and (isinstance(workers, bool) or workers < 1):
             raise InputError(f"workers must be a positive integer, got {workers!r}")
-        if accuracy not in ACCURACY_DTYPES:
-            raise InputError(f"unknown accuracy dtype {accuracy!r}; choose one of {', '.join(ACCURACY_DTYPES)}")
-        self.accuracy = accuracy
+        if accuracy_dtype not in ACCURACY_DTYPES:
+            raise InputError(
+                f"unknown accuracy dtype {accuracy_dtype!r}; choose one of {', '.join(ACCURACY_DTYPES)}"
+            )
+        self.accuracy_dtype = accuracy_dtype
+        self.accuracy_note: str | None = None
         self.quant_recipe = quant.get_recipe(quant_recipe or quant.DEFAULT_RECIPE).id
         self.space = space
         self.schedule = schedule or Schedule()
@@ -318,7 +320,8 @@ class TrainingOracle:
         self.dataset = self.data.load()  # bad input fails here, before any search work
         reference = space.sample(np.random.default_rng(0), 1)[0]
         check_classes(self.dataset, num_outputs(space, reference), f"search space {space.name}'s classifier")
-        self.name = f"trained on {self.dataset.name} ({self.schedule.epochs} epoch(s), {accuracy} accuracy)"
+        epochs = self.schedule.epochs
+        self.name = f"trained on {self.dataset.name} ({epochs} epoch(s), {accuracy_dtype} accuracy)"
         self._records: dict[Arch, TrainRecord] = {}
         self._pool: cf.ProcessPoolExecutor | None = None
         self._ray_started = False
@@ -331,7 +334,6 @@ class TrainingOracle:
             "data": self.dataset.name,
             "data_digest": self.dataset.digest,
             "schedule": self.schedule.to_json(),
-            "accuracy": self.accuracy,
             "quant_recipe": self.quant_recipe,
         }
 
@@ -358,11 +360,12 @@ class TrainingOracle:
             ensure_dir(self.cache.root, what="training cache")
             runner = self._run_ray if self.executor == "ray" else self._run_processes
             runner(todo)
-        return [self._records[a].accuracy_of(self.accuracy) for a in archs]
+        return [self._records[a].accuracy_of(self.accuracy_dtype) for a in archs]
 
     def accuracies(self, arch: Arch) -> dict[str, float]:
-        """``{"fp32": ..., "int8": ...}`` (percent) of an arch this oracle answered for (empty if none)."""
-        rec = self._records.get(self.space.validate(arch))
+        """``{"fp32": ..., "int8": ...}`` (percent) of an arch this oracle (or the cache) has trained
+        (empty if none; no int8 entry when the cached record lacks this oracle's recipe)."""
+        rec = self.record(arch)
         if rec is None:
             return {}
         out = {"fp32": rec.accuracy}
