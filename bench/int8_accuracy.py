@@ -48,6 +48,7 @@ def render(r: dict, env: str) -> list[str]:
     s = r["schedule"]
     rows = r["networks"]
     drops = [n["drop_pp"] for n in rows]
+    loads = [n["load_avg_before"] for n in rows] or [float("nan")]
     out = [
         "## int8 accuracy cost on the training oracle's proxy task",
         "",
@@ -62,7 +63,9 @@ def render(r: dict, env: str) -> list[str]:
         f"quantized after training by `{r['quant_recipe']}` (PT2E, XNNPACKQuantizer; calibrated on 8 seeded "
         "batches of the training split) and evaluated on the same validation split. Drop = fp32 - int8 "
         "in percentage points (positive: int8 is worse). Chance is 10 %. Accuracy figures do not depend "
-        "on the machine's load.",
+        "on the machine's load; the seconds do: wall seconds of one torch thread on a 2-core machine shared "
+        f"with other jobs (load average {min(loads):.1f}-{max(loads):.1f} before the networks), so upper "
+        "bounds.",
         "",
         "| arch | MMACs | fp32 % | int8 % | drop (pp) | train s | quantize + eval s |",
         "|---|---|---|---|---|---|---|",

@@ -23,7 +23,9 @@
 6. **Export** of the winner to ``DIR/model.pte`` and ``DIR/model.etrecord``: with the oracle's
    trained weights when it has them (``oracle.state_dict(arch)``, ``weights: trained``), else the
    deterministic seeded weights the LUT was measured with (``weights: random``: a latency skeleton,
-   not an accurate model; the result says so).
+   not an accurate model; the result says so). int8 with trained weights: calibrated on the oracle's
+   ``calibration(arch)`` batches when it has them (the training oracle: the training batches its int8
+   accuracy was measured with, ``int8_calibration: training``), else the recipe's seeded ones.
 7. **Measurement** of ``DIR/model.pte`` on the target, :data:`MEASURE_RUNS` separate runs
    (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s; then ``DIR/result.json``
    and ``DIR/pareto.png``. A measured latency over the limit is reported (``constraint_met: false``),
@@ -146,6 +148,7 @@ class AdaptReport:
     accuracy_dtype: str = "fp32"  # which accuracy the search optimised
     accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
     oracle_accuracies: dict[str, float] | None = None  # the winner's accuracy per dtype, when known
+    int8_calibration: str | None = None  # int8 export: "training" (the oracle's batches) or "random"
 
     @property
     def limit_ms(self) -> float:
@@ -211,6 +214,7 @@ class AdaptReport:
             "etrecord_path": str(self.etrecord_path),
             "weights": self.weights,
             "weights_note": RANDOM_WEIGHTS_NOTE if self.weights == "random" else None,
+            "int8_calibration": self.int8_calibration,
             "runtime_version": self.runtime_version,
             "input_shape": self.input_shape,
             "lut": str(self.lut_path),
@@ -573,7 +577,12 @@ def adapt(
     weights_of: Callable[[Arch], Any] | None = getattr(oracle, "state_dict", None)
     state_dict = weights_of(arch) if callable(weights_of) else None
     weights = "trained" if state_dict is not None else "random"
-    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress)
+    calibration = None
+    calibration_of: Callable[[Arch], Any] | None = getattr(oracle, "calibration", None)
+    if spec.dtype.value == "int8" and state_dict is not None and callable(calibration_of):
+        calibration = calibration_of(arch)  # the training batches its int8 accuracy was measured with
+    int8_calibration = None if spec.dtype.value != "int8" else "training" if calibration else "random"
+    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress, calibration)
     seconds["export"] = time.perf_counter() - t0
 
     # -- 7. measure it where it will run ---------------------------------------------------------------
@@ -652,6 +661,7 @@ def adapt(
         accuracy_dtype=accuracy_dtype(oracle),
         accuracy_note=acc_note,
         oracle_accuracies=oracle_accuracies,
+        int8_calibration=int8_calibration,
     )
     _plot(report, state.queries, space, out / PARETO)
     atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
@@ -694,8 +704,10 @@ def _export_winner(
     etrecord_path: Path,
     state_dict: Any,
     progress: Progress,
+    calibration: Any = None,
 ) -> None:
-    """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one."""
+    """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one
+    (int8: calibrated on ``calibration`` when given, the training oracle's batches)."""
     from chamlab.core.errors import ExportError
     from chamlab.operators.export import export_program
 
@@ -721,6 +733,7 @@ def _export_winner(
         dtype=spec.dtype.value,
         recipe=spec.quant_recipe,
         state_dict=state_dict,
+        calibration=calibration,
     )
 
 

@@ -387,6 +387,17 @@ class TrainingOracle:
         rec = self.record(arch)
         return None if rec is None else read_weights(rec.weights)
 
+    def calibration(self, arch: Arch) -> list[np.ndarray]:
+        """The int8 calibration batches of ``arch`` (float32 arrays at its input shape, batch
+        ``batch_size``) that its int8 accuracy was measured with: an int8 export of its trained
+        weights calibrated on them computes what that accuracy measured."""
+        from .schedule import calibration_inputs
+
+        batches = calibration_inputs(
+            self.space, self.space.validate(arch), self.dataset, self.schedule, self.quant_recipe
+        )
+        return [b.numpy() for b in batches]
+
     def _finish(self, arch: Arch, figures: dict[str, Any]) -> None:
         key = self.key(arch)
         acc8 = float(figures["accuracy_int8"])

@@ -208,12 +208,24 @@ def int8_accuracy(
     model = space.build(arch)
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=True)
     model.eval()
-    batches = [
-        to_input(dataset.images[idx], shape, norm)
-        for idx in calibration_indices(train_idx, schedule, quant.get_recipe(recipe).calibration_batches)
-    ]
+    batches = calibration_inputs(space, arch, dataset, schedule, recipe)
     converted = quant.quantized_module(model, batches, recipe=recipe)
     return evaluate(converted, dataset, val_idx, shape, norm, schedule.batch_size)
+
+
+def calibration_inputs(
+    space: SearchSpace, arch: Arch, dataset: Dataset, schedule: Schedule, recipe: str
+) -> list[torch.Tensor]:
+    """The int8 calibration batches of ``arch`` (:func:`calibration_indices` mapped onto its input as
+    training batches are): what :func:`int8_accuracy` calibrates with, and what an int8 export of the
+    trained network should calibrate with to compute what that accuracy measured."""
+    from chamlab.operators import quant
+
+    shape = tuple(space.input_shape(arch))
+    train_idx, _ = split(len(dataset), schedule)
+    norm = Normalisation.of(dataset.images[train_idx])
+    n = quant.get_recipe(recipe).calibration_batches
+    return [to_input(dataset.images[idx], shape, norm) for idx in calibration_indices(train_idx, schedule, n)]
 
 
 def _train(

@@ -231,6 +231,28 @@ def test_int8_oracle_answers_int8_and_quantizes_an_old_entry_without_training(
     with pytest.raises(InputError, match="unknown accuracy dtype 'int4'"):
         TrainingOracle(SPACE, "digits", schedule=TINY, cache=cache, accuracy_dtype="int4")
 
+    # an int8 program of the trained weights calibrated on the oracle's batches (what adapt exports)
+    # scores what the oracle measured, give or take a rounding difference on an image or two
+    from executorch.extension.pybindings import _C as rt
+
+    from chamlab.operators.export import lower
+
+    calibration = oracle.calibration(A)
+    assert len(calibration) == 8 and calibration[0].shape == (32, *SPACE.input_shape(A)[1:])
+    pte = tmp_path / "a.pte"
+    keys = [op.key for op in SPACE.ops(A)]
+    state = oracle.state_dict(A)
+    lower(keys, "xnnpack", pte, tmp_path / "a.etrecord", 1, state, dtype="int8", recipe=DEFAULT_RECIPE,
+          calibration=calibration)  # fmt: skip
+    method = rt._load_program(str(pte)).load_method("forward")
+    d = load_dataset("digits")
+    train_idx, val_idx = split(len(d), TINY)
+    norm = Normalisation.of(d.images[train_idx])
+    x = to_input(d.images[val_idx], SPACE.input_shape(A), norm)
+    pred = np.array([int(method.call([x[i : i + 1]])[0].argmax()) for i in range(len(val_idx))])
+    accuracy = 100.0 * float((pred == d.labels[val_idx]).mean())
+    assert abs(accuracy - trained_a.accuracy_int8) <= 100.0 * 2 / len(val_idx), accuracy
+
 
 def test_a_dataset_that_changed_under_the_search_fails_the_training(tmp_path: Path) -> None:
     from chamlab.chamnet.training.oracle import DataSpec
