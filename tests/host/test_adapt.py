@@ -89,7 +89,6 @@ def test_bad_inputs_are_refused_before_anything_is_written(
         (["--space", "macro-cifar10", "--latency", "1", "--data", "digits"], "apply to --oracle train only"),
         (["--space", "macro-cifar10", "--latency", "1", "--oracle", "coin"], "unknown oracle 'coin'"),
         (["--space", "macro-cifar10", "--latency", "1", "--accuracy", "int8"], "holds fp32 accuracy only"),
-        (["--space", "macro-cifar10", "--latency", "1", "--accuracy", "int4"], "--accuracy 'int4'"),
         (["--space", "macro-cifar10", "--latency", "1", "--threads", "0"], "--threads"),
         (["--space", "macro-cifar10", "--latency", "fast"], "neither a number of ms nor a percentile"),
         (["--space", "macro-cifar10", "--latency", "p150", "--lut", lut], "between 0 and 100"),

@@ -44,6 +44,8 @@ def test_choose_oracle() -> None:
     assert choose_oracle(space, "table", dtype="int8").accuracy_dtype == "fp32"  # type: ignore[attr-defined]
     with pytest.raises(InputError, match="--accuracy int8: the table oracle holds fp32 accuracy only"):
         choose_oracle(space, "table", accuracy="int8")
+    with pytest.raises(InputError, match="--accuracy 'fp16': choose one of fp32, int8"):
+        choose_oracle(space, "train", data="digits", accuracy="fp16")
 
 
 def test_search_bad_training_inputs(tmp_path: Path) -> None:
