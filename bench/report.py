@@ -696,6 +696,14 @@ def main() -> None:
 
     r = _load("train_seconds")
     parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
+    from int8_accuracy import render as int8_accuracy_render
+
+    r = _load("int8_accuracy")
+    parts += (
+        int8_accuracy_render(r, _env(r))
+        if r
+        else ["## int8 accuracy cost on the training oracle's proxy task", "", "_not run yet_"]
+    ) + [""]
     from adapt_search_time import render as search_time_render
     from adaptive_profile import render as adaptive_render
     from constraint_fidelity import render as fidelity_render

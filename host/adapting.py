@@ -23,7 +23,9 @@
 6. **Export** of the winner to ``DIR/model.pte`` and ``DIR/model.etrecord``: with the oracle's
    trained weights when it has them (``oracle.state_dict(arch)``, ``weights: trained``), else the
    deterministic seeded weights the LUT was measured with (``weights: random``: a latency skeleton,
-   not an accurate model; the result says so).
+   not an accurate model; the result says so). int8 with trained weights: calibrated on the oracle's
+   ``calibration(arch)`` batches when it has them (the training oracle: the training batches its int8
+   accuracy was measured with, ``int8_calibration: training``), else the recipe's seeded ones.
 7. **Measurement** of ``DIR/model.pte`` on the target, :data:`MEASURE_RUNS` separate runs
    (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s; then ``DIR/result.json``
    and ``DIR/pareto.png``. A measured latency over the limit is reported (``constraint_met: false``),
@@ -60,7 +62,14 @@ from chamlab.chamnet.search.constrained import (
     safety_margin,
 )
 from chamlab.chamnet.search.engine import EngineConfig
-from chamlab.chamnet.search.problem import Oracle, Problem, TableOracle, oracle_for
+from chamlab.chamnet.search.problem import (
+    Oracle,
+    Problem,
+    TableOracle,
+    accuracies_of,
+    accuracy_dtype,
+    oracle_for,
+)
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import ChamlabError, InputError
 from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
@@ -127,7 +136,7 @@ class AdaptReport:
     measured_latency_ms: float
     measured_runs_ms: list[float]
     unstable: bool
-    oracle_accuracy: float | None
+    oracle_accuracy: float | None  # of ``accuracy_dtype``
     oracle: str
     queries: int
     new_queries: int
@@ -146,6 +155,10 @@ class AdaptReport:
     notes: list[str]
     pareto: list[dict[str, Any]]
     refine_rounds: list[RefineRound] = dataclasses.field(default_factory=list)
+    accuracy_dtype: str = "fp32"  # which accuracy the search optimised
+    accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
+    oracle_accuracies: dict[str, float] | None = None  # the winner's accuracy per dtype, when known
+    int8_calibration: str | None = None  # int8 export: "training" (the oracle's batches) or "random"
 
     @property
     def limit_ms(self) -> float:
@@ -186,6 +199,8 @@ class AdaptReport:
             "latency_limit_ms": self.margin.limit,
             "search_limit_ms": self.margin.effective,
             "margin": self.margin.to_json(),
+            "accuracy_dtype": self.accuracy_dtype,
+            "accuracy_note": self.accuracy_note,
             "predicted_accuracy": self.predicted_accuracy,
             "accuracy_known": self.accuracy_known,
             "predicted_latency_ms": self.predicted_latency_ms,
@@ -198,6 +213,7 @@ class AdaptReport:
             "suggestion": self.suggestion,
             "oracle": self.oracle,
             "oracle_accuracy": self.oracle_accuracy,
+            "oracle_accuracies": self.oracle_accuracies,
             "queries": self.queries,
             "new_queries": self.new_queries,
             "search_seconds": round(self.search_seconds, 4),
@@ -208,6 +224,7 @@ class AdaptReport:
             "etrecord_path": str(self.etrecord_path),
             "weights": self.weights,
             "weights_note": RANDOM_WEIGHTS_NOTE if self.weights == "random" else None,
+            "int8_calibration": self.int8_calibration,
             "runtime_version": self.runtime_version,
             "input_shape": self.input_shape,
             "lut": str(self.lut_path),
@@ -368,6 +385,7 @@ def adapt(
         "seed": opts.seed,
         # a training oracle's dataset digest and schedule: resuming with other data is exit 2
         "oracle": describe() if callable(describe := getattr(oracle, "describe", None)) else oracle.name,
+        "accuracy_dtype": accuracy_dtype(oracle),
         "engine": opts.engine.to_json(),
     }
     _check_out(out, ident)
@@ -579,7 +597,12 @@ def adapt(
     weights_of: Callable[[Arch], Any] | None = getattr(oracle, "state_dict", None)
     state_dict = weights_of(arch) if callable(weights_of) else None
     weights = "trained" if state_dict is not None else "random"
-    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress)
+    calibration = None
+    calibration_of: Callable[[Arch], Any] | None = getattr(oracle, "calibration", None)
+    if spec.dtype.value == "int8" and state_dict is not None and callable(calibration_of):
+        calibration = calibration_of(arch)  # the training batches its int8 accuracy was measured with
+    int8_calibration = None if spec.dtype.value != "int8" else "training" if calibration else "random"
+    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress, calibration)
     seconds["export"] = time.perf_counter() - t0
 
     # -- 7. measure it where it will run ---------------------------------------------------------------
@@ -688,6 +711,11 @@ def adapt(
     oracle_accuracy: float | None = known.get(arch)
     if oracle_accuracy is None and isinstance(oracle, TableOracle):
         oracle_accuracy = float(oracle([arch])[0])  # a table look-up for the report, not a search query
+    # every accuracy the oracle has of the winner (a training oracle: fp32 and int8 when it trained it)
+    oracle_accuracies = accuracies_of(oracle, arch) or None
+    acc_note = getattr(oracle, "accuracy_note", None)
+    if acc_note and spec.dtype.value == "int8":
+        notes.append(acc_note)
 
     seconds["total"] = time.perf_counter() - t_start
     values = {d.name: v for d, v in zip(space.dimensions, arch, strict=True)}
@@ -733,6 +761,10 @@ def adapt(
         notes=notes,
         pareto=[c.to_json(space) for c in result.front],
         refine_rounds=rounds,
+        accuracy_dtype=accuracy_dtype(oracle),
+        accuracy_note=acc_note,
+        oracle_accuracies=oracle_accuracies,
+        int8_calibration=int8_calibration,
     )
     _plot(report, state.queries, space, out / PARETO)
     atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
@@ -784,8 +816,10 @@ def _export_winner(
     etrecord_path: Path,
     state_dict: Any,
     progress: Progress,
+    calibration: Any = None,
 ) -> None:
-    """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one."""
+    """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one
+    (int8: calibrated on ``calibration`` when given, the training oracle's batches)."""
     from chamlab.core.errors import ExportError
     from chamlab.operators.export import export_program
 
@@ -811,6 +845,7 @@ def _export_winner(
         dtype=spec.dtype.value,
         recipe=spec.quant_recipe,
         state_dict=state_dict,
+        calibration=calibration,
     )
 
 

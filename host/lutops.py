@@ -704,7 +704,7 @@ def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Polic
 # -- show ---------------------------------------------------------------------------------------------------
 SHOW_COLUMNS = (
     "op_key", "op_type", "device", "backend", "dtype", "threads", "p10_ms", "p50_ms", "p90_ms",
-    "n_samples", "robust_cv", "unstable", "run_id", "measured_at",
+    "n_samples", "robust_cv", "unstable", "run_id", "measured_at", "quant_recipe", "delegated",
 )  # fmt: skip
 
 

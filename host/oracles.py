@@ -3,6 +3,11 @@
 ``table``: the space's own table (macro-cifar10's shipped accuracies, a table space's ``accuracy``
 column). ``train``: :class:`chamlab.chamnet.training.TrainingOracle`, training each queried arch on
 ``--data`` with the proxy schedule (``--schedule``), in worker processes or Ray tasks.
+
+Accuracy dtype (``--accuracy fp32|int8``, default the run's ``--dtype``): which accuracy the search
+optimises. The training oracle measures both (int8: quantized after training, see docs/int8.md);
+a table oracle holds fp32 accuracy only, so it always answers fp32 (its result says so) and an
+explicit ``--accuracy int8`` with it is an :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -31,15 +36,32 @@ def choose_oracle(
     workers: int | None = None,
     schedule: str | None = None,
     on_result: Callable[[Arch, TrainRecord], None] | None = None,
+    accuracy: str | None = None,
+    dtype: str = "fp32",
+    quant_recipe: str | None = None,
 ) -> Oracle:
     """The accuracy oracle ``kind`` for ``space`` (bad combinations of options are :class:`InputError`).
+
+    ``accuracy``: the accuracy dtype to optimise (``--accuracy``); None: ``dtype`` for a training
+    oracle, fp32 for a table oracle (the only one it has). ``quant_recipe``: the recipe of a
+    training oracle's int8 accuracy (default: the default recipe).
 
     A ``train`` oracle holds worker processes (or a Ray cluster): close it (``oracle.close()``, or use
     it as a context manager) when the search is over.
     """
+    from chamlab.chamnet.search.problem import ACCURACY_DTYPES
+
     if kind not in ORACLES:
         raise InputError(f"unknown oracle {kind!r}; choose one of {', '.join(ORACLES)}")
+    if accuracy is not None and accuracy not in ACCURACY_DTYPES:
+        raise InputError(f"--accuracy {accuracy!r}: choose one of {', '.join(ACCURACY_DTYPES)}")
     if kind == "table":
+        if accuracy == "int8":
+            raise InputError(
+                "--accuracy int8: the table oracle holds fp32 accuracy only (no int8 accuracy was measured)",
+                hint="measure int8 accuracy with --oracle train --data DIR|digits, or leave --accuracy out "
+                "to optimise the table's fp32 accuracy",
+            )
         given = [
             name
             for name, v in (
@@ -71,6 +93,8 @@ def choose_oracle(
         workers=workers,
         address=address,
         on_result=on_result,
+        accuracy_dtype=accuracy or dtype,
+        quant_recipe=quant_recipe,
     )
 
 

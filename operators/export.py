@@ -198,10 +198,13 @@ def lower(
     *,
     dtype: str = "fp32",
     recipe: str | None = None,
+    calibration: Sequence[Any] | None = None,
 ) -> float:
     """Export, lower and serialise one item; returns the seconds it took. Writes are atomic.
     ``state_dict``: weights for the module (default: the deterministic seeded ones).
-    int8 (``recipe`` set) also writes the quantization report beside the program."""
+    int8 (``recipe`` set) also writes the quantization report beside the program; ``calibration``:
+    real calibration batches (arrays or tensors of the input shape at any batch size >= 2, e.g. the
+    training oracle's) instead of the recipe's seeded random ones."""
     import torch
 
     if backend not in BACKENDS:
@@ -217,7 +220,11 @@ def lower(
         recipe = quant.recipe_for(dtype, recipe)
         assert recipe is not None
         if all(OPS.from_key(k).quantize_with_recipe for k in op_keys):
-            module = quant.quantize(module, example, recipe=recipe)
+            if calibration is not None:  # dynamic batch, so batches of any size calibrate it
+                batches = [torch.as_tensor(c) for c in calibration]
+                module = quant.quantized_module(module, batches, recipe=recipe)
+            else:
+                module = quant.quantize(module, example, recipe=recipe)
         elif any(OPS.from_key(k).quantize_with_recipe for k in op_keys):
             raise ExportError("a probe (quant_edge) cannot be exported together with other ops")
         program, report = quant.lower(module, example, recipe=recipe)
@@ -380,8 +387,12 @@ def _lower_with_weights_in_worker(
     state_dict: Mapping[str, Any] | None,
     dtype: str = "fp32",
     recipe: str | None = None,
+    calibration: Sequence[Any] | None = None,
 ) -> float:
-    return lower(op_keys, backend, Path(pte), Path(etr), batch, state_dict, dtype=dtype, recipe=recipe)
+    return lower(
+        op_keys, backend, Path(pte), Path(etr), batch, state_dict, dtype=dtype, recipe=recipe,
+        calibration=calibration,
+    )  # fmt: skip
 
 
 def export_program(
@@ -393,10 +404,12 @@ def export_program(
     dtype: str = "fp32",
     recipe: str | None = None,
     state_dict: Mapping[str, Any] | None = None,
+    calibration: Sequence[Any] | None = None,
 ) -> float:
     """Export one item to the given paths (not the cache), in a worker process as :func:`export_all`
     does, with ``state_dict`` as its weights (e.g. a trained network's); returns the seconds it took.
-    int8: quantized by ``recipe`` (default: the default recipe) with its seeded calibration batches.
+    int8: quantized by ``recipe`` (default: the default recipe) with ``calibration`` (numpy arrays of
+    the input shape, batch >= 2) or, without it, the recipe's seeded calibration batches.
     A failure is an :class:`ExportError` naming the item."""
     reason = backend_unavailable(backend)
     if reason:
@@ -422,6 +435,7 @@ def export_program(
             dict(state_dict) if state_dict is not None else None,
             dtype,
             recipe,
+            list(calibration) if calibration is not None else None,
         )
         try:
             return float(fut.result())

@@ -10,6 +10,12 @@ work on several at once); every call is counted as one query per arch. Oracles h
 
 * :class:`TableOracle`: a look-up in a table (the shipped macro-cifar10 accuracies, a user's table);
 * :func:`oracle_for`: the oracle a space brings, or a clear error when it has none yet.
+
+Accuracy dtype: an oracle may say which accuracy it answers with (``accuracy_dtype``, ``"fp32"`` or
+``"int8"``; :func:`accuracy_dtype` reads it, ``"fp32"`` when absent) and, optionally, give every
+accuracy it knows of an arch it answered for (``accuracies(arch) -> {"fp32": ..., "int8": ...}``,
+:func:`accuracies_of`): the training oracle measures both. Table oracles hold fp32 accuracy only
+(``accuracy_note`` says so in a run's result).
 """
 
 from __future__ import annotations
@@ -51,8 +57,19 @@ class Oracle(Protocol):
     def __call__(self, archs: Sequence[Arch]) -> list[float]: ...
 
 
+ACCURACY_DTYPES = ("fp32", "int8")
+TABLE_ACCURACY_NOTE = (
+    "the table oracle holds fp32 accuracy only: the search optimised fp32 accuracy whatever the dtype "
+    "(train with --oracle train to measure and optimise int8 accuracy)"
+)
+
+
 class TableOracle:
-    """Accuracy by look-up: ``lookup(arch) -> float``; unknown archs are :class:`ArchError`."""
+    """Accuracy by look-up: ``lookup(arch) -> float``; unknown archs are :class:`ArchError`.
+    A table holds fp32 accuracy only."""
+
+    accuracy_dtype = "fp32"
+    accuracy_note = TABLE_ACCURACY_NOTE
 
     def __init__(self, name: str, lookup: Callable[[Arch], float]) -> None:
         self.name = name
@@ -60,6 +77,20 @@ class TableOracle:
 
     def __call__(self, archs: Sequence[Arch]) -> list[float]:
         return [float(self._lookup(a)) for a in archs]
+
+    def accuracies(self, arch: Arch) -> dict[str, float]:
+        return {"fp32": float(self._lookup(arch))}
+
+
+def accuracy_dtype(oracle: Any) -> str:
+    """Which accuracy ``oracle`` answers with (``"fp32"`` unless it says otherwise)."""
+    return str(getattr(oracle, "accuracy_dtype", "fp32"))
+
+
+def accuracies_of(oracle: Any, arch: Arch) -> dict[str, float]:
+    """Every accuracy ``oracle`` knows of ``arch`` by dtype (``{}`` when it cannot say)."""
+    fn = getattr(oracle, "accuracies", None)
+    return dict(fn(arch)) if callable(fn) else {}
 
 
 class NoOracleError(InputError):

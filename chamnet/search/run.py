@@ -3,8 +3,13 @@
 ``search(problem, out=DIR, ...)`` writes, after every oracle batch:
 
 * ``DIR/history.parquet``: the store kind ``search-history`` (one row per oracle query, in order:
-  ``query`` = 1, 2, ..., one column per dimension named as the space names them, ``accuracy``, one
-  column per cost, ``phase``), whose metadata ``chamlab.search`` holds the run's arguments (JSON);
+  ``query`` = 1, 2, ..., one column per dimension named as the space names them, ``accuracy`` (the
+  accuracy the search optimised: the oracle's ``accuracy_dtype``, recorded as ``accuracy_dtype`` in
+  the arguments), ``accuracy_fp32`` and ``accuracy_int8`` (every accuracy the oracle measured of
+  the arch, null where it has none: a table oracle has no int8 accuracy), one column per cost,
+  ``phase``), whose metadata ``chamlab.search`` holds the run's arguments (JSON). Version 1 files
+  (before int8 accuracy) read as version 2: ``accuracy_fp32`` = ``accuracy``, ``accuracy_int8`` null,
+  ``accuracy_dtype`` = ``"fp32"`` (and, for a training oracle, its default quantization recipe);
 * ``DIR/model.json``: the fitted GP's hyperparameters;
 
 and at the end ``DIR/result.json`` and ``DIR/pareto.png``. Re-running into the same DIR resumes:
@@ -23,21 +28,48 @@ from typing import Any
 
 import numpy as np
 
+from chamlab.chamnet.spaces.base import Arch
 from chamlab.core.errors import DataFileError, InputError
 from chamlab.core.files import atomic_write_text
 from chamlab.core.store import KINDS, read_table, write_table
 
 from .engine import BayesOptEngine, EngineConfig, EngineState, Query
-from .problem import Problem
+from .problem import Problem, accuracies_of, accuracy_dtype
 
 HISTORY_KIND = KINDS.register(
     "search-history",
-    version=1,
+    version=2,
     schema=None,
     what="search history",
     make_hint="it is written by `chamlab search --out DIR`",
 )
 ARGS_KEY = "chamlab.search"
+#: the per-dtype accuracy columns of a history (version 2)
+ACCURACY_COLUMNS = {"fp32": "accuracy_fp32", "int8": "accuracy_int8"}
+
+
+@HISTORY_KIND.upgrader(1)
+def _upgrade_v1(table: Any, meta: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """v1 -> v2: every v1 search optimised fp32 accuracy; no int8 accuracy was measured."""
+    import pyarrow as pa
+
+    from chamlab.operators.quant import DEFAULT_RECIPE
+
+    if "accuracy" in table.column_names:
+        at = table.column_names.index("accuracy") + 1
+        table = table.add_column(at, "accuracy_fp32", table.column("accuracy"))
+        table = table.add_column(at + 1, "accuracy_int8", pa.nulls(table.num_rows, pa.float64()))
+    if ARGS_KEY in meta:
+        args = json.loads(meta[ARGS_KEY])
+        if isinstance(args, dict):
+            args.setdefault("accuracy_dtype", "fp32")
+            oracle = args.get("oracle")
+            if isinstance(oracle, dict) and oracle.get("kind") == "train":
+                oracle.setdefault("quant_recipe", DEFAULT_RECIPE)
+            meta[ARGS_KEY] = json.dumps(args)
+    return table, meta
+
+
 HISTORY = "history.parquet"
 RESULT = "result.json"
 MODEL = "model.json"
@@ -46,7 +78,15 @@ PARETO = "pareto.png"
 DEFAULT_BUDGET = 50
 
 
-def write_history(path: Path, problem: Problem, queries: Sequence[Query], args: Mapping[str, Any]) -> None:
+def write_history(
+    path: Path,
+    problem: Problem,
+    queries: Sequence[Query],
+    args: Mapping[str, Any],
+    accuracies: Mapping[Arch, Mapping[str, float]] | None = None,
+) -> None:
+    """``accuracies``: every accuracy known of each arch by dtype (default: the oracle's
+    :func:`~.problem.accuracies_of`)."""
     import pyarrow as pa
 
     dims = problem.space.dimensions
@@ -54,6 +94,9 @@ def write_history(path: Path, problem: Problem, queries: Sequence[Query], args: 
     for j, d in enumerate(dims):
         cols[d.name] = [q.arch[j] for q in queries]
     cols["accuracy"] = pa.array([q.accuracy for q in queries], pa.float64())
+    known = [(accuracies or {}).get(q.arch) or accuracies_of(problem.oracle, q.arch) for q in queries]
+    for dtype, column in ACCURACY_COLUMNS.items():
+        cols[column] = pa.array([k.get(dtype) for k in known], pa.float64())
     for name in problem.costs:
         cols[name] = pa.array([q.costs[name] for q in queries], pa.float64())
     cols["phase"] = pa.array([q.phase for q in queries], pa.string())
@@ -86,6 +129,20 @@ def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[
     return out
 
 
+def read_accuracies(path: Path, problem: Problem) -> dict[Arch, dict[str, float]]:
+    """The per-dtype accuracies a history holds, by arch (nulls left out)."""
+    df = read_table(path, HISTORY_KIND).table.to_pandas()
+    names = [d.name for d in problem.space.dimensions]
+    out: dict[Arch, dict[str, float]] = {}
+    for row in df.itertuples(index=False):
+        r = row._asdict()
+        arch = problem.space.validate([_native(r[n]) for n in names])
+        got = {dt: float(r[c]) for dt, c in ACCURACY_COLUMNS.items() if c in r and r[c] == r[c]}
+        if got:
+            out[arch] = got
+    return out
+
+
 def _native(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -95,7 +152,7 @@ class SearchResult:
     space: str
     arch: str | None  # the best feasible arch queried (None when no queried arch is feasible)
     values: dict[str, Any] | None
-    oracle_accuracy: float | None
+    oracle_accuracy: float | None  # of ``accuracy_dtype``
     predicted_accuracy: float | None
     costs: dict[str, float] | None
     limits: dict[str, float]
@@ -107,6 +164,9 @@ class SearchResult:
     out_dir: Path | None
     config: dict[str, Any]
     hyperparameters: dict[str, Any] | None
+    accuracy_dtype: str = "fp32"  # which accuracy the search optimised
+    accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
+    oracle_accuracies: dict[str, float] | None = None  # the best arch's accuracy per dtype
 
     def to_json(self) -> dict[str, Any]:
         costs = self.costs or {}
@@ -114,8 +174,11 @@ class SearchResult:
             "space": self.space,
             "arch": self.arch,
             "values": self.values,
+            "accuracy_dtype": self.accuracy_dtype,
+            "accuracy_note": self.accuracy_note,
             "predicted_accuracy": self.predicted_accuracy,
             "oracle_accuracy": self.oracle_accuracy,
+            "oracle_accuracies": self.oracle_accuracies,
             "predicted_latency_ms": costs.get("latency_ms"),
             "costs": self.costs,
             "limits": self.limits,
@@ -156,26 +219,36 @@ def search(
         }
     )
     ident["budget"] = budget
+    ident.setdefault("accuracy_dtype", accuracy_dtype(problem.oracle))
     previous: list[Query] = []
+    known: dict[Arch, dict[str, float]] = {}
     if out is not None:
         out = Path(out)
         if out.exists() and not out.is_dir():
             raise InputError(f"--out {out} exists and is not a directory")
         if (out / HISTORY).exists():
             previous = read_history(out / HISTORY, problem, ident)
+            known = read_accuracies(out / HISTORY, problem)
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
+    def remember(queries: Sequence[Query]) -> None:
+        for q in queries:
+            if q.arch not in known and (got := accuracies_of(problem.oracle, q.arch)):
+                known[q.arch] = got
+
     def persist(state: EngineState) -> None:
+        remember(state.queries)
         if out is not None:
-            write_history(out / HISTORY, problem, state.queries, ident)
+            write_history(out / HISTORY, problem, state.queries, ident, known)
         if progress is not None:
             progress(state)
 
     engine = BayesOptEngine(config)
     state = engine.run(problem, budget, np.random.default_rng(seed), previous=previous, on_query=persist)
     elapsed = time.perf_counter() - t0
-    result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous))
+    remember(state.queries)
+    result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous), known)
     if out is not None:
         if result.hyperparameters is not None:
             atomic_write_text(out / MODEL, json.dumps(result.hyperparameters, indent=1) + "\n")
@@ -186,7 +259,13 @@ def search(
 
 
 def _result(
-    problem: Problem, state: EngineState, config: EngineConfig, out: Path | None, seconds: float, new: int
+    problem: Problem,
+    state: EngineState,
+    config: EngineConfig,
+    out: Path | None,
+    seconds: float,
+    new: int,
+    known: Mapping[Arch, dict[str, float]] | None = None,
 ) -> SearchResult:
     from .engine import hyperparameters
 
@@ -216,6 +295,9 @@ def _result(
         hyperparameters=None
         if state.model is None
         else {**hyperparameters(state.model, state.feature_names), "output_warp": state.warp.to_json()},
+        accuracy_dtype=accuracy_dtype(problem.oracle),
+        accuracy_note=getattr(problem.oracle, "accuracy_note", None),
+        oracle_accuracies=None if best is None else (known or {}).get(best.arch),
     )
 
 

@@ -10,11 +10,20 @@ trains each arch as a Ray task (one CPU per task, ``threads`` of the schedule) o
 ``address``, or on a private one-node cluster started for the oracle and stopped by :meth:`close`.
 The dataset must be at the same path on every node (``digits`` needs no file).
 
+int8: every trained arch is also quantized by the oracle's ``quant_recipe`` (default
+:data:`~chamlab.operators.quant.DEFAULT_RECIPE`) after training, calibrated on seeded batches of the
+training split (:func:`~.schedule.int8_accuracy`), and evaluated on the same validation split: its
+record holds both ``accuracy`` (fp32) and ``accuracy_int8``. ``accuracy_dtype`` (``"fp32"`` or
+``"int8"``) says which of the two the oracle answers with; :meth:`TrainingOracle.accuracies` gives both.
+
 Cache: each trained arch is kept under ``<cache>/training/`` as ``<key>.npz`` (its weights, a plain
-numpy archive read with ``allow_pickle=False``) and ``<key>.json`` (accuracy, timings, what it was
-trained on), both written atomically, the JSON last. The key hashes the recipe version, the space, the
-arch, the dataset's content digest and the schedule, so a resumed search never trains an arch twice
-and changing any of them trains again.
+numpy archive read with ``allow_pickle=False``) and ``<key>.json`` (fp32 accuracy, the int8 accuracy
+per quantization recipe under ``int8``, timings, what it was trained on), both written atomically, the
+JSON last. The key hashes the training recipe version, the space, the arch, the dataset's content
+digest and the schedule (not the quantization recipe: the weights do not depend on it), so a resumed
+search never trains an arch twice and changing any of them trains again. An entry without the int8
+accuracy of the oracle's recipe (an older entry, or another recipe) is quantized again from its stored
+weights, in the executor, without training.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chamlab.chamnet.search.problem import ACCURACY_DTYPES
 from chamlab.core.errors import ChamlabError, DataFileError, InputError
 from chamlab.core.files import atomic_path, atomic_write_text, cache_root, ensure_dir
 
@@ -81,12 +91,23 @@ class TrainRecord:
     val_examples: int
     weights: Path
     cached: bool = False
+    accuracy_int8: float | None = None  # after quantization by ``quant_recipe``
+    quant_recipe: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["weights"] = str(self.weights)
-        del out["cached"]
+        for k in ("cached", "accuracy_int8", "quant_recipe"):  # int8 figures live under "int8"
+            del out[k]
         return out
+
+    def accuracy_of(self, dtype: str) -> float:
+        """The fp32 or int8 accuracy (percent)."""
+        if dtype == "int8":
+            if self.accuracy_int8 is None:
+                raise TrainingError(f"{self.arch} has no int8 accuracy in its training record")
+            return self.accuracy_int8
+        return self.accuracy
 
 
 def max_input_side(space: SearchSpace) -> int:
@@ -114,13 +135,15 @@ class TrainingCache:
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.root / f"{key}.json", self.root / f"{key}.npz"
 
-    def lookup(self, key: str) -> TrainRecord | None:
-        """The record of ``key``, or None (an unreadable entry counts as absent: it is trained again)."""
+    def lookup(self, key: str, quant_recipe: str | None = None) -> TrainRecord | None:
+        """The record of ``key``, or None (an unreadable entry counts as absent: it is trained again);
+        with ``quant_recipe``, its int8 accuracy by that recipe when the entry holds one."""
         meta, weights = self.paths(key)
         if not (meta.is_file() and weights.is_file()):
             return None
         try:
             rec = json.loads(meta.read_text())
+            int8 = (rec.get("int8") or {}).get(quant_recipe) if quant_recipe else None
             return TrainRecord(
                 key,
                 str(rec["arch"]),
@@ -131,13 +154,26 @@ class TrainingCache:
                 int(rec["val_examples"]),
                 weights,
                 cached=True,
+                accuracy_int8=None if int8 is None else float(int8["accuracy"]),
+                quant_recipe=None if int8 is None else quant_recipe,
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def store(self, record: TrainRecord, extra: dict[str, Any]) -> None:
+    def store(self, record: TrainRecord, extra: dict[str, Any], int8: dict[str, Any] | None = None) -> None:
+        """Write ``record``'s JSON; ``int8``: its int8 figures, kept under ``int8`` beside those of
+        other recipes already in the entry."""
         meta, _ = self.paths(record.key)
-        atomic_write_text(meta, json.dumps({**record.to_json(), **extra}, indent=1) + "\n")
+        by_recipe: dict[str, Any] = {}
+        if meta.is_file():
+            try:
+                by_recipe = dict(json.loads(meta.read_text()).get("int8") or {})
+            except (OSError, ValueError, TypeError, AttributeError):
+                by_recipe = {}
+        if int8 is not None and record.quant_recipe is not None:
+            by_recipe[record.quant_recipe] = int8
+        body = {**record.to_json(), **extra, "int8": by_recipe}
+        atomic_write_text(meta, json.dumps(body, indent=1) + "\n")
 
 
 def write_weights(path: Path, state: dict[str, np.ndarray]) -> None:
@@ -158,19 +194,31 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise DataFileError(f"cannot read trained weights {path}: {exc}") from None
 
 
-def train_task(
-    space: SearchSpace, arch: Arch, data: DataSpec, digest: str, schedule: Schedule, weights: str
-) -> dict[str, Any]:
-    """What a worker runs: train one arch, write its weights, return the figures."""
-    from .schedule import train
-
+def _dataset(data: DataSpec, digest: str) -> Dataset:
     dataset = data.load()
     if dataset.digest != digest:
         raise DataFileError(
             f"dataset {dataset.name} changed while the search ran "
             f"(digest {dataset.digest}, expected {digest})"
         )
-    trained = train(space, arch, dataset, schedule)
+    return dataset
+
+
+def train_task(
+    space: SearchSpace,
+    arch: Arch,
+    data: DataSpec,
+    digest: str,
+    schedule: Schedule,
+    weights: str,
+    quant_recipe: str | None = None,
+) -> dict[str, Any]:
+    """What a worker runs: train one arch, write its weights, return the figures (with its int8
+    accuracy when ``quant_recipe`` is given)."""
+    from .schedule import train
+
+    dataset = _dataset(data, digest)
+    trained = train(space, arch, dataset, schedule, quant_recipe=quant_recipe)
     write_weights(Path(weights), trained.state)
     return {
         "accuracy": trained.accuracy,
@@ -178,7 +226,38 @@ def train_task(
         "final_loss": trained.final_loss,
         "train_examples": trained.train_examples,
         "val_examples": trained.val_examples,
+        "accuracy_int8": trained.accuracy_int8,
+        "quant_seconds": trained.quant_seconds,
     }
+
+
+def quantize_task(
+    space: SearchSpace,
+    arch: Arch,
+    data: DataSpec,
+    digest: str,
+    schedule: Schedule,
+    weights: str,
+    quant_recipe: str,
+) -> dict[str, Any]:
+    """What a worker runs for a cached arch without the int8 accuracy of ``quant_recipe``: quantize
+    its stored weights and evaluate (no training; same threads as training)."""
+    import time
+
+    import torch
+
+    from .schedule import int8_accuracy
+
+    dataset = _dataset(data, digest)
+    state = {k: v.numpy() for k, v in read_weights(Path(weights)).items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(schedule.threads)
+    try:
+        t0 = time.perf_counter()
+        acc = int8_accuracy(space, arch, dataset, schedule, state, quant_recipe)
+        return {"accuracy_int8": acc, "quant_seconds": time.perf_counter() - t0}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _worker_init() -> None:
@@ -189,7 +268,9 @@ class TrainingOracle:
     """Accuracy (percent, validation split) by training with ``schedule`` (see the module docstring).
 
     ``on_result(arch, record)`` is called as each arch is trained or found in the cache. Use the oracle
-    as a context manager (or call :meth:`close`) to stop its workers.
+    as a context manager (or call :meth:`close`) to stop its workers. ``accuracy_dtype``: answer with the
+    fp32 or the int8 accuracy (both are measured and kept whatever it says); ``quant_recipe``: the
+    quantization recipe of the int8 accuracy.
     """
 
     def __init__(
@@ -203,8 +284,11 @@ class TrainingOracle:
         address: str | None = None,
         cache: TrainingCache | None = None,
         on_result: Callable[[Arch, TrainRecord], None] | None = None,
+        accuracy_dtype: str = "fp32",
+        quant_recipe: str | None = None,
     ) -> None:
         from chamlab.chamnet.spaces.base import SearchSpace
+        from chamlab.operators import quant
 
         if not isinstance(space, SearchSpace):
             raise InputError(
@@ -217,6 +301,13 @@ class TrainingOracle:
             raise InputError("--address is for --executor ray only")
         if workers is not None and (isinstance(workers, bool) or workers < 1):
             raise InputError(f"workers must be a positive integer, got {workers!r}")
+        if accuracy_dtype not in ACCURACY_DTYPES:
+            raise InputError(
+                f"unknown accuracy dtype {accuracy_dtype!r}; choose one of {', '.join(ACCURACY_DTYPES)}"
+            )
+        self.accuracy_dtype = accuracy_dtype
+        self.accuracy_note: str | None = None
+        self.quant_recipe = quant.get_recipe(quant_recipe or quant.DEFAULT_RECIPE).id
         self.space = space
         self.schedule = schedule or Schedule()
         self.executor = executor
@@ -229,7 +320,8 @@ class TrainingOracle:
         self.dataset = self.data.load()  # bad input fails here, before any search work
         reference = space.sample(np.random.default_rng(0), 1)[0]
         check_classes(self.dataset, num_outputs(space, reference), f"search space {space.name}'s classifier")
-        self.name = f"trained on {self.dataset.name} ({self.schedule.epochs} epoch(s))"
+        epochs = self.schedule.epochs
+        self.name = f"trained on {self.dataset.name} ({epochs} epoch(s), {accuracy_dtype} accuracy)"
         self._records: dict[Arch, TrainRecord] = {}
         self._pool: cf.ProcessPoolExecutor | None = None
         self._ray_started = False
@@ -242,6 +334,7 @@ class TrainingOracle:
             "data": self.dataset.name,
             "data_digest": self.dataset.digest,
             "schedule": self.schedule.to_json(),
+            "quant_recipe": self.quant_recipe,
         }
 
     def key(self, arch: Arch) -> str:
@@ -250,11 +343,15 @@ class TrainingOracle:
     # -- the oracle -------------------------------------------------------------------------------
     def __call__(self, archs: Sequence[Arch]) -> list[float]:
         archs = [self.space.validate(a) for a in archs]
-        todo: list[Arch] = []
+        todo: list[tuple[Arch, Callable[..., dict[str, Any]]]] = []
         for arch in dict.fromkeys(archs):
-            rec = self._records.get(arch) or self.cache.lookup(self.key(arch))
+            rec = self._records.get(arch) or self.cache.lookup(self.key(arch), self.quant_recipe)
             if rec is None:
-                todo.append(arch)
+                todo.append((arch, train_task))
+                continue
+            if rec.accuracy_int8 is None:  # cached before int8 accuracy, or by another recipe
+                self._records[arch] = rec
+                todo.append((arch, quantize_task))
                 continue
             self._records[arch] = rec
             if self.on_result is not None:
@@ -263,12 +360,23 @@ class TrainingOracle:
             ensure_dir(self.cache.root, what="training cache")
             runner = self._run_ray if self.executor == "ray" else self._run_processes
             runner(todo)
-        return [self._records[a].accuracy for a in archs]
+        return [self._records[a].accuracy_of(self.accuracy_dtype) for a in archs]
+
+    def accuracies(self, arch: Arch) -> dict[str, float]:
+        """``{"fp32": ..., "int8": ...}`` (percent) of an arch this oracle (or the cache) has trained
+        (empty if none; no int8 entry when the cached record lacks this oracle's recipe)."""
+        rec = self.record(arch)
+        if rec is None:
+            return {}
+        out = {"fp32": rec.accuracy}
+        if rec.accuracy_int8 is not None:
+            out["int8"] = rec.accuracy_int8
+        return out
 
     def record(self, arch: Arch) -> TrainRecord | None:
         """The training record of ``arch`` if this oracle (or the cache) has it."""
         arch = self.space.validate(arch)
-        rec = self._records.get(arch) or self.cache.lookup(self.key(arch))
+        rec = self._records.get(arch) or self.cache.lookup(self.key(arch), self.quant_recipe)
         if rec is not None:
             self._records[arch] = rec
         return rec
@@ -279,18 +387,41 @@ class TrainingOracle:
         rec = self.record(arch)
         return None if rec is None else read_weights(rec.weights)
 
+    def calibration(self, arch: Arch) -> list[np.ndarray]:
+        """The int8 calibration batches of ``arch`` (float32 arrays at its input shape, batch
+        ``batch_size``) that its int8 accuracy was measured with: an int8 export of its trained
+        weights calibrated on them computes what that accuracy measured."""
+        from .schedule import calibration_inputs
+
+        batches = calibration_inputs(
+            self.space, self.space.validate(arch), self.dataset, self.schedule, self.quant_recipe
+        )
+        return [b.numpy() for b in batches]
+
     def _finish(self, arch: Arch, figures: dict[str, Any]) -> None:
         key = self.key(arch)
-        rec = TrainRecord(
-            key,
-            self.space.format(arch),
-            float(figures["accuracy"]),
-            float(figures["train_seconds"]),
-            float(figures["final_loss"]),
-            int(figures["train_examples"]),
-            int(figures["val_examples"]),
-            self.cache.paths(key)[1],
-        )
+        acc8 = float(figures["accuracy_int8"])
+        old = self._records.get(arch)
+        if "accuracy" not in figures and old is not None:  # a cached arch quantized again
+            rec = dataclasses.replace(old, accuracy_int8=acc8, quant_recipe=self.quant_recipe)
+        else:
+            rec = TrainRecord(
+                key,
+                self.space.format(arch),
+                float(figures["accuracy"]),
+                float(figures["train_seconds"]),
+                float(figures["final_loss"]),
+                int(figures["train_examples"]),
+                int(figures["val_examples"]),
+                self.cache.paths(key)[1],
+                accuracy_int8=acc8,
+                quant_recipe=self.quant_recipe,
+            )
+        int8 = {
+            "accuracy": acc8,
+            "quant_seconds": float(figures["quant_seconds"]),
+            "calibration": "training split, see chamlab.chamnet.training.schedule.calibration_indices",
+        }
         extra = {
             "space": self.space.name,
             "recipe": TRAIN_RECIPE,
@@ -299,14 +430,14 @@ class TrainingOracle:
             "schedule": self.schedule.to_json(),
             "executor": self.executor,
         }
-        self.cache.store(rec, extra)
+        self.cache.store(rec, extra, int8)
         self._records[arch] = rec
         if self.on_result is not None:
             self.on_result(arch, rec)
 
     def _args(self, arch: Arch) -> tuple[Any, ...]:
         weights = str(self.cache.paths(self.key(arch))[1])
-        return (self.space, arch, self.data, self.dataset.digest, self.schedule, weights)
+        return (self.space, arch, self.data, self.dataset.digest, self.schedule, weights, self.quant_recipe)
 
     def _failed(self, arch: Arch, exc: BaseException) -> TrainingError:
         if isinstance(exc, ChamlabError):
@@ -314,13 +445,13 @@ class TrainingOracle:
         return TrainingError(f"training {self.space.format(arch)} failed: {type(exc).__name__}: {exc}")
 
     # -- executors --------------------------------------------------------------------------------
-    def _run_processes(self, todo: Sequence[Arch]) -> None:
+    def _run_processes(self, todo: Sequence[tuple[Arch, Callable[..., dict[str, Any]]]]) -> None:
         if self._pool is None:
             n = self.workers or max(1, (os.cpu_count() or 1) // self.schedule.threads)
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
             )
-        futures = {self._pool.submit(train_task, *self._args(a)): a for a in todo}
+        futures = {self._pool.submit(fn, *self._args(a)): a for a, fn in todo}
         try:
             for fut in cf.as_completed(futures):
                 arch = futures[fut]
@@ -333,7 +464,7 @@ class TrainingOracle:
             self.close(abort=True)  # do not wait for the queued archs; finished ones are in the cache
             raise
 
-    def _run_ray(self, todo: Sequence[Arch]) -> None:
+    def _run_ray(self, todo: Sequence[tuple[Arch, Callable[..., dict[str, Any]]]]) -> None:
         try:
             import ray
         except ImportError:
@@ -348,8 +479,11 @@ class TrainingOracle:
             else:  # a private one-node cluster (even if $RAY_ADDRESS is set)
                 ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
             self._ray_started = True
-        task = ray.remote(train_task).options(num_cpus=self.schedule.threads, max_retries=0)
-        pending = {task.remote(*self._args(a)): a for a in todo}
+        tasks = {
+            fn: ray.remote(fn).options(num_cpus=self.schedule.threads, max_retries=0)
+            for fn in {fn for _, fn in todo}
+        }
+        pending = {tasks[fn].remote(*self._args(a)): a for a, fn in todo}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)

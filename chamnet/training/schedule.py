@@ -19,6 +19,14 @@
 The result is the top-1 accuracy on the validation split, in percent (the unit of the shipped
 macro-cifar10 table). With the same dataset, schedule and thread count, two runs on a CPU give the same
 accuracy bit for bit (checked by the tests).
+
+int8 accuracy (:func:`int8_accuracy`, when ``train`` is given a quantization recipe): the trained
+network is quantized *after* training by the recipe (:func:`chamlab.operators.quant.quantized_module`,
+the same quantizer configuration as the int8 export) and evaluated on the same validation split.
+Calibration data come from the training split, never the validation split: the recipe's number of
+batches (8 for the shipped recipes) of ``batch_size`` examples, the first of a permutation of the
+training indices drawn by ``numpy.random.default_rng((seed, CALIBRATION_STREAM))``, mapped onto the
+input exactly as training batches are (:func:`calibration_indices`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ import numpy as np
 from chamlab.core.errors import InputError
 
 from .data import Dataset, Normalisation, check_classes, to_input
+
+#: the second word of the numpy seed of the int8 calibration draw (the first is the schedule's seed)
+CALIBRATION_STREAM = 8
 
 if TYPE_CHECKING:
     import torch
@@ -128,6 +139,9 @@ class Trained:
     train_examples: int
     val_examples: int
     state: dict[str, np.ndarray]
+    accuracy_int8: float | None = None  # after quantization by ``quant_recipe`` (None: not asked)
+    quant_recipe: str | None = None
+    quant_seconds: float = 0.0
 
 
 def num_outputs(space: SearchSpace, arch: Arch) -> int:
@@ -142,17 +156,76 @@ def train(
     *,
     on_epoch: Callable[[int, float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    quant_recipe: str | None = None,
 ) -> Trained:
-    """Train ``arch`` of ``space`` on ``dataset`` with ``schedule``; evaluate on the validation split."""
+    """Train ``arch`` of ``space`` on ``dataset`` with ``schedule``; evaluate on the validation split.
+    ``quant_recipe``: also quantize the trained network by this recipe and evaluate it (int8 accuracy)."""
     import torch
 
     check_classes(dataset, num_outputs(space, arch), f"{space.name} arch {space.format(arch)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(schedule.threads)
     try:
-        return _train(space, arch, dataset, schedule, on_epoch, clock)
+        trained = _train(space, arch, dataset, schedule, on_epoch, clock)
+        if quant_recipe is None:
+            return trained
+        t0 = clock()
+        acc8 = int8_accuracy(space, arch, dataset, schedule, trained.state, quant_recipe)
+        return dataclasses.replace(
+            trained, accuracy_int8=acc8, quant_recipe=quant_recipe, quant_seconds=clock() - t0
+        )
     finally:
         torch.set_num_threads(threads)
+
+
+def calibration_indices(train_idx: np.ndarray, schedule: Schedule, batches: int) -> list[np.ndarray]:
+    """The training examples that calibrate the int8 quantization: ``batches`` batches of
+    ``batch_size`` (fewer when the split is small; the first holds at least 2), each sorted."""
+    order = np.random.default_rng((schedule.seed, CALIBRATION_STREAM)).permutation(len(train_idx))
+    chosen = train_idx[order[: batches * schedule.batch_size]]
+    out = [np.sort(chosen[b : b + schedule.batch_size]) for b in range(0, len(chosen), schedule.batch_size)]
+    return [b for b in out if len(b) >= 2]
+
+
+def int8_accuracy(
+    space: SearchSpace,
+    arch: Arch,
+    dataset: Dataset,
+    schedule: Schedule,
+    state: dict[str, np.ndarray],
+    recipe: str,
+) -> float:
+    """Top-1 validation accuracy in percent of ``arch`` with the trained weights ``state``, quantized
+    by ``recipe`` and calibrated on training batches (module docstring). Deterministic for a given
+    thread count, like training."""
+    import torch
+
+    from chamlab.operators import quant
+
+    shape = tuple(space.input_shape(arch))
+    train_idx, val_idx = split(len(dataset), schedule)
+    norm = Normalisation.of(dataset.images[train_idx])
+    model = space.build(arch)
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=True)
+    model.eval()
+    batches = calibration_inputs(space, arch, dataset, schedule, recipe)
+    converted = quant.quantized_module(model, batches, recipe=recipe)
+    return evaluate(converted, dataset, val_idx, shape, norm, schedule.batch_size)
+
+
+def calibration_inputs(
+    space: SearchSpace, arch: Arch, dataset: Dataset, schedule: Schedule, recipe: str
+) -> list[torch.Tensor]:
+    """The int8 calibration batches of ``arch`` (:func:`calibration_indices` mapped onto its input as
+    training batches are): what :func:`int8_accuracy` calibrates with, and what an int8 export of the
+    trained network should calibrate with to compute what that accuracy measured."""
+    from chamlab.operators import quant
+
+    shape = tuple(space.input_shape(arch))
+    train_idx, _ = split(len(dataset), schedule)
+    norm = Normalisation.of(dataset.images[train_idx])
+    n = quant.get_recipe(recipe).calibration_batches
+    return [to_input(dataset.images[idx], shape, norm) for idx in calibration_indices(train_idx, schedule, n)]
 
 
 def _train(
@@ -220,7 +293,10 @@ def evaluate(
     """Top-1 accuracy in percent of ``model`` (put in eval mode) on the examples ``idx``."""
     import torch
 
-    model.eval()
+    if isinstance(model, torch.fx.GraphModule):  # a converted (quantized) graph: no train/eval switch
+        pass  # exported from an eval-mode module: batch norm is already in inference form
+    else:
+        model.eval()
     correct = 0
     with torch.no_grad():
         for b in range(0, len(idx), batch_size):

@@ -116,6 +116,14 @@ ScheduleOpt = Annotated[
     str | None,
     typer.Option("--schedule", help="--oracle train: proxy schedule overrides, e.g. epochs=1,max_train=2000"),
 ]
+AccuracyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--accuracy",
+        help="accuracy to optimise: fp32 or int8 (quantized after training; --oracle train only) "
+        "(default: the --dtype; table oracles have fp32 only)",
+    ),
+]
 
 
 def handle_errors(fn: F) -> F:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import (
+    AccuracyOpt,
     AddressOpt,
     DataOpt,
     DevicesOpt,
@@ -98,6 +99,7 @@ def adapt(
     address: AddressOpt = None,
     workers: WorkersOpt = None,
     schedule: ScheduleOpt = None,
+    accuracy: AccuracyOpt = None,
     no_wait: NoWaitOpt = False,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
@@ -136,7 +138,16 @@ def adapt(
         engine=EngineConfig(),
     )
     oracle = api.choose_oracle(
-        sp, oracle_kind, data=data, executor=executor, address=address, workers=workers, schedule=schedule
+        sp,
+        oracle_kind,
+        data=data,
+        executor=executor,
+        address=address,
+        workers=workers,
+        schedule=schedule,
+        accuracy=accuracy,
+        dtype=spec.dtype.value,
+        quant_recipe=spec.quant_recipe,
     )
     try:
         with RichProgress() as progress:
@@ -157,7 +168,10 @@ def adapt(
         acc = f"predicted {r.predicted_accuracy:.3f}"
         if r.oracle_accuracy is not None:
             acc += f", oracle {r.oracle_accuracy:.3f}" + (" (queried)" if r.accuracy_known else "")
-        out.print(f"  accuracy         {acc}")
+        both = r.oracle_accuracies or {}
+        if {"fp32", "int8"} <= set(both):
+            acc += f"; fp32 {both['fp32']:.3f}, int8 {both['int8']:.3f}"
+        out.print(f"  accuracy ({r.accuracy_dtype})  {acc}")
         out.print(
             f"  predicted        {r.predicted_latency_ms:.4f} ms"
             f"{' (calibrated)' if r.calibrated else ' (LUT sum)'}; searched under {r.margin.effective:.4f} ms"

@@ -101,10 +101,12 @@ def show(
         out.print(f"  set: {s.describe()}")
     t = Table(title=f"{len(res.rows)} of {res.matched_rows} matching rows")
     t.add_column("op", overflow="fold", min_width=24)
-    for col in ("target", "thr", "p10 ms", "p50 ms", "p90 ms", "n", "cv", "run"):
-        t.add_column(col, justify="right" if col not in ("target", "run") else "left", no_wrap=True)
+    for col in ("target", "thr", "p10 ms", "p50 ms", "p90 ms", "n", "cv", "run", "recipe", "deleg."):
+        left = col in ("target", "run", "recipe", "deleg.")
+        t.add_column(col, justify="left" if left else "right", no_wrap=True)
     for r in res.rows:
         cv = f"{r['robust_cv']:.3f}" if r["robust_cv"] is not None else "-"
+        delegated = {None: "-", True: "yes", False: "[bold yellow]NO[/]"}[r["delegated"]]
         t.add_row(
             r["op_key"] + (" [yellow](unstable)[/]" if r["unstable"] else ""),
             f"{r['device']}/{r['backend']}/{r['dtype']}",
@@ -115,6 +117,8 @@ def show(
             str(r["n_samples"]),
             cv,
             r["run_id"] or "-",
+            r["quant_recipe"] or "-",
+            delegated,
         )
     out.print(t)
 

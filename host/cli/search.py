@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ._common import (
+    AccuracyOpt,
     AddressOpt,
     BatchOpt,
     DataOpt,
+    DtypeOpt,
     ExecutorOpt,
     JsonOpt,
     OracleOpt,
@@ -22,6 +24,7 @@ from ._common import (
     handle_errors,
     note,
     out,
+    value,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +81,8 @@ def search(
     address: AddressOpt = None,
     workers: WorkersOpt = None,
     schedule: ScheduleOpt = None,
+    accuracy: AccuracyOpt = None,
+    dtype: DtypeOpt = None,
     batch: BatchOpt = 1,
     raw: RawOpt = False,
     as_json: JsonOpt = False,
@@ -88,6 +93,8 @@ def search(
     the space's oracle (macro-cifar10: the shipped accuracy table), or with --oracle train from
     training each queried arch on --data (see docs/training.md). table:PATH spaces take both from
     the file's columns (accuracy, latency_ms, energy_mj). Re-running into the same --out resumes.
+    --dtype picks the LUT rows (fp32 or int8); --accuracy (default: the rows' dtype) which accuracy
+    is optimised: int8 needs --oracle train (docs/int8.md).
     """
     from chamlab.chamnet.search import EngineConfig, Problem, table_problem
     from chamlab.chamnet.search import search as run_search
@@ -104,6 +111,7 @@ def search(
         "seed": seed,
         "engine": config.to_json(),
     }
+    rows_dtype: str | None = None  # the LUT rows' dtype (network spaces)
     oracle: Oracle | None = None  # nothing runs before its first call: no cleanup needed before the search
     train_bar: TrainBar | None = None
     if is_table_spec(space_name):
@@ -111,14 +119,17 @@ def search(
             raise InputError(
                 "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
             )
-        if lut is not None or target is not None or threads is not None or batch != 1:
+        if lut is not None or target is not None or threads is not None or batch != 1 or dtype is not None:
             raise InputError(
-                "--lut/--target/--threads/--batch choose a network space's LUT rows; "
+                "--lut/--target/--threads/--batch/--dtype choose a network space's LUT rows; "
                 "a table space has its own latency_ms column"
             )
         sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
-        # the table's own accuracy column; refuses training options
-        choose_oracle(sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule)
+        # the table's own accuracy column; refuses training options and --accuracy int8
+        choose_oracle(
+            sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule,
+            accuracy=accuracy,
+        )  # fmt: skip
         if energy is not None:
             limits["energy_mj"] = energy
         problem = table_problem(sp, limits)
@@ -134,29 +145,39 @@ def search(
             )
         net = api.SPACES.get(space_name)
         train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
-        # fails before any LUT work when the space has no oracle or the dataset is bad
-        oracle = choose_oracle(
-            net,
-            oracle_kind,
-            data=data,
-            executor=executor,
-            address=address,
-            workers=workers,
-            schedule=schedule,
-            on_result=train_bar.advance if train_bar is not None else None,
-        )
-        identity = oracle_identity(oracle)
-        if identity is not None:
-            args["oracle"] = identity
+
+        def make_oracle(default_dtype: str) -> Oracle:
+            return choose_oracle(
+                net,
+                oracle_kind,
+                data=data,
+                executor=executor,
+                address=address,
+                workers=workers,
+                schedule=schedule,
+                on_result=train_bar.advance if train_bar is not None else None,
+                accuracy=accuracy,
+                dtype=default_dtype,
+            )
+
+        # fails before any LUT work when the space has no oracle, the dataset is bad or --accuracy is
+        oracle = make_oracle(value(dtype) or "fp32")
         found = api.find_lut(lut, target, space=net.name)
         if found is None:
             raise InputError(
                 f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
             )
         table, path = found
+        from chamlab.chamnet.search.problem import accuracy_dtype
         from chamlab.host.prediction import latency_model
 
-        mset = table.choose(path, device=target, threads=threads, batch=batch)
+        mset = table.choose(path, device=target, dtype=value(dtype), threads=threads, batch=batch)
+        rows_dtype = mset.dtype
+        if accuracy is None and oracle_kind == "train" and accuracy_dtype(oracle) != mset.dtype:
+            oracle = make_oracle(mset.dtype)  # the default accuracy is the LUT rows' dtype (nothing ran yet)
+        identity = oracle_identity(oracle)
+        if identity is not None:
+            args["oracle"] = identity
         predict_ms = latency_model(net, table, path, mset, raw=raw)  # as `chamlab predict` computes it
         cache: dict[tuple[int, ...], float] = {}
 
@@ -195,11 +216,16 @@ def search(
     if as_json:
         emit_json(result.to_json())
         return
+    if result.accuracy_note and rows_dtype == "int8":  # int8 latency, fp32 accuracy: say so
+        note(f"note: {result.accuracy_note}")
     if result.arch is None:
         out.print(f"no queried architecture meets the limits after {result.queries} queries")
         return
+    both = result.oracle_accuracies or {}
+    extra = f"; fp32 {both['fp32']:.3f}, int8 {both['int8']:.3f}" if {"fp32", "int8"} <= set(both) else ""
     out.print(
-        f"[bold]{result.arch}[/]: accuracy {result.oracle_accuracy:.3f} (predicted "
+        f"[bold]{result.arch}[/]: {result.accuracy_dtype} accuracy {result.oracle_accuracy:.3f}{extra} "
+        f"(predicted "
         f"{result.predicted_accuracy:.3f}), latency {result.costs['latency_ms']:.4f} ms "  # type: ignore[index]
         f"<= {latency} ms, after {result.queries} queries ({result.search_seconds:.1f} s); files in {out_dir}"
     )

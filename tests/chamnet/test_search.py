@@ -163,7 +163,10 @@ def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
         search(p1, budget=12, seed=3, config=EngineConfig(n_init=4), out=tmp_path)
     stored = read_table(tmp_path / "history.parquet", HISTORY_KIND).table.to_pandas()
     assert stored["query"].tolist() == [1, 2, 3, 4, 5, 6]
-    assert list(stored.columns) == ["query", "w", "depth", "op", "se", "accuracy", "latency_ms", "phase"]
+    assert list(stored.columns) == [
+        "query", "w", "depth", "op", "se", "accuracy", "accuracy_fp32", "accuracy_int8", "latency_ms", "phase"
+    ]  # fmt: skip
+    assert stored["accuracy_int8"].isna().all()  # this wrapped oracle says nothing per dtype
 
     again = Counting(inner)
     result = search(
@@ -328,3 +331,37 @@ def test_output_warps_are_monotone_and_invertible() -> None:
         EngineConfig(output_warp="log")
     with pytest.raises(InputError, match="unknown incumbent 'mean'"):
         EngineConfig(incumbent="mean")
+
+
+def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
+    """A history written before int8 accuracy (version 1) resumes: its accuracy was fp32."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    first = search(problem, budget=5, seed=3, config=EngineConfig(n_init=4), out=tmp_path)
+    assert first.accuracy_dtype == "fp32" and "fp32 accuracy only" in str(first.accuracy_note)
+    assert first.oracle_accuracies == {"fp32": first.oracle_accuracy}
+    path = tmp_path / "history.parquet"
+    v2 = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in v2.schema.metadata.items()}
+    args = json.loads(meta["chamlab.search"])
+    assert args.pop("accuracy_dtype") == "fp32"
+    meta.update({"chamlab.search": json.dumps(args), "chamlab.schema_version": "1"})
+    v1 = v2.drop_columns(["accuracy_fp32", "accuracy_int8"])
+    pq.write_table(v1.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
+
+    up = read_table(path, HISTORY_KIND)
+    assert up.meta_json("chamlab.search")["accuracy_dtype"] == "fp32"
+    df = up.table.to_pandas()
+    assert df["accuracy_fp32"].tolist() == df["accuracy"].tolist() and df["accuracy_int8"].isna().all()
+    again = Counting(oracle_for(sp))
+    result = search(
+        Problem(sp, again, problem.costs, problem.limits), budget=7, seed=3, config=EngineConfig(n_init=4),
+        out=tmp_path,
+    )  # fmt: skip
+    assert len(again.asked) == 2 and result.queries == 7  # resumed, not restarted
+    df = read_table(path, HISTORY_KIND).table.to_pandas()
+    assert df["accuracy_fp32"].iloc[:5].tolist() == df["accuracy"].iloc[:5].tolist()  # kept from the file

@@ -26,8 +26,9 @@ from chamlab.chamnet.training import (
 )
 from chamlab.chamnet.training.data import Normalisation, to_input
 from chamlab.chamnet.training.oracle import train_task
-from chamlab.chamnet.training.schedule import evaluate, split, train
+from chamlab.chamnet.training.schedule import Trained, calibration_indices, evaluate, split, train
 from chamlab.core.errors import DataFileError, InputError
+from chamlab.operators.quant import DEFAULT_RECIPE
 
 SPACE = SPACES.get("macro-cifar10")
 A = SPACE.parse("00000001")
@@ -36,9 +37,15 @@ TINY = Schedule(epochs=2, batch_size=32, max_train=256, max_val=128)
 
 
 @pytest.fixture(scope="module")
-def digits_a() -> float:
-    """Arch A trained in this process: the reference every executor must reproduce exactly."""
-    return train(SPACE, A, load_dataset("digits"), TINY).accuracy
+def trained_a() -> Trained:
+    """Arch A trained (and quantized) in this process: the reference every executor must reproduce
+    exactly."""
+    return train(SPACE, A, load_dataset("digits"), TINY, quant_recipe=DEFAULT_RECIPE)
+
+
+@pytest.fixture(scope="module")
+def digits_a(trained_a: Trained) -> float:
+    return trained_a.accuracy
 
 
 # -- datasets -------------------------------------------------------------------------------------------
@@ -153,7 +160,23 @@ def test_training_is_seeded_and_learns(digits_a: float) -> None:
 
 
 # -- the oracle ------------------------------------------------------------------------------------------
-def test_oracle_trains_in_worker_processes_caches_and_keeps_weights(tmp_path: Path, digits_a: float) -> None:
+def test_int8_accuracy_is_seeded_and_calibrated_on_the_training_split(trained_a: Trained) -> None:
+    assert trained_a.quant_recipe == DEFAULT_RECIPE and trained_a.accuracy_int8 is not None
+    assert abs(trained_a.accuracy_int8 - trained_a.accuracy) < 15.0  # quantized, not broken
+    train_idx, val_idx = split(len(load_dataset("digits")), TINY)
+    batches = calibration_indices(train_idx, TINY, 8)
+    flat = np.concatenate(batches)
+    assert len(flat) == len(set(flat)) == 256 and set(flat) <= set(train_idx)
+    assert not set(flat) & set(val_idx)  # never a validation image
+    assert [len(b) for b in batches] == [32] * 8
+    assert all((a == b).all() for a, b in zip(batches, calibration_indices(train_idx, TINY, 8), strict=True))
+    other = calibration_indices(train_idx, Schedule(**{**TINY.to_json(), "seed": 1}), 8)
+    assert not (np.concatenate(other) == flat).all()
+
+
+def test_oracle_trains_in_worker_processes_caches_and_keeps_weights(
+    tmp_path: Path, trained_a: Trained, digits_a: float
+) -> None:
     cache = TrainingCache(tmp_path / "cache")
     seen: list[TrainRecord] = []
     with TrainingOracle(
@@ -161,9 +184,11 @@ def test_oracle_trains_in_worker_processes_caches_and_keeps_weights(tmp_path: Pa
     ) as oracle:
         assert oracle([A, A]) == [digits_a, digits_a]  # a worker process gives what this process gives
         key = oracle.key(A)
+        assert oracle.accuracies(A) == {"fp32": digits_a, "int8": trained_a.accuracy_int8}  # bit for bit
     assert [r.arch for r in seen] == ["00000001"] and not seen[0].cached
     meta = json.loads((cache.root / f"{key}.json").read_text())
     assert meta["accuracy"] == digits_a and meta["schedule"] == TINY.to_json() and meta["space"] == SPACE.name
+    assert meta["int8"][DEFAULT_RECIPE]["accuracy"] == trained_a.accuracy_int8
     assert sorted(os.listdir(cache.root)) == [f"{key}.json", f"{key}.npz"]  # nothing half-written left
 
     resumed = TrainingOracle(
@@ -182,6 +207,53 @@ def test_oracle_trains_in_worker_processes_caches_and_keeps_weights(tmp_path: Pa
     assert longer.key(A) != key and longer.record(A) is None  # another schedule: another entry
 
 
+def test_int8_oracle_answers_int8_and_quantizes_an_old_entry_without_training(
+    tmp_path: Path, trained_a: Trained
+) -> None:
+    cache = TrainingCache(tmp_path / "cache")
+    # an entry as the oracle wrote it before int8 accuracy: weights and fp32 figures only
+    oracle = TrainingOracle(SPACE, "digits", schedule=TINY, cache=cache, accuracy_dtype="int8")
+    key = oracle.key(A)
+    meta, weights = cache.paths(key)
+    from chamlab.chamnet.training.oracle import write_weights
+
+    write_weights(weights, trained_a.state)
+    old = {"key": key, "arch": "00000001", "accuracy": trained_a.accuracy, "train_seconds": 1.5,
+           "final_loss": 0.5, "train_examples": 256, "val_examples": 128}  # fmt: skip
+    meta.write_text(json.dumps(old))
+    stamp = weights.stat().st_mtime_ns
+    with oracle:
+        assert oracle([A]) == [trained_a.accuracy_int8]
+    rec = json.loads(meta.read_text())
+    assert rec["train_seconds"] == 1.5 and weights.stat().st_mtime_ns == stamp  # not trained again
+    assert rec["int8"][DEFAULT_RECIPE]["accuracy"] == trained_a.accuracy_int8
+    assert "accuracy_dtype" not in oracle.describe() and oracle.describe()["quant_recipe"] == DEFAULT_RECIPE
+    with pytest.raises(InputError, match="unknown accuracy dtype 'int4'"):
+        TrainingOracle(SPACE, "digits", schedule=TINY, cache=cache, accuracy_dtype="int4")
+
+    # an int8 program of the trained weights calibrated on the oracle's batches (what adapt exports)
+    # scores what the oracle measured, give or take a rounding difference on an image or two
+    from executorch.extension.pybindings import _C as rt
+
+    from chamlab.operators.export import lower
+
+    calibration = oracle.calibration(A)
+    assert len(calibration) == 8 and calibration[0].shape == (32, *SPACE.input_shape(A)[1:])
+    pte = tmp_path / "a.pte"
+    keys = [op.key for op in SPACE.ops(A)]
+    state = oracle.state_dict(A)
+    lower(keys, "xnnpack", pte, tmp_path / "a.etrecord", 1, state, dtype="int8", recipe=DEFAULT_RECIPE,
+          calibration=calibration)  # fmt: skip
+    method = rt._load_program(str(pte)).load_method("forward")
+    d = load_dataset("digits")
+    train_idx, val_idx = split(len(d), TINY)
+    norm = Normalisation.of(d.images[train_idx])
+    x = to_input(d.images[val_idx], SPACE.input_shape(A), norm)
+    pred = np.array([int(method.call([x[i : i + 1]])[0].argmax()) for i in range(len(val_idx))])
+    accuracy = 100.0 * float((pred == d.labels[val_idx]).mean())
+    assert abs(accuracy - trained_a.accuracy_int8) <= 100.0 * 2 / len(val_idx), accuracy
+
+
 def test_a_dataset_that_changed_under_the_search_fails_the_training(tmp_path: Path) -> None:
     from chamlab.chamnet.training.oracle import DataSpec
 
@@ -190,7 +262,9 @@ def test_a_dataset_that_changed_under_the_search_fails_the_training(tmp_path: Pa
     assert not (tmp_path / "w.npz").exists()
 
 
-def test_oracle_trains_as_ray_tasks_on_a_real_cluster(tmp_path: Path, digits_a: float) -> None:
+def test_oracle_trains_as_ray_tasks_on_a_real_cluster(
+    tmp_path: Path, trained_a: Trained, digits_a: float
+) -> None:
     import ray
     from ray.cluster_utils import Cluster
 
@@ -202,6 +276,7 @@ def test_oracle_trains_as_ray_tasks_on_a_real_cluster(tmp_path: Path, digits_a: 
             cache=TrainingCache(tmp_path / "cache"),
         ) as oracle:  # fmt: skip
             assert oracle([A]) == [digits_a]  # a Ray worker gives what this process gives
+            assert oracle.accuracies(A)["int8"] == trained_a.accuracy_int8
             assert ray.is_initialized()
             assert oracle.state_dict(A) is not None
         assert not ray.is_initialized()  # the oracle disconnected what it connected

@@ -35,13 +35,14 @@ def row(
     device: str = "pixel",
     threads: int = 1,
     fingerprint: str | None = FP_PIXEL,
+    dtype: str = "fp32",
     **extra: Any,
 ) -> dict[str, Any]:
     return make_row(
         op_key,
         device=device,
         backend="xnnpack",
-        dtype="fp32",
+        dtype=dtype,
         threads=threads,
         samples_ms=list(samples),
         run_id=run_id,

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import chamlab
@@ -23,6 +24,7 @@ from lut_factory import write
 from peers import Sshd, fast
 
 from chamlab.chamnet.search import oracle_for
+from chamlab.core.errors import InputError
 from chamlab.host import api
 from chamlab.host.lut import Lut, MeasurementSet, make_row
 
@@ -89,6 +91,7 @@ def test_bad_inputs_are_refused_before_anything_is_written(
         (["--space", "chamnet-mbv2", "--latency", "1", "--oracle", "train"], "--oracle train needs --data"),
         (["--space", "macro-cifar10", "--latency", "1", "--data", "digits"], "apply to --oracle train only"),
         (["--space", "macro-cifar10", "--latency", "1", "--oracle", "coin"], "unknown oracle 'coin'"),
+        (["--space", "macro-cifar10", "--latency", "1", "--accuracy", "int8"], "holds fp32 accuracy only"),
         (["--space", "macro-cifar10", "--latency", "1", "--threads", "0"], "--threads"),
         (["--space", "macro-cifar10", "--latency", "fast"], "neither a number of ms nor a percentile"),
         (["--space", "macro-cifar10", "--latency", "p150", "--lut", lut], "between 0 and 100"),
@@ -119,6 +122,8 @@ def test_adapt_reports_a_measured_miss_and_strict_makes_it_exit_1(
     assert "constraint missed" in res.stderr and "chamlab calibrate --target test-cpu" in res.stderr
     assert r["margin"]["source"] == "default (no calibration)" and r["search_limit_ms"] < 0.15
     assert r["queries"] == r["new_queries"] == 10 and r["weights"] == "random" and r["oracle_accuracy"] > 0
+    assert r["accuracy_dtype"] == "fp32" and "fp32 accuracy only" in r["accuracy_note"]  # a table oracle
+    assert r["oracle_accuracies"] == {"fp32": r["oracle_accuracy"]}
     assert len(r["measured_runs_ms"]) == 3 and r["measured_latency_ms"] == sorted(r["measured_runs_ms"])[1]
     for name in (
         "history.parquet",
@@ -152,9 +157,13 @@ def test_trained_weights_of_the_oracle_go_into_model_pte(
         the training oracle's ``state_dict`` hands over for an arch it trained."""
 
         name = "trained-stand-in"
+        accuracy_dtype = "int8"  # as a training oracle with --accuracy int8 answers
 
         def __call__(self, archs: list[tuple[int, ...]]) -> list[float]:
-            return table(archs)
+            return [a - 1.0 for a in table(archs)]
+
+        def accuracies(self, arch: tuple[int, ...]) -> dict[str, float]:
+            return {"fp32": table([arch])[0], "int8": table([arch])[0] - 1.0}
 
         def state_dict(self, arch: tuple[int, ...]) -> dict[str, torch.Tensor] | None:
             return trained(arch)
@@ -173,6 +182,19 @@ def test_trained_weights_of_the_oracle_go_into_model_pte(
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(got, seeded, rtol=1e-3, atol=1e-3)
     assert r["oracle"] == "trained-stand-in" and len(r["measured_runs_ms"]) == 1
+    assert r["accuracy_dtype"] == "int8" and r["accuracy_note"] is None
+    fp32 = table([space.parse(report.arch)])[0]
+    assert r["oracle_accuracies"] == {"fp32": fp32, "int8": fp32 - 1.0}
+    hist = pd.read_parquet(tmp_path / "run" / "history.parquet")
+    assert (hist["accuracy"] == hist["accuracy_int8"]).all()
+    assert (hist["accuracy_fp32"] > hist["accuracy"]).all()
+
+    class Fp32(Trained):
+        accuracy_dtype = "fp32"
+
+    # the accuracy dtype is part of the run's identity: another one into the same folder is exit 2
+    with pytest.raises(InputError, match="accuracy_dtype: 'int8' there, 'fp32' now"):
+        api.adapt(spec, space, options, oracle=Fp32())
 
 
 def test_adapt_over_ssh_exports_measures_and_cleans_up(

@@ -134,6 +134,8 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
         (["--space", f"table:{tmp_path / 'none.csv'}", "--latency", "5"], "does not exist"),
         (["--space", f"table:{path}", "--latency", "5", "--sampler", "grid"], "unknown sampler"),
         (["--space", f"table:{path}", "--latency", "5", "--output-warp", "log"], "unknown output warp"),
+        (["--space", f"table:{path}", "--latency", "5", "--accuracy", "int8"], "holds fp32 accuracy only"),
+        (["--space", "macro-cifar10", "--latency", "5", "--lut", LUT, "--accuracy", "int8"], "fp32 accuracy"),
         (["--space", f"table:{path}", "--latency", "5", "--lut", LUT], "choose a network space's LUT rows"),
         (["--space", f"table:{path}", "--latency", "5", "--threads", "2"], "choose a network space's LUT"),
         (["--space", f"table:{path}", "--latency", "5", "--batch", "8"], "choose a network space's LUT"),

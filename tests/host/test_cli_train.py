@@ -36,6 +36,16 @@ def test_choose_oracle() -> None:
         choose_oracle(space, "train")
     with pytest.raises(InputError, match="unknown oracle 'magic'; choose one of table, train"):
         choose_oracle(space, "magic")
+    # the accuracy dtype: --accuracy, else the run's dtype; a table has fp32 only
+    assert trained.accuracy_dtype == "fp32"
+    assert choose_oracle(space, "train", data="digits", dtype="int8").accuracy_dtype == "int8"  # type: ignore[attr-defined]
+    fp32 = choose_oracle(space, "train", data="digits", dtype="int8", accuracy="fp32")
+    assert fp32.accuracy_dtype == "fp32"  # type: ignore[attr-defined]
+    assert choose_oracle(space, "table", dtype="int8").accuracy_dtype == "fp32"  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match="--accuracy int8: the table oracle holds fp32 accuracy only"):
+        choose_oracle(space, "table", accuracy="int8")
+    with pytest.raises(InputError, match="--accuracy 'fp16': choose one of fp32, int8"):
+        choose_oracle(space, "train", data="digits", accuracy="fp16")
 
 
 def test_search_bad_training_inputs(tmp_path: Path) -> None:
@@ -88,8 +98,21 @@ def test_search_with_the_training_oracle(tmp_path: Path, isolated_cache: Path) -
     for row in hist.itertuples(index=False):
         arch = tuple(int(getattr(row, f"layer{i}")) for i in range(1, 9))
         rec = oracle.record(arch)  # trained by the CLI's workers, kept in the shared cache
-        assert rec is not None and rec.accuracy == row.accuracy
-        assert oracle.state_dict(arch) is not None
+        assert rec is not None and rec.accuracy == row.accuracy == row.accuracy_fp32
+        assert rec.accuracy_int8 == row.accuracy_int8 and oracle.state_dict(arch) is not None
+    assert result["accuracy_dtype"] == "fp32" and result["accuracy_note"] is None  # the LUT's rows: fp32
+    assert set(result["oracle_accuracies"]) == {"fp32", "int8"}
+
+    # --accuracy int8 into another folder: the cache holds both accuracies, nothing is trained again
+    res = chamlab(*[a if a != out else tmp_path / "int8" for a in args], "--schedule", SCHEDULE,
+                  "--accuracy", "int8")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    r8 = json.loads(res.stdout)
+    assert r8["accuracy_dtype"] == "int8" and r8["oracle_accuracy"] == r8["oracle_accuracies"]["int8"]
+    h8 = pd.read_parquet(tmp_path / "int8" / "history.parquet")
+    assert (h8["accuracy"] == h8["accuracy_int8"]).all() and h8["accuracy_fp32"].notna().all()
+    res = chamlab(*args, "--schedule", SCHEDULE, "--accuracy", "int8", env={"COLUMNS": "300"})
+    assert res.returncode == 2 and "accuracy_dtype: 'fp32' there, 'int8' now" in res.stderr
 
     # resuming with another schedule is another oracle (the oracle's cache is tested in tests/chamnet)
     res = chamlab(*args, "--schedule", "epochs=2", env={"COLUMNS": "300"})

@@ -100,6 +100,27 @@ def test_show_table_and_json(two: tuple[Path, Path]) -> None:
     assert code == 2 and "does not exist" in stderr
 
 
+def test_show_gives_the_quant_recipe_and_delegation_of_int8_rows(tmp_path: Path) -> None:
+    fp32 = row(OPS_POOL[0], [1.0, 1.1, 1.2])
+    ok = row(OPS_POOL[0], [0.5, 0.6], dtype="int8", quant_recipe="xnnpack-int8-pc-v1", delegated=True)
+    left = row(OPS_POOL[1], [0.7, 0.8], dtype="int8", quant_recipe="xnnpack-int8-pc-v1", delegated=False)
+    path = write(tmp_path / "q.parquet", [fp32, ok, left])
+    code, stdout, _ = cli("lut", "show", path, "--json")
+    assert code == 0
+    got = {(r["op_key"], r["dtype"]): (r["quant_recipe"], r["delegated"]) for r in json.loads(stdout)["rows"]}
+    assert got == {
+        (OPS_POOL[0], "fp32"): (None, None),
+        (OPS_POOL[0], "int8"): ("xnnpack-int8-pc-v1", True),
+        (OPS_POOL[1], "int8"): ("xnnpack-int8-pc-v1", False),
+    }
+    code, stdout, _ = cli("lut", "show", path)
+    rows = [ln for ln in stdout.splitlines() if "pixel/xnnpack/" in ln]
+    assert code == 0 and len(rows) == 3
+    assert sum("xnnpack-int8-pc-v1" in ln for ln in rows) == 2  # the fp32 row has no recipe
+    assert [ln for ln in rows if " NO" in ln] == [ln for ln in rows if "cin=16" in ln and "int8" in ln]
+    assert sum(" yes" in ln for ln in rows) == 1
+
+
 def test_diff_json_and_plot(two: tuple[Path, Path], tmp_path: Path) -> None:
     code, stdout, _ = cli("lut", "diff", *two, "--json", "--plot", tmp_path / "d.png")
     j = json.loads(stdout)
