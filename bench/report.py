@@ -679,10 +679,12 @@ def main() -> None:
     parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
     from adapt_search_time import render as search_time_render
     from constraint_fidelity import render as fidelity_render
+    from new_device import render as new_device_render
 
     for name, render_adapt, title in (
         ("adapt_search_time", search_time_render, "Search time of adapt"),
         ("constraint_fidelity", fidelity_render, "Constraint fidelity of adapt"),
+        ("new_device", new_device_render, "New device to verified model"),
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
