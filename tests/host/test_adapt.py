@@ -223,7 +223,8 @@ def test_adapt_over_adb_under_an_energy_limit_measures_the_winners_energy(
     """adapt through the real adb server to the device-side peer, under a latency and an energy limit,
     on a device whose RAPL counter (a prepared sysfs tree) follows a known power model: the energy
     limit binds the search, its margin comes from the LUT's energy calibration, and the winner's energy
-    is measured on the target. Also: a LUT without energy rows is refused naming the fix."""
+    is measured on the target. Also: a LUT without energy rows, and an energy limit under which nothing
+    is predicted, are refused naming the fix."""
     root = tmp_path / "powercap"
     power = {"power_reader": '"rapl"', "power_root": f'"{root}"', "power_window_s": "0.25"}
     devices = tmp_path / "devices.toml"
@@ -254,6 +255,14 @@ def test_adapt_over_adb_under_an_energy_limit_measures_the_winners_energy(
     res = chamlab(*[a if a != out else tmp_path / "bare-run" for a in args], "--lut", bare)
     assert res.returncode == 2 and "holds no energy for peer" in res.stderr, res.stderr
     assert "--force" in res.stderr and not (tmp_path / "bare-run").exists()
+    # an energy limit under which nothing is predicted: refused, naming the lowest predicted energy
+    res = chamlab(*[a if a != f"{limit_mj:.6f}" else "0.000001" for a in args], "--lut", lut)
+    assert (
+        res.returncode == 2
+        and f"lowest predicted energy of all macro-cifar10 is {min(all_mj):.4f} mJ"
+        in (" ".join(res.stderr.split()))
+    ), res.stderr
+    assert not out.exists()
 
     with CpuPowerModelRapl(root, 4.0, W_PER_CORE):
         res = chamlab(*args, "--lut", lut)
