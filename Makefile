@@ -62,6 +62,7 @@ bench: install
 	$(PY) bench/search_efficiency.py
 	$(PY) bench/adapt_search_time.py
 	$(PY) bench/constraint_fidelity.py
+	$(PY) bench/new_device.py
 	$(PY) bench/report.py
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).

@@ -707,11 +707,13 @@ def main() -> None:
     from adapt_search_time import render as search_time_render
     from adaptive_profile import render as adaptive_render
     from constraint_fidelity import render as fidelity_render
+    from new_device import render as new_device_render
 
     for name, render_adapt, title in (
         ("adapt_search_time", search_time_render, "Search time of adapt"),
         ("constraint_fidelity", fidelity_render, "Constraint fidelity of adapt"),
         ("adaptive_profile", adaptive_render, "Adaptive profiling on real chamnet-mbv2 ops"),
+        ("new_device", new_device_render, "New device to verified model"),
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]

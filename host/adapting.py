@@ -3,21 +3,27 @@
 :func:`adapt` runs, in order (each step reuses what exists, so a re-run is cheap):
 
 1. **Checks** (nothing written on failure): a network space with an accuracy oracle (the space's own:
-   :func:`~chamlab.chamnet.search.oracle_for`, or the caller's, e.g. a training oracle), no energy
-   limit until an energy predictor exists, a budget of at least the initial design, a LUT that is
-   this device's, an output folder holding no other run.
+   :func:`~chamlab.chamnet.search.oracle_for`, or the caller's, e.g. a training oracle), an energy
+   limit only for a device with a power reader, a budget of at least the initial design, a LUT that
+   is this device's, an output folder holding no other run.
 2. **Predictors**: the LUT (``profile`` of the ops the LUT lacks: all ops of a space of at most
    :data:`~chamlab.host.profiling.EXHAUSTIVE_LIMIT` archs, else the reference archs' ops first and,
    adaptively, the ops of each winner the op-level model had to interpolate, step 5); the latency
-   calibration (``calibrate`` when the LUT holds no fresh one for this space and measurement set).
-3. **Margin**: the search limit is ``limit * (1 - k * spread)``
-   (:func:`~chamlab.chamnet.search.constrained.safety_margin`: the calibration's leave-one-out
-   spread). A limit under which no arch is predicted is an error naming the fastest prediction.
+   calibration (``calibrate`` when the LUT holds no fresh one for this space and measurement set;
+   with an energy limit also when it holds no fresh energy calibration, which ``calibrate`` fits from
+   the same networks). With an energy limit, the energy predictor
+   (:class:`~chamlab.host.prediction.EnergyModel`: the LUT's energy rows; none is an error naming
+   the devices.toml fix).
+3. **Margin**: each limit is searched as ``limit * (1 - k * spread)``
+   (:func:`~chamlab.chamnet.search.constrained.safety_margin`: that quantity's calibration's
+   leave-one-out spread). A limit under which no arch is predicted is an error naming the lowest
+   prediction.
 4. **BO loop** (``chamlab search``'s engine, :func:`~chamlab.chamnet.search.search`) within the
    query budget, under the margin's limit: ``DIR/history.parquet`` (resumable), ``DIR/model.json``
    and the loop's own best queried arch in ``DIR/search.json``.
 5. **Constrained search** (:func:`~chamlab.chamnet.search.constrained.constrained_search`): the GP's
-   predicted accuracy (queried archs: their oracle accuracy) maximised under the predicted latency;
+   predicted accuracy (queried archs: their oracle accuracy) maximised under the predicted latency
+   (and energy);
    exact enumeration for small spaces, the GA for large ones. For a large space, a winner with
    interpolated ops has them profiled and the search repeated (at most :data:`ADAPTIVE_ROUNDS`).
 6. **Export** of the winner to ``DIR/model.pte`` and ``DIR/model.etrecord``: with the oracle's
@@ -27,11 +33,11 @@
    ``calibration(arch)`` batches when it has them (the training oracle: the training batches its int8
    accuracy was measured with, ``int8_calibration: training``), else the recipe's seeded ones.
 7. **Measurement** of ``DIR/model.pte`` on the target, :data:`MEASURE_RUNS` separate runs
-   (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s; then ``DIR/result.json``
-   and ``DIR/pareto.png``. A measured latency over the limit is reported (``constraint_met: false``),
-   not hidden.
+   (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s (and, with a power
+   reader, of their energies per inference); then ``DIR/result.json`` and ``DIR/pareto.png``. A
+   measured latency (or energy) over its limit is reported (``constraint_met: false``), not hidden.
 8. **Verify and refine** (:mod:`~chamlab.host.refining`, ``--refine N``, default 2): a measured winner
-   that misses the limit, or whose measured error is larger than the margin searched with, joins the
+   that misses the latency limit, or whose measured error is larger than the margin searched with, joins the
    stored calibration's networks (refitted, stored in the LUT); the margin is recomputed from the
    refit's leave-one-out spread and steps 5 to 7 run again (``DIR/round-I/model.pte``), at most N
    times. The result is the last round's winner if it met the limit, else the measured winner of the
@@ -71,14 +77,14 @@ from chamlab.chamnet.search.problem import (
     oracle_for,
 )
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import ChamlabError, InputError
+from chamlab.core.errors import ChamlabError, InputError, NoEnergyError
 from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
 from chamlab.core.store import tool_version
 from chamlab.operators.export import ExportItem
 
 from .lut import Lut, MeasurementSet
 from .pipeline import NullProgress, Progress, RunSpec
-from .prediction import LatencyModel, default_lut_path
+from .prediction import EnergyModel, LatencyModel, default_lut_path, energy_refusal, no_energy_hint
 from .refining import REFINE_ROUNDS, RefineRound
 from .transports.base import Transport
 
@@ -106,7 +112,7 @@ class AdaptOptions:
 
     latency_ms: float | None = None  # the limit in ms; or:
     latency_percentile: float | None = None  # the limit at this percentile of the space's predictions
-    energy_mj: float | None = None
+    energy_mj: float | None = None  # an energy limit (mJ per inference above idle): needs a power reader
     budget: int = 50
     seed: int = 0
     out: Path = Path("adapt")
@@ -159,14 +165,35 @@ class AdaptReport:
     accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
     oracle_accuracies: dict[str, float] | None = None  # the winner's accuracy per dtype, when known
     int8_calibration: str | None = None  # int8 export: "training" (the oracle's batches) or "random"
+    #: the energy limit's margin (None: no energy limit)
+    energy_margin: Margin | None = None
+    #: the winner's predicted energy (mJ above idle; None: the LUT holds no energy for it)
+    predicted_energy_mj: float | None = None
+    energy_calibrated: bool = False
+    energy_calibration: dict[str, Any] | None = None
+    #: the median of the runs' measured energies (None: the device has no power reader, or it failed)
+    measured_energy_mj: float | None = None
+    measured_runs_energy_mj: list[float | None] = dataclasses.field(default_factory=list)
 
     @property
     def limit_ms(self) -> float:
         return self.margin.limit
 
     @property
-    def constraint_met(self) -> bool:
+    def latency_met(self) -> bool:
         return self.measured_latency_ms <= self.margin.limit
+
+    @property
+    def energy_met(self) -> bool | None:
+        """The measured energy meets the energy limit (None: no energy limit, or no energy measured)."""
+        if self.energy_margin is None or self.measured_energy_mj is None:
+            return None
+        return self.measured_energy_mj <= self.energy_margin.limit
+
+    @property
+    def constraint_met(self) -> bool:
+        """Every measured limit is met (an energy limit whose energy was not measured cannot fail)."""
+        return self.latency_met and self.energy_met is not False
 
     @property
     def error_pct(self) -> float:
@@ -178,10 +205,21 @@ class AdaptReport:
             return None
         s = self.spec
         cmd = f"chamlab calibrate --target {s.target} --space {self.space} --threads {s.threads}"
+        missed = []
+        if not self.latency_met:
+            missed.append(
+                f"measured {self.measured_latency_ms:.4f} ms is over the {self.limit_ms:g} ms limit "
+                f"(predicted {self.predicted_latency_ms:.4f} ms)"
+            )
+        if self.energy_met is False and self.energy_margin is not None:
+            predicted = "none" if self.predicted_energy_mj is None else f"{self.predicted_energy_mj:.4f} mJ"
+            missed.append(
+                f"measured {self.measured_energy_mj:.4f} mJ is over the {self.energy_margin.limit:g} mJ "
+                f"energy limit (predicted {predicted})"
+            )
         return (
-            f"measured {self.measured_latency_ms:.4f} ms is over the {self.limit_ms:g} ms limit (predicted "
-            f"{self.predicted_latency_ms:.4f} ms): re-calibrate the predictor with "
-            f"`{cmd} --lut {self.lut_path}` and run adapt again"
+            f"{'; '.join(missed)}: re-calibrate the predictor with `{cmd} --lut {self.lut_path}` and run "
+            "adapt again"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -210,6 +248,16 @@ class AdaptReport:
             "error_pct": self.error_pct,
             "unstable": self.unstable,
             "constraint_met": self.constraint_met,
+            "latency_constraint_met": self.latency_met,
+            "energy_limit_mj": self.energy_margin.limit if self.energy_margin else None,
+            "energy_search_limit_mj": self.energy_margin.effective if self.energy_margin else None,
+            "energy_margin": self.energy_margin.to_json() if self.energy_margin else None,
+            "predicted_energy_mj": self.predicted_energy_mj,
+            "energy_calibrated": self.energy_calibrated,
+            "energy_calibration": self.energy_calibration,
+            "measured_energy_mj": self.measured_energy_mj,
+            "measured_runs_energy_mj": self.measured_runs_energy_mj,
+            "energy_constraint_met": self.energy_met,
             "suggestion": self.suggestion,
             "oracle": self.oracle,
             "oracle_accuracy": self.oracle_accuracy,
@@ -242,7 +290,9 @@ class AdaptReport:
 class CachedLatency:
     """``arch -> predicted latency (ms)`` from a :class:`LatencyModel`, each arch predicted once."""
 
-    def __init__(self, model: LatencyModel) -> None:
+    field = "latency_ms"
+
+    def __init__(self, model: LatencyModel | EnergyModel) -> None:
         self.model = model
         self.cache: dict[Arch, float] = {}
         self.interpolated: dict[Arch, int] = {}
@@ -250,9 +300,15 @@ class CachedLatency:
     def __call__(self, arch: Arch) -> float:
         if arch not in self.cache:
             pred = self.model.predict(arch)
-            self.cache[arch] = float(pred.latency_ms)
+            self.cache[arch] = float(getattr(pred, self.field))
             self.interpolated[arch] = pred.interpolated_ops
         return self.cache[arch]
+
+
+class CachedEnergy(CachedLatency):
+    """``arch -> predicted energy (mJ above idle)`` from an :class:`EnergyModel`, each arch once."""
+
+    field = "energy_mj"
 
 
 def _check_out(out: Path, ident: dict[str, Any]) -> None:
@@ -298,7 +354,9 @@ def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
     )
 
 
-def _calibration_errors(model: LatencyModel) -> tuple[list[float] | None, dict[str, Any] | None]:
+def _calibration_errors(
+    model: LatencyModel | EnergyModel,
+) -> tuple[list[float] | None, dict[str, Any] | None]:
     if not model.calibrated or model.found is None:
         return None, None
     rec = model.found.record
@@ -345,15 +403,16 @@ def adapt(
             f"adapt needs a network space (one whose archs build into networks); {space.name} is not",
             hint="search a table of your own with `chamlab search --space table:PATH` instead",
         )
-    if opts.energy_mj is not None:
-        raise InputError(
-            f"--energy {opts.energy_mj:g}: adapt has no energy predictor in its search yet (an energy limit "
-            f"for {space.name} is not implemented); `chamlab predict --energy` predicts a network's energy "
-            "from a LUT profiled with a power reader",
-            hint="adapt under --latency only and check the winner with `chamlab predict --energy`; an energy "
-            "limit works on table spaces with an energy_mj column (`chamlab search --space table:PATH "
-            "--energy MJ`)",
-        )
+    energy_mj = opts.energy_mj
+    if energy_mj is not None:
+        if not math.isfinite(energy_mj) or energy_mj <= 0:
+            raise InputError(f"--energy must be a positive number of mJ, got {energy_mj}")
+        if not spec.device.power_reader:
+            raise NoEnergyError(
+                f"--energy {energy_mj:g}: device {spec.target} has no power reader, so there is no energy to "
+                "predict or measure there",
+                hint=no_energy_hint(spec.target),
+            )
     if (opts.latency_ms is None) == (opts.latency_percentile is None):
         raise InputError("give the latency limit either in ms or as a percentile (e.g. --latency p50)")
     if opts.latency_ms is not None and (not math.isfinite(opts.latency_ms) or opts.latency_ms <= 0):
@@ -380,7 +439,10 @@ def adapt(
         "dtype": spec.dtype.value,
         "threads": spec.threads,
         "batch": spec.batch,
-        "limits": {"latency_ms": opts.latency_ms if pct is None else f"p{pct:g}"},
+        "limits": {
+            "latency_ms": opts.latency_ms if pct is None else f"p{pct:g}",
+            **({"energy_mj": energy_mj} if energy_mj is not None else {}),
+        },
         "margin_k": opts.margin_k,
         "seed": opts.seed,
         # a training oracle's dataset digest and schedule: resuming with other data is exit 2
@@ -420,10 +482,23 @@ def adapt(
     profiled = len(rep.measured)
     lut = Lut.read(lut_path)
     mset = _mset(lut, lut_path, spec)
+    if energy_mj is not None and (why_not := energy_refusal(lut, lut_path, mset)) is not None:
+        raise NoEnergyError(
+            f"--energy {energy_mj:g}: {why_not}",
+            hint=f"profile with the power reader: `chamlab profile --target {spec.target} --space "
+            f"{space.name} --out {lut_path} --force` (devices.toml: power_reader in [devices.{spec.target}])",
+        )
     model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
-    if not model.calibrated and opts.calibrate:
-        why = model.found.stale if model.found is not None else "none stored for this space and set"
-        progress.note(f"calibration: {why}; measuring {CALIBRATION_NETWORKS} networks to fit one")
+    energy_model = (
+        EnergyModel(space, lut, lut_path, mset, interpolate=large) if energy_mj is not None else None
+    )
+    needs_energy = energy_model is not None and not energy_model.calibrated
+    if (not model.calibrated or needs_energy) and opts.calibrate:
+        lacking = model if not model.calibrated else energy_model
+        assert lacking is not None
+        why = lacking.found.stale if lacking.found is not None else "none stored for this space and set"
+        what = "calibration" if lacking is model else "energy calibration"
+        progress.note(f"{what}: {why}; measuring {CALIBRATION_NETWORKS} networks to fit one")
         n = CALIBRATION_NETWORKS
         try:
             calib.select_networks(
@@ -443,10 +518,19 @@ def adapt(
         )
         lut = Lut.read(lut_path)
         model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
-    elif not model.calibrated:
+        if energy_mj is not None:
+            energy_model = EnergyModel(space, lut, lut_path, mset, interpolate=large)
+    else:
+        if not model.calibrated:
+            notes.append(
+                f"no calibration ({model.found.stale if model.found else 'none stored'}): "
+                "predictions are LUT sums"
+            )
+    if energy_model is not None and not energy_model.calibrated:
+        found = energy_model.found
         notes.append(
-            f"no calibration ({model.found.stale if model.found else 'none stored'}): "
-            "predictions are LUT sums"
+            f"no energy calibration ({found.stale if found else 'none stored'}): energy predictions are "
+            "LUT sums"
         )
     seconds["predictors"] = time.perf_counter() - t0
 
@@ -468,15 +552,42 @@ def adapt(
             f"safety margin {margin.to_json()['margin_pct']:.1f} % from the default spread of "
             f"{margin.spread_pct:g} % (no calibration); `chamlab calibrate` measures the real one"
         )
-    _check_feasible(space, latency, margin, opts.seed)
+    costs: dict[str, CachedLatency] = {"latency_ms": latency}
+    limits = {"latency_ms": margin.effective}
+    energy: CachedEnergy | None = None
+    energy_margin: Margin | None = None
+    energy_summary: dict[str, Any] | None = None
+    if energy_model is not None and energy_mj is not None:
+        energy = CachedEnergy(energy_model)
+        energy_loo, energy_summary = _calibration_errors(energy_model)
+        energy_margin = safety_margin(energy_mj, energy_loo, k=opts.margin_k, quantity="energy", unit="mJ")
+        if energy_loo is None:
+            notes.append(
+                f"energy safety margin {energy_margin.to_json()['margin_pct']:.1f} % from the default spread "
+                f"of {energy_margin.spread_pct:g} % (no energy calibration)"
+            )
+        costs["energy_mj"] = energy
+        limits["energy_mj"] = energy_margin.effective
+    _check_feasible(
+        space,
+        costs,
+        {"latency_ms": margin, **({"energy_mj": energy_margin} if energy_margin else {})},
+        opts.seed,
+    )
     progress.note(
         f"searching under {margin.effective:.4f} ms: the {margin.limit:g} ms limit less {margin.k:g} x the "
         f"predictor's spread of {margin.spread_pct:.2f} % ({margin.source})"
     )
+    if energy_margin is not None:
+        progress.note(
+            f"and under {energy_margin.effective:.4f} mJ: the {energy_margin.limit:g} mJ limit less "
+            f"{energy_margin.k:g} x the energy predictor's spread of {energy_margin.spread_pct:.2f} % "
+            f"({energy_margin.source})"
+        )
 
     # -- 4. the BO loop within the budget --------------------------------------------------------------
     t0 = time.perf_counter()
-    problem = Problem(space, oracle, {"latency_ms": latency}, {"latency_ms": margin.effective})
+    problem = Problem(space, oracle, dict(costs), dict(limits))
     out.mkdir(parents=True, exist_ok=True)
     had = 0
     if (out / HISTORY).exists():
@@ -534,16 +645,18 @@ def adapt(
             raise ChamlabError("the accuracy predictor was never fitted (no oracle query succeeded)")
         return pred
 
-    feasible_queried = [q.arch for q in state.queries if latency(q.arch) <= margin.effective]
+    feasible_queried = [
+        q.arch for q in state.queries if all(costs[n](q.arch) <= lim for n, lim in limits.items())
+    ]
 
     def search_once() -> tuple[Any, float]:
-        """The constrained search on the current latency model; (result, seconds)."""
+        """The constrained search on the current latency (and energy) model; (result, seconds)."""
         t0 = time.perf_counter()
         found = constrained_search(
             space,
             accuracy,
-            {"latency_ms": latency},
-            {"latency_ms": margin.effective},
+            dict(costs),
+            limits,
             np.random.default_rng(opts.seed),
             config=opts.ga,
             seeds=feasible_queried,
@@ -553,14 +666,15 @@ def adapt(
 
     def search_adaptively() -> tuple[Any, float]:
         """:func:`search_once`, then (large spaces) the winner's interpolated ops profiled and again."""
-        nonlocal latency, lut, profiled
+        nonlocal latency, energy, lut, profiled
         result, search_seconds = search_once()
         for _ in range(ADAPTIVE_ROUNDS if large else 0):
-            if result.best is None or not latency.interpolated.get(result.best.arch):
+            if result.best is None or not any(c.interpolated.get(result.best.arch) for c in costs.values()):
                 break
             near = [c.arch for c in result.front if c.costs["latency_ms"] <= margin.effective][-3:]
             progress.note(
-                f"the winner {space.format(result.best.arch)} has {latency.interpolated[result.best.arch]} "
+                f"the winner {space.format(result.best.arch)} has "
+                f"{max(c.interpolated.get(result.best.arch, 0) for c in costs.values())} "
                 "interpolated op(s): profiling them and searching again"
             )
             rep = profile(
@@ -575,14 +689,22 @@ def adapt(
             )
             profiled += len(rep.measured)
             lut = Lut.read(lut_path)
-            latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=True))
+            latency = costs["latency_ms"] = CachedLatency(
+                LatencyModel(space, lut, lut_path, mset, interpolate=True)
+            )
+            if energy is not None:
+                energy = CachedEnergy(EnergyModel(space, lut, lut_path, mset, interpolate=True))
+                costs["energy_mj"] = energy
             result, search_seconds = search_once()
         return result, search_seconds
 
     result, search_seconds = search_adaptively()
     if result.best is None:
+        under = f"{margin.effective:.4f} ms" + (
+            f" and {energy_margin.effective:.4f} mJ" if energy_margin is not None else ""
+        )
         raise ChamlabError(
-            f"the {result.method} found no arch predicted under {margin.effective:.4f} ms (fastest it saw: "
+            f"the {result.method} found no arch predicted under {under} (fastest it saw: "
             f"{result.fastest.costs['latency_ms']:.4f} ms)",
             hint="raise --latency, or re-run with another --seed",
         )
@@ -590,6 +712,9 @@ def adapt(
     arch = best.arch
     if latency.interpolated.get(arch):
         notes.append(f"the winner's prediction interpolates {latency.interpolated[arch]} op(s)")
+    predicted_energy_mj, energy_calibrated = _winner_energy(space, arch, energy, lut, lut_path, mset, large)
+    if energy is not None and energy.interpolated.get(arch):
+        notes.append(f"the winner's energy prediction interpolates {energy.interpolated[arch]} op(s)")
 
     # -- 6. export the winner ----------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -626,6 +751,11 @@ def adapt(
             f"the target's fingerprint ({measured.fingerprint}) differs from the LUT's "
             f"({', '.join(sorted(lut_fps))}): the LUT may describe other hardware or software"
         )
+    if energy_margin is not None and measured.energy_mj is None:
+        notes.append(
+            f"the winner's energy was not measured on {spec.target} "
+            f"({measured.energy_error or 'no energy record'}): the energy limit is unchecked"
+        )
 
     # -- 8. verify and refine: a measured miss joins the calibration, and the search runs again ---------
     rounds = [
@@ -649,7 +779,9 @@ def adapt(
             notes.append(f"not refined: {exc}")
             break
         lut = Lut.read(lut_path)
-        latency = CachedLatency(LatencyModel(space, lut, lut_path, mset, interpolate=large))
+        latency = costs["latency_ms"] = CachedLatency(
+            LatencyModel(space, lut, lut_path, mset, interpolate=large)
+        )
         loo, calibration_summary = _calibration_errors(latency.model)
         refined_margin = safety_margin(limit_ms, loo, k=opts.margin_k)
         if latency(min(latency_pool(space, opts.seed), key=latency)) > refined_margin.effective:
@@ -659,7 +791,10 @@ def adapt(
             break
         rounds[-1] = dataclasses.replace(rounds[-1], action="refined")
         margin = refined_margin
-        feasible_queried = [q.arch for q in state.queries if latency(q.arch) <= margin.effective]
+        limits["latency_ms"] = margin.effective
+        feasible_queried = [
+            q.arch for q in state.queries if all(costs[n](q.arch) <= lim for n, lim in limits.items())
+        ]
         progress.note(
             f"refine round {len(rounds)}: searching under {margin.effective:.4f} ms (spread "
             f"{margin.spread_pct:.2f} %, {margin.source})"
@@ -692,6 +827,10 @@ def adapt(
     rounds[final] = dataclasses.replace(rounds[final], action=(rounds[final].action + "; final").lstrip("; "))
     result, search_seconds, best, weights, measured, margin, latency = kept[final]
     arch = best.arch
+    if final > 0:  # the energy figures of the chosen round's winner
+        predicted_energy_mj, energy_calibrated = _winner_energy(
+            space, arch, energy, lut, lut_path, mset, large
+        )
     model_path, etrecord_path = out / MODEL, out / ETRECORD
     if final > 0:  # the chosen round's program is DIR/model.pte
         for src, dst in (
@@ -765,6 +904,12 @@ def adapt(
         accuracy_note=acc_note,
         oracle_accuracies=oracle_accuracies,
         int8_calibration=int8_calibration,
+        energy_margin=energy_margin,
+        predicted_energy_mj=predicted_energy_mj,
+        energy_calibrated=energy_calibrated,
+        energy_calibration=energy_summary,
+        measured_energy_mj=measured.energy_mj,
+        measured_runs_energy_mj=[r.energy_mj for r in measured.runs],
     )
     _plot(report, state.queries, space, out / PARETO)
     atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
@@ -780,21 +925,64 @@ def _keep(model_path: Path, folder: Path) -> Path:
     return folder / model_path.name
 
 
-def _check_feasible(space: SearchSpace, latency: CachedLatency, margin: Margin, seed: int) -> None:
-    """An :class:`InputError` naming the fastest predicted latency when nothing fits under the margin."""
+def _winner_energy(
+    space: SearchSpace,
+    arch: Arch,
+    energy: CachedEnergy | None,
+    lut: Lut,
+    lut_path: Path,
+    mset: MeasurementSet,
+    interpolate: bool,
+) -> tuple[float | None, bool]:
+    """The winner's predicted energy (the search's model; without an energy limit, the LUT's energy
+    rows when it has them, else None) and whether it is calibrated."""
+    if energy is not None:
+        return energy(arch), energy.model.calibrated
+    if energy_refusal(lut, lut_path, mset) is not None:
+        return None, False
+    try:  # a report-only figure here: an energy the LUT cannot predict is left out, not an error
+        model = EnergyModel(space, lut, lut_path, mset, interpolate=interpolate)
+        return float(model.predict(arch).energy_mj), model.calibrated
+    except ChamlabError:
+        return None, False
+
+
+_UNITS = {
+    "latency_ms": ("--latency", "ms", "fastest predicted latency"),
+    "energy_mj": ("--energy", "mJ", "lowest predicted energy"),
+}
+
+
+def _check_feasible(
+    space: SearchSpace, costs: dict[str, CachedLatency], margins: dict[str, Margin], seed: int
+) -> None:
+    """An :class:`InputError` naming the lowest prediction when nothing fits under a limit's margin
+    (each limit alone first, then all of them together)."""
     from .profiling import EXHAUSTIVE_LIMIT
 
     pool = latency_pool(space, seed)
     what = "of all" if space.size <= EXHAUSTIVE_LIMIT else "found among the references and samples of"
-    fastest = min(pool, key=latency)
-    if latency(fastest) <= margin.effective:
-        return
-    raise InputError(
-        f"--latency {margin.limit:g} ms is infeasible on this device: the fastest predicted latency {what} "
-        f"{space.name} is {latency(fastest):.4f} ms ({space.format(fastest)}), and the search limit "
-        f"after the safety margin is {margin.effective:.4f} ms",
-        hint=f"use --latency {latency(fastest) / (margin.effective / margin.limit) * 1.01:.4g} or more",
-    )
+    for name, margin in margins.items():
+        cost = costs[name]
+        lowest = min(pool, key=cost)
+        if cost(lowest) <= margin.effective:
+            continue
+        flag, unit, quantity = _UNITS[name]
+        raise InputError(
+            f"{flag} {margin.limit:g} {unit} is infeasible on this device: the {quantity} {what} "
+            f"{space.name} is {cost(lowest):.4f} {unit} ({space.format(lowest)}), and the search limit "
+            f"after the safety margin is {margin.effective:.4f} {unit}",
+            hint=f"use {flag} {cost(lowest) / (margin.effective / margin.limit) * 1.01:.4g} or more",
+        )
+    if len(margins) > 1 and not any(
+        all(costs[n](a) <= m.effective for n, m in margins.items()) for a in pool
+    ):
+        detail = " and ".join(f"{_UNITS[n][0]} {m.limit:g} {_UNITS[n][1]}" for n, m in margins.items())
+        raise InputError(
+            f"{detail} together are infeasible on this device: each alone is met, but no arch {what} "
+            f"{space.name} is predicted under every limit after its safety margin",
+            hint="raise one of the limits",
+        )
 
 
 def latency_pool(space: SearchSpace, seed: int) -> list[Arch]:
@@ -895,4 +1083,12 @@ def _plot(report: AdaptReport, queries: Sequence[Any], space: SearchSpace, path:
     plt.close(fig)
 
 
-__all__ = ["MEASURE_RUNS", "AdaptOptions", "AdaptReport", "CachedLatency", "adapt", "latency_pool"]
+__all__ = [
+    "MEASURE_RUNS",
+    "AdaptOptions",
+    "AdaptReport",
+    "CachedEnergy",
+    "CachedLatency",
+    "adapt",
+    "latency_pool",
+]

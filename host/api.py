@@ -45,6 +45,7 @@ from .measuring import (
 from .oracles import ORACLES, choose_oracle
 from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
 from .prediction import (
+    EnergyModel,
     EnergyPrediction,
     LatencyModel,
     PredictionReport,
@@ -72,6 +73,7 @@ __all__ = [
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
+    "EnergyModel",
     "EnergyPrediction",
     "FarmReport",
     "LatencyModel",

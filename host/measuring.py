@@ -629,10 +629,24 @@ class ProgramMeasurement:
     def unstable(self) -> bool:
         return any(r.unstable for r in self.runs)
 
+    @property
+    def energy_mj(self) -> float | None:
+        """The median of the runs' energies per inference above idle (None: no run measured energy)."""
+        energies = [r.energy_mj for r in self.runs if r.energy_mj is not None]
+        return float(statistics.median(energies)) if energies else None
+
+    @property
+    def energy_error(self) -> str | None:
+        """Why no run measured energy although the device has a power reader (None otherwise)."""
+        errors = [str(r.energy["error"]) for r in self.runs if r.energy and r.energy.get("error")]
+        return errors[0] if errors and self.energy_mj is None else None
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "p50_ms": self.p50_ms,
+            "energy_mj": self.energy_mj,
+            "runs_energy_mj": [r.energy_mj for r in self.runs],
             "runs_p50_ms": [r.p50_ms for r in self.runs],
             "n_samples": [r.n_samples for r in self.runs],
             "unstable": self.unstable,
@@ -710,6 +724,7 @@ def measure_program_runs(
                         pte,
                         None,
                         None,
+                        _energy(result.get("energy")),
                     )
                 )
                 session.finish([task])

@@ -261,6 +261,91 @@ def energy_refusal(lut: Lut, path: Path, mset: MeasurementSet) -> str | None:
     )
 
 
+def no_energy_hint(device: str) -> str:
+    """The devices.toml fix for a device (or LUT) without energy measurements."""
+    return (
+        f"set power_reader (battery, rapl or nvml) in [devices.{device}] of devices.toml on a device that "
+        "has one, and re-profile with `chamlab profile --force`"
+    )
+
+
+class EnergyModel:
+    """Energy predictions of many archs from one LUT measurement set (what :func:`predict_energy`
+    does per call): the rows, the op-level model of energies and the energy calibration looked up once.
+
+    Raises :class:`NoEnergyError` where the set holds no energy (the device had no power reader)."""
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        lut: Lut,
+        path: Path,
+        mset: MeasurementSet,
+        *,
+        raw: bool = False,
+        interpolate: bool = False,
+    ) -> None:
+        from . import calibration
+
+        why = energy_refusal(lut, path, mset)
+        if why is not None:
+            raise NoEnergyError(why, hint=no_energy_hint(mset.device))
+        self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
+        self.energies = lut.energy_by_key(mset)
+        self.readers = sorted(lut.power_readers(mset))
+        self.fill: Callable[[OpSpec], float | None] | None = None
+        if interpolate:
+            model = op_model(lut, mset, "energy")
+            filled: dict[str, float | None] = {}
+
+            def fill(op: OpSpec) -> float | None:
+                if op.key not in filled:
+                    filled[op.key] = model.predict(op) if model.can_predict(op) else None
+                return filled[op.key]
+
+            self.fill = fill
+        self.found = None if raw else calibration.lookup(lut, mset, space.name, "energy")
+        self._summary = self.found.summary() if self.found else None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether predictions apply a (fresh) energy calibration."""
+        return not self.raw and self.found is not None and self.found.stale is None
+
+    def predict(self, arch: Arch) -> EnergyPrediction:
+        from . import calibration
+
+        mset = self.mset
+        ops = self.space.ops(arch)
+        try:
+            pred = energy_model.predict_energy(
+                self.energies,
+                ops,
+                readers=self.readers,
+                correct_overhead=not self.raw,
+                what=f"LUT {self.path} (energy, {mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+                fill=self.fill,
+            )
+        except MissingLutEntriesError as exc:
+            exc.hint = profile_hint(self.space, self.space.format(arch), mset, self.path) + (
+                " on the device with its power reader (add --force for ops measured without it)"
+            )
+            raise
+        if self.raw:
+            return pred
+        features = {
+            "lut_sum_mj": pred.lut_sum_mj,
+            "n_ops": float(len(ops)),
+            "weight_mib": _weight_mib(ops, mset),
+        }
+        value, note = calibration.apply(self.found, features, "mJ")
+        if value is None:
+            return dataclasses.replace(pred, calibration=self._summary, calibration_note=note)
+        return dataclasses.replace(
+            pred, energy_mj=value, calibrated=True, uncalibrated_mj=pred.energy_mj, calibration=self._summary
+        )
+
+
 def predict_energy(
     space: SearchSpace,
     arch: Arch,
@@ -276,45 +361,7 @@ def predict_energy(
 
     Raises :class:`NoEnergyError` where the set holds no energy, and :class:`MissingLutEntriesError`
     for ops without energy (unless ``interpolate`` fills them from the op-level model of energies)."""
-    from . import calibration
-
-    why = energy_refusal(lut, path, mset)
-    if why is not None:
-        raise NoEnergyError(
-            why,
-            hint=f"set power_reader (battery, rapl or nvml) in [devices.{mset.device}] of devices.toml on a "
-            "device that has one, and re-profile with `chamlab profile --force`",
-        )
-    fill = None
-    if interpolate:
-        model = op_model(lut, mset, "energy")
-        fill = lambda op: model.predict(op) if model.can_predict(op) else None  # noqa: E731
-    ops = space.ops(arch)
-    try:
-        pred = energy_model.predict_energy(
-            lut.energy_by_key(mset),
-            ops,
-            readers=sorted(lut.power_readers(mset)),
-            correct_overhead=not raw,
-            what=f"LUT {path} (energy, {mset.device}, {mset.threads} thread(s), batch {mset.batch})",
-            fill=fill,
-        )
-    except MissingLutEntriesError as exc:
-        exc.hint = profile_hint(space, space.format(arch), mset, path) + (
-            " on the device with its power reader (add --force for ops measured without it)"
-        )
-        raise
-    if raw:
-        return pred
-    found = calibration.lookup(lut, mset, space.name, "energy")
-    features = {"lut_sum_mj": pred.lut_sum_mj, "n_ops": float(len(ops)), "weight_mib": _weight_mib(ops, mset)}
-    value, note = calibration.apply(found, features, "mJ")
-    summary = found.summary() if found else None
-    if value is None:
-        return dataclasses.replace(pred, calibration=summary, calibration_note=note)
-    return dataclasses.replace(
-        pred, energy_mj=value, calibrated=True, uncalibrated_mj=pred.energy_mj, calibration=summary
-    )
+    return EnergyModel(space, lut, path, mset, raw=raw, interpolate=interpolate).predict(arch)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import re
 import typing
@@ -93,9 +94,10 @@ class OpSpec:
     key_fields: ClassVar[tuple[KeyField, ...]] = ()
 
     # -- identity ---------------------------------------------------------------------------------
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The canonical op key (see the module docstring)."""
+        """The canonical op key (see the module docstring); computed once per instance (a search asks
+        for the keys of the same ops millions of times)."""
         parts = [f"{f.name}={getattr(self, f.name)}" for f in self._fields()]
         return f"{self.op_type}:{','.join(parts)}"
 

@@ -89,11 +89,14 @@ def safety_margin(
     *,
     k: float = MARGIN_K,
     default_spread_pct: float = DEFAULT_SPREAD_PCT,
+    quantity: str = "latency",
+    unit: str = "ms",
 ) -> Margin:
     """The margin of the module docstring; ``loo_errors_pct`` None: no calibration (the default
-    spread); ``k = 0`` searches under the limit itself."""
+    spread); ``k = 0`` searches under the limit itself. ``quantity``/``unit`` name the limit in
+    errors (the same rule sizes an energy limit's margin from the energy calibration)."""
     if not math.isfinite(limit) or limit <= 0:
-        raise InputError(f"the latency limit must be a positive number of ms, got {limit}")
+        raise InputError(f"the {quantity} limit must be a positive number of {unit}, got {limit}")
     if not math.isfinite(k) or k < 0:
         raise InputError(f"the margin's k must be >= 0, got {k}")
     if loo_errors_pct is None:
@@ -105,7 +108,7 @@ def safety_margin(
     effective = limit * (1.0 - k * spread / 100.0)
     if effective <= 0:
         raise InputError(
-            f"a safety margin of {k:g} x {spread:.1f} % leaves no latency budget under {limit:g} ms",
+            f"a safety margin of {k:g} x {spread:.1f} % leaves no {quantity} budget under {limit:g} {unit}",
             hint="calibrate the LUT (`chamlab calibrate`) so its spread is known, or lower the margin's k",
         )
     return Margin(limit, effective, k, spread, source)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,10 +57,15 @@ class Dimension:
         """Values ``start, start + step, ..., stop`` (``stop`` included)."""
         return cls(name, tuple(range(start, stop + 1, step)))
 
+    @functools.cached_property
+    def _positions(self) -> dict[Any, int]:
+        return {v: i for i, v in enumerate(self.values)}
+
     def index(self, value: int) -> int:
+        """The position of ``value`` among the choices (a dict look-up: searches validate millions)."""
         try:
-            return self.values.index(value)
-        except ValueError:
+            return self._positions[value]
+        except (KeyError, TypeError):
             raise ArchError(
                 f"{self.name}={value} is not a choice of this space ({_describe_values(self.values)})"
             ) from None

@@ -146,18 +146,25 @@ class ChamNetMbV2(SearchSpace):
     def ops(self, arch: Arch) -> list[OpSpec]:
         f = self.fields(arch)
         hw = f["resolution"]
-        ops: list[OpSpec] = [ConvBNAct(3, f["stem"], 3, 2, hw, hw, "relu")]
+        ops: list[OpSpec] = [_conv(3, f["stem"], 3, 2, hw, hw, "relu")]
         hw = (hw - 1) // 2 + 1
         channels = f["stem"]
         for (t, c, n), group_stride in zip(f["groups"], GROUP_STRIDES, strict=True):
             for i in range(n):
                 stride = group_stride if i == 0 else 1
-                ops.append(InvertedResidual(channels, c, KERNEL, stride, t, hw, hw, "relu"))
+                ops.append(_block(channels, c, KERNEL, stride, t, hw, hw, "relu"))
                 channels = c
                 hw = (hw - 1) // stride + 1
-        ops.append(ConvBNAct(channels, f["last"], 1, 1, hw, hw, "relu"))
-        ops.append(PoolLinear(f["last"], NUM_CLASSES, hw, hw))
+        ops.append(_conv(channels, f["last"], 1, 1, hw, hw, "relu"))
+        ops.append(_head(f["last"], NUM_CLASSES, hw, hw))
         return ops
+
+
+# The specs are frozen: archs that share an op share its (validated, key-cached) spec, so a search
+# that predicts thousands of archs builds each distinct op once.
+_conv = functools.lru_cache(maxsize=1 << 16)(ConvBNAct)
+_block = functools.lru_cache(maxsize=1 << 16)(InvertedResidual)
+_head = functools.lru_cache(maxsize=1 << 12)(PoolLinear)
 
 
 @functools.cache

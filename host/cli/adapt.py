@@ -1,4 +1,5 @@
-"""``chamlab adapt``: the most accurate network under a latency limit on a device, as a measured ``.pte``."""
+"""``chamlab adapt``: the most accurate network under a latency (and energy) limit on a device, as a
+measured ``.pte``."""
 
 from __future__ import annotations
 
@@ -63,7 +64,11 @@ def adapt(
     target: TargetOpt = None,
     serial: SerialOpt = None,
     energy: Annotated[
-        float | None, typer.Option("--energy", help="energy limit in mJ (needs an energy predictor)")
+        float | None,
+        typer.Option(
+            "--energy",
+            help="energy limit in mJ per inference above idle (a device with a power_reader in devices.toml)",
+        ),
     ] = None,
     budget: Annotated[int, typer.Option("--budget", "-n", help="maximum accuracy-oracle queries")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="random seed (BO design, GA)")] = 0,
@@ -181,8 +186,17 @@ def adapt(
             f"  measured         {r.measured_latency_ms:.4f} ms (median of {len(r.measured_runs_ms)} runs: "
             f"{runs}); error {r.error_pct:+.1f}%"
         )
-        verdict = "[green]met[/]" if r.constraint_met else "[bold red]MISSED[/]"
+        verdict = "[green]met[/]" if r.latency_met else "[bold red]MISSED[/]"
         out.print(f"  limit            {r.limit_ms:g} ms: {verdict}")
+        if r.energy_margin is not None:
+            predicted = "n/a" if r.predicted_energy_mj is None else f"{r.predicted_energy_mj:.4f} mJ"
+            measured = "not measured" if r.measured_energy_mj is None else f"{r.measured_energy_mj:.4f} mJ"
+            met = {True: "[green]met[/]", False: "[bold red]MISSED[/]", None: "unchecked"}[r.energy_met]
+            out.print(
+                f"  energy           predicted {predicted}"
+                f"{' (calibrated)' if r.energy_calibrated else ' (LUT sum)'}, measured {measured}; "
+                f"limit {r.energy_margin.limit:g} mJ (searched under {r.energy_margin.effective:.4f}): {met}"
+            )
         out.print(
             f"  model            {r.model_path} (weights: {r.weights}); {r.queries} queries, "
             f"search {r.search_seconds:.2f} s ({r.search.method}, {r.search.evaluated} archs)"

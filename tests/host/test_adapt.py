@@ -21,13 +21,16 @@ import pytest
 import torch
 from conftest import chamlab
 from lut_factory import write
-from peers import Sshd, fast
+from peers import AdbPeer, Sshd, fast
+from powersim import CpuPowerModelRapl
 
 from chamlab.chamnet.search import oracle_for
+from chamlab.chamnet.search.constrained import loo_spread_pct
 from chamlab.core.errors import InputError
 from chamlab.host import api
 from chamlab.host.lut import Lut, MeasurementSet, make_row
 
+W_PER_CORE = 10.0  # the simulated device's power above idle per busy core (W)
 RESULT_KEYS = {
     "arch", "predicted_accuracy", "predicted_latency_ms", "measured_latency_ms", "constraint_met",
     "oracle_accuracy", "queries", "search_seconds", "model_path", "weights", "runtime_version",
@@ -36,26 +39,39 @@ RESULT_KEYS = {
 
 
 def relabel(
-    src: Path, dst: Path, *, device: str, scale: float = 1.0, scale_of: Callable[[str], float] | None = None
+    src: Path,
+    dst: Path,
+    *,
+    device: str,
+    scale: float = 1.0,
+    scale_of: Callable[[str], float] | None = None,
+    watts_above_idle: float | None = None,
 ) -> Path:
-    """``src``'s rows as ``device``'s, every sample multiplied by ``scale`` (or by ``scale_of(op key)``)."""
+    """``src``'s rows as ``device``'s, every sample multiplied by ``scale`` (or by ``scale_of(op key)``);
+    with ``watts_above_idle``, each op's energy per execution as a power reader would record it at that
+    draw above idle."""
     lut = Lut.read(src)
     rows = []
     for mset in lut.combinations():
         for key, r in lut.select(mset).items():
-            rows.append(
-                make_row(
-                    key,
-                    device=device,
-                    backend=mset.backend,
-                    dtype=mset.dtype,
-                    threads=mset.threads,
-                    samples_ms=[(scale_of(key) if scale_of else scale) * x for x in r["samples_ms"]],
-                    run_id="relabelled",
-                    measured_at=r["measured_at"],
-                    device_fingerprint=r["device_fingerprint"],
-                )
+            row = make_row(
+                key,
+                device=device,
+                backend=mset.backend,
+                dtype=mset.dtype,
+                threads=mset.threads,
+                samples_ms=[(scale_of(key) if scale_of else scale) * x for x in r["samples_ms"]],
+                run_id="relabelled",
+                measured_at=r["measured_at"],
+                device_fingerprint=r["device_fingerprint"],
             )
+            if watts_above_idle is not None:
+                energy = {
+                    "energy_mj": watts_above_idle * row["p50_ms"],
+                    "avg_power_w": watts_above_idle + 4.0,
+                }
+                row.update(energy, idle_power_w=4.0, power_reader="rapl")
+            rows.append(row)
     return write(dst, rows)
 
 
@@ -85,7 +101,11 @@ def test_bad_inputs_are_refused_before_anything_is_written(
     base = ["adapt", "--target", "test-cpu", "--devices", fast_devices, "--out", out, "--no-calibrate"]
     cases = [
         (["--space", "table:x.csv", "--latency", "1"], "no networks to export"),
-        (["--space", "macro-cifar10", "--latency", "1", "--energy", "5"], "no energy predictor in"),
+        (
+            ["--space", "macro-cifar10", "--latency", "1", "--energy", "5"],
+            "in [devices.test-cpu] of devices.toml",
+        ),
+        (["--space", "macro-cifar10", "--latency", "1", "--energy", "-1"], "--energy must be a positive"),
         (["--space", "macro-cifar10", "--latency", "1", "--budget", "4"], "below the initial design of 10"),
         (["--space", "chamnet-mbv2", "--latency", "1"], "no accuracy oracle"),
         (["--space", "chamnet-mbv2", "--latency", "1", "--oracle", "train"], "--oracle train needs --data"),
@@ -311,6 +331,80 @@ def test_a_measured_miss_refines_the_calibration_and_refine_0_keeps_it(
     got = json.loads((tmp_path / "run" / "result.json").read_text())
     assert [x["arch"] for x in got["refine_rounds"]] == [r.arch for r in rounds]
     assert got["refine_rounds"][0]["constraint_met"] is False and got["constraint_met"] == bool(met)
+
+
+def test_adapt_over_adb_under_an_energy_limit_measures_the_winners_energy(
+    tmp_path: Path, adb_peer: AdbPeer, profiled_lut: tuple[Path, dict], space: Any
+) -> None:
+    """adapt through the real adb server to the device-side peer, under a latency and an energy limit,
+    on a device whose RAPL counter (a prepared sysfs tree) follows a known power model: the energy
+    limit binds the search, its margin comes from the LUT's energy calibration, and the winner's energy
+    is measured on the target. Also: a LUT without energy rows, and an energy limit under which nothing
+    is predicted, are refused naming the fix."""
+    root = tmp_path / "powercap"
+    power = {"power_reader": '"rapl"', "power_root": f'"{root}"', "power_window_s": "0.25"}
+    devices = tmp_path / "devices.toml"
+    devices.write_text(fast(adb_peer.devices_toml("peer", **power), "peer"))
+    # the session's LUT as the peer's (the same machine), each op's energy that of W_PER_CORE x its time
+    lut = relabel(profiled_lut[0], tmp_path / "peer.parquet", device="peer", watts_above_idle=W_PER_CORE)
+    table = Lut.read(lut)
+    mset = table.choose(lut, device="peer")
+    # an energy calibration as `calibrate` stores it (5 networks 10 % over their LUT sums, +/-3 %)
+    energies = table.energy_by_key(mset)
+    archs = api.calibration.select_networks(
+        space, table.p50_by_key(mset), "fp32", 5, np.random.default_rng(0)
+    )
+    lut_sum = lambda a: sum(energies[op.key] for op in space.ops(a))  # noqa: E731
+    measured = [1.1 * lut_sum(a) * (1 + 0.03 * (-1) ** i) for i, a in enumerate(archs)]
+    rec = api.calibration.build_record(space, mset, energies, archs, measured, quantity="energy")
+    api.calibration.store(lut, rec)
+    energy_model = api.EnergyModel(space, Lut.read(lut), lut, mset)
+    assert energy_model.calibrated
+    all_mj = [energy_model.predict(a).energy_mj for a in space.enumerate()]
+    limit_mj = float(np.percentile(all_mj, 30))
+    out = tmp_path / "run"
+    args = ["adapt", "--target", "peer", "--devices", devices, "--space", "macro-cifar10", "--latency", "p90"]
+    args += ["--energy", f"{limit_mj:.6f}", "--out", out, "--no-calibrate", "--budget", "10", "--json"]
+
+    # the same LUT without its energy rows: refused, naming the re-profile with the power reader
+    bare = relabel(profiled_lut[0], tmp_path / "bare.parquet", device="peer")
+    res = chamlab(*[a if a != out else tmp_path / "bare-run" for a in args], "--lut", bare)
+    assert res.returncode == 2 and "holds no energy for peer" in res.stderr, res.stderr
+    assert "--force" in res.stderr and not (tmp_path / "bare-run").exists()
+    # an energy limit under which nothing is predicted: refused, naming the lowest predicted energy
+    res = chamlab(*[a if a != f"{limit_mj:.6f}" else "0.000001" for a in args], "--lut", lut)
+    assert (
+        res.returncode == 2
+        and f"lowest predicted energy of all macro-cifar10 is {min(all_mj):.4f} mJ"
+        in (" ".join(res.stderr.split()))
+    ), res.stderr
+    assert not out.exists()
+
+    with CpuPowerModelRapl(root, 4.0, W_PER_CORE):
+        res = chamlab(*args, "--lut", lut)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(res.stdout)
+    assert set(r) >= RESULT_KEYS and r["transport"] == "adb" and r["target"] == "peer"
+    # the energy margin: 1.645 x the robust spread of the energy calibration's leave-one-out errors
+    spread = loo_spread_pct([n["loo_error_pct"] for n in rec["networks"]])
+    assert r["energy_margin"]["source"] == "calibration (5 networks)" and r["energy_calibrated"]
+    assert r["energy_search_limit_mj"] == pytest.approx(limit_mj * (1 - 1.645 * spread / 100), rel=1e-6)
+    winner = space.parse(r["arch"])
+    assert r["predicted_energy_mj"] == pytest.approx(energy_model.predict(winner).energy_mj)
+    assert r["predicted_energy_mj"] <= r["energy_search_limit_mj"] < r["energy_limit_mj"]
+    assert r["predicted_latency_ms"] <= r["search_limit_ms"]
+    # the energy limit binds: archs under the latency limit exist that it rules out, and the front
+    # holds only archs under it
+    assert all(c["energy_mj"] <= r["energy_search_limit_mj"] for c in r["pareto"])
+    assert max(all_mj) > r["energy_search_limit_mj"]
+    # measured on the target by its power reader: every run, the median reported and judged
+    assert len(r["measured_runs_energy_mj"]) == 3 and all(e and e > 0 for e in r["measured_runs_energy_mj"])
+    assert r["measured_energy_mj"] == sorted(r["measured_runs_energy_mj"])[1]
+    assert r["energy_constraint_met"] == (r["measured_energy_mj"] <= limit_mj + 1e-6)
+    assert r["constraint_met"] == (r["latency_constraint_met"] and r["energy_constraint_met"])
+    # model.pte is the winner's network
+    x, expected = _network_output(r["arch_json"])
+    torch.testing.assert_close(_run_pte(Path(r["model_path"]), x), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture
