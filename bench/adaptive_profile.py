@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,20 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result
+from latency_fidelity import summarize  # the same error summary as the fidelity benchmark
 
 SPACE = "chamnet-mbv2"
-
-
-def _errors(pred: list[float], truth: list[float]) -> dict[str, float]:
-    errs = [100.0 * (p - t) / t for p, t in zip(pred, truth, strict=True)]
-    return {
-        "n": len(errs),
-        "within_10pct": sum(abs(e) <= 10 for e in errs) / len(errs),
-        "within_5pct": sum(abs(e) <= 5 for e in errs) / len(errs),
-        "mape_pct": statistics.fmean(abs(e) for e in errs),
-        "mean_error_pct": statistics.fmean(errs),
-        "max_abs_error_pct": max(abs(e) for e in errs),
-    }
 
 
 def main() -> None:
@@ -122,9 +110,9 @@ def main() -> None:
         "measure_s": sum(r.measure_s for r in rounds),
         "full_lut_ops": len(Lut.read(full_path).p50_by_key(mset)),
         "summaries": {
-            "adaptive_vs_measured": _errors([x["adaptive_ms"] for x in per_arch], truth),
-            "full_vs_measured": _errors([x["full_ms"] for x in per_arch], truth),
-            "adaptive_vs_full": _errors(
+            "adaptive_vs_measured": summarize([x["adaptive_ms"] for x in per_arch], truth),
+            "full_vs_measured": summarize([x["full_ms"] for x in per_arch], truth),
+            "adaptive_vs_full": summarize(
                 [x["adaptive_ms"] for x in per_arch], [x["full_ms"] for x in per_arch]
             ),
         },
