@@ -721,6 +721,14 @@ def main() -> None:
         if r
         else ["## int8 accuracy cost on the training oracle's proxy task", "", "_not run yet_"]
     ) + [""]
+    from calibration_features import render as features_render
+
+    r = _load("calibration_features")
+    parts += (
+        features_render(r, _env(r))
+        if r
+        else ["## Calibration features: which generalise", "", "_not run yet_"]
+    ) + [""]
     from adapt_search_time import render as search_time_render
     from adaptive_profile import render as adaptive_render
     from constraint_fidelity import render as fidelity_render

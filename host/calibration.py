@@ -74,11 +74,8 @@ def lut_features(
     if dtype == "int8" and quantity == "latency":
         inv = p50_ms.get(INVOCATION_PROBE.key, 0.0)
         total -= sum(max(p50_ms[p.key] - inv, 0.0) for p in boundary_probes(ops))
-    return {
-        QUANTITIES[quantity][0][0]: total,
-        "n_ops": float(len(ops)),
-        "weight_mib": float(sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20),
-    }
+    weight_mib = sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20
+    return model.feature_values(total, len(ops), weight_mib, QUANTITIES[quantity][1])
 
 
 def select_networks(

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from chamlab.chamnet.predictors import energy as energy_model
+from chamlab.chamnet.predictors.calibration import feature_values
 from chamlab.chamnet.predictors.energy import EnergyPrediction
 from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
 from chamlab.chamnet.predictors.op_model import OpLatencyModel
@@ -229,11 +230,8 @@ def predict_latency(
 
 
 def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
-    return {
-        "lut_sum_ms": pred.lut_sum_ms - (pred.quant_edge_ms or 0.0),  # int8: less the boundary pairs
-        "n_ops": float(len(ops)),
-        "weight_mib": _weight_mib(ops, mset),
-    }
+    # int8: the sum less the boundary quantize/dequantize pairs
+    return feature_values(pred.lut_sum_ms - (pred.quant_edge_ms or 0.0), len(ops), _weight_mib(ops, mset))
 
 
 def latency_model(
@@ -333,11 +331,7 @@ class EnergyModel:
             raise
         if self.raw:
             return pred
-        features = {
-            "lut_sum_mj": pred.lut_sum_mj,
-            "n_ops": float(len(ops)),
-            "weight_mib": _weight_mib(ops, mset),
-        }
+        features = feature_values(pred.lut_sum_mj, len(ops), _weight_mib(ops, mset), "mj")
         value, note = calibration.apply(self.found, features, "mJ")
         if value is None:
             return dataclasses.replace(pred, calibration=self._summary, calibration_note=note)

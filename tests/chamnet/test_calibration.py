@@ -7,17 +7,13 @@ import pytest
 
 from chamlab.chamnet.predictors import calibration as cal
 
-TRUE = {"intercept_ms": 0.05, "lut_sum_ms": 0.9, "n_ops": -0.004, "weight_mib": 0.06}
+TRUE = {"intercept_ms": 0.05, "lut_sum_ms": 0.9, "n_ops": -0.004, "lut_sum_ms_x_weight_mib": 0.012}
 
 
 def _points(n: int, rng: np.random.Generator, noise: float = 0.0) -> list[cal.CalibrationPoint]:
     out = []
     for i in range(n):
-        f = {
-            "lut_sum_ms": rng.uniform(0.2, 8.0),
-            "n_ops": float(rng.integers(6, 30)),
-            "weight_mib": rng.uniform(0.1, 9),
-        }
+        f = cal.feature_values(rng.uniform(0.2, 8.0), int(rng.integers(6, 30)), rng.uniform(0.1, 9))
         y = TRUE["intercept_ms"] + sum(TRUE[k] * f[k] for k in cal.FEATURES)
         out.append(cal.CalibrationPoint(f"n{i}", f, y * (1 + noise * rng.standard_normal())))
     return out
@@ -43,16 +39,36 @@ def test_one_disturbed_measurement_does_not_drag_the_fit() -> None:
 
 def test_few_networks_stay_close_to_the_plain_sum() -> None:
     pts = [
-        cal.CalibrationPoint("a", {"lut_sum_ms": 1.0, "n_ops": 10, "weight_mib": 1.0}, 1.05),
-        cal.CalibrationPoint("b", {"lut_sum_ms": 2.0, "n_ops": 12, "weight_mib": 2.0}, 2.1),
+        cal.CalibrationPoint("a", cal.feature_values(1.0, 10, 1.0), 1.05),
+        cal.CalibrationPoint("b", cal.feature_values(2.0, 12, 2.0), 2.1),
     ]
     f = cal.fit(pts)
-    new = {"lut_sum_ms": 4.0, "n_ops": 20, "weight_mib": 4.0}
+    new = cal.feature_values(4.0, 20, 4.0)
     assert f.predict(new) == pytest.approx(4.2, rel=0.1)
     with pytest.raises(ValueError, match="at least 2"):
         cal.fit(pts[:1])
     with pytest.raises(ValueError, match="positive"):
         cal.fit([*pts, cal.CalibrationPoint("c", pts[0].features, 0.0)])
+
+
+def test_v2_captures_a_slowdown_that_grows_with_the_weights_and_v1_records_still_apply() -> None:
+    # a cache effect of the kind measured on chamnet-mbv2: each ms of ops costs more the more weights
+    # the network streams (measured = sum * (0.92 + 0.012 * weight_mib)), over networks of 6..28 MiB
+    rng = np.random.default_rng(5)
+    pts = []
+    for i in range(12):
+        s, w = rng.uniform(0.4, 4.0), rng.uniform(6.0, 28.0)
+        y = s * (0.92 + 0.012 * w) * (1 + 0.01 * rng.standard_normal())
+        pts.append(cal.CalibrationPoint(f"n{i}", cal.feature_values(s, int(rng.integers(12, 24)), w), y))
+    v2 = cal.error_summary(cal.leave_one_out(pts))
+    v1 = cal.error_summary(cal.leave_one_out(pts, cal.FEATURES_V1))
+    assert v2["within_5pct"] == 1.0 and v2["mape_pct"] < v1["mape_pct"] / 2, (v1, v2)
+    # a record fitted with the v1 features names them and predicts from feature_values as fitted
+    old = cal.fit_report(pts, cal.FEATURES_V1)
+    assert old["model"] == "huber-ridge-relative-v1" and old["features"] == list(cal.FEATURES_V1)
+    fit = cal.CalibrationFit(tuple(old["features"]), old["coefficients"])
+    assert fit.predict(pts[0].features) == pytest.approx(old["networks"][0]["fitted_ms"])
+    assert cal.fit_report(pts)["model"] == cal.MODEL == "huber-ridge-relative-v2"
 
 
 def test_fit_report_holds_networks_residuals_and_loo() -> None:
