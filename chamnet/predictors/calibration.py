@@ -12,9 +12,9 @@ the weights in MiB at the LUT's element type. The interaction term is the cache 
 alone finds its weights in cache, in a network they were evicted by the ops before it, and the
 slowdown *per millisecond* grows with how much the network streams, so the correction is
 multiplicative in the sum (``sum * (b_sum + b_sw * weight_mib)``), not a constant per MiB.
-Measured with ``bench/latency_fidelity.py``'s networks (fit on 10, test on the rest, 300 random
-splits; ``bench/calibration_features.py``): chamnet-mbv2 at 1 thread 80 % -> 87 % within +/-10 %, macro-cifar10
-unchanged (99.4 -> 99.7 %). Records fitted with the v1 features (``weight_mib`` instead of the
+Measured by ``bench/calibration_features.py`` on the fidelity run's held-apart networks (fit on 10,
+test on the rest, 300 random splits): chamnet-mbv2 at 1 thread 80 % -> 87 % within +/-10 %,
+macro-cifar10 unchanged (99.4 -> 99.7 %). Records fitted with the v1 features (``weight_mib`` instead of the
 product) stay readable and apply as they were fitted: a record names its own features and
 :func:`feature_values` provides every feature either version uses.
 
