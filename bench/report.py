@@ -729,6 +729,11 @@ def main() -> None:
         if r
         else ["## Calibration features: which generalise", "", "_not run yet_"]
     ) + [""]
+    from op_model_features import render as op_columns_render
+
+    r = _load("op_model_features")
+    title = "## Op-level model columns: one MAC column vs MACs split by kernel"
+    parts += (op_columns_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from adapt_search_time import render as search_time_render
     from adaptive_profile import render as adaptive_render
     from constraint_fidelity import render as fidelity_render

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chamlab.chamnet.predictors.op_model import MIN_ROWS, OpLatencyModel, op_features
+from chamlab.chamnet.predictors.op_model import MIN_ROWS, OpLatencyModel, single_mac_features
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError
 from chamlab.operators import INVOCATION_PROBE, OpSpec
@@ -121,7 +121,9 @@ def heldout_error(fit_on: Mapping[OpSpec, float], heldout: Mapping[OpSpec, float
 
 
 def _log_features(op: OpSpec) -> np.ndarray:
-    return np.log1p(op_features(op)[1:])
+    """Where an op lies for resemblance: log of (MACs, weights, input, output elements), the same
+    four numbers for every kind (the model's own columns differ by kind)."""
+    return np.log1p(single_mac_features(op)[1:])
 
 
 def choose(

@@ -135,6 +135,12 @@ class OpSpec:
         """Trainable parameters, BN affine (2 per channel) and biases included."""
         raise NotImplementedError
 
+    def mac_terms(self) -> tuple[int, ...]:
+        """:attr:`macs` split by the kernels that execute them, for ops made of several (their sum is
+        :attr:`macs`). The op-level latency model fits one cost per MAC for each term: a depthwise
+        MAC costs a CPU several times a pointwise one. Default: one term, all of :attr:`macs`."""
+        return (self.macs,)
+
     def unsupported_reason(self, backend: str, dtype: str) -> str | None:
         """Why ``backend``/``dtype`` cannot run this op, or None when it can."""
         if backend not in BACKENDS:

@@ -40,12 +40,17 @@ class InvertedResidual(StridedOp):
 
     @property
     def macs(self) -> int:
+        return sum(self.mac_terms())
+
+    def mac_terms(self) -> tuple[int, ...]:
+        """(1x1 expand, kxk depthwise, 1x1 project) MACs."""
         _, _, oh, ow = self.output_shape
         h = self.hidden
-        expand = h * self.in_h * self.in_w * self.cin
-        depthwise = h * oh * ow * self.kernel * self.kernel
-        project = self.cout * oh * ow * h
-        return expand + depthwise + project
+        return (
+            h * self.in_h * self.in_w * self.cin,
+            h * oh * ow * self.kernel * self.kernel,
+            self.cout * oh * ow * h,
+        )
 
     @property
     def params(self) -> int:

@@ -6,11 +6,19 @@ filled (``interpolated_ops``).
 
 Model, one per op type: a non-negative additive cost model
 
-    p50_ms ~= c0 + c_macs * MACs + c_w * weight elements + c_in * input elements + c_out * output elements
+    p50_ms ~= c0 + sum_t c_t * MACs_t + c_w * weights + c_in * input elements + c_out * output elements
 
 (:func:`op_features`; every c >= 0): a fixed cost plus compute plus the bytes each op moves, which is
 how a CPU kernel's time adds up (XNNPACK's convolutions are close to linear in MACs at a given
-shape class). It is fitted in *relative* least squares (each op's residual divided by its p50, so a
+shape class). The MACs come split by kernel where an op runs several (``OpSpec.mac_terms``: an
+inverted residual's 1x1 expand, kxk depthwise and 1x1 project), each with its own cost per MAC: a
+depthwise MAC is far dearer than a pointwise one, and with one MAC column the model mispriced blocks
+whose mix of the two differs from the measured ones. On the chamnet-mbv2 LUT of the 1-thread
+fidelity run (fit on the 138 ops of the 10 calibration networks, predict the other 729), the split
+took the median absolute op error from 8.4 % to 6.7 % and the held-apart networks predicted with
+interpolated ops from 70 % to 85 % within +/-10 % (``bench/op_model_features.py``).
+
+It is fitted in *relative* least squares (each op's residual divided by its p50, so a
 0.01 ms op weighs as much as a 2 ms one) with a small ridge (:data:`RIDGE`, on standardised columns),
 and non-negativity by an active set (a column whose coefficient comes out negative is dropped and
 the rest refitted). A kind with fewer than :data:`MIN_ROWS` measured ops uses the nearest measured op
@@ -27,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -38,11 +46,11 @@ MIN_ROWS = 4
 
 
 def op_features(op: OpSpec) -> np.ndarray:
-    """The model's columns for ``op``: 1, MACs, weight elements, input and output elements."""
+    """The model's columns for ``op``: 1, its MAC terms, weight elements, input and output elements."""
     return np.array(
         [
             1.0,
-            float(op.macs),
+            *(float(m) for m in op.mac_terms()),
             float(op.params),
             float(math.prod(op.input_shape)),
             float(math.prod(op.output_shape)),
@@ -68,31 +76,47 @@ def _fit_nonneg(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return beta
 
 
+def single_mac_features(op: OpSpec) -> np.ndarray:
+    """The columns before MACs were split by kernel (one MAC column): kept to measure the split."""
+    return np.array([1.0, float(op.macs), *op_features(op)[-3:]])
+
+
+Features = Callable[[OpSpec], np.ndarray]
+
+
 class _KindModel:
-    def __init__(self, ops: Sequence[OpSpec], p50_ms: Sequence[float]) -> None:
-        self.x = np.array([op_features(o) for o in ops])
+    def __init__(
+        self, ops: Sequence[OpSpec], p50_ms: Sequence[float], features: Features = op_features
+    ) -> None:
+        self.features = features
+        self.x = np.array([features(o) for o in ops])
         self.y = np.asarray(p50_ms, dtype=float)
         self.logx = np.log1p(self.x[:, 1:])
+        self.macs = np.array([float(o.macs) for o in ops])
         self.beta = _fit_nonneg(self.x, self.y) if len(ops) >= MIN_ROWS else None
 
     def predict(self, op: OpSpec) -> float:
-        f = op_features(op)
+        f = self.features(op)
         if self.beta is not None and float(f @ self.beta) > 0:
             return float(f @ self.beta)
         i = int(np.argmin(np.linalg.norm(self.logx - np.log1p(f[1:]), axis=1)))
-        return float(self.y[i] * (f[1] + 1.0) / (self.x[i, 1] + 1.0))
+        return float(self.y[i] * (op.macs + 1.0) / (self.macs[i] + 1.0))
 
 
 class OpLatencyModel:
-    """Per-kind regressors fitted on measured ops: ``{op: p50_ms}`` in, ``predict(op)`` out."""
+    """Per-kind regressors fitted on measured ops: ``{op: p50_ms}`` in, ``predict(op)`` out;
+    ``features`` gives an op's columns (default :func:`op_features`)."""
 
-    def __init__(self, measured: Mapping[OpSpec, float]) -> None:
+    def __init__(self, measured: Mapping[OpSpec, float], features: Features = op_features) -> None:
+        self.features = features
         by_kind: dict[str, list[tuple[OpSpec, float]]] = defaultdict(list)
         for op, p50 in measured.items():
             if p50 > 0 and math.isfinite(p50):
                 by_kind[op.op_type].append((op, p50))
         self._rows = dict(by_kind)
-        self._models = {k: _KindModel([o for o, _ in v], [p for _, p in v]) for k, v in by_kind.items()}
+        self._models = {
+            k: _KindModel([o for o, _ in v], [p for _, p in v], features) for k, v in by_kind.items()
+        }
 
     def can_predict(self, op: OpSpec) -> bool:
         return op.op_type in self._models and len(op.params_dict()) == len(
@@ -113,6 +137,6 @@ class OpLatencyModel:
                 continue
             for i, (op, p50) in enumerate(rows):
                 rest = [r for j, r in enumerate(rows) if j != i]
-                m = _KindModel([o for o, _ in rest], [p for _, p in rest])
+                m = _KindModel([o for o, _ in rest], [p for _, p in rest], self.features)
                 out.append((op.key, 100.0 * (m.predict(op) - p50) / p50))
         return out

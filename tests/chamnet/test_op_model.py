@@ -37,3 +37,30 @@ def test_few_rows_use_the_nearest_op_scaled_by_macs_and_unknown_kinds_fail() -> 
     assert not model.can_predict(PoolLinear(64, 10, 2, 2))
     with pytest.raises(KeyError):
         model.predict(PoolLinear(64, 10, 2, 2))
+
+
+def test_each_kernel_of_a_block_gets_its_own_cost_per_mac() -> None:
+    # a CPU's depthwise MAC costs several pointwise ones: one MAC column cannot price blocks whose
+    # mix of the two differs (kernel 7 vs 3, expand 6 vs 1), the split columns can
+    import numpy as np
+
+    from chamlab.chamnet.predictors.op_model import single_mac_features
+
+    def law(op: InvertedResidual) -> float:
+        expand, depthwise, project = op.mac_terms()
+        return 0.005 + 1e-9 * (expand + project) + 8e-9 * depthwise
+
+    space = SPACES.get("chamnet-mbv2")
+    ops = {op for a in space.sample(np.random.default_rng(1), 12) for op in space.ops(a)}
+    ir = sorted((o for o in ops if isinstance(o, InvertedResidual)), key=lambda o: o.key)
+    assert all(sum(o.mac_terms()) == o.macs for o in ir) and ConvBNAct(3, 8, 3, 1, 8, 8).mac_terms() == (
+        ConvBNAct(3, 8, 3, 1, 8, 8).macs,
+    )
+    train, test = ir[::2], ir[1::2]
+
+    def median_err(model: OpLatencyModel) -> float:
+        return statistics.median(abs(100 * (model.predict(o) - law(o)) / law(o)) for o in test)
+
+    split = median_err(OpLatencyModel({o: law(o) for o in train}))
+    single = median_err(OpLatencyModel({o: law(o) for o in train}, single_mac_features))
+    assert split < 1.0 and single > 3 * split, (split, single)
