@@ -202,11 +202,13 @@ def build_record(
     seed: int | None = None,
     measure: Mapping[str, Any] | None = None,
     quantity: str = "latency",
+    trusted: Collection[str] = (),
 ) -> dict[str, Any]:
     """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
     their LUT features, with the networks, residuals, LOO errors and the digest of the rows used.
     With ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies and ``measured_ms`` the
-    networks' measured energies (mJ per inference, above idle)."""
+    networks' measured energies (mJ per inference, above idle). ``trusted``: names of networks that
+    keep full weight in the fit (``adapt``'s measured winners, :mod:`~chamlab.host.refining`)."""
     features, unit = QUANTITIES[quantity]
     points = [
         model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype, quantity), y)
@@ -216,7 +218,7 @@ def build_record(
     return {
         **_key(space.name, mset),
         "quantity": quantity,
-        **model.fit_report(points, features, unit=unit),
+        **model.fit_report(points, features, unit=unit, trusted=trusted),
         "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
         "seed": seed,
         "measure": dict(measure) if measure is not None else None,

@@ -5,7 +5,10 @@ or its error is larger than the safety margin the search assumed, the winner lie
 calibration's networks did not reach (typically the large-weight end a search under a limit pushes
 to). :func:`refit` then adds the measured winner (its median p50 as the truth) to the networks of the
 stored calibration, refits the same documented model
-(:mod:`chamlab.chamnet.predictors.calibration`), and stores the result in the LUT as the calibration
+(:mod:`chamlab.chamnet.predictors.calibration`) with the winners at full weight (``trusted``: the
+Huber weights that protect the fit from one disturbed calibration measurement would otherwise treat
+a lone winner far from the other networks as that disturbance and barely move; a winner is the
+median of separate runs), and stores the result in the LUT as the calibration
 of that space and measurement set, so the margin (from the refit's leave-one-out spread) and every
 later prediction, this adapt's next round and the next adapt on the device, use it. The record keeps
 its networks (the winners among them, named in ``refined_with``) and the digest of the LUT rows of
@@ -125,13 +128,20 @@ def refit(
     archs.append(arch)
     values.append(float(measured_ms))
     p50 = lut.p50_by_key(mset)
+    earlier = [w for w in rec.get("refined_with", []) if w.get("name") != name]
     try:
         new = calib.build_record(
-            space, mset, p50, archs, values, seed=rec.get("seed"), measure=rec.get("measure")
+            space,
+            mset,
+            p50,
+            archs,
+            values,
+            seed=rec.get("seed"),
+            measure=rec.get("measure"),
+            trusted={name, *(w["name"] for w in earlier)},
         )
     except KeyError as exc:
         raise RefineSkipped(f"the LUT lacks op {exc.args[0]} of {name} (interpolated)") from None
-    earlier = [w for w in rec.get("refined_with", []) if w.get("name") != name]
     new["refined_with"] = [
         *earlier,
         {

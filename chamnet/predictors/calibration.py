@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,8 +115,12 @@ def fit(
     *,
     ridge: float = RIDGE,
     iterations: int = 20,
+    trusted: Collection[str] = (),
 ) -> CalibrationFit:
-    """Fit the calibration (module docstring) to ``points``; needs at least two of them."""
+    """Fit the calibration (module docstring) to ``points``; needs at least two of them. Points named
+    in ``trusted`` keep full weight whatever their residual (the Huber weights apply to the others):
+    ``adapt``'s measured winners, each the median of separate runs, that the model must learn from
+    even when they alone lie where the calibration's networks did not reach."""
     if len(points) < 2:
         raise ValueError(f"a calibration needs at least 2 measured networks, got {len(points)}")
     features = tuple(features)
@@ -132,6 +136,7 @@ def fit(
     scale[scale == 0] = 1.0
     penalty = ridge * len(points) * np.diag(scale**2)
     w = np.ones(len(points))
+    keep = np.array([p.name in trusted for p in points])
     beta = prior.copy()
     for _ in range(iterations):
         a = xr.T @ (w[:, None] * xr) + penalty
@@ -140,7 +145,7 @@ def fit(
         r = 1.0 - xr @ new  # relative residuals
         sigma = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), MIN_SIGMA)
         u = np.abs(r) / (HUBER_K * sigma)
-        w = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
+        w = np.where((u <= 1.0) | keep, 1.0, 1.0 / np.maximum(u, 1e-12))
         if np.allclose(new, beta, rtol=1e-9, atol=1e-12):
             beta = new
             break
@@ -149,13 +154,17 @@ def fit(
 
 
 def leave_one_out(
-    points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES, *, ridge: float = RIDGE
+    points: Sequence[CalibrationPoint],
+    features: Sequence[str] = FEATURES,
+    *,
+    ridge: float = RIDGE,
+    trusted: Collection[str] = (),
 ) -> list[float]:
     """Per network, the % error of the fit made without it: ``100 * (pred - measured) / measured``."""
     out = []
     for i, p in enumerate(points):
         rest = [q for j, q in enumerate(points) if j != i]
-        f = fit(rest, features, ridge=ridge)
+        f = fit(rest, features, ridge=ridge, trusted=trusted)
         out.append(100.0 * (f.predict(p.features) - p.measured) / p.measured)
     return out
 
@@ -202,13 +211,17 @@ def spread_selection(candidates: Sequence[Sequence[float]], n: int, rng: np.rand
 
 
 def fit_report(
-    points: Sequence[CalibrationPoint], features: Sequence[str] = FEATURES, *, unit: str = "ms"
+    points: Sequence[CalibrationPoint],
+    features: Sequence[str] = FEATURES,
+    *,
+    unit: str = "ms",
+    trusted: Collection[str] = (),
 ) -> dict[str, Any]:
     """Fit, in-sample residuals and leave-one-out errors of ``points`` as one JSON-able record; each
     network's ``measured_<unit>`` and ``fitted_<unit>``, and ``raw_sum``: the error of the plain
     sum (the first feature)."""
-    f = fit(points, features)
-    loo = leave_one_out(points, features) if len(points) >= 3 else []
+    f = fit(points, features, trusted=trusted)
+    loo = leave_one_out(points, features, trusted=trusted) if len(points) >= 3 else []
     networks = []
     loo_or_none: list[float | None] = list(loo) if loo else [None] * len(points)
     for p, e in zip(points, loo_or_none, strict=True):
@@ -229,6 +242,7 @@ def fit_report(
         "features": list(f.features),
         "coefficients": dict(f.coef),
         "ridge": RIDGE,
+        "trusted": sorted(set(trusted) & {p.name for p in points}),
         "networks": networks,
         "loo": error_summary(loo),
         "raw_sum": error_summary(raw),

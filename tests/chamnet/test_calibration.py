@@ -96,3 +96,20 @@ def test_rows_digest_follows_every_value() -> None:
     d = cal.rows_digest({"op:a": 1.0, "op:b": 2.0})
     assert d == cal.rows_digest({"op:b": 2.0, "op:a": 1.0})
     assert d != cal.rows_digest({"op:a": 1.0, "op:b": 2.0000001})
+
+
+def test_a_trusted_network_keeps_full_weight_where_huber_would_discount_it() -> None:
+    # ten networks that agree, and one measured winner among them that runs 25 % slower than they
+    # imply (its slowdown is real, the median of separate runs, not a neighbour's burst)
+    pts = _points(10, np.random.default_rng(8), noise=0.005)
+    far = cal.feature_values(6.0, 20, 8.0)
+    truth = 1.25 * (TRUE["intercept_ms"] + sum(TRUE[k] * far[k] for k in cal.FEATURES))
+    pts.append(cal.CalibrationPoint("winner", far, truth))
+
+    def err(f: cal.CalibrationFit) -> float:
+        return abs(100 * (f.predict(far) - truth) / truth)
+
+    discounted, trusted = err(cal.fit(pts)), err(cal.fit(pts, trusted={"winner"}))
+    assert trusted < 0.75 * discounted, (discounted, trusted)  # here 11 % against 21 %
+    rep = cal.fit_report(pts, trusted={"winner", "not-a-network"})
+    assert rep["trusted"] == ["winner"]
