@@ -245,7 +245,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
             f"### {name}",
             "",
             f"Oracle: {s.get('oracle')}. LUT: {s.get('lut_ops')} ops ({s.get('profiled_ops')} profiled "
-            f"here); calibration on {cal.get('n_networks')} networks, leave-one-out MAPE "
+            f"here); calibration ({cal.get('model', 'huber-ridge-relative-v1')}, fitted "
+            f"{cal.get('created_at')}) on {cal.get('n_networks')} networks, leave-one-out MAPE "
             f"{loo.get('mape_pct', float('nan')):.1f} %, max {loo.get('max_abs_pct', float('nan')):.1f} %.",
             "",
             "| limit ms | searched under ms | winner | predicted ms | measured ms (3 runs) | error % | "

@@ -13,10 +13,11 @@ alone finds its weights in cache, in a network they were evicted by the ops befo
 slowdown *per millisecond* grows with how much the network streams, so the correction is
 multiplicative in the sum (``sum * (b_sum + b_sw * weight_mib)``), not a constant per MiB.
 Measured by ``bench/calibration_features.py`` on the fidelity run's held-apart networks (fit on 10,
-test on the rest, 300 random splits): chamnet-mbv2 at 1 thread 80 % -> 87 % within +/-10 %,
-macro-cifar10 unchanged (99.4 -> 99.7 %). Records fitted with the v1 features (``weight_mib`` instead of the
-product) stay readable and apply as they were fitted: a record names its own features and
-:func:`feature_values` provides every feature either version uses.
+test on the rest, 300 random splits): chamnet-mbv2 at 1 thread 87.8 % -> 92.6 % within +/-10 %
+(on an earlier run's networks 80.1 % -> 86.7 %), macro-cifar10 99.4 % -> 99.7 %. Records fitted
+with the v1 features (``weight_mib`` instead of the product) stay readable and apply as they were
+fitted: a record names its own features and :func:`feature_values` provides every feature either
+version uses.
 
 The energy calibration is the v1 model on :data:`ENERGY_FEATURES`: measured energy per inference
 (mJ, above idle) on the sum of the ops' LUT energies (``lut_sum_mj``), the number of ops and the
