@@ -55,6 +55,17 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
         "",
         _env(r),
         "",
+        *(
+            [
+                f"This run produced only {', '.join(r['args']['only'])}; the other pieces are kept from "
+                "earlier runs of the benchmark with the same arguments (it resumes per space and thread "
+                "count; each piece's load is in the second table, its calibration model in "
+                "bench/results).",
+                "",
+            ]
+            if r["args"].get("only")
+            else []
+        ),
         (
             "Held-apart networks only (never the calibration networks). Truth: the noise protocol's median "
             f"({r['args']['repeats']} separate interleaved sessions, windows further than "
