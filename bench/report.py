@@ -59,8 +59,8 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             [
                 f"This run produced only {', '.join(r['args']['only'])}; the other pieces are kept from "
                 "earlier runs of the benchmark with the same arguments (it resumes per space and thread "
-                "count; each piece's load is in the second table, its calibration model in "
-                "bench/results).",
+                "count; each piece's load is in the second table, its calibration features and coefficients "
+                "in bench/results/latency_fidelity.json).",
                 "",
             ]
             if r["args"].get("only")
