@@ -6,7 +6,9 @@ process with a fresh ``CHAMLAB_CACHE`` (no exported op, no LUT, no calibration) 
 
 1. ``chamlab profile --target T --space chamnet-mbv2 --out LUT``: the ops of the 7 reference archs
    (94 ops; the rest of the space comes from the op-level model, adapt profiles its winners' ops);
-2. ``chamlab calibrate --target T --space chamnet-mbv2 --lut LUT --n 10``: 10 spread networks measured whole;
+2. ``chamlab calibrate --target T --space chamnet-mbv2 --lut LUT --n 7``: the 7 reference networks
+   measured whole (after step 1 the LUT covers every op of those 7 only, and ``calibrate`` refuses a
+   ``--n`` above what it covers; ``adapt`` calibrates a large space on its references the same way);
 3. ``chamlab adapt --target T --space chamnet-mbv2 --latency p50 --lut LUT --oracle train --data digits
    --schedule SCHEDULE --budget 10 --workers 2``: chamnet-mbv2 has no accuracy table, so the training
    oracle trains each queried arch on scikit-learn's digits (1,797 8x8 images, stored resized to the
@@ -55,7 +57,7 @@ from _common import RESULTS, write_result
 FULL = {
     "space": "chamnet-mbv2",
     "profile_args": [],
-    "calibrate_n": 10,
+    "calibrate_n": 7,
     "schedule": "epochs=1,max_train=512,max_val=256",
     "budget": 10,
     "workers": 2,
