@@ -62,6 +62,7 @@ V1: dict[str, Any] = {
     "output_warp": "none",
     "ei_target": "latent",
     "input_warp": False,
+    "ordinal_encoding": "index",
 }
 #: v1 without the cost feature (the default from 8f11b45 until the output warp) ...
 NCF: dict[str, Any] = {**V1, "cost_feature": False}
@@ -112,6 +113,11 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-trust-region": {**NCF, "output_warp": "yeo-johnson", "trust_region": True},
     "yj-batch4": {**NCF, "output_warp": "yeo-johnson", "batch_size": 4},
     "yj-additive": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive"},
+    # ... then (issue9d) the GP's view of ordinal dims of more than 2 values, and the cost feature
+    # again, now under the warp
+    "yj-index-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "index+one-hot"},
+    "yj-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "one-hot"},
+    "yj-cost-feature": {**NCF, "output_warp": "yeo-johnson", "cost_feature": True},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (

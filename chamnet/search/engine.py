@@ -52,6 +52,7 @@ KERNELS = ("rbf", "matern52", "additive")
 ACQUISITIONS = ("ei", "thompson")
 INCUMBENTS = ("observed", "posterior-mean")
 OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
+ORDINAL_ENCODINGS = ("index", "one-hot", "index+one-hot")
 EI_TARGETS = ("latent", "observation")
 
 
@@ -77,6 +78,9 @@ class EngineConfig:
     # (power transform, lambda by maximum likelihood), "copula" (normal scores of the ranks), "none"
     ei_target: str = "latent"  # EI of the latent function, or of the "observation" (latent + the
     # learned noise: a table entry is a noisy measurement and the best entry is what is sought)
+    ordinal_encoding: str = "index"  # GP features of an ordinal dim of > 2 values: "index" (value index
+    # / (choices - 1)), "one-hot" (as a categorical dim), "index+one-hot" (both: ARD weighs the order
+    # against the levels' own effects); the initial design always works on "index"
     incumbent: str = "observed"  # EI's best_f: "observed" (the best feasible accuracy queried) or
     # "posterior-mean" (the highest posterior mean over the feasible archs queried: noise-aware)
 
@@ -95,6 +99,10 @@ class EngineConfig:
             raise InputError(f"unknown output warp {self.output_warp!r}; known: {', '.join(OUTPUT_WARPS)}")
         if self.ei_target not in EI_TARGETS:
             raise InputError(f"unknown EI target {self.ei_target!r}; known: {', '.join(EI_TARGETS)}")
+        if self.ordinal_encoding not in ORDINAL_ENCODINGS:
+            raise InputError(
+                f"unknown ordinal encoding {self.ordinal_encoding!r}; known: {', '.join(ORDINAL_ENCODINGS)}"
+            )
         if self.incumbent not in INCUMBENTS:
             raise InputError(f"unknown incumbent {self.incumbent!r}; known: {', '.join(INCUMBENTS)}")
         if self.thompson_pool < 1:
@@ -116,25 +124,50 @@ class Query:
 
 # -- features -----------------------------------------------------------------------------------
 class Encoder:
-    """Archs -> feature rows in [0, 1]: ordinal dims by value index, categorical dims one-hot."""
+    """Archs -> feature rows in [0, 1]: ordinal dims by value index (``ordinal="index"``), one-hot
+    (``"one-hot"``) or both (``"index+one-hot"``: the index column, then the one-hot columns) when
+    they have more than 2 values; categorical dims one-hot (one column when there are two values)."""
 
-    def __init__(self, dims: Sequence[Dimension]) -> None:
+    def __init__(self, dims: Sequence[Dimension], ordinal: str = "index") -> None:
+        if ordinal not in ORDINAL_ENCODINGS:
+            raise InputError(f"unknown ordinal encoding {ordinal!r}; known: {', '.join(ORDINAL_ENCODINGS)}")
         self.dims = tuple(dims)
         self._lookup = [{v: i for i, v in enumerate(d.values)} for d in self.dims]
-        self.width = sum(len(d.values) if d.categorical and len(d.values) > 2 else 1 for d in self.dims)
+        self._parts = [self._columns(d, ordinal) for d in self.dims]
+        self.width = sum(
+            int(index) + (len(d.values) if onehot else 0)
+            for d, (index, onehot) in zip(self.dims, self._parts, strict=True)
+        )
+
+    @staticmethod
+    def _columns(d: Dimension, ordinal: str) -> tuple[bool, bool]:
+        """(an index column, one-hot columns) for dimension ``d``."""
+        if len(d.values) <= 2:
+            return True, False
+        if d.categorical:
+            return False, True
+        return ordinal != "one-hot", ordinal != "index"
+
+    def names(self) -> list[str]:
+        """One name per feature column: the dimension's name, or ``name=value`` for a one-hot column."""
+        out: list[str] = []
+        for d, (index, onehot) in zip(self.dims, self._parts, strict=True):
+            out += [d.name] if index else []
+            out += [f"{d.name}={v}" for v in d.values] if onehot else []
+        return out
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         out = np.zeros((len(archs), self.width))
         col = 0
-        for j, (d, lk) in enumerate(zip(self.dims, self._lookup, strict=True)):
+        for j, (d, lk, (index, onehot)) in enumerate(zip(self.dims, self._lookup, self._parts, strict=True)):
             idx = np.array([lk[a[j]] for a in archs], dtype=int)
             n = len(d.values)
-            if d.categorical and n > 2:
-                out[np.arange(len(archs)), col + idx] = 1.0
-                col += n
-            else:
+            if index:
                 out[:, col] = idx / (n - 1) if n > 1 else 0.0
                 col += 1
+            if onehot:
+                out[np.arange(len(archs)), col + idx] = 1.0
+                col += n
         return out
 
 
@@ -487,14 +520,15 @@ class BayesOptEngine:
         if budget < 1:
             raise InputError(f"the query budget must be >= 1, got {budget}")
         space = problem.space
-        encoder = Encoder(space.dimensions)
+        encoder = Encoder(space.dimensions)  # the initial design's (and the pool's) features
+        gp_encoder = Encoder(space.dimensions, cfg.ordinal_encoding)  # the GP's
         primary = problem.primary
         limit = problem.limits[primary]
         queried: dict[Arch, Query] = {}
         for q in previous:
             queried[tuple(q.arch)] = dataclasses.replace(q, phase=q.phase)
         state = EngineState(list(queried.values()))
-        names = [*self._feature_names(space.dimensions)]
+        names = gp_encoder.names()
 
         exhaustive = space.size <= cfg.exhaustive_limit
         if exhaustive:
@@ -513,7 +547,7 @@ class BayesOptEngine:
 
         def features_with(use_cost: bool) -> Callable[[Sequence[Arch], np.ndarray], np.ndarray]:
             def features(archs: Sequence[Arch], cost: np.ndarray) -> np.ndarray:
-                X = encoder(archs)
+                X = gp_encoder(archs)
                 return np.column_stack([X, scale(cost)]) if use_cost else X
 
             return features
@@ -567,16 +601,6 @@ class BayesOptEngine:
         if state.queries and (state.model is None or len(state.queries) > state.fitted_on):
             self._fit(state, problem, features)
         return state
-
-    @staticmethod
-    def _feature_names(dims: Sequence[Dimension]) -> list[str]:
-        names: list[str] = []
-        for d in dims:
-            if d.categorical and len(d.values) > 2:
-                names += [f"{d.name}={v}" for v in d.values]
-            else:
-                names.append(d.name)
-        return names
 
     def _fit(self, state: EngineState, problem: Problem, features: Callable[..., np.ndarray]) -> None:
         qs = state.queries

@@ -69,6 +69,21 @@ def test_encoder_one_hots_categories() -> None:
     assert enc.width == 1 + 1 + 3 + 1
     X = enc([(4, 2, "c", True), (1, 1, "a", False)])
     assert X.tolist() == [[1.0, 0.5, 0, 0, 1, 1.0], [0.0, 0.0, 1, 0, 0, 0.0]]
+    assert enc.names() == ["w", "depth", "op=a", "op=b", "op=c", "se"]
+    # ordinal dims of > 2 values one-hot too, or instead; categoricals and 2-value dims unchanged
+    both = Encoder(sp.dimensions, "index+one-hot")
+    assert both.names() == ["w", "w=1", "w=2", "w=3", "w=4", "depth", "depth=1", "depth=2", "depth=3"] + [
+        "op=a",
+        "op=b",
+        "op=c",
+        "se",
+    ]
+    assert both([(4, 2, "c", True)]).tolist() == [[1.0, 0, 0, 0, 1, 0.5, 0, 1, 0, 0, 0, 1, 1.0]]
+    only = Encoder(sp.dimensions, "one-hot")
+    assert only.width == 4 + 3 + 3 + 1
+    assert only([(1, 3, "a", False)]).tolist() == [[1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0.0]]
+    with pytest.raises(InputError, match="unknown ordinal encoding 'ranks'"):
+        EngineConfig(ordinal_encoding="ranks")
 
 
 @pytest.mark.parametrize("method", sorted(SAMPLERS))
@@ -269,6 +284,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"output_warp": "yeo-johnson"},
         {"output_warp": "yeo-johnson", "incumbent": "posterior-mean", "batch_size": 3},
         {"output_warp": "copula", "ensemble": True, "ei_target": "observation", "input_warp": True},
+        {"ordinal_encoding": "index+one-hot", "cost_feature": True},
     ],
     ids=[
         "thompson",
@@ -279,6 +295,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         "yeo-johnson",
         "yeo-johnson-posterior-batch",
         "copula-ensemble-observation-input-warp",
+        "index-one-hot-cost",
     ],
 )
 def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
