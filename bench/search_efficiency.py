@@ -63,6 +63,7 @@ V1: dict[str, Any] = {
     "ei_target": "latent",
     "input_warp": False,
     "ordinal_encoding": "index",
+    "hyper_starts": 1,
 }
 #: v1 without the cost feature (the default from 8f11b45 until the output warp) ...
 NCF: dict[str, Any] = {**V1, "cost_feature": False}
@@ -118,6 +119,8 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-index-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "index+one-hot"},
     "yj-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "one-hot"},
     "yj-cost-feature": {**NCF, "output_warp": "yeo-johnson", "cost_feature": True},
+    "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
+    "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (

@@ -49,7 +49,7 @@ from .problem import Problem
 from .sampling import SAMPLERS, design
 
 KERNELS = ("rbf", "matern52", "additive")
-ACQUISITIONS = ("ei", "thompson")
+ACQUISITIONS = ("ei", "thompson", "mes")
 INCUMBENTS = ("observed", "posterior-mean")
 OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
 ORDINAL_ENCODINGS = ("index", "one-hot", "index+one-hot")
@@ -69,11 +69,16 @@ class EngineConfig:
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
-    acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws
+    acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws;
+    # "mes": max-value entropy search (information about the best accuracy among the candidates)
+    mes_samples: int = 64  # max-value samples of "mes" (Gumbel quantiles: deterministic)
     thompson_pool: int = 2000  # Thompson draws are joint over this many candidates of highest UCB
     input_warp: bool = False  # a learned Kumaraswamy warp of every feature (ordinal level spacing)
     ensemble: bool = False  # an equal-weight mixture of GPs: {kernel, the other of rbf/matern52} x
     # {with, without the cost feature} (the first member is `kernel` with `cost_feature` as set)
+    hyper_starts: int = 1  # GPs fitted from this many hyperparameter starting points (the prior's
+    # default, then draws from the lengthscale and noise priors), each warm-started from its own fit
+    # after that; acquisition averages over them (EI: the EI of their equal-weight mixture)
     output_warp: str = "yeo-johnson"  # a monotone map of the accuracies before the GP: "yeo-johnson"
     # (power transform, lambda by maximum likelihood), "copula" (normal scores of the ranks), "none"
     ei_target: str = "latent"  # EI of the latent function, or of the "observation" (latent + the
@@ -105,6 +110,10 @@ class EngineConfig:
             )
         if self.incumbent not in INCUMBENTS:
             raise InputError(f"unknown incumbent {self.incumbent!r}; known: {', '.join(INCUMBENTS)}")
+        if self.hyper_starts < 1:
+            raise InputError(f"hyper_starts must be >= 1, got {self.hyper_starts}")
+        if self.mes_samples < 1:
+            raise InputError(f"mes_samples must be >= 1, got {self.mes_samples}")
         if self.thompson_pool < 1:
             raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
@@ -290,10 +299,13 @@ def fit_gp(
     kernel: str = "rbf",
     optimise: bool = True,
     input_warp: bool = False,
+    start: np.random.Generator | None = None,
 ) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters, or, with
-    ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data)."""
+    ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data).
+    Without ``warm``, ``start`` draws the optimiser's starting lengthscales and noise from their
+    log-normal priors (else it starts at the priors' defaults)."""
     import torch
     from botorch.exceptions.warnings import OptimizationWarning
     from botorch.fit import fit_gpytorch_mll
@@ -345,6 +357,8 @@ def fit_gp(
     if warm is not None and not optimise:
         model.eval()
         return model
+    if warm is None and start is not None:
+        _draw_start(model, start)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         with warnings.catch_warnings():
@@ -353,6 +367,33 @@ def fit_gp(
     except Exception:  # a failed optimisation keeps the prior's hyperparameters; still a usable model
         model.eval()
     return model
+
+
+def _draw_start(model: Any, rng: np.random.Generator) -> None:
+    """Set a GP's lengthscales and noise to draws from their log-normal priors (a hyperparameter
+    starting point; hyperparameters without a log-normal prior keep their defaults)."""
+    import torch
+
+    def lognormal(prior: Any, shape: tuple[int, ...]) -> Any:
+        loc, scale = getattr(prior, "loc", None), getattr(prior, "scale", None)
+        if loc is None or scale is None:
+            return None
+        draw = rng.normal(float(loc.reshape(-1)[0]), float(scale.reshape(-1)[0]), size=shape)
+        return torch.as_tensor(np.exp(draw), dtype=torch.float64)
+
+    covar = model.covar_module
+    base = getattr(covar, "base_kernel", covar)
+    prior = getattr(base, "lengthscale_prior", None)
+    if prior is not None:
+        ls = lognormal(prior, tuple(base.lengthscale.shape))
+        if ls is not None:
+            base.lengthscale = ls.clamp_min(0.05)
+    noise = model.likelihood.noise_covar
+    prior = getattr(noise, "noise_prior", None)
+    if prior is not None:
+        nz = lognormal(prior, tuple(noise.noise.shape))
+        if nz is not None:
+            noise.noise = nz.clamp(1e-4, 1.0)
 
 
 def _factor(model: Any) -> tuple[Any, Any, float, float]:
@@ -446,6 +487,46 @@ def log_ei(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
 
     u = (torch.as_tensor(mean) - best) / torch.as_tensor(std)
     return (_log_ei_helper(u) + torch.as_tensor(std).log()).numpy()
+
+
+def max_value_quantiles(mean: np.ndarray, std: np.ndarray, best: float, n: int) -> np.ndarray:
+    """``n`` samples (evenly spaced quantiles, so deterministic) of the maximum of the latent function
+    over the rows of (``mean``, ``std``), by the Gumbel approximation of Wang & Jegelka (2017):
+    P(max < y) ~ prod_i Phi((y - mean_i) / std_i), matched at its quartiles; never below ``best``
+    (the best value observed)."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-9)
+
+    def cdf(y: float) -> float:
+        return float(np.exp(norm.logcdf((y - mean) / std).sum()))
+
+    def quantile(p: float) -> float:
+        lo, hi = float(np.min(mean - 8 * std)), float(np.max(mean + 8 * std))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    q1, q2, q3 = quantile(0.25), quantile(0.5), quantile(0.75)
+    b = max((q3 - q1) / (np.log(np.log(4.0)) - np.log(np.log(4.0 / 3.0))), 1e-9)
+    a = q2 + b * np.log(np.log(2.0))
+    u = (np.arange(n) + 0.5) / n
+    ystar = a - b * np.log(-np.log(u))
+    return np.maximum(ystar, best + 1e-6 * float(np.median(std)))
+
+
+def mes(mean: np.ndarray, std: np.ndarray, best: float, n_samples: int) -> np.ndarray:
+    """Max-value entropy search (Wang & Jegelka 2017): the expected reduction of the entropy of the
+    maximum value if each row were evaluated, averaged over ``n_samples`` max-value samples (drawn
+    over the same rows; ``best`` is the best value observed, a floor for them)."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-9)
+    ystar = max_value_quantiles(mean, std, best, n_samples)
+    g = (ystar[None, :] - mean[:, None]) / std[:, None]
+    logcdf = norm.logcdf(g)
+    return np.mean(g * np.exp(norm.logpdf(g) - logcdf) / 2.0 - logcdf, axis=1)
 
 
 def hyperparameters(model: Any, feature_names: Sequence[str]) -> dict[str, Any]:
@@ -559,6 +640,8 @@ class BayesOptEngine:
             self._members = [
                 (k, c) for k in (cfg.kernel, other) for c in dict.fromkeys((cfg.cost_feature, False))
             ]
+        # every member from hyper_starts starting points (the first: the prior's default)
+        self._members = [m for m in self._members for _ in range(cfg.hyper_starts)]
         state.feature_names = tuple(names)
         state.features = features
         state.member_features = [features_with(c) for _, c in self._members]
@@ -615,9 +698,19 @@ class BayesOptEngine:
         members = self._members
         feats = state.member_features or [features]
         old = state.models or [state.model] * len(members)
+        starts = self.config.hyper_starts
         state.models = [
-            fit_gp(f(archs, cost), y, warm=w, kernel=k, optimise=optimise, input_warp=self.config.input_warp)
-            for (k, _), f, w in zip(members, feats, old, strict=True)
+            fit_gp(
+                f(archs, cost),
+                y,
+                warm=w,
+                kernel=k,
+                optimise=optimise,
+                input_warp=self.config.input_warp,
+                # a fixed generator per starting point: a resumed run starts from the same draws
+                start=np.random.default_rng(i % starts) if i % starts else None,
+            )
+            for i, ((k, _), f, w) in enumerate(zip(members, feats, old, strict=True))
         ]
         state.model = state.models[0]
         if optimise:
@@ -656,6 +749,11 @@ class BayesOptEngine:
         Xc = Xs[0]
         if self.config.acquisition == "thompson":
             return [fresh_archs[i] for i in self._thompson(state.models, Xs, q, rng)]
+        if self.config.acquisition == "mes":
+            # the members' average MES; a batch takes the q highest (no diversity: for q = 1)
+            preds = [predict_gp(m, X) for m, X in zip(state.models, Xs, strict=True)]
+            score = np.mean([mes(mu, sd, best, self.config.mes_samples) for mu, sd in preds], axis=0)
+            return [fresh_archs[int(i)] for i in np.argsort(-score, kind="stable")[:q]]
         if q == 1 or len(fresh) <= q:
             # EI of the equal-weight mixture = the members' average EI (one member: its own EI)
             obs = self.config.ei_target == "observation"

@@ -72,12 +72,8 @@ def test_encoder_one_hots_categories() -> None:
     assert enc.names() == ["w", "depth", "op=a", "op=b", "op=c", "se"]
     # ordinal dims of > 2 values one-hot too, or instead; categoricals and 2-value dims unchanged
     both = Encoder(sp.dimensions, "index+one-hot")
-    assert both.names() == ["w", "w=1", "w=2", "w=3", "w=4", "depth", "depth=1", "depth=2", "depth=3"] + [
-        "op=a",
-        "op=b",
-        "op=c",
-        "se",
-    ]
+    names = ["w", "w=1", "w=2", "w=3", "w=4", "depth", "depth=1", "depth=2", "depth=3", "op=a", "op=b"]
+    assert both.names() == [*names, "op=c", "se"]
     assert both([(4, 2, "c", True)]).tolist() == [[1.0, 0, 0, 0, 1, 0.5, 0, 1, 0, 0, 0, 1, 1.0]]
     only = Encoder(sp.dimensions, "one-hot")
     assert only.width == 4 + 3 + 3 + 1
@@ -285,6 +281,8 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"output_warp": "yeo-johnson", "incumbent": "posterior-mean", "batch_size": 3},
         {"output_warp": "copula", "ensemble": True, "ei_target": "observation", "input_warp": True},
         {"ordinal_encoding": "index+one-hot", "cost_feature": True},
+        {"acquisition": "mes"},
+        {"hyper_starts": 2, "ensemble": True},
     ],
     ids=[
         "thompson",
@@ -296,6 +294,8 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         "yeo-johnson-posterior-batch",
         "copula-ensemble-observation-input-warp",
         "index-one-hot-cost",
+        "mes",
+        "hyper-starts-ensemble",
     ],
 )
 def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
@@ -307,8 +307,11 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert len(archs) == 13 == len(set(archs))
     assert all(q.costs["latency_ms"] <= 6.0 for q in state.queries)
     # the ensemble: {rbf, matern52} x {with, without the cost feature}; the first member is the model
-    members = (4 if config.cost_feature else 2) if config.ensemble else 1
+    members = ((4 if config.cost_feature else 2) if config.ensemble else 1) * config.hyper_starts
     assert len(state.models) == members and state.model is state.models[0]
+    if config.hyper_starts > 1:  # another starting point, another fit
+        ls = [m.covar_module.lengthscale.detach().numpy() for m in state.models[:2]]
+        assert not np.allclose(ls[0], ls[1])
     pred = state.predict(archs[:3], np.array([q.costs["latency_ms"] for q in state.queries[:3]]))
     assert pred is not None and pred.shape == (3,)
     # in accuracy units whatever the output warp (the warped outputs are standard-normal-like)
@@ -318,11 +321,26 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert [q.arch for q in again.queries] == archs
 
 
+def test_mes_values_mean_and_uncertainty() -> None:
+    from chamlab.chamnet.search.engine import max_value_quantiles, mes
+
+    mean = np.array([0.0, 0.5, 0.0, -2.0])
+    std = np.array([0.2, 0.2, 1.0, 0.2])
+    ystar = max_value_quantiles(mean, std, 0.3, 16)
+    assert np.all(np.diff(ystar) >= 0) and ystar.min() >= 0.3  # quantiles, floored at the best seen
+    a = mes(mean, std, 0.3, 16)
+    assert a[1] > a[0] and a[2] > a[0] > a[3]  # a higher mean, or more uncertainty, tells more
+
+
 def test_new_engine_options_are_validated() -> None:
     with pytest.raises(InputError, match="unknown acquisition 'ucb'"):
         EngineConfig(acquisition="ucb")
     with pytest.raises(InputError, match="thompson_pool"):
         EngineConfig(thompson_pool=0)
+    with pytest.raises(InputError, match="hyper_starts"):
+        EngineConfig(hyper_starts=0)
+    with pytest.raises(InputError, match="mes_samples"):
+        EngineConfig(mes_samples=0)
 
 
 def test_output_warps_are_monotone_and_invertible() -> None:
