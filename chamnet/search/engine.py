@@ -9,7 +9,8 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
 2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
    one-hot; with ``cost_feature`` (off by default: it pulls the search to the constraint boundary,
    which cost tens of queries where the optimum lies inside, see docs/search.md) the log of the
-   primary cost, scaled to [0, 1] over the candidates, is one more input.
+   primary cost, scaled to [0, 1] over the candidates, is one more input; ``ordinal_encoding``
+   ("index", "one-hot", "index+one-hot") is the GP's view of an ordinal dim of more than 2 values.
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model.** BoTorch ``SingleTaskGP`` on *warped* accuracies (``output_warp``, default
@@ -19,15 +20,18 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
    With ``ensemble``: an equal-weight mixture of GPs ({kernel, the other of rbf/matern52} x {with,
-   without the cost feature}).
+   without the cost feature}); with ``hyper_starts`` K > 1 every member is fitted from K
+   hyperparameter starting points (the prior's default, then draws from the priors) and acquisition
+   averages over them.
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found (in warped
    units; ``incumbent="posterior-mean"``: over the highest posterior mean of a queried feasible
    arch instead; ``ei_target="observation"``: EI of a new observation, the learned noise added to
    the latent variance), evaluated exactly on every feasible unqueried candidate; batches
    (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
    ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
-   posterior draws. With ``trust_region`` the candidates are limited to a Hamming ball around the
-   incumbent (TuRBO-like radius adaptation), off by default.
+   posterior draws; ``acquisition="mes"``: max-value entropy search. With ``trust_region`` the
+   candidates are limited to a Hamming ball around the incumbent (TuRBO-like radius adaptation), off
+   by default.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
 """
