@@ -121,6 +121,7 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-cost-feature": {**NCF, "output_warp": "yeo-johnson", "cost_feature": True},
     "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
     "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
+    "yj-pi": {**NCF, "output_warp": "yeo-johnson", "acquisition": "pi"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -475,7 +476,8 @@ def ablation_table(s: dict[str, Any], default: str) -> list[str]:
             name += f" ({'/'.join(str(x) for x in sorted(seeds))} seeds)"
         cols = [_hit(v) if v else "" for v in vals]
         # the worst median only where every limit ran (a partial row names the limits it covers)
-        last = f"{worst:g}" if all(vals) else f"({sum(1 for v in vals if v)} limits)"
+        shown = f"{worst:g}" if np.isfinite(worst) else f">{BUDGETS['engine']}"
+        last = shown if all(vals) else f"({sum(1 for v in vals if v)} limits)"
         out.append(f"| {name} | " + " | ".join(cols) + f" | {last} |")
     return out
 

@@ -29,9 +29,9 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    the latent variance), evaluated exactly on every feasible unqueried candidate; batches
    (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
    ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
-   posterior draws; ``acquisition="mes"``: max-value entropy search. With ``trust_region`` the
-   candidates are limited to a Hamming ball around the incumbent (TuRBO-like radius adaptation), off
-   by default.
+   posterior draws; ``acquisition="mes"``: max-value entropy search; ``"pi"``: probability of
+   improvement. With ``trust_region`` the candidates are limited to a Hamming ball around the
+   incumbent (TuRBO-like radius adaptation), off by default.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
 """
@@ -53,7 +53,7 @@ from .problem import Problem
 from .sampling import SAMPLERS, design
 
 KERNELS = ("rbf", "matern52", "additive")
-ACQUISITIONS = ("ei", "thompson", "mes")
+ACQUISITIONS = ("ei", "thompson", "mes", "pi")
 INCUMBENTS = ("observed", "posterior-mean")
 OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
 ORDINAL_ENCODINGS = ("index", "one-hot", "index+one-hot")
@@ -74,7 +74,8 @@ class EngineConfig:
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
     acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws;
-    # "mes": max-value entropy search (information about the best accuracy among the candidates)
+    # "mes": max-value entropy search (information about the best accuracy among the candidates);
+    # "pi": probability of improvement (more exploitative than EI)
     mes_samples: int = 64  # max-value samples of "mes" (Gumbel quantiles: deterministic)
     thompson_pool: int = 2000  # Thompson draws are joint over this many candidates of highest UCB
     input_warp: bool = False  # a learned Kumaraswamy warp of every feature (ordinal level spacing)
@@ -753,6 +754,18 @@ class BayesOptEngine:
         Xc = Xs[0]
         if self.config.acquisition == "thompson":
             return [fresh_archs[i] for i in self._thompson(state.models, Xs, q, rng)]
+        if self.config.acquisition == "pi":
+            # log PI of the equal-weight mixture: the members' average probability; a batch: the q highest
+            from scipy.stats import norm
+
+            logs = np.array(
+                [
+                    norm.logcdf((mu - best) / np.maximum(sd, 1e-12))
+                    for mu, sd in (predict_gp(m, X) for m, X in zip(state.models, Xs, strict=True))
+                ]
+            )
+            score = np.logaddexp.reduce(logs, axis=0) - np.log(len(logs))
+            return [fresh_archs[int(i)] for i in np.argsort(-score, kind="stable")[:q]]
         if self.config.acquisition == "mes":
             # the members' average MES; a batch takes the q highest (no diversity: for q = 1)
             preds = [predict_gp(m, X) for m, X in zip(state.models, Xs, strict=True)]

@@ -282,6 +282,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"output_warp": "copula", "ensemble": True, "ei_target": "observation", "input_warp": True},
         {"ordinal_encoding": "index+one-hot", "cost_feature": True},
         {"acquisition": "mes"},
+        {"acquisition": "pi", "batch_size": 2},
         {"hyper_starts": 2, "ensemble": True},
     ],
     ids=[
@@ -295,6 +296,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         "copula-ensemble-observation-input-warp",
         "index-one-hot-cost",
         "mes",
+        "pi-batch",
         "hyper-starts-ensemble",
     ],
 )
