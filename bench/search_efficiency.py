@@ -114,10 +114,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-trust-region": {**NCF, "output_warp": "yeo-johnson", "trust_region": True},
     "yj-batch4": {**NCF, "output_warp": "yeo-johnson", "batch_size": 4},
     "yj-additive": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive"},
-    # ... then (issue9d) the GP's view of ordinal dims of more than 2 values, and the cost feature
-    # again, now under the warp
+    # ... then (issue9d, after tracing where the default spends its queries: bench/search_trace.py)
+    # the GP's view of ordinal levels, the cost feature under the warp, other acquisitions (MES, PI)
+    # and several hyperparameter starting points
     "yj-index-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "index+one-hot"},
-    "yj-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "one-hot"},
     "yj-cost-feature": {**NCF, "output_warp": "yeo-johnson", "cost_feature": True},
     "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
     "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
