@@ -60,6 +60,12 @@ ORDINAL_ENCODINGS = ("index", "one-hot", "index+one-hot")
 EI_TARGETS = ("latent", "observation")
 
 
+#: EngineConfig fields added after search histories were first stored, each with the value that
+#: reproduces what the engine did before it existed: a history stored without them resumes
+#: (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing arguments)
+ADDED_FIELDS: dict[str, Any] = {"ordinal_encoding": "index", "hyper_starts": 1, "mes_samples": 64}
+
+
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
     n_init: int = 10
