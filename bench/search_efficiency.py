@@ -62,6 +62,8 @@ V1: dict[str, Any] = {
     "output_warp": "none",
     "ei_target": "latent",
     "input_warp": False,
+    "ordinal_encoding": "index",
+    "hyper_starts": 1,
 }
 #: v1 without the cost feature (the default from 8f11b45 until the output warp) ...
 NCF: dict[str, Any] = {**V1, "cost_feature": False}
@@ -112,6 +114,14 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-trust-region": {**NCF, "output_warp": "yeo-johnson", "trust_region": True},
     "yj-batch4": {**NCF, "output_warp": "yeo-johnson", "batch_size": 4},
     "yj-additive": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive"},
+    # ... then (issue9d, after tracing where the default spends its queries: bench/search_trace.py)
+    # the GP's view of ordinal levels, the cost feature under the warp, other acquisitions (MES, PI)
+    # and several hyperparameter starting points
+    "yj-index-one-hot": {**NCF, "output_warp": "yeo-johnson", "ordinal_encoding": "index+one-hot"},
+    "yj-cost-feature": {**NCF, "output_warp": "yeo-johnson", "cost_feature": True},
+    "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
+    "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
+    "yj-pi": {**NCF, "output_warp": "yeo-johnson", "acquisition": "pi"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -466,7 +476,8 @@ def ablation_table(s: dict[str, Any], default: str) -> list[str]:
             name += f" ({'/'.join(str(x) for x in sorted(seeds))} seeds)"
         cols = [_hit(v) if v else "" for v in vals]
         # the worst median only where every limit ran (a partial row names the limits it covers)
-        last = f"{worst:g}" if all(vals) else f"({sum(1 for v in vals if v)} limits)"
+        shown = f"{worst:g}" if np.isfinite(worst) else f">{BUDGETS['engine']}"
+        last = shown if all(vals) else f"({sum(1 for v in vals if v)} limits)"
         out.append(f"| {name} | " + " | ".join(cols) + f" | {last} |")
     return out
 

@@ -9,7 +9,8 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
 2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
    one-hot; with ``cost_feature`` (off by default: it pulls the search to the constraint boundary,
    which cost tens of queries where the optimum lies inside, see docs/search.md) the log of the
-   primary cost, scaled to [0, 1] over the candidates, is one more input.
+   primary cost, scaled to [0, 1] over the candidates, is one more input; ``ordinal_encoding``
+   ("index", "one-hot", "index+one-hot") is the GP's view of an ordinal dim of more than 2 values.
 3. **Initial design.** ``n_init`` feasible archs from a sampler (:mod:`.sampling`; default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model.** BoTorch ``SingleTaskGP`` on *warped* accuracies (``output_warp``, default
@@ -19,14 +20,17 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    prior, learned noise, standardised outputs; conditioned on every new result, its hyperparameters
    re-optimised (maximum marginal likelihood, warm-started) after every ``refit_every`` new queries.
    With ``ensemble``: an equal-weight mixture of GPs ({kernel, the other of rbf/matern52} x {with,
-   without the cost feature}).
+   without the cost feature}); with ``hyper_starts`` K > 1 every member is fitted from K
+   hyperparameter starting points (the prior's default, then draws from the priors) and acquisition
+   averages over them.
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found (in warped
    units; ``incumbent="posterior-mean"``: over the highest posterior mean of a queried feasible
    arch instead; ``ei_target="observation"``: EI of a new observation, the learned noise added to
    the latent variance), evaluated exactly on every feasible unqueried candidate; batches
    (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
    ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
-   posterior draws. With ``trust_region`` the candidates are limited to a Hamming ball around the
+   posterior draws; ``acquisition="mes"``: max-value entropy search; ``"pi"``: probability of
+   improvement. With ``trust_region`` the candidates are limited to a Hamming ball around the
    incumbent (TuRBO-like radius adaptation), off by default.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
@@ -49,10 +53,17 @@ from .problem import Problem
 from .sampling import SAMPLERS, design
 
 KERNELS = ("rbf", "matern52", "additive")
-ACQUISITIONS = ("ei", "thompson")
+ACQUISITIONS = ("ei", "thompson", "mes", "pi")
 INCUMBENTS = ("observed", "posterior-mean")
 OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
+ORDINAL_ENCODINGS = ("index", "one-hot", "index+one-hot")
 EI_TARGETS = ("latent", "observation")
+
+
+#: EngineConfig fields added after search histories were first stored, each with the value that
+#: reproduces what the engine did before it existed: a history stored without them resumes
+#: (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing arguments)
+ADDED_FIELDS: dict[str, Any] = {"ordinal_encoding": "index", "hyper_starts": 1, "mes_samples": 64}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +79,24 @@ class EngineConfig:
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
     # "additive": one RBF per feature plus a full ARD RBF
-    acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws
+    acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws;
+    # "mes": max-value entropy search (information about the best accuracy among the candidates);
+    # "pi": probability of improvement (more exploitative than EI)
+    mes_samples: int = 64  # max-value samples of "mes" (Gumbel quantiles: deterministic)
     thompson_pool: int = 2000  # Thompson draws are joint over this many candidates of highest UCB
     input_warp: bool = False  # a learned Kumaraswamy warp of every feature (ordinal level spacing)
     ensemble: bool = False  # an equal-weight mixture of GPs: {kernel, the other of rbf/matern52} x
     # {with, without the cost feature} (the first member is `kernel` with `cost_feature` as set)
+    hyper_starts: int = 1  # GPs fitted from this many hyperparameter starting points (the prior's
+    # default, then draws from the lengthscale and noise priors), each warm-started from its own fit
+    # after that; acquisition averages over them (EI: the EI of their equal-weight mixture)
     output_warp: str = "yeo-johnson"  # a monotone map of the accuracies before the GP: "yeo-johnson"
     # (power transform, lambda by maximum likelihood), "copula" (normal scores of the ranks), "none"
     ei_target: str = "latent"  # EI of the latent function, or of the "observation" (latent + the
     # learned noise: a table entry is a noisy measurement and the best entry is what is sought)
+    ordinal_encoding: str = "index"  # GP features of an ordinal dim of > 2 values: "index" (value index
+    # / (choices - 1)), "one-hot" (as a categorical dim), "index+one-hot" (both: ARD weighs the order
+    # against the levels' own effects); the initial design always works on "index"
     incumbent: str = "observed"  # EI's best_f: "observed" (the best feasible accuracy queried) or
     # "posterior-mean" (the highest posterior mean over the feasible archs queried: noise-aware)
 
@@ -95,8 +115,16 @@ class EngineConfig:
             raise InputError(f"unknown output warp {self.output_warp!r}; known: {', '.join(OUTPUT_WARPS)}")
         if self.ei_target not in EI_TARGETS:
             raise InputError(f"unknown EI target {self.ei_target!r}; known: {', '.join(EI_TARGETS)}")
+        if self.ordinal_encoding not in ORDINAL_ENCODINGS:
+            raise InputError(
+                f"unknown ordinal encoding {self.ordinal_encoding!r}; known: {', '.join(ORDINAL_ENCODINGS)}"
+            )
         if self.incumbent not in INCUMBENTS:
             raise InputError(f"unknown incumbent {self.incumbent!r}; known: {', '.join(INCUMBENTS)}")
+        if self.hyper_starts < 1:
+            raise InputError(f"hyper_starts must be >= 1, got {self.hyper_starts}")
+        if self.mes_samples < 1:
+            raise InputError(f"mes_samples must be >= 1, got {self.mes_samples}")
         if self.thompson_pool < 1:
             raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
@@ -116,25 +144,50 @@ class Query:
 
 # -- features -----------------------------------------------------------------------------------
 class Encoder:
-    """Archs -> feature rows in [0, 1]: ordinal dims by value index, categorical dims one-hot."""
+    """Archs -> feature rows in [0, 1]: ordinal dims by value index (``ordinal="index"``), one-hot
+    (``"one-hot"``) or both (``"index+one-hot"``: the index column, then the one-hot columns) when
+    they have more than 2 values; categorical dims one-hot (one column when there are two values)."""
 
-    def __init__(self, dims: Sequence[Dimension]) -> None:
+    def __init__(self, dims: Sequence[Dimension], ordinal: str = "index") -> None:
+        if ordinal not in ORDINAL_ENCODINGS:
+            raise InputError(f"unknown ordinal encoding {ordinal!r}; known: {', '.join(ORDINAL_ENCODINGS)}")
         self.dims = tuple(dims)
         self._lookup = [{v: i for i, v in enumerate(d.values)} for d in self.dims]
-        self.width = sum(len(d.values) if d.categorical and len(d.values) > 2 else 1 for d in self.dims)
+        self._parts = [self._columns(d, ordinal) for d in self.dims]
+        self.width = sum(
+            int(index) + (len(d.values) if onehot else 0)
+            for d, (index, onehot) in zip(self.dims, self._parts, strict=True)
+        )
+
+    @staticmethod
+    def _columns(d: Dimension, ordinal: str) -> tuple[bool, bool]:
+        """(an index column, one-hot columns) for dimension ``d``."""
+        if len(d.values) <= 2:
+            return True, False
+        if d.categorical:
+            return False, True
+        return ordinal != "one-hot", ordinal != "index"
+
+    def names(self) -> list[str]:
+        """One name per feature column: the dimension's name, or ``name=value`` for a one-hot column."""
+        out: list[str] = []
+        for d, (index, onehot) in zip(self.dims, self._parts, strict=True):
+            out += [d.name] if index else []
+            out += [f"{d.name}={v}" for v in d.values] if onehot else []
+        return out
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         out = np.zeros((len(archs), self.width))
         col = 0
-        for j, (d, lk) in enumerate(zip(self.dims, self._lookup, strict=True)):
+        for j, (d, lk, (index, onehot)) in enumerate(zip(self.dims, self._lookup, self._parts, strict=True)):
             idx = np.array([lk[a[j]] for a in archs], dtype=int)
             n = len(d.values)
-            if d.categorical and n > 2:
-                out[np.arange(len(archs)), col + idx] = 1.0
-                col += n
-            else:
+            if index:
                 out[:, col] = idx / (n - 1) if n > 1 else 0.0
                 col += 1
+            if onehot:
+                out[np.arange(len(archs)), col + idx] = 1.0
+                col += n
         return out
 
 
@@ -257,10 +310,13 @@ def fit_gp(
     kernel: str = "rbf",
     optimise: bool = True,
     input_warp: bool = False,
+    start: np.random.Generator | None = None,
 ) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters, or, with
-    ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data)."""
+    ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data).
+    Without ``warm``, ``start`` draws the optimiser's starting lengthscales and noise from their
+    log-normal priors (else it starts at the priors' defaults)."""
     import torch
     from botorch.exceptions.warnings import OptimizationWarning
     from botorch.fit import fit_gpytorch_mll
@@ -312,6 +368,8 @@ def fit_gp(
     if warm is not None and not optimise:
         model.eval()
         return model
+    if warm is None and start is not None:
+        _draw_start(model, start)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         with warnings.catch_warnings():
@@ -320,6 +378,33 @@ def fit_gp(
     except Exception:  # a failed optimisation keeps the prior's hyperparameters; still a usable model
         model.eval()
     return model
+
+
+def _draw_start(model: Any, rng: np.random.Generator) -> None:
+    """Set a GP's lengthscales and noise to draws from their log-normal priors (a hyperparameter
+    starting point; hyperparameters without a log-normal prior keep their defaults)."""
+    import torch
+
+    def lognormal(prior: Any, shape: tuple[int, ...]) -> Any:
+        loc, scale = getattr(prior, "loc", None), getattr(prior, "scale", None)
+        if loc is None or scale is None:
+            return None
+        draw = rng.normal(float(loc.reshape(-1)[0]), float(scale.reshape(-1)[0]), size=shape)
+        return torch.as_tensor(np.exp(draw), dtype=torch.float64)
+
+    covar = model.covar_module
+    base = getattr(covar, "base_kernel", covar)
+    prior = getattr(base, "lengthscale_prior", None)
+    if prior is not None:
+        ls = lognormal(prior, tuple(base.lengthscale.shape))
+        if ls is not None:
+            base.lengthscale = ls.clamp_min(0.05)
+    noise = model.likelihood.noise_covar
+    prior = getattr(noise, "noise_prior", None)
+    if prior is not None:
+        nz = lognormal(prior, tuple(noise.noise.shape))
+        if nz is not None:
+            noise.noise = nz.clamp(1e-4, 1.0)
 
 
 def _factor(model: Any) -> tuple[Any, Any, float, float]:
@@ -415,6 +500,46 @@ def log_ei(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
     return (_log_ei_helper(u) + torch.as_tensor(std).log()).numpy()
 
 
+def max_value_quantiles(mean: np.ndarray, std: np.ndarray, best: float, n: int) -> np.ndarray:
+    """``n`` samples (evenly spaced quantiles, so deterministic) of the maximum of the latent function
+    over the rows of (``mean``, ``std``), by the Gumbel approximation of Wang & Jegelka (2017):
+    P(max < y) ~ prod_i Phi((y - mean_i) / std_i), matched at its quartiles; never below ``best``
+    (the best value observed)."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-9)
+
+    def cdf(y: float) -> float:
+        return float(np.exp(norm.logcdf((y - mean) / std).sum()))
+
+    def quantile(p: float) -> float:
+        lo, hi = float(np.min(mean - 8 * std)), float(np.max(mean + 8 * std))
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
+        return 0.5 * (lo + hi)
+
+    q1, q2, q3 = quantile(0.25), quantile(0.5), quantile(0.75)
+    b = max((q3 - q1) / (np.log(np.log(4.0)) - np.log(np.log(4.0 / 3.0))), 1e-9)
+    a = q2 + b * np.log(np.log(2.0))
+    u = (np.arange(n) + 0.5) / n
+    ystar = a - b * np.log(-np.log(u))
+    return np.maximum(ystar, best + 1e-6 * float(np.median(std)))
+
+
+def mes(mean: np.ndarray, std: np.ndarray, best: float, n_samples: int) -> np.ndarray:
+    """Max-value entropy search (Wang & Jegelka 2017): the expected reduction of the entropy of the
+    maximum value if each row were evaluated, averaged over ``n_samples`` max-value samples (drawn
+    over the same rows; ``best`` is the best value observed, a floor for them)."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-9)
+    ystar = max_value_quantiles(mean, std, best, n_samples)
+    g = (ystar[None, :] - mean[:, None]) / std[:, None]
+    logcdf = norm.logcdf(g)
+    return np.mean(g * np.exp(norm.logpdf(g) - logcdf) / 2.0 - logcdf, axis=1)
+
+
 def hyperparameters(model: Any, feature_names: Sequence[str]) -> dict[str, Any]:
     """The fitted GP's hyperparameters as plain JSON (lengthscale per feature, noise, output scale)."""
     out: dict[str, Any] = {"model": "botorch.SingleTaskGP", "kernel": type(model.covar_module).__name__}
@@ -487,14 +612,15 @@ class BayesOptEngine:
         if budget < 1:
             raise InputError(f"the query budget must be >= 1, got {budget}")
         space = problem.space
-        encoder = Encoder(space.dimensions)
+        encoder = Encoder(space.dimensions)  # the initial design's (and the pool's) features
+        gp_encoder = Encoder(space.dimensions, cfg.ordinal_encoding)  # the GP's
         primary = problem.primary
         limit = problem.limits[primary]
         queried: dict[Arch, Query] = {}
         for q in previous:
             queried[tuple(q.arch)] = dataclasses.replace(q, phase=q.phase)
         state = EngineState(list(queried.values()))
-        names = [*self._feature_names(space.dimensions)]
+        names = gp_encoder.names()
 
         exhaustive = space.size <= cfg.exhaustive_limit
         if exhaustive:
@@ -513,7 +639,7 @@ class BayesOptEngine:
 
         def features_with(use_cost: bool) -> Callable[[Sequence[Arch], np.ndarray], np.ndarray]:
             def features(archs: Sequence[Arch], cost: np.ndarray) -> np.ndarray:
-                X = encoder(archs)
+                X = gp_encoder(archs)
                 return np.column_stack([X, scale(cost)]) if use_cost else X
 
             return features
@@ -525,6 +651,8 @@ class BayesOptEngine:
             self._members = [
                 (k, c) for k in (cfg.kernel, other) for c in dict.fromkeys((cfg.cost_feature, False))
             ]
+        # every member from hyper_starts starting points (the first: the prior's default)
+        self._members = [m for m in self._members for _ in range(cfg.hyper_starts)]
         state.feature_names = tuple(names)
         state.features = features
         state.member_features = [features_with(c) for _, c in self._members]
@@ -568,16 +696,6 @@ class BayesOptEngine:
             self._fit(state, problem, features)
         return state
 
-    @staticmethod
-    def _feature_names(dims: Sequence[Dimension]) -> list[str]:
-        names: list[str] = []
-        for d in dims:
-            if d.categorical and len(d.values) > 2:
-                names += [f"{d.name}={v}" for v in d.values]
-            else:
-                names.append(d.name)
-        return names
-
     def _fit(self, state: EngineState, problem: Problem, features: Callable[..., np.ndarray]) -> None:
         qs = state.queries
         archs = [q.arch for q in qs]
@@ -591,9 +709,19 @@ class BayesOptEngine:
         members = self._members
         feats = state.member_features or [features]
         old = state.models or [state.model] * len(members)
+        starts = self.config.hyper_starts
         state.models = [
-            fit_gp(f(archs, cost), y, warm=w, kernel=k, optimise=optimise, input_warp=self.config.input_warp)
-            for (k, _), f, w in zip(members, feats, old, strict=True)
+            fit_gp(
+                f(archs, cost),
+                y,
+                warm=w,
+                kernel=k,
+                optimise=optimise,
+                input_warp=self.config.input_warp,
+                # a fixed generator per starting point: a resumed run starts from the same draws
+                start=np.random.default_rng(i % starts) if i % starts else None,
+            )
+            for i, ((k, _), f, w) in enumerate(zip(members, feats, old, strict=True))
         ]
         state.model = state.models[0]
         if optimise:
@@ -632,6 +760,23 @@ class BayesOptEngine:
         Xc = Xs[0]
         if self.config.acquisition == "thompson":
             return [fresh_archs[i] for i in self._thompson(state.models, Xs, q, rng)]
+        if self.config.acquisition == "pi":
+            # log PI of the equal-weight mixture: the members' average probability; a batch: the q highest
+            from scipy.stats import norm
+
+            logs = np.array(
+                [
+                    norm.logcdf((mu - best) / np.maximum(sd, 1e-12))
+                    for mu, sd in (predict_gp(m, X) for m, X in zip(state.models, Xs, strict=True))
+                ]
+            )
+            score = np.logaddexp.reduce(logs, axis=0) - np.log(len(logs))
+            return [fresh_archs[int(i)] for i in np.argsort(-score, kind="stable")[:q]]
+        if self.config.acquisition == "mes":
+            # the members' average MES; a batch takes the q highest (no diversity: for q = 1)
+            preds = [predict_gp(m, X) for m, X in zip(state.models, Xs, strict=True)]
+            score = np.mean([mes(mu, sd, best, self.config.mes_samples) for mu, sd in preds], axis=0)
+            return [fresh_archs[int(i)] for i in np.argsort(-score, kind="stable")[:q]]
         if q == 1 or len(fresh) <= q:
             # EI of the equal-weight mixture = the members' average EI (one member: its own EI)
             obs = self.config.ei_target == "observation"

@@ -33,7 +33,7 @@ from chamlab.core.errors import DataFileError, InputError
 from chamlab.core.files import atomic_write_text
 from chamlab.core.store import KINDS, read_table, write_table
 
-from .engine import BayesOptEngine, EngineConfig, EngineState, Query
+from .engine import ADDED_FIELDS, BayesOptEngine, EngineConfig, EngineState, Query
 from .problem import Problem, accuracies_of, accuracy_dtype
 
 HISTORY_KIND = KINDS.register(
@@ -107,6 +107,8 @@ def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[
     """The queries of an earlier run with the same arguments (budget aside)."""
     stored = read_table(path, HISTORY_KIND)
     old = stored.meta_json(ARGS_KEY, {}) or {}
+    if isinstance(old.get("engine"), dict):  # stored before some options existed: they were off then
+        old = {**old, "engine": {**ADDED_FIELDS, **old["engine"]}}
     new = json.loads(json.dumps(dict(args)))
     diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
     if diff:

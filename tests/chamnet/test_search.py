@@ -69,6 +69,17 @@ def test_encoder_one_hots_categories() -> None:
     assert enc.width == 1 + 1 + 3 + 1
     X = enc([(4, 2, "c", True), (1, 1, "a", False)])
     assert X.tolist() == [[1.0, 0.5, 0, 0, 1, 1.0], [0.0, 0.0, 1, 0, 0, 0.0]]
+    assert enc.names() == ["w", "depth", "op=a", "op=b", "op=c", "se"]
+    # ordinal dims of > 2 values one-hot too, or instead; categoricals and 2-value dims unchanged
+    both = Encoder(sp.dimensions, "index+one-hot")
+    names = ["w", "w=1", "w=2", "w=3", "w=4", "depth", "depth=1", "depth=2", "depth=3", "op=a", "op=b"]
+    assert both.names() == [*names, "op=c", "se"]
+    assert both([(4, 2, "c", True)]).tolist() == [[1.0, 0, 0, 0, 1, 0.5, 0, 1, 0, 0, 0, 1, 1.0]]
+    only = Encoder(sp.dimensions, "one-hot")
+    assert only.width == 4 + 3 + 3 + 1
+    assert only([(1, 3, "a", False)]).tolist() == [[1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0.0]]
+    with pytest.raises(InputError, match="unknown ordinal encoding 'ranks'"):
+        EngineConfig(ordinal_encoding="ranks")
 
 
 @pytest.mark.parametrize("method", sorted(SAMPLERS))
@@ -269,6 +280,10 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"output_warp": "yeo-johnson"},
         {"output_warp": "yeo-johnson", "incumbent": "posterior-mean", "batch_size": 3},
         {"output_warp": "copula", "ensemble": True, "ei_target": "observation", "input_warp": True},
+        {"ordinal_encoding": "index+one-hot", "cost_feature": True},
+        {"acquisition": "mes"},
+        {"acquisition": "pi", "batch_size": 2},
+        {"hyper_starts": 2, "ensemble": True},
     ],
     ids=[
         "thompson",
@@ -279,6 +294,10 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         "yeo-johnson",
         "yeo-johnson-posterior-batch",
         "copula-ensemble-observation-input-warp",
+        "index-one-hot-cost",
+        "mes",
+        "pi-batch",
+        "hyper-starts-ensemble",
     ],
 )
 def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
@@ -290,8 +309,11 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert len(archs) == 13 == len(set(archs))
     assert all(q.costs["latency_ms"] <= 6.0 for q in state.queries)
     # the ensemble: {rbf, matern52} x {with, without the cost feature}; the first member is the model
-    members = (4 if config.cost_feature else 2) if config.ensemble else 1
+    members = ((4 if config.cost_feature else 2) if config.ensemble else 1) * config.hyper_starts
     assert len(state.models) == members and state.model is state.models[0]
+    if config.hyper_starts > 1:  # another starting point, another fit
+        ls = [m.covar_module.lengthscale.detach().numpy() for m in state.models[:2]]
+        assert not np.allclose(ls[0], ls[1])
     pred = state.predict(archs[:3], np.array([q.costs["latency_ms"] for q in state.queries[:3]]))
     assert pred is not None and pred.shape == (3,)
     # in accuracy units whatever the output warp (the warped outputs are standard-normal-like)
@@ -301,11 +323,26 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert [q.arch for q in again.queries] == archs
 
 
+def test_mes_values_mean_and_uncertainty() -> None:
+    from chamlab.chamnet.search.engine import max_value_quantiles, mes
+
+    mean = np.array([0.0, 0.5, 0.0, -2.0])
+    std = np.array([0.2, 0.2, 1.0, 0.2])
+    ystar = max_value_quantiles(mean, std, 0.3, 16)
+    assert np.all(np.diff(ystar) >= 0) and ystar.min() >= 0.3  # quantiles, floored at the best seen
+    a = mes(mean, std, 0.3, 16)
+    assert a[1] > a[0] and a[2] > a[0] > a[3]  # a higher mean, or more uncertainty, tells more
+
+
 def test_new_engine_options_are_validated() -> None:
     with pytest.raises(InputError, match="unknown acquisition 'ucb'"):
         EngineConfig(acquisition="ucb")
     with pytest.raises(InputError, match="thompson_pool"):
         EngineConfig(thompson_pool=0)
+    with pytest.raises(InputError, match="hyper_starts"):
+        EngineConfig(hyper_starts=0)
+    with pytest.raises(InputError, match="mes_samples"):
+        EngineConfig(mes_samples=0)
 
 
 def test_output_warps_are_monotone_and_invertible() -> None:
@@ -334,7 +371,8 @@ def test_output_warps_are_monotone_and_invertible() -> None:
 
 
 def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
-    """A history written before int8 accuracy (version 1) resumes: its accuracy was fp32."""
+    """A history written before int8 accuracy (version 1) and before the newer engine options
+    resumes: its accuracy was fp32, the options were off."""
     import json
 
     import pyarrow.parquet as pq
@@ -349,6 +387,8 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     meta = {k.decode(): v.decode() for k, v in v2.schema.metadata.items()}
     args = json.loads(meta["chamlab.search"])
     assert args.pop("accuracy_dtype") == "fp32"
+    for added in ("ordinal_encoding", "hyper_starts", "mes_samples"):  # options newer than the file
+        del args["engine"][added]
     meta.update({"chamlab.search": json.dumps(args), "chamlab.schema_version": "1"})
     v1 = v2.drop_columns(["accuracy_fp32", "accuracy_int8"])
     pq.write_table(v1.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
