@@ -141,11 +141,13 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             if between is not None and between > DISTURBED_CV_PCT:
                 out += [
                     "",
-                    f"**{run['space']}, {run['threads']} thread(s): the measurement itself was disturbed** "
+                    f"**{run['space']}, {run['threads']} thread(s): the measurement did not reproduce** "
                     f"(CV between independent protocol runs {between:.1f} %, single sessions "
                     f"{p['single_session_cv_median_pct']:.1f} %, above the {DISTURBED_CV_PCT:g} % the "
-                    "protocol is meant to reach): its rows say how the predictor compares with the floor "
-                    "under that disturbance, not whether it meets the fidelity targets.",
+                    "protocol is meant to reach; load at start and end in the table below, whether "
+                    "neighbours or the machine itself moved it): its rows say how the predictor compares "
+                    "with measurements taken in the same protocol run as its calibration, not whether it "
+                    "meets the fidelity targets.",
                 ]
     return out
 
