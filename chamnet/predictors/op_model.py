@@ -17,7 +17,7 @@ whose mix of the two differs from the measured ones. On the chamnet-mbv2 LUT of 
 fidelity run (fit on the 138 ops of the 10 calibration networks, predict the other 729), the split
 took the median absolute op error from 8.6 % to 6.9 % and the held-apart networks predicted with
 interpolated ops from 67 % to 89 % within +/-10 % (``bench/op_model_features.py``; at 2 threads
-13.2 % -> 12.0 % and 48 % -> 52 %).
+10.8 % -> 9.5 % and 67 % -> 81 %).
 
 It is fitted in *relative* least squares (each op's residual divided by its p50, so a
 0.01 ms op weighs as much as a 2 ms one) with a small ridge (:data:`RIDGE`, on standardised columns),
