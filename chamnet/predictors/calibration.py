@@ -14,7 +14,7 @@ slowdown *per millisecond* grows with how much the network streams, so the corre
 multiplicative in the sum (``sum * (b_sum + b_sw * weight_mib)``), not a constant per MiB.
 Measured by ``bench/calibration_features.py`` on the fidelity run's held-apart networks (fit on 10,
 test on the rest, 300 random splits): chamnet-mbv2 at 1 thread 87.8 % -> 92.6 % within +/-10 %
-(on an earlier run's networks 80.1 % -> 86.7 %), macro-cifar10 99.4 % -> 99.7 %. Records fitted
+(2 threads 70.4 % -> 76.3 %), macro-cifar10 99.4 % -> 99.7 %. Records fitted
 with the v1 features (``weight_mib`` instead of the product) stay readable and apply as they were
 fitted: a record names its own features and :func:`feature_values` provides every feature either
 version uses.
