@@ -32,10 +32,17 @@ For each space and thread count:
    median within-run CV of the LUT's ops.
    Each: share within +/-5 % and +/-10 %, mean absolute % error, Spearman and Kendall rank
    correlation. Also the op-level model's leave-one-out error over the LUT's ops.
+4. for chamnet-mbv2, the same summaries once more on the *random* test archs only (the references
+   ChamNet-A..F and MobileNetV2 left out): the interpolated-ops target is defined on 20 random
+   chamnet-mbv2 archs whose ops were not measured, so calibrated, interpolated and the noise floor
+   are also reported on that subset (``summaries_random``), beside the full set.
 
 ``--dtype int8`` does the same with int8 ops and networks (quantized by the default recipe; the
 corrected prediction also subtracts the boundary quantize/dequantize probes) and writes
 ``latency_fidelity_int8.json``.
+
+``--resummarize`` recomputes every piece's summaries from the pairs stored in the results file
+(no measurement: for a summary added after a run, e.g. ``summaries_random``).
 
 Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
 and end of each run (the machine is shared). Resumable: the file is rewritten after each (space,
@@ -67,6 +74,8 @@ from chamlab.host.lut import Lut
 from chamlab.operators import INVOCATION_PROBE
 
 VARIANTS = ("raw", "corrected", "calibrated", "interpolated", "noise_floor", "single_run_floor")
+#: the variants also summarised on the random test archs alone (``summaries_random``)
+RANDOM_SUBSET_VARIANTS = ("calibrated", "interpolated", "noise_floor")
 
 
 def _ranks(a: list[float]) -> np.ndarray:
@@ -100,6 +109,48 @@ def summarize(pred: list[float], truth: list[float]) -> dict[str, float]:
         "spearman": spearman(pred, truth),
         "kendall": kendall(pred, truth),
     }
+
+
+def summaries_of(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Every variant's summary over ``pairs`` (the floors where the protocol measured them)."""
+    truth = [p["measured_median_ms"] for p in pairs]
+    out = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in VARIANTS[:4]}
+    if all(len(p["protocol_runs_ms"]) > 1 for p in pairs):
+        out["noise_floor"] = summarize([p["protocol_runs_ms"][1] for p in pairs], truth)
+    if all(len(p["measured_ms"]) > 1 for p in pairs):
+        out["single_run_floor"] = summarize(
+            [p["single_run_floor_ms"] for p in pairs], [p["others_median_ms"] for p in pairs]
+        )
+    return out
+
+
+def reference_names(space: SearchSpace) -> set[str]:
+    """The formatted references of ``space`` as :func:`held_apart_archs` adds them (MobileNetV2 at
+    128 px, the others at their own resolution; empty for a space without references)."""
+    refs = getattr(space, "references", {})
+    if not refs:
+        return set()
+    dims = [d.name for d in space.dimensions]
+    if "resolution" not in dims:
+        return {space.format(a) for a in refs.values()}
+    res_index = dims.index("resolution")
+    return {
+        space.format(a if name != "mobilenetv2-1.0" else (*a[:res_index], 128, *a[res_index + 1 :]))
+        for name, a in refs.items()
+    }
+
+
+def random_summaries(space: SearchSpace, pairs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """:data:`RANDOM_SUBSET_VARIANTS` over the random test archs only (None for macro-cifar10, whose
+    extremes are part of its target set, and for a space without references)."""
+    if space.name == "macro-cifar10":
+        return None
+    refs = reference_names(space)
+    rand = [p for p in pairs if p["arch"] not in refs]
+    if not refs or not rand:
+        return None
+    every = summaries_of(rand)
+    return {v: every[v] for v in RANDOM_SUBSET_VARIANTS if v in every}
 
 
 def held_apart_archs(
@@ -191,14 +242,7 @@ def run_space(
                 "distinct_ops": len(set(ops)),
             }
         )
-    truth = [p["measured_median_ms"] for p in pairs]
-    summaries = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in VARIANTS[:4]}
-    if args.floor_runs > 1:
-        summaries["noise_floor"] = summarize([p["protocol_runs_ms"][1] for p in pairs], truth)
-    if args.repeats > 1:
-        summaries["single_run_floor"] = summarize(
-            [p["single_run_floor_ms"] for p in pairs], [p["others_median_ms"] for p in pairs]
-        )
+    summaries = summaries_of(pairs)
     every = [m for r in runs for m in r]
     between = [
         100 * statistics.stdev(v) / statistics.fmean(v)
@@ -234,6 +278,7 @@ def run_space(
             "op_model_loo_n": len(op_loo),
         },
         "summaries": summaries,
+        "summaries_random": random_summaries(space, pairs),
         "protocol": protocol,
         "profile_s": profile_s,
         "networks_measure_s": measure_s,
@@ -242,6 +287,26 @@ def run_space(
         "load_avg_end": os.getloadavg(),
         "pairs": pairs,
     }
+
+
+def resummarize(path: Path) -> None:
+    """Recompute the summaries of every piece in ``path`` from its stored pairs, in place (atomic)."""
+    from chamlab.core.files import atomic_write_text
+
+    if not path.exists():
+        raise SystemExit(f"{path}: no results file to resummarize (run the benchmark first)")
+    data = json.loads(path.read_text())
+    for run in data.get("runs", []):
+        run["summaries"] = summaries_of(run["pairs"])
+        run["summaries_random"] = random_summaries(SPACES.get(run["space"]), run["pairs"])
+        for v, s in (run["summaries_random"] or {}).items():
+            print(
+                f"{run['space']} threads={run['threads']} {v:>12} (random archs, n={s['n']}): "
+                f"within +/-10% {s['within_10pct']:.0%}, MAPE {s['mape_pct']:.1f}%",
+                flush=True,
+            )
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    print(f"rewrote the summaries of {path}")
 
 
 def main() -> None:
@@ -268,15 +333,23 @@ def main() -> None:
     )
     ap.add_argument("--fresh", action="store_true", help="ignore finished pieces in the results file")
     ap.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="recompute every piece's summaries from the pairs in the results file (no measurement)",
+    )
+    ap.add_argument(
         "--reuse-luts",
         action="store_true",
         help="keep a piece's LUT from an earlier attempt when it holds every op the piece needs",
     )
     args = ap.parse_args()
 
-    device = api.load_registry().get(args.target)
     name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
     out = args.out or RESULTS / f"{name}.json"
+    if args.resummarize:
+        resummarize(out)
+        return
+    device = api.load_registry().get(args.target)
     # Resumable: a finished (space, threads) piece is kept when the file was written with the same
     # arguments (the ones that change what a piece measures); pieces are written as they finish.
     same = ("archs", "mbv2", "mbv2_resolution", "calibrate", "repeats", "redo_pct", "max_redo",

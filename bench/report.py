@@ -74,7 +74,9 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             "*calibrated*: the `chamlab calibrate --repeats` fit from the calibration networks' protocol "
             "medians; *interpolated*: calibrated, from a LUT holding only the calibration networks' ops, "
             "the rest predicted by the op-level model; *noise floor*: a second independent run of the "
-            "protocol against the first; *single run floor*: one session against the median of the others."
+            "protocol against the first; *single run floor*: one session against the median of the others. "
+            "*random archs only*: the same variants on the random test archs alone (the space's reference "
+            "networks left out), the set the interpolated-ops target is defined on."
             if "protocol" in r["runs"][0]
             else "Held-apart networks only (never the calibration networks). Truth: the median of "
             f"{r['args']['repeats']} separate measurements (separate runner processes). *raw*: the plain "
@@ -89,7 +91,10 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in r["runs"]:
-        for label, s in run["summaries"].items():
+        rows = list(run["summaries"].items()) + [
+            (f"{v}, random archs only", s) for v, s in (run.get("summaries_random") or {}).items()
+        ]
+        for label, s in rows:
             out.append(
                 f"| {run['space']} | {run['threads']} | {label.replace('_', ' ')} | {s['n']} | "
                 f"{s['within_10pct']:.0%} | {s['within_5pct']:.0%} | {s['mape_pct']:.1f} | "

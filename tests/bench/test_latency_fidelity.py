@@ -1,0 +1,81 @@
+"""The fidelity benchmark's summaries, recomputed from stored pairs (no measurement: runs anywhere)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from conftest import REPO
+
+from chamlab.chamnet.spaces import SPACES
+
+sys.path.insert(0, str(REPO / "bench"))
+from latency_fidelity import held_apart_archs, reference_names
+
+SCRIPT = REPO / "bench" / "latency_fidelity.py"
+
+
+def _pair(arch: str, measured: float, calibrated: float, second_run: float) -> dict[str, Any]:
+    return {
+        "arch": arch,
+        "measured_ms": [measured, measured, measured],
+        "measured_median_ms": measured,
+        "protocol_runs_ms": [measured, second_run],
+        "single_run_floor_ms": measured,
+        "others_median_ms": measured,
+        "raw_ms": measured,
+        "corrected_ms": measured,
+        "calibrated_ms": calibrated,
+        "interpolated_ms": calibrated,
+    }
+
+
+def test_references_are_the_ones_the_benchmark_adds() -> None:
+    space = SPACES.get("chamnet-mbv2")
+    tests = held_apart_archs(space, np.random.default_rng(0), 3, 128)
+    refs = reference_names(space)
+    assert len(refs) == len(space.references)
+    assert sum(space.format(a) in refs for a in tests) == len(refs)  # every reference, MobileNetV2 at 128 px
+    assert sum(space.format(a) not in refs for a in tests) == 3
+
+
+def test_resummarize_reports_the_random_archs_apart(tmp_path: Path) -> None:
+    space = SPACES.get("chamnet-mbv2")
+    tests = held_apart_archs(space, np.random.default_rng(1), 4, 128)
+    refs = reference_names(space)
+    # the references are predicted 20 % off, the random archs exactly; the second run differs by 1 %
+    pairs = [_pair(space.format(a), 2.0, 2.4 if space.format(a) in refs else 2.0, 2.02) for a in tests]
+    path = tmp_path / "latency_fidelity.json"
+    original = {"benchmark": "latency_fidelity", "environment": {"when": "x"}, "args": {}}
+    path.write_text(
+        json.dumps({**original, "runs": [{"space": "chamnet-mbv2", "threads": 1, "pairs": pairs}]})
+    )
+    cmd = [sys.executable, str(REPO / "bench" / "latency_fidelity.py"), "--resummarize", "--out", str(path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(path.read_text())
+    assert r["environment"] == {"when": "x"}  # the measurement's environment is kept
+    run = r["runs"][0]
+    assert run["summaries"]["calibrated"]["n"] == len(tests)
+    assert run["summaries"]["calibrated"]["within_10pct"] == 4 / len(tests)
+    rand = run["summaries_random"]
+    assert set(rand) == {"calibrated", "interpolated", "noise_floor"}
+    assert rand["calibrated"]["n"] == 4 and rand["calibrated"]["within_10pct"] == 1.0
+    assert abs(rand["noise_floor"]["mape_pct"] - 1.0) < 1e-9
+
+
+def test_resummarize_without_results_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "none.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "bench" / "latency_fidelity.py"),
+        "--resummarize",
+        "--out",
+        str(missing),
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode != 0 and "no results file" in res.stderr
