@@ -24,6 +24,13 @@ training points for each initial design, on all feasible archs and near the cons
 
 Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
 where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
+
+The summary also pairs every engine variant with the default by (cell, seed) (``summary_paired``:
+better/worse/tied, the median difference, the Wilcoxon signed-rank p). Seeds from 10 on
+(``--first-seed 10 --seeds 10``) are a robustness read, kept out of the main medians
+(``summary_extra_seeds``: the median over all seeds and a bootstrap interval of a 10-seed median):
+
+    .venv/bin/python bench/search_efficiency.py --methods ncf-yeo-johnson --first-seed 10 --skip-quality
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ from _common import RESULTS, write_result  # noqa: E402
 
 LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 PCTS = (25, 50, 75)
+#: the seeds of the main tables (0 .. MAIN_SEEDS - 1): runs of later seeds (``--first-seed``) are a
+#: robustness read, summarised apart (``summary_extra_seeds``), never mixed into the main medians
+MAIN_SEEDS = 10
 BUDGETS = {"engine": 150, "plain-gp-ei": 150, "optuna-tpe": 150, "regularized-evolution": 300, "random": 300}
 #: the first engine (greedy log-EI, one RBF GP with the cost feature, imbalanced-Sobol design) ...
 V1: dict[str, Any] = {
@@ -122,6 +132,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
     "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
     "yj-pi": {**NCF, "output_warp": "yeo-johnson", "acquisition": "pi"},
+    # ... then (issue9e) the initial design size, never measured before: the default with 5 and 20
+    # archs in the initial design (the default is 10)
+    "yj-init5": {**NCF, "output_warp": "yeo-johnson", "n_init": 5},
+    "yj-init20": {**NCF, "output_warp": "yeo-johnson", "n_init": 20},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -278,9 +292,12 @@ def _work(job: tuple[str, str, str, int, float, int]) -> tuple[str, dict[str, An
 
 
 def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
+    """Per cell and method over the main seeds (0 .. MAIN_SEEDS - 1)."""
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for key, r in runs.items():
-        cost, pct, method, _seed = key.split("|")
+        cost, pct, method, seed = key.split("|")
+        if int(seed) >= MAIN_SEEDS:
+            continue
         groups.setdefault((cost, pct, method), []).append(r)
     out: dict[str, Any] = {}
     for (cost, pct, method), rs in sorted(groups.items()):
@@ -295,6 +312,104 @@ def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
             "max_regret50": float(np.nanmax([r["regret50"] for r in rs])),
             "median_seconds": float(np.median([r["seconds"] for r in rs])),
         }
+    return out
+
+
+def _hits_by_pair(runs: dict[str, Any], budget: int) -> dict[str, dict[tuple[str, str, int], float]]:
+    """method -> {(cost, pct, seed): queries to the best}, a miss counted as budget + 1."""
+    out: dict[str, dict[tuple[str, str, int], float]] = {}
+    for key, r in runs.items():
+        cost, pct, method, seed = key.split("|")
+        out.setdefault(method, {})[(cost, pct, int(seed))] = float(
+            r["hit"] if r["hit"] is not None else budget + 1
+        )
+    return out
+
+
+def paired_comparison(
+    runs: dict[str, Any], default: str, summary: dict[str, Any], budget: int | None = None
+) -> dict[str, Any]:
+    """Every engine variant against ``default`` over the (cell, seed) pairs both ran.
+
+    Difference = variant minus default queries to the best (a miss: budget + 1; negative: the
+    variant found the best sooner). Per variant: the pairs, better/worse/tied counts, the median
+    difference, the two-sided Wilcoxon signed-rank p (scipy: zero differences dropped, exact for
+    small samples without ties, else the normal approximation; 1.0 when every pair ties) and, from
+    the main-seed medians of ``summary``, the largest per-cell excess of the variant's median over
+    the default's (misses as budget + 1) and the cells both ran.
+    """
+    import warnings
+
+    from scipy.stats import wilcoxon
+
+    budget = BUDGETS["engine"] if budget is None else budget
+    hits = _hits_by_pair(runs, budget)
+    base = hits.get(default, {})
+
+    def med(v: Any) -> float:
+        return float(v) if isinstance(v, float) and np.isfinite(v) else float(budget + 1)
+
+    out: dict[str, Any] = {}
+    for m in ENGINE_VARIANTS:
+        if m in ("engine", default) or m not in hits:
+            continue
+        pairs = sorted(set(hits[m]) & set(base))
+        if not pairs:
+            continue
+        d = np.array([hits[m][k] - base[k] for k in pairs])
+        nonzero = d[d != 0]
+        if len(nonzero):
+            with warnings.catch_warnings():  # ties/small samples: scipy warns and approximates
+                warnings.simplefilter("ignore")
+                p = float(wilcoxon(nonzero).pvalue)
+        else:
+            p = 1.0
+        cells = sorted({(c, q) for c, q, _ in pairs})
+        excess = [
+            med(summary[c][q][m]["median_hit"]) - med(summary[c][q][default]["median_hit"])
+            for c, q in cells
+            if m in summary.get(c, {}).get(q, {}) and default in summary[c][q]
+        ]
+        out[m] = {
+            "pairs": len(pairs),
+            "cells": len(cells),
+            "better": int((d < 0).sum()),
+            "worse": int((d > 0).sum()),
+            "tied": int((d == 0).sum()),
+            "median_difference": float(np.median(d)),
+            "mean_difference": round(float(np.mean(d)), 2),
+            "wilcoxon_p": float(f"{p:.3g}"),
+            "worst_cell_median_excess": max(excess) if excess else None,
+        }
+    return out
+
+
+def extra_seeds(
+    runs: dict[str, Any], budget: int | None = None, draws: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Cells where a method ran more than the main seeds: the median over all its seeds and how
+    much a MAIN_SEEDS-seed median moves (a miss: budget + 1).
+
+    The bootstrap draws MAIN_SEEDS hits with replacement from all the method's seeds at the cell,
+    ``draws`` times (numpy Generator seeded with ``seed``), and gives the 2.5/97.5 % percentiles of
+    their median and the share of draws whose median is <= 35 (the target).
+    """
+    budget = BUDGETS["engine"] if budget is None else budget
+    out: dict[str, Any] = {}
+    for m, by_pair in sorted(_hits_by_pair(runs, budget).items()):
+        cells = sorted({(c, q) for c, q, s in by_pair if s >= MAIN_SEEDS})
+        for c, q in cells:
+            h = np.array([v for (c2, q2, _s), v in sorted(by_pair.items()) if (c2, q2) == (c, q)])
+            rng = np.random.default_rng(seed)
+            meds = np.median(rng.choice(h, size=(draws, MAIN_SEEDS), replace=True), axis=1)
+            lo, hi = np.percentile(meds, [2.5, 97.5])
+            out.setdefault(m, {}).setdefault(c, {})[q] = {
+                "seeds": len(h),
+                "median_hit": float(np.median(h)),
+                "found": int((h <= budget).sum()),
+                "bootstrap_median_95": [float(lo), float(hi)],
+                "bootstrap_share_le_35": round(float(np.mean(meds <= 35)), 3),
+            }
     return out
 
 
@@ -347,7 +462,13 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="1 seed, median FLOPs limit, budget 12")
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=MAIN_SEEDS, help="how many seeds (default: %(default)s)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds run are first-seed .. first-seed + seeds - 1 (seeds >= 10 are summarised apart)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "search_efficiency.json")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--methods", help="comma-separated subset of methods to run now (default: all)")
@@ -366,7 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     for v in ENGINE_VARIANTS:
         budgets[v] = BUDGETS["engine"]
     pcts: tuple[int, ...] = PCTS
-    seeds, costs = range(a.seeds), list(envs)
+    if a.first_seed < 0 or a.seeds < 1:
+        ap.error(f"--first-seed must be >= 0 and --seeds >= 1, got {a.first_seed} and {a.seeds}")
+    seeds, costs = range(a.first_seed, a.first_seed + a.seeds), list(envs)
     methods = [*ENGINE_VARIANTS, *BASELINES_ORDER]  # every variant: every cost model, every limit, 10 seeds
     if a.smoke:
         budgets = {m: 12 for m in budgets}
@@ -391,7 +514,11 @@ def main(argv: list[str] | None = None) -> int:
                 "lut": str(LUT.relative_to(LUT.parents[2])) if "lut_latency" in limits else None,
                 "limits": limits,
                 "budgets": budgets,
-                "summary": summarise(runs, budgets),
+                "summary": (summary := summarise(runs, budgets)),
+                # every engine variant against the default, paired by (cell, seed)
+                "summary_paired": paired_comparison(runs, default_variant(), summary),
+                # cells run with more than the main seeds (--first-seed): a robustness read
+                "summary_extra_seeds": extra_seeds(runs),
                 "predictor_quality": quality if quality is not None else old.get("predictor_quality"),
                 # where runs were made elsewhere (merged from another machine's results file)
                 **({"device_runs": old["device_runs"]} if "device_runs" in old and not a.smoke else {}),
@@ -482,6 +609,73 @@ def ablation_table(s: dict[str, Any], default: str) -> list[str]:
     return out
 
 
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else "<1e-4"
+
+
+def paired_table(paired: dict[str, Any], default: str, r: dict[str, Any]) -> list[str]:
+    """The paired comparison of every variant with the default (markdown lines)."""
+    elsewhere = {k.split("|")[2] for k in (r.get("device_runs") or {}).get("runs", [])}
+    budget = BUDGETS["engine"]
+    out = [
+        f"**Paired comparison with the default** (`{default}`): for every engine variant, the (cell, seed)",
+        "pairs both ran, difference = the variant's queries to the best minus the default's (a miss counts",
+        f"as {budget + 1}; negative: the variant found the best sooner); better/worse/tied: pairs where the",
+        "variant needed fewer/more/as many queries; the two-sided Wilcoxon signed-rank p (scipy, zero",
+        "differences dropped); worst cell: the largest excess of the variant's median over the default's",
+        f"at a cell both ran (10-seed medians of the table above, a miss as {budget + 1}). Variants marked †",
+        "have runs made on the second machine, the default's were made here: `v1-no-cost-feature`",
+        "against `v1-no-cost-feature-here` (one configuration, two machines) shows how far that alone",
+        "moves the hits.",
+        "",
+        "| variant | cells | pairs | better / worse / tied | median diff | mean diff | Wilcoxon p "
+        "| worst cell |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m, v in paired.items():
+        name = f"{m} †" if m in elsewhere else m
+        worst = v["worst_cell_median_excess"]
+        out.append(
+            f"| {name} | {v['cells']} | {v['pairs']} | {v['better']} / {v['worse']} / {v['tied']} | "
+            f"{v['median_difference']:+g} | {v['mean_difference']:+.1f} | {_p(v['wilcoxon_p'])} | "
+            + (f"{worst:+g} |" if worst is not None else " |")
+        )
+    return [*out, ""]
+
+
+def extra_seeds_table(extra: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """Cells run with more seeds than the main table's (markdown lines)."""
+    short = {"flops": "FLOPs", "lut_latency": "LUT", "synthetic_latency": "synthetic"}
+    budget = BUDGETS["engine"]
+
+    def show(x: float) -> str:
+        return f"{x:g}" if x <= budget else f">{budget}"
+
+    out: list[str] = []
+    for m, by_cost in extra.items():
+        out += [
+            f"**More seeds for `{m}`** (a robustness read; the target stays the {MAIN_SEEDS}-seed median",
+            "of the table above): the median over all its seeds, and a bootstrap 95 % interval of a",
+            f"{MAIN_SEEDS}-seed median ({MAIN_SEEDS} hits drawn with replacement from all the seeds, 10,000",
+            f"draws, numpy seed 0; a miss counts as {budget + 1}) with the share of those medians <= 35:",
+            "",
+            f"| cell | {MAIN_SEEDS}-seed median | seeds | median, all seeds (found) | "
+            f"bootstrap 95 % of a {MAIN_SEEDS}-seed median | share <= 35 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c, by_pct in by_cost.items():
+            for p, v in by_pct.items():
+                main = s.get(c, {}).get(p, {}).get(m)
+                lo, hi = v["bootstrap_median_95"]
+                out.append(
+                    f"| {short.get(c, c)} p{p} | {_hit(main) if main else ''} | {v['seeds']} | "
+                    f"{show(v['median_hit'])} ({v['found']}/{v['seeds']}) | {show(lo)} .. {show(hi)} | "
+                    f"{v['bootstrap_share_le_35']:.2f} |"
+                )
+        out.append("")
+    return out
+
+
 def render(r: dict[str, Any], env_line: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s = r["summary"]
@@ -539,6 +733,11 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
             label = f"engine ({m})" if m == default else m
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
+    extra = r.get("summary_extra_seeds")
+    if extra is None:
+        extra = extra_seeds(r["runs"])
+    if extra:
+        out += extra_seeds_table(extra, s)
     if any(
         m in v for by_pct in s.values() for v in by_pct.values() for m in ENGINE_VARIANTS if m != "engine"
     ):
@@ -551,6 +750,11 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
             *ablation_table(s, default),
             "",
         ]
+    paired = r.get("summary_paired")
+    if paired is None:  # a results file from before the paired comparison
+        paired = paired_comparison(r["runs"], default, s)
+    if paired:
+        out += paired_table(paired, default, r)
     q = r.get("predictor_quality")
     if q:
         feat = "with" if q.get("cost_feature", True) else "without"
