@@ -122,6 +122,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     "yj-mes": {**NCF, "output_warp": "yeo-johnson", "acquisition": "mes"},
     "yj-hyper-starts4": {**NCF, "output_warp": "yeo-johnson", "hyper_starts": 4},
     "yj-pi": {**NCF, "output_warp": "yeo-johnson", "acquisition": "pi"},
+    # ... then EI's improvement threshold xi (in standard deviations of the warped accuracies): the
+    # traces show queries spent on near-ties of the incumbent while an isolated best waits
+    "yj-xi0.1": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.1},
+    "yj-xi0.3": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.3},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (

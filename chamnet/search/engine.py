@@ -26,7 +26,8 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found (in warped
    units; ``incumbent="posterior-mean"``: over the highest posterior mean of a queried feasible
    arch instead; ``ei_target="observation"``: EI of a new observation, the learned noise added to
-   the latent variance), evaluated exactly on every feasible unqueried candidate; batches
+   the latent variance; ``ei_xi`` > 0: the incumbent raised by that many standard deviations of the
+   warped accuracies), evaluated exactly on every feasible unqueried candidate; batches
    (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
    ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
    posterior draws; ``acquisition="mes"``: max-value entropy search; ``"pi"``: probability of
@@ -63,7 +64,12 @@ EI_TARGETS = ("latent", "observation")
 #: EngineConfig fields added after search histories were first stored, each with the value that
 #: reproduces what the engine did before it existed: a history stored without them resumes
 #: (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing arguments)
-ADDED_FIELDS: dict[str, Any] = {"ordinal_encoding": "index", "hyper_starts": 1, "mes_samples": 64}
+ADDED_FIELDS: dict[str, Any] = {
+    "ordinal_encoding": "index",
+    "hyper_starts": 1,
+    "mes_samples": 64,
+    "ei_xi": 0.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,9 @@ class EngineConfig:
     # against the levels' own effects); the initial design always works on "index"
     incumbent: str = "observed"  # EI's best_f: "observed" (the best feasible accuracy queried) or
     # "posterior-mean" (the highest posterior mean over the feasible archs queried: noise-aware)
+    ei_xi: float = 0.0  # EI's (and PI's) improvement threshold: best_f raised by ei_xi standard
+    # deviations of the warped accuracies queried (0: plain EI; > 0 discounts near-ties with the
+    # incumbent, so archs whose improvement is uncertain gain on those just below it: explores)
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
@@ -125,6 +134,8 @@ class EngineConfig:
             raise InputError(f"hyper_starts must be >= 1, got {self.hyper_starts}")
         if self.mes_samples < 1:
             raise InputError(f"mes_samples must be >= 1, got {self.mes_samples}")
+        if not (self.ei_xi >= 0.0 and np.isfinite(self.ei_xi)):
+            raise InputError(f"ei_xi must be a finite number >= 0, got {self.ei_xi}")
         if self.thompson_pool < 1:
             raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
@@ -752,6 +763,9 @@ class BayesOptEngine:
                 mu = state.predict([x.arch for x in feas], np.array([x.costs[problem.primary] for x in feas]))
                 assert mu is not None
                 best = float(state.warp(np.max(mu)))
+        if self.config.ei_xi > 0:
+            warped = state.warp(np.array([x.accuracy for x in queried.values()]))
+            best += self.config.ei_xi * float(np.std(warped))
         if self.config.trust_region:
             fresh = self._trust_region(state, queried, cands, fresh, problem)
         fresh_archs = [cands.archs[i] for i in fresh]
