@@ -126,6 +126,9 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     # traces show queries spent on near-ties of the incumbent while an isolated best waits
     "yj-xi0.1": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.1},
     "yj-xi0.3": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.3},
+    # ... and a kernel of main effects plus pairwise interactions (the traces: an isolated best whose
+    # rare choice pays off only with the others around it)
+    "yj-additive2": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive2"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (

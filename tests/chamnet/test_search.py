@@ -219,7 +219,7 @@ def test_spaces_without_an_oracle_say_so() -> None:
         EngineConfig(sampler="grid")
 
 
-@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive", "rbf+input-warp"])
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive", "additive2", "rbf+input-warp"])
 def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
     import torch
 
