@@ -136,6 +136,13 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     # archs in the initial design (the default is 10)
     "yj-init5": {**NCF, "output_warp": "yeo-johnson", "n_init": 5},
     "yj-init20": {**NCF, "output_warp": "yeo-johnson", "n_init": 20},
+    # ... then EI's improvement threshold xi (in standard deviations of the warped accuracies): the
+    # traces show queries spent on near-ties of the incumbent while an isolated best waits
+    "yj-xi0.1": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.1},
+    "yj-xi0.3": {**NCF, "output_warp": "yeo-johnson", "ei_xi": 0.3},
+    # ... and a kernel of main effects plus pairwise interactions (the traces: an isolated best whose
+    # rare choice pays off only with the others around it)
+    "yj-additive2": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive2"},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (

@@ -26,7 +26,8 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
 5. **Acquisition.** Log expected improvement over the best feasible accuracy found (in warped
    units; ``incumbent="posterior-mean"``: over the highest posterior mean of a queried feasible
    arch instead; ``ei_target="observation"``: EI of a new observation, the learned noise added to
-   the latent variance), evaluated exactly on every feasible unqueried candidate; batches
+   the latent variance; ``ei_xi`` > 0: the incumbent raised by that many standard deviations of the
+   warped accuracies), evaluated exactly on every feasible unqueried candidate; batches
    (``batch_size > 1``, for a parallel oracle) are picked by sequential greedy q-LogEI (BoTorch
    ``optimize_acqf_discrete``, latent EI). Or ``acquisition="thompson"``: the argmax of joint
    posterior draws; ``acquisition="mes"``: max-value entropy search; ``"pi"``: probability of
@@ -52,7 +53,7 @@ from chamlab.core.errors import ArchError, InputError
 from .problem import Problem
 from .sampling import SAMPLERS, design
 
-KERNELS = ("rbf", "matern52", "additive")
+KERNELS = ("rbf", "matern52", "additive", "additive2")
 ACQUISITIONS = ("ei", "thompson", "mes", "pi")
 INCUMBENTS = ("observed", "posterior-mean")
 OUTPUT_WARPS = ("none", "yeo-johnson", "copula")
@@ -63,7 +64,12 @@ EI_TARGETS = ("latent", "observation")
 #: EngineConfig fields added after search histories were first stored, each with the value that
 #: reproduces what the engine did before it existed: a history stored without them resumes
 #: (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing arguments)
-ADDED_FIELDS: dict[str, Any] = {"ordinal_encoding": "index", "hyper_starts": 1, "mes_samples": 64}
+ADDED_FIELDS: dict[str, Any] = {
+    "ordinal_encoding": "index",
+    "hyper_starts": 1,
+    "mes_samples": 64,
+    "ei_xi": 0.0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +84,8 @@ class EngineConfig:
     trust_region: bool = False  # restrict acquisition to a Hamming ball around the incumbent (TuRBO-like)
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # "rbf": BoTorch's default (ARD, dimension-scaled lengthscale prior); "matern52";
-    # "additive": one RBF per feature plus a full ARD RBF
+    # "additive": one RBF per feature plus a full ARD RBF; "additive2": main effects and pairwise
+    # interactions (additive kernel of orders 1 and 2)
     acquisition: str = "ei"  # "ei": (q-)log expected improvement; "thompson": argmax of posterior draws;
     # "mes": max-value entropy search (information about the best accuracy among the candidates);
     # "pi": probability of improvement (more exploitative than EI)
@@ -99,6 +106,9 @@ class EngineConfig:
     # against the levels' own effects); the initial design always works on "index"
     incumbent: str = "observed"  # EI's best_f: "observed" (the best feasible accuracy queried) or
     # "posterior-mean" (the highest posterior mean over the feasible archs queried: noise-aware)
+    ei_xi: float = 0.0  # EI's (and PI's) improvement threshold: best_f raised by ei_xi standard
+    # deviations of the warped accuracies queried (0: plain EI; > 0 discounts near-ties with the
+    # incumbent, so archs whose improvement is uncertain gain on those just below it: explores)
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
@@ -125,6 +135,8 @@ class EngineConfig:
             raise InputError(f"hyper_starts must be >= 1, got {self.hyper_starts}")
         if self.mes_samples < 1:
             raise InputError(f"mes_samples must be >= 1, got {self.mes_samples}")
+        if not (self.ei_xi >= 0.0 and np.isfinite(self.ei_xi)):
+            raise InputError(f"ei_xi must be a finite number >= 0, got {self.ei_xi}")
         if self.thompson_pool < 1:
             raise InputError(f"thompson_pool must be >= 1, got {self.thompson_pool}")
         if self.sampler not in SAMPLERS:
@@ -342,6 +354,20 @@ def fit_gp(
         d = tx.shape[-1]
         covar = ScaleKernel(AdditiveKernel(*(RBFKernel(active_dims=(i,)) for i in range(d)))) + ScaleKernel(
             RBFKernel(ard_num_dims=d)
+        )
+    elif kernel == "additive2":
+        # Duvenaud et al.'s additive kernel of orders 1 and 2 (Newton-Girard): every main effect and
+        # every pairwise interaction, a learned weight per order, ARD lengthscales shared by the terms
+        # (their prior dimension-scaled for terms of 2 dims, as BoTorch's is for d)
+        import math
+
+        from gpytorch.kernels import NewtonGirardAdditiveKernel, RBFKernel
+        from gpytorch.priors import LogNormalPrior
+
+        d = tx.shape[-1]
+        prior = LogNormalPrior(math.sqrt(2.0) + 0.5 * math.log(2.0), math.sqrt(3.0))
+        covar = NewtonGirardAdditiveKernel(
+            RBFKernel(ard_num_dims=d, lengthscale_prior=prior), num_dims=d, max_degree=min(2, d)
         )
     warp = None
     if input_warp:  # a learned Kumaraswamy CDF per feature (Snoek et al. 2014): level spacing learned
@@ -752,6 +778,9 @@ class BayesOptEngine:
                 mu = state.predict([x.arch for x in feas], np.array([x.costs[problem.primary] for x in feas]))
                 assert mu is not None
                 best = float(state.warp(np.max(mu)))
+        if self.config.ei_xi > 0:
+            warped = state.warp(np.array([x.accuracy for x in queried.values()]))
+            best += self.config.ei_xi * float(np.std(warped))
         if self.config.trust_region:
             fresh = self._trust_region(state, queried, cands, fresh, problem)
         fresh_archs = [cands.archs[i] for i in fresh]

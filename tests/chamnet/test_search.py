@@ -219,7 +219,7 @@ def test_spaces_without_an_oracle_say_so() -> None:
         EngineConfig(sampler="grid")
 
 
-@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive", "rbf+input-warp"])
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "additive", "additive2", "rbf+input-warp"])
 def test_predict_gp_matches_the_botorch_posterior(kernel: str) -> None:
     import torch
 
@@ -284,6 +284,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         {"acquisition": "mes"},
         {"acquisition": "pi", "batch_size": 2},
         {"hyper_starts": 2, "ensemble": True},
+        {"ei_xi": 0.3, "batch_size": 2},
     ],
     ids=[
         "thompson",
@@ -298,6 +299,7 @@ def test_sample_gp_draws_follow_the_posterior() -> None:
         "mes",
         "pi-batch",
         "hyper-starts-ensemble",
+        "ei-xi-batch",
     ],
 )
 def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> None:
@@ -323,6 +325,22 @@ def test_acquisitions_and_ensemble_query_feasible_distinct_archs(cfg: dict) -> N
     assert [q.arch for q in again.queries] == archs
 
 
+def test_ei_threshold_moves_the_search_away_from_near_ties() -> None:
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    runs = [
+        [
+            q.arch
+            for q in BayesOptEngine(EngineConfig(n_init=4, ei_xi=xi))
+            .run(problem, 12, np.random.default_rng(0))
+            .queries
+        ]
+        for xi in (0.0, 2.0)
+    ]
+    assert runs[0][:4] == runs[1][:4]  # the same initial design
+    assert runs[0][4:] != runs[1][4:]  # a threshold of 2 sd changes what EI picks
+
+
 def test_mes_values_mean_and_uncertainty() -> None:
     from chamlab.chamnet.search.engine import max_value_quantiles, mes
 
@@ -343,6 +361,8 @@ def test_new_engine_options_are_validated() -> None:
         EngineConfig(hyper_starts=0)
     with pytest.raises(InputError, match="mes_samples"):
         EngineConfig(mes_samples=0)
+    with pytest.raises(InputError, match="ei_xi"):
+        EngineConfig(ei_xi=-0.1)
 
 
 def test_output_warps_are_monotone_and_invertible() -> None:
@@ -387,7 +407,7 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     meta = {k.decode(): v.decode() for k, v in v2.schema.metadata.items()}
     args = json.loads(meta["chamlab.search"])
     assert args.pop("accuracy_dtype") == "fp32"
-    for added in ("ordinal_encoding", "hyper_starts", "mes_samples"):  # options newer than the file
+    for added in ("ordinal_encoding", "hyper_starts", "mes_samples", "ei_xi"):  # options newer than the file
         del args["engine"][added]
     meta.update({"chamlab.search": json.dumps(args), "chamlab.schema_version": "1"})
     v1 = v2.drop_columns(["accuracy_fp32", "accuracy_int8"])
