@@ -684,6 +684,13 @@ def main() -> None:
     renders = (
         ("latency_fidelity", fidelity),
         (
+            "latency_fidelity_repeat",
+            lambda r: fidelity_variants(
+                {**r, "args": {k: v for k, v in r["args"].items() if k != "only"}},
+                "Latency fidelity, chamnet-mbv2 at 2 threads repeated (the piece alone, hours later)",
+            ),
+        ),
+        (
             "latency_fidelity_reduced",
             lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
         ),
