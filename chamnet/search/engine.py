@@ -830,8 +830,12 @@ class BayesOptEngine:
         import torch
         from botorch.acquisition.logei import qLogExpectedImprovement
         from botorch.optim import optimize_acqf_discrete
+        from botorch.sampling.normal import SobolQMCNormalSampler
 
-        acq = qLogExpectedImprovement(state.model, best_f=best)
+        # the MC sampler seeded from the state (BoTorch's default draws its seed from torch's global
+        # generator, so the same run could pick another batch), leaving ``rng``'s stream untouched
+        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([512]), seed=len(queried))
+        acq = qLogExpectedImprovement(state.model, best_f=best, sampler=sampler)
         tX = torch.as_tensor(Xc, dtype=torch.float64)
         chosen, _ = optimize_acqf_discrete(acq, q=q, choices=tX, max_batch_size=2048, unique=True)
         picked: list[Arch] = []
