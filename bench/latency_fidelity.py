@@ -124,27 +124,29 @@ def summaries_of(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def _at_resolution(space: SearchSpace, arch: Arch, resolution: int) -> Arch:
+    i = [d.name for d in space.dimensions].index("resolution")
+    return (*arch[:i], resolution, *arch[i + 1 :])
+
+
+def tested_references(space: SearchSpace) -> list[Arch]:
+    """The reference archs the benchmark tests (chamnet-mbv2: ChamNet-A..F at their own resolution,
+    MobileNetV2-1.0 at 128 px)."""
+    return [
+        a if name != "mobilenetv2-1.0" else _at_resolution(space, a, 128)
+        for name, a in space.references.items()
+    ]
+
+
 def reference_names(space: SearchSpace) -> set[str]:
-    """The formatted references of ``space`` as :func:`held_apart_archs` adds them (MobileNetV2 at
-    128 px, the others at their own resolution; empty for a space without references)."""
-    refs = getattr(space, "references", {})
-    if not refs:
-        return set()
-    dims = [d.name for d in space.dimensions]
-    if "resolution" not in dims:
-        return {space.format(a) for a in refs.values()}
-    res_index = dims.index("resolution")
-    return {
-        space.format(a if name != "mobilenetv2-1.0" else (*a[:res_index], 128, *a[res_index + 1 :]))
-        for name, a in refs.items()
-    }
+    """The formatted references of ``space`` as :func:`held_apart_archs` adds them (empty for
+    macro-cifar10, whose references are not added as such)."""
+    return set() if space.name == "macro-cifar10" else {space.format(a) for a in tested_references(space)}
 
 
 def random_summaries(space: SearchSpace, pairs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """:data:`RANDOM_SUBSET_VARIANTS` over the random test archs only (None for macro-cifar10, whose
     extremes are part of its target set, and for a space without references)."""
-    if space.name == "macro-cifar10":
-        return None
     refs = reference_names(space)
     rand = [p for p in pairs if p["arch"] not in refs]
     if not refs or not rand:
@@ -159,14 +161,8 @@ def held_apart_archs(
     if space.name == "macro-cifar10":
         extremes = [space.parse("0" * 8), space.parse("2" * 8)]  # all-skip and all-largest
         return list(dict.fromkeys([*extremes, *space.sample(rng, n)]))
-    res_index = [d.name for d in space.dimensions].index("resolution")
-
-    def at(a: Arch, r: int) -> Arch:
-        return (*a[:res_index], r, *a[res_index + 1 :])
-
-    archs = [at(a, resolution or 128) for a in space.sample(rng, n)]
-    refs = [a if name != "mobilenetv2-1.0" else at(a, 128) for name, a in space.references.items()]
-    return list(dict.fromkeys([*refs, *archs]))
+    archs = [_at_resolution(space, a, resolution or 128) for a in space.sample(rng, n)]
+    return list(dict.fromkeys([*tested_references(space), *archs]))
 
 
 def run_space(
