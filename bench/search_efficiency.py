@@ -74,6 +74,7 @@ V1: dict[str, Any] = {
     "input_warp": False,
     "ordinal_encoding": "index",
     "hyper_starts": 1,
+    "merge_equivalent": False,
 }
 #: v1 without the cost feature (the default from 8f11b45 until the output warp) ...
 NCF: dict[str, Any] = {**V1, "cost_feature": False}
@@ -143,6 +144,10 @@ ENGINE_VARIANTS: dict[str, dict[str, Any]] = {
     # ... and a kernel of main effects plus pairwise interactions (the traces: an isolated best whose
     # rare choice pays off only with the others around it)
     "yj-additive2": {**NCF, "output_warp": "yeo-johnson", "kernel": "additive2"},
+    # ... and (issue9f) one query per network: macro-cifar10 names 6,561 archs but holds 3,969
+    # networks (an identity inside a stage is no layer, wherever it sits); the engine asks one arch of
+    # each class of archs with the same op list (the synthetic table has no such classes: unchanged)
+    "yj-merge-equivalent": {**NCF, "output_warp": "yeo-johnson", "merge_equivalent": True},
 }
 #: the order runs are made in (a stopped run has the most informative ones): these first
 PRIORITY = (
@@ -276,12 +281,25 @@ def run_one(
         queried = BASELINES[method](cands, budget, rng, stop)
     seconds = time.perf_counter() - t0
     first50 = [env["acc"][a] for a in queried[:50] if table[a] <= limit]
+    hit = first_hit(queried, best)
     return {
-        "hit": first_hit(queried, best),
+        "hit": hit,
+        # queries up to the hit (or all) that asked a network already asked under another name
+        "repeats": repeats(env["space"], queried[: hit or len(queried)]),
         "queries": len(queried),
         "regret50": round(best_acc - max(first50, default=float("nan")), 4),
         "seconds": round(seconds, 2),
     }
+
+
+def repeats(space: Any, queried: list) -> int:
+    """How many of ``queried`` build a network asked before them under another arch string (the
+    space's ``equivalence_key``; 0 for a table space)."""
+    from chamlab.chamnet.search.engine import equivalence_key_of
+
+    key = equivalence_key_of(space)
+    keys = [key(a) for a in queried]
+    return len(keys) - len(set(keys))
 
 
 _ENVS: dict[str, dict[str, Any]] = {}
@@ -318,6 +336,15 @@ def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
             "median_regret50": float(np.nanmedian([r["regret50"] for r in rs])),
             "max_regret50": float(np.nanmax([r["regret50"] for r in rs])),
             "median_seconds": float(np.median([r["seconds"] for r in rs])),
+            # share of the queries up to the hit spent on a network asked before (runs that count it)
+            **(
+                {
+                    "repeat_share": sum(r["repeats"] for r in rs)
+                    / max(1, sum(r["hit"] or r["queries"] for r in rs))
+                }
+                if all("repeats" in r for r in rs)
+                else {}
+            ),
         }
     return out
 

@@ -6,6 +6,10 @@ Loop (defaults in :class:`EngineConfig`, each switchable and measured in ``bench
    computed and the infeasible archs dropped: acquisition then ranks *every* feasible arch. A larger
    space is searched through a fresh candidate pool per step: ``pool_size`` uniform samples plus
    every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only.
+   With ``merge_equivalent``, an arch that builds a network already asked under another name (the
+   space's ``equivalence_key``, for a search space its op list: macro-cifar10's 6,561 archs are
+   3,969 networks) is no candidate: a deterministic oracle would answer the same, a training oracle
+   would train the same network again.
 2. **Features.** Ordinal dimensions map to value index / (choices - 1), categorical ones are
    one-hot; with ``cost_feature`` (off by default: it pulls the search to the constraint boundary,
    which cost tens of queries where the optimum lies inside, see docs/search.md) the log of the
@@ -40,9 +44,10 @@ Nothing is pickled: the run is its history (queries in order) plus the GP hyperp
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,13 +67,15 @@ EI_TARGETS = ("latent", "observation")
 
 
 #: EngineConfig fields added after search histories were first stored, each with the value that
-#: reproduces what the engine did before it existed: a history stored without them resumes
-#: (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing arguments)
+#: reproduces what the engine did before it existed: a history stored without them resumes with
+#: those values (:func:`chamlab.chamnet.search.run.read_history` fills them in before comparing
+#: arguments; a history from before ``merge_equivalent`` resumes with it off: ``--ask-every-name``)
 ADDED_FIELDS: dict[str, Any] = {
     "ordinal_encoding": "index",
     "hyper_starts": 1,
     "mes_samples": 64,
     "ei_xi": 0.0,
+    "merge_equivalent": False,
 }
 
 
@@ -109,6 +116,8 @@ class EngineConfig:
     ei_xi: float = 0.0  # EI's (and PI's) improvement threshold: best_f raised by ei_xi standard
     # deviations of the warped accuracies queried (0: plain EI; > 0 discounts near-ties with the
     # incumbent, so archs whose improvement is uncertain gain on those just below it: explores)
+    merge_equivalent: bool = True  # never ask a network twice under two names: an arch whose
+    # ``space.equivalence_key`` (a SearchSpace's: its op list) equals one asked is no candidate
 
     def __post_init__(self) -> None:
         if self.n_init < 1:
@@ -632,7 +641,8 @@ class BayesOptEngine:
         stop: Callable[[EngineState], bool] | None = None,
     ) -> EngineState:
         """Query the oracle until ``budget`` archs are queried in total (``previous`` included, which
-        are never asked again), every feasible arch is queried, or ``stop(state)`` is true.
+        are never asked again), every feasible arch is queried (with ``merge_equivalent``: every
+        feasible network), or ``stop(state)`` is true.
         ``on_query(state)`` runs after every batch (persist the history there)."""
         cfg = self.config
         if budget < 1:
@@ -642,10 +652,21 @@ class BayesOptEngine:
         gp_encoder = Encoder(space.dimensions, cfg.ordinal_encoding)  # the GP's
         primary = problem.primary
         limit = problem.limits[primary]
+        # with merge_equivalent, the networks asked (the space's equivalence key: archs with one key
+        # build the same network, so asking another of its names would learn nothing)
+        key = equivalence_key_of(space) if cfg.merge_equivalent else None
         queried: dict[Arch, Query] = {}
         for q in previous:
             queried[tuple(q.arch)] = dataclasses.replace(q, phase=q.phase)
+        asked: set[Hashable] = {key(a) for a in queried} if key else set()
         state = EngineState(list(queried.values()))
+
+        def fresh_in(archs: Sequence[Arch]) -> list[int]:
+            """Indices of the archs not asked yet (with merge_equivalent: whose network is not)."""
+            if key is None:
+                return [i for i, a in enumerate(archs) if a not in queried]
+            return [i for i, a in enumerate(archs) if key(a) not in asked]
+
         names = gp_encoder.names()
 
         exhaustive = space.size <= cfg.exhaustive_limit
@@ -686,7 +707,7 @@ class BayesOptEngine:
         # the initial design is a pure function of the seed and the feasible set: a resumed run
         # regenerates it and skips the archs it already holds
         init = [base.archs[i] for i in design(cfg.sampler, base.X, base.cost, limit, cfg.n_init, rng)]
-        todo_init = [a for a in init if a not in queried]
+        todo_init = [init[i] for i in fresh_in(init)]
 
         while len(queried) < budget:
             if stop is not None and stop(state):
@@ -695,10 +716,13 @@ class BayesOptEngine:
             if todo_init and not any(q.phase == "bo" for q in queried.values()):
                 batch = todo_init[: min(cfg.batch_size, room)]
                 todo_init = todo_init[len(batch) :]
+                if key is not None:  # two names of one network in the design: ask it once
+                    batch = [a for i, a in enumerate(batch) if key(a) not in {key(b) for b in batch[:i]}]
+                    todo_init = [a for a in todo_init if key(a) not in {key(b) for b in batch}]
                 phase = "init"
             else:
                 cands = base if exhaustive else self._pool(problem, encoder, rng, list(queried.values()))
-                fresh = [i for i, a in enumerate(cands.archs) if a not in queried]
+                fresh = fresh_in(cands.archs)
                 if not fresh:
                     break
                 batch = self._acquire(
@@ -712,6 +736,8 @@ class BayesOptEngine:
                 if not np.isfinite(acc):
                     raise ArchError(f"the oracle returned {acc} for {space.format(a)}")
                 queried[a] = Query(a, float(acc), {n: float(v[k]) for n, v in bcosts.items()}, phase)
+                if key is not None:
+                    asked.add(key(a))
             state.queries = list(queried.values())
             if phase == "bo" and cfg.trust_region:
                 after = max((q.accuracy for q in queried.values() if _feasible(problem, q)), default=-np.inf)
@@ -929,6 +955,30 @@ class BayesOptEngine:
         ok = problem.feasible(costs)
         kept = [a for a, f in zip(archs, ok, strict=True) if f]
         return _Candidates(kept, encoder(kept), costs[problem.primary][ok])
+
+
+#: memoised equivalence keys kept per run (a pool-mode run meets new archs every step)
+_KEY_CACHE = 200_000
+
+
+def equivalence_key_of(space: Any) -> Callable[[Arch], Hashable]:
+    """A compact form of the space's ``equivalence_key`` (archs with equal keys build the same network;
+    a :class:`~chamlab.chamnet.spaces.base.SearchSpace`'s is its op list): a 128-bit digest of the key's
+    repr, memoised; the arch itself for a space without one (a table space: every row its own network)."""
+    fn = getattr(space, "equivalence_key", None)
+    if not callable(fn):
+        return lambda arch: arch
+    cache: dict[Arch, bytes] = {}
+
+    def key(arch: Arch) -> bytes:
+        k = cache.get(arch)
+        if k is None:
+            if len(cache) >= _KEY_CACHE:
+                cache.clear()
+            k = cache[arch] = hashlib.blake2b(repr(fn(arch)).encode(), digest_size=16).digest()
+        return k
+
+    return key
 
 
 def _feasible(problem: Problem, q: Query) -> bool:

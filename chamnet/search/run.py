@@ -103,6 +103,14 @@ def write_history(
     write_table(path, HISTORY_KIND, pa.table(cols), {ARGS_KEY: dict(args)})
 
 
+def _differences(name: str, there: Any, now: Any) -> str:
+    """``name: X there, Y now``; for two dicts (the engine options) only the keys that differ."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        keys = sorted(k for k in set(there) | set(now) if there.get(k) != now.get(k))
+        return "; ".join(f"{name}.{k}: {there.get(k)!r} there, {now.get(k)!r} now" for k in keys)
+    return f"{name}: {there!r} there, {now!r} now"
+
+
 def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
     """The queries of an earlier run with the same arguments (budget aside)."""
     stored = read_table(path, HISTORY_KIND)
@@ -112,7 +120,7 @@ def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[
     new = json.loads(json.dumps(dict(args)))
     diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
     if diff:
-        detail = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
+        detail = "; ".join(_differences(k, old.get(k), new.get(k)) for k in diff)
         raise InputError(
             f"{path.parent} holds a search made with other arguments ({detail})",
             hint="re-run with the same arguments to resume it, or choose another --out DIR",

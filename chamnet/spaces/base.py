@@ -8,7 +8,8 @@ value per dimension, in dimension order. The base class derives everything gener
 * ``sample(rng, n)`` draws uniformly over the choices with the caller's ``numpy.random.Generator``;
 * ``macs(arch)`` / ``params(arch)`` sum the op specs' counts, no torch needed;
 * ``build(arch)`` is the torch network made of exactly the modules of ``ops(arch)``, so a LUT built
-  from those ops describes the network that is deployed.
+  from those ops describes the network that is deployed, and archs with the same ops are the same
+  network (``equivalence_key``).
 
 A subclass supplies ``dimensions``, ``ops(arch)``, ``parse(text)`` / ``format(arch)`` and its named
 ``references``.
@@ -163,6 +164,13 @@ class SearchSpace(abc.ABC):
 
     def input_shape(self, arch: Arch) -> tuple[int, ...]:
         return self.ops(arch)[0].input_shape
+
+    def equivalence_key(self, arch: Arch) -> tuple[OpSpec, ...]:
+        """What ``arch`` builds: its op list. ``build`` is exactly these modules, so archs with equal
+        keys are one network under several names (macro-cifar10's identity layers inside a stage, for
+        instance: ``11111201`` and ``11111210``); the search engine's ``merge_equivalent`` asks each
+        network once. A space with a cheaper exact test may override it."""
+        return tuple(self.ops(arch))
 
     def macs(self, arch: Arch) -> int:
         return sum(op.macs for op in self.ops(arch))

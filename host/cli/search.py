@@ -56,6 +56,14 @@ def search(
             "--output-warp", help="accuracy transform before the GP: yeo-johnson (default), none or copula"
         ),
     ] = "yeo-johnson",
+    merge_equivalent: Annotated[
+        bool,
+        typer.Option(
+            "--merge-equivalent/--ask-every-name",
+            help="ask each network once: an arch that builds a network already asked under another "
+            "name (the same op list, e.g. an identity layer moved within a stage) is skipped",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")
@@ -103,7 +111,13 @@ def search(
     from chamlab.core.errors import InputError
     from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
 
-    config = EngineConfig(n_init=n_init, batch_size=parallel, sampler=sampler, output_warp=output_warp)
+    config = EngineConfig(
+        n_init=n_init,
+        batch_size=parallel,
+        sampler=sampler,
+        output_warp=output_warp,
+        merge_equivalent=merge_equivalent,
+    )
     limits = {"latency_ms": latency}
     args: dict[str, object] = {
         "space": space_name,

@@ -96,3 +96,18 @@ def test_converter_rejects_non_json(tmp_path: Path) -> None:
     src.write_text("{not json")
     with pytest.raises(DataFileError, match="cannot read NAS-Bench-Macro JSON"):
         convert_source_json(src, tmp_path / "t.parquet")
+
+
+def test_equivalent_archs_are_the_tables_duplicate_rows() -> None:
+    """An identity inside a stage is no layer, wherever it sits: 6,561 arch strings build 3,969
+    networks (``equivalence_key``), and the benchmark's table agrees: archs of one network share
+    their accuracy row (all three seeds), params and MACs, archs of different networks never do."""
+    sp = SPACES.get("macro-cifar10")
+    assert sp.equivalence_key(sp.parse("11111201")) == sp.equivalence_key(sp.parse("11111210"))
+    assert sp.equivalence_key(sp.parse("01111111")) != sp.equivalence_key(sp.parse("10111111"))  # stride
+    t = accuracy_table()
+    t["network"] = [repr(sp.equivalence_key(sp.parse(a))) for a in t["arch"]]
+    row = ["acc_seed0", "acc_seed1", "acc_seed2", "params", "macs"]
+    assert t["network"].nunique() == 3969
+    assert (t.groupby("network")[row].nunique() == 1).all().all()
+    assert t.groupby(row).ngroups == 3969

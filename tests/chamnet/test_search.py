@@ -5,6 +5,7 @@ Behaviour, not quality (quality is bench/search_efficiency.py's job): <= 20 quer
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -134,6 +135,51 @@ def test_engine_stops_when_every_feasible_arch_is_queried() -> None:
     assert best == pytest.approx(float(sp.accuracy[sp.costs["latency_ms"] <= 2.0].max()))
 
 
+def test_merge_equivalent_asks_each_network_once() -> None:
+    """macro-cifar10 under a tiny FLOPs limit: 14 feasible arch strings, 12 networks. Merged, the engine
+    asks each network once and stops when all are asked; a history holding two names of one network
+    (an earlier run that asked every name) adds nothing to ask; --ask-every-name asks every string."""
+    from chamlab.chamnet.search.engine import Query, equivalence_key_of
+
+    sp = SPACES.get("macro-cifar10")
+    limit = 17_240_576
+    key = equivalence_key_of(sp)
+    names = [a for a in sp.enumerate() if sp.macs(a) <= limit]
+    assert (len(names), len({key(a) for a in names})) == (14, 12)
+
+    def run(cfg: EngineConfig, previous: Sequence[Query] = ()) -> tuple[list[Arch], list[Arch]]:
+        oracle = Counting(oracle_for(sp))
+        problem = Problem(sp, oracle, {"macs": sp.macs}, {"macs": limit})
+        state = BayesOptEngine(cfg).run(problem, 20, np.random.default_rng(0), previous=previous)
+        return [q.arch for q in state.queries], oracle.asked
+
+    cfg = EngineConfig(n_init=3)
+    queried, asked = run(cfg)
+    assert len(queried) == len(asked) == len({key(a) for a in asked}) == 12  # every network, once
+    twins = [sp.parse("00000001"), sp.parse("00000010")]  # the identity before or after the block
+    assert key(twins[0]) == key(twins[1])
+    assert key(sp.parse("00001000")) != key(sp.parse("00000100"))  # a stage's first layer is strided
+    earlier = [Query(a, 64.3, {"macs": float(sp.macs(a))}, "init") for a in twins]
+    queried, asked = run(cfg, earlier)
+    assert len(queried) == 13 and len(asked) == 11 and key(twins[0]) not in {key(a) for a in asked}
+    queried, asked = run(dataclasses.replace(cfg, merge_equivalent=False))
+    assert sorted(queried) == sorted(names)  # every string
+
+
+def test_merge_equivalent_in_candidate_pools() -> None:
+    """The pool path (a space too large to enumerate) never asks a network twice either."""
+    from chamlab.chamnet.search.engine import equivalence_key_of
+
+    sp = SPACES.get("macro-cifar10")
+    oracle = Counting(oracle_for(sp))
+    problem = Problem(sp, oracle, {"macs": sp.macs}, {"macs": 40e6})
+    cfg = EngineConfig(n_init=4, exhaustive_limit=10, pool_size=256)
+    state = BayesOptEngine(cfg).run(problem, 16, np.random.default_rng(1))
+    key = equivalence_key_of(sp)
+    assert len(state.queries) == len(oracle.asked) == 16 == len({key(a) for a in oracle.asked})
+    assert all(sp.macs(a) <= 40e6 for a in oracle.asked)
+
+
 def test_batches_and_energy_limit() -> None:
     sp = TableSpace.from_frame(
         pd.DataFrame(
@@ -202,6 +248,12 @@ def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
     assert len(more.asked) == 2 and result.queries == 14
     with pytest.raises(InputError, match=r"other arguments .*seed: 3 there, 4 now"):
         search(problem, budget=14, seed=4, config=EngineConfig(n_init=4), out=tmp_path)
+    with pytest.raises(
+        InputError, match=r"other arguments \(engine.merge_equivalent: True there, False now\)"
+    ):
+        search(
+            problem, budget=14, seed=3, config=EngineConfig(n_init=4, merge_equivalent=False), out=tmp_path
+        )
 
 
 def test_dimension_stays_back_compatible() -> None:
@@ -403,7 +455,8 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
 
     sp = synthetic()
     problem = table_problem(sp, {"latency_ms": 6.0})
-    first = search(problem, budget=5, seed=3, config=EngineConfig(n_init=4), out=tmp_path)
+    old = EngineConfig(n_init=4, merge_equivalent=False)  # what the engine did before the option
+    first = search(problem, budget=5, seed=3, config=old, out=tmp_path)
     assert first.accuracy_dtype == "fp32" and "fp32 accuracy only" in str(first.accuracy_note)
     assert first.oracle_accuracies == {"fp32": first.oracle_accuracy}
     path = tmp_path / "history.parquet"
@@ -411,7 +464,13 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     meta = {k.decode(): v.decode() for k, v in v2.schema.metadata.items()}
     args = json.loads(meta["chamlab.search"])
     assert args.pop("accuracy_dtype") == "fp32"
-    for added in ("ordinal_encoding", "hyper_starts", "mes_samples", "ei_xi"):  # options newer than the file
+    for added in (
+        "ordinal_encoding",
+        "hyper_starts",
+        "mes_samples",
+        "ei_xi",
+        "merge_equivalent",
+    ):  # options newer than the file
         del args["engine"][added]
     meta.update({"chamlab.search": json.dumps(args), "chamlab.schema_version": "1"})
     v1 = v2.drop_columns(["accuracy_fp32", "accuracy_int8"])
@@ -423,7 +482,7 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     assert df["accuracy_fp32"].tolist() == df["accuracy"].tolist() and df["accuracy_int8"].isna().all()
     again = Counting(oracle_for(sp))
     result = search(
-        Problem(sp, again, problem.costs, problem.limits), budget=7, seed=3, config=EngineConfig(n_init=4),
+        Problem(sp, again, problem.costs, problem.limits), budget=7, seed=3, config=old,
         out=tmp_path,
     )  # fmt: skip
     assert len(again.asked) == 2 and result.queries == 7  # resumed, not restarted
