@@ -6,7 +6,10 @@ A Parquet or CSV file whose columns are:
 * ``latency_ms`` / ``energy_mj`` (optional): free costs standing in for the latency/energy predictors;
 * every other column, except those whose name starts with ``_``, is a *dimension*: integer and float
   columns are ordinal (their sorted distinct values), string and boolean columns categorical
-  (one-hot encoded by the search engine). ``dims=("a", "b")`` chooses the dimensions explicitly.
+  (one-hot encoded by the search engine). ``dims=("a", "b")`` chooses the dimensions explicitly;
+* ``_network`` (optional): rows with the same value are one network under several names (a cell
+  written two isomorphic ways, an identity layer moved within a stage): the search asks one row
+  of each network (``equivalence_key``); without it every row is its own network.
 
 The space is the set of rows (not the product of the dimensions' values): ``enumerate`` yields the
 rows in file order, ``sample`` draws rows, ``validate`` rejects a combination that is not a row. An
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
 ACCURACY = "accuracy"
 COSTS = ("latency_ms", "energy_mj")
+NETWORK = "_network"
 RESERVED = (ACCURACY, *COSTS)
 PREFIX = "table:"
 
@@ -75,6 +79,7 @@ class TableSpace:
     accuracy: np.ndarray
     costs: Mapping[str, np.ndarray]
     description: str = ""
+    networks: tuple[Any, ...] | None = None  # the _network column: one value per row
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {a: i for i, a in enumerate(self.rows)})
@@ -111,7 +116,12 @@ class TableSpace:
             raise DataFileError(f"{what} has no dimension columns (only {', '.join(columns)})")
         if len(df) == 0:
             raise DataFileError(f"{what} has no rows")
-        used = [*dim_names, ACCURACY, *(c for c in COSTS if c in columns)]
+        used = [
+            *dim_names,
+            ACCURACY,
+            *(c for c in COSTS if c in columns),
+            *([NETWORK] if NETWORK in columns else []),
+        ]
         for col in used:
             bad = df[col].isna().to_numpy()
             if bad.any():
@@ -160,13 +170,16 @@ class TableSpace:
                 )
             seen[r] = i
         costs = {c: df[c].to_numpy(dtype=float) for c in COSTS if c in columns}
+        networks = tuple(_native(v) for v in df[NETWORK]) if NETWORK in columns else None
+        n_net = f", {len(set(networks))} networks" if networks is not None else ""
         return cls(
             name,
             tuple(dimensions),
             tuple(rows),
             df[ACCURACY].to_numpy(dtype=float),
             costs,
-            f"table of {len(rows)} architectures over {len(dimensions)} dimensions",
+            f"table of {len(rows)} architectures over {len(dimensions)} dimensions{n_net}",
+            networks,
         )
 
     # -- the space interface ----------------------------------------------------------------------
@@ -228,6 +241,12 @@ class TableSpace:
                 raise ArchError(f"{self.name}: {d.name}={raw} is not a value of the table")
             values.append(match[0])
         return self.validate(values)
+
+    def equivalence_key(self, arch: Arch) -> Any:
+        """The row's ``_network`` value (rows with one value are one network), else the arch itself."""
+        if self.networks is None:
+            return self.validate(arch)
+        return ("network", self.networks[self.row(arch)])
 
     def accuracy_of(self, arch: Arch) -> float:
         return float(self.accuracy[self.row(arch)])

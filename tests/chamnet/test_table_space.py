@@ -94,3 +94,32 @@ def test_bad_files(tmp_path: Path) -> None:
     sp = TableSpace.from_frame(frame().drop(columns=["latency_ms"]))
     with pytest.raises(DataFileError, match="no 'latency_ms' column"):
         sp.cost_of(sp.rows[0], "latency_ms")
+
+
+def test_network_column_names_rows_that_are_one_network(tmp_path: Path) -> None:
+    """``_network``: rows with one value are one network; the search asks one row of each."""
+    from chamlab.chamnet.search import BayesOptEngine, EngineConfig, table_problem
+
+    rows = []
+    for w in range(1, 7):
+        for op in ("a", "b"):
+            # below w = 4 the op choice is not part of the network (as an identity's position is not)
+            net = f"w{w}" if w < 4 else f"w{w}{op}"
+            rows.append({"w": w, "op": op, "_network": net, "accuracy": 70.0 + w, "latency_ms": float(w)})
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    sp = TableSpace.read(path)
+    assert [d.name for d in sp.dimensions] == ["w", "op"]  # _network is no dimension
+    assert "12 architectures" in sp.description and "9 networks" in sp.description
+    assert sp.equivalence_key((1, "a")) == sp.equivalence_key((1, "b")) != sp.equivalence_key((4, "a"))
+    state = BayesOptEngine(EngineConfig(n_init=3)).run(
+        table_problem(sp, {"latency_ms": 10.0}), 20, np.random.default_rng(0)
+    )
+    keys = [sp.equivalence_key(q.arch) for q in state.queries]
+    assert len(keys) == len(set(keys)) == 9  # every network once, then no candidate is left
+    plain = TableSpace.from_frame(pd.DataFrame(rows).drop(columns="_network"))
+    assert plain.equivalence_key((1, "a")) != plain.equivalence_key((1, "b"))
+    bad = pd.DataFrame(rows)
+    bad.loc[5, "_network"] = None
+    with pytest.raises(DataFileError, match=r"_network.*row 5"):
+        TableSpace.from_frame(bad)
