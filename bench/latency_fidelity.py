@@ -124,6 +124,36 @@ def summaries_of(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def paired_with_floor(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]] | None:
+    """Each prediction variant against the noise floor network by network (None without a second
+    protocol run): how many networks only the variant puts within +/-10 % of the truth, how many only
+    the floor (the second protocol run) does, and the exact two-sided McNemar p on those discordant
+    networks. With a few dozen networks one network is several points of "within +/-10 %", so a
+    variant a few points under the floor may be no worse than it; this says how sure the gap is."""
+    from scipy.stats import binomtest
+
+    if not pairs or not all(len(p["protocol_runs_ms"]) > 1 for p in pairs):
+        return None
+
+    def within(pred: float, truth: float) -> bool:
+        return abs(100.0 * (pred - truth) / truth) <= 10  # as summarize counts it
+
+    floor = [within(p["protocol_runs_ms"][1], p["measured_median_ms"]) for p in pairs]
+    out = {}
+    for v in VARIANTS[:4]:
+        mine = [within(p[f"{v}_ms"], p["measured_median_ms"]) for p in pairs]
+        only_v = sum(m and not f for m, f in zip(mine, floor, strict=True))
+        only_f = sum(f and not m for m, f in zip(mine, floor, strict=True))
+        n = only_v + only_f
+        out[v] = {
+            "n": len(pairs),
+            "variant_only": only_v,
+            "floor_only": only_f,
+            "mcnemar_p": float(binomtest(min(only_v, only_f), n, 0.5).pvalue) if n else 1.0,
+        }
+    return out
+
+
 def _at_resolution(space: SearchSpace, arch: Arch, resolution: int) -> Arch:
     i = [d.name for d in space.dimensions].index("resolution")
     return (*arch[:i], resolution, *arch[i + 1 :])
@@ -153,6 +183,16 @@ def random_summaries(space: SearchSpace, pairs: list[dict[str, Any]]) -> dict[st
         return None
     every = summaries_of(rand)
     return {v: every[v] for v in RANDOM_SUBSET_VARIANTS if v in every}
+
+
+def paired_sets(space: SearchSpace, pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`paired_with_floor` on every held-apart network (``all``) and, where the space has
+    reference networks, on the random archs alone (``random``)."""
+    refs = reference_names(space)
+    out = {"all": paired_with_floor(pairs)}
+    if refs:
+        out["random"] = paired_with_floor([p for p in pairs if p["arch"] not in refs])
+    return out
 
 
 def held_apart_archs(
@@ -275,6 +315,7 @@ def run_space(
         },
         "summaries": summaries,
         "summaries_random": random_summaries(space, pairs),
+        "paired_with_floor": paired_sets(space, pairs),
         "protocol": protocol,
         "profile_s": profile_s,
         "networks_measure_s": measure_s,
@@ -295,6 +336,7 @@ def resummarize(path: Path) -> None:
     for run in data.get("runs", []):
         run["summaries"] = summaries_of(run["pairs"])
         run["summaries_random"] = random_summaries(SPACES.get(run["space"]), run["pairs"])
+        run["paired_with_floor"] = paired_sets(SPACES.get(run["space"]), run["pairs"])
         for v, s in (run["summaries_random"] or {}).items():
             print(
                 f"{run['space']} threads={run['threads']} {v:>12} (random archs, n={s['n']}): "

@@ -20,6 +20,10 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _pval(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+
+
 def _env(r: dict) -> str:
     e = r["environment"]
     return (
@@ -101,6 +105,28 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
                 f"{s['mean_error_pct']:+.1f} | {s['max_abs_error_pct']:.1f} | {s['spearman']:.3f} | "
                 f"{s['kendall']:.3f} |"
             )
+    paired = [run for run in r["runs"] if any((run.get("paired_with_floor") or {}).values())]
+    if paired:
+        out += [
+            "",
+            "Paired with the noise floor, network by network: how many networks only the variant "
+            "predicts within ±10 %, how many only the floor (the second protocol run) measures within "
+            "±10 %, and the exact two-sided McNemar p on those networks (with a few dozen networks one "
+            "network is several points of the share within ±10 %: a small p says the gap to the floor "
+            "is real, a large one that these networks cannot tell the two apart).",
+            "",
+            "| space | threads | networks | variant | variant only | floor only | McNemar p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in paired:
+            for which, by_variant in run["paired_with_floor"].items():
+                for v, x in (by_variant or {}).items():
+                    if v in ("raw", "corrected"):
+                        continue
+                    out.append(
+                        f"| {run['space']} | {run['threads']} | {which} ({x['n']}) | {v} | "
+                        f"{x['variant_only']} | {x['floor_only']} | {_pval(x['mcnemar_p'])} |"
+                    )
     out += [
         "",
         "| space | threads | calibration networks | calibration LOO within ±10 % | LUT ops (interpolated "

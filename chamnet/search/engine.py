@@ -964,7 +964,8 @@ _KEY_CACHE = 200_000
 def equivalence_key_of(space: Any) -> Callable[[Arch], Hashable]:
     """A compact form of the space's ``equivalence_key`` (archs with equal keys build the same network;
     a :class:`~chamlab.chamnet.spaces.base.SearchSpace`'s is its op list): a 128-bit digest of the key's
-    repr, memoised; the arch itself for a space without one (a table space: every row its own network)."""
+    repr, memoised (a table space's is its ``_network`` column or the row); the arch itself for a space
+    without one."""
     fn = getattr(space, "equivalence_key", None)
     if not callable(fn):
         return lambda arch: arch

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from conftest import REPO
 
 from chamlab.chamnet.spaces import SPACES
 
 sys.path.insert(0, str(REPO / "bench"))
-from latency_fidelity import held_apart_archs, reference_names
+from latency_fidelity import held_apart_archs, paired_with_floor, reference_names
 
 SCRIPT = REPO / "bench" / "latency_fidelity.py"
 
@@ -79,3 +80,18 @@ def test_resummarize_without_results_is_a_clear_error(tmp_path: Path) -> None:
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode != 0 and "no results file" in res.stderr
+
+
+def test_paired_with_floor_counts_the_discordant_networks() -> None:
+    """6 networks only the prediction gets within 10 % (the second run is 20 % off), 1 only the floor
+    gets (the prediction 15 % off), 3 both: McNemar on 6 vs 1 is 2 * P(X <= 1 | 7, 1/2) = 16/128."""
+    pairs = [_pair(f"a{i}", 2.0, 2.0, 2.4) for i in range(6)] + [_pair("b", 2.0, 2.3, 2.0)]
+    pairs += [_pair(f"c{i}", 2.0, 2.1, 2.1) for i in range(3)]
+    got = paired_with_floor(pairs)
+    assert got is not None
+    cal = got["calibrated"]
+    assert (cal["n"], cal["variant_only"], cal["floor_only"]) == (10, 6, 1)
+    assert cal["mcnemar_p"] == pytest.approx(16 / 128)
+    assert got["raw"]["variant_only"] == 6 and got["raw"]["floor_only"] == 0  # raw = measured here
+    one_run = [{**p, "protocol_runs_ms": p["protocol_runs_ms"][:1]} for p in pairs]
+    assert paired_with_floor(one_run) is None  # no second protocol run: no floor to pair with
