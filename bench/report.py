@@ -717,6 +717,13 @@ def main() -> None:
             ),
         ),
         (
+            "latency_fidelity_repeat2",
+            lambda r: fidelity_variants(
+                {**r, "args": {k: v for k, v in r["args"].items() if k != "only"}},
+                "Latency fidelity, chamnet-mbv2 at 2 threads, a third run (the piece alone, quiet machine)",
+            ),
+        ),
+        (
             "latency_fidelity_reduced",
             lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
         ),
