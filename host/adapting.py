@@ -313,7 +313,7 @@ class CachedEnergy(CachedLatency):
 
 def _check_out(out: Path, ident: dict[str, Any]) -> None:
     """``out`` can hold this run: not a file, and any search history in it has the same arguments."""
-    from chamlab.chamnet.search.run import ARGS_KEY, HISTORY, HISTORY_KIND
+    from chamlab.chamnet.search.run import ARGS_KEY, HISTORY, HISTORY_KIND, check_same_arguments
     from chamlab.core.store import read_table
 
     if out.exists() and not out.is_dir():
@@ -322,14 +322,7 @@ def _check_out(out: Path, ident: dict[str, Any]) -> None:
     check_writable(out / RESULT if out.is_dir() else out, what="adapt --out")
     if (out / HISTORY).exists():
         old = read_table(out / HISTORY, HISTORY_KIND).meta_json(ARGS_KEY, {}) or {}
-        new = json.loads(json.dumps(ident))
-        diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
-        if diff:
-            detail = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff)
-            raise InputError(
-                f"{out} holds a run made with other arguments ({detail})",
-                hint="re-run with the same arguments to resume it, or choose another --out DIR",
-            )
+        check_same_arguments(old, ident, out, "a run")
 
 
 def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:

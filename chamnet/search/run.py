@@ -111,20 +111,32 @@ def _differences(name: str, there: Any, now: Any) -> str:
     return f"{name}: {there!r} there, {now!r} now"
 
 
-def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
-    """The queries of an earlier run with the same arguments (budget aside)."""
-    stored = read_table(path, HISTORY_KIND)
-    old = stored.meta_json(ARGS_KEY, {}) or {}
+def check_same_arguments(old: Mapping[str, Any], new: Mapping[str, Any], where: Path, what: str) -> None:
+    """:class:`InputError` unless the arguments stored with a run (``old``) equal ``new``, the budget
+    aside. Engine options stored before they existed take the values that reproduce what the engine
+    did then (:data:`~chamlab.chamnet.search.engine.ADDED_FIELDS`); the error names every field that
+    differs."""
+    old = dict(old)
     if isinstance(old.get("engine"), dict):  # stored before some options existed: they were off then
-        old = {**old, "engine": {**ADDED_FIELDS, **old["engine"]}}
-    new = json.loads(json.dumps(dict(args)))
+        old["engine"] = {**ADDED_FIELDS, **old["engine"]}
+    new = json.loads(json.dumps(dict(new)))
     diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
     if diff:
         detail = "; ".join(_differences(k, old.get(k), new.get(k)) for k in diff)
+        engine = old.get("engine")
+        before_merge = isinstance(engine, dict) and engine.get("merge_equivalent") is False
         raise InputError(
-            f"{path.parent} holds a search made with other arguments ({detail})",
-            hint="re-run with the same arguments to resume it, or choose another --out DIR",
+            f"{where} holds {what} made with other arguments ({detail})",
+            hint="re-run with the same arguments to resume it"
+            + (" (--ask-every-name: it asked every arch string)" if before_merge else "")
+            + ", or choose another --out DIR",
         )
+
+
+def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
+    """The queries of an earlier run with the same arguments (budget aside)."""
+    stored = read_table(path, HISTORY_KIND)
+    check_same_arguments(stored.meta_json(ARGS_KEY, {}) or {}, args, path.parent, "a search")
     df = stored.table.to_pandas()
     names = [d.name for d in problem.space.dimensions]
     missing = [c for c in (*names, "accuracy", *problem.costs, "phase") if c not in df.columns]

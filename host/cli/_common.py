@@ -124,6 +124,15 @@ AccuracyOpt = Annotated[
         "(default: the --dtype; table oracles have fp32 only)",
     ),
 ]
+MergeEquivalentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--merge-equivalent/--ask-every-name",
+        help="ask each network once: an arch that builds a network already asked under another name "
+        "(the same op list, e.g. an identity layer moved within a stage) is skipped; --ask-every-name "
+        "resumes a run made before this was the default",
+    ),
+]
 
 
 def handle_errors(fn: F) -> F:

@@ -16,6 +16,7 @@ from ._common import (
     DtypeOpt,
     ExecutorOpt,
     JsonOpt,
+    MergeEquivalentOpt,
     NoWaitOpt,
     OracleOpt,
     RichProgress,
@@ -106,6 +107,7 @@ def adapt(
     schedule: ScheduleOpt = None,
     accuracy: AccuracyOpt = None,
     no_wait: NoWaitOpt = False,
+    merge_equivalent: MergeEquivalentOpt = True,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -140,7 +142,7 @@ def adapt(
         calibrate=not no_calibrate,
         margin_k=margin_k,
         refine=refine,
-        engine=EngineConfig(),
+        engine=EngineConfig(merge_equivalent=merge_equivalent),
     )
     oracle = api.choose_oracle(
         sp,

@@ -15,6 +15,7 @@ from ._common import (
     DtypeOpt,
     ExecutorOpt,
     JsonOpt,
+    MergeEquivalentOpt,
     OracleOpt,
     RawOpt,
     RichProgress,
@@ -56,14 +57,7 @@ def search(
             "--output-warp", help="accuracy transform before the GP: yeo-johnson (default), none or copula"
         ),
     ] = "yeo-johnson",
-    merge_equivalent: Annotated[
-        bool,
-        typer.Option(
-            "--merge-equivalent/--ask-every-name",
-            help="ask each network once: an arch that builds a network already asked under another "
-            "name (the same op list, e.g. an identity layer moved within a stage) is skipped",
-        ),
-    ] = True,
+    merge_equivalent: MergeEquivalentOpt = True,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")

@@ -159,6 +159,8 @@ def test_adapt_reports_a_measured_miss_and_strict_makes_it_exit_1(
     before = (out / "result.json").read_text()
     other = chamlab(*[a if a != "0.15" else "0.2" for a in args])
     assert other.returncode == 2 and "other arguments" in other.stderr
+    every = chamlab(*args, "--ask-every-name")  # the engine option named, not the whole engine
+    assert every.returncode == 2 and "engine.merge_equivalent: True there, False now" in every.stderr
     assert (out / "result.json").read_text() == before
 
 
