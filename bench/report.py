@@ -6,6 +6,7 @@ python bench/report.py
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -698,6 +699,14 @@ backend existed) are in the project notes, not here.
 """
 
 
+def piece_alone(title: str) -> Callable[[dict], list[str]]:
+    """:func:`fidelity_variants` of a results file that holds one piece run alone (``--only``: its
+    header shows the arguments without it, as the main run's would)."""
+    return lambda r: fidelity_variants(
+        {**r, "args": {k: v for k, v in r["args"].items() if k != "only"}}, title
+    )
+
+
 def main() -> None:
     parts = [
         "# Benchmarks",
@@ -711,16 +720,14 @@ def main() -> None:
         ("latency_fidelity", fidelity),
         (
             "latency_fidelity_repeat",
-            lambda r: fidelity_variants(
-                {**r, "args": {k: v for k, v in r["args"].items() if k != "only"}},
-                "Latency fidelity, chamnet-mbv2 at 2 threads repeated (the piece alone, hours later)",
+            piece_alone(
+                "Latency fidelity, chamnet-mbv2 at 2 threads repeated (the piece alone, hours later)"
             ),
         ),
         (
             "latency_fidelity_repeat2",
-            lambda r: fidelity_variants(
-                {**r, "args": {k: v for k, v in r["args"].items() if k != "only"}},
-                "Latency fidelity, chamnet-mbv2 at 2 threads, a third run (the piece alone, quiet machine)",
+            piece_alone(
+                "Latency fidelity, chamnet-mbv2 at 2 threads, a third run (the piece alone, quiet machine)"
             ),
         ),
         (

@@ -708,6 +708,11 @@ class BayesOptEngine:
         # regenerates it and skips the archs it already holds
         init = [base.archs[i] for i in design(cfg.sampler, base.X, base.cost, limit, cfg.n_init, rng)]
         todo_init = [init[i] for i in fresh_in(init)]
+        if key is not None:  # two names of one network in the design: ask the first only
+            first: dict[Hashable, Arch] = {}
+            for a in todo_init:
+                first.setdefault(key(a), a)
+            todo_init = list(first.values())
 
         while len(queried) < budget:
             if stop is not None and stop(state):
@@ -716,9 +721,6 @@ class BayesOptEngine:
             if todo_init and not any(q.phase == "bo" for q in queried.values()):
                 batch = todo_init[: min(cfg.batch_size, room)]
                 todo_init = todo_init[len(batch) :]
-                if key is not None:  # two names of one network in the design: ask it once
-                    batch = [a for i, a in enumerate(batch) if key(a) not in {key(b) for b in batch[:i]}]
-                    todo_init = [a for a in todo_init if key(a) not in {key(b) for b in batch}]
                 phase = "init"
             else:
                 cands = base if exhaustive else self._pool(problem, encoder, rng, list(queried.values()))
