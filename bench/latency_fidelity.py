@@ -20,9 +20,11 @@ For each space and thread count:
 3. compare, on the test archs only, against the protocol's median (its first run):
    * ``raw``: the plain LUT sum; ``corrected``: minus (n_ops - 1) invocation overheads (the default
      without calibration); ``calibrated``: the calibration fitted on the calibration networks'
-     protocol medians (what ``chamlab calibrate --repeats N`` stores);
-   * ``interpolated``: calibrated, from a LUT that holds only the ops of the calibration networks, the
-     other ops predicted by the op-level model (``interpolated_ops`` is reported);
+     protocol medians with the op recheck (``--recheck`` ops of those networks re-measured after
+     them: what ``chamlab calibrate --repeats N --recheck K`` stores); ``calibrated_measured``: the
+     same fit on the LUT as measured (``--recheck 0``; only in runs with the recheck);
+   * ``interpolated``: calibrated as measured, from a LUT that holds only the ops of the calibration
+     networks, the other ops predicted by the op-level model (``interpolated_ops`` is reported);
    * ``noise floor``: the protocol's second independent run against its first (measurement vs
      measurement: no predictor can be judged finer than this); ``single run floor``: one session's
      measurement against the median of the other sessions of the first pass (the protocol before
@@ -42,7 +44,10 @@ corrected prediction also subtracts the boundary quantize/dequantize probes) and
 ``latency_fidelity_int8.json``.
 
 ``--resummarize`` recomputes every piece's summaries from the pairs stored in the results file
-(no measurement: for a summary added after a run, e.g. ``summaries_random``).
+(no measurement: for a summary added after a run, e.g. ``summaries_random``). ``--compare-with
+RESULTS...`` also compares each piece's protocol medians with the same networks' in earlier results
+files (``between_sessions``: the floor across sessions hours apart, and this run's calibrated
+predictions judged by the earlier medians).
 
 Writes ``bench/results/latency_fidelity.json`` (or ``--out``), with the load average at the start
 and end of each run (the machine is shared). Resumable: the file is rewritten after each (space,
@@ -73,9 +78,16 @@ from chamlab.host import api
 from chamlab.host.lut import Lut
 from chamlab.operators import INVOCATION_PROBE
 
-VARIANTS = ("raw", "corrected", "calibrated", "interpolated", "noise_floor", "single_run_floor")
+#: the predictions compared (``calibrated_measured`` only in runs with the op recheck)
+PREDICTIONS = ("raw", "corrected", "calibrated", "calibrated_measured", "interpolated")
+VARIANTS = (*PREDICTIONS, "noise_floor", "single_run_floor")
 #: the variants also summarised on the random test archs alone (``summaries_random``)
-RANDOM_SUBSET_VARIANTS = ("calibrated", "interpolated", "noise_floor")
+RANDOM_SUBSET_VARIANTS = ("calibrated", "calibrated_measured", "interpolated", "noise_floor")
+
+
+def predictions_in(pairs: list[dict[str, Any]]) -> list[str]:
+    """The :data:`PREDICTIONS` the pairs hold (older runs lack the newer variants)."""
+    return [v for v in PREDICTIONS if pairs and all(f"{v}_ms" in p for p in pairs)]
 
 
 def _ranks(a: list[float]) -> np.ndarray:
@@ -114,7 +126,7 @@ def summarize(pred: list[float], truth: list[float]) -> dict[str, float]:
 def summaries_of(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Every variant's summary over ``pairs`` (the floors where the protocol measured them)."""
     truth = [p["measured_median_ms"] for p in pairs]
-    out = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in VARIANTS[:4]}
+    out = {v: summarize([p[f"{v}_ms"] for p in pairs], truth) for v in predictions_in(pairs)}
     if all(len(p["protocol_runs_ms"]) > 1 for p in pairs):
         out["noise_floor"] = summarize([p["protocol_runs_ms"][1] for p in pairs], truth)
     if all(len(p["measured_ms"]) > 1 for p in pairs):
@@ -140,7 +152,7 @@ def paired_with_floor(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]
 
     floor = [within(p["protocol_runs_ms"][1], p["measured_median_ms"]) for p in pairs]
     out = {}
-    for v in VARIANTS[:4]:
+    for v in predictions_in(pairs):
         mine = [within(p[f"{v}_ms"], p["measured_median_ms"]) for p in pairs]
         only_v = sum(m and not f for m, f in zip(mine, floor, strict=True))
         only_f = sum(f and not m for m, f in zip(mine, floor, strict=True))
@@ -244,10 +256,22 @@ def run_space(
     main = runs[0]
     n_cal = len(cal_archs)
     cal_values = [m.p50_ms for m in main[:n_cal]]
-    record = api.calibration.build_record(space, mset, p50, cal_archs, cal_values, seed=args.seed)
+    t2 = time.perf_counter()
+    op_noise = None
+    if args.recheck:
+        rng_recheck = np.random.default_rng(args.seed + 3)
+        op_noise = api.calibration.recheck_ops(spec, space, lut, mset, cal_archs, args.recheck, rng_recheck)
+    recheck_s = time.perf_counter() - t2
+    record = api.calibration.build_record(
+        space, mset, p50, cal_archs, cal_values, seed=args.seed, op_noise=op_noise
+    )
+    # the same fit on the LUT as measured: the comparison the recheck is judged by, and what the
+    # interpolated variant uses (its thin LUT has another op model than the weights were set for)
+    plain = api.calibration.build_record(space, mset, p50, cal_archs, cal_values, seed=args.seed)
     calibrated = Lut(lut.table, lut.provenance, [record])
+    calibrated_measured = Lut(lut.table, lut.provenance, [plain])
     keep = {INVOCATION_PROBE.key} | {op.key for a in cal_archs for op in needed(space.ops(a), mset.dtype)}
-    thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [record])
+    thin = Lut(lut.table.filter([k in keep for k in lut.table["op_key"].to_pylist()]), [], [plain])
     raw_pred = LutLatencyPredictor(p50, correct_overhead=False)
     corr_pred = LutLatencyPredictor(p50, quant_edges=mset.dtype == "int8")
     pairs = []
@@ -256,6 +280,7 @@ def run_space(
         ms = list(m.first_p50s_ms)
         ops = space.ops(arch)
         cal = api.predict_latency(space, arch, calibrated, lut_path, mset)
+        measured_cal = api.predict_latency(space, arch, calibrated_measured, lut_path, mset)
         interp = api.predict_latency(space, arch, thin, lut_path, mset, interpolate=True)
         pairs.append(
             {
@@ -273,6 +298,7 @@ def run_space(
                 "corrected_ms": corr_pred.predict(ops).latency_ms,
                 "calibrated_ms": cal.latency_ms,
                 "calibrated": cal.calibrated,
+                **({"calibrated_measured_ms": measured_cal.latency_ms} if op_noise else {}),
                 "interpolated_ms": interp.latency_ms,
                 "interpolated_ops": interp.interpolated_ops,
                 "distinct_ops": len(set(ops)),
@@ -306,6 +332,10 @@ def run_space(
         "lut_reused": reused,  # --reuse-luts: the LUT an earlier attempt of this piece profiled
         "calibration": {k: record[k] for k in ("coefficients", "loo", "raw_sum")}
         | {"networks": [n["name"] for n in record["networks"]]},
+        "recheck": None
+        if op_noise is None
+        else {k: op_noise[k] for k in ("n_ops", "shift_pct", "median_abs_pct", "log_var", "weights")}
+        | {"seconds": recheck_s, "calibration_measured_loo": plain["loo"]},
         "interpolation": {
             "lut_ops": len(keep),
             "mean_interpolated_ops": statistics.fmean(p["interpolated_ops"] for p in pairs),
@@ -326,8 +356,47 @@ def run_space(
     }
 
 
-def resummarize(path: Path) -> None:
-    """Recompute the summaries of every piece in ``path`` from its stored pairs, in place (atomic)."""
+def between_sessions(
+    run: dict[str, Any], earlier: list[Path], own: Path | None = None
+) -> list[dict[str, Any]]:
+    """This piece's protocol medians against the same networks' in each ``earlier`` results file
+    (same space, thread count and dtype): the floor across sessions hours apart, which the in-run
+    floor (two protocol runs minutes apart) cannot show. ``calibrated_then``: this run's calibrated
+    predictions judged by the earlier run's medians (calibrate now, measure another day);
+    ``medians_after_shift``: the medians once divided by their median ratio (``shift_pct``, a
+    device-wide change that a calibration in either session absorbs), what is left per network."""
+    out = []
+    for path in earlier:
+        if own is not None and path.resolve() == own.resolve():
+            continue
+        data = json.loads(path.read_text())
+        key = (run["space"], run["threads"], run.get("dtype", "fp32"))
+        for other in data.get("runs", []):
+            if (other["space"], other["threads"], other.get("dtype", "fp32")) != key:
+                continue
+            then = {p["arch"]: p["measured_median_ms"] for p in other["pairs"]}
+            shared = [p for p in run["pairs"] if p["arch"] in then]
+            if len(shared) < 2:
+                continue
+            truth = [then[p["arch"]] for p in shared]
+            now = [p["measured_median_ms"] for p in shared]
+            shift = statistics.median(a / b for a, b in zip(now, truth, strict=True))
+            out.append(
+                {
+                    "source": path.name,
+                    "when": data["environment"]["when"],
+                    "medians": summarize(now, truth),
+                    "shift_pct": 100.0 * (shift - 1.0),
+                    "medians_after_shift": summarize([a / shift for a in now], truth),
+                    "calibrated_then": summarize([p["calibrated_ms"] for p in shared], truth),
+                }
+            )
+    return out
+
+
+def resummarize(path: Path, compare_with: list[Path] | None = None) -> None:
+    """Recompute the summaries of every piece in ``path`` from its stored pairs, in place (atomic);
+    with ``compare_with``, also :func:`between_sessions` against those results files."""
     from chamlab.core.files import atomic_write_text
 
     if not path.exists():
@@ -337,6 +406,8 @@ def resummarize(path: Path) -> None:
         run["summaries"] = summaries_of(run["pairs"])
         run["summaries_random"] = random_summaries(SPACES.get(run["space"]), run["pairs"])
         run["paired_with_floor"] = paired_sets(SPACES.get(run["space"]), run["pairs"])
+        if compare_with:
+            run["between_sessions"] = between_sessions(run, compare_with, path)
         for v, s in (run["summaries_random"] or {}).items():
             print(
                 f"{run['space']} threads={run['threads']} {v:>12} (random archs, n={s['n']}): "
@@ -358,6 +429,12 @@ def main() -> None:
     ap.add_argument("--redo-pct", type=float, default=3.0, help="re-measure a session this %% off the median")
     ap.add_argument("--max-redo", type=int, default=2, help="re-measurement passes at most")
     ap.add_argument("--floor-runs", type=int, default=2, help="independent runs of the whole protocol")
+    ap.add_argument(
+        "--recheck",
+        type=int,
+        default=32,
+        help="ops the calibration re-measures (calibrate --recheck; 0: off)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", default="local-cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "int8"])
@@ -376,6 +453,15 @@ def main() -> None:
         help="recompute every piece's summaries from the pairs in the results file (no measurement)",
     )
     ap.add_argument(
+        "--compare-with",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="RESULTS",
+        help="earlier results files: also compare each piece's network medians with theirs (the floor "
+        "between sessions)",
+    )
+    ap.add_argument(
         "--reuse-luts",
         action="store_true",
         help="keep a piece's LUT from an earlier attempt when it holds every op the piece needs",
@@ -385,13 +471,13 @@ def main() -> None:
     name = "latency_fidelity" if args.dtype == "fp32" else f"latency_fidelity_{args.dtype}"
     out = args.out or RESULTS / f"{name}.json"
     if args.resummarize:
-        resummarize(out)
+        resummarize(out, args.compare_with)
         return
     device = api.load_registry().get(args.target)
     # Resumable: a finished (space, threads) piece is kept when the file was written with the same
     # arguments (the ones that change what a piece measures); pieces are written as they finish.
     same = ("archs", "mbv2", "mbv2_resolution", "calibrate", "repeats", "redo_pct", "max_redo",
-            "floor_runs", "seed", "target", "dtype")  # fmt: skip
+            "floor_runs", "seed", "target", "dtype", "recheck")  # fmt: skip
     done: dict[tuple[str, int], dict[str, Any]] = {}
     if out.exists() and not args.fresh:
         old = json.loads(out.read_text())
@@ -414,6 +500,8 @@ def main() -> None:
             suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
             lut_path = RESULTS / f"fidelity-lut-{space.name}-{threads}t{suffix}.parquet"
             result = run_space(space, tests, threads, device, args, lut_path)
+            if args.compare_with:
+                result["between_sessions"] = between_sessions(result, args.compare_with, out)
             for v, s in result["summaries"].items():
                 print(
                     f"{space.name} threads={threads} {v:>12}: within +/-10% {s['within_10pct']:.0%}, "

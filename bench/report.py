@@ -77,7 +77,8 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             f"{r['args'].get('redo_pct')} % from the median re-measured up to {r['args'].get('max_redo')} "
             "times). *raw*: the plain LUT sum; *corrected*: minus (n_ops - 1) invocation overheads; "
             "*calibrated*: the `chamlab calibrate --repeats` fit from the calibration networks' protocol "
-            "medians; *interpolated*: calibrated, from a LUT holding only the calibration networks' ops, "
+            "medians (with the op recheck where the run has one, below); *interpolated*: calibrated (as "
+            "measured), from a LUT holding only the calibration networks' ops, "
             "the rest predicted by the op-level model; *noise floor*: a second independent run of the "
             "protocol against the first; *single run floor*: one session against the median of the others. "
             "*random archs only*: the same variants on the random test archs alone (the space's reference "
@@ -125,7 +126,7 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
                     if v in ("raw", "corrected"):
                         continue
                     out.append(
-                        f"| {run['space']} | {run['threads']} | {which} ({x['n']}) | {v} | "
+                        f"| {run['space']} | {run['threads']} | {which} ({x['n']}) | {v.replace('_', ' ')} | "
                         f"{x['variant_only']} | {x['floor_only']} | {_pval(x['mcnemar_p'])} |"
                     )
     out += [
@@ -144,6 +145,52 @@ def fidelity_variants(r: dict, title: str) -> list[str]:
             f"{'-' if loo is None else f'{loo:.1f}'} ({i['op_model_loo_n']}) | "
             f"{run['load_avg_start'][0]:.1f} -> {run['load_avg_end'][0]:.1f} |"
         )
+    across = [run for run in r["runs"] if run.get("between_sessions")]
+    if across:
+        out += [
+            "",
+            "Between sessions (`--compare-with`): this run's protocol medians against the same networks' "
+            "in earlier runs of the benchmark, hours apart (the floor a prediction made in one session "
+            "meets in another; the in-run noise floor compares two protocol runs minutes apart), as "
+            "measured and once the device-wide shift (the median ratio, which a calibration in either "
+            "session absorbs) is divided out; and this run's calibrated predictions judged by those "
+            "earlier medians.",
+            "",
+            "| space | threads | earlier run | networks | medians within ±10 % (MAPE %) | device-wide shift "
+            "| within ±10 % after the shift (MAPE %) | calibrated within ±10 % of the earlier medians |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in across:
+            for b in run["between_sessions"]:
+                m, a = b["medians"], b["medians_after_shift"]
+                out.append(
+                    f"| {run['space']} | {run['threads']} | {b['source']} ({b['when'][:16]}) | {m['n']} | "
+                    f"{m['within_10pct']:.0%} ({m['mape_pct']:.1f}) | {b['shift_pct']:+.1f} % | "
+                    f"{a['within_10pct']:.0%} ({a['mape_pct']:.1f}) | "
+                    f"{b['calibrated_then']['within_10pct']:.0%} |"
+                )
+    rechecked = [run for run in r["runs"] if run.get("recheck")]
+    if rechecked:
+        out += [
+            "",
+            "Op recheck (`calibrate --recheck`): ops of the calibration networks re-measured after the "
+            "networks, how far they moved since profiling (the median change, a device-wide shift; then "
+            "the median absolute change of one op about it), and the weight of the op-level model per op "
+            "kind that *calibrated* sums with; *calibrated measured* is the same fit on the LUT as measured "
+            "(its leave-one-out beside the recheck's).",
+            "",
+            "| space | threads | ops re-measured | shift | median abs change | model weight "
+            "| calibration LOO within ±10 % (as measured) | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in rechecked:
+            k = run["recheck"]
+            w = ", ".join(f"{kind} {v:.2f}" for kind, v in sorted(k["weights"].items()))
+            out.append(
+                f"| {run['space']} | {run['threads']} | {k['n_ops']} | {k['shift_pct']:+.1f} % | "
+                f"{k['median_abs_pct']:.1f} % | {w} | {run['calibration']['loo']['within_10pct']:.0%} "
+                f"({k['calibration_measured_loo']['within_10pct']:.0%}) | {k['seconds']:.0f} |"
+            )
     if all("protocol" in run for run in r["runs"]):
         out += [
             "",
@@ -731,6 +778,20 @@ def main() -> None:
             ),
         ),
         (
+            "latency_fidelity_recheck_2t",
+            piece_alone(
+                "Latency fidelity, chamnet-mbv2 at 2 threads with the op recheck (the third run's LUT, "
+                "networks measured 2 hours later)"
+            ),
+        ),
+        (
+            "latency_fidelity_recheck_1t",
+            piece_alone(
+                "Latency fidelity, chamnet-mbv2 at 1 thread with the op recheck (the first run's LUT, "
+                "networks measured 8 hours later)"
+            ),
+        ),
+        (
             "latency_fidelity_reduced",
             lambda r: fidelity_variants(r, "Latency fidelity, reduced run: every variant vs the noise floor"),
         ),
@@ -794,6 +855,11 @@ def main() -> None:
         if r
         else ["## Calibration features: which generalise", "", "_not run yet_"]
     ) + [""]
+    from op_reproducibility import render as op_sessions_render
+
+    r = _load("op_reproducibility")
+    title = "## Op timings between sessions, and the calibration's op recheck"
+    parts += (op_sessions_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from op_model_features import render as op_columns_render
 
     r = _load("op_model_features")

@@ -10,6 +10,11 @@ The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (num
 * :func:`store` writes the record into the LUT file's metadata (``chamlab.calibrations``, a JSON
   list; one record per (space, device, backend, dtype, threads), a new one replaces the old) under
   the LUT's sibling lock, re-reading the file inside it like :func:`~chamlab.host.lut.add_rows`;
+* :func:`recheck_ops` (``calibrate --recheck K``, default 32) re-measures K of the networks' ops
+  in this session: how far op timings moved since the LUT was profiled. Where they moved about as
+  much as the op-level model misses (on a 2-vCPU VM at 2 threads), the fit and every prediction
+  from it sum op values shrunk towards the model (the record's ``op_noise``); where they reproduce,
+  the weights are near 0 and the LUT counts as measured;
 * :func:`lookup` finds the record a prediction may use and says whether it is *stale*: the digest of
   the LUT rows it was fitted on (the ops of the networks it saw) no longer matches the LUT, e.g.
   after ``profile --force``. A stale calibration is reported and never applied.
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,10 @@ from .transports.base import Transport
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 POOL = 256  # random candidates drawn per calibration (plus the space's references)
+#: ops ``calibrate`` re-measures by default (:func:`recheck_ops`), and the fewest it accepts
+RECHECK_OPS = 32
+MIN_RECHECK = 8
+OP_SHRINKAGE = "op-model-shrinkage-v1"
 #: what a calibration predicts: its features and the unit of its measured values
 QUANTITIES: dict[str, tuple[tuple[str, ...], str]] = {
     "latency": (model.FEATURES, "ms"),
@@ -132,6 +142,7 @@ class Found:
             "n_networks": len(r.get("networks", [])),
             "loo": r.get("loo"),
             "coefficients": r.get("coefficients"),
+            "op_weights": (r.get("op_noise") or {}).get("weights"),
             "stale": self.stale is not None,
             "stale_reason": self.stale,
         }
@@ -203,15 +214,23 @@ def build_record(
     measure: Mapping[str, Any] | None = None,
     quantity: str = "latency",
     trusted: Collection[str] = (),
+    op_noise: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
     their LUT features, with the networks, residuals, LOO errors and the digest of the rows used.
     With ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies and ``measured_ms`` the
     networks' measured energies (mJ per inference, above idle). ``trusted``: names of networks that
-    keep full weight in the fit (``adapt``'s measured winners, :mod:`~chamlab.host.refining`)."""
+    keep full weight in the fit (``adapt``'s measured winners, :mod:`~chamlab.host.refining`).
+    ``op_noise`` (latency only; :func:`recheck_ops`): the features sum the op values shrunk towards the
+    op-level model with its ``weights``, and predictions from this record do the same."""
+    from .prediction import shrunk_p50
+
+    if op_noise is not None and quantity != "latency":
+        raise ValueError("op_noise applies to latency calibrations only")
     features, unit = QUANTITIES[quantity]
+    summed = shrunk_p50(p50_ms, op_noise["weights"]) if op_noise else p50_ms
     points = [
-        model.CalibrationPoint(space.format(a), lut_features(space, a, p50_ms, mset.dtype, quantity), y)
+        model.CalibrationPoint(space.format(a), lut_features(space, a, summed, mset.dtype, quantity), y)
         for a, y in zip(archs, measured_ms, strict=True)
     ]
     used = sorted({op.key for a in archs for op in needed_ops(space.ops(a), mset.dtype)})
@@ -220,6 +239,7 @@ def build_record(
         "quantity": quantity,
         **model.fit_report(points, features, unit=unit, trusted=trusted),
         "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
+        "op_noise": dict(op_noise) if op_noise else None,
         "seed": seed,
         "measure": dict(measure) if measure is not None else None,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -238,15 +258,23 @@ def calibrate(
     progress: Progress | None = None,
     no_wait: bool = False,
     repeats: int = 1,
+    recheck: int = RECHECK_OPS,
 ) -> CalibrationReport:
     """Measure ``n`` spread networks of ``space`` on ``spec``, fit and store the calibration.
 
     ``repeats`` > 1 measures them under the noise protocol (:func:`~.measuring.measure_repeated`:
-    separate interleaved sessions, disturbed windows re-measured, the median kept)."""
+    separate interleaved sessions, disturbed windows re-measured, the median kept). ``recheck`` > 0
+    re-measures that many of the networks' ops (:func:`recheck_ops`) and fits on op values shrunk towards
+    the op-level model as far as op timings moved since profiling; 0 fits on the LUT as measured."""
     from .measuring import RepeatPolicy, measure_networks, measure_repeated
 
     if n < 3:
         raise InputError(f"--n must be at least 3 (a fit plus a leave-one-out check), got {n}")
+    if 0 < recheck < MIN_RECHECK:
+        raise InputError(
+            f"--recheck must be 0 (off) or at least {MIN_RECHECK} ops (a spread from fewer is noise), "
+            f"got {recheck}"
+        )
     progress = progress or NullProgress()
     lut = Lut.read(lut_path)
     mset = lut.choose(
@@ -289,7 +317,24 @@ def calibrate(
         values = [m.p50_ms for m in measured]
         energies = [(m.energy_mj, m.energy) for m in measured]
     how = {**spec.policy.to_json(), "protocol": protocol.to_json()}
-    record = build_record(space, mset, p50, archs, values, seed=seed, measure=how)
+    op_noise = None
+    if recheck:
+        try:
+            op_noise = recheck_ops(
+                spec,
+                space,
+                lut,
+                mset,
+                archs,
+                recheck,
+                np.random.default_rng(seed),
+                transport=transport,
+                progress=progress,
+                no_wait=no_wait,
+            )
+        except NoRecheck as exc:
+            progress.note(f"fitting on the LUT as measured: {exc}")
+    record = build_record(space, mset, p50, archs, values, seed=seed, measure=how, op_noise=op_noise)
     store(lut_path, record)
     energy_record, energy_note = None, None
     try:
@@ -298,6 +343,81 @@ def calibrate(
     except NoEnergyCalibration as exc:
         energy_note = str(exc)
     return CalibrationReport(Path(lut_path), record, energy_record, energy_note)
+
+
+class NoRecheck(Exception):
+    """Why a calibration run fits on the LUT as measured (the message is shown to the user)."""
+
+
+def recheck_ops(
+    spec: RunSpec,
+    space: SearchSpace,
+    lut: Lut,
+    mset: MeasurementSet,
+    archs: Sequence[Arch],
+    k: int,
+    rng: np.random.Generator,
+    *,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+) -> dict[str, Any]:
+    """Re-measure ``k`` ops of ``archs`` (seeded) in this session and weigh the op-level model
+    against the LUT's measured ops accordingly: the ``op_noise`` of a calibration record.
+
+    The ops are profiled into a scratch LUT (the user's LUT is not touched: its rows stay as
+    profiled, and the calibration's digest with them). :func:`~chamlab.chamnet.predictors.op_model.
+    session_noise` turns the pairs into one session's noise variance in log p50 (the median change,
+    a whole-device shift, is left to the calibration's coefficients);
+    :func:`~chamlab.chamnet.predictors.op_model.shrinkage_weights` turns that and the model's
+    scatter about the LUT's ops into one weight per op kind of the rechecked ops. Raises
+    :class:`NoRecheck` when fewer than :data:`MIN_RECHECK` ops could be compared."""
+    from chamlab.chamnet.predictors import op_model as om
+
+    from .prediction import op_model
+    from .profiling import profile
+
+    p50 = lut.p50_by_key(mset)
+    pool = {o.key: o for a in archs for o in space.ops(a) if o.key in p50 and o.key != INVOCATION_PROBE.key}
+    keys = sorted(pool)
+    if len(keys) < MIN_RECHECK:
+        raise NoRecheck(f"these networks have {len(keys)} distinct ops, fewer than {MIN_RECHECK} to re-check")
+    picked = [pool[keys[i]] for i in sorted(rng.choice(len(keys), size=min(k, len(keys)), replace=False))]
+    (progress or NullProgress()).note(
+        f"re-measuring {len(picked)} of their ops to see how far op timings moved since profiling"
+    )
+    with tempfile.TemporaryDirectory(prefix="chamlab-recheck-") as tmp:
+        scratch = Path(tmp) / "recheck.parquet"
+        profile(
+            spec,
+            space,
+            None,
+            out=scratch,
+            force=True,
+            transport=transport,
+            progress=progress,
+            no_wait=no_wait,
+            run_tag="recheck",
+            ops=picked,
+            command="calibrate (op recheck)",
+        )
+        again = Lut.read_or_empty(scratch).p50_by_key(mset)
+    now = {o.key: again[o.key] for o in picked if o.key in again}
+    if len(now) < MIN_RECHECK:
+        raise NoRecheck(
+            f"only {len(now)} of {len(picked)} re-measured ops came back (fewer than {MIN_RECHECK})"
+        )
+    noise = om.session_noise({kk: p50[kk] for kk in now}, now)
+    kinds = {o.op_type for o in picked}
+    scatter = {kind: v for kind, v in op_model(lut, mset).misfit_log_var().items() if kind in kinds}
+    return {
+        "method": OP_SHRINKAGE,
+        **noise,
+        "op_keys": sorted(now),
+        "misfit_log_var": scatter,
+        "weights": om.shrinkage_weights(scatter, noise["log_var"]),
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 class NoEnergyCalibration(Exception):
@@ -359,11 +479,13 @@ __all__ = [
     "CalibrationReport",
     "Found",
     "NoEnergyCalibration",
+    "NoRecheck",
     "apply",
     "build_record",
     "calibrate",
     "lookup",
     "lut_features",
+    "recheck_ops",
     "select_networks",
     "store",
     "values_of",

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,23 @@ def op_model(lut: Lut, mset: MeasurementSet, quantity: str = "latency") -> OpLat
     return _op_model(tuple(sorted(values.items())))
 
 
+@functools.lru_cache(maxsize=8)
+def _shrunk(
+    p50_items: tuple[tuple[str, float], ...], weights: tuple[tuple[str, float], ...]
+) -> dict[str, float]:
+    return _op_model(p50_items).shrunk(dict(weights))
+
+
+def shrunk_p50(p50_ms: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
+    """``p50_ms`` with each measured op of a kind in ``weights`` moved towards the op-level model
+    fitted on these rows (:meth:`~chamlab.chamnet.predictors.op_model.OpLatencyModel.shrunk`); the
+    invocation probe and ops of other kinds keep their values. What a calibration with an ``op_noise``
+    record sums (``calibrate`` fits it, ``predict`` applies it)."""
+    out = dict(p50_ms)
+    out.update(_shrunk(tuple(sorted(p50_ms.items())), tuple(sorted(weights.items()))))
+    return out
+
+
 def check_recipe(lut: Lut, mset: MeasurementSet, path: Path) -> str | None:
     """The one quantization recipe of an int8 measurement set (None for fp32); rows of two recipes
     in one set are a :class:`LutError` (they would mix two different programs in one sum)."""
@@ -180,6 +197,14 @@ class LatencyModel:
         )
         self.found = None if raw else calibration.lookup(lut, mset, space.name)
         self._summary = self.found.summary() if self.found else None
+        # a calibration fitted on shrunk op values (`op_noise`, calibrate's recheck) sums them too
+        self._shift: dict[str, float] = {}
+        fresh = self.found if self.calibrated else None
+        weights = (fresh.record.get("op_noise") or {}).get("weights") if fresh is not None else None
+        if weights:
+            p50 = lut.p50_by_key(mset)
+            shrunk = shrunk_p50(p50, weights)
+            self._shift = {k: shrunk[k] - v for k, v in p50.items() if shrunk[k] != v}
 
     @property
     def calibrated(self) -> bool:
@@ -201,7 +226,8 @@ class LatencyModel:
             pred = dataclasses.replace(pred, not_delegated_ops=bad)
         if self.raw:
             return pred
-        value, why = calibration.apply(self.found, _calibration_features(pred, ops, self.mset))
+        shift = sum(self._shift.get(op.key, 0.0) for op in ops) if self._shift else 0.0
+        value, why = calibration.apply(self.found, _calibration_features(pred, ops, self.mset, shift))
         if value is None:
             return dataclasses.replace(pred, calibration=self._summary, calibration_note=why)
         return dataclasses.replace(
@@ -229,9 +255,12 @@ def predict_latency(
     return LatencyModel(space, lut, path, mset, raw=raw, interpolate=interpolate).predict(arch)
 
 
-def _calibration_features(pred: LatencyPrediction, ops: Any, mset: MeasurementSet) -> dict[str, float]:
-    # int8: the sum less the boundary quantize/dequantize pairs
-    return feature_values(pred.lut_sum_ms - (pred.quant_edge_ms or 0.0), len(ops), _weight_mib(ops, mset))
+def _calibration_features(
+    pred: LatencyPrediction, ops: Any, mset: MeasurementSet, shift_ms: float = 0.0
+) -> dict[str, float]:
+    # int8: the sum less the boundary quantize/dequantize pairs; shift_ms: shrunk less measured op values
+    total = pred.lut_sum_ms + shift_ms - (pred.quant_edge_ms or 0.0)
+    return feature_values(total, len(ops), _weight_mib(ops, mset))
 
 
 def latency_model(

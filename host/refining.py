@@ -139,6 +139,7 @@ def refit(
             seed=rec.get("seed"),
             measure=rec.get("measure"),
             trusted={name, *(w["name"] for w in earlier)},
+            op_noise=rec.get("op_noise"),  # the same shrunk op values as the fit it refines
         )
     except KeyError as exc:
         raise RefineSkipped(f"the LUT lacks op {exc.args[0]} of {name} (interpolated)") from None

@@ -30,6 +30,14 @@ additive law, against under 1 % for this model (tests/chamnet/test_op_model.py).
 
 :meth:`OpLatencyModel.leave_one_out` measures the model: each measured op predicted by the model fitted
 without it (``bench/latency_fidelity.py`` reports it beside the network-level figures).
+
+**Shrinkage** (:meth:`OpLatencyModel.shrunk`, :func:`shrinkage_weights`, :func:`session_noise`): a
+measured op is itself a noisy estimate where op timings move between measurement sessions (on this
+2-vCPU VM at 2 threads, the robust SD of one op's change between sessions hours apart is 16-31 %
+for all but the smallest ops, against 2-3 % at 1 thread: ``bench/op_reproducibility.py``).
+``chamlab calibrate`` re-measures a few ops to estimate that session noise and combines each
+measured op with the model's prediction of it, weighted by their precisions (empirical Bayes in
+log space); where ops reproduce, the weights are near 0 and the LUT is used as measured.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from chamlab.operators import OpSpec
 
 RIDGE = 1e-4
 MIN_ROWS = 4
+CV_FOLDS = 10
 
 
 def op_features(op: OpSpec) -> np.ndarray:
@@ -103,6 +112,25 @@ class _KindModel:
         i = int(np.argmin(np.linalg.norm(self.logx - np.log1p(f[1:]), axis=1)))
         return float(self.y[i] * (op.macs + 1.0) / (self.macs[i] + 1.0))
 
+    def cv_log_residuals(self, folds: int = CV_FOLDS) -> np.ndarray:
+        """``log(p50 / predicted)`` of every row, each predicted by the model fitted without its fold
+        (rows dealt to ``folds`` folds in turn): the model's error on ops it did not see."""
+        n = len(self.y)
+        fold = np.arange(n) % folds
+        out = np.empty(n)
+        for f in range(min(folds, n)):
+            test, train = fold == f, fold != f
+            pred = np.full(int(test.sum()), np.nan)
+            if train.sum() >= MIN_ROWS:
+                pred = self.x[test] @ _fit_nonneg(self.x[train], self.y[train])
+            for j, i in enumerate(np.flatnonzero(test)):
+                if not pred[j] > 0:  # as predict: the nearest op seen, scaled by the MAC ratio
+                    d = np.linalg.norm(self.logx[train] - self.logx[i], axis=1)
+                    k = np.flatnonzero(train)[int(np.argmin(d))]
+                    pred[j] = self.y[k] * (self.macs[i] + 1.0) / (self.macs[k] + 1.0)
+            out[test] = np.log(self.y[test] / pred)
+        return out
+
 
 class OpLatencyModel:
     """Per-kind regressors fitted on measured ops: ``{op: p50_ms}`` in, ``predict(op)`` out;
@@ -141,3 +169,76 @@ class OpLatencyModel:
                 m = _KindModel([o for o, _ in rest], [p for _, p in rest], self.features)
                 out.append((op.key, 100.0 * (m.predict(op) - p50) / p50))
         return out
+
+    def misfit_log_var(self) -> dict[str, float]:
+        """Per kind with a fitted regression, the robust variance (MAD squared) of its ops'
+        cross-validated ``log(p50 / predicted)`` (:data:`CV_FOLDS` folds: in-sample residuals would
+        flatter a kind of a dozen ops fitted with seven columns): how far measured ops lie from the
+        model, its misfit plus the ops' own measurement noise. Kinds too small for a regression are
+        left out (their ops are never shrunk)."""
+        return {
+            kind: robust_var(m.cv_log_residuals()) for kind, m in self._models.items() if m.beta is not None
+        }
+
+    def shrunk(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Every measured op's p50 moved towards the model in log space, ``exp((1 - w) log p50 +
+        w log predicted)``, with ``w`` the weight of its kind (:func:`shrinkage_weights`); ops of a
+        kind without a weight keep their p50. Keyed by op key."""
+        out = {}
+        for kind, rows in self._rows.items():
+            w = float(weights.get(kind, 0.0))
+            m = self._models[kind]
+            for op, p50 in rows:
+                if w > 0.0:
+                    p50 = math.exp((1.0 - w) * math.log(p50) + w * math.log(m.predict(op)))
+                out[op.key] = p50
+        return out
+
+
+def robust_var(values: Sequence[float] | np.ndarray) -> float:
+    """The squared normalised median absolute deviation: a variance that one wild value cannot inflate."""
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return 0.0
+    return float((1.4826 * np.median(np.abs(v - np.median(v)))) ** 2)
+
+
+#: the misfit variance never drops below this (log units): a perfect fit on a handful of ops is no
+#: reason to replace measurements by the model entirely
+MIN_MISFIT_LOG_VAR = 1e-4
+
+
+def session_noise(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """How much op timings moved between two measurement sessions of the same ops (p50 by op key).
+
+    ``shift_pct``: the median change (the whole device faster or slower: a calibration absorbs it);
+    ``median_abs_pct``: the typical change of one op; ``log_var``: the robust variance of one
+    session's log p50 about the op's value, half that of the log ratios (each session adds its own
+    noise). Ops in only one of the two are ignored."""
+    keys = sorted(k for k in before if k in after and before[k] > 0 and after[k] > 0)
+    if not keys:
+        raise ValueError("no op was measured in both sessions")
+    r = np.array([math.log(after[k] / before[k]) for k in keys])
+    return {
+        "n_ops": len(keys),
+        "shift_pct": 100.0 * math.expm1(float(np.median(r))),
+        "median_abs_pct": 100.0 * math.expm1(float(np.median(np.abs(r - np.median(r))))),
+        "log_var": robust_var(r) / 2.0,
+    }
+
+
+def shrinkage_weights(misfit_log_var: Mapping[str, float], noise_log_var: float) -> dict[str, float]:
+    """Per kind, the weight of the op model against a measured op (empirical Bayes in log space).
+
+    A measured log p50 is the op's lasting cost plus session noise of variance ``noise_log_var``;
+    the model's scatter about the measured ops (``misfit_log_var``) is its misfit plus that same
+    noise. The weight ``noise / (noise + misfit)`` (misfit = scatter - noise, at least
+    :data:`MIN_MISFIT_LOG_VAR`) is the precision-weighted combination of the two estimates: close
+    to 0 where ops reproduce far better than the model fits (a measured op is kept), towards 1
+    where they vary between sessions as much as the model misses."""
+    noise = max(float(noise_log_var), 0.0)
+    out = {}
+    for kind, scatter in misfit_log_var.items():
+        misfit = max(float(scatter) - noise, MIN_MISFIT_LOG_VAR)
+        out[kind] = noise / (noise + misfit)
+    return out

@@ -57,6 +57,15 @@ def calibrate(
             "and fit the median",
         ),
     ] = 1,
+    recheck: Annotated[
+        int,
+        typer.Option(
+            "--recheck",
+            min=0,
+            help="re-measure K of the networks' ops to see how far op timings moved since profiling, and "
+            "lean on the op-level model as far as they did (0: fit on the LUT as measured; else at least 8)",
+        ),
+    ] = 32,
     backend: BackendOpt = None,
     dtype: DtypeOpt = None,
     quant_recipe: QuantRecipeOpt = None,
@@ -73,6 +82,10 @@ def calibrate(
     One fit per (device, backend, dtype, threads, batch, space): --batch picks the LUT rows and the
     batch the networks are measured at. On a device with a power reader, the networks' energy is
     measured too and an energy calibration is fitted and stored the same way.
+
+    --recheck K re-measures K of those networks' ops: where op timings moved between sessions about
+    as much as the op-level model misses, the fit (and every prediction from it) sums op values
+    shrunk towards the model; where they reproduce, the LUT is used as measured.
     """
     from chamlab.host import api
 
@@ -88,7 +101,15 @@ def calibrate(
     path = lut if lut is not None else api.default_lut_path(spec.target)
     with RichProgress() as progress:
         report = api.calibrate(
-            spec, sp, lut_path=path, n=n, seed=seed, progress=progress, no_wait=no_wait, repeats=repeats
+            spec,
+            sp,
+            lut_path=path,
+            n=n,
+            seed=seed,
+            progress=progress,
+            no_wait=no_wait,
+            repeats=repeats,
+            recheck=recheck,
         )
     rec = report.record
     if as_json:
@@ -126,6 +147,15 @@ def calibrate(
         f"  plain LUT sum: mean |error| {raw['mape_pct']:.1f}%, within +/-5% {raw['within_5pct']:.0%}, "
         f"within +/-10% {raw['within_10pct']:.0%}"
     )
+    noise = rec.get("op_noise")
+    if noise:
+        weights = ", ".join(f"{k} {w:.2f}" for k, w in sorted(noise["weights"].items()))
+        out.print(
+            f"  op recheck: {noise['n_ops']} ops re-measured moved {noise['median_abs_pct']:.1f}% (median, "
+            f"after a device-wide shift of {noise['shift_pct']:+.1f}%); weight of the op model: {weights}"
+        )
+    else:
+        out.print("  op recheck: off (fitted on the LUT as measured)")
     e = report.energy_record
     if e is None:
         out.print(f"  energy: not calibrated ({report.energy_note})")

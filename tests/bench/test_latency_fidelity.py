@@ -95,3 +95,33 @@ def test_paired_with_floor_counts_the_discordant_networks() -> None:
     assert got["raw"]["variant_only"] == 6 and got["raw"]["floor_only"] == 0  # raw = measured here
     one_run = [{**p, "protocol_runs_ms": p["protocol_runs_ms"][:1]} for p in pairs]
     assert paired_with_floor(one_run) is None  # no second protocol run: no floor to pair with
+
+
+def test_between_sessions_separates_a_device_shift_from_networks_that_moved(tmp_path: Path) -> None:
+    """Now: every network 20 % faster than in the earlier run, and one of five 30 % slower than that.
+    As measured only that one agrees within 10 % (2.08 against 2.0 ms); divided by the shift (the
+    median ratio, 0.8), the other four do and it does not."""
+    from latency_fidelity import between_sessions, summaries_of
+
+    then = [_pair(f"n{i}", 2.0, 2.0, 2.0) for i in range(5)] + [_pair("only-then", 1.0, 1.0, 1.0)]
+    earlier = tmp_path / "earlier.json"
+    run = {"space": "chamnet-mbv2", "threads": 2, "pairs": then}
+    earlier.write_text(json.dumps({"environment": {"when": "2026-01-01T00:00"}, "runs": [run]}))
+    now = [_pair(f"n{i}", 1.6 * (1.3 if i == 0 else 1.0), 1.6, 1.6) for i in range(5)]
+    mine = {"space": "chamnet-mbv2", "threads": 2, "pairs": now}
+    [b] = between_sessions(mine, [earlier])
+    assert b["source"] == "earlier.json" and b["medians"]["n"] == 5
+    assert b["shift_pct"] == pytest.approx(-20.0)
+    assert b["medians"]["within_10pct"] == 0.2 and b["medians_after_shift"]["within_10pct"] == 0.8
+    assert b["calibrated_then"]["mean_error_pct"] == pytest.approx(-20.0)
+    assert between_sessions({**mine, "threads": 1}, [earlier]) == []  # another thread count: no pair
+    assert between_sessions(mine, [earlier], own=earlier) == []  # never against itself
+    # a run with the op recheck holds calibrated_measured too; older runs summarise without it
+    assert "calibrated_measured" not in summaries_of(now)
+    both = [{**p, "calibrated_measured_ms": p["calibrated_ms"]} for p in now]
+    got = summaries_of(both)
+    assert (
+        got["calibrated_measured"]["mape_pct"]
+        == got["calibrated"]["mape_pct"]
+        == pytest.approx(100 * 0.48 / 2.08 / 5)
+    )

@@ -64,3 +64,66 @@ def test_each_kernel_of_a_block_gets_its_own_cost_per_mac() -> None:
     split = median_err(OpLatencyModel({o: law(o) for o in train}))
     single = median_err(OpLatencyModel({o: law(o) for o in train}, single_mac_features))
     assert split < 1.0 and single > 3 * split, (split, single)
+
+
+def test_session_noise_separates_a_device_shift_from_the_spread_of_ops() -> None:
+    import math
+
+    import numpy as np
+
+    from chamlab.chamnet.predictors.op_model import session_noise
+
+    rng = np.random.default_rng(0)
+    before = {f"op{i}": float(v) for i, v in enumerate(rng.uniform(0.01, 1.0, 400))}
+    # each session adds noise of sd 0.1 in log p50; the second also runs 5 % slower overall
+    b = {k: v * math.exp(rng.normal(0, 0.1)) for k, v in before.items()}
+    a = {k: 1.05 * v * math.exp(rng.normal(0, 0.1)) for k, v in before.items()}
+    noise = session_noise(b, {**a, "only-here": 1.0})
+    assert noise["n_ops"] == 400
+    assert noise["shift_pct"] == pytest.approx(5.0, abs=1.5)
+    assert noise["log_var"] == pytest.approx(0.01, rel=0.25)
+    with pytest.raises(ValueError, match="both sessions"):
+        session_noise({"x": 1.0}, {"y": 1.0})
+
+
+def test_shrinkage_weights_follow_noise_against_misfit() -> None:
+    from chamlab.chamnet.predictors.op_model import MIN_MISFIT_LOG_VAR, shrinkage_weights
+
+    scatter = {"a": 0.01, "b": 0.05}
+    assert shrinkage_weights(scatter, 0.0) == {"a": 0.0, "b": 0.0}  # ops reproduce: keep them
+    w = shrinkage_weights(scatter, 0.005)
+    assert w["a"] == pytest.approx(0.5) and w["b"] == pytest.approx(0.1)
+    # noise as large as the whole scatter: the model's misfit is at its floor, the model leads
+    assert shrinkage_weights(scatter, 0.02)["a"] == pytest.approx(0.02 / (0.02 + MIN_MISFIT_LOG_VAR))
+
+
+def test_shrunk_values_move_measured_ops_towards_the_model_in_log_space() -> None:
+    import math
+
+    import numpy as np
+
+    space = SPACES.get("chamnet-mbv2")
+    ops = sorted(
+        {op for a in space.sample(np.random.default_rng(2), 8) for op in space.ops(a)}, key=lambda o: o.key
+    )
+    rng = np.random.default_rng(3)
+    measured = {o: _law(o) * math.exp(rng.normal(0, 0.3)) for o in ops}  # noisy measurements of the law
+    model = OpLatencyModel(measured)
+    kinds = {o.op_type for o in ops}
+    assert set(model.misfit_log_var()) <= kinds and "inverted_residual" in model.misfit_log_var()
+    assert model.shrunk({}) == {o.key: v for o, v in measured.items()}  # no weight: as measured
+    full = model.shrunk({"inverted_residual": 1.0})
+    half = model.shrunk({"inverted_residual": 0.5})
+    for o, v in measured.items():
+        if o.op_type != "inverted_residual":
+            assert full[o.key] == v
+            continue
+        assert full[o.key] == pytest.approx(model.predict(o))
+        assert half[o.key] == pytest.approx(math.sqrt(v * model.predict(o)))
+    # the noisy ops come closer to the law they were drawn from
+    ir = [o for o in ops if o.op_type == "inverted_residual"]
+
+    def err(values: dict[str, float]) -> float:
+        return statistics.median(abs(math.log(values[o.key] / _law(o))) for o in ir)
+
+    assert err(half) < err({o.key: v for o, v in measured.items()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +146,15 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     assert rec["measure"]["protocol"]["repeats"] == 2 and rec["quantity"] == "latency"
     assert len(rec["networks"]) == 3 and rec["loo"]["n"] == 3 and rec["threads"] == 1
     assert all(n["measured_ms"] > 0 for n in rec["networks"]) and rec["device"] == "test-cpu"
+    # the op recheck (default on): ops of these networks re-measured, the LUT's rows left as profiled
+    noise = rec["op_noise"]
+    assert noise["method"] == "op-model-shrinkage-v1" and noise["n_ops"] >= 8 and "op recheck:" in res.stdout
+    assert set(noise["op_keys"]) <= set(rec["rows"]["op_keys"]) and noise["log_var"] >= 0
+    assert set(noise["weights"]) and all(0 <= w <= 1 for w in noise["weights"].values())
+    assert Lut.read(path).table.num_rows == Lut.read(profiled_lut[0]).table.num_rows
     pred = json.loads(chamlab("predict", *common, "--arch", "01201201", "--json").stdout)
     assert pred["calibrated"] is True and pred["uncalibrated_ms"] > 0 and pred["interpolated_ops"] == 0
+    assert pred["calibration"]["op_weights"] == noise["weights"]
     raw = json.loads(chamlab("predict", *common, "--arch", "01201201", "--raw", "--json").stdout)
     assert raw["calibrated"] is False and raw["latency_ms"] == raw["lut_sum_ms"]
     res = chamlab("measure", *common, "--arch", "01201201", "--devices", fast_devices, "--json")
@@ -154,6 +162,8 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     assert json.loads(res.stdout)["calibrated"] is True
     bad = chamlab("calibrate", *common, "--n", "2", "--devices", fast_devices)
     assert bad.returncode == 2
+    bad = chamlab("calibrate", *common, "--recheck", "4", "--devices", fast_devices)
+    assert bad.returncode == 2 and "--recheck must be 0 (off) or at least 8" in bad.stderr
 
 
 def test_predict_interpolate_gives_any_arch_a_flagged_prediction(lut_path: Path) -> None:
@@ -202,3 +212,64 @@ def test_calibrate_batch_option_picks_the_batch_rows(lut_path: Path, tmp_path: P
     res = chamlab(*args, "--n", "3", "--batch", "4")
     assert res.returncode == 2 and "batch=4" in res.stderr and "--batch N" in res.stderr
     assert Lut.read(lut_path).calibrations == []
+
+
+def test_a_calibration_with_op_noise_sums_shrunk_ops_in_fit_and_prediction(tmp_path: Path) -> None:
+    """A LUT measured in a noisy session (each op off by ~30 %): the calibration's op_noise weights
+    move ops towards the op-level model; predict applies exactly what the fit saw, and the held-apart
+    networks come out closer to the device than from the same LUT fitted as measured."""
+    import math
+
+    from chamlab.chamnet.predictors.op_model import shrinkage_weights
+    from chamlab.host.prediction import LatencyModel, op_model
+
+    rng = np.random.default_rng(0)
+    ops = api.plan_ops(MACRO, MACRO.enumerate())
+    path = tmp_path / "noisy.parquet"
+    add_rows(path, [_row(op, _law(op) * math.exp(rng.normal(0, 0.3))) for op in ops])
+    lut = Lut.read(path)
+    p50 = lut.p50_by_key(MSET)
+
+    def device(arch) -> float:  # type: ignore[no-untyped-def]  # what the networks really take
+        return 1.08 * sum(_law(op) for op in MACRO.ops(arch)) + 0.05
+
+    archs = api.calibration.select_networks(MACRO, p50, "fp32", 8, np.random.default_rng(1))
+    measured = [device(a) for a in archs]
+    scatter = op_model(lut, MSET).misfit_log_var()
+    noise = {"n_ops": 32, "log_var": 0.09, "weights": shrinkage_weights(scatter, 0.09)}
+    assert all(w > 0.5 for w in noise["weights"].values())
+    tests = [a for a in MACRO.sample(np.random.default_rng(2), 40) if a not in set(archs)]
+    errors = {}
+    for name, op_noise in (("measured", None), ("shrunk", noise)):
+        rec = api.calibration.build_record(MACRO, MSET, p50, archs, measured, seed=0, op_noise=op_noise)
+        api.calibration.store(path, rec)
+        lut = Lut.read(path)
+        model = LatencyModel(MACRO, lut, path, MSET)
+        assert model.calibrated
+        for net, arch in zip(rec["networks"], archs, strict=True):  # predict = what the fit saw
+            assert model.predict(arch).latency_ms == pytest.approx(net["fitted_ms"], rel=1e-9)
+        preds = [model.predict(a) for a in tests]
+        assert all(
+            p.lut_sum_ms == pytest.approx(sum(p50[o.key] for o in MACRO.ops(a)))
+            for p, a in zip(preds, tests, strict=True)
+        )
+        errors[name] = statistics.median(
+            abs(p.latency_ms / device(a) - 1) for p, a in zip(preds, tests, strict=True)
+        )
+    assert Lut.read(path).calibrations[0]["op_noise"]["weights"] == noise["weights"]
+    assert errors["shrunk"] < 0.7 * errors["measured"], errors
+
+
+def test_refining_a_calibration_keeps_its_op_noise(lut_path: Path) -> None:
+    from chamlab.host.refining import refit
+
+    p50 = Lut.read(lut_path).p50_by_key(MSET)
+    archs = api.calibration.select_networks(MACRO, p50, "fp32", 4, np.random.default_rng(0))
+    measured = [1.08 * sum(p50[op.key] for op in MACRO.ops(a)) for a in archs]
+    noise = {"n_ops": 8, "log_var": 0.01, "weights": {"conv_bn_act": 0.4}}
+    rec = api.calibration.build_record(MACRO, MSET, p50, archs, measured, seed=0, op_noise=noise)
+    api.calibration.store(lut_path, rec)
+    winner = MACRO.parse("21021021")
+    new = refit(MACRO, lut_path, MSET, winner, 2.0, source="test")
+    assert new["op_noise"] == noise and [w["name"] for w in new["refined_with"]] == ["21021021"]
+    assert Lut.read(lut_path).calibrations[0]["op_noise"] == noise
