@@ -89,6 +89,14 @@ def recheck_effect(
     space = SPACES.get(SPACE)
     pairs = run["pairs"]
     archs = [space.parse(p["arch"]) for p in pairs]
+    for p, a in zip(pairs, archs, strict=True):  # the networks must have been measured with this LUT
+        total = sum(later[o.key] for o in space.ops(a))
+        if abs(total - p["raw_ms"]) > 1e-6 * p["raw_ms"]:
+            raise SystemExit(
+                f"{p['arch']}: the fidelity run's raw LUT sum {p['raw_ms']:.6f} ms is not the stored later "
+                f"session's {total:.6f} ms; the results file was re-run with another LUT: store that "
+                "run's LUT (p50 and robust_cv) in bench/data/op_sessions as the later session first"
+            )
     scatter = misfit(later)
 
     def points(values: dict[str, float]) -> list[model.CalibrationPoint]:
