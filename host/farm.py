@@ -244,9 +244,6 @@ def ray_resource(device: DeviceConfig) -> str:
     return device.ray_resource or f"device:{device.name}"
 
 
-POLL_S = 0.2  # how often the farm's main thread wakes while devices run (to act on Ctrl-C)
-
-
 def _inprocess(jobs: Sequence[DeviceJob], sensor_reader: SensorReader | None) -> Iterator[DeviceOutcome]:
     """One daemon thread per device. Daemon threads, not a pool: on Ctrl-C the process exits at once
     instead of joining the sessions, and each device's driver ends itself when its standard input
@@ -263,16 +260,8 @@ def _inprocess(jobs: Sequence[DeviceJob], sensor_reader: SensorReader | None) ->
     for job in jobs:
         name = f"chamlab-farm-{job.device.name}"
         threading.Thread(target=work, args=(job,), name=name, daemon=True).start()
-    pending = len(jobs)
-    while pending:
-        # never an unbounded wait: a Ctrl-C the kernel hands to another thread only sets a flag, which
-        # the main thread acts on when it next runs Python code, not while it sleeps in a lock
-        try:
-            outcome = results.get(timeout=POLL_S)
-        except queue.Empty:
-            continue
-        pending -= 1
-        yield outcome
+    for _ in jobs:
+        yield results.get()
 
 
 def _ray_task(job: DeviceJob) -> DeviceOutcome:
