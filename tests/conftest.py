@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -135,7 +136,15 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def _default_sigint() -> None:
+    # a test run launched in the background (`make test &`) inherits SIGINT ignored, and a Python
+    # started with SIGINT ignored never raises KeyboardInterrupt: the Ctrl-C tests would wait forever
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_chamlab(*args: str | Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Start the installed `chamlab` in the background, with Ctrl-C (SIGINT) at its default whatever
+    the test run inherited, so that the tests that interrupt it see what a terminal user sees."""
     exe = shutil.which("chamlab", path=str(BIN)) or "chamlab"
     return subprocess.Popen(
         [exe, *map(str, args)],
@@ -144,6 +153,7 @@ def spawn_chamlab(*args: str | Path, env: dict[str, str], cwd: Path | None = Non
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **env},
+        preexec_fn=_default_sigint,
     )
 
 
