@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result
 
 from chamlab.chamnet.predictors import calibration as model
-from chamlab.chamnet.predictors.op_model import OpLatencyModel, robust_var, session_noise, shrinkage_weights
+from chamlab.chamnet.predictors.op_model import robust_var, session_noise, shrinkage_weights
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host.calibration import lut_features
-from chamlab.host.prediction import shrunk_p50
+from chamlab.host.prediction import op_model_of, shrunk_p50
 from chamlab.operators import INVOCATION_PROBE, OPS
 
 SPACE = "chamnet-mbv2"
@@ -77,12 +77,6 @@ def between_sessions(later: dict[str, float], earlier: dict[str, float], cv: dic
     return rows
 
 
-def misfit(p50: dict[str, float]) -> dict[str, float]:
-    return OpLatencyModel(
-        {OPS.from_key(k): v for k, v in p50.items() if k != INVOCATION_PROBE.key}
-    ).misfit_log_var()
-
-
 def recheck_effect(
     run: dict[str, Any], later: dict[str, float], earlier: dict[str, float], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -97,7 +91,7 @@ def recheck_effect(
                 f"session's {total:.6f} ms; the results file was re-run with another LUT: store that "
                 "run's LUT (p50 and robust_cv) in bench/data/op_sessions as the later session first"
             )
-    scatter = misfit(later)
+    scatter = op_model_of(later).misfit_log_var()
 
     def points(values: dict[str, float]) -> list[model.CalibrationPoint]:
         return [

@@ -113,11 +113,16 @@ def _op_model(p50_items: tuple[tuple[str, float], ...]) -> OpLatencyModel:
     return OpLatencyModel({OPS.from_key(k): v for k, v in p50_items if k != INVOCATION_PROBE.key})
 
 
+def op_model_of(values: Mapping[str, float]) -> OpLatencyModel:
+    """The op-level model fitted on ``{op key: value}`` (the invocation probe left out), cached per
+    distinct set of rows."""
+    return _op_model(tuple(sorted(values.items())))
+
+
 def op_model(lut: Lut, mset: MeasurementSet, quantity: str = "latency") -> OpLatencyModel:
     """The op-level model fitted on the ops ``mset`` holds (cached per distinct set of rows); with
     ``quantity`` ``energy``, fitted on the ops' energies (mJ) instead of their p50."""
-    values = lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset)
-    return _op_model(tuple(sorted(values.items())))
+    return op_model_of(lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset))
 
 
 @functools.lru_cache(maxsize=8)
@@ -188,8 +193,9 @@ class LatencyModel:
                     filled[op.key] = model.predict(op) if model.can_predict(op) else None
                 return filled[op.key]
 
+        p50 = lut.p50_by_key(mset)
         self.predictor = LutLatencyPredictor(
-            lut.p50_by_key(mset),
+            p50,
             correct_overhead=not raw,
             what=f"LUT {path} ({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})",
             fill=fill,
@@ -202,7 +208,6 @@ class LatencyModel:
         fresh = self.found if self.calibrated else None
         weights = (fresh.record.get("op_noise") or {}).get("weights") if fresh is not None else None
         if weights:
-            p50 = lut.p50_by_key(mset)
             shrunk = shrunk_p50(p50, weights)
             self._shift = {k: shrunk[k] - v for k, v in p50.items() if shrunk[k] != v}
 

@@ -652,19 +652,20 @@ class BayesOptEngine:
         gp_encoder = Encoder(space.dimensions, cfg.ordinal_encoding)  # the GP's
         primary = problem.primary
         limit = problem.limits[primary]
-        # with merge_equivalent, the networks asked (the space's equivalence key: archs with one key
-        # build the same network, so asking another of its names would learn nothing)
-        key = equivalence_key_of(space) if cfg.merge_equivalent else None
+        # what was asked: with merge_equivalent the networks (the space's equivalence key: archs with
+        # one key build the same network, so asking another of its names would learn nothing), else
+        # the archs themselves
+        key: Callable[[Arch], Hashable] = (
+            equivalence_key_of(space) if cfg.merge_equivalent else (lambda arch: arch)
+        )
         queried: dict[Arch, Query] = {}
         for q in previous:
             queried[tuple(q.arch)] = dataclasses.replace(q, phase=q.phase)
-        asked: set[Hashable] = {key(a) for a in queried} if key else set()
+        asked: set[Hashable] = {key(a) for a in queried}
         state = EngineState(list(queried.values()))
 
         def fresh_in(archs: Sequence[Arch]) -> list[int]:
-            """Indices of the archs not asked yet (with merge_equivalent: whose network is not)."""
-            if key is None:
-                return [i for i, a in enumerate(archs) if a not in queried]
+            """Indices of the archs whose key was not asked yet."""
             return [i for i, a in enumerate(archs) if key(a) not in asked]
 
         names = gp_encoder.names()
@@ -707,12 +708,11 @@ class BayesOptEngine:
         # the initial design is a pure function of the seed and the feasible set: a resumed run
         # regenerates it and skips the archs it already holds
         init = [base.archs[i] for i in design(cfg.sampler, base.X, base.cost, limit, cfg.n_init, rng)]
-        todo_init = [init[i] for i in fresh_in(init)]
-        if key is not None:  # two names of one network in the design: ask the first only
-            first: dict[Hashable, Arch] = {}
-            for a in todo_init:
-                first.setdefault(key(a), a)
-            todo_init = list(first.values())
+        # two names of one network in the design: ask the first only (distinct archs otherwise)
+        first: dict[Hashable, Arch] = {}
+        for a in (init[i] for i in fresh_in(init)):
+            first.setdefault(key(a), a)
+        todo_init = list(first.values())
 
         while len(queried) < budget:
             if stop is not None and stop(state):
@@ -738,8 +738,7 @@ class BayesOptEngine:
                 if not np.isfinite(acc):
                     raise ArchError(f"the oracle returned {acc} for {space.format(a)}")
                 queried[a] = Query(a, float(acc), {n: float(v[k]) for n, v in bcosts.items()}, phase)
-                if key is not None:
-                    asked.add(key(a))
+                asked.add(key(a))
             state.queries = list(queried.values())
             if phase == "bo" and cfg.trust_region:
                 after = max((q.accuracy for q in queried.values() if _feasible(problem, q)), default=-np.inf)
