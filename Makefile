@@ -1,6 +1,8 @@
 # chamlab: two commands on a fresh machine.
 #   make demo   create .venv, install, adapt macro-cifar10 to this CPU: predicted vs measured latency
-#   make test   same install, then lint (ruff), types (mypy) and tests (pytest)
+#   make test   same install and the system packages the tests need (scripts/system-packages.sh:
+#               sshd, adb, dash, mksh, busybox; apt-get as root, only what is missing), then lint (ruff),
+#               types (mypy) and tests (pytest)
 # torch==2.13.0 is installed first (a CPU build is on this machine's disk); the project's torch range
 # admits it, so pip installs no other torch.
 
@@ -12,7 +14,7 @@ DEPS   := $(VENV)/.deps-installed
 SOURCES := $(shell find core host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
 PKGS   := -p chamlab.core -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
 
-.PHONY: install demo test lint typecheck unit bench data clean
+.PHONY: install system-packages demo test lint typecheck unit bench data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +46,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy $(PKGS)
 
-unit: install
+# Real peers and shells for the tests; installs only what is missing (as root), else names it and fails.
+system-packages:
+	sh scripts/system-packages.sh
+
+unit: install system-packages
 	$(BIN)/pytest
 
 test: lint typecheck unit
