@@ -45,7 +45,7 @@ def setup(name: str) -> tuple[Any, Any, Any, int] | None:
     from chamlab.chamnet.search import oracle_for
     from chamlab.core.files import cache_root
     from chamlab.host import api
-    from chamlab.host.prediction import LatencyModel
+    from chamlab.host.prediction.predict import LatencyModel
 
     space = api.SPACES.get(name)
     if name == "macro-cifar10":
@@ -63,7 +63,7 @@ def setup(name: str) -> tuple[Any, Any, Any, int] | None:
 
 def one(name: str, seed: int) -> dict[str, Any]:
     from chamlab.chamnet.search import BayesOptEngine, EngineConfig, Problem, constrained_search
-    from chamlab.host.adapting import CachedLatency, latency_pool
+    from chamlab.host.workflows.adapt import CachedLatency, latency_pool
 
     found = setup(name)
     assert found is not None

@@ -50,9 +50,9 @@ def main() -> None:
 
     from chamlab.chamnet.spaces import SPACES
     from chamlab.host import api
-    from chamlab.host.adaptive import AdaptivePolicy, profile_adaptive
-    from chamlab.host.lut import Lut
-    from chamlab.host.prediction import LatencyModel
+    from chamlab.host.luts.lut import Lut
+    from chamlab.host.prediction.adaptive import AdaptivePolicy, profile_adaptive
+    from chamlab.host.prediction.predict import LatencyModel
 
     if not args.fidelity.exists():
         raise SystemExit(f"{args.fidelity} is missing: run bench/latency_fidelity.py first")

@@ -69,7 +69,7 @@ def devices_file(work: Path) -> Path:
 
 def relabel(src: Path, dst: Path, device: str) -> None:
     """The rows of ``src`` (a local-cpu LUT of this machine) as ``device``'s."""
-    from chamlab.host.lut import Lut, make_row
+    from chamlab.host.luts.lut import Lut, make_row
 
     lut, rows = Lut.read(src), []
     for mset in lut.combinations():
@@ -115,9 +115,9 @@ def limits_for(space: Any, model: Any) -> list[float]:
 
 def run_space(name: str, work: Path, payload: dict[str, Any], out: Path) -> None:
     from chamlab.host import api
-    from chamlab.host.adapting import AdaptOptions
-    from chamlab.host.calibration import lookup
-    from chamlab.host.prediction import LatencyModel
+    from chamlab.host.prediction.calibrate import lookup
+    from chamlab.host.prediction.predict import LatencyModel
+    from chamlab.host.workflows.adapt import AdaptOptions
 
     space = api.SPACES.get(name)
     spec = api.resolve_run(api.load_registry(devices_file(work)).get(DEVICE), threads=1)

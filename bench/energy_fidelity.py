@@ -32,7 +32,7 @@ from powersim import CpuPowerModelRapl
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host import api
-from chamlab.host.config import load_registry
+from chamlab.host.devices.config import load_registry
 
 IDLE_W, W_PER_CORE = 4.0, 10.0
 

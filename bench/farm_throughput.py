@@ -85,9 +85,9 @@ def main() -> None:
         from _common import write_result
 
         from chamlab.chamnet.spaces import SPACES
-        from chamlab.host.config import parse_devices_file
-        from chamlab.host.farm import run_farm
-        from chamlab.host.profiling import plan_ops
+        from chamlab.host.devices.config import parse_devices_file
+        from chamlab.host.measurement.profiling import plan_ops
+        from chamlab.host.workflows.farm import run_farm
 
         space = SPACES.get("macro-cifar10")
         ops = len(plan_ops(space, [space.resolve(args.arch)]))

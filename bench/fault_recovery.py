@@ -29,8 +29,8 @@ from peers import AdbPeer, AdbServer
 from transport_overhead import POLICIES
 
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
-from chamlab.host.session import RunInterrupted
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.session import RunInterrupted
 
 
 class KillAt:

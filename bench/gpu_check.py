@@ -11,7 +11,7 @@ itself and every child: export workers, the driver's runner). It also makes ``ex
 unimportable for itself and those children, so a run proves that the cuda path (export of ``.pt2``
 programs, the host, the POSIX driver, ``chamlab.agent.torch_runner``) never uses ExecuTorch.
 
-What it measures, through ``chamlab.host.pipeline.run_items`` on a local ``runner = "torch-cuda"``
+What it measures, through ``chamlab.host.measurement.pipeline.run_items`` on a local ``runner = "torch-cuda"``
 device: every op of three macro-cifar10 networks and the three whole networks, at batch 1 and 16,
 timed as CUDA-graph replays and as eager launches (CUDA events); per network, the sum of its ops'
 medians over the whole network's median (the LUT's additivity, see NOTES). Then one op's energy
@@ -119,9 +119,9 @@ def main() -> int:
     from chamlab.agent.measure import MeasurePolicy
     from chamlab.chamnet.spaces import SPACES
     from chamlab.core.files import atomic_write_text
-    from chamlab.host.measuring import network_item
-    from chamlab.host.pipeline import resolve_run, run_items
-    from chamlab.host.transports import LocalConfig
+    from chamlab.host.devices.transports import LocalConfig
+    from chamlab.host.measurement.networks import network_item
+    from chamlab.host.measurement.pipeline import resolve_run, run_items
     from chamlab.operators.export import ExportItem
 
     space = SPACES.get("macro-cifar10")

@@ -39,7 +39,7 @@ from _common import RESULTS, write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.host import api
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
 
 
 def at_resolution(space: SearchSpace, arch: Arch, resolution: int) -> Arch:

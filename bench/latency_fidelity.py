@@ -11,9 +11,10 @@ For each space and thread count:
    all-largest; ``--mbv2`` random chamnet-mbv2 archs at ``--mbv2-resolution`` plus ChamNet-A..F and
    MobileNetV2-1.0 at 128 px), and profile every op of the test archs and of the calibration
    candidates into a fresh LUT (``--force``);
-2. choose ``--calibrate`` networks spread over the space (:func:`chamlab.host.calibration.select_networks`,
+2. choose ``--calibrate`` networks spread over the space
+(:func:`chamlab.host.prediction.calibrate.select_networks`,
    never a test arch) and measure test and calibration networks under the noise protocol
-   (:func:`chamlab.host.measuring.measure_repeated`): ``--repeats`` separate sessions (each its own
+   (:func:`chamlab.host.measurement.networks.measure_repeated`): ``--repeats`` separate sessions (each its own
    runner process) measuring every network in turn, rotated (interleaved), disturbed windows (further
    than ``--redo-pct`` from the network's median, or unstable) re-measured up to ``--max-redo`` times,
    the median kept; the whole protocol runs ``--floor-runs`` times independently;
@@ -75,7 +76,7 @@ from chamlab.chamnet.predictors.latency import LutLatencyPredictor
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.host import api
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
 from chamlab.operators import INVOCATION_PROBE
 
 #: the predictions compared (``calibrated_measured`` only in runs with the op recheck)

@@ -15,7 +15,7 @@ Scenarios (each run ``--repeats`` times, every time in a fresh interpreter, medi
   per-row checks) and ``Lut.upsert`` one file after the other: the ratio to ``same keys, newest``
   shows what the vectorised merge buys.
 
-A worker reads, checks, merges and writes (``chamlab.host.lutops.merge_files``, the code behind
+A worker reads, checks, merges and writes (``chamlab.host.luts.lifecycle.merge_files``, the code behind
 ``chamlab lut merge``), and reports wall seconds, the peak of Arrow's memory pool and the process's
 peak RSS (``resource.getrusage``'s ``ru_maxrss``, imports included; the RSS after the imports is
 reported too). tracemalloc is left off: it slows every Python allocation and would distort the
@@ -61,8 +61,8 @@ def make_inputs(folder: Path, n_luts: int, n_rows: int, n_samples: int, seed: in
     import numpy as np
     import pyarrow as pa
 
-    from chamlab.host.lut import Lut, make_row
-    from chamlab.host.lutops import LutFile, write_lut_file
+    from chamlab.host.luts.lifecycle import LutFile, write_lut_file
+    from chamlab.host.luts.lut import Lut, make_row
     from chamlab.operators import ConvBNAct
 
     rng = np.random.default_rng(seed)
@@ -130,8 +130,15 @@ def worker(scenario: str, inputs: list[Path], out: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.acero  # group_by/join import it lazily, with pandas (~0.4 s): not timed
 
-    from chamlab.host.lut import Lut
-    from chamlab.host.lutops import LutFile, Policy, merge_files, merge_luts, read_lut_file, write_lut_file
+    from chamlab.host.luts.lifecycle import (
+        LutFile,
+        Policy,
+        merge_files,
+        merge_luts,
+        read_lut_file,
+        write_lut_file,
+    )
+    from chamlab.host.luts.lut import Lut
 
     rss_after_imports = _rss_mib()
     pool = pa.default_memory_pool()

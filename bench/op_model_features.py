@@ -32,7 +32,7 @@ from _common import RESULTS, write_result
 from chamlab.chamnet.predictors import calibration as cal_model
 from chamlab.chamnet.predictors import op_model
 from chamlab.chamnet.spaces import SPACES
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
 from chamlab.operators import INVOCATION_PROBE, OPS
 
 COLUMNS = {

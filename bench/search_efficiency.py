@@ -216,7 +216,7 @@ def setup(with_lut: bool = True, synthetic: bool = True) -> dict[str, dict[str, 
     }
     if with_lut and LUT.exists():
         from chamlab.chamnet.predictors.latency import LutLatencyPredictor
-        from chamlab.host.lut import Lut  # not host.api: the benchmark needs no device stack
+        from chamlab.host.luts.lut import Lut  # not host.api: the benchmark needs no device stack
 
         lut = Lut.read(LUT)
         predictor = LutLatencyPredictor(lut.p50_by_key(lut.choose(LUT)))

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
 from chamlab.chamnet.spaces import SPACES
-from chamlab.host.config import load_registry
+from chamlab.host.devices.config import load_registry
 from chamlab.operators import INVOCATION_PROBE, OPS
 from chamlab.operators.export import ExportItem, export_all
 

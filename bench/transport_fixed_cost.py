@@ -29,8 +29,8 @@ from peers import AdbPeer, AdbServer, Sshd
 from transport_overhead import devices_file
 
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
-from chamlab.host.session import DeviceSession, Task
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.session import DeviceSession, Task
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
 
 

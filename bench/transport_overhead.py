@@ -27,7 +27,7 @@ from _common import write_result
 from peers import AdbPeer, AdbServer, Sshd
 
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
+from chamlab.host.devices.config import parse_devices_file
 
 POLICIES = {
     "default": "",  # MeasurePolicy's defaults, as local-cpu in the repository's devices.toml

@@ -18,16 +18,10 @@ Every report has ``to_json()`` (the keys of docs/cli.md). Errors are
 """
 
 from chamlab.chamnet.spaces import SPACES
-
-from . import calibration
-from .adapting import AdaptOptions, AdaptReport, adapt
-from .adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
-from .calibration import CalibrationReport, calibrate
-from .config import DeviceRegistry, load_registry
-from .farm import FarmReport, run_farm
-from .lut import Lut, MeasurementSet, add_rows
-from .measuring import (
-    MeasureReport,
+from chamlab.host.devices.config import DeviceRegistry, load_registry
+from chamlab.host.devices.transports import TRANSPORTS, DeviceConfig, Transport, open_transport
+from chamlab.host.luts.lut import Lut, MeasurementSet, add_rows
+from chamlab.host.measurement.networks import (
     NetworkMeasurement,
     ProgramMeasurement,
     ProgramReport,
@@ -35,16 +29,32 @@ from .measuring import (
     RepeatPolicy,
     export_network_int8,
     inspect_program,
-    measure,
     measure_networks,
     measure_program,
     measure_program_runs,
     measure_repeated,
     network_item,
 )
-from .oracles import ORACLES, choose_oracle
-from .pipeline import NullProgress, PipelineRun, Progress, RunSpec, claim_device, resolve_run, run_items
-from .prediction import (
+from chamlab.host.measurement.pipeline import (
+    NullProgress,
+    PipelineRun,
+    Progress,
+    RunSpec,
+    claim_device,
+    resolve_run,
+    run_items,
+)
+from chamlab.host.measurement.profiling import (
+    EXHAUSTIVE_LIMIT,
+    ProfileReport,
+    default_archs,
+    plan_ops,
+    profile,
+)
+from chamlab.host.prediction import calibrate as calibration
+from chamlab.host.prediction.adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
+from chamlab.host.prediction.calibrate import CalibrationReport, calibrate
+from chamlab.host.prediction.predict import (
     EnergyModel,
     EnergyPrediction,
     LatencyModel,
@@ -58,8 +68,10 @@ from .prediction import (
     predict_energy,
     predict_latency,
 )
-from .profiling import EXHAUSTIVE_LIMIT, ProfileReport, default_archs, plan_ops, profile
-from .transports import TRANSPORTS, DeviceConfig, Transport, open_transport
+from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport, adapt
+from chamlab.host.workflows.farm import FarmReport, run_farm
+from chamlab.host.workflows.measure import MeasureReport, measure
+from chamlab.host.workflows.oracles import ORACLES, choose_oracle
 
 __all__ = [
     "EXHAUSTIVE_LIMIT",

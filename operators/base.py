@@ -154,14 +154,9 @@ class OpSpec:
     # -- torch --------------------------------------------------------------------------------------
     def torch_module(self) -> nn.Module:
         """The op's torch module with default initialisation. Every registered kind overrides it
-        (importing torch inside, so that specs stay importable without torch)."""
+        (importing torch inside, so that specs stay importable without torch). The eval-mode module
+        with the op's deterministic weights is :func:`chamlab.operators.network.build`."""
         raise NotImplementedError
-
-    def build(self) -> nn.Module:
-        """The eval-mode module, with weights drawn from a generator seeded by the digest."""
-        from .network import build
-
-        return build(self)
 
     # -- validation ---------------------------------------------------------------------------------
     def __post_init__(self) -> None:

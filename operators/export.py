@@ -174,10 +174,10 @@ def _build_module_and_input(  # type: ignore[no-untyped-def]
 ):
     import torch
 
-    from .network import Network
+    from .network import Network, build
 
     specs = [OPS.from_key(k) for k in op_keys]
-    module = specs[0].build() if len(specs) == 1 else Network(specs).eval()
+    module = build(specs[0]) if len(specs) == 1 else Network(specs).eval()
     if state_dict is not None:  # trained weights (e.g. the training oracle's) replace the seeded ones
         try:
             module.load_state_dict(dict(state_dict), strict=True)

@@ -1,4 +1,5 @@
-"""``scripts/system-packages.sh``: what ``make test`` runs first so that the tests find their peers and shells."""
+"""``scripts/system-packages.sh``: what ``make test`` runs first so that the tests find their peers and
+shells."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "system-packages.sh"
 
 def _run(path: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": path, "CHAMLAB_NO_APT": "1"}
-    return subprocess.run(["/bin/sh", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run(
+        ["/bin/sh", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=30
+    )
 
 
 def test_missing_tools_are_named_on_one_line_and_fail(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ network's raw prediction is the sum over its op occurrences; like latency, each 
 also pays one program invocation, so the corrected prediction subtracts ``(n_ops - 1)`` times the
 energy of the :data:`~chamlab.operators.INVOCATION_PROBE` when the LUT holds it. Energy is not purely
 additive (static power, DVFS, caches): the host calibrates the sum against whole-network energy
-measured on the device (:mod:`chamlab.host.calibration`, quantity ``energy``), the same model as
+measured on the device (:mod:`chamlab.host.prediction.calibrate`, quantity ``energy``), the same model as
 latency on (``lut_sum_mj``, ``n_ops``, ``weight_mib``).
 """
 

@@ -24,8 +24,8 @@ from chamlab.operators.base import Backend, Dtype
 
 if TYPE_CHECKING:
     from chamlab.chamnet.spaces.base import Arch, SearchSpace
-    from chamlab.host.config import DeviceRegistry
-    from chamlab.host.transports import DeviceConfig
+    from chamlab.host.devices.config import DeviceRegistry
+    from chamlab.host.devices.transports import DeviceConfig
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -173,14 +173,14 @@ def command_line() -> str:
 
 
 def registry(devices: Path | None) -> DeviceRegistry:
-    from chamlab.host.config import load_registry
+    from chamlab.host.devices.config import load_registry
 
     return load_registry(devices)
 
 
 def device(devices: Path | None, target: str | None, serial: str | None) -> DeviceConfig:
     """The device ``--target``/``--serial`` name (a warning on stderr for an unlisted adb device)."""
-    from chamlab.host.config import resolve_device
+    from chamlab.host.devices.config import resolve_device
 
     dev, warning = resolve_device(registry(devices), target, serial)
     if warning:
@@ -210,7 +210,7 @@ def value(enum: Backend | Dtype | None) -> str | None:
 
 
 class RichProgress:
-    """Progress bars on stderr; implements :class:`chamlab.host.pipeline.Progress`."""
+    """Progress bars on stderr; implements :class:`chamlab.host.measurement.pipeline.Progress`."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -117,8 +117,8 @@ def adapt(
     from chamlab.chamnet.spaces.table import is_table_spec
     from chamlab.core.errors import InputError
     from chamlab.host import api
-    from chamlab.host.adapting import AdaptOptions
-    from chamlab.host.adapting import adapt as run_adapt
+    from chamlab.host.workflows.adapt import AdaptOptions
+    from chamlab.host.workflows.adapt import adapt as run_adapt
 
     if is_table_spec(space_name):
         raise InputError(
@@ -162,7 +162,7 @@ def adapt(
                 spec, sp, options, oracle=oracle, progress=progress, no_wait=no_wait, command=command_line()
             )
     finally:
-        from chamlab.host.oracles import close_oracle
+        from chamlab.host.workflows.oracles import close_oracle
 
         close_oracle(oracle)
     for text in report.notes:

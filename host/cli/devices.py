@@ -55,7 +55,7 @@ def devices(
     listed = [device(devices, None, serial)] if serial else list(reg)
     probes: dict[str, dict[str, Any]] = {}
     if check:
-        from chamlab.host.transports.probe import probe_all
+        from chamlab.host.devices.check import probe_all
 
         probes = {p["name"]: p for p in probe_all(listed, timeout_s)}
     if as_json:
@@ -108,7 +108,7 @@ def trust(
 ) -> None:
     """Show an ssh device's host key fingerprint and, once confirmed, record it in its known_hosts."""
     from chamlab.core.errors import ConfigError
-    from chamlab.host.transports.ssh import SshConfig, fetch_host_key, fingerprint, trust_host_key
+    from chamlab.host.devices.transports.ssh import SshConfig, fetch_host_key, fingerprint, trust_host_key
 
     dev = registry(devices).get(name)
     if not isinstance(dev, SshConfig):

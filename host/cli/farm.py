@@ -64,7 +64,7 @@ def run(
     """Profile every selected device concurrently into OUT/<YYYY-MM-DD>/<device>.parquet, diff each
     against its previous good run, write summary.json, report.md and report.html, and point OUT/latest
     at the run. Exit 0 all good, 1 a device failed, was partial or skipped, 3 drift only."""
-    from chamlab.host.farm import DeviceOutcome, run_farm
+    from chamlab.host.workflows.farm import DeviceOutcome, run_farm
 
     def on_device(o: DeviceOutcome) -> None:
         colour = _COLOUR.get(o.status, "red")

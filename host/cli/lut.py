@@ -1,4 +1,5 @@
-"""``chamlab lut ...``: merge, validate, show and diff LUT files (library: :mod:`chamlab.host.lutops`)."""
+"""``chamlab lut ...``: merge, validate, show and diff LUT files (library:
+:mod:`chamlab.host.luts.lifecycle`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ lut_app = typer.Typer(
 LutArg = Annotated[Path, typer.Argument(help="LUT file (.parquet)", show_default=False)]
 
 
-POLICIES = ("newest", "pooled", "fail")  # chamlab.host.lutops.Policy, without importing pyarrow here
+POLICIES = ("newest", "pooled", "fail")  # chamlab.host.luts.lifecycle.Policy, without importing pyarrow here
 
 
 @lut_app.command()
@@ -40,7 +41,7 @@ def merge(
     """Merge LUTs into one: union of rows, conflicts resolved by --policy, provenance and calibration
     metadata of every input kept. Any bad input: exit 2 naming it, nothing written."""
     from chamlab.core.errors import InputError
-    from chamlab.host.lutops import Policy, merge_files
+    from chamlab.host.luts.lifecycle import Policy, merge_files
 
     if policy not in POLICIES:
         raise InputError(f"--policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
@@ -60,7 +61,7 @@ def merge(
 def validate(path: LutArg, as_json: JsonOpt = False) -> None:
     """Check a LUT: schema, value ranges, duplicate keys, NaNs, unknown op keys. Exit 0 valid, 2 invalid
     (every problem listed)."""
-    from chamlab.host.lutops import validate_file
+    from chamlab.host.luts.lifecycle import validate_file
 
     report = validate_file(path)
     if as_json:
@@ -87,7 +88,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a LUT as a table (filters combine; sorted by measurement set, then op key)."""
-    from chamlab.host.lutops import show_rows
+    from chamlab.host.luts.lifecycle import show_rows
 
     res = show_rows(
         path, device=target, backend=backend, threads=threads, op_type=op_type, limit=limit or None
@@ -133,7 +134,7 @@ def diff(
     as_json: JsonOpt = False,
 ) -> None:
     """Per-op drift of p50 in % from OLD to NEW on the row keys both hold, with a summary."""
-    from chamlab.host.lutops import diff_luts
+    from chamlab.host.luts.lifecycle import diff_luts
 
     report = diff_luts(old, new, plot=plot)
     if as_json:

@@ -161,7 +161,7 @@ def _measure_pte(
     as_json: bool,
 ) -> None:
     from chamlab.host import api
-    from chamlab.host.measuring import parse_shape
+    from chamlab.host.measurement.networks import parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     dev = device(devices, target, serial)

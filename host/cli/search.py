@@ -103,7 +103,7 @@ def search(
     from chamlab.chamnet.search.problem import Oracle
     from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
     from chamlab.core.errors import InputError
-    from chamlab.host.oracles import choose_oracle, close_oracle, oracle_identity
+    from chamlab.host.workflows.oracles import choose_oracle, close_oracle, oracle_identity
 
     config = EngineConfig(
         n_init=n_init,
@@ -177,7 +177,7 @@ def search(
             )
         table, path = found
         from chamlab.chamnet.search.problem import accuracy_dtype
-        from chamlab.host.prediction import latency_model
+        from chamlab.host.prediction.predict import latency_model
 
         mset = table.choose(path, device=target, dtype=value(dtype), threads=threads, batch=batch)
         rows_dtype = mset.dtype

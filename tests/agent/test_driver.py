@@ -118,7 +118,9 @@ SHELLS = {"dash": ["dash"], "bash": ["bash"], "mksh": ["mksh"], "busybox": ["bus
 @pytest.mark.parametrize("shell", SHELLS)
 def test_driver_is_posix_sh(tmp_path: Path, shell: str) -> None:
     argv = SHELLS[shell]
-    assert shutil.which(argv[0]), f"{argv[0]} is not installed (make test installs it: scripts/system-packages.sh)"
+    assert shutil.which(argv[0]), (
+        f"{argv[0]} is not installed (make test installs it: scripts/system-packages.sh)"
+    )
     run = _rundir(tmp_path, [("op:a=1", "a.pte"), ("op:f=1", "fail.pte")], LOCK_DIR=tmp_path / "lock")
     res = subprocess.run(
         [*argv, str(run / "driver.sh")], capture_output=True, text=True, timeout=60, check=True

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chamlab.host import etdump
+from chamlab.host.measurement import etdump
 from chamlab.operators import ConvBNAct
 from chamlab.operators.export import Artifact, ArtifactCache, ExportItem, export_all
 
@@ -73,7 +73,9 @@ def rundir(tmp_path: Path, artifact: Artifact, tasks: list[tuple[str, str]], **e
 @pytest.mark.parametrize("shell", SHELLS)
 def test_executor_runner_path_under_small_shells(shell: str, tmp_path: Path, artifact: Artifact) -> None:
     argv = SHELLS[shell]
-    assert shutil.which(argv[0]), f"{argv[0]} is not installed (make test installs it: scripts/system-packages.sh)"
+    assert shutil.which(argv[0]), (
+        f"{argv[0]} is not installed (make test installs it: scripts/system-packages.sh)"
+    )
     tasks = [("op:ok=1", "artifacts/op.pte")]
     if shell == "mksh":  # Android's shell also gets a failing op (the cheaper shells only the good path)
         tasks.append(("op:gone=1", "artifacts/missing.pte"))

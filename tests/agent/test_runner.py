@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chamlab.agent.measure import percentile
-from chamlab.host import etdump
+from chamlab.host.measurement import etdump
 from chamlab.operators import InvertedResidual
 from chamlab.operators.export import Artifact, ArtifactCache, ExportItem, export_all
 

@@ -18,6 +18,7 @@ import torch
 from chamlab.core.errors import ExportError
 from chamlab.operators import InvertedResidual
 from chamlab.operators.export import Artifact, ArtifactCache, ExportItem, export_all
+from chamlab.operators.network import build
 
 SPEC = InvertedResidual(16, 16, 3, 1, 3, 8, 8)
 
@@ -46,7 +47,7 @@ def test_cuda_artifact_is_the_ops_torch_export_program_at_its_batch(tmp_path: Pa
     program = torch.export.load(str(art.pte_path))  # our own export (see torch_runner's docstring)
     x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        assert torch.allclose(program.module()(x), SPEC.build()(x), atol=1e-5)
+        assert torch.allclose(program.module()(x), build(SPEC)(x), atol=1e-5)
 
 
 def test_torch_runner_on_the_cpu_code_path(tmp_path: Path) -> None:

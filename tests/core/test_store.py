@@ -120,7 +120,7 @@ def test_registry_is_loud(kinds: KindRegistry) -> None:
         kinds.get("nope")
     with pytest.raises(ValueError, match="cannot upgrade from 2"):
         kind.upgrader(2)
-    import chamlab.host.lut  # noqa: F401  (registers latency-lut in the shipped registry)
+    import chamlab.host.luts.lut  # noqa: F401  (registers latency-lut in the shipped registry)
 
     assert "latency-lut" not in kinds and "latency-lut" in KINDS  # the shipped registry is separate
 

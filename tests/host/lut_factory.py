@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from chamlab.host.lut import Lut, make_row
-from chamlab.host.lutops import LutFile, write_lut_file
+from chamlab.host.luts.lifecycle import LutFile, write_lut_file
+from chamlab.host.luts.lut import Lut, make_row
 from chamlab.operators import ConvBNAct, InvertedResidual, PoolLinear
 
 OPS_POOL = [

@@ -28,7 +28,7 @@ from chamlab.chamnet.search import oracle_for
 from chamlab.chamnet.search.constrained import loo_spread_pct
 from chamlab.core.errors import InputError
 from chamlab.host import api
-from chamlab.host.lut import Lut, MeasurementSet, make_row
+from chamlab.host.luts.lut import Lut, MeasurementSet, make_row
 
 W_PER_CORE = 10.0  # the simulated device's power above idle per busy core (W)
 RESULT_KEYS = {

@@ -15,8 +15,8 @@ from conftest import profile_macro
 from chamlab.chamnet.spaces import SPACES
 from chamlab.core.errors import InputError
 from chamlab.host import api
-from chamlab.host.adaptive import adaptive_profile, choose, heldout_error
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
+from chamlab.host.prediction.adaptive import adaptive_profile, choose, heldout_error
 from chamlab.operators import OpSpec
 
 MBV2 = SPACES.get("chamnet-mbv2")

@@ -16,15 +16,15 @@ from peers import AdbPeer, AdbServer, fast
 
 from chamlab.core.errors import TransportError
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
-from chamlab.host.session import DeviceSession, RunInterrupted, Task
-from chamlab.host.transports.adb import (
+from chamlab.host.devices.check import probe
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.session import DeviceSession, RunInterrupted, Task
+from chamlab.host.devices.transports.adb import (
     AdbConfig,
     DeviceAbsentError,
     DeviceOfflineError,
     DeviceUnauthorizedError,
 )
-from chamlab.host.transports.probe import probe
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
 
 

@@ -15,7 +15,7 @@ from conftest import chamlab
 from chamlab.chamnet.spaces import SPACES
 from chamlab.core.errors import InputError, MissingLutEntriesError
 from chamlab.host import api
-from chamlab.host.lut import Lut, MeasurementSet, add_rows, make_row
+from chamlab.host.luts.lut import Lut, MeasurementSet, add_rows, make_row
 
 MACRO = SPACES.get("macro-cifar10")
 MSET = MeasurementSet("d", "xnnpack", "fp32", 1)
@@ -85,7 +85,7 @@ def test_calibration_is_stored_applied_and_reported_stale(lut_path: Path) -> Non
     raw = api.predict_latency(MACRO, arch, lut, lut_path, MSET, raw=True)
     assert not raw.calibrated and raw.latency_ms == raw.lut_sum_ms == pred.lut_sum_ms
     # `chamlab search` predicts through latency_model: the same numbers as predict, calibration included
-    from chamlab.host.prediction import latency_model
+    from chamlab.host.prediction.predict import latency_model
 
     for flag, expect in ((False, pred), (True, raw)):
         assert latency_model(MACRO, lut, lut_path, MSET, raw=flag)(arch) == pytest.approx(expect.latency_ms)
@@ -221,7 +221,7 @@ def test_a_calibration_with_op_noise_sums_shrunk_ops_in_fit_and_prediction(tmp_p
     import math
 
     from chamlab.chamnet.predictors.op_model import shrinkage_weights
-    from chamlab.host.prediction import LatencyModel, op_model
+    from chamlab.host.prediction.predict import LatencyModel, op_model
 
     rng = np.random.default_rng(0)
     ops = api.plan_ops(MACRO, MACRO.enumerate())
@@ -261,7 +261,7 @@ def test_a_calibration_with_op_noise_sums_shrunk_ops_in_fit_and_prediction(tmp_p
 
 
 def test_refining_a_calibration_keeps_its_op_noise(lut_path: Path) -> None:
-    from chamlab.host.refining import refit
+    from chamlab.host.workflows.refine import refit
 
     p50 = Lut.read(lut_path).p50_by_key(MSET)
     archs = api.calibration.select_networks(MACRO, p50, "fp32", 4, np.random.default_rng(0))

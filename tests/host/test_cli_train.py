@@ -15,7 +15,7 @@ from chamlab.chamnet.search import TableOracle
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.training import Schedule, TrainingCache, TrainingOracle
 from chamlab.core.errors import InputError
-from chamlab.host.oracles import choose_oracle, oracle_identity
+from chamlab.host.workflows.oracles import choose_oracle, oracle_identity
 
 LUT = REPO / "bench" / "data" / "macro-cifar10-local-cpu.parquet"
 SCHEDULE = "epochs=1,batch_size=32,max_train=96,max_val=64"

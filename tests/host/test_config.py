@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from chamlab.core.errors import ConfigError, UnknownNameError
-from chamlab.host.config import DeviceConfig, load_registry, parse_devices_file
+from chamlab.host.devices.config import DeviceConfig, load_registry, parse_devices_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -119,8 +119,8 @@ def test_transport_registry_is_loud_and_each_transport_owns_its_model() -> None:
     from typing import Literal
 
     from chamlab.core.errors import DuplicateNameError
-    from chamlab.host.transports import TRANSPORTS, LocalConfig, TransportRegistry
-    from chamlab.host.transports.base import DeviceConfig
+    from chamlab.host.devices.transports import TRANSPORTS, LocalConfig, TransportRegistry
+    from chamlab.host.devices.transports.base import DeviceConfig
 
     assert TRANSPORTS.config_class("local") is LocalConfig
     fresh = TransportRegistry()

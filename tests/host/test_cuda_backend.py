@@ -20,8 +20,8 @@ import torch
 from conftest import chamlab
 
 from chamlab.core.errors import InputError
-from chamlab.host.pipeline import resolve_run
-from chamlab.host.transports import LocalConfig
+from chamlab.host.devices.transports import LocalConfig
+from chamlab.host.measurement.pipeline import resolve_run
 
 FAST = """
 [devices.{name}.measure]

@@ -16,7 +16,7 @@ from powersim import CpuPowerModelRapl
 from chamlab.chamnet.spaces import SPACES
 from chamlab.core.errors import MissingLutEntriesError, NoEnergyError
 from chamlab.host import api
-from chamlab.host.lut import Lut, MeasurementSet, add_rows, make_row
+from chamlab.host.luts.lut import Lut, MeasurementSet, add_rows, make_row
 
 MACRO = SPACES.get("macro-cifar10")
 MSET = MeasurementSet("d", "xnnpack", "fp32", 1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chamlab.core.errors import MeasurementError
-from chamlab.host import etdump
+from chamlab.host.measurement import etdump
 from chamlab.operators import ConvBNAct, InvertedResidual
 from chamlab.operators.export import Artifact, ArtifactCache, ExportItem, export_all
 

@@ -21,11 +21,11 @@ from powersim import BusyRapl
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError
-from chamlab.host.config import parse_devices_file
-from chamlab.host.pipeline import resolve_run, run_items
-from chamlab.host.profiling import lut_row
-from chamlab.host.session import DeviceSession
-from chamlab.host.transports import LocalConfig, LocalTransport
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.session import DeviceSession
+from chamlab.host.devices.transports import LocalConfig, LocalTransport
+from chamlab.host.measurement.pipeline import resolve_run, run_items
+from chamlab.host.measurement.profiling import lut_row
 from chamlab.operators import ConvBNAct
 from chamlab.operators.export import ExportItem
 

@@ -23,9 +23,9 @@ from farm_devices import ARCH, device_table, stand_in_farm
 from chamlab.core.errors import ConfigError, DeviceBusyError, InputError
 from chamlab.core.files import cache_root
 from chamlab.core.locks import FileLock
-from chamlab.host.config import parse_devices_file
-from chamlab.host.farm import Sensors, read_sensors, run_farm, select_devices
-from chamlab.host.transports.local import LocalTransport
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.transports.local import LocalTransport
+from chamlab.host.workflows.farm import Sensors, read_sensors, run_farm, select_devices
 
 DAY1 = dt.datetime(2026, 11, 20, 23, 30, tzinfo=dt.UTC)
 

@@ -24,8 +24,8 @@ from farm_devices import ARCH, FAST_MEASURE, stand_in
 from peers import AdbPeer, AdbServer, Sshd
 
 from chamlab.agent import probe
-from chamlab.host.config import parse_devices_file
-from chamlab.host.farm import run_farm
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.workflows.farm import run_farm
 
 DAY = dt.datetime(2026, 11, 22, 2, 0, tzinfo=dt.UTC)
 N_OPS = 7  # ARCH's ops, with the invocation probe

@@ -24,8 +24,8 @@ from peers import AdbPeer, Sshd
 
 from chamlab.core.files import cache_root
 from chamlab.core.locks import FileLock
-from chamlab.host.config import parse_devices_file
-from chamlab.host.farm import run_farm
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.workflows.farm import run_farm
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 

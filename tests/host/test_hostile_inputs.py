@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from peers import AdbPeer, Sshd
 
 from chamlab.core.errors import ChamlabError, TransportError
-from chamlab.host.config import parse_device, unlisted_adb_device
-from chamlab.host.transports.adb import AdbConfig
-from chamlab.host.transports.ssh import SshConfig
+from chamlab.host.devices.config import parse_device, unlisted_adb_device
+from chamlab.host.devices.transports.adb import AdbConfig
+from chamlab.host.devices.transports.ssh import SshConfig
 
 MARK = Path("/tmp/chamlab-hostile-mark")  # a payload that runs would create this file
 PAYLOADS = [

@@ -12,9 +12,9 @@ import pytest
 from conftest import chamlab, profile_macro
 
 from chamlab.chamnet.spaces import SPACES
-from chamlab.host.lut import Lut, add_rows
-from chamlab.host.pipeline import Measured
-from chamlab.host.profiling import breakdown_and_delegation
+from chamlab.host.luts.lut import Lut, add_rows
+from chamlab.host.measurement.pipeline import Measured
+from chamlab.host.measurement.profiling import breakdown_and_delegation
 from chamlab.operators import INVOCATION_PROBE, boundary_probes, quant
 from chamlab.operators.export import Artifact, ExportItem
 

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from chamlab.core.errors import InputError, LutError, OutputPathError, WriteError
-from chamlab.host.lut import (
+from chamlab.host.luts.lut import (
     ROW_KEY,
     SCHEMA,
     V2_ADDED,

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from lut_factory import FP_PIXEL, OPS_POOL, row, run_lut, write
 
-from chamlab.host.lut import SCHEMA
-from chamlab.host.lutops import check_table, diff_luts, show_rows, validate_file
+from chamlab.host.luts.lifecycle import check_table, diff_luts, show_rows, validate_file
+from chamlab.host.luts.lut import SCHEMA
 
 
 def _table(rows: list[dict]) -> pa.Table:

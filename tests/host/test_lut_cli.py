@@ -71,7 +71,7 @@ def test_validate_exit_codes_and_json(two: tuple[Path, Path], tmp_path: Path) ->
     rows = run_lut("run-a", 0, 1.0)
     rows[0]["p50_ms"] = float("nan")
     rows[1]["op_key"] = "conv_bn_act:cin=oops"
-    from chamlab.host.lut import SCHEMA
+    from chamlab.host.luts.lut import SCHEMA
 
     bad = tmp_path / "bad.parquet"
     table = pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from lut_factory import FP_PIXEL, OPS_POOL, lut_file, row, run_lut, write
 
 from chamlab.core.errors import InputError, LutError, OutputPathError
-from chamlab.host import lut as lutmod
-from chamlab.host.lut import ROW_KEY, make_row
-from chamlab.host.lutops import (
+from chamlab.host.luts import lut as lutmod
+from chamlab.host.luts.lifecycle import (
     Fingerprint,
     LutFile,
     Policy,
@@ -28,6 +27,7 @@ from chamlab.host.lutops import (
     merge_luts,
     read_lut_file,
 )
+from chamlab.host.luts.lut import ROW_KEY, make_row
 
 # CI runs the property tests derandomized (the same examples every run); locally they explore.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=60)

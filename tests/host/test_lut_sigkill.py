@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
 
 CHILD = r"""
 import datetime as dt, sys
 from pathlib import Path
-from chamlab.host.lut import add_rows, make_row
+from chamlab.host.luts.lut import add_rows, make_row
 from chamlab.operators import ConvBNAct
 
 def rows(channels):

@@ -16,7 +16,7 @@ from peers import AdbPeer, Sshd, fast
 from chamlab.chamnet.spaces import SPACES
 from chamlab.core.errors import DataFileError, InputError
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
+from chamlab.host.devices.config import parse_devices_file
 from chamlab.operators.export import ExportItem, export_all
 
 SHAPE = (1, 3, 32, 32)

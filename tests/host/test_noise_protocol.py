@@ -11,7 +11,7 @@ import pytest
 from chamlab.chamnet.spaces import SPACES
 from chamlab.core.errors import InputError
 from chamlab.host import api
-from chamlab.host.measuring import NetworkMeasurement
+from chamlab.host.measurement.networks import NetworkMeasurement
 
 MACRO = SPACES.get("macro-cifar10")
 ARCHS = [MACRO.parse(a) for a in ("00000000", "01201201", "22222222", "10101010")]

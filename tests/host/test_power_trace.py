@@ -13,8 +13,8 @@ from conftest import FAST_DEVICES, profile_macro
 from powersim import RealTimeRapl
 
 from chamlab.core.errors import DataFileError
-from chamlab.host import power
-from chamlab.host.lut import Lut
+from chamlab.host.luts.lut import Lut
+from chamlab.host.measurement import power_traces as power
 
 WATTS = 9.0
 
@@ -73,8 +73,8 @@ def test_lut_row_takes_energy_batch_and_delegation_from_the_runner_result(
 ) -> None:
     """The row a measured op becomes (no device needed: the runner's result record is given)."""
     from chamlab.host import api
-    from chamlab.host.pipeline import Measured
-    from chamlab.host.profiling import lut_row
+    from chamlab.host.measurement.pipeline import Measured
+    from chamlab.host.measurement.profiling import lut_row
     from chamlab.operators import InvertedResidual
     from chamlab.operators.export import Artifact, ExportItem
 

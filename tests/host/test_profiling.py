@@ -158,7 +158,7 @@ def test_write_error_from_the_library_names_the_kept_run(
     tmp_path: Path, fast_devices: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
-    from chamlab.host import lut as lut_mod
+    from chamlab.host.luts import lut as lut_mod
 
     def no_space(self: object, path: Path) -> None:
         raise WriteError(f"cannot write {path}: No space left on device")

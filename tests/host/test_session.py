@@ -11,8 +11,8 @@ import pytest
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import InputError, TransportError
-from chamlab.host.session import DeviceSession, Task, cpu_mask
-from chamlab.host.transports import DeviceConfig, LocalConfig, LocalTransport, open_transport
+from chamlab.host.devices.session import DeviceSession, Task, cpu_mask
+from chamlab.host.devices.transports import DeviceConfig, LocalConfig, LocalTransport, open_transport
 from chamlab.operators import ConvBNAct, PoolLinear
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from chamlab.agent.measure import MeasurePolicy
-from chamlab.host import etdump
-from chamlab.host.session import DeviceSession, Task
-from chamlab.host.transports import LocalConfig, open_transport
+from chamlab.host.devices.session import DeviceSession, Task
+from chamlab.host.devices.transports import LocalConfig, open_transport
+from chamlab.host.measurement import etdump
 from chamlab.operators import ConvBNAct, PoolLinear
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
 

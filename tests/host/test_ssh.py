@@ -17,9 +17,9 @@ from peers import Sshd, fast
 
 from chamlab.core.errors import ConfigError, TransportError
 from chamlab.host import api
-from chamlab.host.config import parse_devices_file
-from chamlab.host.session import RunInterrupted
-from chamlab.host.transports.ssh import SshConfig
+from chamlab.host.devices.config import parse_devices_file
+from chamlab.host.devices.session import RunInterrupted
+from chamlab.host.devices.transports.ssh import SshConfig
 
 CHAMLAB = [str(Path(sys.executable).parent / "chamlab")]
 

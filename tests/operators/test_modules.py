@@ -4,15 +4,15 @@ import torch
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.operators import InvertedResidual
-from chamlab.operators.network import Network
+from chamlab.operators.network import Network, build
 
 
 def test_weights_are_deterministic_per_op() -> None:
     spec = InvertedResidual(32, 32, 3, 1, 6, 8, 8)
-    a, b = spec.build().state_dict(), spec.build().state_dict()
+    a, b = build(spec).state_dict(), build(spec).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    other = InvertedResidual(32, 32, 5, 1, 6, 8, 8).build().state_dict()
+    other = build(InvertedResidual(32, 32, 5, 1, 6, 8, 8)).state_dict()
     assert not torch.equal(a["body.0.weight"], other["body.0.weight"])
 
 
@@ -25,6 +25,6 @@ def test_network_is_exactly_its_ops_in_sequence() -> None:
     with torch.no_grad():
         y = x
         for op in ops:
-            y = op.build()(y)
+            y = build(op)(y)
         assert torch.equal(net(x), y)
     assert y.shape == (1, 10)

@@ -13,6 +13,7 @@ from torch import nn
 from chamlab.core.errors import DuplicateNameError, InputError, UnknownNameError
 from chamlab.operators import InvertedResidual, QuantEdge, quant
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all, report_path
+from chamlab.operators.network import build
 from chamlab.operators.quant_edge import PROBE_SCALE
 
 OP = InvertedResidual(8, 8, 3, 1, 2, 8, 8)
@@ -74,7 +75,7 @@ def test_int8_op_is_fully_quantized_delegated_and_matches_its_quantized_module(e
     assert art.quant_report == quant.QuantReport(quant.DEFAULT_RECIPE) and art.quant_report.delegated
     assert json.loads(report_path(art.pte_path).read_text())["recipe"] == quant.DEFAULT_RECIPE
     x = torch.randn(OP.input_shape, generator=torch.Generator().manual_seed(3))
-    module = OP.build()
+    module = build(OP)
     converted = quant.quantize(module, x)  # the same seeded calibration as the export's
     simulated, on_device = converted(x), _run_pte(art.pte_path, x)
     reference = module(x)

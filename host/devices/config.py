@@ -34,8 +34,7 @@ from pydantic import ValidationError
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError, InputError, UnknownNameError
-
-from .transports import TRANSPORTS, DeviceConfig, LocalConfig
+from chamlab.host.devices.transports import TRANSPORTS, DeviceConfig, LocalConfig
 
 DEFAULT_FILE = "devices.toml"
 ENV_VAR = "CHAMLAB_DEVICES"
@@ -93,7 +92,7 @@ def default_adb_server() -> str:
 def unlisted_adb_device(serial: str) -> tuple[DeviceConfig, str]:
     """An adb device that devices.toml does not list, named ``adb-<serial>`` (made safe), with
     defaults; and the warning that lists them."""
-    from .transports.adb import AdbConfig
+    from chamlab.host.devices.transports.adb import AdbConfig
 
     safe = re.sub(r"[^a-z0-9_.-]+", "-", serial.lower()).strip("-.") or "device"
     name = f"adb-{safe}"

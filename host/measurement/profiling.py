@@ -29,13 +29,19 @@ from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError, WriteError
 from chamlab.core.files import check_writable
 from chamlab.core.store import tool_version
+from chamlab.host.devices.transports.base import Transport
+from chamlab.host.luts.lut import Lut, add_rows, make_row
+from chamlab.host.measurement import power_traces as power
+from chamlab.host.measurement.pipeline import (
+    Measured,
+    NullProgress,
+    Progress,
+    RunSpec,
+    claim_device,
+    run_items,
+)
 from chamlab.operators import INVOCATION_PROBE, OpSpec, boundary_probes
 from chamlab.operators.export import ExportItem
-
-from . import power
-from .lut import Lut, add_rows, make_row
-from .pipeline import Measured, NullProgress, Progress, RunSpec, claim_device, run_items
-from .transports.base import Transport
 
 #: spaces with at most this many archs are profiled exhaustively when no --arch/--sample is given
 EXHAUSTIVE_LIMIT = 100_000

@@ -22,7 +22,8 @@ of interest actually use:
    ``predict --interpolate`` will fill).
 
 The held-apart ops are real measurements and stay in the LUT. Measuring goes through
-:func:`~chamlab.host.profiling.profile` (one device run per round, the device lock, resumable); tests
+:func:`~chamlab.host.measurement.profiling.profile` (one device run per round, the device lock,
+resumable); tests
 inject ``measure`` instead.
 """
 
@@ -40,13 +41,12 @@ import numpy as np
 from chamlab.chamnet.predictors.op_model import MIN_ROWS, OpLatencyModel, single_mac_features
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError
+from chamlab.host.luts.lut import Lut
+from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
 from chamlab.operators import INVOCATION_PROBE, OpSpec
 
-from .lut import Lut
-from .pipeline import NullProgress, Progress, RunSpec
-
 if TYPE_CHECKING:
-    from .profiling import ProfileReport
+    from chamlab.host.measurement.profiling import ProfileReport
 
 #: measures ``ops`` and returns their p50 (ms) by op key (ops that failed are left out)
 MeasureOps = Callable[[Sequence[OpSpec]], Mapping[str, float]]
@@ -249,9 +249,9 @@ def profile_adaptive(
     no_wait: bool = False,
 ) -> tuple[AdaptiveReport, list[ProfileReport]]:
     """:func:`adaptive_profile` measuring on ``spec``'s device into the LUT ``out`` (one
-    :func:`~chamlab.host.profiling.profile` run per round); returns the report and the per-round
+    :func:`~chamlab.host.measurement.profiling.profile` run per round); returns the report and the per-round
     profile reports. The invocation probe is measured with the first round."""
-    from .profiling import profile
+    from chamlab.host.measurement.profiling import profile
 
     reports: list[ProfileReport] = []
 

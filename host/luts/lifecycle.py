@@ -33,10 +33,9 @@ from chamlab.core.errors import ChamlabError, InputError, LutError
 from chamlab.core.files import check_writable
 from chamlab.core.locks import sibling_lock
 from chamlab.core.store import read_table, write_table
+from chamlab.host.luts.lut import KIND, ROW_KEY, Lut, MeasurementSet
 from chamlab.operators import OPS
 from chamlab.operators.base import Backend, Dtype
-
-from .lut import KIND, ROW_KEY, Lut, MeasurementSet
 
 PROVENANCE_KEY = "chamlab.provenance"
 #: Columns that tell two measurements of one row key apart (equal on all of them: the same measurement).

@@ -4,7 +4,7 @@ farm runs): resolve -> export -> run -> parse, then the caller stores and calls 
 * :class:`RunSpec` is resolved once from a device and the command's options (backend, dtype,
   threads, batch): everything that defines *how* a device measures. Bad values are input errors (exit 2)
   before any work.
-* :func:`claim_device` holds the device lock for a whole job (see :mod:`chamlab.host.session`).
+* :func:`claim_device` holds the device lock for a whole job (see :mod:`chamlab.host.devices.session`).
 * :func:`run_items` exports the items (cached, in parallel), runs them in one session on the device,
   and parses each result once (samples, and the ETDump breakdown when asked for).
 """
@@ -22,14 +22,13 @@ from typing import Any, Protocol
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError, InputError, MeasurementError
+from chamlab.host.devices.session import DeviceSession, Outcome, Task, device_lock
+from chamlab.host.devices.transports.base import DeviceConfig, Transport
+from chamlab.host.luts.lut import MeasurementSet
+from chamlab.host.measurement import etdump as etdump_mod
+from chamlab.host.measurement import power_traces as power_mod
 from chamlab.operators import DTYPE_BACKENDS, Backend, Dtype, quant
 from chamlab.operators.export import Artifact, ArtifactCache, ExportFailure, ExportItem, export_all
-
-from . import etdump as etdump_mod
-from . import power as power_mod
-from .lut import MeasurementSet
-from .session import DeviceSession, Outcome, Task, device_lock
-from .transports.base import DeviceConfig, Transport
 
 MAX_BATCH = 4096
 

@@ -43,9 +43,8 @@ from typing import Any
 from chamlab.core.errors import ConfigError, DeviceBusyError, InputError, TransportError
 from chamlab.core.files import cache_root
 from chamlab.core.locks import FileLock
+from chamlab.host.devices.transports.base import DeviceConfig, Transport
 from chamlab.operators.export import Artifact
-
-from .transports.base import DeviceConfig, Transport
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -7,12 +7,13 @@
    limit only for a device with a power reader, a budget of at least the initial design, a LUT that
    is this device's, an output folder holding no other run.
 2. **Predictors**: the LUT (``profile`` of the ops the LUT lacks: all ops of a space of at most
-   :data:`~chamlab.host.profiling.EXHAUSTIVE_LIMIT` archs, else the reference archs' ops first and,
+   :data:`~chamlab.host.measurement.profiling.EXHAUSTIVE_LIMIT` archs, else the reference archs' ops
+   first and,
    adaptively, the ops of each winner the op-level model had to interpolate, step 5); the latency
    calibration (``calibrate`` when the LUT holds no fresh one for this space and measurement set;
    with an energy limit also when it holds no fresh energy calibration, which ``calibrate`` fits from
    the same networks). With an energy limit, the energy predictor
-   (:class:`~chamlab.host.prediction.EnergyModel`: the LUT's energy rows; none is an error naming
+   (:class:`~chamlab.host.prediction.predict.EnergyModel`: the LUT's energy rows; none is an error naming
    the devices.toml fix).
 3. **Margin**: each limit is searched as ``limit * (1 - k * spread)``
    (:func:`~chamlab.chamnet.search.constrained.safety_margin`: that quantity's calibration's
@@ -33,10 +34,10 @@
    ``calibration(arch)`` batches when it has them (the training oracle: the training batches its int8
    accuracy was measured with, ``int8_calibration: training``), else the recipe's seeded ones.
 7. **Measurement** of ``DIR/model.pte`` on the target, :data:`MEASURE_RUNS` separate runs
-   (:func:`~chamlab.host.measuring.measure_program_runs`), median of their p50s (and, with a power
+   (:func:`~chamlab.host.measurement.networks.measure_program_runs`), median of their p50s (and, with a power
    reader, of their energies per inference); then ``DIR/result.json`` and ``DIR/pareto.png``. A
    measured latency (or energy) over its limit is reported (``constraint_met: false``), not hidden.
-8. **Verify and refine** (:mod:`~chamlab.host.refining`, ``--refine N``, default 2): a measured winner
+8. **Verify and refine** (:mod:`~chamlab.host.workflows.refine`, ``--refine N``, default 2): a measured winner
    that misses the latency limit, or whose measured error is larger than the margin searched with, joins the
    stored calibration's networks (refitted, stored in the LUT); the margin is recomputed from the
    refit's leave-one-out spread and steps 5 to 7 run again (``DIR/round-I/model.pte``), at most N
@@ -80,13 +81,18 @@ from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import ChamlabError, InputError, NoEnergyError
 from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
 from chamlab.core.store import tool_version
+from chamlab.host.devices.transports.base import Transport
+from chamlab.host.luts.lut import Lut, MeasurementSet
+from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
+from chamlab.host.prediction.predict import (
+    EnergyModel,
+    LatencyModel,
+    default_lut_path,
+    energy_refusal,
+    no_energy_hint,
+)
+from chamlab.host.workflows.refine import REFINE_ROUNDS, RefineRound
 from chamlab.operators.export import ExportItem
-
-from .lut import Lut, MeasurementSet
-from .pipeline import NullProgress, Progress, RunSpec
-from .prediction import EnergyModel, LatencyModel, default_lut_path, energy_refusal, no_energy_hint
-from .refining import REFINE_ROUNDS, RefineRound
-from .transports.base import Transport
 
 #: measurement runs of the exported winner (the result is their median p50)
 MEASURE_RUNS = 3
@@ -377,11 +383,10 @@ def adapt(
     """
     from chamlab.chamnet.search.run import HISTORY
     from chamlab.chamnet.search.run import search as run_search
-
-    from . import calibration as calib
-    from . import refining
-    from .measuring import measure_program_runs
-    from .profiling import EXHAUSTIVE_LIMIT, default_archs, profile
+    from chamlab.host.measurement.networks import measure_program_runs
+    from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT, default_archs, profile
+    from chamlab.host.prediction import calibrate as calib
+    from chamlab.host.workflows import refine as refining
 
     progress = progress or NullProgress()
     t_start = time.perf_counter()
@@ -951,7 +956,7 @@ def _check_feasible(
 ) -> None:
     """An :class:`InputError` naming the lowest prediction when nothing fits under a limit's margin
     (each limit alone first, then all of them together)."""
-    from .profiling import EXHAUSTIVE_LIMIT
+    from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT
 
     pool = latency_pool(space, seed)
     what = "of all" if space.size <= EXHAUSTIVE_LIMIT else "found among the references and samples of"
@@ -981,7 +986,7 @@ def _check_feasible(
 def latency_pool(space: SearchSpace, seed: int) -> list[Arch]:
     """Every arch of a space small enough to profile exhaustively; else its references, its smallest
     arch (every dimension's first value) and 256 seeded samples."""
-    from .profiling import EXHAUSTIVE_LIMIT
+    from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT
 
     if space.size <= EXHAUSTIVE_LIMIT:
         return list(space.enumerate())
@@ -1002,10 +1007,9 @@ def _export_winner(
     """``model.pte`` + ``model.etrecord``: the cached export for seeded weights, else a fresh one
     (int8: calibrated on ``calibration`` when given, the training oracle's batches)."""
     from chamlab.core.errors import ExportError
+    from chamlab.host.measurement.networks import network_item
+    from chamlab.host.measurement.pipeline import export_items
     from chamlab.operators.export import export_program
-
-    from .measuring import network_item
-    from .pipeline import export_items
 
     item = network_item(space, arch, spec.batch)
     if state_dict is None:

@@ -3,7 +3,7 @@
 Finding the LUT (an explicit path, or the default ``luts/<target>.parquet``), choosing its measurement
 set and assembling the op-by-op prediction live here, so that ``measure``, ``adapt`` and farm runs
 predict exactly as ``chamlab predict`` does. A prediction applies the LUT's calibration for its space
-and measurement set when one is stored and fresh (:mod:`chamlab.host.calibration`; ``raw`` never
+and measurement set when one is stored and fresh (:mod:`chamlab.host.prediction.calibrate`; ``raw`` never
 does), and with ``interpolate`` fills ops the LUT lacks from the op-level model
 (:mod:`chamlab.chamnet.predictors.op_model`).
 
@@ -20,9 +20,8 @@ come from two quantization recipes is refused (:func:`check_recipe`), and ops wh
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,13 @@ from chamlab.chamnet.predictors import energy as energy_model
 from chamlab.chamnet.predictors.calibration import feature_values
 from chamlab.chamnet.predictors.energy import EnergyPrediction
 from chamlab.chamnet.predictors.latency import LatencyPrediction, LutLatencyPredictor
-from chamlab.chamnet.predictors.op_model import OpLatencyModel
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError, LutError, MissingLutEntriesError, NoEnergyError
-from chamlab.operators import INVOCATION_PROBE, OPS, OpSpec
-
-from .lut import Lut, MeasurementSet
+from chamlab.host.luts.lut import Lut, MeasurementSet
+from chamlab.host.prediction import records as calibration
+from chamlab.host.prediction.op_values import op_model, shrunk_p50
+from chamlab.host.prediction.records import DTYPE_BYTES
+from chamlab.operators import OpSpec
 
 LUT_DIR = Path("luts")
 
@@ -83,8 +83,7 @@ def default_dtype(target: str, devices: Path | None = None) -> str | None:
     """The ``dtype`` devices.toml gives ``target`` (what ``--dtype`` defaults to), or None when the
     target is not in the registry (or the registry cannot be read): then any dtype the LUT holds."""
     from chamlab.core.errors import ChamlabError
-
-    from .config import load_registry
+    from chamlab.host.devices.config import load_registry
 
     try:
         return load_registry(devices).get(target).dtype.value
@@ -94,7 +93,7 @@ def default_dtype(target: str, devices: Path | None = None) -> str | None:
 
 def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path: Path) -> str:
     """The exact ``chamlab profile`` command that fills the LUT entries ``arch`` lacks."""
-    from .profiling import EXHAUSTIVE_LIMIT
+    from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT
 
     cmd = ["chamlab", "profile", "--target", mset.device, "--space", space.name]
     cmd += ["--threads", str(mset.threads)]
@@ -106,40 +105,6 @@ def profile_hint(space: SearchSpace, arch_text: str, mset: MeasurementSet, path:
     if space.size > EXHAUSTIVE_LIMIT:  # a large space is not profiled exhaustively: name the arch
         cmd += ["--arch", arch_text]
     return f"fill them with `{shlex.join(cmd)}`"
-
-
-@functools.lru_cache(maxsize=8)
-def _op_model(p50_items: tuple[tuple[str, float], ...]) -> OpLatencyModel:
-    return OpLatencyModel({OPS.from_key(k): v for k, v in p50_items if k != INVOCATION_PROBE.key})
-
-
-def op_model_of(values: Mapping[str, float]) -> OpLatencyModel:
-    """The op-level model fitted on ``{op key: value}`` (the invocation probe left out), cached per
-    distinct set of rows."""
-    return _op_model(tuple(sorted(values.items())))
-
-
-def op_model(lut: Lut, mset: MeasurementSet, quantity: str = "latency") -> OpLatencyModel:
-    """The op-level model fitted on the ops ``mset`` holds (cached per distinct set of rows); with
-    ``quantity`` ``energy``, fitted on the ops' energies (mJ) instead of their p50."""
-    return op_model_of(lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset))
-
-
-@functools.lru_cache(maxsize=8)
-def _shrunk(
-    p50_items: tuple[tuple[str, float], ...], weights: tuple[tuple[str, float], ...]
-) -> dict[str, float]:
-    return _op_model(p50_items).shrunk(dict(weights))
-
-
-def shrunk_p50(p50_ms: Mapping[str, float], weights: Mapping[str, float]) -> dict[str, float]:
-    """``p50_ms`` with each measured op of a kind in ``weights`` moved towards the op-level model
-    fitted on these rows (:meth:`~chamlab.chamnet.predictors.op_model.OpLatencyModel.shrunk`); the
-    invocation probe and ops of other kinds keep their values. What a calibration with an ``op_noise``
-    record sums (``calibrate`` fits it, ``predict`` applies it)."""
-    out = dict(p50_ms)
-    out.update(_shrunk(tuple(sorted(p50_ms.items())), tuple(sorted(weights.items()))))
-    return out
 
 
 def check_recipe(lut: Lut, mset: MeasurementSet, path: Path) -> str | None:
@@ -177,7 +142,6 @@ class LatencyModel:
         raw: bool = False,
         interpolate: bool = False,
     ) -> None:
-        from . import calibration
 
         check_recipe(lut, mset, path)
         self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
@@ -218,7 +182,6 @@ class LatencyModel:
 
     def predict(self, arch: Arch) -> LatencyPrediction:
         """The prediction of ``arch``; missing ops name the fix (or come from the op-level model)."""
-        from . import calibration
 
         ops = self.space.ops(arch)
         try:
@@ -278,7 +241,6 @@ def latency_model(
 
 
 def _weight_mib(ops: Any, mset: MeasurementSet) -> float:
-    from .calibration import DTYPE_BYTES
 
     return float(sum(op.params for op in ops) * DTYPE_BYTES.get(mset.dtype, 4) / 2**20)
 
@@ -317,7 +279,6 @@ class EnergyModel:
         raw: bool = False,
         interpolate: bool = False,
     ) -> None:
-        from . import calibration
 
         why = energy_refusal(lut, path, mset)
         if why is not None:
@@ -345,7 +306,6 @@ class EnergyModel:
         return not self.raw and self.found is not None and self.found.stale is None
 
     def predict(self, arch: Arch) -> EnergyPrediction:
-        from . import calibration
 
         mset = self.mset
         ops = self.space.ops(arch)

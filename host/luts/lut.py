@@ -207,7 +207,7 @@ class Lut:
     ) -> None:
         self.table = table
         self.provenance = list(provenance or [])
-        self.calibrations = list(calibrations or [])  # chamlab.host.calibration's records
+        self.calibrations = list(calibrations or [])  # chamlab.host.prediction.calibrate's records
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod

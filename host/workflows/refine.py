@@ -12,7 +12,7 @@ median of separate runs), and stores the result in the LUT as the calibration
 of that space and measurement set, so the margin (from the refit's leave-one-out spread) and every
 later prediction, this adapt's next round and the next adapt on the device, use it. The record keeps
 its networks (the winners among them, named in ``refined_with``) and the digest of the LUT rows of
-all their ops, so the stale-digest rule of :func:`~chamlab.host.calibration.lookup` still holds.
+all their ops, so the stale-digest rule of :func:`~chamlab.host.prediction.calibrate.lookup` still holds.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any
 
 from chamlab.chamnet.search.constrained import Margin
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-
-from .lut import Lut, MeasurementSet
+from chamlab.host.luts.lut import Lut, MeasurementSet
 
 #: refine rounds of ``adapt`` by default (``--refine N``; 0: measure once, as before)
 REFINE_ROUNDS = 2
@@ -109,7 +108,7 @@ def refit(
     ``measured_ms`` (replacing an earlier measurement of the same arch), stored in the LUT at
     ``lut_path``; :class:`RefineSkipped` when there is no fresh calibration to refine or the LUT
     lacks one of the arch's ops (an interpolated op)."""
-    from . import calibration as calib
+    from chamlab.host.prediction import calibrate as calib
 
     lut = Lut.read(lut_path)
     found = calib.lookup(lut, mset, space.name)

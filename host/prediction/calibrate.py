@@ -5,11 +5,12 @@ The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (num
 * :func:`select_networks` picks ``n`` networks that span the space (seeded): a pool of the space's
   reference archs plus random ones whose ops the LUT holds, spread over (LUT sum, weight bytes,
   depth) by farthest-point selection;
-* :func:`calibrate` measures them through the one pipeline (:func:`~chamlab.host.measuring.measure_networks`:
+* :func:`calibrate` measures them through the one pipeline
+  (:func:`~chamlab.host.measurement.networks.measure_networks`:
   device lock, resumable run), fits, and stores the record with :func:`store`;
 * :func:`store` writes the record into the LUT file's metadata (``chamlab.calibrations``, a JSON
   list; one record per (space, device, backend, dtype, threads), a new one replaces the old) under
-  the LUT's sibling lock, re-reading the file inside it like :func:`~chamlab.host.lut.add_rows`;
+  the LUT's sibling lock, re-reading the file inside it like :func:`~chamlab.host.luts.lut.add_rows`;
 * :func:`recheck_ops` (``calibrate --recheck K``, default 32) re-measures K of the networks' ops
   in this session: how far op timings moved since the LUT was profiled. Where they moved about as
   much as the op-level model misses (on a 2-vCPU VM at 2 threads), the fit and every prediction
@@ -40,52 +41,27 @@ import numpy as np
 from chamlab.chamnet.predictors import calibration as model
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import InputError
-from chamlab.core.files import check_writable
-from chamlab.core.locks import sibling_lock
-from chamlab.core.store import tool_version
-from chamlab.operators import INVOCATION_PROBE, OpSpec, boundary_probes
+from chamlab.host.devices.transports.base import Transport
+from chamlab.host.luts.lut import Lut, MeasurementSet
+from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
+from chamlab.host.prediction.records import (
+    QUANTITIES,
+    Found,
+    apply,
+    build_record,
+    lookup,
+    lut_features,
+    needed_ops,
+    store,
+    values_of,
+)
+from chamlab.operators import INVOCATION_PROBE
 
-from .lut import Lut, MeasurementSet
-from .pipeline import NullProgress, Progress, RunSpec
-from .transports.base import Transport
-
-DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 POOL = 256  # random candidates drawn per calibration (plus the space's references)
 #: ops ``calibrate`` re-measures by default (:func:`recheck_ops`), and the fewest it accepts
 RECHECK_OPS = 32
 MIN_RECHECK = 8
 OP_SHRINKAGE = "op-model-shrinkage-v1"
-#: what a calibration predicts: its features and the unit of its measured values
-QUANTITIES: dict[str, tuple[tuple[str, ...], str]] = {
-    "latency": (model.FEATURES, "ms"),
-    "energy": (model.ENERGY_FEATURES, "mj"),
-}
-
-
-def values_of(lut: Lut, mset: MeasurementSet, quantity: str) -> dict[str, float]:
-    """The LUT values a ``quantity`` calibration sums: p50 (ms) or energy above idle (mJ) by op key."""
-    return lut.p50_by_key(mset) if quantity == "latency" else lut.energy_by_key(mset)
-
-
-def needed_ops(ops: list[OpSpec], dtype: str) -> list[OpSpec]:
-    """The LUT entries a network's features need: its ops, plus the boundary quant_edge probes (int8)."""
-    return [*ops, *boundary_probes(ops)] if dtype == "int8" else list(ops)
-
-
-def lut_features(
-    space: SearchSpace, arch: Arch, p50_ms: Mapping[str, float], dtype: str, quantity: str = "latency"
-) -> dict[str, float]:
-    """The calibration features of ``arch`` (``KeyError`` naming an op the mapping lacks);
-    for ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies (mJ) and the sum is ``lut_sum_mj``.
-    For int8 latency, ``lut_sum_ms`` is the sum less the boundary quantize/dequantize pairs (as the
-    predictor's)."""
-    ops = space.ops(arch)
-    total = float(sum(p50_ms[op.key] for op in ops))
-    if dtype == "int8" and quantity == "latency":
-        inv = p50_ms.get(INVOCATION_PROBE.key, 0.0)
-        total -= sum(max(p50_ms[p.key] - inv, 0.0) for p in boundary_probes(ops))
-    weight_mib = sum(op.params for op in ops) * DTYPE_BYTES.get(dtype, 4) / 2**20
-    return model.feature_values(total, len(ops), weight_mib, QUANTITIES[quantity][1])
 
 
 def select_networks(
@@ -116,75 +92,6 @@ def select_networks(
     return [covered[i] for i in idx]
 
 
-def _key(space: str, mset: MeasurementSet) -> dict[str, Any]:
-    return {"space": space, **mset._asdict()}
-
-
-def _quantity(record: Mapping[str, Any]) -> str:
-    return str(record.get("quantity", "latency"))  # records before energy calibrations were latency
-
-
-@dataclasses.dataclass(frozen=True)
-class Found:
-    """The calibration of a (space, measurement set), with ``stale`` set when its rows changed."""
-
-    record: dict[str, Any]
-    stale: str | None
-
-    def fit(self) -> model.CalibrationFit:
-        return model.CalibrationFit(tuple(self.record["features"]), dict(self.record["coefficients"]))
-
-    def summary(self) -> dict[str, Any]:
-        r = self.record
-        return {
-            "created_at": r.get("created_at"),
-            "model": r.get("model"),
-            "n_networks": len(r.get("networks", [])),
-            "loo": r.get("loo"),
-            "coefficients": r.get("coefficients"),
-            "op_weights": (r.get("op_noise") or {}).get("weights"),
-            "stale": self.stale is not None,
-            "stale_reason": self.stale,
-        }
-
-
-def lookup(lut: Lut, mset: MeasurementSet, space: str, quantity: str = "latency") -> Found | None:
-    """The ``quantity`` calibration stored for ``space`` and ``mset``, checked against the LUT's rows."""
-    key = _key(space, mset)
-    for rec in lut.calibrations:
-        if all(rec.get(k) == v for k, v in key.items()) and _quantity(rec) == quantity:
-            p50 = values_of(lut, mset, quantity)
-            keys = rec.get("rows", {}).get("op_keys", [])
-            missing = [k for k in keys if k not in p50]
-            if missing:
-                return Found(rec, f"the LUT no longer holds {len(missing)} op(s) it was fitted on")
-            if model.rows_digest({k: p50[k] for k in keys}) != rec.get("rows", {}).get("digest"):
-                return Found(
-                    rec,
-                    "LUT rows it was fitted on changed since (re-profiled); run `chamlab calibrate` again",
-                )
-            return Found(rec, None)
-    return None
-
-
-def store(path: Path, record: Mapping[str, Any]) -> Lut:
-    """Put ``record`` into the LUT file's ``chamlab.calibrations`` (replacing the record of the same
-    space, measurement set and quantity), re-reading the file under its lock."""
-    path = Path(path)
-    check_writable(path, what="LUT")
-    keys = ("space", "device", "backend", "dtype", "threads", "batch")
-
-    def same(c: Mapping[str, Any]) -> bool:
-        return all(c.get(k) == record.get(k) for k in keys) and _quantity(c) == _quantity(record)
-
-    with sibling_lock(path, what=f"LUT {path}").hold():
-        lut = Lut.read(path)
-        kept = [c for c in lut.calibrations if not same(c)]
-        new = Lut(lut.table, lut.provenance, [*kept, dict(record)])
-        new.write(path)
-    return new
-
-
 @dataclasses.dataclass(frozen=True)
 class CalibrationReport:
     """The latency calibration stored, and the energy one (or why there is none)."""
@@ -201,50 +108,6 @@ class CalibrationReport:
             "energy": self.energy_record,
             "energy_note": self.energy_note,
         }
-
-
-def build_record(
-    space: SearchSpace,
-    mset: MeasurementSet,
-    p50_ms: Mapping[str, float],
-    archs: list[Arch],
-    measured_ms: list[float],
-    *,
-    seed: int | None = None,
-    measure: Mapping[str, Any] | None = None,
-    quantity: str = "latency",
-    trusted: Collection[str] = (),
-    op_noise: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The stored calibration of ``space`` on ``mset``: the fit of the measured p50 of ``archs`` on
-    their LUT features, with the networks, residuals, LOO errors and the digest of the rows used.
-    With ``quantity`` ``energy``, ``p50_ms`` holds the ops' energies and ``measured_ms`` the
-    networks' measured energies (mJ per inference, above idle). ``trusted``: names of networks that
-    keep full weight in the fit (``adapt``'s measured winners, :mod:`~chamlab.host.refining`).
-    ``op_noise`` (latency only; :func:`recheck_ops`): the features sum the op values shrunk towards the
-    op-level model with its ``weights``, and predictions from this record do the same."""
-    from .prediction import shrunk_p50
-
-    if op_noise is not None and quantity != "latency":
-        raise ValueError("op_noise applies to latency calibrations only")
-    features, unit = QUANTITIES[quantity]
-    summed = shrunk_p50(p50_ms, op_noise["weights"]) if op_noise else p50_ms
-    points = [
-        model.CalibrationPoint(space.format(a), lut_features(space, a, summed, mset.dtype, quantity), y)
-        for a, y in zip(archs, measured_ms, strict=True)
-    ]
-    used = sorted({op.key for a in archs for op in needed_ops(space.ops(a), mset.dtype)})
-    return {
-        **_key(space.name, mset),
-        "quantity": quantity,
-        **model.fit_report(points, features, unit=unit, trusted=trusted),
-        "rows": {"digest": model.rows_digest({k: p50_ms[k] for k in used}), "op_keys": used},
-        "op_noise": dict(op_noise) if op_noise else None,
-        "seed": seed,
-        "measure": dict(measure) if measure is not None else None,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "tool_version": tool_version(),
-    }
 
 
 def calibrate(
@@ -266,7 +129,7 @@ def calibrate(
     separate interleaved sessions, disturbed windows re-measured, the median kept). ``recheck`` > 0
     re-measures that many of the networks' ops (:func:`recheck_ops`) and fits on op values shrunk towards
     the op-level model as far as op timings moved since profiling; 0 fits on the LUT as measured."""
-    from .measuring import RepeatPolicy, measure_networks, measure_repeated
+    from chamlab.host.measurement.networks import RepeatPolicy, measure_networks, measure_repeated
 
     if n < 3:
         raise InputError(f"--n must be at least 3 (a fit plus a leave-one-out check), got {n}")
@@ -285,7 +148,7 @@ def calibrate(
         threads=spec.threads,
         batch=spec.batch,
     )
-    from .prediction import check_recipe
+    from chamlab.host.prediction.predict import check_recipe
 
     recipe = check_recipe(lut, mset, lut_path)
     if recipe is not None and recipe != spec.quant_recipe:
@@ -373,9 +236,8 @@ def recheck_ops(
     scatter about the LUT's ops into one weight per op kind of the rechecked ops. Raises
     :class:`NoRecheck` when fewer than :data:`MIN_RECHECK` ops could be compared."""
     from chamlab.chamnet.predictors import op_model as om
-
-    from .prediction import op_model
-    from .profiling import profile
+    from chamlab.host.measurement.profiling import profile
+    from chamlab.host.prediction.op_values import op_model
 
     p50 = lut.p50_by_key(mset)
     pool = {o.key: o for a in archs for o in space.ops(a) if o.key in p50 and o.key != INVOCATION_PROBE.key}
@@ -458,20 +320,6 @@ def _energy_record(
             )
         values.append(float(value))
     return build_record(space, mset, energy, archs, values, seed=seed, measure=how, quantity="energy")
-
-
-def apply(
-    found: Found | None, features: Mapping[str, float], unit: str = "ms"
-) -> tuple[float | None, str | None]:
-    """``(calibrated value, None)``, or ``(None, why not)`` without a usable calibration."""
-    if found is None:
-        return None, "no calibration for this space and measurement set"
-    if found.stale is not None:
-        return None, f"calibration is stale: {found.stale}"
-    value = found.fit().predict(features)
-    if not np.isfinite(value) or value <= 0:
-        return None, f"calibration gives {value:.4g} {unit} here (outside what it was fitted on)"
-    return value, None
 
 
 __all__ = [

@@ -9,11 +9,11 @@ One farm run (docs/farm.md):
    checks the device first (battery, start temperature: a device that fails is *skipped* with the
    reason; an unreadable sensor passes with a note), removes the device's farm run directories of
    earlier days (never resumed: :func:`prune_target_runs`), then profiles under the device lock
-   (:func:`~chamlab.host.profiling.profile`, run id tagged with the date so a night never resumes
+   (:func:`~chamlab.host.measurement.profiling.profile`, run id tagged with the date so a night never resumes
    another night's run) and returns its LUT as Parquet bytes: a job never raises, a dead device is a
    ``failed`` outcome and the others go on;
 4. writes ``DIR/<YYYY-MM-DD>/<device>.parquet`` (atomically), diffs each against the device's previous
-   good run (:func:`~chamlab.host.lutops.diff_luts`), writes ``summary.json``, ``report.md`` and a
+   good run (:func:`~chamlab.host.luts.lifecycle.diff_luts`), writes ``summary.json``, ``report.md`` and a
    self-contained ``report.html`` (drift plots embedded), points ``DIR/latest`` at the folder, and
    removes dated folders older than ``keep_days``.
 
@@ -46,9 +46,8 @@ from typing import Any
 from chamlab.core.errors import ChamlabError, DeviceBusyError, InputError
 from chamlab.core.files import atomic_write_bytes, atomic_write_text, ensure_dir
 from chamlab.core.locks import FileLock
-
-from .config import DeviceRegistry
-from .transports.base import DeviceConfig, Transport
+from chamlab.host.devices.config import DeviceRegistry
+from chamlab.host.devices.transports.base import DeviceConfig, Transport
 
 EXECUTORS = ("inprocess", "ray")
 STATUSES = ("ok", "partial", "failed", "skipped")
@@ -170,9 +169,8 @@ def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> Dev
     """One device's night: pre-flight, then profile under its device lock. Never raises a
     :class:`ChamlabError` or ``OSError``: they become a ``failed`` (or ``skipped``) outcome."""
     from chamlab.chamnet.spaces import SPACES
-
-    from .pipeline import resolve_run
-    from .profiling import profile
+    from chamlab.host.measurement.pipeline import resolve_run
+    from chamlab.host.measurement.profiling import profile
 
     t0 = time.perf_counter()
     out = DeviceOutcome(job.device.name, "failed", host=socket.gethostname(), lut=job.lut)
@@ -395,7 +393,7 @@ def previous_good(out: Path, device: str, before: str) -> Path | None:
 
 
 def _drift(prev: Path | None, new: Path, plot: Path, threshold_pct: float) -> dict[str, Any] | None:
-    from .lutops import diff_luts
+    from chamlab.host.luts.lifecycle import diff_luts
 
     if prev is None:
         return None
@@ -408,7 +406,7 @@ def _drift(prev: Path | None, new: Path, plot: Path, threshold_pct: float) -> di
     summary["drifted"] = bool(med is not None and med > threshold_pct)
     summary["same_device"] = all(v.get("same_device", True) for v in rep.devices.values())
     if rep.ops.num_rows:
-        from .lutops import plot_drift
+        from chamlab.host.luts.lifecycle import plot_drift
 
         plot.parent.mkdir(parents=True, exist_ok=True)
         plot_drift(rep, plot)
@@ -536,9 +534,8 @@ def _previous_entries(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def _warm_cache(space: Any, arch_texts: tuple[str, ...] | None, devices: Sequence[DeviceConfig]) -> None:
     """Export the planned ops once here for every (backend, dtype) in use (cached ones cost nothing)."""
+    from chamlab.host.measurement.profiling import default_archs, plan_ops
     from chamlab.operators.export import ArtifactCache, ExportItem, export_all
-
-    from .profiling import default_archs, plan_ops
 
     archs = [space.parse(a) for a in arch_texts] if arch_texts is not None else default_archs(space)[0]
     for backend, dtype in sorted({(d.backend.value, d.dtype.value) for d in devices}):
