@@ -221,7 +221,8 @@ def test_a_calibration_with_op_noise_sums_shrunk_ops_in_fit_and_prediction(tmp_p
     import math
 
     from chamlab.chamnet.predictors.op_model import shrinkage_weights
-    from chamlab.host.prediction.predict import LatencyModel, op_model
+    from chamlab.host.prediction.op_values import op_model
+    from chamlab.host.prediction.predict import LatencyModel
 
     rng = np.random.default_rng(0)
     ops = api.plan_ops(MACRO, MACRO.enumerate())
