@@ -41,7 +41,7 @@ from chamlab.chamnet.predictors import calibration as model
 from chamlab.chamnet.predictors.op_model import robust_var, session_noise, shrinkage_weights
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host.prediction.calibrate import lut_features
-from chamlab.host.prediction.predict import op_model_of, shrunk_p50
+from chamlab.host.prediction.op_values import op_model_of, shrunk_p50
 from chamlab.operators import INVOCATION_PROBE, OPS
 
 SPACE = "chamnet-mbv2"
