@@ -316,7 +316,7 @@ def test_engine_queries_feasible_distinct_archs_deterministically(cfg: dict) -> 
 def test_engine_names_are_validated_against_their_registries() -> None:
     with pytest.raises(UnknownNameError, match="unknown acquisition 'ucb'; known: ei"):
         EngineConfig(acquisition="ucb")
-    with pytest.raises(UnknownNameError, match="unknown kernel 'periodic'; known: .*rbf"):
+    with pytest.raises(UnknownNameError, match=r"unknown kernel 'periodic'; known: .*rbf"):
         EngineConfig(kernel="periodic")  # (bench/engine_variants.py registers the kernels measured)
     with pytest.raises(UnknownNameError, match="unknown output warp 'log'; known: copula, none, yeo-johnson"):
         EngineConfig(output_warp="log")

@@ -170,9 +170,9 @@ class DeviceConfig(BaseModel):
                 f'runner_path is only used with runner = "executor_runner" (runner is {self.runner!r})'
             )
         if self.runner not in RUNNER_KINDS and not self.runner.startswith("/"):
-            known = ", ".join(f'"{k}"' for k in RUNNER_KINDS)
+            known = ", ".join(f'"{k}"' for k, _ in RUNNER_KINDS.items())  # in registration order
             raise ValueError(
-                f"runner {self.runner!r} must be one of {known} or the "
+                f"runner {self.runner!r} must be {known} or the "
                 "absolute path of an executor_runner on the target"
             )
         if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
