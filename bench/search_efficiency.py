@@ -184,12 +184,18 @@ PREVIOUS_DEFAULTS = ("v1-no-cost-feature", "v1-no-cost-feature-here")
 
 def default_variant() -> str:
     """The variant whose configuration is the engine's default ("engine" when none is)."""
+    import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+
     from chamlab.chamnet.search import EngineConfig
+    from chamlab.core.errors import InputError
 
     default = EngineConfig()
     for name, cfg in ENGINE_VARIANTS.items():
-        if name != "engine" and EngineConfig(**cfg) == default:
-            return name
+        try:
+            if name != "engine" and EngineConfig.from_json(cfg) == default:
+                return name
+        except InputError:  # a variant using an option removed from the engine (results kept)
+            continue
     return "engine"
 
 
@@ -247,8 +253,9 @@ def problem_for(env: dict[str, Any], cost: str, limit: float) -> Any:
 def run_one(
     env: dict[str, Any], cost: str, limit: float, method: str, seed: int, budget: int
 ) -> dict[str, Any]:
+    from baselines import BASELINES, Candidates, first_hit
+
     from chamlab.chamnet.search import BayesOptEngine, EngineConfig
-    from chamlab.chamnet.search.baselines import BASELINES, Candidates, first_hit
     from chamlab.chamnet.search.engine import Encoder
 
     table = env["table"]
@@ -264,7 +271,9 @@ def run_one(
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if method in ENGINE_VARIANTS:
-        cfg = EngineConfig(**ENGINE_VARIANTS[method])
+        import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+
+        cfg = EngineConfig.from_json(ENGINE_VARIANTS[method], f"the options of variant {method!r}")
         state = BayesOptEngine(cfg).run(
             problem_for(env, cost, limit), budget, rng, stop=lambda s: stop([q.arch for q in s.queries])
         )
@@ -451,8 +460,7 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     """GP trained on n archs of each initial design; RMSE and Kendall tau on held-out feasible archs."""
     from scipy.stats import kendalltau
 
-    from chamlab.chamnet.search import EngineConfig
-    from chamlab.chamnet.search.engine import Encoder, _CostScale, fit_gp, predict_gp
+    from chamlab.chamnet.search.engine import Encoder, fit_gp, predict_gp
     from chamlab.chamnet.search.sampling import design
 
     table = env["table"]
@@ -462,10 +470,9 @@ def predictor_quality(env: dict[str, Any], seeds: int, sizes: tuple[int, ...]) -
     cost = np.array([table[a] for a in feasible])
     y = np.array([env["acc"][a] for a in feasible])
     enc = Encoder(env["space"].dimensions)
-    scale = _CostScale(all_cost)
     Xo = enc(feasible)
-    with_cost = EngineConfig().cost_feature  # the default engine's features
-    X = np.column_stack([Xo, scale(cost)]) if with_cost else Xo
+    with_cost = False  # the engine's features (the cost feature was removed from it)
+    X = Xo
     band = cost >= np.percentile(cost, 75)  # the quarter of feasible archs nearest the limit
     out: dict[str, Any] = {
         "limit_flops": limit,

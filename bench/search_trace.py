@@ -39,7 +39,10 @@ def trace(
     feas = [a for a in env["archs"] if table[a] <= limit]
     best_acc = max(env["acc"][a] for a in feas)
     best = {a for a in feas if env["acc"][a] == best_acc}
-    enc = Encoder(env["space"].dimensions, EngineConfig(**se.ENGINE_VARIANTS[variant]).ordinal_encoding)
+    import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+
+    cfg = EngineConfig.from_json(se.ENGINE_VARIANTS[variant], f"the options of variant {variant!r}")
+    enc = Encoder(env["space"].dimensions)
     rows: list[dict[str, float]] = []
 
     def on_query(state: Any) -> None:
@@ -65,7 +68,6 @@ def trace(
             }
         )
 
-    cfg = EngineConfig(**se.ENGINE_VARIANTS[variant])
     state = BayesOptEngine(cfg).run(
         se.problem_for(env, cost, limit),
         budget,

@@ -30,8 +30,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataFileError, DuplicateNameError, UnknownNameError
+from .errors import DataFileError, DuplicateNameError
 from .files import atomic_path
+from .registry import Registry
 
 KIND_KEY = "chamlab.kind"
 VERSION_KEY = "chamlab.schema_version"
@@ -96,10 +97,11 @@ class TableKind:
 
 
 class KindRegistry:
-    """A loud registry of table kinds: duplicate names are errors, unknown names list the known."""
+    """The registry of table kinds (a :class:`~.registry.Registry` of :class:`TableKind`): duplicate
+    names are errors, unknown names list the known."""
 
     def __init__(self) -> None:
-        self._kinds: dict[str, TableKind] = {}
+        self._kinds: Registry[TableKind] = Registry("table kind")
 
     def register(
         self,
@@ -111,28 +113,18 @@ class KindRegistry:
         make_hint: str = "",
         error: type[DataFileError] = DataFileError,
     ) -> TableKind:
-        if name in self._kinds:
-            raise DuplicateNameError(
-                f"table kind {name!r} is already registered; "
-                "pick another name or build a fresh KindRegistry()"
-            )
         if version < 1:
             raise ValueError("schema versions start at 1")
-        kind = TableKind(name, version, schema, what, make_hint, error)
-        self._kinds[name] = kind
-        return kind
+        return self._kinds.add(name, TableKind(name, version, schema, what, make_hint, error))
 
     def get(self, name: str) -> TableKind:
-        try:
-            return self._kinds[name]
-        except KeyError:
-            raise UnknownNameError("table kind", name, list(self._kinds)) from None
+        return self._kinds.get(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._kinds
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._kinds))
+        return iter(self._kinds)
 
 
 KINDS = KindRegistry()

@@ -33,7 +33,8 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from chamlab.core.errors import DuplicateNameError, InputError, UnknownNameError
+from chamlab.core.errors import InputError
+from chamlab.core.registry import Registry
 
 if TYPE_CHECKING:  # torch is only needed to build modules
     from torch import nn
@@ -201,37 +202,31 @@ class OpRegistry:
     """
 
     def __init__(self) -> None:
-        self._classes: dict[str, type[OpSpec]] = {}
+        self._classes: Registry[type[OpSpec]] = Registry("op type")
 
     def register(self, cls: S) -> S:
         name = cls.op_type
         if not name or not _TOKEN.match(name):
             raise ValueError(f"{cls.__name__}.op_type must match [a-z0-9_]+, got {name!r}")
         if name in self._classes:
-            raise DuplicateNameError(
-                f"op type {name!r} is already registered by {self._classes[name].__qualname__}; "
-                "pick another op_type or build a fresh OpRegistry()"
-            )
+            self._classes.add(name, cls)  # DuplicateNameError naming the class registered first
         fields = resolve_key_fields(cls)
         if cls.torch_module is OpSpec.torch_module:
             raise TypeError(
                 f"{cls.__name__} defines no torch module: implement torch_module() beside the spec"
             )
         cls.key_fields = fields
-        self._classes[name] = cls
+        self._classes.add(name, cls)
         return cls
 
     def __contains__(self, name: object) -> bool:
         return name in self._classes
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._classes))
+        return iter(self._classes)
 
     def get(self, name: str) -> type[OpSpec]:
-        try:
-            return self._classes[name]
-        except KeyError:
-            raise UnknownNameError("op type", name, list(self._classes)) from None
+        return self._classes.get(name)
 
     def from_key(self, key: str) -> OpSpec:
         """Parse a canonical op key back into its spec (inverse of ``OpSpec.key``)."""
@@ -260,7 +255,7 @@ class OpRegistry:
     def field_types(self) -> dict[str, type]:
         """Union of the key fields of every registered spec -> python type (int or str)."""
         out: dict[str, type] = {}
-        for cls in self._classes.values():
+        for _, cls in self._classes.items():
             for f in cls.key_fields:
                 if out.setdefault(f.name, f.type) is not f.type:
                     raise TypeError(f"field {f.name!r} has two types across op specs")

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chamlab.core.errors import DuplicateNameError, ExportError, InputError, UnknownNameError
+from chamlab.core.errors import ExportError, InputError
+from chamlab.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -55,14 +56,11 @@ class QuantRecipe:
         return dataclasses.asdict(self)
 
 
-RECIPES: dict[str, QuantRecipe] = {}
+RECIPES: Registry[QuantRecipe] = Registry("quantization recipe")
 
 
 def register_recipe(recipe: QuantRecipe) -> QuantRecipe:
-    if recipe.id in RECIPES:
-        raise DuplicateNameError(f"quantization recipe {recipe.id!r} is already registered")
-    RECIPES[recipe.id] = recipe
-    return recipe
+    return RECIPES.add(recipe.id, recipe)
 
 
 DEFAULT_RECIPE = register_recipe(
@@ -87,10 +85,7 @@ register_recipe(
 
 
 def get_recipe(recipe_id: str) -> QuantRecipe:
-    try:
-        return RECIPES[recipe_id]
-    except KeyError:
-        raise UnknownNameError("quantization recipe", recipe_id, list(RECIPES)) from None
+    return RECIPES.get(recipe_id)
 
 
 def recipe_for(dtype: str, recipe_id: str | None = None) -> str | None:

@@ -1,5 +1,5 @@
 """Search: a GP accuracy predictor in a Bayesian-optimisation loop (see :mod:`.engine`), its
-samplers, oracles, resumable runs and the baselines it is benchmarked against.
+samplers, oracles and resumable runs (the baselines it is benchmarked against live in bench/baselines.py).
 
     from chamlab.chamnet.search import EngineConfig, Problem, oracle_for, search
     from chamlab.chamnet.spaces.table import TableSpace

@@ -33,7 +33,8 @@ from chamlab.core.errors import DataFileError, InputError
 from chamlab.core.files import atomic_write_text
 from chamlab.core.store import KINDS, read_table, write_table
 
-from .engine import ADDED_FIELDS, BayesOptEngine, EngineConfig, EngineState, Query
+from .config import engine_fields
+from .engine import BayesOptEngine, EngineConfig, EngineState, Query
 from .problem import Problem, accuracies_of, accuracy_dtype
 
 HISTORY_KIND = KINDS.register(
@@ -113,12 +114,13 @@ def _differences(name: str, there: Any, now: Any) -> str:
 
 def check_same_arguments(old: Mapping[str, Any], new: Mapping[str, Any], where: Path, what: str) -> None:
     """:class:`InputError` unless the arguments stored with a run (``old``) equal ``new``, the budget
-    aside. Engine options stored before they existed take the values that reproduce what the engine
-    did then (:data:`~chamlab.chamnet.search.engine.ADDED_FIELDS`); the error names every field that
-    differs."""
+    aside. Stored engine options are read by :func:`~chamlab.chamnet.search.config.engine_fields`:
+    options stored before they existed take the values that reproduce what the engine did then,
+    removed options at the value the engine still implements are dropped, at any other value they
+    are an :class:`InputError` naming the option. The error names every field that differs."""
     old = dict(old)
-    if isinstance(old.get("engine"), dict):  # stored before some options existed: they were off then
-        old["engine"] = {**ADDED_FIELDS, **old["engine"]}
+    if isinstance(old.get("engine"), dict):
+        old["engine"] = engine_fields(old["engine"], f"{where} holds {what} whose arguments")
     new = json.loads(json.dumps(dict(new)))
     diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
     if diff:
@@ -189,6 +191,7 @@ class SearchResult:
     accuracy_dtype: str = "fp32"  # which accuracy the search optimised
     accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
     oracle_accuracies: dict[str, float] | None = None  # the best arch's accuracy per dtype
+    gp_fit_failures: list[str] = dataclasses.field(default_factory=list)  # this run's failed GP fits
 
     def to_json(self) -> dict[str, Any]:
         costs = self.costs or {}
@@ -209,6 +212,7 @@ class SearchResult:
             "feasible_queried": self.feasible_queried,
             "search_seconds": round(self.search_seconds, 3),
             "fit_seconds": round(self.fit_seconds, 3),
+            "gp_fit_failures": self.gp_fit_failures,
             "out": None if self.out_dir is None else str(self.out_dir),
             "config": self.config,
         }
@@ -320,6 +324,7 @@ def _result(
         accuracy_dtype=accuracy_dtype(problem.oracle),
         accuracy_note=getattr(problem.oracle, "accuracy_note", None),
         oracle_accuracies=None if best is None else (known or {}).get(best.arch),
+        gp_fit_failures=list(state.fit_failures),
     )
 
 

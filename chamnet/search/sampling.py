@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from chamlab.core.errors import InputError
+from chamlab.core.registry import Registry
 
 
 def _sobol(d: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,18 +69,21 @@ def imbalanced_sobol(
 
 
 Sampler = Callable[[np.ndarray, np.ndarray, float, int, np.random.Generator], list[int]]
-SAMPLERS: dict[str, Sampler] = {"uniform": uniform, "sobol": sobol, "imbalanced-sobol": imbalanced_sobol}
+#: sampler name -> the sampler (``EngineConfig.sampler``, ``chamlab search --sampler``)
+SAMPLERS: Registry[Sampler] = Registry("sampler")
+SAMPLERS.add("uniform", uniform)
+SAMPLERS.add("sobol", sobol)
+SAMPLERS.add("imbalanced-sobol", imbalanced_sobol)
 
 
 def design(
     method: str, X: np.ndarray, cost: np.ndarray, limit: float, n: int, rng: np.random.Generator
 ) -> list[int]:
     """``min(n, len(X))`` distinct row indices of ``X`` chosen by ``method``."""
-    if method not in SAMPLERS:
-        raise InputError(f"unknown sampler {method!r}; known: {', '.join(SAMPLERS)}")
+    sampler = SAMPLERS.get(method)
     n = min(n, len(X))
     if n <= 0:
         return []
-    picked = SAMPLERS[method](np.asarray(X, dtype=float), np.asarray(cost, dtype=float), limit, n, rng)
+    picked = sampler(np.asarray(X, dtype=float), np.asarray(cost, dtype=float), limit, n, rng)
     assert len(set(picked)) == len(picked) == n
     return picked

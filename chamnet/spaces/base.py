@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chamlab.core.errors import ArchError, DuplicateNameError, UnknownNameError
+from chamlab.core.errors import ArchError
+from chamlab.core.registry import Registry
 from chamlab.operators import OpSpec
 
 if TYPE_CHECKING:
@@ -185,33 +186,30 @@ class SearchSpace(abc.ABC):
 
 
 class SpaceRegistry:
-    """A loud registry of search spaces by name (a fresh one can be built for tests)."""
+    """A loud registry of search spaces by name (a fresh one can be built for tests); each space is
+    built once, on its first :meth:`get`."""
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable[[], SearchSpace]] = {}
+        self._factories: Registry[Callable[[], SearchSpace]] = Registry(
+            "search space", hint="see `chamlab spaces`"
+        )
         self._instances: dict[str, SearchSpace] = {}
 
     def register(self, name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
         def deco(cls: type[SearchSpace]) -> type[SearchSpace]:
-            if name in self._factories:
-                raise DuplicateNameError(
-                    f"search space {name!r} is already registered; choose another name or build a fresh "
-                    "SpaceRegistry()"
-                )
+            self._factories.add(name, cls)
             cls.name = name
-            self._factories[name] = cls
             return cls
 
         return deco
 
     def names(self) -> list[str]:
-        return sorted(self._factories)
+        return self._factories.names()
 
     def get(self, name: str) -> SearchSpace:
-        if name not in self._factories:
-            raise UnknownNameError("search space", name, self.names(), hint="see `chamlab spaces`")
+        factory = self._factories.get(name)
         if name not in self._instances:
-            self._instances[name] = self._factories[name]()
+            self._instances[name] = factory()
         return self._instances[name]
 
 

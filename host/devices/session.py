@@ -43,7 +43,7 @@ from typing import Any
 from chamlab.core.errors import ConfigError, DeviceBusyError, InputError, TransportError
 from chamlab.core.files import cache_root
 from chamlab.core.locks import FileLock
-from chamlab.host.devices.transports.base import DeviceConfig, Transport
+from chamlab.host.devices.transports.base import RUNNER_KINDS, DeviceConfig, Transport
 from chamlab.operators.export import Artifact
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
@@ -237,7 +237,8 @@ class DeviceSession:
                     f'device {self.device.name}: runner = "{kind}" needs the target\'s python',
                     hint=f'set python = "/path/to/python3" in [devices.{self.device.name}] of devices.toml',
                 )
-            module = "chamlab.agent.runner" if kind == "shim" else "chamlab.agent.torch_runner"
+            module = RUNNER_KINDS.get(kind).module
+            assert module is not None  # uses_python: a kind with a python module
             cmd = [*prefix, python, "-m", module, *self.device.measure.to_flags()]
             if kind == "torch-cuda":
                 cmd += ["--mode", self.device.torch_mode, "--device", self.device.torch_device]

@@ -12,18 +12,38 @@ explicit ``--accuracy int8`` with it is an :class:`InputError`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chamlab.core.errors import InputError
+from chamlab.core.registry import Registry
 
 if TYPE_CHECKING:
     from chamlab.chamnet.search.problem import Oracle
     from chamlab.chamnet.spaces.base import Arch
     from chamlab.chamnet.training import TrainRecord
 
-ORACLES = ("table", "train")
+
+@dataclasses.dataclass(frozen=True)
+class OracleOptions:
+    """What ``choose_oracle`` was given besides the space and the kind (``accuracy``: resolved, or
+    None for the oracle's own default)."""
+
+    data: str | Path | None = None
+    executor: str | None = None
+    address: str | None = None
+    workers: int | None = None
+    schedule: str | None = None
+    on_result: Callable[[Arch, TrainRecord], None] | None = None
+    accuracy: str | None = None
+    dtype: str = "fp32"
+    quant_recipe: str | None = None
+
+
+#: oracle kind (``--oracle``) -> its factory (space, options) -> Oracle
+ORACLES: Registry[Callable[[Any, OracleOptions], Oracle]] = Registry("oracle")
 
 
 def choose_oracle(
@@ -40,7 +60,8 @@ def choose_oracle(
     dtype: str = "fp32",
     quant_recipe: str | None = None,
 ) -> Oracle:
-    """The accuracy oracle ``kind`` for ``space`` (bad combinations of options are :class:`InputError`).
+    """The accuracy oracle ``kind`` (a name in :data:`ORACLES`) for ``space`` (bad combinations of
+    options are :class:`InputError`).
 
     ``accuracy``: the accuracy dtype to optimise (``--accuracy``); None: ``dtype`` for a training
     oracle, fp32 for a table oracle (the only one it has). ``quant_recipe``: the recipe of a
@@ -51,34 +72,44 @@ def choose_oracle(
     """
     from chamlab.chamnet.search.problem import ACCURACY_DTYPES
 
-    if kind not in ORACLES:
-        raise InputError(f"unknown oracle {kind!r}; choose one of {', '.join(ORACLES)}")
+    factory = ORACLES.get(kind)
     if accuracy is not None and accuracy not in ACCURACY_DTYPES:
         raise InputError(f"--accuracy {accuracy!r}: choose one of {', '.join(ACCURACY_DTYPES)}")
-    if kind == "table":
-        if accuracy == "int8":
-            raise InputError(
-                "--accuracy int8: the table oracle holds fp32 accuracy only (no int8 accuracy was measured)",
-                hint="measure int8 accuracy with --oracle train --data DIR|digits, or leave --accuracy out "
-                "to optimise the table's fp32 accuracy",
-            )
-        given = [
-            name
-            for name, v in (
-                ("--data", data),
-                ("--executor", executor),
-                ("--address", address),
-                ("--workers", workers),
-                ("--schedule", schedule),
-            )
-            if v is not None
-        ]
-        if given:
-            raise InputError(f"{', '.join(given)} apply to --oracle train only")
-        from chamlab.chamnet.search import oracle_for
+    opts = OracleOptions(data, executor, address, workers, schedule, on_result, accuracy, dtype, quant_recipe)
+    return factory(space, opts)
 
-        return oracle_for(space)
-    if data is None:
+
+@ORACLES.register("table")
+def _table_oracle(space: Any, o: OracleOptions) -> Oracle:
+    """The space's own accuracy table (fp32 only)."""
+    if o.accuracy == "int8":
+        raise InputError(
+            "--accuracy int8: the table oracle holds fp32 accuracy only (no int8 accuracy was measured)",
+            hint="measure int8 accuracy with --oracle train --data DIR|digits, or leave --accuracy out "
+            "to optimise the table's fp32 accuracy",
+        )
+    given = [
+        name
+        for name, v in (
+            ("--data", o.data),
+            ("--executor", o.executor),
+            ("--address", o.address),
+            ("--workers", o.workers),
+            ("--schedule", o.schedule),
+        )
+        if v is not None
+    ]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to --oracle train only")
+    from chamlab.chamnet.search import oracle_for
+
+    return oracle_for(space)
+
+
+@ORACLES.register("train")
+def _training_oracle(space: Any, o: OracleOptions) -> Oracle:
+    """Train each queried arch on ``--data`` (worker processes or a Ray cluster)."""
+    if o.data is None:
         raise InputError(
             "--oracle train needs --data: `digits`, an ImageFolder directory, or a directory of IDX files "
             "such as /usr/share/datasets/fashion-mnist"
@@ -87,14 +118,14 @@ def choose_oracle(
 
     return TrainingOracle(
         space,
-        data,
-        schedule=Schedule.parse(schedule),
-        executor=executor or "process",
-        workers=workers,
-        address=address,
-        on_result=on_result,
-        accuracy_dtype=accuracy or dtype,
-        quant_recipe=quant_recipe,
+        o.data,
+        schedule=Schedule.parse(o.schedule),
+        executor=o.executor or "process",
+        workers=o.workers,
+        address=o.address,
+        on_result=o.on_result,
+        accuracy_dtype=o.accuracy or o.dtype,
+        quant_recipe=o.quant_recipe,
     )
 
 

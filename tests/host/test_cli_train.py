@@ -34,7 +34,7 @@ def test_choose_oracle() -> None:
         choose_oracle(space, "table", data="digits", workers=2)
     with pytest.raises(InputError, match="--oracle train needs --data"):
         choose_oracle(space, "train")
-    with pytest.raises(InputError, match="unknown oracle 'magic'; choose one of table, train"):
+    with pytest.raises(InputError, match="unknown oracle 'magic'; known: table, train"):
         choose_oracle(space, "magic")
     # the accuracy dtype: --accuracy, else the run's dtype; a table has fp32 only
     assert trained.accuracy_dtype == "fp32"

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from chamlab.agent.measure import MeasurePolicy
-from chamlab.core.errors import DuplicateNameError, UnknownNameError
+from chamlab.core.registry import Registry
 from chamlab.operators.base import Backend, Dtype
 
 
@@ -169,9 +169,10 @@ class DeviceConfig(BaseModel):
             raise ValueError(
                 f'runner_path is only used with runner = "executor_runner" (runner is {self.runner!r})'
             )
-        if self.runner not in ("shim", "torch-cuda", "executor_runner") and not self.runner.startswith("/"):
+        if self.runner not in RUNNER_KINDS and not self.runner.startswith("/"):
+            known = ", ".join(f'"{k}"' for k, _ in RUNNER_KINDS.items())  # in registration order
             raise ValueError(
-                f'runner {self.runner!r} must be "shim", "torch-cuda", "executor_runner" or the '
+                f"runner {self.runner!r} must be {known} or the "
                 "absolute path of an executor_runner on the target"
             )
         if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
@@ -180,15 +181,16 @@ class DeviceConfig(BaseModel):
 
     @property
     def runner_kind(self) -> str:
-        """``shim``, ``torch-cuda`` or ``executor_runner`` (a pushed host file or a path on the target)."""
-        if self.runner in ("shim", "torch-cuda"):
+        """A name in :data:`RUNNER_KINDS`: ``shim``, ``torch-cuda`` or ``executor_runner`` (a pushed
+        host file or a path on the target)."""
+        if self.runner in RUNNER_KINDS:
             return self.runner
         return "executor_runner"
 
     @property
     def uses_python(self) -> bool:
         """Whether the runner is a python module (shim, torch-cuda) that needs ``python`` on the target."""
-        return self.runner_kind in ("shim", "torch-cuda")
+        return RUNNER_KINDS.get(self.runner_kind).module is not None
 
     def state_flags(self) -> list[str]:
         """The shim's sysfs-root flags (only the roots devices.toml sets)."""
@@ -223,34 +225,44 @@ class DeviceConfig(BaseModel):
 C = TypeVar("C", bound=type[DeviceConfig])
 
 
+@dataclasses.dataclass(frozen=True)
+class RunnerKind:
+    """A kind of runner (devices.toml ``runner``) as the host drives it. The registry lives here,
+    host-side: ``agent/`` imports nothing of ours, and its driver.sh knows the kinds by name only
+    (``RUNNER_KIND``: shim, torch-cuda or executor_runner)."""
+
+    module: str | None  # the python module the target runs (-m); None: a native executor_runner
+
+
+#: runner kind -> how it runs (``DeviceConfig.runner_kind``)
+RUNNER_KINDS: Registry[RunnerKind] = Registry("runner kind")
+RUNNER_KINDS.add("shim", RunnerKind("chamlab.agent.runner"))
+RUNNER_KINDS.add("torch-cuda", RunnerKind("chamlab.agent.torch_runner"))
+RUNNER_KINDS.add("executor_runner", RunnerKind(None))
+
+
 class TransportRegistry:
     """A loud registry: transport name -> its config model (whose ``open()`` is the factory)."""
 
     def __init__(self) -> None:
-        self._configs: dict[str, type[DeviceConfig]] = {}
+        self._configs: Registry[type[DeviceConfig]] = Registry("transport")
 
     def register(self, name: str) -> Callable[[C], C]:
         def deco(cls: C) -> C:
             if name in self._configs:
-                raise DuplicateNameError(
-                    f"transport {name!r} is already registered by {self._configs[name].__qualname__}; "
-                    "pick another name or build a fresh TransportRegistry()"
-                )
+                self._configs.add(name, cls)  # DuplicateNameError naming the class registered first
             if cls.open is DeviceConfig.open:
                 raise TypeError(f"{cls.__name__} must implement open() (the transport factory)")
-            self._configs[name] = cls
+            self._configs.add(name, cls)
             return cls
 
         return deco
 
     def config_class(self, name: str) -> type[DeviceConfig]:
-        try:
-            return self._configs[name]
-        except KeyError:
-            raise UnknownNameError("transport", name, list(self._configs)) from None
+        return self._configs.get(name)
 
     def names(self) -> list[str]:
-        return sorted(self._configs)
+        return self._configs.names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -1,4 +1,5 @@
-"""Baselines the engine is benchmarked against, in one harness (``bench/search_efficiency.py``).
+"""Baselines the engine is benchmarked against, in one harness (``bench/search_efficiency.py``; they
+live in bench/, outside the wheel: only the benchmark uses them).
 
 Each baseline queries feasible architectures of a *finite* candidate set one at a time and returns
 them in order (never the same arch twice: a repeated arch costs no query). ``Candidates`` holds the
@@ -22,6 +23,7 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 
 from chamlab.chamnet.spaces.base import Arch, Dimension
+from chamlab.core.registry import Registry
 
 Stop = Callable[[list[Arch]], bool]
 
@@ -167,12 +169,11 @@ def optuna_tpe(
     return out
 
 
-BASELINES: dict[str, Callable[..., list[Arch]]] = {
-    "random": random_search,
-    "regularized-evolution": regularized_evolution,
-    "plain-gp-ei": plain_gp_ei,
-    "optuna-tpe": optuna_tpe,
-}
+BASELINES: Registry[Callable[..., list[Arch]]] = Registry("baseline")
+BASELINES.add("random", random_search)
+BASELINES.add("regularized-evolution", regularized_evolution)
+BASELINES.add("plain-gp-ei", plain_gp_ei)
+BASELINES.add("optuna-tpe", optuna_tpe)
 
 
 def first_hit(queried: Sequence[Arch], best: Collection[Arch]) -> int | None:

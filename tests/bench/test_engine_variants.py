@@ -1,0 +1,93 @@
+"""Engine variants measured and not adopted: bench/engine_variants.py registers the cheap ones again
+(kernels, PI, MES) so their benchmark runs reproduce; the others are refused by name."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def variants() -> object:
+    sys.path.insert(0, str(REPO / "bench"))
+    import engine_variants
+
+    return engine_variants
+
+
+def _problem() -> object:
+    from chamlab.chamnet.search import table_problem
+    from chamlab.chamnet.spaces.table import TableSpace
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {"w": w, "d": d, "op": op, "accuracy": 60 + 3 * w + d + (2 if op == "b" else 0) + rng.normal(0, 0.1),
+         "latency_ms": w * d * (1.3 if op == "c" else 1.0)}
+        for w in range(1, 5) for d in (1, 2, 3) for op in ("a", "b", "c")
+    ]  # fmt: skip
+    return table_problem(TableSpace.from_frame(pd.DataFrame(rows), name="table:t"), {"latency_ms": 6.0})
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [{"kernel": "matern52"}, {"kernel": "additive"}, {"kernel": "additive2"},
+     {"acquisition": "pi", "batch_size": 2}, {"acquisition": "mes"}],
+    ids=["matern52", "additive", "additive2", "pi-batch", "mes"],
+)  # fmt: skip
+def test_registered_variants_run_deterministically(variants: object, cfg: dict) -> None:
+    from chamlab.chamnet.search import BayesOptEngine, EngineConfig
+
+    config = EngineConfig(n_init=4, **cfg)
+    problem = _problem()
+    runs = [
+        [q.arch for q in BayesOptEngine(config).run(problem, 10, np.random.default_rng(0)).queries]
+        for _ in "ab"
+    ]
+    assert runs[0] == runs[1] and len(set(runs[0])) == 10
+    assert all(problem.costs["latency_ms"](a) <= 6.0 for a in runs[0])
+
+
+def test_registered_kernels_match_the_posterior(variants: object) -> None:
+    import torch
+
+    from chamlab.chamnet.search.gp import fit_gp, predict_gp
+
+    rng = np.random.default_rng(0)
+    X, Xc = rng.random((15, 3)), rng.random((40, 3))
+    for kernel in ("matern52", "additive", "additive2"):
+        model = fit_gp(X, X.sum(axis=1) * 3 + 70, kernel=kernel)
+        mean, std = predict_gp(model, Xc)
+        with torch.no_grad():
+            post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
+        assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8), kernel
+        assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8), kernel
+
+
+def test_mes_values_mean_and_uncertainty(variants: object) -> None:
+    mean = np.array([0.0, 0.5, 0.0, -2.0])
+    std = np.array([0.2, 0.2, 1.0, 0.2])
+    ystar = variants.max_value_quantiles(mean, std, 0.3, 16)  # type: ignore[attr-defined]
+    assert np.all(np.diff(ystar) >= 0) and ystar.min() >= 0.3  # quantiles, floored at the best seen
+    a = variants.mes(mean, std, 0.3, 16)  # type: ignore[attr-defined]
+    assert a[1] > a[0] and a[2] > a[0] > a[3]  # a higher mean, or more uncertainty, tells more
+
+
+def test_benchmark_variants_map_to_the_engine_or_are_refused_by_name(variants: object) -> None:
+    import search_efficiency as se
+
+    from chamlab.chamnet.search import EngineConfig
+    from chamlab.core.errors import InputError
+
+    assert se.default_variant() == "yj-merge-equivalent"  # the default's figures are rendered under it
+    assert EngineConfig.from_json(se.ENGINE_VARIANTS["yj-additive2"]).kernel == "additive2"
+    assert EngineConfig.from_json(se.ENGINE_VARIANTS["yj-pi"]).acquisition == "pi"
+    with pytest.raises(InputError, match=r"^the options of v1 use engine option cost_feature=True, which"):
+        EngineConfig.from_json(se.ENGINE_VARIANTS["v1"], "the options of v1")
+    with pytest.raises(InputError, match=r"engine option trust_region=True, which chamlab no longer has"):
+        EngineConfig.from_json(se.ENGINE_VARIANTS["yj-trust-region"])
+    with pytest.raises(InputError, match=r"unknown acquisition 'thompson'; known: ei, mes, pi"):
+        EngineConfig.from_json(se.ENGINE_VARIANTS["thompson-no-cost-feature"])
