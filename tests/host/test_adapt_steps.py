@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import chamlab, processes_with, spawn_chamlab, wait_for
+from conftest import REPO, chamlab, processes_with, spawn_chamlab, wait_for
 
 from chamlab.chamnet.search import oracle_for
 from chamlab.core.errors import DeviceBusyError, InputError
@@ -198,23 +198,27 @@ def test_a_rerun_killed_while_measuring_keeps_the_finished_result(
     assert not (out / steps.STAGE).exists() and (out / "model.pte").read_bytes() == program
 
 
-def test_a_second_run_into_a_busy_out_waits_or_exits_2(
-    tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
-) -> None:
+def test_a_second_run_into_a_busy_out_waits_or_exits_2(tmp_path: Path) -> None:
     """Issue 21 (3): one --out, one run at a time. Another run holding the folder (here: its lock held
     by this test) makes adapt --no-wait and search --no-wait exit 2 at once, creating nothing; without
-    --no-wait a search waits, says so, and runs once the folder is free."""
-    lut = shutil.copy(profiled_lut[0], tmp_path / "lut.parquet")
+    --no-wait a search waits, says so, and runs once the folder is free. (The frozen local-cpu LUT:
+    nothing here is measured.)"""
+    lut = shutil.copy(REPO / "bench" / "data" / "macro-cifar10-local-cpu.parquet", tmp_path / "lut.parquet")
+    devices = tmp_path / "devices.toml"
+    devices.write_text('[devices.local-cpu]\ntransport = "local"\nthreads = 1\n')
     out = tmp_path / "run"
+    adapt = ["adapt", "--target", "local-cpu", "--devices", devices, "--space", "macro-cifar10"]
+    adapt += ["--latency", "p50", "--lut", lut, "--out", out, "--no-calibrate", "--budget", "10", "--no-wait"]
     search = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", lut, "--threads", "1"]
     search += ["--budget", "4", "--init", "4", "--out", out]
+    busy = f"error: --out {out} is busy: held by pid"
     with out_lock(out, what="the test"):
-        res = chamlab(*_adapt_args(tmp_path, fast_devices, lut, out, "--no-wait"))
-        assert res.returncode == 2 and f"--out {out} is busy: held by pid" in res.stderr, res.stderr
-        res = chamlab(*search, "--no-wait")
-        assert res.returncode == 2 and f"--out {out} is busy: held by pid" in res.stderr, res.stderr
+        res = chamlab(*adapt, env={"COLUMNS": "300"})
+        assert res.returncode == 2 and res.stderr.startswith(busy), (res.returncode, res.stderr)
+        res = chamlab(*search, "--no-wait", env={"COLUMNS": "300"})
+        assert res.returncode == 2 and res.stderr.startswith(busy), (res.returncode, res.stderr)
         assert not out.exists()
-        proc = spawn_chamlab(*search, "--json", env={})
+        proc = spawn_chamlab(*search, "--json", env={"COLUMNS": "300"})
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert f"--out {out} is in use" in line and "waiting for it" in line, line
