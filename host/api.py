@@ -55,10 +55,13 @@ from chamlab.host.prediction import calibrate as calibration
 from chamlab.host.prediction.adaptive import AdaptivePolicy, AdaptiveReport, profile_adaptive
 from chamlab.host.prediction.calibrate import CalibrationReport, calibrate
 from chamlab.host.prediction.predict import (
+    CachedPrediction,
     EnergyModel,
     EnergyPrediction,
     LatencyModel,
     PredictionReport,
+    QuantityModel,
+    choose_measurement_set,
     default_dtype,
     default_lut_path,
     energy_refusal,
@@ -72,6 +75,8 @@ from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport, adapt
 from chamlab.host.workflows.farm import FarmReport, run_farm
 from chamlab.host.workflows.measure import MeasureReport, measure
 from chamlab.host.workflows.oracles import ORACLES, choose_oracle
+from chamlab.host.workflows.search import SearchOptions, search
+from chamlab.host.workflows.search import check_run as check_search
 
 __all__ = [
     "EXHAUSTIVE_LIMIT",
@@ -82,6 +87,7 @@ __all__ = [
     "AdaptReport",
     "AdaptivePolicy",
     "AdaptiveReport",
+    "CachedPrediction",
     "CalibrationReport",
     "DeviceConfig",
     "DeviceRegistry",
@@ -100,14 +106,18 @@ __all__ = [
     "ProgramMeasurement",
     "ProgramReport",
     "Progress",
+    "QuantityModel",
     "RepeatPolicy",
     "RepeatedMeasurement",
     "RunSpec",
+    "SearchOptions",
     "Transport",
     "adapt",
     "add_rows",
     "calibrate",
     "calibration",
+    "check_search",
+    "choose_measurement_set",
     "choose_oracle",
     "claim_device",
     "default_archs",
@@ -135,4 +145,5 @@ __all__ = [
     "resolve_run",
     "run_farm",
     "run_items",
+    "search",
 ]

@@ -10,7 +10,9 @@
   ``phase``), whose metadata ``chamlab.search`` holds the run's arguments (JSON). Version 1 files
   (before int8 accuracy) read as version 2: ``accuracy_fp32`` = ``accuracy``, ``accuracy_int8`` null,
   ``accuracy_dtype`` = ``"fp32"`` (and, for a training oracle, its default quantization recipe);
-* ``DIR/model.json``: the fitted GP's hyperparameters;
+* ``DIR/accuracy_gp.json``: the fitted accuracy GP's hyperparameters (runs made before it had this
+  name wrote ``DIR/model.json``; resuming one renames that file, since ``model.json`` names the
+  exported program's manifest);
 
 and at the end ``DIR/result.json`` and ``DIR/pareto.png``. Re-running into the same DIR resumes:
 the queries already in the history are never asked again (a larger budget continues the search);
@@ -73,7 +75,10 @@ def _upgrade_v1(table: Any, meta: dict[str, str]) -> tuple[Any, dict[str, str]]:
 
 HISTORY = "history.parquet"
 RESULT = "result.json"
-MODEL = "model.json"
+#: the accuracy GP's hyperparameters
+GP = "accuracy_gp.json"
+#: where runs made before wrote :data:`GP` (now reserved for the exported program's manifest)
+LEGACY_GP = "model.json"
 PARETO = "pareto.png"
 #: defaults of `chamlab search` (documented in docs/search.md)
 DEFAULT_BUDGET = 50
@@ -228,11 +233,13 @@ def search(
     args: Mapping[str, Any] | None = None,
     progress: Callable[[EngineState], None] | None = None,
     plot: bool = True,
+    result_name: str = RESULT,
 ) -> SearchResult:
     """Run (or resume, when ``out`` holds a history) the engine on ``problem`` and write its files.
 
     ``args``: what identifies the run (compared on resume); by default the space, limits, seed and
-    engine configuration.
+    engine configuration. ``result_name``: the result file in ``out`` (``adapt`` keeps the loop's
+    own as ``search.json``, beside its ``result.json``).
     """
     config = config or EngineConfig()
     ident = dict(
@@ -255,6 +262,7 @@ def search(
         if (out / HISTORY).exists():
             previous = read_history(out / HISTORY, problem, ident)
             known = read_accuracies(out / HISTORY, problem)
+            migrate_gp(out)
         out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -277,11 +285,25 @@ def search(
     result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous), known)
     if out is not None:
         if result.hyperparameters is not None:
-            atomic_write_text(out / MODEL, json.dumps(result.hyperparameters, indent=1) + "\n")
-        atomic_write_text(out / RESULT, json.dumps(result.to_json(), indent=1) + "\n")
+            atomic_write_text(out / GP, json.dumps(result.hyperparameters, indent=1) + "\n")
+        atomic_write_text(out / result_name, json.dumps(result.to_json(), indent=1) + "\n")
         if plot:
             pareto_plot(problem, state.queries, result, out / PARETO)
     return result
+
+
+def migrate_gp(out: Path) -> None:
+    """A run made before the GP file had its name: its ``model.json`` (GP hyperparameters, told from
+    a program manifest by the GP's own keys) becomes ``accuracy_gp.json``."""
+    old, new = out / LEGACY_GP, out / GP
+    if not old.is_file() or new.exists():
+        return
+    try:
+        held = json.loads(old.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(held, dict) and {"noise_standardised", "lengthscales"} & set(held):
+        old.replace(new)
 
 
 def _result(

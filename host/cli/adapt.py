@@ -17,7 +17,6 @@ from ._common import (
     ExecutorOpt,
     JsonOpt,
     MergeEquivalentOpt,
-    NoWaitOpt,
     OracleOpt,
     RichProgress,
     ScheduleOpt,
@@ -106,7 +105,13 @@ def adapt(
     workers: WorkersOpt = None,
     schedule: ScheduleOpt = None,
     accuracy: AccuracyOpt = None,
-    no_wait: NoWaitOpt = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="if another run holds the device or is using --out, exit 2 at once instead of waiting",
+        ),
+    ] = False,
     merge_equivalent: MergeEquivalentOpt = True,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,

@@ -77,9 +77,6 @@ def predict(
 
     if serial:
         target = device(devices, target, serial).name
-    chosen_dtype = value(dtype)
-    if chosen_dtype is None and target is not None:
-        chosen_dtype = api.default_dtype(target, devices)
     sp = space(space_name)
     a = sp.resolve(arch)
     found = api.find_lut(lut, target, space=sp.name)
@@ -90,12 +87,13 @@ def predict(
         lut_path=found[1] if found else None,
         target=target,
         backend=value(backend),
-        dtype=chosen_dtype,
+        dtype=value(dtype),
         threads=threads,
         batch=batch,
         raw=raw,
         interpolate=interpolate,
         energy="require" if energy else "auto",
+        devices=devices,
     )
     if as_json:
         emit_json(report.to_json())

@@ -22,6 +22,7 @@ from ._common import (
     ScheduleOpt,
     WorkersOpt,
     emit_json,
+    err,
     handle_errors,
     note,
     out,
@@ -87,6 +88,10 @@ def search(
     dtype: DtypeOpt = None,
     batch: BatchOpt = 1,
     raw: RawOpt = False,
+    no_wait: Annotated[
+        bool,
+        typer.Option("--no-wait", help="if another run is using --out, exit 2 at once instead of waiting"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the most accurate architecture whose predicted latency is at most --latency ms.
@@ -96,14 +101,15 @@ def search(
     training each queried arch on --data (see docs/training.md). table:PATH spaces take both from
     the file's columns (accuracy, latency_ms, energy_mj). Re-running into the same --out resumes.
     --dtype picks the LUT rows (fp32 or int8); --accuracy (default: the rows' dtype) which accuracy
-    is optimised: int8 needs --oracle train (docs/int8.md).
+    is optimised: int8 needs --oracle train (docs/int8.md). A second run into an --out in use
+    waits for the first (--no-wait: exit 2).
     """
-    from chamlab.chamnet.search import EngineConfig, Problem, table_problem
-    from chamlab.chamnet.search import search as run_search
-    from chamlab.chamnet.search.problem import Oracle
+    from chamlab.chamnet.search import EngineConfig
+    from chamlab.chamnet.search.problem import Oracle, accuracy_dtype
     from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
     from chamlab.core.errors import InputError
-    from chamlab.host.workflows.oracles import choose_oracle, close_oracle, oracle_identity
+    from chamlab.host import api
+    from chamlab.host.workflows.oracles import choose_oracle, close_oracle
 
     config = EngineConfig(
         n_init=n_init,
@@ -112,16 +118,15 @@ def search(
         output_warp=output_warp,
         merge_equivalent=merge_equivalent,
     )
-    limits = {"latency_ms": latency}
-    args: dict[str, object] = {
-        "space": space_name,
-        "limits": limits,
-        "seed": seed,
-        "engine": config.to_json(),
-    }
-    rows_dtype: str | None = None  # the LUT rows' dtype (network spaces)
-    oracle: Oracle | None = None  # nothing runs before its first call: no cleanup needed before the search
+    options = api.SearchOptions(
+        latency_ms=latency, energy_mj=energy, budget=budget, seed=seed, out=out_dir, engine=config,
+        lut_path=lut, target=target, threads=threads, dtype=value(dtype), batch=batch, raw=raw,
+        no_wait=no_wait,
+    )  # fmt: skip
+    api.check_search(options)  # a bad seed, budget or --out: exit 2 before anything is read or made
+    used: list[Oracle] = []  # the oracle the search asked (closed at the end)
     train_bar: TrainBar | None = None
+    rows: list[str] = []  # the LUT rows' dtype (network spaces)
     if is_table_spec(space_name):
         if oracle_kind != "table":
             raise InputError(
@@ -132,26 +137,21 @@ def search(
                 "--lut/--target/--threads/--batch/--dtype choose a network space's LUT rows; "
                 "a table space has its own latency_ms column"
             )
-        sp = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
+        sp: object = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
         # the table's own accuracy column; refuses training options and --accuracy int8
         choose_oracle(
             sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule,
             accuracy=accuracy,
         )  # fmt: skip
-        if energy is not None:
-            limits["energy_mj"] = energy
-        problem = table_problem(sp, limits)
-        args["dims"] = [d.name for d in sp.dimensions]
+        for_rows = None
     else:
-        from chamlab.host import api
-
         if dims is not None:
             raise InputError("--dims applies to table:PATH spaces only")
         if energy is not None:
             raise InputError(
                 f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"
             )
-        net = api.SPACES.get(space_name)
+        sp = net = api.SPACES.get(space_name)
         train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
 
         def make_oracle(default_dtype: str) -> Oracle:
@@ -169,58 +169,44 @@ def search(
             )
 
         # fails before any LUT work when the space has no oracle, the dataset is bad or --accuracy is
-        oracle = make_oracle(value(dtype) or "fp32")
-        found = api.find_lut(lut, target, space=net.name)
-        if found is None:
-            raise InputError(
-                f"searching {net.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
-            )
-        table, path = found
-        from chamlab.chamnet.search.problem import accuracy_dtype
-        from chamlab.host.prediction.predict import latency_model
+        first = make_oracle(value(dtype) or "fp32")
+        used.append(first)
 
-        mset = table.choose(path, device=target, dtype=value(dtype), threads=threads, batch=batch)
-        rows_dtype = mset.dtype
-        if accuracy is None and oracle_kind == "train" and accuracy_dtype(oracle) != mset.dtype:
-            oracle = make_oracle(mset.dtype)  # the default accuracy is the LUT rows' dtype (nothing ran yet)
-        identity = oracle_identity(oracle)
-        if identity is not None:
-            args["oracle"] = identity
-        predict_ms = latency_model(net, table, path, mset, raw=raw)  # as `chamlab predict` computes it
-        cache: dict[tuple[int, ...], float] = {}
-
-        def latency_ms(arch: tuple[int, ...]) -> float:
-            if arch not in cache:
-                cache[arch] = predict_ms(arch)
-            return cache[arch]
-
-        problem = Problem(net, oracle, {"latency_ms": latency_ms}, limits)
-        args["lut"] = {
-            "path": str(path),
-            "device": mset.device,
-            "threads": mset.threads,
-            "batch": mset.batch,
-            "raw": raw,
-        }
-    args["limits"] = limits
+        def for_rows(rows_dtype: str) -> Oracle:
+            rows.append(rows_dtype)
+            if accuracy is None and oracle_kind == "train" and accuracy_dtype(first) != rows_dtype:
+                # the default accuracy is the rows' dtype (nothing ran yet)
+                used[:] = [make_oracle(rows_dtype)]
+            return used[0]
 
     def progress(state: object) -> None:
         if not as_json:
             queries = getattr(state, "queries", [])
             best = max(
-                (q.accuracy for q in queries if all(q.costs[k] <= v for k, v in limits.items())), default=None
+                (q.accuracy for q in queries if all(q.costs[k] <= v for k, v in options_limits.items())),
+                default=None,
             )
             note(f"query {len(queries)}/{budget}: best feasible accuracy {best}")
 
+    options_limits = {"latency_ms": latency, **({"energy_mj": energy} if energy is not None else {})}
     try:
-        result = run_search(
-            problem, budget=budget, seed=seed, config=config, out=out_dir, args=args, progress=progress
+        result = api.search(
+            sp, options, oracle_for_rows=for_rows, progress=progress, lock_progress=_Notes(),
+            name=space_name,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        err.print(
+            f"interrupted: the accuracy queries answered so far are kept in {out_dir / 'history.parquet'}; "
+            "re-run the same command (the same --out) to resume without asking them again",
+            soft_wrap=True,
         )
+        raise typer.Exit(130) from None
     finally:
-        if oracle is not None:
+        for oracle in used:
             close_oracle(oracle)
         if train_bar is not None:
             train_bar.close()
+    rows_dtype = rows[0] if rows else None
     if as_json:
         emit_json(result.to_json())
         return
@@ -256,3 +242,16 @@ class TrainBar:
     def close(self) -> None:
         if self._progress is not None:
             self._progress.__exit__(None, None, None)
+
+
+class _Notes:
+    """A search's lock reports one thing (``--out`` in use): as a note line."""
+
+    def start(self, phase: str, total: int) -> None:
+        pass
+
+    def advance(self, phase: str, label: str = "") -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        note(text)

@@ -7,7 +7,9 @@ The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (num
   depth) by farthest-point selection;
 * :func:`calibrate` measures them through the one pipeline
   (:func:`~chamlab.host.measurement.networks.measure_networks`:
-  device lock, resumable run), fits, and stores the record with :func:`store`;
+  device lock, resumable run), fits, and stores the record with :func:`store`. Until the record is
+  stored, the network measurements are kept beside the LUT (``.<lut>.calibrate-<digest>.json``), so
+  a run killed during the op recheck re-measures none of them when it is run again;
 * :func:`store` writes the record into the LUT file's metadata (``chamlab.calibrations``, a JSON
   list; one record per (space, device, backend, dtype, threads), a new one replaces the old) under
   the LUT's sibling lock, re-reading the file inside it like :func:`~chamlab.host.luts.lut.add_rows`;
@@ -29,8 +31,11 @@ networks their whole-network energy; :func:`calibrate` then fits a second record
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -164,7 +169,15 @@ def calibrate(
         f"calibrating from {len(archs)} {space.name} networks: {', '.join(map(space.format, archs))}"
     )
     protocol = RepeatPolicy(repeats=repeats)
-    if repeats > 1:
+    checkpoint = _checkpoint(lut_path, spec, space, archs, protocol)
+    kept = _read_checkpoint(checkpoint)
+    if kept is not None:
+        values, energies = kept["values"], [tuple(e) for e in kept["energies"]]
+        progress.note(
+            f"reusing the {len(values)} network measurements of an interrupted calibration "
+            f"({kept['measured_at']}, {checkpoint})"
+        )
+    elif repeats > 1:
         rep = measure_repeated(
             spec, space, archs, protocol, transport=transport, progress=progress, no_wait=no_wait
         )
@@ -179,6 +192,8 @@ def calibrate(
                 progress.note(f"{space.format(a)}: unstable measurement ({'; '.join(m.unstable_reasons)})")
         values = [m.p50_ms for m in measured]
         energies = [(m.energy_mj, m.energy) for m in measured]
+    if kept is None:  # the op recheck takes a while: a kill during it keeps these networks
+        _write_checkpoint(checkpoint, values, energies)
     how = {**spec.policy.to_json(), "protocol": protocol.to_json()}
     op_noise = None
     if recheck:
@@ -205,7 +220,56 @@ def calibrate(
         store(lut_path, energy_record)
     except NoEnergyCalibration as exc:
         energy_note = str(exc)
+    checkpoint.unlink(missing_ok=True)
     return CalibrationReport(Path(lut_path), record, energy_record, energy_note)
+
+
+def _checkpoint(
+    lut_path: Path, spec: RunSpec, space: SearchSpace, archs: Sequence[Arch], protocol: Any
+) -> Path:
+    """Where :func:`calibrate` keeps its network measurements until the record is stored:
+    ``.<lut>.calibrate-<digest>.json`` beside the LUT, the digest of what was measured and how."""
+    ident = {
+        "device": spec.target,
+        "backend": spec.backend.value,
+        "dtype": spec.dtype.value,
+        "threads": spec.threads,
+        "batch": spec.batch,
+        "quant_recipe": spec.quant_recipe,
+        "policy": spec.policy.to_json(),
+        "protocol": protocol.to_json(),
+        "space": space.name,
+        "networks": [space.format(a) for a in archs],
+    }
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    lut_path = Path(lut_path)
+    return lut_path.with_name(f".{lut_path.name}.calibrate-{digest}.json")
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The measurements an interrupted calibration kept (None: none, or unreadable: measure again)."""
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or not {"values", "energies", "measured_at"} <= set(kept):
+        return None
+    return kept
+
+
+def _write_checkpoint(path: Path, values: list[float], energies: list[Any]) -> None:
+    from chamlab.core.files import atomic_write_text
+
+    text = json.dumps(
+        {
+            "values": values,
+            "energies": [list(e) for e in energies],
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        default=str,
+    )
+    with contextlib.suppress(OSError):  # a checkpoint that cannot be written only costs a re-measure
+        atomic_write_text(path, text + "\n")
 
 
 class NoRecheck(Exception):

@@ -128,9 +128,20 @@ def not_delegated_ops(lut: Lut, mset: MeasurementSet, keys: set[str]) -> tuple[s
     return tuple(sorted(k for k in keys if k in rows and rows[k].get("delegated") is False))
 
 
-class LatencyModel:
-    """Predictions of many archs from one LUT measurement set: the LUT rows, the op-level model and
-    the calibration are looked up once (what :func:`predict_latency` does per call)."""
+class QuantityModel:
+    """Predictions of one quantity of many archs from one LUT measurement set: ``quantity``
+    ``latency`` (ms, :class:`LatencyPrediction`) or ``energy`` (mJ above idle,
+    :class:`EnergyPrediction`). The LUT rows, the op-level model (``interpolate``: ops the LUT
+    lacks) and the calibration are looked up once (what :func:`predict_latency` and
+    :func:`predict_energy` do per call); the prediction is the rows' sum, invocation-corrected and
+    calibrated (unless ``raw``).
+
+    Latency also subtracts an int8 set's boundary quantize/dequantize pairs, flags ops not delegated
+    and sums a calibration's shrunk op values (``op_noise``); energy raises :class:`NoEnergyError`
+    where the set holds none (the device had no power reader)."""
+
+    #: the quantity when none is given (:class:`LatencyModel`, :class:`EnergyModel`)
+    default_quantity = "latency"
 
     def __init__(
         self,
@@ -139,17 +150,29 @@ class LatencyModel:
         path: Path,
         mset: MeasurementSet,
         *,
+        quantity: str | None = None,
         raw: bool = False,
         interpolate: bool = False,
     ) -> None:
-
-        check_recipe(lut, mset, path)
+        quantity = quantity or self.default_quantity
+        if quantity not in ("latency", "energy"):
+            raise ValueError(f"quantity must be latency or energy, not {quantity!r}")
+        self.quantity = quantity
         self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
-        rows = lut.select(mset)
-        self._not_delegated = {k for k, r in rows.items() if r.get("delegated") is False}
-        fill = None
+        if quantity == "energy":
+            why = energy_refusal(lut, path, mset)
+            if why is not None:
+                raise NoEnergyError(why, hint=no_energy_hint(mset.device))
+            self.values = lut.energy_by_key(mset)
+            self.readers = sorted(lut.power_readers(mset))
+        else:
+            check_recipe(lut, mset, path)
+            self.values = lut.p50_by_key(mset)
+            rows = lut.select(mset)
+            self._not_delegated = {k for k, r in rows.items() if r.get("delegated") is False}
+        self.fill: Callable[[OpSpec], float | None] | None = None
         if interpolate:
-            model = op_model(lut, mset)
+            model = op_model(lut, mset, quantity)
             filled: dict[str, float | None] = {}  # ops recur across archs: predict each once
 
             def fill(op: OpSpec) -> float | None:
@@ -157,38 +180,54 @@ class LatencyModel:
                     filled[op.key] = model.predict(op) if model.can_predict(op) else None
                 return filled[op.key]
 
-        p50 = lut.p50_by_key(mset)
-        self.predictor = LutLatencyPredictor(
-            p50,
-            correct_overhead=not raw,
-            what=f"LUT {path} ({mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch})",
-            fill=fill,
-            quant_edges=mset.dtype == "int8",
-        )
-        self.found = None if raw else calibration.lookup(lut, mset, space.name)
+            self.fill = fill
+        set_of = f"{mset.device}, {mset.dtype}, {mset.threads} thread(s), batch {mset.batch}"
+        if quantity == "latency":
+            self.predictor = LutLatencyPredictor(
+                self.values,
+                correct_overhead=not raw,
+                what=f"LUT {path} ({set_of})",
+                fill=self.fill,
+                quant_edges=mset.dtype == "int8",
+            )
+        self.found = None if raw else calibration.lookup(lut, mset, space.name, quantity)
         self._summary = self.found.summary() if self.found else None
-        # a calibration fitted on shrunk op values (`op_noise`, calibrate's recheck) sums them too
+        # a latency calibration fitted on shrunk op values (`op_noise`, calibrate's recheck) sums them too
         self._shift: dict[str, float] = {}
-        fresh = self.found if self.calibrated else None
+        fresh = self.found if self.calibrated and quantity == "latency" else None
         weights = (fresh.record.get("op_noise") or {}).get("weights") if fresh is not None else None
         if weights:
-            shrunk = shrunk_p50(p50, weights)
-            self._shift = {k: shrunk[k] - v for k, v in p50.items() if shrunk[k] != v}
+            shrunk = shrunk_p50(self.values, weights)
+            self._shift = {k: shrunk[k] - v for k, v in self.values.items() if shrunk[k] != v}
+
+    @property
+    def energies(self) -> dict[str, float]:
+        """The energy rows (mJ above idle per execution) by op key (energy models)."""
+        return self.values
 
     @property
     def calibrated(self) -> bool:
         """Whether predictions apply a (fresh) calibration."""
         return not self.raw and self.found is not None and self.found.stale is None
 
-    def predict(self, arch: Arch) -> LatencyPrediction:
-        """The prediction of ``arch``; missing ops name the fix (or come from the op-level model)."""
-
+    def predict(self, arch: Arch) -> Any:
+        """The prediction of ``arch`` (:class:`LatencyPrediction` or :class:`EnergyPrediction`);
+        missing ops name the fix (or come from the op-level model)."""
         ops = self.space.ops(arch)
         try:
-            pred = self.predictor.predict(ops)
+            if self.quantity == "latency":
+                return self._latency(ops)
+            return self._energy(ops)
         except MissingLutEntriesError as exc:
-            exc.hint = profile_hint(self.space, self.space.format(arch), self.mset, self.path)
+            exc.hint = profile_hint(self.space, self.space.format(arch), self.mset, self.path) + (
+                " on the device with its power reader (add --force for ops measured without it)"
+                if self.quantity == "energy"
+                else ""
+            )
             raise
+
+    def _latency(self, ops: Any) -> LatencyPrediction:
+        pred = self.predictor.predict(ops)
         bad = tuple(sorted({op.key for op in ops} & self._not_delegated))
         if bad:
             pred = dataclasses.replace(pred, not_delegated_ops=bad)
@@ -205,6 +244,35 @@ class LatencyModel:
             uncalibrated_ms=pred.latency_ms,
             calibration=self._summary,
         )
+
+    def _energy(self, ops: Any) -> EnergyPrediction:
+        mset = self.mset
+        pred = energy_model.predict_energy(
+            self.values,
+            ops,
+            readers=self.readers,
+            correct_overhead=not self.raw,
+            what=f"LUT {self.path} (energy, {mset.device}, {mset.threads} thread(s), batch {mset.batch})",
+            fill=self.fill,
+        )
+        if self.raw:
+            return pred
+        features = feature_values(pred.lut_sum_mj, len(ops), _weight_mib(ops, mset), "mj")
+        value, note = calibration.apply(self.found, features, "mJ")
+        if value is None:
+            return dataclasses.replace(pred, calibration=self._summary, calibration_note=note)
+        return dataclasses.replace(
+            pred, energy_mj=value, calibrated=True, uncalibrated_mj=pred.energy_mj, calibration=self._summary
+        )
+
+
+class LatencyModel(QuantityModel):
+    """A :class:`QuantityModel` of latency (ms)."""
+
+    default_quantity = "latency"
+
+    def predict(self, arch: Arch) -> LatencyPrediction:
+        return super().predict(arch)
 
 
 def predict_latency(
@@ -231,13 +299,79 @@ def _calibration_features(
     return feature_values(total, len(ops), _weight_mib(ops, mset))
 
 
+class CachedPrediction:
+    """``arch -> predicted value`` from a :class:`LatencyModel` (``field`` ``latency_ms``) or an
+    :class:`EnergyModel` (``energy_mj``), each arch predicted once: what a search calls thousands of
+    times. :attr:`interpolated` counts, per arch predicted, the ops the op-level model filled."""
+
+    def __init__(self, model: QuantityModel, field: str | None = None) -> None:
+        self.model = model
+        self.field = field or ("energy_mj" if model.quantity == "energy" else "latency_ms")
+        self.cache: dict[Arch, float] = {}
+        self.interpolated: dict[Arch, int] = {}
+
+    def __call__(self, arch: Arch) -> float:
+        if arch not in self.cache:
+            pred = self.model.predict(arch)
+            self.cache[arch] = float(getattr(pred, self.field))
+            self.interpolated[arch] = pred.interpolated_ops
+        return self.cache[arch]
+
+
 def latency_model(
-    space: SearchSpace, lut: Lut, path: Path, mset: MeasurementSet, *, raw: bool = False
-) -> Callable[[Arch], float]:
+    space: SearchSpace,
+    lut: Lut,
+    path: Path,
+    mset: MeasurementSet,
+    *,
+    raw: bool = False,
+    interpolate: bool = False,
+) -> CachedPrediction:
     """``arch -> predict_latency(space, arch, lut, path, mset, raw=raw).latency_ms``, with the LUT's
-    rows and calibration looked up once (a search asks for thousands of archs)."""
-    model = LatencyModel(space, lut, path, mset, raw=raw)
-    return lambda arch: model.predict(arch).latency_ms
+    rows and calibration looked up once and each arch predicted once (a search asks for thousands)."""
+    return CachedPrediction(LatencyModel(space, lut, path, mset, raw=raw, interpolate=interpolate))
+
+
+def choose_measurement_set(
+    lut: Lut,
+    path: Path,
+    *,
+    target: str | None = None,
+    backend: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    batch: int | None = None,
+    devices: Path | None = None,
+) -> MeasurementSet:
+    """The measurement set ``predict``, ``search`` and ``adapt`` predict from: the one matching the
+    fields given, where an unset ``dtype`` is the target's devices.toml dtype (:func:`default_dtype`)
+    and, when that still leaves several sets, an unset ``threads`` is the target's devices.toml
+    threads (a LUT holding 1- and 2-thread rows of a device answers for its default, as a run on it
+    would measure). A target not in devices.toml takes no defaults. Errors as :meth:`Lut.choose`."""
+    if dtype is None and target is not None:
+        dtype = default_dtype(target, devices)
+
+    def choose(threads: int | None) -> MeasurementSet:
+        return lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
+
+    try:
+        return choose(threads)
+    except LutError:
+        raise
+    except InputError:
+        if threads is not None or target is None or (default := _default_threads(target, devices)) is None:
+            raise
+        return choose(default)
+
+
+def _default_threads(target: str, devices: Path | None) -> int | None:
+    from chamlab.core.errors import ChamlabError
+    from chamlab.host.devices.config import load_registry
+
+    try:
+        return int(load_registry(devices).get(target).threads)
+    except ChamlabError:
+        return None
 
 
 def _weight_mib(ops: Any, mset: MeasurementSet) -> float:
@@ -263,75 +397,14 @@ def no_energy_hint(device: str) -> str:
     )
 
 
-class EnergyModel:
-    """Energy predictions of many archs from one LUT measurement set (what :func:`predict_energy`
-    does per call): the rows, the op-level model of energies and the energy calibration looked up once.
+class EnergyModel(QuantityModel):
+    """A :class:`QuantityModel` of energy per inference (mJ above idle); :class:`NoEnergyError`
+    where the set holds no energy (the device had no power reader)."""
 
-    Raises :class:`NoEnergyError` where the set holds no energy (the device had no power reader)."""
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        lut: Lut,
-        path: Path,
-        mset: MeasurementSet,
-        *,
-        raw: bool = False,
-        interpolate: bool = False,
-    ) -> None:
-
-        why = energy_refusal(lut, path, mset)
-        if why is not None:
-            raise NoEnergyError(why, hint=no_energy_hint(mset.device))
-        self.space, self.path, self.mset, self.raw = space, Path(path), mset, raw
-        self.energies = lut.energy_by_key(mset)
-        self.readers = sorted(lut.power_readers(mset))
-        self.fill: Callable[[OpSpec], float | None] | None = None
-        if interpolate:
-            model = op_model(lut, mset, "energy")
-            filled: dict[str, float | None] = {}
-
-            def fill(op: OpSpec) -> float | None:
-                if op.key not in filled:
-                    filled[op.key] = model.predict(op) if model.can_predict(op) else None
-                return filled[op.key]
-
-            self.fill = fill
-        self.found = None if raw else calibration.lookup(lut, mset, space.name, "energy")
-        self._summary = self.found.summary() if self.found else None
-
-    @property
-    def calibrated(self) -> bool:
-        """Whether predictions apply a (fresh) energy calibration."""
-        return not self.raw and self.found is not None and self.found.stale is None
+    default_quantity = "energy"
 
     def predict(self, arch: Arch) -> EnergyPrediction:
-
-        mset = self.mset
-        ops = self.space.ops(arch)
-        try:
-            pred = energy_model.predict_energy(
-                self.energies,
-                ops,
-                readers=self.readers,
-                correct_overhead=not self.raw,
-                what=f"LUT {self.path} (energy, {mset.device}, {mset.threads} thread(s), batch {mset.batch})",
-                fill=self.fill,
-            )
-        except MissingLutEntriesError as exc:
-            exc.hint = profile_hint(self.space, self.space.format(arch), mset, self.path) + (
-                " on the device with its power reader (add --force for ops measured without it)"
-            )
-            raise
-        if self.raw:
-            return pred
-        features = feature_values(pred.lut_sum_mj, len(ops), _weight_mib(ops, mset), "mj")
-        value, note = calibration.apply(self.found, features, "mJ")
-        if value is None:
-            return dataclasses.replace(pred, calibration=self._summary, calibration_note=note)
-        return dataclasses.replace(
-            pred, energy_mj=value, calibrated=True, uncalibrated_mj=pred.energy_mj, calibration=self._summary
-        )
+        return super().predict(arch)
 
 
 def predict_energy(
@@ -435,9 +508,11 @@ def predict(
     raw: bool = False,
     interpolate: bool = False,
     energy: str = "auto",
+    devices: Path | None = None,
 ) -> PredictionReport:
     """Counts of ``arch``, plus its LUT prediction when a LUT is given (``lut`` read from
-    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch.
+    ``lut_path``); the measurement set is chosen by target/backend/dtype/threads/batch, with the
+    target's devices.toml (``devices``) defaults where they are unset (:func:`choose_measurement_set`).
 
     ``energy``: ``"auto"`` adds the energy prediction when the set holds energy rows (else
     ``energy_note`` says why not), ``"require"`` refuses (:class:`NoEnergyError`) without them,
@@ -448,7 +523,10 @@ def predict(
     energy_note = None
     if lut is not None:
         path = Path(lut_path) if lut_path is not None else Path("<memory>")
-        mset = lut.choose(path, device=target, backend=backend, dtype=dtype, threads=threads, batch=batch)
+        mset = choose_measurement_set(
+            lut, path, target=target, backend=backend, dtype=dtype, threads=threads, batch=batch,
+            devices=devices,
+        )  # fmt: skip
         prediction = predict_latency(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)
         if energy == "require":
             energy_pred = predict_energy(space, arch, lut, path, mset, raw=raw, interpolate=interpolate)

@@ -20,8 +20,9 @@
    leave-one-out spread). A limit under which no arch is predicted is an error naming the lowest
    prediction.
 4. **BO loop** (``chamlab search``'s engine, :func:`~chamlab.chamnet.search.search`) within the
-   query budget, under the margin's limit: ``DIR/history.parquet`` (resumable), ``DIR/model.json``
-   and the loop's own best queried arch in ``DIR/search.json``.
+   query budget, under the margin's limit: ``DIR/history.parquet`` (resumable),
+   ``DIR/accuracy_gp.json`` (the GP's hyperparameters; ``model.json`` in runs made before, renamed on
+   resume) and the loop's own best queried arch in ``DIR/search.json``.
 5. **Constrained search** (:func:`~chamlab.chamnet.search.constrained.constrained_search`): the GP's
    predicted accuracy (queried archs: their oracle accuracy) maximised under the predicted latency
    (and energy);
@@ -44,6 +45,15 @@
    times. The result is the last round's winner if it met the limit, else the measured winner of the
    highest predicted accuracy that met it, else the last; its program is ``DIR/model.pte`` and
    ``result.json``'s ``refine_rounds`` lists every round.
+
+Each step is a function of its own (:func:`check_inputs`, :func:`ensure_lut`,
+:func:`ensure_calibration`, :func:`plan_limits`, :func:`run_bo`, :func:`constrained`, :func:`export`,
+:func:`verify`, :func:`refine`) taking a :class:`Context` and the earlier steps' results and returning a
+dataclass; its docstring says what a re-run reuses. :func:`assemble` builds the report from them. The
+program, its rounds, ``pareto.png`` and ``result.json`` are assembled in ``DIR/.next`` and moved into
+``DIR`` complete (:func:`publish`), so a finished result is replaced only by a complete new one. One run
+uses ``DIR`` at a time (:func:`~chamlab.host.workflows.search.out_lock`: a second waits, or with
+``no_wait`` exits 2, as for a busy device).
 """
 
 from __future__ import annotations
@@ -85,13 +95,17 @@ from chamlab.host.devices.transports.base import Transport
 from chamlab.host.luts.lut import Lut, MeasurementSet
 from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
 from chamlab.host.prediction.predict import (
+    CachedPrediction,
     EnergyModel,
     LatencyModel,
+    QuantityModel,
+    choose_measurement_set,
     default_lut_path,
     energy_refusal,
     no_energy_hint,
 )
 from chamlab.host.workflows.refine import REFINE_ROUNDS, RefineRound
+from chamlab.host.workflows.search import check_budget, check_out, check_seed, out_lock
 from chamlab.operators.export import ExportItem
 
 #: measurement runs of the exported winner (the result is their median p50)
@@ -293,28 +307,11 @@ class AdaptReport:
         }
 
 
-class CachedLatency:
-    """``arch -> predicted latency (ms)`` from a :class:`LatencyModel`, each arch predicted once."""
-
-    field = "latency_ms"
-
-    def __init__(self, model: LatencyModel | EnergyModel) -> None:
-        self.model = model
-        self.cache: dict[Arch, float] = {}
-        self.interpolated: dict[Arch, int] = {}
-
-    def __call__(self, arch: Arch) -> float:
-        if arch not in self.cache:
-            pred = self.model.predict(arch)
-            self.cache[arch] = float(getattr(pred, self.field))
-            self.interpolated[arch] = pred.interpolated_ops
-        return self.cache[arch]
-
-
-class CachedEnergy(CachedLatency):
-    """``arch -> predicted energy (mJ above idle)`` from an :class:`EnergyModel`, each arch once."""
-
-    field = "energy_mj"
+#: ``arch -> predicted latency`` (and energy), each arch predicted once: one class beside the models
+CachedLatency = CachedPrediction
+CachedEnergy = CachedPrediction
+#: where a run's new program and result are assembled before they replace the finished ones
+STAGE = ".next"
 
 
 def _check_out(out: Path, ident: dict[str, Any]) -> None:
@@ -322,10 +319,7 @@ def _check_out(out: Path, ident: dict[str, Any]) -> None:
     from chamlab.chamnet.search.run import ARGS_KEY, HISTORY, HISTORY_KIND, check_same_arguments
     from chamlab.core.store import read_table
 
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a directory")
-    # the folder, or where it will be created, must be writable (checked before any work)
-    check_writable(out / RESULT if out.is_dir() else out, what="adapt --out")
+    check_out(out, "adapt --out")  # the folder, or where it will be created, must be writable
     if (out / HISTORY).exists():
         old = read_table(out / HISTORY, HISTORY_KIND).meta_json(ARGS_KEY, {}) or {}
         check_same_arguments(old, ident, out, "a run")
@@ -343,9 +337,11 @@ def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:
 
 
 def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
-    return lut.choose(
+    """The rows of ``spec`` (every field given: the choice ``predict`` makes for it)."""
+    return choose_measurement_set(
+        lut,
         path,
-        device=spec.target,
+        target=spec.target,
         backend=spec.backend.value,
         dtype=spec.dtype.value,
         threads=spec.threads,
@@ -354,7 +350,7 @@ def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
 
 
 def _calibration_errors(
-    model: LatencyModel | EnergyModel,
+    model: QuantityModel,
 ) -> tuple[list[float] | None, dict[str, Any] | None]:
     if not model.calibrated or model.found is None:
         return None, None
@@ -365,42 +361,59 @@ def _calibration_errors(
     return (errors or None), model.found.summary()
 
 
-def adapt(
-    spec: RunSpec,
-    space: SearchSpace,
-    options: AdaptOptions,
-    *,
-    oracle: Oracle | None = None,
-    transport: Transport | None = None,
-    progress: Progress | None = None,
-    no_wait: bool = False,
-    command: str = "",
-) -> AdaptReport:
-    """Adapt ``space`` to ``spec``'s device under ``options.latency_ms`` (module docstring).
+# -- the steps: each takes the run's Context and what earlier steps returned ---------------------------
 
-    ``oracle``: the accuracy oracle (default: the space's own, :func:`oracle_for`); when it has a
-    ``state_dict(arch)`` method returning weights for the winner, those go into ``model.pte``.
-    """
-    from chamlab.chamnet.search.run import HISTORY
-    from chamlab.chamnet.search.run import search as run_search
-    from chamlab.host.measurement.networks import measure_program_runs
-    from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT, default_archs, profile
-    from chamlab.host.prediction import calibrate as calib
-    from chamlab.host.workflows import refine as refining
 
-    progress = progress or NullProgress()
-    t_start = time.perf_counter()
-    seconds: dict[str, float] = {}
-    notes: list[str] = []
-    opts = options
-    out = Path(opts.out)
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every step of :func:`adapt` takes: the device, the space, the options and the plumbing."""
 
-    # -- 1. checks: everything that can be wrong with the input fails here, before any work ---------------
+    spec: RunSpec
+    space: SearchSpace
+    opts: AdaptOptions
+    progress: Progress = dataclasses.field(default_factory=NullProgress)
+    transport: Transport | None = None
+    no_wait: bool = False
+    command: str = ""
+
+    @property
+    def out(self) -> Path:
+        return Path(self.opts.out)
+
+    @property
+    def stage(self) -> Path:
+        """Where this run's program and result are assembled (:func:`publish` moves them into ``out``)."""
+        return self.out / STAGE
+
+    @property
+    def large(self) -> bool:
+        """Too large to profile exhaustively: the op-level model fills ops, adaptively profiled."""
+        from chamlab.host.measurement.profiling import EXHAUSTIVE_LIMIT
+
+        return self.space.size > EXHAUSTIVE_LIMIT
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """Step 0 (:func:`check_inputs`): the run's identity (stored with its history) and its LUT."""
+
+    ident: dict[str, Any]
+    lut_path: Path
+    oracle: Oracle
+
+
+def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
+    """Everything that can be wrong with the input, refused before any work (exit 2, nothing written).
+
+    Resume: nothing is written, so a re-run checks again; an ``--out`` holding a run of other
+    arguments is refused (its history would not match)."""
+    spec, space, opts = ctx.spec, ctx.space, ctx.opts
     if not isinstance(space, SearchSpace):
         raise InputError(
             f"adapt needs a network space (one whose archs build into networks); {space.name} is not",
             hint="search a table of your own with `chamlab search --space table:PATH` instead",
         )
+    check_seed(opts.seed)
     energy_mj = opts.energy_mj
     if energy_mj is not None:
         if not math.isfinite(energy_mj) or energy_mj <= 0:
@@ -418,12 +431,7 @@ def adapt(
     pct = opts.latency_percentile
     if pct is not None and not (math.isfinite(pct) and 0 < pct < 100):
         raise InputError(f"--latency p{pct:g}: the percentile must be between 0 and 100 (exclusive)")
-    if opts.budget < opts.engine.n_init:
-        raise InputError(
-            f"--budget {opts.budget} is below the initial design of {opts.engine.n_init} archs: the accuracy "
-            "predictor would have no room to learn",
-            hint=f"use --budget {opts.engine.n_init} or more",
-        )
+    check_budget(opts.budget, opts.engine)
     if opts.runs < 1:
         raise InputError(f"the measurement needs at least 1 run, got {opts.runs}")
     if opts.refine < 0:
@@ -448,100 +456,159 @@ def adapt(
         "accuracy_dtype": accuracy_dtype(oracle),
         "engine": opts.engine.to_json(),
     }
-    _check_out(out, ident)
+    _check_out(ctx.out, ident)
     lut_path = Path(opts.lut_path) if opts.lut_path is not None else default_lut_path(spec.target)
     if opts.lut_path is None:
         ensure_dir(lut_path.parent, what="default LUT directory")
     check_writable(lut_path, what="LUT")
     if lut_path.exists():
         _check_lut_device(Lut.read(lut_path), lut_path, spec)
+    return Checked(ident, lut_path, oracle)
 
-    # -- 2. predictors: profile what the LUT lacks, calibrate when it has no calibration -----------------
-    t0 = time.perf_counter()
-    large = space.size > EXHAUSTIVE_LIMIT
+
+@dataclasses.dataclass(frozen=True)
+class LutStep:
+    """Step 1 (:func:`ensure_lut`): the LUT holding the ops the search needs, and its rows of ``spec``."""
+
+    lut_path: Path
+    lut: Lut
+    mset: MeasurementSet
+    profiled: int  # ops measured by this run
+
+
+def ensure_lut(ctx: Context, lut_path: Path) -> LutStep:
+    """``profile`` of the ops the LUT lacks: every op of a small space, else the reference archs' ops
+    (the rest come adaptively, :func:`constrained`).
+
+    Resume: ops the LUT holds are never measured again; a failed op is retried by the re-run."""
+    from chamlab.host.measurement.profiling import default_archs, profile
+
+    spec, space = ctx.spec, ctx.space
     archs, which = default_archs(space)
-    progress.note(f"latency predictor: the LUT {lut_path} must hold the ops of {which}")
+    ctx.progress.note(f"latency predictor: the LUT {lut_path} must hold the ops of {which}")
     rep = profile(
-        spec,
-        space,
-        archs,
-        out=lut_path,
-        transport=transport,
-        progress=progress,
-        no_wait=no_wait,
-        command=command,
-    )
+        spec, space, archs, out=lut_path, transport=ctx.transport, progress=ctx.progress,
+        no_wait=ctx.no_wait, command=ctx.command,
+    )  # fmt: skip
     if rep.failed:
         raise ChamlabError(
             f"profiling {len(rep.failed)} op(s) on {spec.target} failed, e.g. "
             f"{rep.failed[0][0]}: {rep.failed[0][1]}",
             hint="re-run the same command: measured ops are kept and only the failed ones are retried",
         )
-    profiled = len(rep.measured)
     lut = Lut.read(lut_path)
-    mset = _mset(lut, lut_path, spec)
-    if energy_mj is not None and (why_not := energy_refusal(lut, lut_path, mset)) is not None:
+    return LutStep(lut_path, lut, _mset(lut, lut_path, spec), len(rep.measured))
+
+
+@dataclasses.dataclass
+class Predictors:
+    """Step 2 (:func:`ensure_calibration`): the latency (and energy) predictors the search uses."""
+
+    lut: Lut
+    latency: CachedPrediction
+    energy: CachedPrediction | None
+    notes: list[str]
+
+
+def ensure_calibration(ctx: Context, lut: LutStep) -> Predictors:
+    """The latency predictor calibrated for this space and measurement set (and, with an energy
+    limit, the energy predictor): ``calibrate`` (:data:`CALIBRATION_NETWORKS` networks) when the LUT
+    holds no fresh calibration and ``opts.calibrate``; else LUT sums, said in a note.
+
+    Resume: a fresh calibration stored in the LUT is used as it is (nothing measured); one that was
+    interrupted reuses the networks it had measured (:func:`~chamlab.host.prediction.calibrate.calibrate`)."""
+    from chamlab.host.prediction import calibrate as calib
+
+    spec, space, opts = ctx.spec, ctx.space, ctx.opts
+    lut_path, mset, table = lut.lut_path, lut.mset, lut.lut
+    energy_mj = opts.energy_mj
+    notes: list[str] = []
+    if energy_mj is not None and (why_not := energy_refusal(table, lut_path, mset)) is not None:
         raise NoEnergyError(
             f"--energy {energy_mj:g}: {why_not}",
             hint=f"profile with the power reader: `chamlab profile --target {spec.target} --space "
             f"{space.name} --out {lut_path} --force` (devices.toml: power_reader in [devices.{spec.target}])",
         )
-    model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
-    energy_model = (
-        EnergyModel(space, lut, lut_path, mset, interpolate=large) if energy_mj is not None else None
-    )
+
+    def models(table: Lut) -> tuple[LatencyModel, EnergyModel | None]:
+        latency = LatencyModel(space, table, lut_path, mset, interpolate=ctx.large)
+        if energy_mj is None:
+            return latency, None
+        return latency, EnergyModel(space, table, lut_path, mset, interpolate=ctx.large)
+
+    model, energy_model = models(table)
     needs_energy = energy_model is not None and not energy_model.calibrated
     if (not model.calibrated or needs_energy) and opts.calibrate:
         lacking = model if not model.calibrated else energy_model
         assert lacking is not None
         why = lacking.found.stale if lacking.found is not None else "none stored for this space and set"
         what = "calibration" if lacking is model else "energy calibration"
-        progress.note(f"{what}: {why}; measuring {CALIBRATION_NETWORKS} networks to fit one")
+        ctx.progress.note(f"{what}: {why}; measuring {CALIBRATION_NETWORKS} networks to fit one")
         n = CALIBRATION_NETWORKS
+        p50 = table.p50_by_key(mset)
         try:
-            calib.select_networks(
-                space, lut.p50_by_key(mset), mset.dtype, n, np.random.default_rng(opts.seed)
-            )
+            calib.select_networks(space, p50, mset.dtype, n, np.random.default_rng(opts.seed))
         except InputError:
-            n = max(3, sum(all(op.key in lut.p50_by_key(mset) for op in space.ops(a)) for a in archs))
+            from chamlab.host.measurement.profiling import default_archs
+
+            archs, _ = default_archs(space)
+            n = max(3, sum(all(op.key in p50 for op in space.ops(a)) for a in archs))
         calib.calibrate(
-            spec,
-            space,
-            lut_path=lut_path,
-            n=n,
-            seed=opts.seed,
-            transport=transport,
-            progress=progress,
-            no_wait=no_wait,
+            spec, space, lut_path=lut_path, n=n, seed=opts.seed, transport=ctx.transport,
+            progress=ctx.progress, no_wait=ctx.no_wait,
+        )  # fmt: skip
+        table = Lut.read(lut_path)
+        model, energy_model = models(table)
+    elif not model.calibrated:
+        notes.append(
+            f"no calibration ({model.found.stale if model.found else 'none stored'}): "
+            "predictions are LUT sums"
         )
-        lut = Lut.read(lut_path)
-        model = LatencyModel(space, lut, lut_path, mset, interpolate=large)
-        if energy_mj is not None:
-            energy_model = EnergyModel(space, lut, lut_path, mset, interpolate=large)
-    else:
-        if not model.calibrated:
-            notes.append(
-                f"no calibration ({model.found.stale if model.found else 'none stored'}): "
-                "predictions are LUT sums"
-            )
     if energy_model is not None and not energy_model.calibrated:
         found = energy_model.found
         notes.append(
             f"no energy calibration ({found.stale if found else 'none stored'}): energy predictions are "
             "LUT sums"
         )
-    seconds["predictors"] = time.perf_counter() - t0
+    energy = CachedPrediction(energy_model) if energy_model is not None else None
+    return Predictors(table, CachedPrediction(model), energy, notes)
 
-    # -- 3. margin, and a limit under which something is predicted ---------------------------------------
-    loo, calibration_summary = _calibration_errors(model)
-    latency = CachedLatency(model)
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Step 2b (:func:`plan_limits`): each limit and the margin it is searched under."""
+
+    margin: Margin
+    energy_margin: Margin | None
+    calibration: dict[str, Any] | None  # the latency calibration's summary (None: LUT sums)
+    energy_calibration: dict[str, Any] | None
+    notes: list[str]
+
+    def effective(self) -> dict[str, float]:
+        """The search limit of each cost."""
+        out = {"latency_ms": self.margin.effective}
+        if self.energy_margin is not None:
+            out["energy_mj"] = self.energy_margin.effective
+        return out
+
+
+def plan_limits(ctx: Context, predictors: Predictors) -> Limits:
+    """Each limit (a percentile resolved on the predictions) less ``k`` x its calibration's spread;
+    an :class:`InputError` naming the lowest prediction when nothing fits.
+
+    Resume: nothing stored; the same LUT gives the same limits."""
+    opts, space = ctx.opts, ctx.space
+    notes: list[str] = []
+    latency = predictors.latency
+    loo, calibration_summary = _calibration_errors(latency.model)
     limit_ms = opts.latency_ms
+    pct = opts.latency_percentile
     if pct is not None:
         pool = latency_pool(space, opts.seed)
         limit_ms = float(np.percentile([latency(a) for a in pool], pct))
-        progress.note(
+        ctx.progress.note(
             f"--latency p{pct:g}: {limit_ms:.4f} ms, the {pct:g}th percentile of the predicted latency of "
-            f"{'all' if len(pool) == space.size else len(pool)} {space.name} archs on {spec.target}"
+            f"{'all' if len(pool) == space.size else len(pool)} {space.name} archs on {ctx.spec.target}"
         )
     assert limit_ms is not None
     margin = safety_margin(limit_ms, loo, k=opts.margin_k)
@@ -550,314 +617,497 @@ def adapt(
             f"safety margin {margin.to_json()['margin_pct']:.1f} % from the default spread of "
             f"{margin.spread_pct:g} % (no calibration); `chamlab calibrate` measures the real one"
         )
-    costs: dict[str, CachedLatency] = {"latency_ms": latency}
-    limits = {"latency_ms": margin.effective}
-    energy: CachedEnergy | None = None
     energy_margin: Margin | None = None
     energy_summary: dict[str, Any] | None = None
-    if energy_model is not None and energy_mj is not None:
-        energy = CachedEnergy(energy_model)
-        energy_loo, energy_summary = _calibration_errors(energy_model)
-        energy_margin = safety_margin(energy_mj, energy_loo, k=opts.margin_k, quantity="energy", unit="mJ")
+    if predictors.energy is not None and opts.energy_mj is not None:
+        energy_loo, energy_summary = _calibration_errors(predictors.energy.model)
+        energy_margin = safety_margin(
+            opts.energy_mj, energy_loo, k=opts.margin_k, quantity="energy", unit="mJ"
+        )
         if energy_loo is None:
             notes.append(
                 f"energy safety margin {energy_margin.to_json()['margin_pct']:.1f} % from the default spread "
                 f"of {energy_margin.spread_pct:g} % (no energy calibration)"
             )
-        costs["energy_mj"] = energy
-        limits["energy_mj"] = energy_margin.effective
-    _check_feasible(
-        space,
-        costs,
-        {"latency_ms": margin, **({"energy_mj": energy_margin} if energy_margin else {})},
-        opts.seed,
-    )
-    progress.note(
+    limits = Limits(margin, energy_margin, calibration_summary, energy_summary, notes)
+    _check_feasible(space, _costs(predictors), _margins(limits), opts.seed)
+    ctx.progress.note(
         f"searching under {margin.effective:.4f} ms: the {margin.limit:g} ms limit less {margin.k:g} x the "
         f"predictor's spread of {margin.spread_pct:.2f} % ({margin.source})"
     )
     if energy_margin is not None:
-        progress.note(
+        ctx.progress.note(
             f"and under {energy_margin.effective:.4f} mJ: the {energy_margin.limit:g} mJ limit less "
             f"{energy_margin.k:g} x the energy predictor's spread of {energy_margin.spread_pct:.2f} % "
             f"({energy_margin.source})"
         )
+    return limits
 
-    # -- 4. the BO loop within the budget --------------------------------------------------------------
-    t0 = time.perf_counter()
-    problem = Problem(space, oracle, dict(costs), dict(limits))
-    out.mkdir(parents=True, exist_ok=True)
-    had = 0
-    if (out / HISTORY).exists():
-        from chamlab.chamnet.search.run import HISTORY_KIND
-        from chamlab.core.store import read_table
 
-        had = read_table(out / HISTORY, HISTORY_KIND).table.num_rows
-    progress.start("query", opts.budget)
-    done = [had]
+def _costs(predictors: Predictors) -> dict[str, CachedPrediction]:
+    costs = {"latency_ms": predictors.latency}
+    if predictors.energy is not None:
+        costs["energy_mj"] = predictors.energy
+    return costs
 
-    def on_state(state: Any) -> None:
-        for _ in range(len(state.queries) - done[0]):
-            progress.advance("query", f"{len(state.queries)} queried")
-        done[0] = len(state.queries)
 
+def _margins(limits: Limits) -> dict[str, Margin]:
+    return {
+        "latency_ms": limits.margin,
+        **({"energy_mj": limits.energy_margin} if limits.energy_margin else {}),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class BoStep:
+    """Step 3 (:func:`run_bo`): the BO loop's final state (its GP predicts accuracy) and its queries."""
+
+    state: Any  # chamnet.search.engine.EngineState
+    queries: int
+    new_queries: int
+
+    @property
+    def known(self) -> dict[Arch, float]:
+        """The oracle accuracy of every queried arch."""
+        return {q.arch: q.accuracy for q in self.state.queries}
+
+
+def run_bo(
+    ctx: Context, oracle: Oracle, predictors: Predictors, limits: Limits, ident: dict[str, Any]
+) -> BoStep:
+    """``chamlab search``'s engine within ``opts.budget`` oracle queries under the search limits:
+    ``DIR/history.parquet``, ``DIR/accuracy_gp.json`` and the loop's own best queried arch in
+    ``DIR/search.json`` (never ``result.json``: that is the finished adapt's).
+
+    Resume: the queries in ``DIR/history.parquet`` are never asked again; with the budget spent, the
+    GP is refitted on them (no query)."""
     from chamlab.chamnet.search.engine import BayesOptEngine, EngineState
+    from chamlab.chamnet.search.run import HISTORY, HISTORY_KIND, read_history
+    from chamlab.chamnet.search.run import search as run_search
+    from chamlab.core.store import read_table
 
+    opts, out = ctx.opts, ctx.out
+    problem = Problem(ctx.space, oracle, dict(_costs(predictors)), limits.effective())
+    ensure_dir(out, what="adapt --out")
+    had = read_table(out / HISTORY, HISTORY_KIND).table.num_rows if (out / HISTORY).exists() else 0
+    ctx.progress.start("query", opts.budget)
+    done = [had]
     captured: list[EngineState] = []
 
     def keep(state: EngineState) -> None:
         # the engine refits this same object after its last batch: it holds the final GP
         if not captured:
             captured.append(state)
-        on_state(state)
+        for _ in range(len(state.queries) - done[0]):
+            ctx.progress.advance("query", f"{len(state.queries)} queried")
+        done[0] = len(state.queries)
 
     bo = run_search(
-        problem,
-        budget=opts.budget,
-        seed=opts.seed,
-        config=opts.engine,
-        out=out,
-        args=ident,
-        progress=keep,
-        plot=False,
-    )
+        problem, budget=opts.budget, seed=opts.seed, config=opts.engine, out=out, args=ident, progress=keep,
+        plot=False, result_name=SEARCH_RESULT,
+    )  # fmt: skip
     if not captured:  # a resumed run with its budget already spent: refit on the stored queries
-        from chamlab.chamnet.search.run import read_history
-
         previous = read_history(out / HISTORY, problem, ident)
         captured.append(
             BayesOptEngine(opts.engine).run(
                 problem, len(previous), np.random.default_rng(opts.seed), previous=previous
             )
         )
-    state = captured[-1]
-    if (out / RESULT).exists():
-        (out / RESULT).replace(out / SEARCH_RESULT)
-    seconds["bo"] = time.perf_counter() - t0
-    known = {q.arch: q.accuracy for q in state.queries}
+    return BoStep(captured[-1], bo.queries, bo.new_queries)
 
-    # -- 5. constrained search on the predictors (adaptive profiling for large spaces) -------------------
-    def accuracy(archs: Sequence[Arch]) -> np.ndarray:
-        pred = state.predict(list(archs), np.array([latency(a) for a in archs]))
-        if pred is None:
-            raise ChamlabError("the accuracy predictor was never fitted (no oracle query succeeded)")
-        return pred
 
-    feasible_queried = [
-        q.arch for q in state.queries if all(costs[n](q.arch) <= lim for n, lim in limits.items())
-    ]
+@dataclasses.dataclass
+class Winner:
+    """Step 4 (:func:`constrained`): the constrained search's result and the predictors it ended with
+    (a large space's may hold ops it profiled)."""
 
-    def search_once() -> tuple[Any, float]:
-        """The constrained search on the current latency (and energy) model; (result, seconds)."""
+    result: ConstrainedResult
+    seconds: float
+    predictors: Predictors
+    profiled: int  # ops profiled for it (large spaces)
+
+    @property
+    def best(self) -> Any:
+        return self.result.best
+
+
+def constrained(ctx: Context, bo: BoStep, predictors: Predictors, limits: Limits, lut: LutStep) -> Winner:
+    """The GP's predicted accuracy (a queried arch: its oracle accuracy) maximised under the predicted
+    latency (and energy): exact enumeration for small spaces, the GA for large ones. For a large space,
+    a winner with interpolated ops has them profiled and the search repeated (:data:`ADAPTIVE_ROUNDS`).
+    No arch found is a :class:`ChamlabError`.
+
+    Resume: nothing stored; seeded, so the same history and LUT give the same winner (ops profiled
+    for it stay in the LUT)."""
+    from chamlab.host.measurement.profiling import profile
+
+    space, opts = ctx.space, ctx.opts
+    state, known, effective = bo.state, bo.known, limits.effective()
+    profiled = 0
+
+    def search_once(p: Predictors) -> tuple[ConstrainedResult, float]:
+        costs = _costs(p)
+
+        def accuracy(archs: Sequence[Arch]) -> np.ndarray:
+            pred = state.predict(list(archs), np.array([p.latency(a) for a in archs]))
+            if pred is None:
+                raise ChamlabError("the accuracy predictor was never fitted (no oracle query succeeded)")
+            return pred
+
         t0 = time.perf_counter()
         found = constrained_search(
-            space,
-            accuracy,
-            dict(costs),
-            limits,
-            np.random.default_rng(opts.seed),
-            config=opts.ga,
-            seeds=feasible_queried,
-            known=known,
-        )
+            space, accuracy, dict(costs), effective, np.random.default_rng(opts.seed), config=opts.ga,
+            seeds=seeds, known=known,
+        )  # fmt: skip
         return found, time.perf_counter() - t0
 
-    def search_adaptively() -> tuple[Any, float]:
-        """:func:`search_once`, then (large spaces) the winner's interpolated ops profiled and again."""
-        nonlocal latency, energy, lut, profiled
-        result, search_seconds = search_once()
-        for _ in range(ADAPTIVE_ROUNDS if large else 0):
-            if result.best is None or not any(c.interpolated.get(result.best.arch) for c in costs.values()):
-                break
-            near = [c.arch for c in result.front if c.costs["latency_ms"] <= margin.effective][-3:]
-            progress.note(
-                f"the winner {space.format(result.best.arch)} has "
-                f"{max(c.interpolated.get(result.best.arch, 0) for c in costs.values())} "
-                "interpolated op(s): profiling them and searching again"
-            )
-            rep = profile(
-                spec,
-                space,
-                list(dict.fromkeys([result.best.arch, *near])),
-                out=lut_path,
-                transport=transport,
-                progress=progress,
-                no_wait=no_wait,
-                command=command,
-            )
-            profiled += len(rep.measured)
-            lut = Lut.read(lut_path)
-            latency = costs["latency_ms"] = CachedLatency(
-                LatencyModel(space, lut, lut_path, mset, interpolate=True)
-            )
-            if energy is not None:
-                energy = CachedEnergy(EnergyModel(space, lut, lut_path, mset, interpolate=True))
-                costs["energy_mj"] = energy
-            result, search_seconds = search_once()
-        return result, search_seconds
-
-    result, search_seconds = search_adaptively()
-    if result.best is None:
-        under = f"{margin.effective:.4f} ms" + (
-            f" and {energy_margin.effective:.4f} mJ" if energy_margin is not None else ""
+    costs = _costs(predictors)  # queried archs under the limits seed the search (as first predicted)
+    seeds = [q.arch for q in state.queries if all(costs[n](q.arch) <= lim for n, lim in effective.items())]
+    result, seconds = search_once(predictors)
+    for _ in range(ADAPTIVE_ROUNDS if ctx.large else 0):
+        costs = _costs(predictors)
+        if result.best is None or not any(c.interpolated.get(result.best.arch) for c in costs.values()):
+            break
+        near = [c.arch for c in result.front if c.costs["latency_ms"] <= limits.margin.effective][-3:]
+        ctx.progress.note(
+            f"the winner {space.format(result.best.arch)} has "
+            f"{max(c.interpolated.get(result.best.arch, 0) for c in costs.values())} "
+            "interpolated op(s): profiling them and searching again"
         )
-        raise ChamlabError(
-            f"the {result.method} found no arch predicted under {under} (fastest it saw: "
-            f"{result.fastest.costs['latency_ms']:.4f} ms)",
-            hint="raise --latency, or re-run with another --seed",
+        rep = profile(
+            ctx.spec, space, list(dict.fromkeys([result.best.arch, *near])), out=lut.lut_path,
+            transport=ctx.transport, progress=ctx.progress, no_wait=ctx.no_wait, command=ctx.command,
+        )  # fmt: skip
+        profiled += len(rep.measured)
+        table = Lut.read(lut.lut_path)
+        predictors = Predictors(
+            table,
+            CachedPrediction(LatencyModel(space, table, lut.lut_path, lut.mset, interpolate=True)),
+            None
+            if predictors.energy is None
+            else CachedPrediction(EnergyModel(space, table, lut.lut_path, lut.mset, interpolate=True)),
+            predictors.notes,
         )
-    best = result.best
-    arch = best.arch
-    if latency.interpolated.get(arch):
-        notes.append(f"the winner's prediction interpolates {latency.interpolated[arch]} op(s)")
-    predicted_energy_mj, energy_calibrated = _winner_energy(space, arch, energy, lut, lut_path, mset, large)
-    if energy is not None and energy.interpolated.get(arch):
-        notes.append(f"the winner's energy prediction interpolates {energy.interpolated[arch]} op(s)")
+        result, seconds = search_once(predictors)
+    return Winner(result, seconds, predictors, profiled)
 
-    # -- 6. export the winner ----------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    model_path, etrecord_path = out / MODEL, out / ETRECORD
+
+def _no_winner(result: ConstrainedResult, limits: Limits) -> ChamlabError:
+    under = f"{limits.margin.effective:.4f} ms" + (
+        f" and {limits.energy_margin.effective:.4f} mJ" if limits.energy_margin is not None else ""
+    )
+    return ChamlabError(
+        f"the {result.method} found no arch predicted under {under} (fastest it saw: "
+        f"{result.fastest.costs['latency_ms']:.4f} ms)",
+        hint="raise --latency, or re-run with another --seed",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """Step 5 (:func:`export`): the winner's program and what weights it carries."""
+
+    model_path: Path
+    etrecord_path: Path
+    weights: str  # "trained" (the oracle's) or "random" (seeded)
+    int8_calibration: str | None  # int8: "training" (the oracle's batches) or "random"
+
+
+def export(ctx: Context, oracle: Oracle, arch: Arch, folder: Path) -> Exported:
+    """``folder/model.pte`` and ``folder/model.etrecord`` of ``arch``: with the oracle's trained
+    weights when it has them (int8: calibrated on its training batches when it has them), else the
+    seeded weights the LUT was measured with.
+
+    Resume: seeded weights come from the export cache (no new export); trained ones are exported again.
+    ``folder`` is the run's stage (:func:`publish` moves it into ``DIR``): a finished ``DIR/model.pte``
+    is never overwritten here."""
+    spec = ctx.spec
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path, etrecord_path = folder / MODEL, folder / ETRECORD
     weights_of: Callable[[Arch], Any] | None = getattr(oracle, "state_dict", None)
     state_dict = weights_of(arch) if callable(weights_of) else None
-    weights = "trained" if state_dict is not None else "random"
     calibration = None
     calibration_of: Callable[[Arch], Any] | None = getattr(oracle, "calibration", None)
     if spec.dtype.value == "int8" and state_dict is not None and callable(calibration_of):
         calibration = calibration_of(arch)  # the training batches its int8 accuracy was measured with
     int8_calibration = None if spec.dtype.value != "int8" else "training" if calibration else "random"
-    _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress, calibration)
-    seconds["export"] = time.perf_counter() - t0
+    _export_winner(spec, ctx.space, arch, model_path, etrecord_path, state_dict, ctx.progress, calibration)
+    weights = "trained" if state_dict is not None else "random"
+    return Exported(model_path, etrecord_path, weights, int8_calibration)
 
-    # -- 7. measure it where it will run ---------------------------------------------------------------
-    t0 = time.perf_counter()
-    name = f"net:{space.name}:{space.format(arch)}"
-    progress.note(f"measuring {model_path} on {spec.target}: {opts.runs} separate runs")
-    measured = measure_program_runs(
-        spec,
-        name,
-        model_path,
-        etrecord_path,
-        runs=opts.runs,
-        transport=transport,
-        progress=progress,
-        no_wait=no_wait,
-    )
-    seconds["measure"] = time.perf_counter() - t0
-    lut_fps = {str(r["device_fingerprint"]) for r in lut.select(mset).values() if r.get("device_fingerprint")}
-    if measured.fingerprint and lut_fps and measured.fingerprint not in lut_fps:
-        notes.append(
-            f"the target's fingerprint ({measured.fingerprint}) differs from the LUT's "
-            f"({', '.join(sorted(lut_fps))}): the LUT may describe other hardware or software"
-        )
-    if energy_margin is not None and measured.energy_mj is None:
-        notes.append(
-            f"the winner's energy was not measured on {spec.target} "
-            f"({measured.energy_error or 'no energy record'}): the energy limit is unchecked"
-        )
 
-    # -- 8. verify and refine: a measured miss joins the calibration, and the search runs again ---------
-    rounds = [
-        RefineRound(0, space.format(arch), best.accuracy, best.costs["latency_ms"], measured.p50_ms,
-                    margin.limit, margin, model_path)
-    ]  # fmt: skip
-    kept: list[tuple[Any, ...]] = [(result, search_seconds, best, weights, measured, margin, latency)]
+def verify(ctx: Context, exported: Exported, arch: Arch) -> Any:
+    """The exported program measured on the target: :data:`MEASURE_RUNS` separate runs, median of
+    their p50s (and energies), a :class:`~chamlab.host.measurement.networks.ProgramMeasurement`.
+
+    Resume: nothing kept; a re-run measures again (the device may have changed)."""
+    from chamlab.host.measurement.networks import measure_program_runs
+
+    name = f"net:{ctx.space.name}:{ctx.space.format(arch)}"
+    ctx.progress.note(f"measuring {exported.model_path} on {ctx.spec.target}: {ctx.opts.runs} separate runs")
+    return measure_program_runs(
+        ctx.spec, name, exported.model_path, exported.etrecord_path, runs=ctx.opts.runs,
+        transport=ctx.transport, progress=ctx.progress, no_wait=ctx.no_wait,
+    )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Round:
+    """One measured winner: what :func:`refine` chooses among."""
+
+    winner: Winner
+    exported: Exported
+    measured: Any  # ProgramMeasurement
+    limits: Limits
+
+
+@dataclasses.dataclass(frozen=True)
+class Refined:
+    """Step 7 (:func:`refine`): every round (round 0 the first search) and the chosen one."""
+
+    rounds: list[RefineRound]
+    kept: list[Round]
+    final: int
+    notes: list[str]
+
+    @property
+    def chosen(self) -> Round:
+        return self.kept[self.final]
+
+
+def refine(ctx: Context, oracle: Oracle, bo: BoStep, first: Round, lut: LutStep) -> Refined:
+    """Verify and refine (:mod:`~chamlab.host.workflows.refine`): while a round's measured winner
+    misses the limit (or errs by more than its margin) and ``opts.refine`` rounds remain, it joins the
+    stored calibration (refitted, stored in the LUT), the margin is recomputed and steps 4 to 6 run
+    again into ``round-I/``. The chosen round's program becomes the stage's ``model.pte``.
+
+    Resume: the refitted calibration stays in the LUT, so a re-run starts from it (its round 0 is
+    then the refined search)."""
+    from chamlab.host.workflows import refine as refining
+
+    space, opts, stage = ctx.space, ctx.opts, ctx.stage
+    notes: list[str] = []
+
+    def round_of(i: int, r: Round) -> RefineRound:
+        best = r.winner.best
+        return RefineRound(
+            i, space.format(best.arch), best.accuracy, best.costs["latency_ms"], r.measured.p50_ms,
+            r.limits.margin.limit, r.limits.margin, r.exported.model_path,
+        )  # fmt: skip
+
+    rounds, kept = [round_of(0, first)], [first]
     while True:
         why = refining.needs_refine(rounds[-1])
         if why is None or len(rounds) > opts.refine:
             if why is not None:
-                progress.note(
+                ctx.progress.note(
                     f"round {len(rounds) - 1}: {why}; no refine round left (--refine {opts.refine})"
                 )
             break
-        progress.note(f"round {len(rounds) - 1}: {why}: the measured winner joins the calibration")
+        last = kept[-1]
+        arch = last.winner.best.arch
+        ctx.progress.note(f"round {len(rounds) - 1}: {why}: the measured winner joins the calibration")
         try:
-            refining.refit(space, lut_path, mset, arch, measured.p50_ms, source=f"adapt {out}")
+            refining.refit(
+                space, lut.lut_path, lut.mset, arch, last.measured.p50_ms, source=f"adapt {ctx.out}"
+            )
         except refining.RefineSkipped as exc:
             rounds[-1] = dataclasses.replace(rounds[-1], action=f"stop: {exc}")
             notes.append(f"not refined: {exc}")
             break
-        lut = Lut.read(lut_path)
-        latency = costs["latency_ms"] = CachedLatency(
-            LatencyModel(space, lut, lut_path, mset, interpolate=large)
-        )
+        table = Lut.read(lut.lut_path)
+        latency = CachedPrediction(LatencyModel(space, table, lut.lut_path, lut.mset, interpolate=ctx.large))
+        predictors = Predictors(table, latency, last.winner.predictors.energy, last.winner.predictors.notes)
         loo, calibration_summary = _calibration_errors(latency.model)
-        refined_margin = safety_margin(limit_ms, loo, k=opts.margin_k)
+        refined_margin = safety_margin(last.limits.margin.limit, loo, k=opts.margin_k)
         if latency(min(latency_pool(space, opts.seed), key=latency)) > refined_margin.effective:
             why = f"nothing is predicted under the refined search limit {refined_margin.effective:.4f} ms"
             rounds[-1] = dataclasses.replace(rounds[-1], action=f"stop: {why}")
             notes.append(f"refine stopped: {why}")
             break
         rounds[-1] = dataclasses.replace(rounds[-1], action="refined")
-        margin = refined_margin
-        limits["latency_ms"] = margin.effective
-        feasible_queried = [
-            q.arch for q in state.queries if all(costs[n](q.arch) <= lim for n, lim in limits.items())
-        ]
-        progress.note(
-            f"refine round {len(rounds)}: searching under {margin.effective:.4f} ms (spread "
-            f"{margin.spread_pct:.2f} %, {margin.source})"
+        limits = dataclasses.replace(last.limits, margin=refined_margin, calibration=calibration_summary)
+        ctx.progress.note(
+            f"refine round {len(rounds)}: searching under {refined_margin.effective:.4f} ms (spread "
+            f"{refined_margin.spread_pct:.2f} %, {refined_margin.source})"
         )
-        result, search_seconds = search_adaptively()
-        if result.best is None:
+        winner = constrained(ctx, bo, predictors, limits, lut)
+        if winner.best is None:
             rounds[-1] = dataclasses.replace(rounds[-1], action="stop: the refined search found no arch")
             break
-        best, arch = result.best, result.best.arch
-        state_dict = weights_of(arch) if callable(weights_of) else None
-        weights = "trained" if state_dict is not None else "random"
         if len(rounds) == 1:  # keep round 0's program beside the refined ones
-            rounds[0] = dataclasses.replace(rounds[0], model_path=_keep(model_path, out / "round-0"))
-        folder = out / f"round-{len(rounds)}"
-        folder.mkdir(exist_ok=True)
-        model_path, etrecord_path = folder / MODEL, folder / ETRECORD
-        _export_winner(spec, space, arch, model_path, etrecord_path, state_dict, progress)
-        name = f"net:{space.name}:{space.format(arch)}"
-        progress.note(f"measuring {model_path} on {spec.target}: {opts.runs} separate runs")
-        measured = measure_program_runs(
-            spec, name, model_path, etrecord_path, runs=opts.runs, transport=transport, progress=progress,
-            no_wait=no_wait,
-        )  # fmt: skip
-        rounds.append(
-            RefineRound(len(rounds), space.format(arch), best.accuracy, best.costs["latency_ms"],
-                        measured.p50_ms, margin.limit, margin, model_path)
-        )  # fmt: skip
-        kept.append((result, search_seconds, best, weights, measured, margin, latency))
+            rounds[0] = dataclasses.replace(
+                rounds[0], model_path=_keep(rounds[0].model_path, stage / "round-0")
+            )
+        exported = export(ctx, oracle, winner.best.arch, stage / f"round-{len(rounds)}")
+        r = Round(winner, exported, verify(ctx, exported, winner.best.arch), limits)
+        rounds.append(round_of(len(rounds), r))
+        kept.append(r)
     final = refining.choose(rounds)
     rounds[final] = dataclasses.replace(rounds[final], action=(rounds[final].action + "; final").lstrip("; "))
-    result, search_seconds, best, weights, measured, margin, latency = kept[final]
-    arch = best.arch
-    if final > 0:  # the energy figures of the chosen round's winner
-        predicted_energy_mj, energy_calibrated = _winner_energy(
-            space, arch, energy, lut, lut_path, mset, large
-        )
-    model_path, etrecord_path = out / MODEL, out / ETRECORD
-    if final > 0:  # the chosen round's program is DIR/model.pte
+    if final > 0:  # the chosen round's program is the stage's model.pte
         for src, dst in (
-            (rounds[final].model_path, model_path),
-            (rounds[final].model_path.with_name(ETRECORD), etrecord_path),
+            (rounds[final].model_path, stage / MODEL),
+            (rounds[final].model_path.with_name(ETRECORD), stage / ETRECORD),
         ):
             with atomic_path(dst) as tmp:
                 shutil.copyfile(src, tmp)
     if len(rounds) > 1:
-        progress.note(
+        ctx.progress.note(
             "refine: " + "; ".join(f"round {r.round} {r.arch} measured {r.measured_latency_ms:.4f} ms "
                                    f"({'met' if r.met else 'missed'})" for r in rounds)
             + f"; result: round {final}"
         )  # fmt: skip
-    if len(rounds) > 1:
+    # the rounds' programs as they will be named once published
+    rounds = [dataclasses.replace(r, model_path=ctx.out / r.model_path.relative_to(stage)) for r in rounds]
+    return Refined(rounds, kept, final, notes)
+
+
+def publish(out: Path) -> bool:
+    """Move a complete stage (``DIR/.next``: its ``result.json`` is written last) into ``DIR``: the
+    old ``result.json`` goes first, then the program, plot and round folders, then the new
+    ``result.json``. A kill at any point leaves either the old finished run, or no ``result.json``
+    and a complete stage that the next run (or this call again) finishes publishing. An incomplete
+    stage (a run killed before its result) is removed. Returns whether a stage was published."""
+    stage = out / STAGE
+    if not stage.is_dir():
+        return False
+    if not (stage / RESULT).is_file():
+        shutil.rmtree(stage)
+        return False
+    try:  # the round folders the new result names; the old run's others go with its result
+        rounds = json.loads((stage / RESULT).read_text()).get("refine_rounds") or []
+        keep: set[str] | None = {Path(r["model_path"]).parent.name for r in rounds}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        keep = None
+    (out / RESULT).unlink(missing_ok=True)
+    for old in out.glob("round-*"):
+        if old.is_dir() and keep is not None and old.name not in keep:
+            shutil.rmtree(old)
+    for item in sorted(stage.iterdir()):
+        if item.name == RESULT:
+            continue
+        dst = out / item.name
+        if item.is_dir() and dst.is_dir():
+            shutil.rmtree(dst)
+        item.replace(dst)
+    (stage / RESULT).replace(out / RESULT)
+    stage.rmdir()
+    return True
+
+
+def adapt(
+    spec: RunSpec,
+    space: SearchSpace,
+    options: AdaptOptions,
+    *,
+    oracle: Oracle | None = None,
+    transport: Transport | None = None,
+    progress: Progress | None = None,
+    no_wait: bool = False,
+    command: str = "",
+) -> AdaptReport:
+    """Adapt ``space`` to ``spec``'s device under ``options.latency_ms`` (module docstring).
+
+    ``oracle``: the accuracy oracle (default: the space's own, :func:`oracle_for`); when it has a
+    ``state_dict(arch)`` method returning weights for the winner, those go into ``model.pte``.
+    ``no_wait``: a busy device, or an ``--out`` another adapt (or search) is using, is exit 2 at once
+    instead of a wait."""
+    ctx = Context(spec, space, options, progress or NullProgress(), transport, no_wait, command)
+    checked = check_inputs(ctx, oracle)
+    with out_lock(ctx.out, no_wait=no_wait, progress=ctx.progress, what="adapt"):
+        if ctx.out.is_dir():
+            publish(ctx.out)  # a run killed while publishing is finished first; a partial stage goes
+        return _adapt(ctx, checked)
+
+
+def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
+    oracle = checked.oracle
+    seconds: dict[str, float] = {}
+    t_start = t0 = time.perf_counter()
+    lut = ensure_lut(ctx, checked.lut_path)
+    predictors = ensure_calibration(ctx, lut)
+    seconds["predictors"] = time.perf_counter() - t0
+    limits = plan_limits(ctx, predictors)
+    t0 = time.perf_counter()
+    bo = run_bo(ctx, oracle, predictors, limits, checked.ident)
+    seconds["bo"] = time.perf_counter() - t0
+    winner = constrained(ctx, bo, predictors, limits, lut)
+    if winner.best is None:
+        raise _no_winner(winner.result, limits)
+    t0 = time.perf_counter()
+    exported = export(ctx, oracle, winner.best.arch, ctx.stage)
+    seconds["export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = verify(ctx, exported, winner.best.arch)
+    seconds["measure"] = time.perf_counter() - t0
+    refined = refine(ctx, oracle, bo, Round(winner, exported, measured, limits), lut)
+    if len(refined.rounds) > 1:
         seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
+    seconds["total"] = time.perf_counter() - t_start
+    report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
+    ctx.stage.mkdir(exist_ok=True)
+    _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
+    atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
+    publish(ctx.out)
+    return report
+
+
+def assemble(
+    ctx: Context,
+    oracle: Oracle,
+    lut: LutStep,
+    predictors: Predictors,
+    first: Winner,
+    first_measured: Any,
+    refined: Refined,
+    bo: BoStep,
+    seconds: dict[str, float],
+) -> AdaptReport:
+    """The report (``result.json``) from the steps' results: the chosen round's winner, its program
+    (named as published: ``DIR/model.pte``), the notes every step left."""
+    spec, space, out = ctx.spec, ctx.space, ctx.out
+    chosen = refined.chosen
+    winner, limits, measured = chosen.winner, chosen.limits, chosen.measured
+    best = winner.best
+    arch = best.arch
+    latency, energy = winner.predictors.latency, winner.predictors.energy
+    notes = [*predictors.notes, *limits.notes]
+    first_arch, first_energy = first.best.arch, first.predictors.energy
+    if n := first.predictors.latency.interpolated.get(first_arch):
+        notes.append(f"the winner's prediction interpolates {n} op(s)")
+    if first_energy is not None and (n := first_energy.interpolated.get(first_arch)):
+        notes.append(f"the winner's energy prediction interpolates {n} op(s)")
+    rows = first.predictors.lut.select(lut.mset).values()
+    lut_fps = {str(r["device_fingerprint"]) for r in rows if r.get("device_fingerprint")}
+    if first_measured.fingerprint and lut_fps and first_measured.fingerprint not in lut_fps:
+        notes.append(
+            f"the target's fingerprint ({first_measured.fingerprint}) differs from the LUT's "
+            f"({', '.join(sorted(lut_fps))}): the LUT may describe other hardware or software"
+        )
+    if limits.energy_margin is not None and first_measured.energy_mj is None:
+        notes.append(
+            f"the winner's energy was not measured on {spec.target} "
+            f"({first_measured.energy_error or 'no energy record'}): the energy limit is unchecked"
+        )
+    notes.extend(refined.notes)
+    predicted_energy_mj, energy_calibrated = _winner_energy(
+        space, arch, energy, winner.predictors.lut, lut.lut_path, lut.mset, ctx.large
+    )
+    known = bo.known
     oracle_accuracy: float | None = known.get(arch)
     if oracle_accuracy is None and isinstance(oracle, TableOracle):
         oracle_accuracy = float(oracle([arch])[0])  # a table look-up for the report, not a search query
-    # every accuracy the oracle has of the winner (a training oracle: fp32 and int8 when it trained it)
-    oracle_accuracies = accuracies_of(oracle, arch) or None
     acc_note = getattr(oracle, "accuracy_note", None)
     if acc_note and spec.dtype.value == "int8":
         notes.append(acc_note)
-
-    seconds["total"] = time.perf_counter() - t_start
+    if best.known:  # a queried arch: the GP's prediction of it, for the report
+        predicted_accuracy = float(bo.state.predict([arch], np.array([latency(arch)]))[0])
+    else:
+        predicted_accuracy = best.accuracy
     values = {d.name: v for d, v in zip(space.dimensions, arch, strict=True)}
     shape = [spec.batch, *space.input_shape(arch)[1:]]
-    report = AdaptReport(
+    return AdaptReport(
         space=space.name,
         arch=space.format(arch),
         values=values,
@@ -871,8 +1121,8 @@ def adapt(
             "ops": [op.key for op in space.ops(arch)],
         },
         spec=spec,
-        margin=margin,
-        predicted_accuracy=best.accuracy if not best.known else float(accuracy([arch])[0]),
+        margin=limits.margin,
+        predicted_accuracy=predicted_accuracy,
         accuracy_known=best.known,
         predicted_latency_ms=best.costs["latency_ms"],
         calibrated=latency.model.calibrated,
@@ -883,35 +1133,32 @@ def adapt(
         oracle=oracle.name,
         queries=bo.queries,
         new_queries=bo.new_queries,
-        search=result,
-        search_seconds=search_seconds,
+        search=winner.result,
+        search_seconds=winner.seconds,
         seconds=seconds,
-        model_path=model_path,
-        etrecord_path=etrecord_path,
-        weights=weights,
+        model_path=out / MODEL,
+        etrecord_path=out / ETRECORD,
+        weights=chosen.exported.weights,
         runtime_version=measured.runtime_version,
         input_shape=shape,
-        lut_path=lut_path,
-        profiled_ops=profiled,
-        calibration=calibration_summary,
+        lut_path=lut.lut_path,
+        profiled_ops=lut.profiled + sum(r.winner.profiled for r in refined.kept),
+        calibration=limits.calibration,
         out=out,
         notes=notes,
-        pareto=[c.to_json(space) for c in result.front],
-        refine_rounds=rounds,
+        pareto=[c.to_json(space) for c in winner.result.front],
+        refine_rounds=refined.rounds,
         accuracy_dtype=accuracy_dtype(oracle),
         accuracy_note=acc_note,
-        oracle_accuracies=oracle_accuracies,
-        int8_calibration=int8_calibration,
-        energy_margin=energy_margin,
+        oracle_accuracies=accuracies_of(oracle, arch) or None,
+        int8_calibration=chosen.exported.int8_calibration,
+        energy_margin=limits.energy_margin,
         predicted_energy_mj=predicted_energy_mj,
         energy_calibrated=energy_calibrated,
-        energy_calibration=energy_summary,
+        energy_calibration=limits.energy_calibration,
         measured_energy_mj=measured.energy_mj,
         measured_runs_energy_mj=[r.energy_mj for r in measured.runs],
     )
-    _plot(report, state.queries, space, out / PARETO)
-    atomic_write_text(out / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
-    return report
 
 
 def _keep(model_path: Path, folder: Path) -> Path:
@@ -1082,10 +1329,32 @@ def _plot(report: AdaptReport, queries: Sequence[Any], space: SearchSpace, path:
 
 __all__ = [
     "MEASURE_RUNS",
+    "STAGE",
     "AdaptOptions",
     "AdaptReport",
+    "BoStep",
     "CachedEnergy",
     "CachedLatency",
+    "Checked",
+    "Context",
+    "Exported",
+    "Limits",
+    "LutStep",
+    "Predictors",
+    "Refined",
+    "Round",
+    "Winner",
     "adapt",
+    "assemble",
+    "check_inputs",
+    "constrained",
+    "ensure_calibration",
+    "ensure_lut",
+    "export",
     "latency_pool",
+    "plan_limits",
+    "publish",
+    "refine",
+    "run_bo",
+    "verify",
 ]

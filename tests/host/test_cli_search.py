@@ -68,7 +68,9 @@ def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
     assert [f"layer{i}" for i in range(1, 9)] == list(hist.columns[1:9]) and "accuracy" in hist.columns
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "result.json").read_text())["arch"] == result["arch"]
-    assert "lengthscales" in json.loads((out / "model.json").read_text())
+    # the GP's file says what it holds; model.json is left for the exported program's manifest
+    assert "lengthscales" in json.loads((out / "accuracy_gp.json").read_text())
+    assert not (out / "model.json").exists()
     meta = json.loads(pq.read_schema(out / "history.parquet").metadata[b"chamlab.search"])
     assert meta["lut"]["threads"] == 1 and meta["lut"]["batch"] == 1
 
@@ -149,3 +151,99 @@ def test_search_bad_inputs(tmp_path: Path) -> None:
         assert res.returncode == 2, (args, res.stderr)
         assert msg in res.stderr, (args, res.stderr)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_run_made_before_the_gp_file_was_renamed_resumes(tmp_path: Path) -> None:
+    """Its model.json (the GP's hyperparameters then) becomes accuracy_gp.json: model.json is left
+    for the exported program's manifest."""
+    out = tmp_path / "run"
+    args = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", LUT, "--threads", "1"]
+    args += ["--init", "4", "--out", out, "--json"]
+    assert chamlab(*args, "--budget", "4").returncode == 0
+    (out / "accuracy_gp.json").replace(out / "model.json")  # as a run made before wrote it
+    res = chamlab(*args, "--budget", "5")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["new_queries"] == 1 and not (out / "model.json").exists()
+    assert "lengthscales" in json.loads((out / "accuracy_gp.json").read_text())
+
+
+def three_sets(tmp_path: Path) -> Path:
+    """The frozen LUT's rows as local-cpu's at 1 thread fp32, 2 threads fp32 and 1 thread int8."""
+    from lut_factory import write
+
+    from chamlab.host.luts.lut import Lut, make_row
+
+    lut = Lut.read(LUT)
+    rows = []
+    sets = ((1, "fp32", 1.0), (2, "fp32", 0.7), (1, "int8", 0.5))
+    for mset in lut.combinations():
+        for key, r in lut.select(mset).items():
+            for threads, dtype, scale in sets:
+                samples = [scale * x for x in r["samples_ms"]]
+                when, fp = r["measured_at"], r["device_fingerprint"]
+                where = {"device": "local-cpu", "backend": mset.backend, "dtype": dtype, "threads": threads}
+                row = make_row(key, **where, samples_ms=samples, run_id="sets", measured_at=when,
+                               device_fingerprint=fp)  # fmt: skip
+                rows.append(row)
+    return write(tmp_path / "three.parquet", rows)
+
+
+def test_search_chooses_the_lut_rows_as_predict_does(tmp_path: Path) -> None:
+    """A LUT with local-cpu's 1- and 2-thread fp32 rows and int8 rows: --target local-cpu takes the
+    device's devices.toml defaults (fp32, 1 thread) in predict and search alike (search refused:
+    'holds several measurement sets')."""
+    lut = three_sets(tmp_path)
+    pred = chamlab(
+        "predict", "--space", "macro-cifar10", "--arch", "01201201", "--lut", lut, "--target", "local-cpu",
+        "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert pred.returncode == 0, pred.stderr
+    assert json.loads(pred.stdout)["lut"] | {"path": None} == {
+        "path": None, "target": "local-cpu", "backend": "xnnpack", "dtype": "fp32", "threads": 1, "batch": 1,
+    }  # fmt: skip
+    out = tmp_path / "run"
+    res = chamlab(
+        "search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", lut, "--target", "local-cpu",
+        "--budget", "4", "--init", "4", "--out", out, "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    meta = json.loads(pq.read_schema(out / "history.parquet").metadata[b"chamlab.search"])
+    assert meta["lut"]["threads"] == 1
+    hist = pd.read_parquet(out / "history.parquet")
+    # the latencies are the fp32 1-thread rows' (the 2-thread and int8 ones are scaled by 0.7 and 0.5)
+    arch = tuple(int(hist.iloc[0][f"layer{i}"]) for i in range(1, 9))
+    one = chamlab(
+        "predict", "--space", "macro-cifar10", "--arch", "".join(map(str, arch)), "--lut", lut,
+        "--target", "local-cpu", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert hist.iloc[0]["latency_ms"] == json.loads(one.stdout)["latency_ms"]
+
+
+def test_search_refuses_what_adapt_refuses_before_creating_anything(tmp_path: Path) -> None:
+    base = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", LUT, "--threads", "1"]
+    out = tmp_path / "run"
+    res = chamlab(*base, "--init", "20", "--budget", "12", "--out", out)
+    assert res.returncode == 2 and "--budget 12 is below the initial design of --init 20" in res.stderr
+    assert not out.exists()
+    res = chamlab(*base, "--out", "/proc/self/x")  # an output that cannot be written: exit 2 as elsewhere
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: search --out path /proc/self/x"), res.stderr
+
+
+def test_ctrl_c_says_the_accuracy_queries_are_kept(tmp_path: Path) -> None:
+    import signal
+
+    from conftest import spawn_chamlab, wait_for
+
+    out = tmp_path / "run"
+    args = ["search", "--space", "macro-cifar10", "--latency", "0.3", "--lut", LUT, "--threads", "1"]
+    proc = spawn_chamlab(*args, "--budget", "20", "--init", "4", "--out", out, env={})
+    wait_for(lambda: (out / "history.parquet").exists(), "the first queries in the history", 300)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    said = " ".join(stderr.split())
+    assert "the accuracy queries answered so far are kept in" in said and "finished ops" not in said
+    assert "the same --out" in said
+    res = chamlab(*args, "--budget", "20", "--init", "4", "--out", out, "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["new_queries"] < 20
