@@ -273,3 +273,46 @@ def test_refining_a_calibration_keeps_its_op_noise(lut_path: Path) -> None:
     new = refit(MACRO, lut_path, MSET, winner, 2.0, source="test")
     assert new["op_noise"] == noise and [w["name"] for w in new["refined_with"]] == ["21021021"]
     assert Lut.read(lut_path).calibrations[0]["op_noise"] == noise
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (lambda r: r["coefficients"].update(lut_sum_ms=1e300), "coefficient lut_sum_ms is 1e+300, beyond"),
+        (lambda r: r.pop("coefficients"), "coefficients is None"),
+        (lambda r: r["coefficients"].update(n_ops="abc"), "coefficient n_ops is 'abc'"),
+        (lambda r: r.update(model="my-own-model"), "model 'my-own-model' is unknown"),
+        (lambda r: r.pop("model"), "model None is unknown"),
+        (lambda r: r["coefficients"].update(extra=0.0), "coefficients hold unknown extra"),
+        (lambda r: r["loo"].update(mape_pct=float("nan")), "loo mape_pct is nan"),
+    ],
+)
+def test_a_tampered_calibration_is_reported_and_never_applied(lut_path: Path, tamper, problem: str) -> None:  # type: ignore[no-untyped-def]
+    """Before: 1e300 was applied (latency 1e+300 ms, calibrated), "abc" was a traceback, and
+    `lut validate` said valid to all of them."""
+    from chamlab.host.luts.lifecycle import validate_file
+
+    lut = Lut.read(lut_path)
+    _calibrate(
+        lut_path,
+        api.calibration.select_networks(MACRO, lut.p50_by_key(MSET), "fp32", 5, np.random.default_rng(0)),
+    )
+    lut = Lut.read(lut_path)
+    rec = json.loads(json.dumps(lut.calibrations[0]))
+    tamper(rec)
+    Lut(lut.table, lut.provenance, [rec]).write(lut_path)
+    report = validate_file(lut_path)
+    assert not report.valid and any(problem in p for p in report.problems), report.problems
+    lut = Lut.read(lut_path)
+    arch = MACRO.parse("12012012")
+    pred = api.predict_latency(MACRO, arch, lut, lut_path, MSET)
+    assert not pred.calibrated and pred.latency_ms == pytest.approx(pred.lut_sum_ms, rel=0.5)
+    assert pred.calibration and pred.calibration["invalid"] and not pred.calibration["stale"]
+    assert problem in (pred.calibration_note or "") and "not applied" in (pred.calibration_note or "")
+    res = chamlab("predict", "--space", "macro-cifar10", "--lut", lut_path, "--arch", "12012012", "--json")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    out = json.loads(res.stdout)
+    assert out["calibrated"] is False and out["calibration"]["invalid"] is True
+    assert 0 < out["latency_ms"] < 1e3
+    lint = chamlab("lut", "validate", lut_path)
+    assert lint.returncode == 2 and problem in lint.stderr
