@@ -294,9 +294,13 @@ def _small_disk(path: Path, size: str = "256k") -> Iterator[str]:
     this user cannot write, which fails the same writes with EACCES instead of ENOSPC. Yields the
     error text the failed writes give."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = os.geteuid() == 0 and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
-    ).returncode == 0
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
     if not mounted:
         path.chmod(0o555)
     try:
