@@ -152,6 +152,19 @@ def shown(text: object) -> str:
     return escape(plain(text))
 
 
+_TRUST = re.compile(r"`chamlab devices trust ([^`\s]+)`")
+
+
+def naming_devices_file(text: str, devices: Path | None) -> str:
+    """``text`` with each `chamlab devices trust NAME` it suggests given the ``--devices FILE`` in use
+    when that is not the default (./devices.toml), so the suggested command finds the device."""
+    if devices is None or Path(devices).resolve() == (Path.cwd() / "devices.toml").resolve():
+        return text
+    return _TRUST.sub(
+        lambda m: f"`chamlab devices trust {m.group(1)} --devices {shlex.quote(str(devices))}`", text
+    )
+
+
 def _fail(as_json: bool, message: str, hint: str | None, code: int) -> typer.Exit:
     """Print an error (stderr; plus a JSON object on stdout under ``--json``) and the exit to raise."""
     err.print(f"[bold red]error:[/] {shown(message)}", soft_wrap=True)
@@ -173,7 +186,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ChamlabError as exc:
-            raise _fail(as_json, exc.message, exc.hint, exc.exit_code) from None
+            devices = kwargs.get("devices")
+            hint = naming_devices_file(exc.hint, devices) if exc.hint else exc.hint
+            raise _fail(as_json, naming_devices_file(exc.message, devices), hint, exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: re-run the same command to resume (finished ops are kept)")
             if as_json:

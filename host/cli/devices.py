@@ -15,6 +15,7 @@ from ._common import (
     emit_json,
     err,
     handle_errors,
+    naming_devices_file,
     note,
     out,
     registry,
@@ -94,7 +95,8 @@ def devices(
         out.print(table)
         for p in probes.values():
             if p["error"]:
-                err.print(f"[red]{shown(p['name'])}[/]: {shown(p['error'])}", soft_wrap=True)
+                why = naming_devices_file(p["error"], devices)
+                err.print(f"[red]{shown(p['name'])}[/]: {shown(why)}", soft_wrap=True)
     if check and not all(p["reachable"] for p in probes.values()):
         raise typer.Exit(1)
 

@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chamlab.core.errors import ChamlabError
-
-from .base import DeviceConfig
+from chamlab.host.devices.transports.base import DeviceConfig
 
 #: the keys of one device's facts (docs/cli.md, `chamlab devices --check --json`)
 FACT_KEYS = ("model", "soc", "cpu", "cores", "governor", "kernel", "runtime_version")

@@ -550,7 +550,11 @@ def run_farm(
     now = now or dt.datetime.now(dt.UTC)
     date = now.astimezone(dt.UTC).date().isoformat()
     lock = FileLock(out / LOCK_NAME, what=f"farm folder {out}")
-    lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
+    try:
+        lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
+    except DeviceBusyError as exc:  # the lock's hint names profile's --no-wait, which farm run has not
+        exc.hint = "a farm run never queues behind another: let it finish, then run `chamlab farm run` again"
+        raise
     try:
         _restore_pending(out)
         run_dir = ensure_dir(out / date, what="farm run folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -142,6 +143,8 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     assert res.returncode == 0, res.stderr
     assert "leave-one-out" in res.stdout and "within +/-10%" in res.stdout
     assert "energy: not calibrated (device test-cpu has no power reader" in res.stdout
+    # the table was markup: "[devices.test-cpu]" vanished ("set power_reader in  of devices.toml")
+    assert "set power_reader in [devices.test-cpu] of devices.toml" in res.stdout
     [rec] = Lut.read(path).calibrations
     assert rec["measure"]["protocol"]["repeats"] == 2 and rec["quantity"] == "latency"
     assert len(rec["networks"]) == 3 and rec["loo"]["n"] == 3 and rec["threads"] == 1
@@ -316,3 +319,77 @@ def test_a_tampered_calibration_is_reported_and_never_applied(lut_path: Path, ta
     assert 0 < out["latency_ms"] < 1e3
     lint = chamlab("lut", "validate", lut_path)
     assert lint.returncode == 2 and problem in lint.stderr
+
+
+MBV2 = SPACES.get("chamnet-mbv2")
+MBV2_SET = MeasurementSet("d", "xnnpack", "fp32", 1)
+
+
+def _mbv2_lut(path: Path, archs: list, provenance: dict | None) -> dict[str, float]:  # type: ignore[type-arg]
+    ops = api.plan_ops(MBV2, archs)
+    add_rows(path, [_row(op, _law(op)) for op in ops], provenance)
+    return Lut.read(path).p50_by_key(MBV2_SET)
+
+
+def test_calibrate_draws_from_the_archs_profiled_into_the_lut(tmp_path: Path) -> None:
+    """Before: after `profile --space chamnet-mbv2 --arch A --arch B --arch C` the candidates were the
+    references and a random sample only: "the LUT holds every op of only 0 of 263 candidate
+    networks", with a hint naming --sample alone."""
+    from chamlab.host.prediction.calibrate import profiled_archs
+
+    mine = MBV2.sample(np.random.default_rng(42), 3)
+    prov = {"run_id": "run-p", "space": MBV2.name, "archs": [MBV2.format(a) for a in mine]}
+    p50 = _mbv2_lut(tmp_path / "lut.parquet", mine, prov)
+    lut = Lut.read(tmp_path / "lut.parquet")
+    assert profiled_archs(lut, MBV2) == mine and profiled_archs(lut, MACRO) == []
+    picked = api.calibration.select_networks(
+        MBV2, p50, "fp32", 3, np.random.default_rng(0), profiled=profiled_archs(lut, MBV2)
+    )
+    assert sorted(picked) == sorted(mine)
+    with pytest.raises(InputError, match=r"only 0 of \d+ candidate chamnet-mbv2 networks") as info:
+        api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0))
+    assert "--arch" in (info.value.hint or "")
+    # --arch names networks outright; one whose ops the LUT lacks is refused naming it
+    assert api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0), named=mine) == mine
+    other = MBV2.references["chamnet-a"]
+    with pytest.raises(InputError, match=rf"--arch {MBV2.format(other)}: the LUT lacks"):
+        api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0), named=[other])
+
+
+def test_profile_records_the_named_archs_and_calibrate_arch_measures_them(
+    tmp_path: Path, fast_devices: Path
+) -> None:
+    from conftest import profile_macro
+
+    path = tmp_path / "lut.parquet"
+    named = ["00000000", "00000001", "00000010"]
+    res = profile_macro(path, fast_devices, *(x for a in named for x in ("--arch", a)))
+    assert res.returncode == 0, res.stderr
+    assert Lut.read(path).provenance[-1]["archs"] == named
+    res = chamlab(
+        "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", path, "--recheck", "0",
+        *(x for a in named for x in ("--arch", a)), "--devices", fast_devices, "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [n["name"] for n in json.loads(res.stdout)["networks"]] == named
+
+
+def test_the_calibration_table_fits_80_columns(tmp_path: Path) -> None:
+    """Before: chamnet-mbv2's 60+ character names wrapped into 8-line cells at 80 columns."""
+    from rich.console import Console
+
+    from chamlab.host.cli.calibrate import calibration_table
+
+    archs = MBV2.sample(np.random.default_rng(7), 4)
+    p50 = _mbv2_lut(tmp_path / "lut.parquet", archs, None)
+    measured = [1.1 * sum(p50[op.key] for op in MBV2.ops(a)) for a in archs]
+    rec = api.calibration.build_record(MBV2, MBV2_SET, p50, archs, measured)
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(calibration_table("calibration of chamnet-mbv2 on d, stored in lut.parquet", rec))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if "..." in line]
+    assert len(rows) == 4  # one line per network, each name shortened
+    for a, line in zip(archs, rows, strict=True):
+        name = MBV2.format(a)
+        assert name[:12] in line and name[-7:] in line

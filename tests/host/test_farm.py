@@ -176,8 +176,10 @@ def test_overlapping_farm_runs_are_refused(tmp_path: Path) -> None:
     lock = FileLock(out / ".farm.lock", what="test")
     lock.acquire(description="another farm run")
     try:
-        with pytest.raises(DeviceBusyError, match="another farm run"):
+        with pytest.raises(DeviceBusyError, match="another farm run") as info:
             run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH])
+        # before: the hint named --no-wait, an option farm run does not have
+        assert "--no-wait" not in (info.value.hint or "") and "chamlab farm run" in (info.value.hint or "")
     finally:
         lock.release()
     assert not (out / "latest").exists()
