@@ -206,12 +206,13 @@ def pareto_front(cands: Sequence[Candidate], primary: str) -> tuple[Candidate, .
 
 
 def _cost(name: str, model: Callable[[Arch], float], arch: Arch) -> float:
-    """``model(arch)``, which must be a positive finite number: anything else (a damaged LUT or
-    calibration) is an error, never a cost that meets or misses a limit."""
+    """``model(arch)``, which must be a finite number >= 0 (a table space's energy column holds 0):
+    anything else (a damaged LUT or calibration) is an error, never a cost that meets or misses a
+    limit."""
     value = float(model(arch))
-    if not math.isfinite(value) or value <= 0:
+    if not math.isfinite(value) or value < 0:
         raise InputError(
-            f"the {name} model predicts {value!r} for {arch}: not a positive finite number",
+            f"the {name} model predicts {value!r} for {arch}: not a finite number >= 0",
             hint="check the LUT and its calibration with `chamlab lut validate`",
         )
     return value
