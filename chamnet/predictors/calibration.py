@@ -42,7 +42,7 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -83,7 +83,7 @@ MAX_COEFFICIENT = 1e6
 _KEY_FIELDS: dict[str, type] = {"space": str, "device": str, "backend": str, "dtype": str, "threads": int}
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -99,7 +99,8 @@ def record_problems(record: Any) -> list[str]:
     out: list[str] = []
     for key, typ in _KEY_FIELDS.items():
         v = record.get(key)
-        if not isinstance(v, typ) or isinstance(v, bool) or (typ is int and v < 1) or v == "":
+        bad_int = typ is int and (not isinstance(v, int) or v < 1)
+        if not isinstance(v, typ) or isinstance(v, bool) or bad_int or v == "":
             out.append(f"{key} is {v!r}; it must be {'an integer >= 1' if typ is int else 'a name'}")
     batch = record.get("batch", 1)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
