@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -68,6 +69,112 @@ MODEL_NAMES: dict[tuple[str, ...], str] = {
     FEATURES_V1: "huber-ridge-relative-v1",
     ENERGY_FEATURES: "huber-ridge-relative-v1",
 }
+
+
+#: every model name a stored record may carry (:func:`fit_report` falls back to the bare name)
+MODELS: frozenset[str] = frozenset({*MODEL_NAMES.values(), "huber-ridge-relative"})
+#: the largest magnitude of a stored coefficient. The fit is ridge-shrunk towards the plain sum
+#: (``lut_sum`` 1, the rest 0) on relative residuals, so its coefficients are of the order of one
+#: (ms per ms, ms per op, ms per MiB-ms); 1e6 already predicts a 1 ms network at 1000 s. Anything
+#: larger is not a fit of measured networks but a damaged or edited record.
+MAX_COEFFICIENT = 1e6
+#: the key fields of a record: which LUT measurement set it calibrates (``batch``, ``quantity``:
+#: optional in records written before they existed)
+_KEY_FIELDS: dict[str, type] = {"space": str, "device": str, "backend": str, "dtype": str, "threads": int}
+
+
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def record_problems(record: Any) -> list[str]:
+    """Every problem of a stored calibration record (``chamlab.calibrations``), one line each; empty
+    when it can be applied as it is: the key fields, a known ``model``, a known feature set, exactly
+    one finite coefficient of sane size (:data:`MAX_COEFFICIENT`) per feature plus the intercept,
+    leave-one-out figures that are finite and in range when there are any, the rows it was fitted on
+    and, when present, op-noise weights in [0, 1]. A record with problems is never applied (the
+    prediction layer treats it as not usable, ``chamlab lut validate`` lists the problems)."""
+    if not isinstance(record, Mapping):
+        return [f"not a JSON object but {type(record).__name__}"]
+    out: list[str] = []
+    for key, typ in _KEY_FIELDS.items():
+        v = record.get(key)
+        bad_int = typ is int and (not isinstance(v, int) or v < 1)
+        if not isinstance(v, typ) or isinstance(v, bool) or bad_int or v == "":
+            out.append(f"{key} is {v!r}; it must be {'an integer >= 1' if typ is int else 'a name'}")
+    batch = record.get("batch", 1)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        out.append(f"batch is {batch!r}; it must be an integer >= 1")
+    if record.get("quantity", "latency") not in ("latency", "energy"):
+        out.append(f"quantity {record.get('quantity')!r} is unknown; known: latency, energy")
+    model = record.get("model")
+    if model not in MODELS:
+        out.append(f"model {model!r} is unknown; known: {', '.join(sorted(MODELS))}")
+    features = record.get("features")
+    known_sets = [list(f) for f in MODEL_NAMES]
+    if features not in known_sets:
+        out.append(
+            f"features {features!r} are not a known feature set ("
+            + "; ".join(", ".join(f) for f in known_sets)
+            + ")"
+        )
+        features = None
+    coef = record.get("coefficients")
+    if not isinstance(coef, Mapping):
+        out.append(f"coefficients is {coef!r}; it must be an object of numbers")
+    else:
+        if features is not None:
+            want = {"intercept_ms", *features}
+            missing, extra = sorted(want - set(coef)), sorted(set(coef) - want)
+            if missing:
+                out.append(f"coefficients lack {', '.join(missing)}")
+            if extra:
+                out.append(f"coefficients hold unknown {', '.join(map(str, extra))}")
+        for name, v in coef.items():
+            if not _number(v) or not math.isfinite(v):
+                out.append(f"coefficient {name} is {v!r}; it must be a finite number")
+            elif abs(v) > MAX_COEFFICIENT:
+                out.append(
+                    f"coefficient {name} is {v:g}, beyond +/-{MAX_COEFFICIENT:g}: "
+                    "not a fit of measured networks"
+                )
+    loo = record.get("loo")
+    if not isinstance(loo, Mapping) or not isinstance(loo.get("n"), int) or loo["n"] < 0:
+        out.append(f"loo is {loo!r}; it must be an object with a count n")
+    elif loo["n"] > 0:  # with fewer than 3 networks there is no leave-one-out (NaN figures, n 0)
+        for name, (lo, hi) in (
+            ("mape_pct", (0.0, math.inf)),
+            ("max_abs_pct", (0.0, math.inf)),
+            ("within_5pct", (0.0, 1.0)),
+            ("within_10pct", (0.0, 1.0)),
+        ):
+            v = loo.get(name)
+            if not _number(v) or not math.isfinite(v) or not lo <= v <= hi:
+                out.append(f"loo {name} is {v!r}; it must be a finite number in [{lo:g}, {hi:g}]")
+    networks = record.get("networks")
+    if not isinstance(networks, list) or not all(isinstance(n, Mapping) for n in networks):
+        out.append("networks is not a list of objects")
+    else:
+        for n in networks:
+            e = n.get("loo_error_pct")
+            if e is not None and (not _number(e) or not math.isfinite(e)):
+                out.append(f"network {n.get('name')!r}: loo_error_pct is {e!r}; it must be finite or null")
+    rows = record.get("rows")
+    if (
+        not isinstance(rows, Mapping)
+        or not isinstance(rows.get("digest"), str)
+        or not isinstance(rows.get("op_keys"), list)
+        or not all(isinstance(k, str) for k in rows["op_keys"])
+    ):
+        out.append("rows must hold the digest and op_keys of the LUT rows it was fitted on")
+    noise = record.get("op_noise")
+    if noise is not None:
+        weights = noise.get("weights") if isinstance(noise, Mapping) else None
+        if not isinstance(weights, Mapping) or not all(
+            _number(w) and math.isfinite(w) and 0.0 <= w <= 1.0 for w in weights.values()
+        ):
+            out.append("op_noise weights must be an object of numbers in [0, 1]")
+    return out
 
 
 def feature_values(total: float, n_ops: int, weight_mib: float, unit: str = "ms") -> dict[str, float]:

@@ -205,6 +205,19 @@ def pareto_front(cands: Sequence[Candidate], primary: str) -> tuple[Candidate, .
     return tuple(front)
 
 
+def _cost(name: str, model: Callable[[Arch], float], arch: Arch) -> float:
+    """``model(arch)``, which must be a finite number >= 0 (a table space's energy column holds 0):
+    anything else (a damaged LUT or calibration) is an error, never a cost that meets or misses a
+    limit."""
+    value = float(model(arch))
+    if not math.isfinite(value) or value < 0:
+        raise InputError(
+            f"the {name} model predicts {value!r} for {arch}: not a finite number >= 0",
+            hint="check the LUT and its calibration with `chamlab lut validate`",
+        )
+    return value
+
+
 class _Evaluator:
     """Accuracy and costs of archs, each arch evaluated once."""
 
@@ -221,7 +234,7 @@ class _Evaluator:
     def __call__(self, archs: Sequence[Arch]) -> list[Candidate]:
         new = [a for a in dict.fromkeys(archs) if a not in self.seen]
         if new:
-            cost_rows = [{n: float(f(a)) for n, f in self.costs.items()} for a in new]
+            cost_rows = [{n: _cost(n, f, a) for n, f in self.costs.items()} for a in new]
             pred = np.asarray(self.accuracy(new), dtype=float).reshape(-1)
             if pred.shape != (len(new),):
                 raise ValueError(f"the accuracy function returned {pred.shape} values for {len(new)} archs")
@@ -268,9 +281,11 @@ def constrained_search(
     config = config or GAConfig()
     if not limits:
         raise InputError("a constrained search needs at least one limit")
-    for n in limits:
+    for n, lim in limits.items():
         if n not in costs:
             raise InputError(f"no cost model for the limit on {n!r} (have: {', '.join(costs)})")
+        if not math.isfinite(lim) or lim <= 0:
+            raise InputError(f"the limit on {n} must be a positive finite number, got {lim!r}")
     primary = next(iter(limits))
     ev = _Evaluator(accuracy, costs, limits, dict(known or {}))
     t0 = time.perf_counter()

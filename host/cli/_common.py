@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -135,27 +136,68 @@ MergeEquivalentOpt = Annotated[
 ]
 
 
+#: C0 and C1 control characters (ESC, BEL, CR, backspace, ...) but tab and newline
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: object) -> str:
+    """``text`` safe to put on a terminal: each control character (an ESC starting an escape
+    sequence, a BEL, a carriage return hiding what came before) shown as its ``\\xNN`` code instead.
+    For anything a config file, a device or a file on disk puts in front of the user."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def shown(text: object) -> str:
+    """:func:`plain`, escaped for rich markup: config text inside a ``Console.print`` string."""
+    return escape(plain(text))
+
+
+_TRUST = re.compile(r"`chamlab devices trust ([^`\s]+)`")
+
+
+def naming_devices_file(text: str, devices: Path | None) -> str:
+    """``text`` with each `chamlab devices trust NAME` it suggests given the ``--devices FILE`` in use
+    when that is not the default (./devices.toml), so the suggested command finds the device."""
+    if devices is None or Path(devices).resolve() == (Path.cwd() / "devices.toml").resolve():
+        return text
+    return _TRUST.sub(
+        lambda m: f"`chamlab devices trust {m.group(1)} --devices {shlex.quote(str(devices))}`", text
+    )
+
+
+def _fail(as_json: bool, message: str, hint: str | None, code: int) -> typer.Exit:
+    """Print an error (stderr; plus a JSON object on stdout under ``--json``) and the exit to raise."""
+    err.print(f"[bold red]error:[/] {shown(message)}", soft_wrap=True)
+    if hint:
+        err.print(f"  hint: {shown(hint)}", soft_wrap=True)
+    if as_json:
+        emit_json({"error": message, "hint": hint, "exit_code": code})
+    return typer.Exit(code)
+
+
 def handle_errors(fn: F) -> F:
-    """Print a :class:`ChamlabError` as one line (plus its hint) and exit with its code."""
+    """Print a :class:`ChamlabError` as one line (plus its hint) and exit with its code. Under
+    ``--json`` (a command's ``as_json``) stdout gets ``{"error", "hint", "exit_code"}`` too, so a
+    script reading stdout always reads one JSON document."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except ChamlabError as exc:
-            err.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
-            if exc.hint:
-                err.print(f"  hint: {escape(exc.hint)}", soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            devices = kwargs.get("devices")
+            hint = naming_devices_file(exc.hint, devices) if exc.hint else exc.hint
+            raise _fail(as_json, naming_devices_file(exc.message, devices), hint, exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted: re-run the same command to resume (finished ops are kept)")
+            if as_json:
+                hint = "re-run the same command to resume"
+                emit_json({"error": "interrupted", "hint": hint, "exit_code": 130})
             raise typer.Exit(130) from None
         except OSError as exc:  # the library names paths in WriteError; this is the safety net
             where = f" ({exc.filename})" if exc.filename else ""
-            err.print(
-                f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", soft_wrap=True
-            )
-            raise typer.Exit(1) from None
+            raise _fail(as_json, f"{exc.strerror or exc}{where}", None, 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -165,7 +207,7 @@ def emit_json(obj: Any) -> None:
 
 
 def note(text: str) -> None:
-    err.print(escape(text), soft_wrap=True)
+    err.print(shown(text), soft_wrap=True)
 
 
 def command_line() -> str:
@@ -184,7 +226,7 @@ def device(devices: Path | None, target: str | None, serial: str | None) -> Devi
 
     dev, warning = resolve_device(registry(devices), target, serial)
     if warning:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {shown(warning)}", soft_wrap=True)
     return dev
 
 

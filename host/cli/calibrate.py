@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,9 +25,41 @@ from ._common import (
     emit_json,
     handle_errors,
     out,
+    shown,
     space,
     value,
 )
+
+#: the widest network name the table shows whole; longer ones (chamnet-mbv2's, 60+ characters) are
+#: shortened to their start and end (:func:`short_name`), the full names are in --json
+NAME_WIDTH = 22
+
+
+def short_name(name: str, width: int = NAME_WIDTH) -> str:
+    """``name``, or its first and last characters around ``...`` when longer than ``width``."""
+    if len(name) <= width:
+        return name
+    head = (width - 3) * 2 // 3
+    return f"{name[:head]}...{name[-(width - 3 - head) :]}"
+
+
+def calibration_table(title: str, rec: dict[str, Any]) -> Table:
+    """The networks of a calibration record: measured, LUT sum and fitted ms, residual and left-out
+    error; narrow enough for 80 columns with names shortened (:func:`short_name`)."""
+    t = Table(title=title)
+    t.add_column("network", no_wrap=True)
+    for col in ("measured", "LUT sum", "fitted", "resid.", "left out"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for net in rec["networks"]:
+        t.add_row(
+            shown(short_name(str(net["name"]))),
+            f"{net['measured_ms']:.4f}",
+            f"{net['features']['lut_sum_ms']:.4f}",
+            f"{net['fitted_ms']:.4f}",
+            _pct(net["residual_pct"]),
+            _pct(net["loo_error_pct"]),
+        )
+    return t
 
 
 def _pct(x: float | None) -> str:
@@ -39,8 +71,23 @@ def calibrate(
     target: TargetOpt,
     space_name: SpaceOpt,
     n: Annotated[
-        int, typer.Option("--n", min=3, help="whole networks to measure (spread over the space)")
-    ] = 10,
+        int | None,
+        typer.Option(
+            "--n",
+            min=3,
+            help="whole networks to measure (spread over the space; default 10, or as many as --arch names)",
+            show_default=False,
+        ),
+    ] = None,
+    arch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--arch",
+            "-a",
+            help="measure this network (repeatable; a reference name or the space's string form); "
+            "--n above their number adds spread ones",
+        ),
+    ] = None,
     threads: ThreadsOpt = None,
     batch: BatchOpt = 1,
     lut: Annotated[
@@ -98,13 +145,16 @@ def calibrate(
         quant_recipe=quant_recipe,
     )
     sp = space(space_name)
+    named = [sp.resolve(a) for a in arch or []]
+    count = n if n is not None else max(len(named), 3) if named else 10
     path = lut if lut is not None else api.default_lut_path(spec.target)
     with RichProgress() as progress:
         report = api.calibrate(
             spec,
             sp,
             lut_path=path,
-            n=n,
+            n=count,
+            archs=named,
             seed=seed,
             progress=progress,
             no_wait=no_wait,
@@ -115,24 +165,14 @@ def calibrate(
     if as_json:
         emit_json(report.to_json())
         return
-    t = Table(
-        title=f"calibration of {sp.name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s), "
-        f"batch {spec.batch}), "
-        f"stored in {path}"
+    t = calibration_table(
+        f"calibration of {sp.name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s), "
+        f"batch {spec.batch}; times in ms), stored in {path}",
+        rec,
     )
-    t.add_column("network", overflow="fold")
-    for col in ("measured ms", "LUT sum ms", "fitted ms", "residual", "left-out error"):
-        t.add_column(col, justify="right", no_wrap=True)
-    for net in rec["networks"]:
-        t.add_row(
-            net["name"],
-            f"{net['measured_ms']:.4f}",
-            f"{net['features']['lut_sum_ms']:.4f}",
-            f"{net['fitted_ms']:.4f}",
-            _pct(net["residual_pct"]),
-            _pct(net["loo_error_pct"]),
-        )
     out.print(t)
+    if any(len(str(net["name"])) > NAME_WIDTH for net in rec["networks"]):
+        out.print("  (long network names shortened; --json gives them in full)")
     coef = rec["coefficients"]
     out.print(
         "  model: measured_ms = "
@@ -158,7 +198,7 @@ def calibrate(
         out.print("  op recheck: off (fitted on the LUT as measured)")
     e = report.energy_record
     if e is None:
-        out.print(f"  energy: not calibrated ({report.energy_note})")
+        out.print(f"  energy: not calibrated ({shown(report.energy_note)})")
         return
     le, re_ = e["loo"], e["raw_sum"]
     out.print(

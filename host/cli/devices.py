@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from ._common import (
@@ -16,9 +15,11 @@ from ._common import (
     emit_json,
     err,
     handle_errors,
+    naming_devices_file,
     note,
     out,
     registry,
+    shown,
 )
 
 devices_app = typer.Typer(
@@ -77,24 +78,25 @@ def devices(
         for col in cols:
             table.add_column(col)
         for d in listed:
-            row = [d.name, d.transport, d.backend.value, str(d.threads), escape(d.runner)]
+            row = [shown(d.name), d.transport, d.backend.value, str(d.threads), shown(d.runner)]
             if check:
                 p = probes[d.name]
                 row += [
                     "[green]yes[/]" if p["reachable"] else "[red]no[/]",
-                    escape(str(p["model"] or "-")),
-                    escape(str(p["soc"] or p["cpu"] or "-")),
-                    str(p["cores"] or "-"),
-                    escape(str(p["governor"] or "-")),
-                    escape(str(p["runtime_version"] or "-")),
+                    shown(p["model"] or "-"),
+                    shown(p["soc"] or p["cpu"] or "-"),
+                    shown(p["cores"] or "-"),
+                    shown(p["governor"] or "-"),
+                    shown(p["runtime_version"] or "-"),
                 ]
             else:
-                row.append(escape(d.description))
+                row.append(shown(d.description))
             table.add_row(*row)
         out.print(table)
         for p in probes.values():
             if p["error"]:
-                err.print(f"[red]{escape(p['name'])}[/]: {escape(p['error'])}", soft_wrap=True)
+                why = naming_devices_file(p["error"], devices)
+                err.print(f"[red]{shown(p['name'])}[/]: {shown(why)}", soft_wrap=True)
     if check and not all(p["reachable"] for p in probes.values()):
         raise typer.Exit(1)
 

@@ -91,6 +91,8 @@ def run(
     )
     if as_json:
         emit_json(report.to_json())
+    for problem in report.write_errors:
+        err.print(f"[red]not written[/]: {escape(problem)}", soft_wrap=True)
     drifted = [n for n, e in report.devices.items() if (e.get("drift") or {}).get("drifted")]
     if drifted:
         err.print(f"[yellow]drift beyond {drift_threshold:g} %[/]: {escape(', '.join(drifted))}")

@@ -36,16 +36,20 @@ def merge(
             "(samples of every run combined, stats re-derived) or fail (exit 2, list them)",
         ),
     ] = "newest",
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing --out that is not one of the inputs")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge LUTs into one: union of rows, conflicts resolved by --policy, provenance and calibration
-    metadata of every input kept. Any bad input: exit 2 naming it, nothing written."""
+    metadata of every input kept. Any bad input: exit 2 naming it, nothing written. An existing --out
+    must be one of the inputs (merge into it) unless --force."""
     from chamlab.core.errors import InputError
     from chamlab.host.luts.lifecycle import Policy, merge_files
 
     if policy not in POLICIES:
         raise InputError(f"--policy {policy!r} is unknown; choose one of {', '.join(POLICIES)}")
-    report = merge_files(inputs, output, Policy(policy))
+    report = merge_files(inputs, output, Policy(policy), force=force)
     if as_json:
         emit_json(report.to_json())
         return

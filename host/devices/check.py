@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from chamlab.core.errors import ChamlabError
-
 from chamlab.host.devices.transports.base import DeviceConfig
 
 #: the keys of one device's facts (docs/cli.md, `chamlab devices --check --json`)

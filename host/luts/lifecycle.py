@@ -29,15 +29,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chamlab.chamnet.predictors.calibration import record_problems
 from chamlab.core.errors import ChamlabError, InputError, LutError
 from chamlab.core.files import check_writable
 from chamlab.core.locks import sibling_lock
 from chamlab.core.store import read_table, write_table
-from chamlab.host.luts.lut import KIND, ROW_KEY, Lut, MeasurementSet
+from chamlab.host.luts.lut import KIND, ROW_KEY, Lut, MeasurementSet, provenance_problems
 from chamlab.operators import OPS
 from chamlab.operators.base import Backend, Dtype
 
 PROVENANCE_KEY = "chamlab.provenance"
+CALIBRATIONS_KEY = "chamlab.calibrations"
 #: Columns that tell two measurements of one row key apart (equal on all of them: the same measurement).
 MEASUREMENT_ID = ("run_id", "measured_at", "n_samples", "p50_ms", "mean_ms", "std_ms")
 #: The order that decides "newest": later ``measured_at`` first (null last), then the larger run id,
@@ -89,7 +91,9 @@ def _decode_meta(raw: Mapping[str, str]) -> dict[str, Any]:
 
 def read_lut_file(path: Path, *, check: bool = True) -> LutFile:
     """Read a LUT through the store (older schema versions are upgraded on read). ``check``: raise a
-    :class:`LutError` naming the file on the first value problem (:func:`check_table`)."""
+    :class:`LutError` naming the file on the first value problem (:func:`check_table`) or provenance
+    entry that is not a run object (merging would drop it). Calibration records are checked by
+    :func:`validate_file` and where they are applied, not here: a merge carries them as they are."""
     path = Path(path)
     stored = read_table(path, KIND)
     meta = _decode_meta(stored.meta)
@@ -99,7 +103,7 @@ def read_lut_file(path: Path, *, check: bool = True) -> LutFile:
     meta[PROVENANCE_KEY] = provenance
     lut = Lut(stored.table, provenance)
     if check:
-        problems = check_table(stored.table)
+        problems = provenance_problems(provenance) + check_table(stored.table)
         if problems:
             more = f" (and {len(problems) - 1} more; `chamlab lut validate {path}` lists them)"
             raise LutError(
@@ -348,6 +352,25 @@ def check_table(table: pa.Table) -> list[str]:
     return problems
 
 
+def meta_problems(meta: Mapping[str, Any]) -> list[str]:
+    """Problems of a LUT's metadata: provenance entries that are not run objects, and calibration
+    records that would not be applied (the calibration model's own check,
+    :func:`chamlab.chamnet.predictors.calibration.record_problems`; a prediction treats such a record
+    as not usable and says why)."""
+    out = provenance_problems(meta.get(PROVENANCE_KEY, []))
+    calibrations = meta.get(CALIBRATIONS_KEY, [])
+    if not isinstance(calibrations, list):
+        return [*out, f"metadata {CALIBRATIONS_KEY} is not a JSON list"]
+    for i, rec in enumerate(calibrations):
+        what = (
+            "/".join(str(rec.get(k)) for k in ("space", "device", "dtype", "threads", "quantity") if k in rec)
+            if isinstance(rec, dict)
+            else "?"
+        )
+        out += [f"calibration {i + 1} ({what}): {p}" for p in record_problems(rec)]
+    return out
+
+
 @dataclasses.dataclass
 class ValidationReport:
     path: Path
@@ -376,7 +399,8 @@ def validate_file(path: Path) -> ValidationReport:
         lf = read_lut_file(path, check=False)
     except LutError as exc:
         return ValidationReport(Path(path), [str(exc.message)])
-    return ValidationReport(Path(path), check_table(lf.lut.table), len(lf.lut), lf.read_version)
+    problems = meta_problems(lf.meta) + check_table(lf.lut.table)
+    return ValidationReport(Path(path), problems, len(lf.lut), lf.read_version)
 
 
 # -- merging ------------------------------------------------------------------------------------------------
@@ -667,9 +691,13 @@ def _check_identities(files: Sequence[LutFile]) -> None:
                 seen.setdefault(device, (ident, fp, name))
 
 
-def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Policy.NEWEST) -> MergeReport:
+def merge_files(
+    inputs: Sequence[Path], out: Path | None, policy: Policy = Policy.NEWEST, *, force: bool = False
+) -> MergeReport:
     """Read every input (any bad one: :class:`LutError` naming it, nothing written), merge, and write
-    ``out`` atomically (None: only report)."""
+    ``out`` atomically (None: only report). An existing ``out`` that is not one of the inputs is
+    refused (:class:`InputError`, nothing written) unless ``force``: merging into a LUT means naming
+    it as an input too."""
     import time
 
     t0 = time.perf_counter()
@@ -677,13 +705,20 @@ def merge_files(inputs: Sequence[Path], out: Path | None, policy: Policy = Polic
         check_writable(Path(out), what="merged LUT")
     # All inputs at once: one sort of the key columns. Folding them in one at a time (merging is
     # associative) would hold less memory but costs more time (bench/lut_merge.py measured both).
-    # -o may be one of the inputs (merge into it): then read-merge-write holds its lock, as add_rows
-    # does, so rows a concurrent `profile` adds to it are not lost.
+    # Read-merge-write holds the output's lock, as add_rows does: rows a concurrent `profile` adds
+    # to it (when it is an input) are not lost, and a `profile` writing it waits instead of
+    # racing the rename.
     into_input = out is not None and Path(out).resolve() in {Path(p).resolve() for p in inputs}
-    lock = sibling_lock(Path(out), what=f"merge into LUT {out}") if out is not None and into_input else None
+    lock = sibling_lock(Path(out), what=f"merge into LUT {out}") if out is not None else None
     with lock.hold() if lock is not None else nullcontext():
         files = [read_lut_file(Path(p)) for p in inputs]
         merged, conflicts = merge_luts(files, policy)
+        if out is not None and not into_input and not force and Path(out).exists():
+            raise InputError(
+                f"{out} exists and is not one of the inputs: the merge would replace it",
+                hint=f"to merge into it, name it as an input too (`chamlab lut merge {out} ... -o {out}`); "
+                "to replace it, add --force",
+            )
         if out is not None:
             write_lut_file(Path(out), merged)
     return MergeReport(

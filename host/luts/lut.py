@@ -127,6 +127,20 @@ def _upgrade_v1(table: pa.Table, meta: dict[str, str]) -> tuple[pa.Table, dict[s
     return table, meta
 
 
+def provenance_problems(provenance: Any) -> list[str]:
+    """Problems of ``chamlab.provenance``: a JSON list of objects, one per run that added rows, each
+    naming its ``run_id`` (a string); one line per bad entry (empty: fine)."""
+    if not isinstance(provenance, list):
+        return ["metadata chamlab.provenance is not a JSON list"]
+    out = []
+    for i, entry in enumerate(provenance):
+        if not isinstance(entry, dict):
+            out.append(f"provenance entry {i + 1} is {entry!r}, not an object describing a run")
+        elif not isinstance(entry.get("run_id"), str) or not entry["run_id"]:
+            out.append(f"provenance entry {i + 1} has no run_id (got {entry.get('run_id')!r})")
+    return out
+
+
 class MeasurementSet(NamedTuple):
     """One (device, backend, dtype, threads, batch) of a LUT: the rows one prediction may use."""
 
@@ -219,8 +233,12 @@ class Lut:
         """Read and check a LUT file; every failure is a :class:`LutError` naming the file."""
         stored = read_table(Path(path), KIND)
         provenance = stored.meta_json("chamlab.provenance", [])
-        if not isinstance(provenance, list):
-            raise LutError(f"LUT {path}: metadata chamlab.provenance is not a JSON list")
+        bad = provenance_problems(provenance)
+        if bad:
+            raise LutError(
+                f"LUT {path}: {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+                hint=f"`chamlab lut validate {path}` lists the problems",
+            )
         calibrations = stored.meta_json("chamlab.calibrations", [])
         if not isinstance(calibrations, list) or not all(isinstance(c, dict) for c in calibrations):
             raise LutError(f"LUT {path}: metadata chamlab.calibrations is not a JSON list of objects")

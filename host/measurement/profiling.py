@@ -171,8 +171,16 @@ def breakdown_and_delegation(m: Measured) -> tuple[list[dict[str, Any]] | None, 
 
 
 def provenance(
-    spec: RunSpec, space: SearchSpace, run_id: str | None, rows: int, command: str
+    spec: RunSpec,
+    space: SearchSpace,
+    run_id: str | None,
+    rows: int,
+    command: str,
+    archs: Sequence[Arch] | None = None,
 ) -> dict[str, Any]:
+    """The provenance entry of a run that added ``rows`` rows; ``archs``: the networks the user named
+    (``--arch``/``--sample``), recorded as the space's string forms so that ``calibrate`` can measure
+    networks whose ops the LUT holds (the default archs are the space's references, known anyway)."""
     return {
         "run_id": run_id,
         "device": spec.target,
@@ -188,6 +196,7 @@ def provenance(
         "user": _user(),
         "command": command or " ".join(sys.argv),
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        **({"archs": [space.format(a) for a in archs]} if archs else {}),
     }
 
 
@@ -215,6 +224,7 @@ def profile(
     out = Path(out)
     check_writable(out, what="LUT")
     check_recipe_mix(Lut.read_or_empty(out), spec, out)  # a corrupt or foreign file stops here, untouched
+    named = list(archs) if archs is not None and ops is None else None  # recorded in the provenance
     if ops is None:
         if archs is None:
             archs, which = default_archs(space)
@@ -266,7 +276,7 @@ def profile(
                 report.unstable.append(m.item.name)
         if rows:
             try:
-                add_rows(out, rows, provenance(spec, space, run.run_id, len(rows), command))
+                add_rows(out, rows, provenance(spec, space, run.run_id, len(rows), command, named))
                 if traces:
                     report.power_trace = power.trace_path(out)
                     power.add_trace_rows(report.power_trace, traces)

@@ -3,8 +3,10 @@
 The model and its fit live in :mod:`chamlab.chamnet.predictors.calibration` (numpy only). Here:
 
 * :func:`select_networks` picks ``n`` networks that span the space (seeded): a pool of the space's
-  reference archs plus random ones whose ops the LUT holds, spread over (LUT sum, weight bytes,
-  depth) by farthest-point selection;
+  reference archs, the archs profiled into the LUT (its provenance records the networks named to
+  ``profile --arch/--sample``: :func:`profiled_archs`) and random ones, those whose ops the LUT
+  holds, spread over (LUT sum, weight bytes, depth) by farthest-point selection; networks named
+  with ``calibrate --arch`` are measured outright (the rest, up to ``--n``, selected);
 * :func:`calibrate` measures them through the one pipeline
   (:func:`~chamlab.host.measurement.networks.measure_networks`:
   device lock, resumable run), fits, and stores the record with :func:`store`. Until the record is
@@ -45,7 +47,7 @@ import numpy as np
 
 from chamlab.chamnet.predictors import calibration as model
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
-from chamlab.core.errors import InputError
+from chamlab.core.errors import ChamlabError, InputError
 from chamlab.host.devices.transports.base import Transport
 from chamlab.host.luts.lut import Lut, MeasurementSet
 from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
@@ -69,6 +71,22 @@ MIN_RECHECK = 8
 OP_SHRINKAGE = "op-model-shrinkage-v1"
 
 
+def profiled_archs(lut: Lut, space: SearchSpace) -> list[Arch]:
+    """The archs of ``space`` that runs named to ``profile`` (``--arch``/``--sample``) into this LUT,
+    from its provenance entries' ``archs`` (oldest first, each once; a form the space cannot parse is
+    skipped: the provenance of another version of the space)."""
+    out: dict[Arch, None] = {}
+    for entry in lut.provenance:
+        if not isinstance(entry, dict) or entry.get("space") != space.name:
+            continue
+        for text in entry.get("archs") or []:
+            try:
+                out.setdefault(space.parse(str(text)))
+            except ChamlabError:
+                continue
+    return list(out)
+
+
 def select_networks(
     space: SearchSpace,
     p50_ms: Mapping[str, float],
@@ -78,23 +96,50 @@ def select_networks(
     *,
     exclude: Collection[Arch] = (),
     candidates: Sequence[Arch] | None = None,
+    profiled: Sequence[Arch] = (),
+    named: Sequence[Arch] = (),
 ) -> list[Arch]:
     """``n`` archs whose ops ``p50_ms`` holds, spread over (LUT sum, weight bytes, depth); never one
     of ``exclude`` (networks held apart for evaluation). The pool is ``candidates`` when given (e.g.
-    the archs just profiled for this), else the space's references plus :data:`POOL` random archs."""
+    the archs just profiled for this), else the space's references, ``profiled`` (the archs profiled
+    into the LUT, :func:`profiled_archs`) and :data:`POOL` random archs. ``named`` (``--arch``) are
+    taken first, whatever the spread; each must have all its ops in the LUT."""
     banned = set(exclude)
-    drawn = [*space.references.values(), *space.sample(rng, POOL)] if candidates is None else candidates
-    pool = [a for a in dict.fromkeys(drawn) if a not in banned]
+    chosen = list(dict.fromkeys(named))
+    for a in chosen:
+        lacking = [op.key for op in needed_ops(space.ops(a), dtype) if op.key not in p50_ms]
+        if lacking:
+            raise InputError(
+                f"--arch {space.format(a)}: the LUT lacks {len(lacking)} of its ops ({', '.join(lacking[:3])}"
+                + (", ..." if len(lacking) > 3 else "")
+                + ")",
+                hint=f"profile it first (`chamlab profile --space {space.name} --arch {space.format(a)}`)",
+            )
+    if len(chosen) >= n:
+        return chosen
+    drawn = (
+        [*space.references.values(), *profiled, *space.sample(rng, POOL)]
+        if candidates is None
+        else candidates
+    )
+    pool = [a for a in dict.fromkeys(drawn) if a not in banned and a not in chosen]
     covered = [a for a in pool if all(op.key in p50_ms for op in needed_ops(space.ops(a), dtype))]
-    if len(covered) < n:
+    need = n - len(chosen)
+    if len(covered) < need:
+        where = (
+            f"the space's references, the {len(profiled)} archs profiled into the LUT and {POOL} random ones"
+            if candidates is None
+            else "the candidates given"
+        )
         raise InputError(
             f"the LUT holds every op of only {len(covered)} of {len(pool)} candidate {space.name} "
-            f"networks, fewer than --n {n}",
-            hint="profile more archs first (`chamlab profile --sample N`), or lower --n",
+            f"networks ({where}), fewer than --n {n}" + (f" less the {len(chosen)} named" if chosen else ""),
+            hint="name networks whose ops it holds with --arch (repeatable), profile more archs first "
+            "(`chamlab profile --arch A` or `--sample N`), or lower --n",
         )
     feats = [lut_features(space, a, p50_ms, dtype) for a in covered]
-    idx = model.spread_selection([[f["lut_sum_ms"], f["weight_mib"], f["n_ops"]] for f in feats], n, rng)
-    return [covered[i] for i in idx]
+    idx = model.spread_selection([[f["lut_sum_ms"], f["weight_mib"], f["n_ops"]] for f in feats], need, rng)
+    return [*chosen, *(covered[i] for i in idx)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +172,11 @@ def calibrate(
     no_wait: bool = False,
     repeats: int = 1,
     recheck: int = RECHECK_OPS,
+    archs: Sequence[Arch] = (),
 ) -> CalibrationReport:
     """Measure ``n`` spread networks of ``space`` on ``spec``, fit and store the calibration.
+    ``archs`` (``--arch``) are measured outright; the rest up to ``n`` are selected
+    (:func:`select_networks`, among them the archs profiled into the LUT).
 
     ``repeats`` > 1 measures them under the noise protocol (:func:`~.measuring.measure_repeated`:
     separate interleaved sessions, disturbed windows re-measured, the median kept). ``recheck`` > 0
@@ -164,7 +212,15 @@ def calibrate(
             hint=f"pass --quant-recipe {recipe}",
         )
     p50 = lut.p50_by_key(mset)
-    archs = select_networks(space, p50, mset.dtype, n, np.random.default_rng(seed))
+    archs = select_networks(
+        space,
+        p50,
+        mset.dtype,
+        n,
+        np.random.default_rng(seed),
+        profiled=profiled_archs(lut, space),
+        named=archs,
+    )
     progress.note(
         f"calibrating from {len(archs)} {space.name} networks: {', '.join(map(space.format, archs))}"
     )

@@ -8,7 +8,11 @@ what every prediction looks up and applies.
   sibling lock, re-reading the file inside it like :func:`~chamlab.host.luts.lut.add_rows`;
 * :func:`lookup` finds the record a prediction may use and says whether it is *stale*: the digest of
   the LUT rows it was fitted on (the ops of the networks it saw) no longer matches the LUT, e.g.
-  after ``profile --force``. A stale calibration is reported and never applied (:func:`apply`).
+  after ``profile --force``. A stale calibration is reported and never applied (:func:`apply`);
+  nor is an *invalid* one: a record that fails :func:`problems` (a damaged or edited file: an
+  unknown model, a missing, extra, non-finite or absurd coefficient, a NaN leave-one-out figure).
+  ``chamlab lut validate`` lists the same problems (:func:`problems` is the model's own check,
+  :func:`chamlab.chamnet.predictors.calibration.record_problems`, which the LUT layer calls too).
 """
 
 from __future__ import annotations
@@ -66,6 +70,10 @@ def lut_features(
     return model.feature_values(total, len(ops), weight_mib, QUANTITIES[quantity][1])
 
 
+#: every problem of a stored record, one line each (empty: it may be applied)
+problems = model.record_problems
+
+
 def _key(space: str, mset: MeasurementSet) -> dict[str, Any]:
     return {"space": space, **mset._asdict()}
 
@@ -76,25 +84,31 @@ def _quantity(record: Mapping[str, Any]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Found:
-    """The calibration of a (space, measurement set), with ``stale`` set when its rows changed."""
+    """The calibration of a (space, measurement set). ``stale``: why it is not applied, or None:
+    its rows changed since it was fitted, or (``invalid`` set) the record itself fails
+    :func:`problems`. Either way it is reported and never applied."""
 
     record: dict[str, Any]
     stale: str | None
+    invalid: bool = False
 
     def fit(self) -> model.CalibrationFit:
         return model.CalibrationFit(tuple(self.record["features"]), dict(self.record["coefficients"]))
 
     def summary(self) -> dict[str, Any]:
         r = self.record
+        networks, noise = r.get("networks"), r.get("op_noise")
         return {
             "created_at": r.get("created_at"),
             "model": r.get("model"),
-            "n_networks": len(r.get("networks", [])),
+            "n_networks": len(networks) if isinstance(networks, list) else None,
             "loo": r.get("loo"),
             "coefficients": r.get("coefficients"),
-            "op_weights": (r.get("op_noise") or {}).get("weights"),
-            "stale": self.stale is not None,
-            "stale_reason": self.stale,
+            "op_weights": noise.get("weights") if isinstance(noise, dict) else None,
+            "stale": self.stale is not None and not self.invalid,
+            "stale_reason": None if self.invalid else self.stale,
+            "invalid": self.invalid,
+            "invalid_reason": self.stale if self.invalid else None,
         }
 
 
@@ -103,6 +117,13 @@ def lookup(lut: Lut, mset: MeasurementSet, space: str, quantity: str = "latency"
     key = _key(space, mset)
     for rec in lut.calibrations:
         if all(rec.get(k) == v for k, v in key.items()) and _quantity(rec) == quantity:
+            bad = problems(rec)
+            if bad:
+                more = (
+                    f" (and {len(bad) - 1} more; `chamlab lut validate` lists them)" if len(bad) > 1 else ""
+                )
+                why = f"the stored record is invalid: {bad[0]}{more}; run `chamlab calibrate` again"
+                return Found(rec, why, invalid=True)
             p50 = values_of(lut, mset, quantity)
             keys = rec.get("rows", {}).get("op_keys", [])
             missing = [k for k in keys if k not in p50]
@@ -184,7 +205,7 @@ def apply(
     if found is None:
         return None, "no calibration for this space and measurement set"
     if found.stale is not None:
-        return None, f"calibration is stale: {found.stale}"
+        return None, f"calibration {'not applied' if found.invalid else 'is stale'}: {found.stale}"
     value = found.fit().predict(features)
     if not np.isfinite(value) or value <= 0:
         return None, f"calibration gives {value:.4g} {unit} here (outside what it was fitted on)"

@@ -15,7 +15,15 @@ One farm run (docs/farm.md):
 4. writes ``DIR/<YYYY-MM-DD>/<device>.parquet`` (atomically), diffs each against the device's previous
    good run (:func:`~chamlab.host.luts.lifecycle.diff_luts`), writes ``summary.json``, ``report.md`` and a
    self-contained ``report.html`` (drift plots embedded), points ``DIR/latest`` at the folder, and
-   removes dated folders older than ``keep_days``.
+   removes dated folders older than ``keep_days`` that a farm run wrote (a valid date name holding a
+   farm ``summary.json``: :func:`farm_wrote`; anything else in DIR is the user's and stays).
+
+Nothing measured is lost to a failed write (a full disk, a read-only folder): a device's LUT that
+cannot be written into ``DIR/<date>/`` is kept on this host in :func:`pending_dir` (below the cache,
+named after DIR) and the device is ``failed`` with an error naming both places; the next farm run
+into DIR puts it in place first, and a re-run the same day resumes from it (nothing is measured again).
+Everything else that fits is still written, ``summary.json`` first; each write that failed is listed in
+``write_errors`` (exit 1).
 
 The controller owns the farm folder; device jobs only ever see bytes, so a Ray worker on another host
 needs no shared filesystem. :attr:`FarmReport.exit_code`: 0 all good, 1 a device failed, was partial
@@ -28,6 +36,7 @@ import base64
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import html
 import json
 import os
@@ -44,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from chamlab.core.errors import ChamlabError, DeviceBusyError, InputError
-from chamlab.core.files import atomic_write_bytes, atomic_write_text, ensure_dir
+from chamlab.core.files import atomic_write_bytes, atomic_write_text, cache_root, ensure_dir
 from chamlab.core.locks import FileLock
 from chamlab.host.devices.config import DeviceRegistry
 from chamlab.host.devices.transports.base import DeviceConfig, Transport
@@ -330,10 +339,11 @@ class FarmReport:
     drift_threshold_pct: float
     removed: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    write_errors: list[str] = dataclasses.field(default_factory=list)  # files of the run not written
 
     @property
     def exit_code(self) -> int:
-        if any(d["status"] != "ok" for d in self.devices.values()):
+        if self.write_errors or any(d["status"] != "ok" for d in self.devices.values()):
             return 1
         if any(d.get("drift") and d["drift"].get("drifted") for d in self.devices.values()):
             return 3
@@ -349,6 +359,7 @@ class FarmReport:
             "exit_code": self.exit_code,
             "seconds": round(self.seconds, 3),
             "removed_runs": self.removed,
+            "write_errors": self.write_errors,
             "devices": self.devices,
         }
 
@@ -368,13 +379,81 @@ def select_devices(registry: DeviceRegistry, only: Sequence[str] = ()) -> list[D
     return chosen
 
 
+def _is_date(name: str) -> bool:
+    if not _DATE_DIR.match(name):
+        return False
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:  # 2020-13-45
+        return False
+    return True
+
+
 def dated_runs(out: Path) -> list[str]:
-    """The ``YYYY-MM-DD`` run folders of a farm folder, oldest first."""
+    """The ``YYYY-MM-DD`` run folders of a farm folder (real dates), oldest first."""
     if not out.is_dir():
         return []
-    return sorted(
-        p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _DATE_DIR.match(p.name)
-    )
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _is_date(p.name))
+
+
+def farm_wrote(folder: Path) -> bool:
+    """Whether a farm run wrote ``folder``: it holds a farm ``summary.json`` (a JSON object with a
+    ``devices`` object). Only such folders are ever removed by ``--keep-days``."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and isinstance(summary.get("devices"), dict)
+
+
+def pending_dir(out: Path) -> Path:
+    """Where the LUTs of farm folder ``out`` that could not be written into it wait on this host:
+    ``<cache>/farm-pending/<digest of out's absolute path>/<date>/<device>.parquet`` (``farm.txt``
+    there names ``out``)."""
+    key = hashlib.sha256(str(Path(out).resolve()).encode()).hexdigest()[:16]
+    return cache_root() / "farm-pending" / key
+
+
+def _keep_pending(out: Path, date: str, device: str, data: bytes) -> Path:
+    folder = ensure_dir(pending_dir(out) / date, what="farm pending folder")
+    atomic_write_text(folder.parent / "farm.txt", f"{Path(out).resolve()}\n")
+    path = folder / f"{device}.parquet"
+    atomic_write_bytes(path, data)
+    return path
+
+
+def _pending(out: Path, date: str, device: str) -> Path | None:
+    path = pending_dir(out) / date / f"{device}.parquet"
+    return path if path.is_file() else None
+
+
+def _drop_pending(out: Path, date: str, device: str) -> None:
+    path = pending_dir(out) / date / f"{device}.parquet"
+    with contextlib.suppress(OSError):
+        path.unlink()
+        path.parent.rmdir()  # only when empty
+
+
+def _restore_pending(out: Path) -> None:
+    """Put the LUTs an earlier run could not write into their dated folders (when there is room now);
+    a LUT the folder already holds in another version stays pending (never overwritten, never lost)."""
+    root = pending_dir(out)
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*/*.parquet")):
+        date, device = path.parent.name, path.stem
+        if not _is_date(date):
+            continue
+        target = out / date / f"{device}.parquet"
+        try:
+            data = path.read_bytes()
+            if not target.exists():
+                ensure_dir(target.parent, what="farm run folder")
+                atomic_write_bytes(target, data)
+            if target.read_bytes() == data:
+                _drop_pending(out, date, device)
+        except (ChamlabError, OSError):
+            continue  # still no room: it stays pending
 
 
 def previous_good(out: Path, device: str, before: str) -> Path | None:
@@ -428,7 +507,7 @@ def _prune(out: Path, today: dt.date, keep_days: int) -> list[str]:
     latest = os.readlink(out / LATEST) if (out / LATEST).is_symlink() else None
     removed = []
     for date in dated_runs(out):
-        if date < cutoff and date != latest:
+        if date < cutoff and date != latest and farm_wrote(out / date):
             shutil.rmtree(out / date)
             removed.append(date)
     return removed
@@ -471,13 +550,20 @@ def run_farm(
     now = now or dt.datetime.now(dt.UTC)
     date = now.astimezone(dt.UTC).date().isoformat()
     lock = FileLock(out / LOCK_NAME, what=f"farm folder {out}")
-    lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
     try:
+        lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
+    except DeviceBusyError as exc:  # the lock's hint names profile's --no-wait, which farm run has not
+        exc.hint = "a farm run never queues behind another: let it finish, then run `chamlab farm run` again"
+        raise
+    try:
+        _restore_pending(out)
         run_dir = ensure_dir(out / date, what="farm run folder")
         _warm_cache(sp, arch_texts, devices)
         jobs = []
         for device in devices:
             lut_path = run_dir / f"{device.name}.parquet"
+            if not lut_path.is_file():  # a LUT that did not fit here earlier today: resume from it
+                lut_path = _pending(out, date, device.name) or lut_path
             jobs.append(
                 DeviceJob(
                     device,
@@ -494,7 +580,7 @@ def run_farm(
         outcomes: dict[str, DeviceOutcome] = {}
         for outcome in stream:
             if outcome.lut:
-                atomic_write_bytes(run_dir / f"{outcome.device}.parquet", outcome.lut)
+                _store_lut(out, run_dir, date, outcome)
             outcomes[outcome.device] = outcome
             if on_device:
                 on_device(outcome)
@@ -513,15 +599,45 @@ def run_farm(
                     )  # fmt: skip
                 except ChamlabError as exc:
                     entry["notes"].append(f"drift not computed: {exc.message}")
+                except OSError as exc:  # the plot did not fit
+                    entry["notes"].append(f"drift not computed: {_os_error(exc)}")
             entries[name] = entry
         report = FarmReport(out, run_dir, date, executor, dict(sorted(entries.items())), drift_threshold_pct)
         report.seconds = time.perf_counter() - t0
         write_reports(report, sp.name, now)
-        _point_latest(out, date)
+        try:
+            _point_latest(out, date)
+        except OSError as exc:
+            report.write_errors.append(f"cannot point {out / LATEST} at {date}: {_os_error(exc)}")
         report.removed = _prune(out, dt.date.fromisoformat(date), keep_days)
         return report
     finally:
         lock.release()
+
+
+def _os_error(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _store_lut(out: Path, run_dir: Path, date: str, outcome: DeviceOutcome) -> None:
+    """Write a device's LUT into the run folder; when that fails, keep it pending on this host
+    (:func:`pending_dir`) and make the device ``failed`` naming both places."""
+    assert outcome.lut is not None
+    target = run_dir / f"{outcome.device}.parquet"
+    try:
+        atomic_write_bytes(target, outcome.lut)
+    except (ChamlabError, OSError) as exc:
+        why = exc.message if isinstance(exc, ChamlabError) else f"cannot write {target}: {_os_error(exc)}"
+        try:
+            kept = f"its measurements are kept in {_keep_pending(out, date, outcome.device, outcome.lut)}"
+            kept += ": the next farm run into this folder puts the LUT in place (nothing is measured again)"
+        except (ChamlabError, OSError) as exc2:
+            why2 = exc2.message if isinstance(exc2, ChamlabError) else _os_error(exc2)
+            kept = f"keeping them on this host failed too ({why2}): they are lost"
+        outcome.status = "failed"
+        outcome.error = f"LUT not written: {why}; {kept}"
+        return
+    _drop_pending(out, date, outcome.device)
 
 
 def _previous_entries(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -583,9 +699,10 @@ _HEAD = [
 
 
 def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
-    """``summary.json``, ``report.md`` and a self-contained ``report.html`` in the run folder."""
+    """``summary.json``, ``report.md`` and a self-contained ``report.html`` in the run folder, in
+    that order; each that cannot be written is listed in ``report.write_errors``."""
     summary = {**report.to_json(), "space": space, "started_at": now.isoformat()}
-    atomic_write_text(report.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    _write(report, "summary.json", json.dumps(summary, indent=2) + "\n")
     verdict = {0: "all good", 1: "a device failed, was partial or skipped", 3: "drift beyond the threshold"}
     title = f"chamlab farm run {report.date} ({space})"
     result = (
@@ -603,7 +720,7 @@ def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
             extra.append(f"- drift plot: [{plot}]({plot})")
         if extra:
             md += ["", f"## {name}", "", *extra]
-    atomic_write_text(report.run_dir / "report.md", "\n".join(md) + "\n")
+    _write(report, "report.md", "\n".join(md) + "\n")
 
     esc = html.escape
     cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n" for row in _rows(report))
@@ -628,4 +745,15 @@ td,th{{border:1px solid #999;padding:4px 8px}}img{{max-width:100%}}</style></hea
 {"".join(sections)}
 </body></html>
 """
-    atomic_write_text(report.run_dir / "report.html", page)
+    _write(report, "report.html", page)
+
+
+def _write(report: FarmReport, name: str, text: str) -> None:
+    """Write one report file; a failure (a full disk) is listed in ``write_errors``, the rest goes on."""
+    path = report.run_dir / name
+    try:
+        atomic_write_text(path, text)
+    except (ChamlabError, OSError) as exc:
+        report.write_errors.append(
+            exc.message if isinstance(exc, ChamlabError) else f"cannot write {path}: {_os_error(exc)}"
+        )

@@ -7,6 +7,7 @@ checked against brute force over the whole space.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -226,3 +227,17 @@ def test_pareto_front_helper() -> None:
         for i, (cost, acc) in enumerate([(1, 5), (2, 4), (3, 7), (3, 6), (4, 7)])
     ]
     assert [c.arch for c in pareto_front(cands, "c")] == [(0,), (2,)]
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -1.0, 0.0])
+def test_a_cost_or_limit_that_is_not_finite_is_an_error_never_met(bad: float) -> None:
+    """A damaged LUT or calibration predicting inf/NaN/negative ms must not pass as meeting a limit
+    (inf "met" an inf limit, NaN compared false both ways), and such a limit (or 0) is refused. A cost
+    of 0 is allowed (a table space's energy column holds it)."""
+    space = Grid(d=2, n=3)
+    rng = np.random.default_rng(0)
+    if bad != 0.0:
+        with pytest.raises(InputError, match="not a finite number >= 0"):
+            constrained_search(space, accuracy, {"latency": lambda a: bad}, {"latency": 5.0}, rng)
+    with pytest.raises(InputError, match="must be a positive finite number"):
+        constrained_search(space, accuracy, {"latency": latency}, {"latency": bad}, rng)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -142,6 +143,8 @@ def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Pat
     assert res.returncode == 0, res.stderr
     assert "leave-one-out" in res.stdout and "within +/-10%" in res.stdout
     assert "energy: not calibrated (device test-cpu has no power reader" in res.stdout
+    # the table was markup: "[devices.test-cpu]" vanished ("set power_reader in  of devices.toml")
+    assert "set power_reader in [devices.test-cpu] of devices.toml" in " ".join(res.stdout.split())
     [rec] = Lut.read(path).calibrations
     assert rec["measure"]["protocol"]["repeats"] == 2 and rec["quantity"] == "latency"
     assert len(rec["networks"]) == 3 and rec["loo"]["n"] == 3 and rec["threads"] == 1
@@ -274,3 +277,120 @@ def test_refining_a_calibration_keeps_its_op_noise(lut_path: Path) -> None:
     new = refit(MACRO, lut_path, MSET, winner, 2.0, source="test")
     assert new["op_noise"] == noise and [w["name"] for w in new["refined_with"]] == ["21021021"]
     assert Lut.read(lut_path).calibrations[0]["op_noise"] == noise
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (lambda r: r["coefficients"].update(lut_sum_ms=1e300), "coefficient lut_sum_ms is 1e+300, beyond"),
+        (lambda r: r.pop("coefficients"), "coefficients is None"),
+        (lambda r: r["coefficients"].update(n_ops="abc"), "coefficient n_ops is 'abc'"),
+        (lambda r: r.update(model="my-own-model"), "model 'my-own-model' is unknown"),
+        (lambda r: r.pop("model"), "model None is unknown"),
+        (lambda r: r["coefficients"].update(extra=0.0), "coefficients hold unknown extra"),
+        (lambda r: r["loo"].update(mape_pct=float("nan")), "loo mape_pct is nan"),
+    ],
+)
+def test_a_tampered_calibration_is_reported_and_never_applied(lut_path: Path, tamper, problem: str) -> None:  # type: ignore[no-untyped-def]
+    """Before: 1e300 was applied (latency 1e+300 ms, calibrated), "abc" was a traceback, and
+    `lut validate` said valid to all of them."""
+    from chamlab.host.luts.lifecycle import validate_file
+
+    lut = Lut.read(lut_path)
+    _calibrate(
+        lut_path,
+        api.calibration.select_networks(MACRO, lut.p50_by_key(MSET), "fp32", 5, np.random.default_rng(0)),
+    )
+    lut = Lut.read(lut_path)
+    rec = json.loads(json.dumps(lut.calibrations[0]))
+    tamper(rec)
+    Lut(lut.table, lut.provenance, [rec]).write(lut_path)
+    report = validate_file(lut_path)
+    assert not report.valid and any(problem in p for p in report.problems), report.problems
+    lut = Lut.read(lut_path)
+    arch = MACRO.parse("12012012")
+    pred = api.predict_latency(MACRO, arch, lut, lut_path, MSET)
+    assert not pred.calibrated and pred.latency_ms == pytest.approx(pred.lut_sum_ms, rel=0.5)
+    assert pred.calibration and pred.calibration["invalid"] and not pred.calibration["stale"]
+    assert problem in (pred.calibration_note or "") and "not applied" in (pred.calibration_note or "")
+    res = chamlab("predict", "--space", "macro-cifar10", "--lut", lut_path, "--arch", "12012012", "--json")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    out = json.loads(res.stdout)
+    assert out["calibrated"] is False and out["calibration"]["invalid"] is True
+    assert 0 < out["latency_ms"] < 1e3
+    lint = chamlab("lut", "validate", lut_path)
+    assert lint.returncode == 2 and problem in lint.stderr
+
+
+MBV2 = SPACES.get("chamnet-mbv2")
+MBV2_SET = MeasurementSet("d", "xnnpack", "fp32", 1)
+
+
+def _mbv2_lut(path: Path, archs: list, provenance: dict | None) -> dict[str, float]:  # type: ignore[type-arg]
+    ops = api.plan_ops(MBV2, archs)
+    add_rows(path, [_row(op, _law(op)) for op in ops], provenance)
+    return Lut.read(path).p50_by_key(MBV2_SET)
+
+
+def test_calibrate_draws_from_the_archs_profiled_into_the_lut(tmp_path: Path) -> None:
+    """Before: after `profile --space chamnet-mbv2 --arch A --arch B --arch C` the candidates were the
+    references and a random sample only: "the LUT holds every op of only 0 of 263 candidate
+    networks", with a hint naming --sample alone."""
+    from chamlab.host.prediction.calibrate import profiled_archs
+
+    mine = MBV2.sample(np.random.default_rng(42), 3)
+    prov = {"run_id": "run-p", "space": MBV2.name, "archs": [MBV2.format(a) for a in mine]}
+    p50 = _mbv2_lut(tmp_path / "lut.parquet", mine, prov)
+    lut = Lut.read(tmp_path / "lut.parquet")
+    assert profiled_archs(lut, MBV2) == mine and profiled_archs(lut, MACRO) == []
+    picked = api.calibration.select_networks(
+        MBV2, p50, "fp32", 3, np.random.default_rng(0), profiled=profiled_archs(lut, MBV2)
+    )
+    assert sorted(picked) == sorted(mine)
+    with pytest.raises(InputError, match=r"only 0 of \d+ candidate chamnet-mbv2 networks") as info:
+        api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0))
+    assert "--arch" in (info.value.hint or "")
+    # --arch names networks outright; one whose ops the LUT lacks is refused naming it
+    assert api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0), named=mine) == mine
+    other = MBV2.references["chamnet-a"]
+    with pytest.raises(InputError, match=rf"--arch {MBV2.format(other)}: the LUT lacks"):
+        api.calibration.select_networks(MBV2, p50, "fp32", 3, np.random.default_rng(0), named=[other])
+
+
+def test_profile_records_the_named_archs_and_calibrate_arch_measures_them(
+    tmp_path: Path, fast_devices: Path
+) -> None:
+    from conftest import profile_macro
+
+    path = tmp_path / "lut.parquet"
+    named = ["00000000", "00000001", "00000010"]
+    res = profile_macro(path, fast_devices, *(x for a in named for x in ("--arch", a)))
+    assert res.returncode == 0, res.stderr
+    assert Lut.read(path).provenance[-1]["archs"] == named
+    res = chamlab(
+        "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", path, "--recheck", "0",
+        *(x for a in named for x in ("--arch", a)), "--devices", fast_devices, "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [n["name"] for n in json.loads(res.stdout)["networks"]] == named
+
+
+def test_the_calibration_table_fits_80_columns(tmp_path: Path) -> None:
+    """Before: chamnet-mbv2's 60+ character names wrapped into 8-line cells at 80 columns."""
+    from rich.console import Console
+
+    from chamlab.host.cli.calibrate import calibration_table
+
+    archs = MBV2.sample(np.random.default_rng(7), 4)
+    p50 = _mbv2_lut(tmp_path / "lut.parquet", archs, None)
+    measured = [1.1 * sum(p50[op.key] for op in MBV2.ops(a)) for a in archs]
+    rec = api.calibration.build_record(MBV2, MBV2_SET, p50, archs, measured)
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(calibration_table("calibration of chamnet-mbv2 on d, stored in lut.parquet", rec))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line for line in lines if "..." in line]
+    assert len(rows) == 4  # one line per network, each name shortened
+    for a, line in zip(archs, rows, strict=True):
+        name = MBV2.format(a)
+        assert name[:12] in line and name[-7:] in line

@@ -268,3 +268,43 @@ def test_profile_batch_4_beside_batch_1_and_predict_chooses_by_batch(
     assert res.returncode == 0, res.stderr
     m = json.loads(res.stdout)
     assert m["batch"] == 4 and m["predicted_ms"] == pytest.approx(batch4["latency_ms"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("predict", "--space", "no-such-space", "--arch", "x", "--json"), 2, "no-such-space"),
+        (("lut", "show", "missing.parquet", "--json"), 2, "missing.parquet"),
+        (("lut", "merge", "missing.parquet", "-o", "m.parquet", "--json"), 2, "missing.parquet"),
+        (("devices", "--devices", "missing.toml", "--json"), 2, "missing.toml"),
+        (
+            ("farm", "run", "--space", "macro-cifar10", "--devices", "missing.toml", "--json"),
+            2,
+            "missing.toml",
+        ),
+    ],
+)
+def test_every_failing_command_under_json_prints_one_json_error(
+    tmp_path: Path, args: tuple[str, ...], code: int, says: str
+) -> None:
+    """Before: stdout was empty, so a script reading it got nothing to parse."""
+    res = chamlab(*args, cwd=tmp_path)
+    assert res.returncode == code, res.stderr
+    err = json.loads(res.stdout)
+    assert set(err) == {"error", "hint", "exit_code"} and err["exit_code"] == code
+    assert says in err["error"] and "error:" in res.stderr  # the human line stays on stderr
+
+
+def test_config_text_with_terminal_escapes_is_not_put_on_the_terminal(tmp_path: Path) -> None:
+    """Before: a description holding raw ESC bytes went verbatim to the terminal (an escape sequence
+    can retitle the window, recolour or hide output)."""
+    devices = tmp_path / "devices.toml"
+    devices.write_text(
+        '[devices.box]\ntransport = "local"\ndescription = "lab \\u001b]0;pwned\\u0007\\u001b[31mbox\\r"\n'
+    )
+    res = chamlab("devices", "--devices", devices, env={"COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout and "\r" not in res.stdout
+    assert "lab \\x1b]0;pwned\\x07\\x1b[31mbox\\x0d" in res.stdout
+    data = json.loads(chamlab("devices", "--devices", devices, "--json").stdout)
+    assert data["devices"][0]["description"] == "lab \x1b]0;pwned\x07\x1b[31mbox\r"  # JSON: as written

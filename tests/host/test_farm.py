@@ -6,13 +6,16 @@ behaviour tests (fast, device-distinct samples), the real shim in the CLI test.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -59,7 +62,7 @@ def test_cli_run_layout_latest_predict_and_retention(tmp_path: Path, fast_device
         fh.write("\n" + device_table("real-a", tags=["nightly"]))
     out = tmp_path / "farm"
     (out / "2000-01-01").mkdir(parents=True)  # an old run: removed by --keep-days
-    (out / "2000-01-01" / "summary.json").write_text("{}")
+    (out / "2000-01-01" / "summary.json").write_text('{"date": "2000-01-01", "devices": {}}')
     res = chamlab(
         "farm", "run", "--devices", devices, "--only", "nightly", "--space", "macro-cifar10",
         "--arch", ARCH, "--out", out, "--keep-days", "7", "--json",
@@ -173,8 +176,10 @@ def test_overlapping_farm_runs_are_refused(tmp_path: Path) -> None:
     lock = FileLock(out / ".farm.lock", what="test")
     lock.acquire(description="another farm run")
     try:
-        with pytest.raises(DeviceBusyError, match="another farm run"):
+        with pytest.raises(DeviceBusyError, match="another farm run") as info:
             run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH])
+        # before: the hint named --no-wait, an option farm run does not have
+        assert "--no-wait" not in (info.value.hint or "") and "chamlab farm run" in (info.value.hint or "")
     finally:
         lock.release()
     assert not (out / "latest").exists()
@@ -282,3 +287,85 @@ def test_ctrl_c_ends_every_device_session_and_the_next_run_resumes(tmp_path: Pat
     res = chamlab(*args, "--json")
     assert res.returncode == 0, res.stderr
     assert {e["status"] for e in json.loads(res.stdout)["devices"].values()} == {"ok"}
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str = "256k") -> Iterator[str]:
+    """``path`` on a real filesystem that runs out of space: a ``size`` tmpfs when this process may
+    mount one (root; the CI and lab machines run the suite as root), else (no mount allowed) a folder
+    this user cannot write, which fails the same writes with EACCES instead of ENOSPC. Yields the
+    error text the failed writes give."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        os.geteuid() == 0
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
+    if not mounted:
+        path.chmod(0o555)
+    try:
+        yield "No space left on device" if mounted else "Permission denied"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+        else:
+            path.chmod(0o755)
+
+
+def test_a_full_disk_loses_no_measurement_and_writes_what_fits(tmp_path: Path) -> None:
+    """--out on a 256 KiB tmpfs that a filler leaves 8 KiB of: the LUT does not fit. Before: exit 1 with
+    an OSError, nothing on stdout under --json, no summary, and the device's run directory deleted, so
+    its 7 measurements were measured again the next run. Now: the device is failed naming the
+    error and where its LUT is kept, summary.json and the rest are written where they fit, and the
+    next run puts the LUT in place without measuring anything again."""
+    devices, _ = stand_in_farm(tmp_path, ["full"], sleep_s=0.01)
+    calls = tmp_path / "stand-ins" / "full.calls"
+    out = tmp_path / "farm"
+    today = dt.datetime.now(dt.UTC)
+    date = today.date().isoformat()
+    with _small_disk(out) as why:
+        if why.startswith("No space"):
+            free = os.statvfs(out).f_bavail * os.statvfs(out).f_frsize
+            (out / "filler").write_bytes(b"x" * (free - 8 * 1024))
+            (out / date).mkdir()
+        res = chamlab("farm", "run", "--devices", devices, "--space", "macro-cifar10", "--arch", ARCH,
+                      "--out", out, "--json")  # fmt: skip
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        rep = json.loads(res.stdout)
+        entry = rep["devices"]["full"]
+        assert entry["status"] == "failed" and entry["lut"] is None and rep["exit_code"] == 1
+        assert why in entry["error"] and "measurements are kept in" in entry["error"]
+        kept = Path(entry["error"].split("measurements are kept in ")[1].split(": the next")[0])
+        assert kept.is_file() and len(_lut_rows(kept)) == 7
+        assert len(calls.read_text().splitlines()) == 7
+        if why.startswith("No space"):  # the summary (a few KiB) still fits, summary first
+            summary = json.loads((out / date / "summary.json").read_text())
+            assert summary["devices"]["full"]["error"] == entry["error"]
+    # room again: the next run puts the LUT in place and measures nothing again
+    second = run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH], now=today)
+    assert second.exit_code == 0, second.devices["full"]
+    assert second.devices["full"]["measured_ops"] == 0 and second.devices["full"]["already_ops"] == 7
+    assert len(_lut_rows(out / date / "full.parquet")) == 7
+    assert len(calls.read_text().splitlines()) == 7 and not kept.exists()
+
+
+def test_keep_days_removes_only_folders_a_farm_run_wrote(tmp_path: Path) -> None:
+    """Before: --keep-days deleted `2020-13-45/` (not a date; a user's file inside) and a dated folder
+    without a farm summary.json. Only a real date holding a farm summary is a farm run's folder."""
+    devices, _ = stand_in_farm(tmp_path, ["keep"], sleep_s=0.01)
+    out = tmp_path / "farm"
+    for name, summary in (("2000-01-01", '{"date": "2000-01-01", "devices": {}}'), ("2000-01-02", None),
+                          ("2020-13-45", None), ("2000-01-03", "my notes, not JSON")):  # fmt: skip
+        (out / name).mkdir(parents=True)
+        (out / name / "mine.txt").write_text("a user's file")
+        if summary is not None:
+            (out / name / "summary.json").write_text(summary)
+    rep = run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH], now=DAY1, keep_days=7)
+    assert rep.exit_code == 0 and rep.removed == ["2000-01-01"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "2000-01-02", "2000-01-03", "2020-13-45", "2026-11-20", "latest",
+    ]  # fmt: skip
+    assert (out / "2020-13-45" / "mine.txt").read_text() == "a user's file"

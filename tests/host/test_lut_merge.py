@@ -26,8 +26,9 @@ from chamlab.host.luts.lifecycle import (
     merge_files,
     merge_luts,
     read_lut_file,
+    write_lut_file,
 )
-from chamlab.host.luts.lut import ROW_KEY, make_row
+from chamlab.host.luts.lut import ROW_KEY, Lut, make_row
 
 # CI runs the property tests derandomized (the same examples every run); locally they explore.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None, max_examples=60)
@@ -176,7 +177,8 @@ def test_bad_inputs_write_nothing(tmp_path: Path) -> None:
         merge_files([good], tmp_path / "nope" / "out.parquet")
     with pytest.raises(OutputPathError, match="is a directory"):
         merge_files([good], tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+    # (the output's lock file, .out.parquet.lock, is held while merging and stays, like add_rows's)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == sorted(
         ["good.parquet", "out.parquet", "foreign.parquet", "corrupt.parquet", "newer.parquet"]
     )
 
@@ -248,3 +250,55 @@ def test_single_lut_merge_is_the_lut() -> None:
     assert content(merged(a)) == content(a)
     rows = [make_row(OPS_POOL[0], device="d", backend="xnnpack", dtype="fp32", threads=1, samples_ms=[1.0])]
     assert content(merged(lut_file(rows), lut_file(rows))) == content(lut_file(rows))
+
+
+def test_provenance_entries_that_are_not_run_objects_are_invalid_and_never_dropped(tmp_path: Path) -> None:
+    """Before: provenance [1, 2, 3] validated, and a merge dropped it without a word."""
+    from chamlab.host.luts.lifecycle import validate_file
+
+    good = write(tmp_path / "good.parquet", run_lut("run-a", 0, 1.0))
+    bad = tmp_path / "bad.parquet"
+    lf = lut_file(run_lut("run-b", 1, 1.0))
+    lf.lut.provenance = [1, 2, 3]  # type: ignore[list-item]  # what a hand-edited file holds
+    write_lut_file(bad, lf)
+    report = validate_file(bad)
+    assert not report.valid and "provenance entry 1 is 1, not an object describing a run" in report.problems
+    assert len([p for p in report.problems if p.startswith("provenance entry")]) == 3
+    with pytest.raises(LutError, match=r"bad.parquet failed validation: provenance entry 1 is 1"):
+        merge_files([good, bad], tmp_path / "m.parquet")
+    assert not (tmp_path / "m.parquet").exists()
+    with pytest.raises(LutError, match="provenance entry 1 is 1"):
+        Lut.read(bad)
+    lf.lut.provenance = [{"device": "pixel"}]
+    write_lut_file(bad, lf)
+    assert "provenance entry 1 has no run_id (got None)" in validate_file(bad).problems
+
+
+def test_merge_never_replaces_a_lut_that_is_not_an_input(tmp_path: Path) -> None:
+    """Before: `lut merge IN -o EXISTING` silently replaced EXISTING with IN."""
+    a = write(tmp_path / "a.parquet", run_lut("run-a", 0, 1.0, ops=OPS_POOL[:2]))
+    existing = write(tmp_path / "existing.parquet", run_lut("run-e", 1, 1.0, ops=OPS_POOL[2:]))
+    before = existing.read_bytes()
+    with pytest.raises(InputError, match=r"existing.parquet exists and is not one of the inputs") as info:
+        merge_files([a], existing)
+    assert "--force" in (info.value.hint or "") and existing.read_bytes() == before
+    assert merge_files([a, existing], existing).rows_out == 4  # merging into it: name it as an input
+    assert merge_files([a], existing, force=True).rows_out == 2 and len(read_lut_file(existing).lut) == 2
+
+
+def test_merge_holds_the_output_lock_while_writing(tmp_path: Path) -> None:
+    """A `profile` adding rows to the output holds its sibling lock: the merge waits for it, so neither
+    write is lost to the other's rename."""
+    import threading
+
+    from chamlab.core.locks import sibling_lock
+
+    a = write(tmp_path / "a.parquet", run_lut("run-a", 0, 1.0))
+    out = tmp_path / "new.parquet"
+    done = threading.Event()
+    with sibling_lock(out, what="test").hold():
+        t = threading.Thread(target=lambda: (merge_files([a], out), done.set()))
+        t.start()
+        assert not done.wait(1.0) and not out.exists()  # waiting for the lock, nothing written
+    t.join(30)
+    assert done.is_set() and len(read_lut_file(out).lut) == 4

@@ -62,6 +62,8 @@ def test_unknown_and_changed_host_keys_are_refused_until_trusted(tmp_path: Path,
     res = chamlab("devices", "--check", "--devices", devices, "--timeout", "20")
     assert res.returncode == 1
     assert "SHA256:" in res.stderr and "chamlab devices trust box" in res.stderr
+    # the suggested command names the devices file in use (before: without it, it found no `box`)
+    assert f"`chamlab devices trust box --devices {devices}`" in res.stderr
     assert "not in" in res.stderr
 
     trusted = chamlab("devices", "trust", "box", "--yes", "--devices", devices)
@@ -169,3 +171,33 @@ def test_dropped_ssh_link_mid_run_then_resume_loses_and_duplicates_nothing(
     assert len(report.measured) == report.planned  # the resumed run skipped the ops done before
     keys = pq.read_table(out).column("op_key").to_pylist()
     assert sorted(keys) == sorted(set(keys)) and len(keys) == report.planned
+
+
+def test_connection_failures_are_said_in_our_words(
+    tmp_path: Path, sshd: Sshd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: a refused port leaked paramiko's "[Errno None] Unable to connect to port N on
+    127.0.0.1", and a login with no key to offer was "cannot connect ... within 3 s: No
+    authentication methods available", as if it had timed out."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    text = _devices(tmp_path, sshd).read_text().replace(f"port = {sshd.port}", f"port = {free}")
+    (tmp_path / "refused.toml").write_text(text)
+    with pytest.raises(TransportError) as info:
+        parse_devices_file(tmp_path / "refused.toml").get("box").open().run(["true"], timeout_s=5)
+    msg = info.value.message
+    assert f"cannot connect to 127.0.0.1 port {free}: connection refused" in msg and "Errno" not in msg
+    assert "port" in (info.value.hint or "")
+    # no identity_file, no key in ~/.ssh, no agent: an authentication failure, with the fix
+    text = _devices(tmp_path, sshd).read_text().replace(f'identity_file = "{sshd.user_key}"', "")
+    (tmp_path / "nokey.toml").write_text(text)
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(TransportError) as info:
+        parse_devices_file(tmp_path / "nokey.toml").get("box").open().run(["true"], timeout_s=5)
+    msg = info.value.message
+    assert "ssh login as 'root'" in msg and "no key to authenticate with" in msg and "within" not in msg
+    assert "identity_file" in (info.value.hint or "")

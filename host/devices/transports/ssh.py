@@ -23,7 +23,7 @@ import shlex
 import socket
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -128,7 +128,7 @@ def fetch_host_key(cfg: SshConfig) -> tuple[str, paramiko.PKey]:
     try:
         sock = socket.create_connection((r["hostname"], r["port"]), timeout=cfg.connect_timeout_s)
     except OSError as exc:
-        raise TransportError(f"{cfg.name}: cannot connect to {r['hostname']}:{r['port']}: {exc}") from exc
+        raise _connect_error(cfg, r, exc) from exc
     t = paramiko.Transport(sock)
     try:
         t.start_client(timeout=cfg.connect_timeout_s)
@@ -236,9 +236,7 @@ class SshTransport:
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
-            raise TransportError(
-                f"{cfg.name}: cannot connect to {name} within {cfg.connect_timeout_s:.0f} s: {exc}"
-            ) from None
+            raise _connect_error(cfg, r, exc) from None
         self._client = client
         return client
 
@@ -409,6 +407,39 @@ class SshTransport:
         finally:
             chan.close()
         return RunResult(rc, "".join(out))
+
+
+def _connect_error(cfg: SshConfig, r: Mapping[str, Any], exc: BaseException) -> TransportError:
+    """The failure of an ssh connection in our words: refused, unreachable, no answer in time, or a
+    login that had no way to authenticate (paramiko says ``No authentication methods available``
+    when it has no key, agent or password to offer; that is no timeout)."""
+    import paramiko
+
+    where = f"{r['hostname']} port {r['port']}"
+    check = "check `host` and `port` in devices.toml (or ~/.ssh/config), and that sshd runs there"
+    if isinstance(exc, paramiko.SSHException) and "authentication" in str(exc).lower():
+        return TransportError(
+            f"{cfg.name}: ssh login as {r['user']!r} on {where} failed: no key to authenticate with ({exc})",
+            hint="set `identity_file` (and `user`) in devices.toml or ~/.ssh/config, or load the key "
+            "into ssh-agent",
+        )
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        causes = list(exc.errors.values())
+        if causes and all(isinstance(c, ConnectionRefusedError) for c in causes):
+            return TransportError(
+                f"{cfg.name}: cannot connect to {where}: connection refused (nothing listens there)",
+                hint=check,
+            )
+        why = "; ".join(sorted({c.strerror or str(c) for c in causes})) or "unreachable"
+        return TransportError(f"{cfg.name}: cannot connect to {where}: {why}", hint=check)
+    if isinstance(exc, TimeoutError):
+        return TransportError(
+            f"{cfg.name}: cannot connect to {where}: no answer within {cfg.connect_timeout_s:.0f} s",
+            hint=check + " (or raise connect_timeout_s)",
+        )
+    if isinstance(exc, OSError):
+        return TransportError(f"{cfg.name}: cannot connect to {where}: {exc.strerror or exc}", hint=check)
+    return TransportError(f"{cfg.name}: ssh connection to {where} failed: {exc or type(exc).__name__}")
 
 
 class _RefuseUnknown:
