@@ -93,15 +93,17 @@ def evaluate(
         emit_json(report.to_json())
         return
     s = report.split
-    mapping = f"manifest {report.manifest}" if report.manifest else report.mapping
+    mapping = f"manifest {report.manifest}" if report.manifest else "the oracle's mapping (no manifest)"
     out.print(
         f"[bold]{escape(str(report.program))}[/] on {escape(report.dataset)}: val split (seed {s.seed}, "
         f"{report.n} of {report.n_split} images), input {'x'.join(map(str, report.input.shape))} "
-        f"from {escape(mapping)}"
+        f"fed as {escape(mapping)}",
+        soft_wrap=True,
     )
     out.print(
         f"  executorch {report.runtime_version} ({report.threads} thread(s), batch {report.batch}): "
-        f"top-1 {report.accuracy_pct:.2f}%  ({report.correct}/{report.n})  in {report.seconds:.1f} s"
+        f"top-1 {report.accuracy_pct:.2f}%  ({report.correct}/{report.n})  in {report.seconds:.1f} s",
+        soft_wrap=True,
     )
     for runtime, dtype, acc in report.recorded:
         out.print(f"  recorded in the manifest: {runtime} {dtype} {acc:.2f}%")

@@ -158,7 +158,7 @@ def evaluate_program(
     _check_file(pte)
     notes: list[str] = []
     man, man_path = _manifest(pte, manifest, use_manifest, notes)
-    if man is not None and mean is not None:
+    if man is not None and man.input.known and mean is not None:
         raise InputError(
             f"--mean/--std apply to a program without a manifest; {man_path or 'the manifest'} fixes "
             "the normalisation",
@@ -179,7 +179,12 @@ def evaluate_program(
         dataset = load_dataset(data, image_size=prescale or int(max(shape[2:])))
         check_classes(dataset, num_outputs, f"program {pte}")
         _, val_idx = split(len(dataset), schedule)
-        if man is not None:
+        if man is not None and not man.input.known:
+            notes.append(
+                f"{man_path or 'the manifest'} records no input normalisation (weights "
+                f"{man.program.weights or 'unknown'}, no dataset): the data are mapped as the oracle does"
+            )
+        if man is not None and man.input.known:
             spec, mapping = man.input, "manifest"
         else:
             norm = _norm_option(mean, std, dataset) if mean is not None and std is not None else None
@@ -306,6 +311,8 @@ def _check_mapping(dataset: Dataset, spec: InputSpec, pte: Path) -> None:
 
 def _check_labels(dataset: Dataset, man: Manifest, where: Path | None) -> None:
     check_classes(dataset, len(man.labels), f"program {man.program.file}")
+    if all(label is None for label in man.labels):  # no dataset named the outputs
+        return
     named = tuple(man.labels[: dataset.num_classes])
     if named != dataset.classes:
         raise InputError(

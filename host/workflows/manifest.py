@@ -64,11 +64,12 @@ class InputSpec(_Strict):
     #: multiply the integer pixels (0..255) by it first
     scale: float = Field(default=PIXEL_SCALE, gt=0)
     #: per colour channel (grey: 1 value; rgb: 3, in R, G, B order), subtracted after the scale
-    mean: list[float]
+    #: (mean, std and color are None together: no dataset, e.g. a program with chamlab's seeded weights)
+    mean: list[float] | None
     #: per colour channel, divided by after the mean
-    std: list[float]
+    std: list[float] | None
     #: grey: one channel, replicated to C after normalising; rgb: R, G, B (averaged to one when C is 1)
-    color: Literal["grey", "rgb"]
+    color: Literal["grey", "rgb"] | None
     resize: Resize = Resize()
 
     @field_validator("shape")
@@ -80,13 +81,18 @@ class InputSpec(_Strict):
 
     @field_validator("std")
     @classmethod
-    def _std(cls, v: list[float]) -> list[float]:
-        if any(not s > 0 for s in v):
+    def _std(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(not s > 0 for s in v):
             raise ValueError(f"every standard deviation must be positive, got {v}")
         return v
 
     @model_validator(mode="after")
     def _channels(self) -> InputSpec:
+        unset = [name for name in ("mean", "std", "color") if getattr(self, name) is None]
+        if unset:
+            if len(unset) < 3:
+                raise ValueError("mean, std and color are null together (no dataset) or all given")
+            return self
         want = 1 if self.color == "grey" else 3
         for name in ("mean", "std"):
             if len(getattr(self, name)) != want:
@@ -101,6 +107,17 @@ class InputSpec(_Strict):
     @property
     def batch(self) -> int:
         return self.shape[0]
+
+    @property
+    def known(self) -> bool:
+        """The mapping from images is known (False: no dataset; mean, std and color are null)."""
+        return self.mean is not None
+
+    @classmethod
+    def without_data(cls, shape: Sequence[int]) -> InputSpec:
+        """The input of a program whose weights were not trained on a dataset (``weights: random``):
+        its shape only."""
+        return cls(shape=[int(s) for s in shape], mean=None, std=None, color=None)
 
 
 class OutputSpec(_Strict):
@@ -281,6 +298,8 @@ def oracle_input_spec(oracle: TrainingOracle, shape: Sequence[int]) -> InputSpec
 def normalisation_of(spec: InputSpec) -> Normalisation:
     """The oracle's :class:`Normalisation` (of pixels / 255) that computes ``spec``'s
     ``(pixel * scale - mean) / std``."""
+    if spec.mean is None or spec.std is None:
+        raise InputError("the input mapping records no normalisation (no dataset): give one")
     if spec.scale == PIXEL_SCALE:
         return Normalisation(tuple(spec.mean), tuple(spec.std))
     k = spec.scale * 255.0  # (p*s - m)/d == (p/255 - m/k)/(d/k)

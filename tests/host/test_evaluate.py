@@ -28,6 +28,7 @@ from chamlab.host.workflows.manifest import (
     Accuracy,
     AccuracyFigure,
     ArchSpec,
+    InputSpec,
     Split,
     input_spec,
     manifest_path,
@@ -197,11 +198,19 @@ def test_the_manifest_beside_the_program_gives_mapping_and_split(
     assert bare.mapping == "oracle" and bare.split.max_train == Schedule().max_train
 
 
-def test_another_tools_json_beside_the_program_is_not_a_manifest(exported: Exported, tmp_path: Path) -> None:
+def test_another_tools_json_beside_the_program_is_not_a_manifest(
+    exported: Exported, baseline: api.EvaluationReport, tmp_path: Path
+) -> None:
     pte = copy_program(exported.pte, tmp_path / "run")
     manifest_path(pte).write_text(json.dumps({"lengthscales": [1.0, 2.0]}))  # e.g. the search's GP model.json
     rep = api.evaluate_program(pte, "digits", schedule=SCHEDULE, limit=10)
     assert rep.mapping == "oracle" and rep.notes and "not a chamlab model manifest" in rep.notes[0]
+    # a manifest of a program with seeded weights (no dataset): evaluated with the oracle's mapping
+    skeleton = api.build_manifest(pte, input=InputSpec.without_data(SHAPE), num_outputs=10, classes=[])
+    api.write_manifest(manifest_path(pte), skeleton)
+    rep = api.evaluate_program(pte, "digits", schedule=SCHEDULE, limit=10)
+    assert rep.mapping == "oracle" and rep.manifest is not None and "no input normalisation" in rep.notes[0]
+    assert rep.predictions == baseline.predictions[:10]
 
 
 # -- bad input ---------------------------------------------------------------------------------------------
@@ -279,3 +288,17 @@ def test_an_input_the_dataset_cannot_map_to(tmp_path: Path) -> None:
     # grey images replicate onto any channel count: this one runs (its 2 outputs per class are its own)
     rep = api.evaluate_program(prog, "digits", limit=8)
     assert rep.n == 8 and rep.input.shape == [1, 2, 8, 8]
+
+
+def test_a_program_the_runtime_cannot_load_or_a_deadline_fails_the_child_not_chamlab(
+    exported: Exported, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.pte"
+    cut.write_bytes(exported.pte.read_bytes()[:400])  # the ExecuTorch identifier, then nothing
+    with pytest.raises(DataFileError, match=r"cut.pte is not a loadable ExecuTorch program: "):
+        api.evaluate_program(cut, "digits")
+    res = chamlab("evaluate", "--pte", cut, "--data", "digits", env={"COLUMNS": "400"})
+    assert res.returncode == 2 and "is not a loadable ExecuTorch program" in res.stderr, res.stderr
+    # the child is stopped at its deadline and the evaluation fails with exit 1's error
+    with pytest.raises(api.EvaluationError, match=r"took over 0 s; it was stopped"):
+        api.evaluate_program(exported.pte, "digits", timeout_s=0.01)

@@ -20,6 +20,7 @@ from chamlab.host.workflows.manifest import (
     Accuracy,
     AccuracyFigure,
     ArchSpec,
+    InputSpec,
     Latency,
     Manifest,
     RuntimeSpec,
@@ -101,6 +102,14 @@ def test_build_write_read_round_trip(program: Path) -> None:
     bare = build_manifest(program, input=m.input, num_outputs=10, classes=[str(i) for i in range(10)])
     assert bare.accuracy is None and bare.latency is None and bare.arch is None
     assert read_manifest(write_manifest(tmp := program.parent / "bare.json", bare)) == bare and tmp.is_file()
+    # a program with chamlab's seeded weights: its shape, no data mapping, no class names
+    skeleton = build_manifest(
+        program, input=InputSpec.without_data((1, 3, 32, 32)), num_outputs=10, classes=[]
+    )
+    assert skeleton.input.mean is None and not skeleton.input.known and skeleton.labels == [None] * 10
+    assert read_manifest(write_manifest(program.parent / "skeleton.json", skeleton)) == skeleton
+    with pytest.raises(InputError, match="records no normalisation"):
+        normalisation_of(skeleton.input)
 
 
 def test_input_spec_is_the_oracles_mapping() -> None:
@@ -143,6 +152,7 @@ def test_input_spec_is_the_oracles_mapping() -> None:
         (lambda b: b["latency"].update(threads=0), r"field 'latency.threads'"),
         (lambda b: b.update(schema_version=2), r"schema_version 2; this chamlab .* reads 1"),
         (lambda b: b.pop("format"), r"field 'format' is missing"),
+        (lambda b: b["input"].update(mean=None), r"field 'input': mean, std and color are null together"),
     ],
 )
 def test_read_names_the_bad_field(program: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]
