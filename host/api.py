@@ -72,7 +72,9 @@ from chamlab.host.prediction.predict import (
     predict_latency,
 )
 from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport, adapt
+from chamlab.host.workflows.evaluate import EvaluationError, EvaluationReport, evaluate_program
 from chamlab.host.workflows.farm import FarmReport, run_farm
+from chamlab.host.workflows.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from chamlab.host.workflows.measure import MeasureReport, measure
 from chamlab.host.workflows.oracles import ORACLES, choose_oracle
 from chamlab.host.workflows.search import SearchOptions, search
@@ -93,9 +95,12 @@ __all__ = [
     "DeviceRegistry",
     "EnergyModel",
     "EnergyPrediction",
+    "EvaluationError",
+    "EvaluationReport",
     "FarmReport",
     "LatencyModel",
     "Lut",
+    "Manifest",
     "MeasureReport",
     "MeasurementSet",
     "NetworkMeasurement",
@@ -114,6 +119,7 @@ __all__ = [
     "Transport",
     "adapt",
     "add_rows",
+    "build_manifest",
     "calibrate",
     "calibration",
     "check_search",
@@ -124,6 +130,7 @@ __all__ = [
     "default_dtype",
     "default_lut_path",
     "energy_refusal",
+    "evaluate_program",
     "export_network_int8",
     "find_lut",
     "inspect_program",
@@ -142,8 +149,10 @@ __all__ = [
     "predict_latency",
     "profile",
     "profile_adaptive",
+    "read_manifest",
     "resolve_run",
     "run_farm",
     "run_items",
     "search",
+    "write_manifest",
 ]

@@ -14,6 +14,7 @@ import typer
 from .adapt import adapt
 from .calibrate import calibrate
 from .devices import devices_app, spaces
+from .evaluate import evaluate
 from .farm import farm_app
 from .lut import lut_app
 from .measure import measure
@@ -41,6 +42,7 @@ app.command()(spaces)
 app.command()(profile)
 app.command()(predict)
 app.command()(measure)
+app.command()(evaluate)
 app.add_typer(lut_app, name="lut")
 app.add_typer(farm_app, name="farm")
 app.command()(calibrate)

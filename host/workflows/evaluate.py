@@ -1,0 +1,513 @@
+"""``evaluate``: the top-1 accuracy of an ExecuTorch program on the validation split of a dataset, run
+through the ExecuTorch runtime (``chamlab evaluate --pte PATH --data PATH``; ``adapt`` calls it for its
+``model.pte``).
+
+What is fed to the program (:func:`evaluate_program`):
+
+* **examples**: the training oracle's validation split (:func:`chamlab.chamnet.training.schedule.split`:
+  seed, ``val_fraction``, ``max_train``, ``max_val``), never a test file. The split's fields come from
+  the caller's schedule, else the manifest's ``accuracy.split``, else the schedule defaults; ``limit``
+  keeps the first N of the split (a seeded random subset: the split is a permutation).
+* **input mapping**: the program's manifest (``model.json`` beside ``model.pte``, or the one given) when
+  there is one, else the oracle's mapping derived from the dataset and the program's input shape
+  (:func:`~chamlab.host.workflows.manifest.input_spec`: pixels / 255, normalised by the mean and
+  standard deviation of the same split's *training* part, grey replicated to C channels, bilinear
+  resize; ``mean``/``std`` override the normalisation). Either way the images are mapped by the
+  oracle's own :func:`~chamlab.chamnet.training.data.to_input`, so the figure is comparable with the
+  oracle's PyTorch accuracy of the same weights on the same split.
+* **runtime**: the ExecuTorch Python runtime of this host (the pybindings the agent's runner uses), in
+  a child process: its thread pool never shares a process with torch training, and a program that
+  crashes the runtime fails the evaluation (:class:`EvaluationError`), not chamlab. The program runs at
+  its own batch size (a last partial batch is padded; the padding's outputs are dropped).
+
+Bad input is :class:`~chamlab.core.errors.InputError` (exit 2): a missing program or dataset, a
+program that is not ExecuTorch, a manifest for another program, more dataset classes than program
+outputs (:class:`~chamlab.chamnet.training.data.ClassCountError`), an input the dataset cannot map to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from chamlab.chamnet.training.data import Dataset, Normalisation, check_classes, load_dataset
+from chamlab.chamnet.training.schedule import Schedule, split
+from chamlab.core.errors import ChamlabError, DataFileError, InputError
+
+from .manifest import (
+    InputSpec,
+    Manifest,
+    Split,
+    find_manifest,
+    input_spec,
+    manifest_path,
+    normalisation_of,
+    read_manifest,
+    sha256_of,
+)
+
+#: seconds the child process may take before the evaluation fails
+DEFAULT_TIMEOUT_S = 3600.0
+METHOD = "forward"
+
+
+class EvaluationError(ChamlabError):
+    """Running the program failed (it crashed the runtime, or the runtime rejected it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationReport:
+    """The accuracy of one program on one split, and how it was obtained."""
+
+    program: Path
+    sha256: str
+    dataset: str
+    dataset_digest: str
+    split: Split
+    n: int  # images evaluated
+    n_split: int  # images in the split (n < n_split with ``limit``)
+    correct: int
+    input: InputSpec
+    mapping: str  # "manifest" (and its path) or "oracle" (derived from the dataset's training split)
+    manifest: Path | None
+    runtime: str
+    runtime_version: str | None
+    threads: int
+    batch: int
+    seconds: float  # wall time of the whole evaluation
+    run_seconds: float  # of which the child process (runtime start, mapping and execution)
+    #: the manifest's recorded accuracies (runtime, dtype, top1_pct) when they are of this same split
+    recorded: tuple[tuple[str, str, float], ...] = ()
+    notes: tuple[str, ...] = ()
+    indices: tuple[int, ...] = ()  # the dataset examples evaluated, in order
+    predictions: tuple[int, ...] = ()  # the program's predicted class of each
+
+    @property
+    def accuracy_pct(self) -> float:
+        """Top-1 accuracy in percent (the unit of the oracle)."""
+        return 100.0 * self.correct / self.n
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "program": str(self.program),
+            "sha256": self.sha256,
+            "dataset": self.dataset,
+            "dataset_digest": self.dataset_digest,
+            "split": self.split.model_dump(mode="json"),
+            "accuracy_pct": self.accuracy_pct,
+            "correct": self.correct,
+            "n": self.n,
+            "n_split": self.n_split,
+            "input": self.input.model_dump(mode="json"),
+            "mapping": self.mapping,
+            "manifest": str(self.manifest) if self.manifest else None,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "threads": self.threads,
+            "batch": self.batch,
+            "seconds": round(self.seconds, 3),
+            "run_seconds": round(self.run_seconds, 3),
+            "recorded": [{"runtime": r, "dtype": d, "top1_pct": a} for r, d, a in self.recorded],
+            "notes": list(self.notes),
+        }
+
+
+def evaluate_program(
+    pte: Path,
+    data: str | Path,
+    *,
+    manifest: Path | Manifest | None = None,
+    use_manifest: bool = True,
+    schedule: Schedule | None = None,
+    seed: int | None = None,
+    limit: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    threads: int | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> EvaluationReport:
+    """Top-1 accuracy of the ExecuTorch program ``pte`` on the validation split of ``data`` (``digits``,
+    an IDX or ImageFolder directory), through the ExecuTorch runtime in a child process (module
+    docstring).
+
+    ``manifest``: the program's manifest (a path or a loaded one); default the ``.json`` beside ``pte``
+    when it is a chamlab model manifest (``use_manifest=False``: never). ``schedule``: the split's seed,
+    ``val_fraction``, ``max_train`` and ``max_val`` (default: the manifest's split, else
+    :class:`Schedule`'s); ``seed`` replaces its seed. ``limit``: evaluate the first N images of the
+    split. ``mean``/``std``: the per-channel normalisation without a manifest (default: the training
+    split's, as the oracle does).
+    ``threads``: the runtime's thread-pool size (default: the runtime's own)."""
+    t0 = time.perf_counter()
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if (mean is None) != (std is None):
+        raise InputError("give --mean and --std together (one value per image channel each)")
+    pte = Path(pte)
+    _check_file(pte)
+    notes: list[str] = []
+    man, man_path = _manifest(pte, manifest, use_manifest, notes)
+    if man is not None and man.input.known and mean is not None:
+        raise InputError(
+            f"--mean/--std apply to a program without a manifest; {man_path or 'the manifest'} fixes "
+            "the normalisation",
+            hint="leave them out, or pass --no-manifest to evaluate with your own",
+        )
+    with _Runtime(pte, threads, timeout_s) as runtime:  # loads the program while the data is read
+        sha256 = sha256_of(pte)
+        meta = runtime.meta()
+        shape = _input_shape(pte, meta["inputs"])
+        num_outputs = _num_outputs(pte, meta["outputs"], shape)
+        if man is not None:
+            _check_manifest(man, man_path, pte, sha256, shape)
+        if schedule is None:
+            schedule = man.accuracy.split.schedule() if man is not None and man.accuracy else Schedule()
+        if seed is not None:
+            schedule = dataclasses.replace(schedule, seed=seed)
+        prescale = man.input.resize.prescale_side if man is not None else None
+        dataset = load_dataset(data, image_size=prescale or int(max(shape[2:])))
+        check_classes(dataset, num_outputs, f"program {pte}")
+        _, val_idx = split(len(dataset), schedule)
+        if man is not None and not man.input.known:
+            notes.append(
+                f"{man_path or 'the manifest'} records no input normalisation (weights "
+                f"{man.program.weights or 'unknown'}, no dataset): the data are mapped as the oracle does"
+            )
+        if man is not None and man.input.known:
+            spec, mapping = man.input, "manifest"
+        else:
+            norm = _norm_option(mean, std, dataset) if mean is not None and std is not None else None
+            spec, mapping = input_spec(dataset, schedule, shape, norm=norm), "oracle"
+        _check_mapping(dataset, spec, pte)
+        if man is not None:
+            _check_labels(dataset, man, man_path)
+        idx = val_idx[:limit] if limit is not None else val_idx
+        preds, run_seconds = runtime.run(dataset.images[idx], spec, normalisation_of(spec))
+    correct = int((preds == dataset.labels[idx]).sum())
+    split_rec = Split.of(dataset, schedule)
+    recorded: tuple[tuple[str, str, float], ...] = ()
+    if (
+        man is not None
+        and man.accuracy is not None
+        and limit is None
+        and _same_split(man.accuracy.split, split_rec)
+    ):
+        recorded = tuple((f.runtime, f.dtype, f.top1_pct) for f in man.accuracy.figures)
+    return EvaluationReport(
+        program=pte,
+        sha256=sha256,
+        dataset=dataset.name,
+        dataset_digest=dataset.digest,
+        split=split_rec,
+        n=len(idx),
+        n_split=len(val_idx),
+        correct=correct,
+        input=spec,
+        mapping=mapping,
+        manifest=man_path,
+        runtime="executorch",
+        runtime_version=meta["runtime_version"],
+        threads=int(meta["threads"]),
+        batch=spec.batch,
+        seconds=time.perf_counter() - t0,
+        run_seconds=run_seconds,
+        recorded=recorded,
+        notes=tuple(notes),
+        indices=tuple(int(i) for i in idx),
+        predictions=tuple(int(p) for p in preds),
+    )
+
+
+def _input_shape(pte: Path, inputs: list[dict[str, Any]]) -> tuple[int, ...]:
+    if len(inputs) != 1:
+        raise InputError(f"program {pte} takes {len(inputs)} inputs; evaluate feeds one image batch")
+    shape = tuple(int(s) for s in inputs[0]["sizes"])
+    if len(shape) != 4:
+        raise InputError(
+            f"program {pte} takes a {len(shape)}-D input {'x'.join(map(str, shape))}; images map onto a "
+            "4-D input [B, C, H, W] only"
+        )
+    if inputs[0]["dtype"] != "float32":
+        raise InputError(f"program {pte} takes {inputs[0]['dtype']} input; evaluate feeds float32 images")
+    return shape
+
+
+def _num_outputs(pte: Path, outputs: list[dict[str, Any]], shape: tuple[int, ...]) -> int:
+    sizes = [t["sizes"] for t in outputs]
+    if len(sizes) != 1 or len(sizes[0]) != 2 or sizes[0][0] != shape[0]:
+        raise InputError(
+            f"program {pte} returns {sizes}; evaluate reads one [B, classes] tensor of logits "
+            f"(B = {shape[0]}, the input's batch)"
+        )
+    return int(sizes[0][1])
+
+
+def _manifest(
+    pte: Path, manifest: Path | Manifest | None, use: bool, notes: list[str]
+) -> tuple[Manifest | None, Path | None]:
+    if isinstance(manifest, Manifest):
+        return manifest, None
+    if manifest is not None:
+        if not use:
+            raise InputError("--manifest and --no-manifest contradict each other")
+        return read_manifest(Path(manifest)), Path(manifest)
+    if not use:
+        return None, None
+    found, why = find_manifest(pte)
+    if why:
+        notes.append(why)
+    return found, manifest_path(pte) if found is not None else None
+
+
+def _check_manifest(
+    man: Manifest, where: Path | None, pte: Path, sha256: str, shape: tuple[int, ...]
+) -> None:
+    name = str(where) if where else "the manifest"
+    if man.program.sha256 != sha256:
+        raise InputError(
+            f"{name} describes another program (sha256 {man.program.sha256[:12]}, {pte} has {sha256[:12]})",
+            hint="give the manifest written with this program (--manifest PATH), or --no-manifest",
+        )
+    if tuple(man.input.shape) != shape:
+        raise InputError(
+            f"{name} says input.shape {man.input.shape} but program {pte} takes {list(shape)}",
+            hint="the manifest does not belong to this program: --manifest PATH or --no-manifest",
+        )
+
+
+def _norm_option(mean: tuple[float, ...], std: tuple[float, ...], dataset: Dataset) -> Normalisation:
+    c = dataset.channels
+    if len(mean) != c or len(std) != c:
+        raise InputError(
+            f"--mean/--std need {c} value(s) each (dataset {dataset.name} has {c}-channel images), "
+            f"got {len(mean)} and {len(std)}"
+        )
+    if any(not s > 0 for s in std):
+        raise InputError(f"--std values must be positive, got {', '.join(map(str, std))}")
+    return Normalisation(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+
+def _check_mapping(dataset: Dataset, spec: InputSpec, pte: Path) -> None:
+    want = 1 if spec.color == "grey" else 3
+    if dataset.channels != want:
+        kind = "grey" if dataset.channels == 1 else f"{dataset.channels}-channel"
+        raise InputError(
+            f"dataset {dataset.name} has {kind} images but {pte}'s input takes {spec.color} images "
+            f"(input.color {spec.color!r})",
+            hint="evaluate a program on data of the kind it was trained on",
+        )
+
+
+def _check_labels(dataset: Dataset, man: Manifest, where: Path | None) -> None:
+    check_classes(dataset, len(man.labels), f"program {man.program.file}")
+    if all(label is None for label in man.labels):  # no dataset named the outputs
+        return
+    named = tuple(man.labels[: dataset.num_classes])
+    if named != dataset.classes:
+        raise InputError(
+            f"dataset {dataset.name}'s classes {', '.join(dataset.classes)} are not "
+            f"{where or 'the manifest'}'s labels {', '.join(str(x) for x in named)} (in output order)",
+            hint="evaluate on the dataset the program was trained on",
+        )
+
+
+def _same_split(a: Split, b: Split) -> bool:
+    return a.model_dump(exclude={"dataset"}) == b.model_dump(exclude={"dataset"})
+
+
+# -- the child process -----------------------------------------------------------------------------------
+_CHILD = "from chamlab.host.workflows.evaluate import child_main; child_main()"
+_META, _DONE = "chamlab-evaluate-meta ", "chamlab-evaluate-done "
+#: ExecuTorch ScalarType codes -> names (float32 is the one images are fed as)
+_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32",
+           7: "float64", 11: "bool", 15: "bfloat16"}  # fmt: skip
+
+
+def _check_file(pte: Path) -> None:
+    """The checks :func:`~chamlab.host.measurement.networks.inspect_program` makes before loading."""
+    if not pte.exists():
+        raise InputError(f"program {pte} does not exist", hint="give the path of an ExecuTorch .pte file")
+    if not pte.is_file():
+        raise InputError(f"program {pte} is not a file")
+    try:
+        with pte.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise InputError(f"cannot read program {pte}: {exc.strerror}") from None
+    if len(head) < 8 or head[4:6] != b"ET":
+        raise DataFileError(
+            f"{pte} is not an ExecuTorch program (no ExecuTorch identifier in its first 8 bytes)",
+            hint="a .pte comes from `to_executorch()`; a .pt2 or a checkpoint cannot be evaluated",
+        )
+
+
+class _Runtime:
+    """The ExecuTorch runtime in a child process holding one loaded program: :meth:`meta` (its input
+    and output tensors, read as soon as it is loaded), then :meth:`run` once. The child starts at
+    once, so it loads while this process reads the dataset."""
+
+    def __init__(self, pte: Path, threads: int | None, timeout_s: float) -> None:
+        self.pte = pte
+        self.timeout_s = timeout_s
+        self._dir = tempfile.TemporaryDirectory(prefix="chamlab-evaluate-")
+        self.folder = Path(self._dir.name)
+        self._stderr = open(self.folder / "stderr.txt", "w+", encoding="utf-8")  # noqa: SIM115
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}  # torch maps images; the runtime's pool computes
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(pte.resolve()), str(threads or 0)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+        )
+        self.expired = False
+        self._timer = threading.Timer(timeout_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.proc.kill()
+
+    def __enter__(self) -> _Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()  # end of input: the child exits
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stdin):
+            if stream is not None and not stream.closed:
+                stream.close()
+        self._stderr.close()
+        self._dir.cleanup()
+
+    def _line(self, prefix: str, what: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                out: dict[str, Any] = json.loads(line.removeprefix(prefix))
+                return out
+        rc = self.proc.wait()
+        if self.expired:
+            raise EvaluationError(f"evaluating {self.pte} took over {self.timeout_s:.0f} s; it was stopped")
+        self._stderr.seek(0)
+        lines = [ln for ln in self._stderr.read().splitlines() if ln.strip()]
+        why = (
+            f"the runtime crashed (signal {-rc})" if rc < 0 else (lines[-1][-300:] if lines else f"exit {rc}")
+        )
+        if what == "load":
+            raise DataFileError(f"{self.pte} is not a loadable ExecuTorch program: {why}")
+        raise EvaluationError(f"running {self.pte} with the ExecuTorch runtime failed: {why}")
+
+    def meta(self) -> dict[str, Any]:
+        """``inputs``/``outputs``: ``[{"sizes": [...], "dtype": "float32"}, ...]`` of ``forward``;
+        ``runtime_version``; ``threads`` (the runtime's thread-pool size)."""
+        meta = self._line(_META, "load")
+        for key in ("inputs", "outputs"):
+            meta[key] = [
+                {"sizes": t["sizes"], "dtype": _DTYPES.get(t["dtype"], f"code {t['dtype']}")}
+                for t in meta[key]
+            ]
+        return meta
+
+    def run(self, images: np.ndarray, spec: InputSpec, norm: Normalisation) -> tuple[np.ndarray, float]:
+        """The predicted class of each of ``images`` (uint8 ``N x c x h x w``) and the seconds the child
+        took to map and run them."""
+        assert self.proc.stdin is not None
+        np.save(self.folder / "images.npy", np.ascontiguousarray(images), allow_pickle=False)
+        request = {
+            "images": str(self.folder / "images.npy"),
+            "predictions": str(self.folder / "predictions.npy"),
+            "shape": list(spec.shape),
+            "mean": list(norm.mean),
+            "std": list(norm.std),
+        }
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the child is gone: _line says why
+        done = self._line(_DONE, "run")
+        return np.load(self.folder / "predictions.npy", allow_pickle=False), float(done["seconds"])
+
+
+def child_main() -> None:
+    """The child: load the program (``argv[1]``; ``argv[2]`` threads, 0: the runtime's default), print
+    its tensors, read one request from stdin, map its images batch by batch with the oracle's
+    ``to_input``, run each batch, save the argmax per image. End of input before a request: exit."""
+    pte, threads = sys.argv[1], int(sys.argv[2])
+    import torch
+
+    from chamlab.chamnet.training.data import to_input
+
+    torch.set_num_threads(1)
+    try:
+        from executorch.extension.pybindings import _C as rt
+    except ImportError:  # a release that moves the compiled module: the public one
+        from executorch.extension.pybindings import portable_lib as rt
+    from importlib import metadata
+
+    if threads > 0:
+        rt._unsafe_reset_threadpool(threads)
+    try:
+        program = rt._load_program(pte)
+        method = program.load_method(METHOD)
+    except Exception as exc:  # the parent reports the last stderr line
+        print(f"{type(exc).__name__}: {exc}".replace("\n", " "), file=sys.stderr)
+        raise SystemExit(1) from None
+    meta = method.method_meta()
+
+    def tensors(get: Any, n: int) -> list[dict[str, Any]]:
+        return [{"sizes": [int(s) for s in get(i).sizes()], "dtype": int(get(i).dtype())} for i in range(n)]
+
+    head = {
+        "inputs": tensors(meta.input_tensor_meta, meta.num_inputs()),
+        "outputs": tensors(meta.output_tensor_meta, meta.num_outputs()),
+        "runtime_version": metadata.version("executorch"),
+        "threads": int(rt._threadpool_get_thread_count()),
+    }
+    print(_META + json.dumps(head), flush=True)
+    line = sys.stdin.readline()
+    if not line.strip():
+        return
+    request = json.loads(line)
+    t0 = time.perf_counter()
+    images = np.load(request["images"], allow_pickle=False)
+    shape = tuple(request["shape"])
+    batch = shape[0]
+    norm = Normalisation(tuple(request["mean"]), tuple(request["std"]))
+    preds = np.empty(len(images), dtype=np.int64)
+    for b in range(0, len(images), batch):
+        part = images[b : b + batch]
+        x = to_input(part, shape, norm)
+        if len(part) < batch:  # pad the last batch; the padding's outputs are dropped
+            x = torch.cat([x, x.new_zeros((batch - len(part), *x.shape[1:]))])
+        [logits] = method.call([x])
+        preds[b : b + len(part)] = logits[: len(part)].argmax(dim=1).numpy()
+    np.save(request["predictions"], preds, allow_pickle=False)
+    print(_DONE + json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+
+
+__all__ = ["DEFAULT_TIMEOUT_S", "EvaluationError", "EvaluationReport", "child_main", "evaluate_program"]
