@@ -1,4 +1,5 @@
-"""Render docs/benchmarks.md from bench/results/*.json (so every number there comes from a run).
+"""Render docs/benchmarks.md from bench/results/*.json (so every number there comes from a run), and
+the experiment logs kept by hand under bench/notes/ (figures from those runs and their notes).
 
 python bench/report.py
 """
@@ -14,6 +15,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
+NOTES = ROOT / "bench" / "notes"
 
 
 def _load(name: str) -> dict | None:
@@ -835,6 +837,7 @@ def main() -> None:
 
     r = _load("search_efficiency")
     parts += (search_render(r, _env(r)) if r else ["## Search sample efficiency", "", "_not run yet_"]) + [""]
+    parts += [(NOTES / "search_experiments.md").read_text().rstrip("\n"), ""]  # the log, kept by hand
     from train_seconds import render as train_render
 
     r = _load("train_seconds")
