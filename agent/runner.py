@@ -52,7 +52,7 @@ from importlib import metadata
 from typing import Any
 
 from . import power, probe
-from .measure import MeasurePolicy, measure, summarize
+from .measure import Measurement, MeasurePolicy, measure, summarize
 
 RESULT_SCHEMA = 1
 
@@ -161,7 +161,6 @@ def measure_artifact(
     method = program.load_method(args.method_name)
     method.set_inputs(_inputs(method.method_meta()))
     result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
-    kept = result.kept
     energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
     del method, program
 
@@ -175,10 +174,45 @@ def measure_artifact(
         del module
         etdump = etdump_path
 
+    return result_record(
+        result,
+        runner="chamlab-shim",
+        model_path=model_path,
+        threads=threads,
+        roots=roots,
+        runtime="executorch",
+        runtime_version=metadata.version("executorch"),
+        fingerprint=probe.fingerprint(),
+        etdump_path=etdump,
+        energy=energy,
+        started=started,
+    )
+
+
+def result_record(
+    result: Measurement,
+    *,
+    runner: str,
+    model_path: str,
+    threads: int,
+    roots: probe.SysfsRoots,
+    runtime: str,
+    runtime_version: str,
+    fingerprint: str,
+    etdump_path: str | None,
+    energy: object,
+    started: _dt.datetime,
+    **details: object,
+) -> dict[str, object]:
+    """The result record (schema :data:`RESULT_SCHEMA`) of one measured program, as every runner of the
+    agent writes it: the kept attempt's samples and summary, the machine's state, the runtime;
+    ``details``: the runner's own fields (after ``model_path``)."""
+    kept = result.kept
     return {
         "schema": RESULT_SCHEMA,
-        "runner": "chamlab-shim",
+        "runner": runner,
         "model_path": model_path,
+        **details,
         "samples_ms": kept.samples_ms,
         **summarize(kept.samples_ms),
         "n_samples": len(kept.samples_ms),
@@ -194,10 +228,10 @@ def measure_artifact(
         "temp_before_c": kept.temp_before_c,
         "temp_after_c": kept.temp_after_c,
         "battery_pct": probe.battery_pct(roots),
-        "runtime": "executorch",
-        "runtime_version": metadata.version("executorch"),
-        "fingerprint": probe.fingerprint(),
-        "etdump_path": etdump,
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "fingerprint": fingerprint,
+        "etdump_path": etdump_path,
         "energy": energy,
         "started_at": started.isoformat(),
         "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),

@@ -343,14 +343,7 @@ def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:
 
 
 def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
-    return lut.choose(
-        path,
-        device=spec.target,
-        backend=spec.backend.value,
-        dtype=spec.dtype.value,
-        threads=spec.threads,
-        batch=spec.batch,
-    )
+    return spec.choose_in(lut, path)
 
 
 def _calibration_errors(
