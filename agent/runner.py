@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _inputs(meta):  # type: ignore[no-untyped-def]
+def _inputs(meta: Any) -> list[Any]:
     """Deterministic inputs for every input tensor of the method (floats: N(0, 1), others: zeros)."""
     import torch
 
@@ -124,7 +124,7 @@ def _write_json_atomic(path: str, obj: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> Any:
     """The ExecuTorch runtime bindings.
 
     ``portable_lib`` (the public module) imports all of ``executorch.exir`` for one warning class,
@@ -415,15 +415,23 @@ def main(argv: list[str] | None = None, *, measure_one: MeasureOne | None = None
         parser.error(str(exc))  # exit 2: the host validates policies, so this is a usage error
     if args.tasks is not None:
         return run_batch(args, measure_one)
+    return run_single(parser, args, "runner", lambda: run(args))
+
+
+def run_single(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, run: Callable[[], dict[str, object]]
+) -> int:
+    """Measure the one program of ``--model_path`` with ``run`` and write its result record to
+    ``--result_path`` (atomically) or stdout; exit 1 with one line on stderr if it fails."""
     if args.model_path is None:
         parser.error("--model_path is required (or --tasks for batch mode)")
     if not os.path.isfile(args.model_path):
-        print(f"runner: model file {args.model_path} does not exist", file=sys.stderr)
+        print(f"{name}: model file {args.model_path} does not exist", file=sys.stderr)
         return 1
     try:
-        result = run(args)
+        result = run()
     except Exception as exc:  # report any runtime failure as data: the driver records the rc
-        print(f"runner: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if args.result_path:
         _write_json_atomic(args.result_path, result)

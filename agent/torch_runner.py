@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import sys
 from typing import Any
 
 from . import power, probe
 from .measure import MeasurePolicy, measure
-from .runner import result_record
+from .runner import result_record, run_batch, run_single
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,28 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.cpu_threads)
     if args.tasks is not None:
-        from .runner import run_batch
-
         return run_batch(args, _batch_measure)
-    if args.model_path is None:
-        parser.error("--model_path is required (or --tasks for batch mode)")
-    if not os.path.isfile(args.model_path):
-        print(f"torch_runner: model file {args.model_path} does not exist", file=sys.stderr)
-        return 1
-    try:
-        result = measure_program(args, args.model_path)
-    except Exception as exc:
-        print(f"torch_runner: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(result, separators=(",", ":"))
-    if args.result_path:
-        tmp = f"{args.result_path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.result_path)
-    else:
-        print(text)
-    return 0
+    return run_single(parser, args, "torch_runner", lambda: measure_program(args, args.model_path))
 
 
 if __name__ == "__main__":
