@@ -53,6 +53,23 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def of_run(cache: Path) -> dict[int, str]:
+    """pid -> start time of every live process that has the run's private cache in its environment:
+    the run's processes wherever they were reparented."""
+    mark = f"CHAMLAB_CACHE={cache}".encode()
+    out: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if mark in env and (st := _stat(int(entry))) is not None:
+            out[int(entry)] = st[1]
+    return out
+
+
 def alive(procs: dict[int, str]) -> dict[int, str]:
     """Those of ``procs`` still running (the same process: pid and start time)."""
     return {pid: cmdline(pid) for pid, start in procs.items() if (st := _stat(pid)) and st[1] == start}
@@ -75,29 +92,30 @@ def start_profile(tmp_path: Path, fast_devices: Path, seed: int, stderr: IO[str]
     )
 
 
-def importing_torch(pid: int) -> bool:
-    """A worker that is loading torch (it does before its initializer runs): mid start-up."""
+def starting_up(pid: int) -> bool:
+    """A worker still starting: its initializer, which sends its stderr to the export log, has not run."""
     try:
-        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        return not os.readlink(f"/proc/{pid}/fd/2").endswith("export.log")
     except OSError:
         return False
 
 
 def wait_for_workers(proc: subprocess.Popen[str], starting: bool = False) -> dict[int, str]:
-    """The run's descendants once its export workers exist (``starting``: and one is importing torch)."""
+    """The run's descendants once its export workers exist (``starting``: and one is still starting)."""
     end = time.monotonic() + 600
     while time.monotonic() < end:
         assert proc.poll() is None, f"chamlab profile ended (exit {proc.returncode}) before exporting"
         found = descendants(proc.pid)
         workers = [pid for pid in found if WORKER in cmdline(pid)]
-        if workers and (not starting or any(map(importing_torch, workers))):
+        if workers and (not starting or any(map(starting_up, workers))):
             return found
-        time.sleep(0.02)
+        time.sleep(0.005)
     raise AssertionError("no export worker appeared")
 
 
-def wait_gone(procs: dict[int, str]) -> dict[int, str]:
-    end = time.monotonic() + GONE_WITHIN
+def wait_gone(procs: dict[int, str], within: float = GONE_WITHIN) -> dict[int, str]:
+    """Those of ``procs`` still running after waiting up to ``within`` seconds for them to end."""
+    end = time.monotonic() + within
     while (left := alive(procs)) and time.monotonic() < end:
         time.sleep(0.2)
     return left
@@ -111,8 +129,10 @@ def test_sigkill_of_profile_ends_every_process_it_started(tmp_path: Path, fast_d
         procs = wait_for_workers(proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        procs.update(of_run(tmp_path / "cache"))  # any started since, now reparented
         left = wait_gone(procs)
     finally:
+        procs.update(of_run(tmp_path / "cache"))
         for pid in alive(procs):  # a failing run must not leave them behind for the next test
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
@@ -126,10 +146,19 @@ def test_ctrl_c_during_export_exits_cleanly(tmp_path: Path, fast_devices: Path) 
         proc = start_profile(tmp_path, fast_devices, 9102, stderr)
     try:
         procs = wait_for_workers(proc, starting=True)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+        # Ctrl-C in a terminal signals the whole group at once; which process acts on it first is up to
+        # the scheduler. The worker first (the order that left a KeyboardInterrupt traceback) unless it
+        # ignores the signal, as it must; then the whole group.
+        workers = [pid for pid in procs if WORKER in cmdline(pid) and starting_up(pid)]
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        wait_gone({pid: procs[pid] for pid in workers}, within=10.0)
+        os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) == 130
+        procs.update(of_run(tmp_path / "cache"))
         left = wait_gone(procs)
     finally:
+        procs.update(of_run(tmp_path / "cache"))
         for pid in alive(procs):
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
