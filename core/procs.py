@@ -84,17 +84,19 @@ def stop_pool(pool: cf.ProcessPoolExecutor, *, abort: bool = False) -> None:
         pool.shutdown(wait=True)
         return
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    thread = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it: take it first
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         if proc.is_alive():
             proc.kill()
     for proc in procs:
         proc.join(timeout=5)
-    # The pool's manager thread sees the dead workers, marks the pool broken and closes its queues;
-    # waiting for it here (not at interpreter exit) lets the queues' semaphores be unlinked.
-    thread = getattr(pool, "_executor_manager_thread", None)
+    # The pool's manager thread sees the dead workers, marks the pool broken and closes its queues and
+    # its wake-up pipe. Waiting for it here, not at interpreter exit, lets the queues' semaphores be
+    # unlinked, and keeps concurrent.futures' exit hook from writing to that pipe while the thread
+    # closes it (an "OSError: Bad file descriptor" traceback on Python 3.11).
     if thread is not None:
-        thread.join(timeout=5)
+        thread.join(timeout=60)
 
 
 def start_ray(address: str | None, **local: Any) -> bool:
