@@ -56,20 +56,20 @@ unit: install system-packages
 test: lint typecheck unit
 
 bench: install
-	$(PY) bench/latency_fidelity.py
-	$(PY) bench/energy_fidelity.py
-	$(PY) bench/profiling_cost.py
-	$(PY) bench/stability.py
-	$(PY) bench/runtime_import.py
-	$(PY) bench/lut_merge.py
-	$(PY) bench/transport_overhead.py
-	$(PY) bench/transport_fixed_cost.py
-	$(PY) bench/fault_recovery.py
-	$(PY) bench/search_efficiency.py
-	$(PY) bench/adapt_search_time.py
-	$(PY) bench/constraint_fidelity.py
-	$(PY) bench/new_device.py
-	$(PY) bench/report.py
+	$(PY) -m bench.latency_fidelity
+	$(PY) -m bench.energy_fidelity
+	$(PY) -m bench.profiling_cost
+	$(PY) -m bench.stability
+	$(PY) -m bench.runtime_import
+	$(PY) -m bench.lut_merge
+	$(PY) -m bench.transport_overhead
+	$(PY) -m bench.transport_fixed_cost
+	$(PY) -m bench.fault_recovery
+	$(PY) -m bench.search_efficiency
+	$(PY) -m bench.adapt_search_time
+	$(PY) -m bench.constraint_fidelity
+	$(PY) -m bench.new_device
+	$(PY) -m bench.report
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).
 data: install

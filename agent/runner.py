@@ -52,7 +52,7 @@ from importlib import metadata
 from typing import Any
 
 from . import power, probe
-from .measure import MeasurePolicy, measure, summarize
+from .measure import Measurement, MeasurePolicy, measure, summarize
 
 RESULT_SCHEMA = 1
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _inputs(meta):  # type: ignore[no-untyped-def]
+def _inputs(meta: Any) -> list[Any]:
     """Deterministic inputs for every input tensor of the method (floats: N(0, 1), others: zeros)."""
     import torch
 
@@ -124,7 +124,7 @@ def _write_json_atomic(path: str, obj: dict[str, object]) -> None:
     os.replace(tmp, path)
 
 
-def _runtime():  # type: ignore[no-untyped-def]
+def _runtime() -> Any:
     """The ExecuTorch runtime bindings.
 
     ``portable_lib`` (the public module) imports all of ``executorch.exir`` for one warning class,
@@ -161,7 +161,6 @@ def measure_artifact(
     method = program.load_method(args.method_name)
     method.set_inputs(_inputs(method.method_meta()))
     result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
-    kept = result.kept
     energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
     del method, program
 
@@ -175,10 +174,45 @@ def measure_artifact(
         del module
         etdump = etdump_path
 
+    return result_record(
+        result,
+        runner="chamlab-shim",
+        model_path=model_path,
+        threads=threads,
+        roots=roots,
+        runtime="executorch",
+        runtime_version=metadata.version("executorch"),
+        fingerprint=probe.fingerprint(),
+        etdump_path=etdump,
+        energy=energy,
+        started=started,
+    )
+
+
+def result_record(
+    result: Measurement,
+    *,
+    runner: str,
+    model_path: str,
+    threads: int,
+    roots: probe.SysfsRoots,
+    runtime: str,
+    runtime_version: str,
+    fingerprint: str,
+    etdump_path: str | None,
+    energy: object,
+    started: _dt.datetime,
+    **details: object,
+) -> dict[str, object]:
+    """The result record (schema :data:`RESULT_SCHEMA`) of one measured program, as every runner of the
+    agent writes it: the kept attempt's samples and summary, the machine's state, the runtime;
+    ``details``: the runner's own fields (after ``model_path``)."""
+    kept = result.kept
     return {
         "schema": RESULT_SCHEMA,
-        "runner": "chamlab-shim",
+        "runner": runner,
         "model_path": model_path,
+        **details,
         "samples_ms": kept.samples_ms,
         **summarize(kept.samples_ms),
         "n_samples": len(kept.samples_ms),
@@ -194,10 +228,10 @@ def measure_artifact(
         "temp_before_c": kept.temp_before_c,
         "temp_after_c": kept.temp_after_c,
         "battery_pct": probe.battery_pct(roots),
-        "runtime": "executorch",
-        "runtime_version": metadata.version("executorch"),
-        "fingerprint": probe.fingerprint(),
-        "etdump_path": etdump,
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "fingerprint": fingerprint,
+        "etdump_path": etdump_path,
         "energy": energy,
         "started_at": started.isoformat(),
         "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),
@@ -381,15 +415,23 @@ def main(argv: list[str] | None = None, *, measure_one: MeasureOne | None = None
         parser.error(str(exc))  # exit 2: the host validates policies, so this is a usage error
     if args.tasks is not None:
         return run_batch(args, measure_one)
+    return run_single(parser, args, "runner", lambda: run(args))
+
+
+def run_single(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, run: Callable[[], dict[str, object]]
+) -> int:
+    """Measure the one program of ``--model_path`` with ``run`` and write its result record to
+    ``--result_path`` (atomically) or stdout; exit 1 with one line on stderr if it fails."""
     if args.model_path is None:
         parser.error("--model_path is required (or --tasks for batch mode)")
     if not os.path.isfile(args.model_path):
-        print(f"runner: model file {args.model_path} does not exist", file=sys.stderr)
+        print(f"{name}: model file {args.model_path} does not exist", file=sys.stderr)
         return 1
     try:
-        result = run(args)
+        result = run()
     except Exception as exc:  # report any runtime failure as data: the driver records the rc
-        print(f"runner: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     if args.result_path:
         _write_json_atomic(args.result_path, result)

@@ -34,15 +34,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import sys
 from typing import Any
 
 from . import power, probe
-from .measure import MeasurePolicy, measure, summarize
-
-RESULT_SCHEMA = 1
+from .measure import MeasurePolicy, measure
+from .runner import result_record, run_batch, run_single
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,38 +139,23 @@ def measure_program(args: argparse.Namespace, model_path: str) -> dict[str, Any]
             result = measure(run_once, policy, read_temp_c=lambda: probe.temperature_c(roots))
             name = "cpu"
         energy = power.energy_for_runner(args, run_once) if args.power_reader else None
-    kept = result.kept
-    return {
-        "schema": RESULT_SCHEMA,
-        "runner": "torch-cuda",
-        "model_path": model_path,
-        "mode": args.mode if on_cuda else "eager",
-        "timer": "cuda-event" if on_cuda else "perf_counter",
-        "device": name,
-        "input_shapes": [list(x.shape) for x in inputs],
-        "samples_ms": kept.samples_ms,
-        **summarize(kept.samples_ms),
-        "n_samples": len(kept.samples_ms),
-        "warmup_runs": kept.warmup_runs,
-        "robust_cv": kept.robust_cv,
-        "drift": kept.drift,
-        "unstable": result.unstable,
-        "unstable_reasons": kept.reasons,
-        "attempts": [a.to_json() for a in result.attempts],
-        "threads": torch.get_num_threads(),
-        "affinity": probe.affinity(),
-        "governor": probe.governor(roots),
-        "temp_before_c": kept.temp_before_c,
-        "temp_after_c": kept.temp_after_c,
-        "battery_pct": probe.battery_pct(roots),
-        "runtime": "torch",
-        "runtime_version": f"torch {torch.__version__}" + (f" cuda {torch.version.cuda}" if on_cuda else ""),
-        "fingerprint": f"{probe.fingerprint()}|{name}",
-        "etdump_path": None,
-        "energy": energy,
-        "started_at": started.isoformat(),
-        "ended_at": _dt.datetime.now(_dt.UTC).isoformat(),
-    }
+    return result_record(
+        result,
+        runner="torch-cuda",
+        model_path=model_path,
+        mode=args.mode if on_cuda else "eager",
+        timer="cuda-event" if on_cuda else "perf_counter",
+        device=name,
+        input_shapes=[list(x.shape) for x in inputs],
+        threads=torch.get_num_threads(),
+        roots=roots,
+        runtime="torch",
+        runtime_version=f"torch {torch.__version__}" + (f" cuda {torch.version.cuda}" if on_cuda else ""),
+        fingerprint=f"{probe.fingerprint()}|{name}",
+        etdump_path=None,
+        energy=energy,
+        started=started,
+    )
 
 
 def _batch_measure(args: argparse.Namespace, model_path: str, etdump_path: str | None) -> dict[str, object]:
@@ -195,28 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.cpu_threads)
     if args.tasks is not None:
-        from .runner import run_batch
-
         return run_batch(args, _batch_measure)
-    if args.model_path is None:
-        parser.error("--model_path is required (or --tasks for batch mode)")
-    if not os.path.isfile(args.model_path):
-        print(f"torch_runner: model file {args.model_path} does not exist", file=sys.stderr)
-        return 1
-    try:
-        result = measure_program(args, args.model_path)
-    except Exception as exc:
-        print(f"torch_runner: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(result, separators=(",", ":"))
-    if args.result_path:
-        tmp = f"{args.result_path}.tmp.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, args.result_path)
-    else:
-        print(text)
-    return 0
+    return run_single(parser, args, "torch_runner", lambda: measure_program(args, args.model_path))
 
 
 if __name__ == "__main__":

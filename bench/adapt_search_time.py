@@ -15,7 +15,7 @@ Each is timed *cold* (no latency predicted yet: every arch the search visits is 
 timed call) and *warm* (the latency cache the BO loop filled, as inside ``adapt``), 5 seeds each;
 medians reported. Resumable: finished (space, seed) pairs are kept in the results file.
 
-    .venv/bin/python bench/adapt_search_time.py [--seeds 5]
+    .venv/bin/python -m bench.adapt_search_time [--seeds 5]
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result  # noqa: E402
-from constraint_fidelity import DEVICE, ProxyAccuracy  # noqa: E402
+from bench._common import RESULTS, write_result  # noqa: E402
+from bench.constraint_fidelity import DEVICE, ProxyAccuracy  # noqa: E402
 
 FROZEN = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 
@@ -144,7 +142,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Search time of `adapt` once the predictors exist",
         "",
-        "`python bench/adapt_search_time.py`",
+        "`python -m bench.adapt_search_time`",
         "",
         env,
         "",

@@ -1,6 +1,6 @@
 """``profile --adaptive`` on real chamnet-mbv2 ops: how much it measures, and what interpolation costs.
 
-    python bench/adaptive_profile.py [--threads 1] [--seed 0] [--round-ops 8] [--max-ops N]
+    python -m bench.adaptive_profile [--threads 1] [--seed 0] [--round-ops 8] [--max-ops N]
                                      [--target local-cpu] [--out PATH]
 
 The archs of interest are the held-apart chamnet-mbv2 archs of ``bench/latency_fidelity.py`` at the
@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-from latency_fidelity import summarize  # the same error summary as the fidelity benchmark
+from bench._common import RESULTS, write_result
+from bench.latency_fidelity import summarize  # the same error summary as the fidelity benchmark
 
 SPACE = "chamnet-mbv2"
 
@@ -137,7 +135,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Adaptive profiling on real chamnet-mbv2 ops",
         "",
-        "`python bench/adaptive_profile.py` ("
+        "`python -m bench.adaptive_profile` ("
         + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in r["args"].items() if v and k != "out")
         + ")",
         "",

@@ -9,22 +9,19 @@ within +/-10 % and the mean MAPE over the splits. This is how model v2's feature
 measures nothing new on the device, so it runs in seconds, and it says how each feature set would
 have done on those same measurements (a fresh fidelity run is the real check).
 
-    python bench/calibration_features.py [--splits 300] [--train 10] [--seed 0]
+    python -m bench.calibration_features [--splits 300] [--train 10] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-
+from bench._common import RESULTS, write_result
 from chamlab.chamnet.predictors import calibration as model
 
 CANDIDATES: dict[str, tuple[str, ...]] = {
@@ -73,7 +70,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Calibration features: which generalise",
         "",
-        f"`python bench/calibration_features.py --splits {a['splits']} --train {a['train']} "
+        f"`python -m bench.calibration_features --splits {a['splits']} --train {a['train']} "
         f"--seed {a['seed']}`: refits on the held-apart networks of the latency fidelity run "
         f"(fidelity run of {r['source_when']}); fit on {a['train']}, test on the rest, mean over the "
         "splits. No new measurement.",

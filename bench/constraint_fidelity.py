@@ -20,7 +20,7 @@ run-to-run spread of the very program that was measured).
 Resumable: the results file is rewritten after every limit and finished limits are skipped; the
 work folder (LUTs, run folders) is kept. The machine is shared: each record carries the load.
 
-    .venv/bin/python bench/constraint_fidelity.py [--space macro-cifar10|chamnet-mbv2|both]
+    .venv/bin/python -m bench.constraint_fidelity [--space macro-cifar10|chamnet-mbv2|both]
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
+from bench._common import RESULTS, write_result
 
 FROZEN = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 BUDGET = 30
@@ -225,7 +223,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Constraint fidelity of `adapt`: the exported winner measured at 5 limits",
         "",
-        "`python bench/constraint_fidelity.py`",
+        "`python -m bench.constraint_fidelity`",
         "",
         env,
         "",

@@ -1,7 +1,7 @@
 """Energy predictor fidelity on a simulated device with a known power model (this machine has no
 energy counter: no RAPL, no battery, no NVML).
 
-    python bench/energy_fidelity.py [--archs 8] [--calibrate 5] [--seed 0] [--out PATH]
+    python -m bench.energy_fidelity [--archs 8] [--calibrate 5] [--seed 0] [--out PATH]
 
 The device is ``local-cpu``'s runner with a RAPL tree prepared by ``tests/powersim.py``
 (``CpuPowerModelRapl``): its counter advances at 4 W idle plus 10 W per CPU-second of the runners
@@ -18,21 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import write_result
-from powersim import CpuPowerModelRapl
-
+from bench._common import write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host import api
 from chamlab.host.devices.config import load_registry
+from tests.powersim import CpuPowerModelRapl
 
 IDLE_W, W_PER_CORE = 4.0, 10.0
 

@@ -1,6 +1,6 @@
 """Farm controller throughput: devices per minute with 1, 2, 4, 8 (and 16, 32) emulated devices.
 
-    python bench/farm_throughput.py [--devices 1 2 4 8 16 32] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
+    python -m bench.farm_throughput [--devices 1 2 4 8 16 32] [--sleep-s 0.5] [--repeats 3] [--arch 11111111]
 
 Each emulated device is a ``local`` device whose runner is a *stand-in*: the shim's ``python`` points
 at a small Python script that runs the agent's own batch loop (staged by the driver, as on a device)
@@ -30,8 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 STAND_IN = """#!{python}
 # stand-in for `python -m chamlab.agent.runner ...`: the agent's own batch loop (staged on PYTHONPATH
@@ -82,8 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="chamlab-bench-farm-") as tmp_s:
         tmp = Path(tmp_s)
         os.environ.setdefault("CHAMLAB_CACHE", str(tmp / "cache"))
-        from _common import write_result
-
+        from bench._common import write_result
         from chamlab.chamnet.spaces import SPACES
         from chamlab.host.devices.config import parse_devices_file
         from chamlab.host.measurement.profiling import plan_ops

@@ -1,6 +1,6 @@
 """Fault recovery: the macro-cifar10 LUT on the adb peer, the peer killed 3 times mid-run.
 
-    python bench/fault_recovery.py [--kills 3] [--policy fast|default]
+    python -m bench.fault_recovery [--kills 3] [--policy fast|default]
 
 Starts the real adb server and the device-side adb peer (tests/peers.py; the stand-in for a phone).
 Attempt k kills the peer (SIGKILL: a dead phone or a pulled cable) when the driver reports its
@@ -16,21 +16,18 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the peers of the tests
 import pyarrow.parquet as pq
-from _common import write_result
-from peers import AdbPeer, AdbServer
-from transport_overhead import POLICIES
 
+from bench._common import write_result
+from bench.transport_overhead import POLICIES
 from chamlab.host import api
 from chamlab.host.devices.config import parse_devices_file
 from chamlab.host.devices.session import RunInterrupted
+from tests.peers import AdbPeer, AdbServer
 
 
 class KillAt:

@@ -3,7 +3,7 @@
 Run it from the repository root of a source checkout, with nothing installed but torch (with CUDA),
 numpy, pandas, pyarrow, typer, rich, pydantic and, for energy, pynvml (nvidia-ml-py)::
 
-    python3 bench/gpu_check.py            # writes bench/results/gpu_check.json
+    python -m bench.gpu_check            # writes bench/results/gpu_check.json
 
 It needs no ``pip install`` of chamlab: it links the source folders (core, host, agent, operators,
 chamnet) into a temporary ``chamlab`` namespace package and puts that first on ``PYTHONPATH`` (for

@@ -13,7 +13,7 @@ Drop = fp32 accuracy - int8 accuracy, in percentage points.
 Resumable: trained networks stay in the oracle's cache (``$CHAMLAB_CACHE/training``) and the result
 file is rewritten after each network (``complete: false`` until the last).
 
-    python bench/int8_accuracy.py [--networks 10] [--schedule epochs=2] [--data digits] [--out FILE]
+    python -m bench.int8_accuracy [--networks 10] [--schedule epochs=2] [--data digits] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import write_result
 
+from bench._common import write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.training import Schedule, TrainingOracle
 from chamlab.operators.quant import DEFAULT_RECIPE
@@ -95,7 +95,7 @@ def main() -> None:
     args = p.parse_args()
     space = SPACES.get("macro-cifar10")
     schedule = Schedule.parse(args.schedule)
-    command = "python bench/int8_accuracy.py" + "".join(
+    command = "python -m bench.int8_accuracy" + "".join(
         f" --{k} {v}" for k, v in (("networks", args.networks), ("schedule", args.schedule)) if v
     )
     if args.data != "digits":

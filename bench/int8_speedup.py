@@ -1,6 +1,6 @@
 """int8 vs fp32 latency on this machine's CPU (XNNPACK), per op kind and for whole reference networks.
 
-    python bench/int8_speedup.py [--threads 1 2] [--repeats 2] [--resolution 224] [--target local-cpu]
+    python -m bench.int8_speedup [--threads 1 2] [--repeats 2] [--resolution 224] [--target local-cpu]
                                  [--out PATH]
 
 1. Per op: the distinct ops of MobileNetV2-1.0 (``--resolution``) are profiled into ONE LUT with
@@ -27,15 +27,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-
+from bench._common import RESULTS, write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.host import api

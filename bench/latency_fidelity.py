@@ -1,7 +1,7 @@
 """Latency fidelity: raw, overhead-corrected, calibrated and interpolated predictions against the
 median of separate whole-network measurements, beside the measurement noise floor.
 
-    python bench/latency_fidelity.py [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
+    python -m bench.latency_fidelity [--archs 50] [--threads 1 2] [--mbv2 20] [--calibrate 10]
                                      [--repeats 3] [--redo-pct 3] [--max-redo 2] [--floor-runs 2]
                                      [--seed 0] [--dtype fp32|int8] [--out PATH]
 
@@ -62,16 +62,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-
+from bench._common import RESULTS, write_result
 from chamlab.chamnet.predictors.latency import LutLatencyPredictor
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, SearchSpace

@@ -1,6 +1,6 @@
 """LUT merge: seconds and peak memory to merge 10 LUTs of 10k rows each.
 
-    python bench/lut_merge.py [--luts 10] [--rows 10000] [--samples 30] [--repeats 3]
+    python -m bench.lut_merge [--luts 10] [--rows 10000] [--samples 30] [--repeats 3]
 
 Scenarios (each run ``--repeats`` times, every time in a fresh interpreter, median reported):
 
@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from bench._common import write_result
 
 SCENARIOS = (
     "same keys, newest",

@@ -33,8 +33,8 @@ load average. ``--smoke`` runs the same three commands on macro-cifar10 (19 ops,
 networks, ``epochs=1,max_train=64,max_val=64``) to check the script end to end in minutes; it
 writes ``new_device_smoke.json`` so the real figure is never replaced by a smoke.
 
-    .venv/bin/python bench/new_device.py                 # the full run (the lead's quiet machine)
-    .venv/bin/python bench/new_device.py --smoke --target bench-cpu
+    .venv/bin/python -m bench.new_device                 # the full run (the lead's quiet machine)
+    .venv/bin/python -m bench.new_device --smoke --target bench-cpu
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
+from bench._common import RESULTS, write_result
 
 FULL = {
     "space": "chamnet-mbv2",
@@ -167,7 +166,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         f"## {title}",
         "",
-        "`python bench/new_device.py" + (" --smoke" if r.get("smoke") else "") + "`",
+        "`python -m bench.new_device" + (" --smoke" if r.get("smoke") else "") + "`",
         "",
         env,
         "",

@@ -13,22 +13,19 @@ kept (``bench/results/fidelity-lut-<space>-<threads>t.parquet``), this does what
 
 No device time: it reads what the fidelity run measured, so it runs in seconds.
 
-    python bench/op_model_features.py
+    python -m bench.op_model_features
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-
+from bench._common import RESULTS, write_result
 from chamlab.chamnet.predictors import calibration as cal_model
 from chamlab.chamnet.predictors import op_model
 from chamlab.chamnet.spaces import SPACES
@@ -89,7 +86,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Op-level model columns: one MAC column vs MACs split by kernel",
         "",
-        "`python bench/op_model_features.py`: on the ops the latency fidelity run measured "
+        "`python -m bench.op_model_features`: on the ops the latency fidelity run measured "
         f"(run of {r['source_when']}), the op-level model fitted on the calibration networks' ops "
         "predicts the LUT's other ops and, with the run's calibration, the held-apart networks. "
         "No new measurement.",

@@ -18,7 +18,7 @@ The later LUTs are those of the fidelity runs whose held-apart networks are read
    hours apart, while ``calibrate`` re-measures minutes to days after profiling: how much ops move
    over that gap on a given device is what the recheck measures.
 
-    python bench/op_reproducibility.py [--splits 200] [--train 10] [--recheck 32] [--seed 0]
+    python -m bench.op_reproducibility [--splits 200] [--train 10] [--recheck 32] [--seed 0]
 """
 
 from __future__ import annotations
@@ -27,16 +27,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
-
+from bench._common import RESULTS, write_result
 from chamlab.chamnet.predictors import calibration as model
 from chamlab.chamnet.predictors.op_model import robust_var, session_noise, shrinkage_weights
 from chamlab.chamnet.spaces import SPACES
@@ -146,7 +143,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Op timings between sessions, and the calibration's op recheck",
         "",
-        f"`python bench/op_reproducibility.py --splits {a['splits']} --train {a['train']} --recheck "
+        f"`python -m bench.op_reproducibility --splits {a['splits']} --train {a['train']} --recheck "
         f"{a['recheck']} --seed {a['seed']}`: the chamnet-mbv2 ops of the fidelity runs, each profiled "
         "in two sessions hours apart (no new measurement). Within-session CV is the ops' own sample "
         "spread, what `profile` reports.",

@@ -1,6 +1,6 @@
 """Profiling cost: seconds per op (export, measure) and the total for a space's LUT.
 
-    python bench/profiling_cost.py [--target local-cpu] [--threads 1] [--space macro-cifar10]
+    python -m bench.profiling_cost [--target local-cpu] [--threads 1] [--space macro-cifar10]
                                    [--sample N --resolution R --seed S]
 
 Profiles every op of ``--space``'s default archs (all of ``macro-cifar10``; the 7 reference archs of
@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from _common import write_result
 
+from bench._common import write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host import api
 

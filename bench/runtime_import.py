@@ -1,6 +1,6 @@
 """Runner start-up: seconds to import the ExecuTorch runtime, public module vs the compiled extension.
 
-    python bench/runtime_import.py [--repeats 5]
+    python -m bench.runtime_import [--repeats 5]
 
 The runner starts one process per op, so its import cost is paid per op. Each variant is timed as a
 whole fresh interpreter (`python -c ...`), median of the repeats. Writes
@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from bench._common import write_result
 
 VARIANTS = {
     "python only": "pass",

@@ -18,9 +18,9 @@ seeds on every cost model; the later ones at the hard limits first, ``--cells``)
 once it has hit the best and made 50 queries. Plus the predictor quality (RMSE, Kendall tau) vs
 training points for each initial design, on all feasible archs and near the constraint boundary.
 
-    .venv/bin/python bench/search_efficiency.py --jobs 2   # full (resumes from the results file)
-    .venv/bin/python bench/search_efficiency.py --smoke --out /tmp/smoke.json   # CI: < 1 minute
-    .venv/bin/python bench/search_efficiency.py --methods yj-trust-region --cells flops:50,lut_latency:25
+    .venv/bin/python -m bench.search_efficiency --jobs 2   # full (resumes from the results file)
+    .venv/bin/python -m bench.search_efficiency --smoke --out /tmp/smoke.json   # CI: < 1 minute
+    .venv/bin/python -m bench.search_efficiency --methods yj-trust-region --cells flops:50,lut_latency:25
 
 Every run is saved as it ends (key ``cost|percentile|method|seed``): a stopped benchmark continues
 where it stopped; ``--jobs N`` runs N seeds at once (one BLAS thread each).
@@ -30,7 +30,7 @@ better/worse/tied, the median difference, the Wilcoxon signed-rank p). Seeds fro
 (``--first-seed 10 --seeds 10``) are a robustness read, kept out of the main medians
 (``summary_extra_seeds``: the median over all seeds and a bootstrap interval of a 10-seed median):
 
-    .venv/bin/python bench/search_efficiency.py --methods ncf-yeo-johnson --first-seed 10 --skip-quality
+    .venv/bin/python -m bench.search_efficiency --methods ncf-yeo-johnson --first-seed 10 --skip-quality
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,8 +48,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result  # noqa: E402
+from bench._common import RESULTS, write_result  # noqa: E402
 
 LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 PCTS = (25, 50, 75)
@@ -229,8 +227,7 @@ def setup(with_lut: bool = True, synthetic: bool = True) -> dict[str, dict[str, 
         lat = {a: predictor.predict(sp.ops(a)).latency_ms for a in archs}
         envs["lut_latency"] = {"space": sp, "archs": archs, "acc": acc, "table": lat}
     if synthetic:
-        from synthetic_table import make_frame
-
+        from bench.synthetic_table import make_frame
         from chamlab.chamnet.spaces.table import TableSpace
 
         ts = TableSpace.from_frame(make_frame(0), name="synthetic-table", what="bench/synthetic_table.py")

@@ -4,7 +4,7 @@ After every query from the first fit on, it records where the GP ranks the true 
 tied) among the feasible archs not yet queried, by posterior mean and by the acquisition (log EI over
 the best feasible accuracy found), with the best arch's predicted accuracy and standard deviation:
 
-    .venv/bin/python bench/search_trace.py lut_latency 25 --seeds 0,1,8 [--variant ncf-yeo-johnson] [-v]
+    .venv/bin/python -m bench.search_trace lut_latency 25 --seeds 0,1,8 [--variant ncf-yeo-johnson] [-v]
 
 A best arch ranked low by the mean until it is hit says the model misses it (it is found by
 exploration); ranked high by the mean but low by EI says the acquisition passes it over (near-ties
@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -24,8 +22,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import search_efficiency as se  # noqa: E402
+from bench import search_efficiency as se  # noqa: E402
 
 
 def trace(

@@ -1,6 +1,6 @@
 """Stability: coefficient of variation of repeated measurements of the same op (and network).
 
-    python bench/stability.py [--repeats 10] [--threads 1]
+    python -m bench.stability [--repeats 10] [--threads 1]
 
 Each repeat is a separate runner process with the device's measurement policy, exactly as
 ``chamlab profile`` measures an op. For each subject, the CV is ``std / mean`` of the repeats' p50.
@@ -17,9 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
-
+from bench._common import write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host.devices.config import load_registry
 from chamlab.operators import INVOCATION_PROBE, OPS

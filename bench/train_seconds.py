@@ -7,7 +7,7 @@ validation) and on Fashion-MNIST (60,000 28x28 images: 10,000 train / 2,000 vali
 mapped onto the space's 3x32x32 input. One process, archs in turn: wall seconds of one single-threaded
 training on this (shared, noisy) machine; the load average before each is recorded.
 
-    python bench/train_seconds.py [--fashion-mnist /usr/share/datasets/fashion-mnist] [--archs A,B]
+    python -m bench.train_seconds [--fashion-mnist /usr/share/datasets/fashion-mnist] [--archs A,B]
         [--fashion-archs A,B]
 """
 
@@ -18,8 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from _common import write_result
-
+from bench._common import write_result
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.training import FASHION_MNIST_DEBIAN, Schedule, load_dataset
 from chamlab.chamnet.training.schedule import train
@@ -33,7 +32,7 @@ def render(r: dict, env: str) -> list[str]:
     out = [
         "## Training oracle: seconds to train one arch (default proxy schedule)",
         "",
-        "`python bench/train_seconds.py --fashion-mnist DIR`",
+        "`python -m bench.train_seconds --fashion-mnist DIR`",
         "",
         env,
         "",

@@ -1,6 +1,6 @@
 """Transport fixed cost: what each transport adds to a LUT run, besides the measuring itself.
 
-    python bench/transport_fixed_cost.py [--repeats 5]
+    python -m bench.transport_fixed_cost [--repeats 5]
 
 The measuring is the same on every transport (the same driver and runner on the same CPU), so a
 transport's overhead is the work around it: pushing the run directory (the 19 macro-cifar10 artifacts
@@ -17,21 +17,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the peers of the tests
-from _common import RESULTS, write_result
-from peers import AdbPeer, AdbServer, Sshd
-from transport_overhead import devices_file
-
+from bench._common import RESULTS, write_result
+from bench.transport_overhead import devices_file
 from chamlab.host import api
 from chamlab.host.devices.config import parse_devices_file
 from chamlab.host.devices.session import DeviceSession, Task
 from chamlab.operators.export import ArtifactCache, ExportItem, export_all
+from tests.peers import AdbPeer, AdbServer, Sshd
 
 
 def one(device: api.DeviceConfig, tasks: list[Task], stage_root: Path, rep: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Transport overhead: the macro-cifar10 LUT profiled locally, over ssh and over adb, interleaved.
 
-    python bench/transport_overhead.py [--rounds 3] [--policy default|fast]
+    python -m bench.transport_overhead [--rounds 3] [--policy default|fast]
 
 Starts the same real peers as the tests (tests/peers.py): an OpenSSH server on 127.0.0.1 and the adb
 server plus the device-side adb peer (the stand-in for a phone). All three "devices" are this machine,
@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the peers of the tests
-from _common import write_result
-from peers import AdbPeer, AdbServer, Sshd
-
+from bench._common import write_result
 from chamlab.host import api
 from chamlab.host.devices.config import parse_devices_file
+from tests.peers import AdbPeer, AdbServer, Sshd
 
 POLICIES = {
     "default": "",  # MeasurePolicy's defaults, as local-cpu in the repository's devices.toml

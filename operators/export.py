@@ -36,7 +36,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import hashlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from typing import Any
 
 from chamlab.core.errors import ExportError
 from chamlab.core.files import atomic_path, cache_root
+from chamlab.core.procs import process_pool, stop_pool
 
 from . import quant
 from .base import BACKENDS, OPS, OpSpec
@@ -258,10 +258,8 @@ def lower(
 def _quiet_worker(log_path: str) -> None:
     """Worker initialiser: the toolchain prints warnings on import; send fd 2 to a log file."""
     import logging
-    import signal
     import warnings
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 2)
     os.close(fd)
@@ -338,13 +336,7 @@ def export_all(
         if on_done:
             on_done(item, art)
 
-    ctx = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    pool = cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=_quiet_worker,
-        initargs=(str(log_dir / "export.log"),),
-    )
+    pool = process_pool(workers, _quiet_worker, (str(log_dir / "export.log"),))
     try:
         futures = {}
         for item in todo:
@@ -360,22 +352,10 @@ def export_all(
     except BaseException:
         # Ctrl-C (or any error here): do not wait for the queued exports. Finished artifacts are
         # already in the cache (each written atomically); the ones in flight are abandoned.
-        _stop_now(pool)
+        stop_pool(pool, abort=True)
         raise
-    pool.shutdown(wait=True)
+    stop_pool(pool)
     return done, failures
-
-
-def _stop_now(pool: cf.ProcessPoolExecutor) -> None:
-    """Cancel queued work and kill the workers at once (``shutdown(cancel_futures=True)`` alone still
-    waits for the items in flight, each a second or more)."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in processes:
-        if proc.is_alive():
-            proc.kill()
-    for proc in processes:
-        proc.join(timeout=5)
 
 
 def _lower_with_weights_in_worker(
@@ -420,10 +400,7 @@ def export_program(
             raise ExportError(f"{item.name} cannot be exported for {backend}/{dtype}: {why}")
     log_dir = cache_root() / "artifacts"
     log_dir.mkdir(parents=True, exist_ok=True)
-    ctx = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(
-        max_workers=1, mp_context=ctx, initializer=_quiet_worker, initargs=(str(log_dir / "export.log"),)
-    )
+    pool = process_pool(1, _quiet_worker, (str(log_dir / "export.log"),))
     try:
         fut = pool.submit(
             _lower_with_weights_in_worker,
@@ -438,13 +415,13 @@ def export_program(
             list(calibration) if calibration is not None else None,
         )
         try:
-            return float(fut.result())
+            seconds = float(fut.result())
         except ExportError:
             raise
         except Exception as exc:
             raise ExportError(f"exporting {item.name} failed: {type(exc).__name__}: {exc}") from exc
     except BaseException:
-        _stop_now(pool)
+        stop_pool(pool, abort=True)
         raise
-    finally:
-        pool.shutdown(wait=True)
+    stop_pool(pool)
+    return seconds

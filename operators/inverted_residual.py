@@ -79,7 +79,7 @@ def _module_class() -> type[nn.Module]:
             self.residual = spec.residual
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.body(x)
+            y: torch.Tensor = self.body(x)
             return x + y if self.residual else y
 
     return InvertedResidualModule

@@ -185,7 +185,8 @@ def _convert(
             seen += 1
         if seen == 0:
             raise InputError("quantization needs at least one calibration batch")
-        return convert_pt2e(prepared)
+        converted: torch.fx.GraphModule = convert_pt2e(prepared)
+        return converted
 
 
 def quantize(

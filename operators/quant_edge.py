@@ -83,6 +83,7 @@ def _module_class() -> type[nn.Module]:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             ops = torch.ops.quantized_decomposed
             q = ops.quantize_per_tensor(x, PROBE_SCALE, 0, -128, 127, torch.int8)
-            return ops.dequantize_per_tensor(q, PROBE_SCALE, 0, -128, 127, torch.int8)
+            out: torch.Tensor = ops.dequantize_per_tensor(q, PROBE_SCALE, 0, -128, 127, torch.int8)
+            return out
 
     return QuantEdgeModule

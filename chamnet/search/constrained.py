@@ -194,15 +194,23 @@ class ConstrainedResult:
         }
 
 
+def pareto_indices(cost: Sequence[float] | np.ndarray, acc: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Indices of the Pareto-optimal points (no other has both lower cost and higher accuracy), by
+    increasing cost; of equal costs, the most accurate."""
+    cost, acc = np.asarray(cost, dtype=float), np.asarray(acc, dtype=float)
+    order = np.lexsort((-acc, cost))
+    front, best = [], -np.inf
+    for i in order:
+        if acc[i] > best:
+            front.append(int(i))
+            best = acc[i]
+    return np.array(front, dtype=int)
+
+
 def pareto_front(cands: Sequence[Candidate], primary: str) -> tuple[Candidate, ...]:
     """The candidates no other beats on both lower ``primary`` cost and higher accuracy, by cost."""
-    order = sorted(cands, key=lambda c: (c.costs[primary], -c.accuracy))
-    front, best = [], -math.inf
-    for c in order:
-        if c.accuracy > best:
-            front.append(c)
-            best = c.accuracy
-    return tuple(front)
+    idx = pareto_indices([c.costs[primary] for c in cands], [c.accuracy for c in cands])
+    return tuple(cands[i] for i in idx)
 
 
 def _cost(name: str, model: Callable[[Arch], float], arch: Arch) -> float:
@@ -400,5 +408,6 @@ __all__ = [
     "constrained_search",
     "loo_spread_pct",
     "pareto_front",
+    "pareto_indices",
     "safety_margin",
 ]

@@ -36,6 +36,7 @@ from chamlab.core.files import atomic_write_text
 from chamlab.core.store import KINDS, read_table, write_table
 
 from .config import engine_fields
+from .constrained import pareto_indices
 from .engine import BayesOptEngine, EngineConfig, EngineState, Query
 from .problem import Problem, accuracies_of, accuracy_dtype
 
@@ -350,17 +351,6 @@ def _result(
     )
 
 
-def pareto_front(cost: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """Indices of the Pareto-optimal points (lower cost, higher accuracy), by increasing cost."""
-    order = np.lexsort((-acc, cost))
-    front, best = [], -np.inf
-    for i in order:
-        if acc[i] > best:
-            front.append(int(i))
-            best = acc[i]
-    return np.array(front, dtype=int)
-
-
 def pareto_plot(problem: Problem, queries: Sequence[Query], result: SearchResult, path: Path) -> None:
     import matplotlib
 
@@ -375,7 +365,7 @@ def pareto_plot(problem: Problem, queries: Sequence[Query], result: SearchResult
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.scatter(cost, acc, s=12, c=np.arange(len(queries)), cmap="viridis", label="queried (colour: order)")
     if len(queries):
-        f = pareto_front(cost, acc)
+        f = pareto_indices(cost, acc)
         ax.step(cost[f], acc[f], where="post", color="tab:red", label="Pareto front of the queries")
     ax.axvline(problem.limits[primary], color="grey", ls="--", label=f"limit {problem.limits[primary]:g}")
     if result.costs is not None and result.oracle_accuracy is not None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chamlab.core.errors import ArchError, DataFileError
 from chamlab.core.store import KINDS, TableKind, read_table, write_table
@@ -143,7 +143,7 @@ def convert_source_json(src: Path, dst: Path) -> int:
         raw = json.loads(Path(src).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataFileError(f"cannot read NAS-Bench-Macro JSON {src}: {exc}") from exc
-    rows: dict[str, list] = {name: [] for name in ACCURACY_KIND.schema.names}  # type: ignore[union-attr]
+    rows: dict[str, list[Any]] = {name: [] for name in ACCURACY_KIND.schema.names}  # type: ignore[union-attr]
     for arch in sorted(raw):
         entry = raw[arch]
         if not _ARCH_RE.match(arch):
@@ -177,4 +177,4 @@ def convert_source_json(src: Path, dst: Path) -> int:
             "chamlab.metric": "CIFAR-10 test top-1 accuracy, percent",
         },
     )
-    return table.num_rows
+    return int(table.num_rows)

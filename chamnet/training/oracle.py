@@ -33,9 +33,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-import multiprocessing
 import os
-import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +43,7 @@ import numpy as np
 from chamlab.chamnet.search.problem import ACCURACY_DTYPES
 from chamlab.core.errors import ChamlabError, DataFileError, InputError
 from chamlab.core.files import atomic_path, atomic_write_text, cache_root, ensure_dir
+from chamlab.core.procs import process_pool, start_ray, stop_pool
 
 from .data import DIGITS, Dataset, check_classes, load_dataset
 from .schedule import Schedule, num_outputs
@@ -260,10 +259,6 @@ def quantize_task(
         torch.set_num_threads(threads)
 
 
-def _worker_init() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle (it kills us)
-
-
 class TrainingOracle:
     """Accuracy (percent, validation split) by training with ``schedule`` (see the module docstring).
 
@@ -448,9 +443,7 @@ class TrainingOracle:
     def _run_processes(self, todo: Sequence[tuple[Arch, Callable[..., dict[str, Any]]]]) -> None:
         if self._pool is None:
             n = self.workers or max(1, (os.cpu_count() or 1) // self.schedule.threads)
-            self._pool = cf.ProcessPoolExecutor(
-                max_workers=n, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
-            )
+            self._pool = process_pool(n)
         futures = {self._pool.submit(fn, *self._args(a)): a for a, fn in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -465,20 +458,10 @@ class TrainingOracle:
             raise
 
     def _run_ray(self, todo: Sequence[tuple[Arch, Callable[..., dict[str, Any]]]]) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise InputError(
-                "--executor ray needs Ray, which is not installed", hint="pip install 'chamlab[ray]'"
-            ) from None
-        if not ray.is_initialized():
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:  # a private one-node cluster (even if $RAY_ADDRESS is set)
-                ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1, **kwargs)
-            self._ray_started = True
+        if not self._ray_started:  # a private one-node cluster unless --address names one
+            self._ray_started = start_ray(self.address, num_cpus=self.workers or os.cpu_count() or 1)
+        import ray
+
         tasks = {
             fn: ray.remote(fn).options(num_cpus=self.schedule.threads, max_retries=0)
             for fn in {fn for _, fn in todo}
@@ -505,17 +488,7 @@ class TrainingOracle:
         Ray cluster if this oracle started it."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            if not abort:
-                pool.shutdown(wait=True)
-                processes: list[Any] = []
-            else:
-                processes = list(getattr(pool, "_processes", {}).values())
-                pool.shutdown(wait=False, cancel_futures=True)
-            for proc in processes:
-                if proc.is_alive():
-                    proc.kill()
-            for proc in processes:
-                proc.join(timeout=5)
+            stop_pool(pool, abort=abort)
         if self._ray_started:
             import ray
 

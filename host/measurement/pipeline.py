@@ -18,13 +18,14 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from chamlab.agent.measure import MeasurePolicy
 from chamlab.core.errors import ConfigError, InputError, MeasurementError
 from chamlab.host.devices.session import DeviceSession, Outcome, Task, device_lock
 from chamlab.host.devices.transports.base import DeviceConfig, Transport
-from chamlab.host.luts.lut import MeasurementSet
+from chamlab.host.luts.lut import Lut, MeasurementSet
 from chamlab.host.measurement import etdump as etdump_mod
 from chamlab.host.measurement import power_traces as power_mod
 from chamlab.operators import DTYPE_BACKENDS, Backend, Dtype, quant
@@ -85,6 +86,18 @@ class RunSpec:
         """The LUT rows this spec produces and reads."""
         return MeasurementSet(
             self.device.name, self.backend.value, self.dtype.value, self.threads, self.batch
+        )
+
+    def choose_in(self, lut: Lut, path: Path | str) -> MeasurementSet:
+        """This spec's measurement set in ``lut`` (read from ``path``): what a prediction for this run
+        reads. None there is a :class:`LutError` naming what the LUT holds (see :meth:`Lut.choose`)."""
+        return lut.choose(
+            path,
+            device=self.target,
+            backend=self.backend.value,
+            dtype=self.dtype.value,
+            threads=self.threads,
+            batch=self.batch,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -193,14 +193,7 @@ def calibrate(
         )
     progress = progress or NullProgress()
     lut = Lut.read(lut_path)
-    mset = lut.choose(
-        lut_path,
-        device=spec.target,
-        backend=spec.backend.value,
-        dtype=spec.dtype.value,
-        threads=spec.threads,
-        batch=spec.batch,
-    )
+    mset = spec.choose_in(lut, lut_path)
     from chamlab.host.prediction.predict import check_recipe
 
     recipe = check_recipe(lut, mset, lut_path)

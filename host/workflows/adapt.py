@@ -99,7 +99,6 @@ from chamlab.host.prediction.predict import (
     EnergyModel,
     LatencyModel,
     QuantityModel,
-    choose_measurement_set,
     default_lut_path,
     energy_refusal,
     no_energy_hint,
@@ -338,15 +337,7 @@ def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:
 
 def _mset(lut: Lut, path: Path, spec: RunSpec) -> MeasurementSet:
     """The rows of ``spec`` (every field given: the choice ``predict`` makes for it)."""
-    return choose_measurement_set(
-        lut,
-        path,
-        target=spec.target,
-        backend=spec.backend.value,
-        dtype=spec.dtype.value,
-        threads=spec.threads,
-        batch=spec.batch,
-    )
+    return spec.choose_in(lut, path)
 
 
 def _calibration_errors(

@@ -55,6 +55,7 @@ from typing import Any
 from chamlab.core.errors import ChamlabError, DeviceBusyError, InputError
 from chamlab.core.files import atomic_write_bytes, atomic_write_text, cache_root, ensure_dir
 from chamlab.core.locks import FileLock
+from chamlab.core.procs import start_ray
 from chamlab.host.devices.config import DeviceRegistry
 from chamlab.host.devices.transports.base import DeviceConfig, Transport
 
@@ -280,21 +281,10 @@ def _ray_task(job: DeviceJob) -> DeviceOutcome:
 
 
 def _ray(jobs: Sequence[DeviceJob], address: str | None) -> Iterator[DeviceOutcome]:
-    try:
-        import ray
-    except ImportError:
-        raise InputError(
-            "--executor ray needs Ray, which is not installed", hint="pip install 'chamlab[ray]'"
-        ) from None
-    started = False
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address:
-            ray.init(address=address, **kwargs)
-        else:  # a private one-node cluster on this host (even if $RAY_ADDRESS is set): it has every device
-            ray.init(address="local", resources={ray_resource(j.device): 1 for j in jobs}, **kwargs)
-        started = True
+    # without an address, a private one-node cluster on this host: it has every device
+    started = start_ray(address, resources={ray_resource(j.device): 1 for j in jobs})
+    import ray
+
     try:
         have = ray.cluster_resources()
         task = ray.remote(_ray_task)

@@ -92,14 +92,7 @@ def measure(
     if found is not None:
         lut, path = found
         try:
-            mset = lut.choose(
-                path,
-                device=spec.target,
-                backend=spec.backend.value,
-                dtype=spec.dtype.value,
-                threads=spec.threads,
-                batch=spec.batch,
-            )
+            mset = spec.choose_in(lut, path)
             recipe = check_recipe(lut, mset, path)
             if recipe is not None and recipe != spec.quant_recipe:
                 raise LutError(

@@ -12,12 +12,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
+from bench.latency_fidelity import held_apart_archs, paired_with_floor, reference_names
 from chamlab.chamnet.spaces import SPACES
 
-sys.path.insert(0, str(REPO / "bench"))
-from latency_fidelity import held_apart_archs, paired_with_floor, reference_names
-
-SCRIPT = REPO / "bench" / "latency_fidelity.py"
+SCRIPT = [sys.executable, "-m", "bench.latency_fidelity"]  # run from the repository root
 
 
 def _pair(arch: str, measured: float, calibrated: float, second_run: float) -> dict[str, Any]:
@@ -55,8 +53,8 @@ def test_resummarize_reports_the_random_archs_apart(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({**original, "runs": [{"space": "chamnet-mbv2", "threads": 1, "pairs": pairs}]})
     )
-    cmd = [sys.executable, str(REPO / "bench" / "latency_fidelity.py"), "--resummarize", "--out", str(path)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    cmd = [*SCRIPT, "--resummarize", "--out", str(path)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads(path.read_text())
     assert r["environment"] == {"when": "x"}  # the measurement's environment is kept
@@ -71,14 +69,8 @@ def test_resummarize_reports_the_random_archs_apart(tmp_path: Path) -> None:
 
 def test_resummarize_without_results_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "none.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "bench" / "latency_fidelity.py"),
-        "--resummarize",
-        "--out",
-        str(missing),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    cmd = [*SCRIPT, "--resummarize", "--out", str(missing)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode != 0 and "no results file" in res.stderr
 
 
@@ -101,7 +93,7 @@ def test_between_sessions_separates_a_device_shift_from_networks_that_moved(tmp_
     """Now: every network 20 % faster than in the earlier run, and one of five 30 % slower than that.
     As measured only that one agrees within 10 % (2.08 against 2.0 ms); divided by the shift (the
     median ratio, 0.8), the other four do and it does not."""
-    from latency_fidelity import between_sessions, summaries_of
+    from bench.latency_fidelity import between_sessions, summaries_of
 
     then = [_pair(f"n{i}", 2.0, 2.0, 2.0) for i in range(5)] + [_pair("only-then", 1.0, 1.0, 1.0)]
     earlier = tmp_path / "earlier.json"

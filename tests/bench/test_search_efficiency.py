@@ -12,8 +12,8 @@ from conftest import REPO
 
 def test_smoke_run_and_render(tmp_path: Path) -> None:
     out = tmp_path / "search_efficiency.json"
-    cmd = [sys.executable, str(REPO / "bench" / "search_efficiency.py"), "--smoke", "--out", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    cmd = [sys.executable, "-m", "bench.search_efficiency", "--smoke", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["smoke"] is True
@@ -25,10 +25,11 @@ def test_smoke_run_and_render(tmp_path: Path) -> None:
     # the smoke run has one engine configuration and the main seed only: nothing to pair, no extra seeds
     assert r["summary_paired"] == {} and r["summary_extra_seeds"] == {}
     # resumable: a second run finds every run done and only re-renders
-    res = subprocess.run([*cmd, "--skip-quality"], capture_output=True, text=True, timeout=300, check=False)
+    res = subprocess.run(
+        [*cmd, "--skip-quality"], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+    )
     assert res.returncode == 0 and "flops|50|engine|0 {" not in res.stdout
-    sys.path.insert(0, str(REPO / "bench"))
-    from search_efficiency import render
+    from bench.search_efficiency import render
 
     text = "\n".join(render(json.loads(out.read_text()), "_env_"))
     assert "## Search sample efficiency" in text and "| engine |" in text
@@ -39,8 +40,13 @@ def _runs(hits: dict[str, int | None]) -> dict[str, dict[str, object]]:
 
 
 def test_paired_comparison_and_extra_seeds_against_hand_computed_values() -> None:
-    sys.path.insert(0, str(REPO / "bench"))
-    from search_efficiency import extra_seeds, extra_seeds_table, paired_comparison, paired_table, summarise
+    from bench.search_efficiency import (
+        extra_seeds,
+        extra_seeds_table,
+        paired_comparison,
+        paired_table,
+        summarise,
+    )
 
     base = [10, 20, 30, None, 50, 60]  # "v1" stands for the default here; None: a miss, counted as 151
     other = [7, 19, 32, 147, 45, 60]  # differences -3, -1, +2, -4, -5, 0

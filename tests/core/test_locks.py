@@ -45,7 +45,7 @@ def test_second_holder_is_refused_or_waits_and_is_told_who(tmp_path: Path) -> No
         assert told == ["the child process"]  # told once, not on every poll
     finally:
         child.kill()
-        child.wait()
+        child.communicate()  # waits, and closes its pipes
     # the kernel released the dead child's lock: nothing is ever stale
     lock = FileLock(path, what="device d")
     lock.acquire(wait=False, description="me")
