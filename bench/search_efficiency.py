@@ -182,8 +182,7 @@ PREVIOUS_DEFAULTS = ("v1-no-cost-feature", "v1-no-cost-feature-here")
 
 def default_variant() -> str:
     """The variant whose configuration is the engine's default ("engine" when none is)."""
-    import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-
+    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
     from chamlab.chamnet.search import EngineConfig
     from chamlab.core.errors import InputError
 
@@ -250,8 +249,7 @@ def problem_for(env: dict[str, Any], cost: str, limit: float) -> Any:
 def run_one(
     env: dict[str, Any], cost: str, limit: float, method: str, seed: int, budget: int
 ) -> dict[str, Any]:
-    from baselines import BASELINES, Candidates, first_hit
-
+    from bench.baselines import BASELINES, Candidates, first_hit
     from chamlab.chamnet.search import BayesOptEngine, EngineConfig
     from chamlab.chamnet.search.engine import Encoder
 
@@ -268,7 +266,7 @@ def run_one(
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if method in ENGINE_VARIANTS:
-        import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+        import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
 
         cfg = EngineConfig.from_json(ENGINE_VARIANTS[method], f"the options of variant {method!r}")
         state = BayesOptEngine(cfg).run(

@@ -36,7 +36,7 @@ def trace(
     feas = [a for a in env["archs"] if table[a] <= limit]
     best_acc = max(env["acc"][a] for a in feas)
     best = {a for a in feas if env["acc"][a] == best_acc}
-    import engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
 
     cfg = EngineConfig.from_json(se.ENGINE_VARIANTS[variant], f"the options of variant {variant!r}")
     enc = Encoder(env["space"].dimensions)

@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO
 
 
 @pytest.fixture(scope="module")
 def variants() -> object:
-    sys.path.insert(0, str(REPO / "bench"))
-    import engine_variants
+    import bench.engine_variants
 
-    return engine_variants
+    return bench.engine_variants
 
 
 def _problem() -> object:
