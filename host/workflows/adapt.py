@@ -193,6 +193,11 @@ class AdaptReport:
     #: the median of the runs' measured energies (None: the device has no power reader, or it failed)
     measured_energy_mj: float | None = None
     measured_runs_energy_mj: list[float | None] = dataclasses.field(default_factory=list)
+    #: ``DIR/model.json``, the program's manifest (docs/manifest.md), once written
+    manifest_path: Path | None = None
+    #: the shipped program's own top-1 accuracy through ExecuTorch on the oracle's validation split
+    #: (a trained program only): ``{"runtime", "runtime_version", "dtype", "top1_pct", "n", "split"}``
+    program_accuracy: dict[str, Any] | None = None
 
     @property
     def limit_ms(self) -> float:
@@ -292,6 +297,8 @@ class AdaptReport:
             "weights": self.weights,
             "weights_note": RANDOM_WEIGHTS_NOTE if self.weights == "random" else None,
             "int8_calibration": self.int8_calibration,
+            "manifest_path": str(self.manifest_path) if self.manifest_path else None,
+            "program_accuracy": self.program_accuracy,
             "runtime_version": self.runtime_version,
             "input_shape": self.input_shape,
             "lut": str(self.lut_path),
@@ -1038,6 +1045,7 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
     seconds["total"] = time.perf_counter() - t_start
     report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
     ctx.stage.mkdir(exist_ok=True)
+    describe(ctx, oracle, report)
     _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
     atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
     publish(ctx.out)
@@ -1150,6 +1158,89 @@ def assemble(
         measured_energy_mj=measured.energy_mj,
         measured_runs_energy_mj=[r.energy_mj for r in measured.runs],
     )
+
+
+def describe(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
+    """Step 8: ``model.json`` beside the staged program, the manifest an app follows to feed it
+    (:mod:`chamlab.host.workflows.manifest`): its input mapping (the training oracle's; shape only
+    for a program with seeded weights), labels, the latency measured on the target with its runtime
+    settings, and the accuracy figures. A trained program is evaluated through the ExecuTorch runtime
+    on the oracle's validation split (:func:`~chamlab.host.workflows.evaluate.evaluate_program`), so
+    the manifest and ``result.json`` report the shipped program's own accuracy beside the oracle's
+    PyTorch figure; an evaluation that fails is a note, not a lost run.
+
+    Resume: recomputed every run (the program may have changed); written into the stage, so it is
+    published with ``result.json``."""
+    from chamlab.chamnet.training import TrainingOracle
+    from chamlab.chamnet.training.schedule import num_outputs
+    from chamlab.host.workflows import manifest as mf
+    from chamlab.host.workflows.evaluate import evaluate_program
+
+    spec, space = ctx.spec, ctx.space
+    arch = space.parse(report.arch)
+    pte = ctx.stage / MODEL
+    dtype = spec.dtype.value
+    trained = isinstance(oracle, TrainingOracle) and report.weights == "trained"
+    shape = list(report.input_shape)
+    if isinstance(oracle, TrainingOracle):
+        input_ = mf.oracle_input_spec(oracle, shape) if trained else mf.InputSpec.without_data(shape)
+        classes: Sequence[str] = oracle.dataset.classes if trained else ()
+    else:
+        input_, classes = mf.InputSpec.without_data(shape), ()
+    accuracy = None
+    if isinstance(oracle, TrainingOracle):
+        figures = [
+            mf.AccuracyFigure(runtime="pytorch", dtype=d, top1_pct=v)  # type: ignore[arg-type]
+            for d, v in sorted((report.oracle_accuracies or {}).items())
+            if d in ("fp32", "int8") and v is not None
+        ]
+        accuracy = mf.Accuracy(split=mf.Split.of(oracle.dataset, oracle.schedule), figures=figures)
+    latency = mf.Latency(
+        device=spec.target,
+        backend=spec.backend.value,
+        dtype=dtype,  # type: ignore[arg-type]
+        threads=spec.threads,
+        batch=spec.batch,
+        measured_ms=report.measured_latency_ms,
+        runs_ms=list(report.measured_runs_ms),
+        unstable=report.unstable,
+        predicted_ms=report.predicted_latency_ms,
+    )
+    manifest = mf.build_manifest(
+        pte,
+        input=input_,
+        num_outputs=num_outputs(space, arch),
+        classes=classes,
+        dtype=dtype,
+        quant_recipe=spec.quant_recipe if dtype == "int8" else None,
+        weights=report.weights,
+        arch=mf.ArchSpec(space=space.name, arch=report.arch, values=report.values),
+        accuracy=accuracy,
+        latency=latency,
+        runtime=mf.RuntimeSpec(
+            version=report.runtime_version, backend=spec.backend.value, threads=spec.threads
+        ),
+    )
+    if trained and accuracy is not None:
+        assert isinstance(oracle, TrainingOracle)
+        ctx.progress.note(f"evaluating {MODEL} through ExecuTorch on the validation split")
+        try:
+            rep = evaluate_program(pte, oracle.data.source, manifest=manifest, threads=spec.threads)
+        except ChamlabError as exc:
+            report.notes.append(f"the program's own accuracy was not measured: {exc}")
+        else:
+            figure = mf.AccuracyFigure(
+                runtime="executorch",
+                runtime_version=rep.runtime_version,
+                dtype=dtype,  # type: ignore[arg-type]
+                top1_pct=rep.accuracy_pct,
+                n=rep.n,
+            )
+            accuracy = mf.Accuracy(split=accuracy.split, figures=[*accuracy.figures, figure])
+            manifest = manifest.model_copy(update={"accuracy": accuracy})
+            report.program_accuracy = {**figure.model_dump(), "split": accuracy.split.model_dump()}
+    mf.write_manifest(ctx.stage / mf.manifest_path(pte).name, manifest)
+    report.manifest_path = ctx.out / mf.manifest_path(pte).name
 
 
 def _keep(model_path: Path, folder: Path) -> Path:

@@ -207,6 +207,15 @@ def test_trained_weights_of_the_oracle_go_into_model_pte(
     assert r["accuracy_dtype"] == "int8" and r["accuracy_note"] is None
     fp32 = table([space.parse(report.arch)])[0]
     assert r["oracle_accuracies"] == {"fp32": fp32, "int8": fp32 - 1.0}
+    # model.json describes model.pte: a stand-in oracle has no dataset, so only the input's shape is known
+    from chamlab.host.workflows.manifest import read_manifest, sha256_of
+
+    m = read_manifest(tmp_path / "run" / "model.json")
+    assert r["manifest_path"] == str(tmp_path / "run" / "model.json") and r["program_accuracy"] is None
+    assert m.program.sha256 == sha256_of(report.model_path) and m.program.weights == "trained"
+    assert m.input.shape == r["input_shape"] and m.input.mean is None and m.labels == [None] * 10
+    assert m.latency is not None and m.latency.measured_ms == r["measured_latency_ms"]
+    assert m.runtime.threads == spec.threads and m.accuracy is None
     hist = pd.read_parquet(tmp_path / "run" / "history.parquet")
     assert (hist["accuracy"] == hist["accuracy_int8"]).all()
     assert (hist["accuracy_fp32"] > hist["accuracy"]).all()

@@ -284,3 +284,54 @@ def test_a_killed_calibration_recheck_keeps_the_network_measurements(
     assert "reusing the 3 network measurements of an interrupted calibration" in " ".join(res.stderr.split())
     [rec] = Lut.read(lut).calibrations
     assert [n["measured_ms"] for n in rec["networks"]] == values and not kept()
+
+
+def test_describe_writes_the_manifest_and_the_shipped_programs_own_accuracy(
+    tmp_path: Path, fast_devices: Path, isolated_cache: Path
+) -> None:
+    """Step 8 on a real training oracle: the winner's trained program gets ``model.json`` with the
+    oracle's input mapping and the dataset's labels, and its accuracy through ExecuTorch on the
+    oracle's validation split agrees with the oracle's PyTorch figure of the same weights."""
+    from types import SimpleNamespace
+
+    from chamlab.chamnet.training import Schedule, TrainingOracle
+    from chamlab.host.workflows import adapt as steps
+    from chamlab.host.workflows.manifest import read_manifest
+
+    space = api.SPACES.get("macro-cifar10")
+    arch = space.parse("00000001")
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
+    ctx = steps.Context(spec, space, api.AdaptOptions(latency_ms=1.0, out=tmp_path / "run"))
+    schedule = Schedule(epochs=2, max_train=512, lr=0.05)
+    with TrainingOracle(space, "digits", schedule=schedule) as oracle:
+        [acc] = oracle([arch])
+        exported = steps.export(ctx, oracle, arch, ctx.stage)
+        assert exported.weights == "trained"
+        report = SimpleNamespace(
+            arch=space.format(arch),
+            values={d.name: v for d, v in zip(space.dimensions, arch, strict=True)},
+            weights=exported.weights,
+            input_shape=[1, *space.input_shape(arch)[1:]],
+            oracle_accuracies={"fp32": acc},
+            measured_latency_ms=0.5,
+            measured_runs_ms=[0.5],
+            unstable=False,
+            predicted_latency_ms=0.48,
+            runtime_version="1.5.1",
+            notes=[],
+            manifest_path=None,
+            program_accuracy=None,
+        )
+        steps.describe(ctx, oracle, report)  # type: ignore[arg-type]
+    m = read_manifest(ctx.stage / "model.json")
+    assert report.manifest_path == ctx.out / "model.json" and report.notes == []
+    assert m.program.weights == "trained" and m.labels == [str(i) for i in range(10)]
+    assert m.input.color == "grey" and m.input.mean is not None and m.input.shape == [1, 3, 32, 32]
+    assert m.latency is not None and m.latency.threads == spec.threads and m.latency.measured_ms == 0.5
+    assert m.runtime.threads == spec.threads and m.arch is not None and m.arch.arch == "00000001"
+    assert m.accuracy is not None
+    pytorch, program = m.accuracy.of("pytorch", "fp32"), m.accuracy.of("executorch", "fp32")
+    assert pytorch == acc and program is not None
+    n = report.program_accuracy["n"]
+    assert abs(program - pytorch) <= 100.0 / n + 1e-9  # the same weights: within one image
+    assert program > 30  # trained: far above chance (10 %)
