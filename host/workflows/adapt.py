@@ -1045,7 +1045,7 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
     seconds["total"] = time.perf_counter() - t_start
     report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
     ctx.stage.mkdir(exist_ok=True)
-    describe(ctx, oracle, report)
+    describe_program(ctx, oracle, report)
     _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
     atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
     publish(ctx.out)
@@ -1160,7 +1160,7 @@ def assemble(
     )
 
 
-def describe(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
+def describe_program(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
     """Step 8: ``model.json`` beside the staged program, the manifest an app follows to feed it
     (:mod:`chamlab.host.workflows.manifest`): its input mapping (the training oracle's; shape only
     for a program with seeded weights), labels, the latency measured on the target with its runtime
@@ -1190,7 +1190,7 @@ def describe(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
     accuracy = None
     if isinstance(oracle, TrainingOracle):
         figures = [
-            mf.AccuracyFigure(runtime="pytorch", dtype=d, top1_pct=v)  # type: ignore[arg-type]
+            mf.AccuracyFigure(runtime="pytorch", dtype=d, top1_pct=v)
             for d, v in sorted((report.oracle_accuracies or {}).items())
             if d in ("fp32", "int8") and v is not None
         ]
@@ -1198,7 +1198,7 @@ def describe(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
     latency = mf.Latency(
         device=spec.target,
         backend=spec.backend.value,
-        dtype=dtype,  # type: ignore[arg-type]
+        dtype=dtype,
         threads=spec.threads,
         batch=spec.batch,
         measured_ms=report.measured_latency_ms,
@@ -1232,7 +1232,7 @@ def describe(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
             figure = mf.AccuracyFigure(
                 runtime="executorch",
                 runtime_version=rep.runtime_version,
-                dtype=dtype,  # type: ignore[arg-type]
+                dtype=dtype,
                 top1_pct=rep.accuracy_pct,
                 n=rep.n,
             )

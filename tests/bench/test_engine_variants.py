@@ -73,8 +73,7 @@ def test_mes_values_mean_and_uncertainty(variants: object) -> None:
 
 
 def test_benchmark_variants_map_to_the_engine_or_are_refused_by_name(variants: object) -> None:
-    import search_efficiency as se
-
+    from bench import search_efficiency as se
     from chamlab.chamnet.search import EngineConfig
     from chamlab.core.errors import InputError
 

@@ -322,7 +322,7 @@ def test_describe_writes_the_manifest_and_the_shipped_programs_own_accuracy(
             manifest_path=None,
             program_accuracy=None,
         )
-        steps.describe(ctx, oracle, report)  # type: ignore[arg-type]
+        steps.describe_program(ctx, oracle, report)  # type: ignore[arg-type]
     m = read_manifest(ctx.stage / "model.json")
     assert report.manifest_path == ctx.out / "model.json" and report.notes == []
     assert m.program.weights == "trained" and m.labels == [str(i) for i in range(10)]
