@@ -50,7 +50,7 @@ def test_wheel_holds_every_module_and_data_file(wheel: zipfile.ZipFile) -> None:
         "chamlab/chamnet/data/LICENSE-nas-bench-macro",
         "chamlab/chamnet/data/chamnet_reference_archs.json",
         "chamlab/agent/driver.sh",
-        "chamlab/host/transports/local.py",
+        "chamlab/host/devices/transports/local.py",
         "chamlab/host/cli/profile.py",
         "chamlab/core/store.py",
     ):
