@@ -349,11 +349,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def inspect_program(path: Path, *, timeout_s: float = 300.0) -> ProgramInfo:
-    """Read a ``.pte``'s methods and input shapes with the ExecuTorch runtime, in a child process (the
-    runtime's import is slow and noisy). A missing file is :class:`InputError`; a file that is not a
-    loadable ExecuTorch program is :class:`DataFileError` naming it."""
-    path = Path(path)
+def check_program_file(path: Path, use: str = "measured") -> None:
+    """``path`` is a readable file that starts like an ExecuTorch program (exit 2 otherwise, naming
+    it); ``use`` says what a wrong file cannot be (measured, evaluated)."""
     if not path.exists():
         raise InputError(f"program {path} does not exist", hint="give the path of an ExecuTorch .pte file")
     if not path.is_file():
@@ -366,8 +364,16 @@ def inspect_program(path: Path, *, timeout_s: float = 300.0) -> ProgramInfo:
     if len(head) < 8 or head[4:6] != b"ET":
         raise DataFileError(
             f"{path} is not an ExecuTorch program (no ExecuTorch identifier in its first 8 bytes)",
-            hint="a .pte comes from `to_executorch()`; a .pt2 or a checkpoint cannot be measured",
+            hint=f"a .pte comes from `to_executorch()`; a .pt2 or a checkpoint cannot be {use}",
         )
+
+
+def inspect_program(path: Path, *, timeout_s: float = 300.0) -> ProgramInfo:
+    """Read a ``.pte``'s methods and input shapes with the ExecuTorch runtime, in a child process (the
+    runtime's import is slow and noisy). A missing file is :class:`InputError`; a file that is not a
+    loadable ExecuTorch program is :class:`DataFileError` naming it."""
+    path = Path(path)
+    check_program_file(path)
     st = path.stat()
     return _inspect(path.resolve(), st.st_size, st.st_mtime_ns, timeout_s)
 

@@ -43,6 +43,7 @@ import numpy as np
 from chamlab.chamnet.training.data import Dataset, Normalisation, check_classes, load_dataset
 from chamlab.chamnet.training.schedule import Schedule, split
 from chamlab.core.errors import ChamlabError, DataFileError, InputError
+from chamlab.host.measurement.networks import check_program_file
 
 from .manifest import (
     InputSpec,
@@ -336,20 +337,7 @@ _DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float1
 
 def _check_file(pte: Path) -> None:
     """The checks :func:`~chamlab.host.measurement.networks.inspect_program` makes before loading."""
-    if not pte.exists():
-        raise InputError(f"program {pte} does not exist", hint="give the path of an ExecuTorch .pte file")
-    if not pte.is_file():
-        raise InputError(f"program {pte} is not a file")
-    try:
-        with pte.open("rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise InputError(f"cannot read program {pte}: {exc.strerror}") from None
-    if len(head) < 8 or head[4:6] != b"ET":
-        raise DataFileError(
-            f"{pte} is not an ExecuTorch program (no ExecuTorch identifier in its first 8 bytes)",
-            hint="a .pte comes from `to_executorch()`; a .pt2 or a checkpoint cannot be evaluated",
-        )
+    check_program_file(pte, "evaluated")
 
 
 class _Runtime:
