@@ -16,7 +16,10 @@
 
 and at the end ``DIR/result.json`` and ``DIR/pareto.png``. Re-running into the same DIR resumes:
 the queries already in the history are never asked again (a larger budget continues the search);
-different arguments (other than the budget) are an :class:`InputError` (exit 2).
+different arguments (other than the budget) are an :class:`InputError` (exit 2), and so are a table
+space's table edited since the run (its content digest, :data:`TABLE_DIGEST`, is part of the run's
+identity) and a damaged history (:func:`check_history`: a non-finite accuracy or cost, an arch twice,
+queries out of order).
 """
 
 from __future__ import annotations

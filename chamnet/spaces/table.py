@@ -14,8 +14,14 @@ A Parquet or CSV file whose columns are:
 The space is the set of rows (not the product of the dimensions' values): ``enumerate`` yields the
 rows in file order, ``sample`` draws rows, ``validate`` rejects a combination that is not a row. An
 architecture is the tuple of its dimension values (Python ``int``/``float``/``str``/``bool``), and
-its string form is ``name=value,name=value``. Missing columns, duplicate architectures, NaNs, empty
-tables and unknown ``dims`` are :class:`~chamlab.core.errors.DataFileError` naming file, column and row.
+its string form is ``name=value,name=value``. Missing or repeated columns, duplicate architectures,
+NaNs, empty tables, unknown ``dims``, an accuracy outside ``accuracy_range`` (default
+:data:`ACCURACY_RANGE`, percent), a negative cost, a text column that names the rows (a distinct value
+in every row) or has more than :data:`MAX_CATEGORIES` values, and rows of one ``_network`` whose
+accuracies differ are :class:`~chamlab.core.errors.DataFileError` naming file, column and row (the
+rules in docs/spaces.md). A table whose accuracy is the same in every row warns once
+(:class:`TableWarning`). :attr:`TableSpace.digest` is the content's SHA-256, part of a search run's
+identity (an edited table is not resumed as the old one).
 
 A table space has no operators: it stands in for a network space wherever the engine only needs
 dimensions, candidates and costs (see :mod:`chamlab.chamnet.search`).
