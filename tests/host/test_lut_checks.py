@@ -21,7 +21,7 @@ def _table(rows: list[dict]) -> pa.Table:
 def test_a_good_lut_has_no_problems(tmp_path: Path) -> None:
     path = write(tmp_path / "ok.parquet", run_lut("run-a", 0, 1.0))
     report = validate_file(path)
-    assert report.valid and report.rows == 4 and report.schema_version == 2
+    assert report.valid and report.rows == 4 and report.schema_version == 3
     assert report.to_json()["problems"] == []
 
 
