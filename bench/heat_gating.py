@@ -105,6 +105,7 @@ def run_setting(name: str, args: argparse.Namespace, items: list[ExportItem], tm
         heat_c_per_s=args.heat,
         trip_c=args.trip,
     )
+    load_start = os.getloadavg()
     with sim:
         device = LocalConfig(
             name="hot-phone",
@@ -171,10 +172,61 @@ def run_setting(name: str, args: argparse.Namespace, items: list[ExportItem], tm
         ),
         "cool_wait_s": sum(o["lut_cool_wait_s"] or 0.0 for o in done),
         "wall_s": wall_s,
+        "load_avg_start": load_start,
         "sim_throttled_s": sim.throttled_s,
         "sim_busy_s": sim.busy_s,
         "per_op": per_op,
     }
+
+
+def render(r: dict[str, Any], env: str) -> list[str]:
+    """The docs/benchmarks.md section of a results file."""
+    a = r["args"]
+    shown = ("ops", "executions", "repeats", "retries", "cooldown", "ambient", "tau", "heat", "trip", "gate")
+    out = [
+        "## Heat: temperature-gated measurement on a simulated hot device",
+        "",
+        "`python -m bench.heat_gating` (" + ", ".join(f"--{k} {a[k]}" for k in shown) + ")",
+        "",
+        env,
+        "",
+        "No thermal zone or cpufreq tree exists here, so the device is simulated (`tests/heatsim.py`): one "
+        f"zone that heats at {a['heat']:g} C/s while the stand-in executor_runner executes and cools towards "
+        f"{a['ambient']:g} C with a {a['tau']:g} s time constant; every CPU drops from 2.0 to 1.2 GHz from "
+        f"{a['trip']:g} C on. {a['ops']} conv ops are profiled back to back "
+        f"({a['executions']} executions per window) under each setting, each on a fresh simulation: "
+        "`off` (no heat keys: what chamlab did before), "
+        '`check` (`min_freq_khz = "max"`: throttled windows re-measured after '
+        f"{a['cooldown']:g} s, at most {a['retries']} times) and `gate` "
+        f"(also `cool_below_c = {a['gate']:g}`). "
+        "Whether a window was throttled is the simulation's truth (when its CPUs were throttled against "
+        "when the stand-in executed), not chamlab's label; `max_cv` is 1.0, so only throttling re-measures.",
+        "",
+        "| setting | ops | windows | throttled windows | LUT rows from a throttled window | "
+        "throttled windows reaching the LUT | LUT label = truth | wall s (mean) | vs off | waited s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    for name, s in r["summary"].items():
+        out.append(
+            f"| {name} | {s['ops']} | {s['windows']} | {s['throttled_windows']} | "
+            f"{s['kept_throttled']} ({pct(s['kept_throttled_share'])}) | "
+            f"{pct(s['throttled_windows_reaching_lut'])} | {pct(s['label_agrees_with_truth'])} | "
+            f"{s['wall_s_mean']:.0f} | {s['wall_vs_off']:.2f}x | {s['cool_wait_s_mean']:.0f} |"
+        )
+    loads = [run["load_avg_start"][0] for run in r["runs"] if "load_avg_start" in run]
+    if loads:
+        out += ["", f"Load average at the start of each setting: {min(loads):.1f} to {max(loads):.1f}."]
+    out += [
+        "",
+        "The simulation heats in wall time while the stand-in executes, so a loaded machine (slower "
+        "executions, slower runner start-ups that let the zone cool) changes the figures; the ratios "
+        "between settings within one run are what it shows. Nothing here was measured on a real device.",
+    ]
+    return out
 
 
 def main() -> None:
