@@ -2,15 +2,15 @@
 with and without the gate, and what the gate costs in wall time (this machine has no thermal zone and
 no cpufreq tree, so the device is simulated).
 
-    python -m bench.heat_gating [--ops 8] [--executions 500] [--repeats 1] [--out PATH]
+    python -m bench.heat_gating [--ops 6] [--executions 500] [--repeats 1] [--out PATH]
 
-The device is an ``executor_runner`` device on the local transport whose runner is the stand-in of
-the tests (``tests/agent/standin_executor_runner.py``: the C++ runner's flags, real ETDumps through
-the ExecuTorch Python runtime), with the sysfs of ``tests/heatsim.py``'s ``ThermalSim``: one zone that
-heats at ``--heat`` C/s while the stand-in executes and cools towards ``--ambient`` with a time
-constant ``--tau``; every CPU drops from 2.0 to 1.2 GHz from ``--trip`` C on. ``--ops`` conv ops are
-profiled back to back (``--executions`` executions each, no warm-up call) under three settings, each
-on a fresh simulation starting at ambient temperature:
+The device is an ``executor_runner`` device on the local transport whose runner is the stand-in of the
+tests (``tests/agent/standin_executor_runner.py``: the C++ runner's flags, real ETDumps through the
+ExecuTorch Python runtime), with the sysfs of ``tests/heatsim.py``'s ``ThermalSim``: one zone that heats
+by ``--heat`` C per CPU-second the stand-in spends executing (the work, whatever the load) and cools
+towards ``--ambient`` with a time constant ``--tau`` (wall time); every CPU drops from 2.0 to 1.2 GHz
+from ``--trip`` C on. ``--ops`` conv ops are profiled back to back (``--executions`` executions each, no
+warm-up call) under three settings, each on a fresh simulation starting at ambient temperature:
 
 * ``off``: no heat keys (what chamlab did before): nothing waits, nothing is checked;
 * ``check``: ``min_freq_khz = "max"``: throttled windows are re-measured (after ``cooldown_s``, at most
@@ -191,9 +191,9 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         env,
         "",
         "No thermal zone or cpufreq tree exists here, so the device is simulated (`tests/heatsim.py`): one "
-        f"zone that heats at {a['heat']:g} C/s while the stand-in executor_runner executes and cools towards "
-        f"{a['ambient']:g} C with a {a['tau']:g} s time constant; every CPU drops from 2.0 to 1.2 GHz from "
-        f"{a['trip']:g} C on. {a['ops']} conv ops are profiled back to back "
+        f"zone that heats by {a['heat']:g} C per CPU-second the stand-in executor_runner spends executing "
+        f"and cools towards {a['ambient']:g} C with a {a['tau']:g} s time constant; every CPU drops "
+        f"from 2.0 to 1.2 GHz from {a['trip']:g} C on. {a['ops']} conv ops are profiled back to back "
         f"({a['executions']} executions per window) under each setting, each on a fresh simulation: "
         "`off` (no heat keys: what chamlab did before), "
         '`check` (`min_freq_khz = "max"`: throttled windows re-measured after '
@@ -222,23 +222,23 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         out += ["", f"Load average at the start of each setting: {min(loads):.1f} to {max(loads):.1f}."]
     out += [
         "",
-        "The simulation heats in wall time while the stand-in executes, so a loaded machine (slower "
-        "executions, slower runner start-ups that let the zone cool) changes the figures; the ratios "
-        "between settings within one run are what it shows. Nothing here was measured on a real device.",
+        "The zone heats with the work done but cools in wall time, so a loaded machine (slower runner "
+        "start-ups between windows, which let the zone cool) changes the figures; the comparison "
+        "between settings within one run is what it shows. Nothing here was measured on a real device.",
     ]
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ops", type=int, default=8)
+    ap.add_argument("--ops", type=int, default=6)
     ap.add_argument("--executions", type=int, default=500)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--retries", type=int, default=2)
     ap.add_argument("--cooldown", type=float, default=2.0, help="cooldown_s before a re-measure")
     ap.add_argument("--ambient", type=float, default=30.0)
-    ap.add_argument("--tau", type=float, default=20.0, help="the zone's time constant (s)")
-    ap.add_argument("--heat", type=float, default=30.0, help="C/s while the runner executes")
+    ap.add_argument("--tau", type=float, default=60.0, help="the zone's time constant (s)")
+    ap.add_argument("--heat", type=float, default=60.0, help="C per CPU-second of the executions")
     ap.add_argument("--trip", type=float, default=55.0, help="throttling from this temperature")
     ap.add_argument("--gate", type=float, default=38.0, help="cool_below_c of the gate setting")
     ap.add_argument("--out", type=Path, default=None)

@@ -21,18 +21,22 @@ class ThermalSim:
     """``<root>/cpu/cpuN/cpufreq`` (``scaling_cur_freq``, ``cpuinfo_max_freq``, ``scaling_governor``)
     and ``<root>/thermal/thermal_zone0`` (``type`` = ``zone_type``, ``temp`` in millidegrees), driven by
 
-        dT/dt = (ambient_c - T) / tau_s + heat_c_per_s * [the file ``busy`` exists]
+        dT/dt = (ambient_c - T) / tau_s + heat_c_per_s * work rate
 
-    (the stand-in runners create ``busy`` while they execute), integrated every ~5 ms from the
-    monotonic clock, so a stalled thread only delays an update. Every CPU runs at ``max_khz`` while
-    ``T < trip_c`` and at ``throttled_khz`` from ``trip_c`` on (the kernel's thermal cooling capping the
-    frequency). Until ``start_when`` (a path that appears, or a predicate) holds, the zone holds
-    ``start_c``: the device was hot before, and the model starts at a point of the run the test
-    chooses (the driver's lock appears, the driver says it waits, the first window was recorded),
-    which makes the tests independent of how long the machine takes to get there.
+    where the work rate is 1 while the file ``busy`` exists (the stand-in runners create it while they
+    execute)
+    or, when ``busy`` holds a pid, that process's CPU seconds per second
+    (``/proc/PID/task/*/schedstat``: the heat follows the work done, not how long a loaded machine took
+    to do it). Integrated every ~5 ms from the monotonic clock, so a stalled thread only delays an
+    update. Every CPU runs at ``max_khz`` while ``T < trip_c`` and at ``throttled_khz`` from ``trip_c``
+    on (the kernel's thermal cooling capping the frequency). Until ``start_when`` (a path that appears,
+    or a predicate) holds, the zone holds ``start_c``: the device was hot before, and the model starts
+    at a point of the run the test chooses (the driver's lock appears, the driver says it waits, the
+    first window was recorded), which makes the tests independent of how long the machine takes to get
+    there.
 
     ``extra_zones``: further zones, ``{type: fixed millidegrees}``, numbered after zone 0.
-    :attr:`throttled_s` is the simulated time spent throttled (truth for the benchmark)."""
+    :attr:`throttled_s` is the time spent throttled, :attr:`busy_s` the work done (s)."""
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class ThermalSim:
             (z / "type").write_text(f"{typ}\n")
             (z / "temp").write_text(f"{mc}\n")
         self._last = time.monotonic()
+        self._cpu: tuple[int, int] | None = None  # (pid, CPU ns) of the busy process at the last step
         self._write()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -107,16 +112,36 @@ class ThermalSim:
             if not started:
                 return
         self.start_when = None  # started: the model runs from here on
-        busy = self.busy.exists()
+        work = self._work(dt)
         if self.throttled:
             self.throttled_s += dt
-        if busy:
-            self.busy_s += dt
-        target = self.ambient_c + (self.heat_c_per_s * self.tau_s if busy else 0.0)
+        self.busy_s += work
         was = self.throttled
-        self.temp_c = target + (self.temp_c - target) * math.exp(-dt / self.tau_s)
+        cooled = self.ambient_c + (self.temp_c - self.ambient_c) * math.exp(-dt / self.tau_s)
+        self.temp_c = cooled + self.heat_c_per_s * work
         if self.throttled != was:
             self.transitions.append((now, self.throttled))
+
+    def _work(self, dt: float) -> float:
+        """Seconds of work since the last step: ``dt`` while ``busy`` exists, or the CPU time its pid
+        used (0 when it is absent)."""
+        try:
+            text = self.busy.read_text().strip()
+        except OSError:
+            self._cpu = None
+            return 0.0
+        if not text.isdigit():
+            return dt
+        pid = int(text)
+        total = 0
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        last = self._cpu
+        self._cpu = (pid, total)
+        return (total - last[1]) * 1e-9 if last and last[0] == pid else 0.0
 
     def throttled_between(self, t0: float, t1: float) -> bool:
         """Whether the simulated CPUs were throttled at any time in ``[t0, t1]`` (monotonic clock)."""

@@ -6,7 +6,8 @@ No Android NDK here, so the real binary cannot be built: this script takes the r
 ``executor_runner.cpp``), runs the program through the ExecuTorch Python runtime with ETDump
 generation on, and writes a REAL ETDump where the real runner would. Like the real runner it prints
 no timings. An unknown flag is an error (exit 1), as gflags makes it. With ``$CHAMLAB_STANDIN_BUSY``
-set, that file exists while the executions run (tests/powersim.py's busy device reads it); with
+set, that file exists while the executions run, holding this process's pid (tests/powersim.py's busy
+device and tests/heatsim.py's hot one read it); with
 ``$CHAMLAB_STANDIN_LOG`` set, each call appends ``<start> <end> <cwd> <etdump path>`` (monotonic clock)
 to that file.
 """
@@ -60,7 +61,8 @@ def main(argv: list[str]) -> int:
     ]
     busy = os.environ.get("CHAMLAB_STANDIN_BUSY")  # tests/powersim.py: the simulated device draws more
     if busy:
-        open(busy, "w").close()
+        with open(busy, "w", encoding="utf-8") as fh:
+            fh.write(f"{os.getpid()}\n")  # tests/heatsim.py heats by this process's CPU time
     t0 = time.monotonic()
     for _ in range(int(flags["num_executions"])):
         module.run_method(flags["method_name"], inputs)
