@@ -24,8 +24,7 @@ class ThermalSim:
         dT/dt = (ambient_c - T) / tau_s + heat_c_per_s * work rate
 
     where the work rate is 1 while the file ``busy`` exists (the stand-in runners create it while they
-    execute)
-    or, when ``busy`` holds a pid, that process's CPU seconds per second
+    execute) or, when ``busy`` holds a pid, that process's CPU seconds per second
     (``/proc/PID/task/*/schedstat``: the heat follows the work done, not how long a loaded machine took
     to do it). Integrated every ~5 ms from the monotonic clock, so a stalled thread only delays an
     update. Every CPU runs at ``max_khz`` while ``T < trip_c`` and at ``throttled_khz`` from ``trip_c``
