@@ -7,7 +7,7 @@ no cpufreq tree, so the device is simulated).
 The device is an ``executor_runner`` device on the local transport whose runner is the stand-in of the
 tests (``tests/agent/standin_executor_runner.py``: the C++ runner's flags, real ETDumps through the
 ExecuTorch Python runtime), with the sysfs of ``tests/heatsim.py``'s ``ThermalSim``: one zone that heats
-by ``--heat`` C per CPU-second the stand-in spends executing (the work, whatever the load) and cools
+by ``--heat`` C per 1000 executions of the stand-in (the work, whatever the load) and cools
 towards ``--ambient`` with a time constant ``--tau`` (wall time); every CPU drops from 2.0 to 1.2 GHz
 from ``--trip`` C on. ``--ops`` conv ops are profiled back to back (``--executions`` executions each, no
 warm-up call) under three settings, each on a fresh simulation starting at ambient temperature:
@@ -103,7 +103,7 @@ def run_setting(name: str, args: argparse.Namespace, items: list[ExportItem], tm
         start_c=args.ambient,
         ambient_c=args.ambient,
         tau_s=args.tau,
-        heat_c_per_s=args.heat,
+        heat_c_per_kexec=args.heat,
         trip_c=args.trip,
     )
     load_start = os.getloadavg()
@@ -175,7 +175,7 @@ def run_setting(name: str, args: argparse.Namespace, items: list[ExportItem], tm
         "wall_s": wall_s,
         "load_avg_start": load_start,
         "sim_throttled_s": sim.throttled_s,
-        "sim_busy_s": sim.busy_s,
+        "sim_executions": sim.executions,
         "per_op": per_op,
     }
 
@@ -192,7 +192,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         env,
         "",
         "No thermal zone or cpufreq tree exists here, so the device is simulated (`tests/heatsim.py`): one "
-        f"zone that heats by {a['heat']:g} C per CPU-second the stand-in executor_runner spends executing "
+        f"zone that heats by {a['heat']:g} C per 1000 executions of the stand-in executor_runner "
         f"and cools towards {a['ambient']:g} C with a {a['tau']:g} s time constant; every CPU drops "
         f"from 2.0 to 1.2 GHz from {a['trip']:g} C on. {a['ops']} conv ops are profiled back to back "
         f"({a['executions']} executions per window) under each setting, each on a fresh simulation: "
@@ -241,7 +241,7 @@ def main() -> None:
     ap.add_argument("--cooldown", type=float, default=2.0, help="cooldown_s before a re-measure")
     ap.add_argument("--ambient", type=float, default=30.0)
     ap.add_argument("--tau", type=float, default=60.0, help="the zone's time constant (s)")
-    ap.add_argument("--heat", type=float, default=20.0, help="C per CPU-second of the executions")
+    ap.add_argument("--heat", type=float, default=24.0, help="C per 1000 executions")
     ap.add_argument("--trip", type=float, default=55.0, help="throttling from this temperature")
     ap.add_argument("--gate", type=float, default=36.0, help="cool_below_c of the gate setting")
     ap.add_argument("--out", type=Path, default=None)

@@ -21,21 +21,21 @@ class ThermalSim:
     """``<root>/cpu/cpuN/cpufreq`` (``scaling_cur_freq``, ``cpuinfo_max_freq``, ``scaling_governor``)
     and ``<root>/thermal/thermal_zone0`` (``type`` = ``zone_type``, ``temp`` in millidegrees), driven by
 
-        dT/dt = (ambient_c - T) / tau_s + heat_c_per_s * work rate
+        dT/dt = (ambient_c - T) / tau_s + heating
 
-    where the work rate is 1 while the file ``busy`` exists (the stand-in runners create it while they
-    execute) or, when ``busy`` holds a pid, that process's CPU seconds per second
-    (``/proc/PID/task/*/schedstat``: the heat follows the work done, not how long a loaded machine took
-    to do it). Integrated every ~5 ms from the monotonic clock, so a stalled thread only delays an
-    update. Every CPU runs at ``max_khz`` while ``T < trip_c`` and at ``throttled_khz`` from ``trip_c``
-    on (the kernel's thermal cooling capping the frequency). Until ``start_when`` (a path that appears,
-    or a predicate) holds, the zone holds ``start_c``: the device was hot before, and the model starts
-    at a point of the run the test chooses (the driver's lock appears, the driver says it waits, the
-    first window was recorded), which makes the tests independent of how long the machine takes to get
-    there.
+    where heating is ``heat_c_per_s`` while the file ``busy`` exists (the stand-in runners create it
+    while they execute) or, when ``busy`` holds ``<pid> <executions done>`` (the stand-in
+    executor_runner), ``heat_c_per_kexec`` per 1000 executions: the heat follows the work done, not
+    how long a loaded machine took to do it. Integrated every ~5 ms from the monotonic clock, so a
+    stalled thread only delays an update. Every CPU runs at ``max_khz`` while ``T < trip_c`` and at
+    ``throttled_khz`` from ``trip_c`` on (the kernel's thermal cooling capping the frequency). Until
+    ``start_when`` (a path that appears, or a predicate) holds, the zone holds ``start_c``: the device
+    was hot before, and the model starts at a point of the run the test chooses (the driver's lock
+    appears, the driver says it waits, the first window was recorded), which makes the tests
+    independent of how long the machine takes to get there.
 
     ``extra_zones``: further zones, ``{type: fixed millidegrees}``, numbered after zone 0.
-    :attr:`throttled_s` is the time spent throttled, :attr:`busy_s` the work done (s)."""
+    :attr:`throttled_s` is the time spent throttled, :attr:`executions` the executions counted."""
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class ThermalSim:
         ambient_c: float = 25.0,
         tau_s: float = 2.0,
         heat_c_per_s: float = 0.0,
+        heat_c_per_kexec: float = 0.0,
         trip_c: float = 60.0,
         max_khz: int = 2_000_000,
         throttled_khz: int = 1_200_000,
@@ -56,11 +57,11 @@ class ThermalSim:
     ) -> None:
         self.root, self.busy = root, busy
         self.temp_c, self.ambient_c, self.tau_s = float(start_c), ambient_c, tau_s
-        self.heat_c_per_s, self.trip_c = heat_c_per_s, trip_c
+        self.heat_c_per_s, self.heat_c_per_kexec, self.trip_c = heat_c_per_s, heat_c_per_kexec, trip_c
         self.max_khz, self.throttled_khz = max_khz, throttled_khz
         self.start_when = start_when
         self.throttled_s = 0.0
-        self.busy_s = 0.0
+        self.executions = 0
         #: (monotonic time, throttled) at the start and at every change of the throttled state
         self.transitions: list[tuple[float, bool]] = [(time.monotonic(), self.throttled)]
         self._freq_files = []
@@ -81,7 +82,7 @@ class ThermalSim:
             (z / "type").write_text(f"{typ}\n")
             (z / "temp").write_text(f"{mc}\n")
         self._last = time.monotonic()
-        self._cpu: tuple[int, int] | None = None  # (pid, CPU ns) of the busy process at the last step
+        self._done: tuple[int, int] | None = None  # (pid, executions done) at the last step
         self._write()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -111,36 +112,30 @@ class ThermalSim:
             if not started:
                 return
         self.start_when = None  # started: the model runs from here on
-        work = self._work(dt)
+        heat = self._work(dt)
         if self.throttled:
             self.throttled_s += dt
-        self.busy_s += work
         was = self.throttled
         cooled = self.ambient_c + (self.temp_c - self.ambient_c) * math.exp(-dt / self.tau_s)
-        self.temp_c = cooled + self.heat_c_per_s * work
+        self.temp_c = cooled + heat
         if self.throttled != was:
             self.transitions.append((now, self.throttled))
 
     def _work(self, dt: float) -> float:
-        """Seconds of work since the last step: ``dt`` while ``busy`` exists, or the CPU time its pid
-        used (0 when it is absent)."""
+        """The heat to add since the last step (C): ``heat_c_per_s * dt`` while ``busy`` exists, or,
+        when it holds ``<pid> <executions done>``, ``heat_c_per_kexec`` per 1000 new executions."""
         try:
-            text = self.busy.read_text().strip()
+            parts = self.busy.read_text().split()
         except OSError:
-            self._cpu = None
+            self._done = None
             return 0.0
-        if not text.isdigit():
-            return dt
-        pid = int(text)
-        total = 0
-        try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return 0.0
-        last = self._cpu
-        self._cpu = (pid, total)
-        return (total - last[1]) * 1e-9 if last and last[0] == pid else 0.0
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            return self.heat_c_per_s * dt
+        pid, done = int(parts[0]), int(parts[1])
+        last, self._done = self._done, (pid, done)
+        new = done - last[1] if last and last[0] == pid else done
+        self.executions += new
+        return self.heat_c_per_kexec * new / 1000.0
 
     def throttled_between(self, t0: float, t1: float) -> bool:
         """Whether the simulated CPUs were throttled at any time in ``[t0, t1]`` (monotonic clock)."""

@@ -95,13 +95,13 @@ class Events:
 
 def _sim(tmp_path: Path, start_c: float, events: Events) -> ThermalSim:
     # hot from earlier work (throttling from 60 C); it holds start_c until the event, then cools
-    # towards 25 C with a 2 s time constant; executing heats it by 20 C/s
+    # towards 25 C with a 2 s time constant; executing heats it by 20 C per 1000 executions
     return ThermalSim(
         tmp_path / "sys",
         tmp_path / "busy",
         start_c=start_c,
         tau_s=2.0,
-        heat_c_per_s=20.0,
+        heat_c_per_kexec=20.0,
         start_when=events.seen.is_set,
     )
 
