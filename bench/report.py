@@ -881,6 +881,11 @@ def main() -> None:
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
+    from bench.heat_gating import render as heat_render
+
+    r = _load("heat_gating")
+    title = "## Heat: temperature-gated measurement on a simulated hot device"
+    parts += (heat_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     parts.append(NOT_MEASURED)
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
