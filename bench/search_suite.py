@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cells": facts,
                 "summary": summarise(runs, a.seeds),
                 "paired_with_engine": paired(runs, "engine", a.seeds),
+                **({"note": old["note"]} if "note" in old else {}),  # kept by hand: how the run was cut
                 "runs": runs,
             },
             out=a.out,
@@ -386,6 +387,7 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
         "accuracy (the table's README); where the lead is within the noise (marked *) no method can",
         "rank the two, and the target (median <= 35, found in every seed) is not judged there.",
         "",
+        *([f"_{r['note']}_", ""] if r.get("note") else []),
     ]
     methods = [
         m for m in [*VARIANTS, *BASELINES_ORDER] if any(m in v for c in s.values() for v in c.values())
