@@ -22,6 +22,11 @@ from typing import Any
 import pytest
 from peers import AdbPeer, AdbServer, Sshd
 
+# pytest-xdist's workers inherit COLUMNS=80 from it; the CLI's rich consoles, made at import, would fix
+# their width from it once, and the tests that give an invocation its own COLUMNS would get 80 columns.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
