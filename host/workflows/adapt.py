@@ -438,6 +438,10 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
             hint="search a table of your own with `chamlab search --space table:PATH` instead",
         )
     check_seed(opts.seed)
+    if opts.threads is not None:
+        from chamlab.host.workflows.adapt_threads import check_options
+
+        check_options(opts)
     energy_mj = opts.energy_mj
     if energy_mj is not None:
         if not math.isfinite(energy_mj) or energy_mj <= 0:
@@ -460,10 +464,6 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
         raise InputError(f"the measurement needs at least 1 run, got {opts.runs}")
     if opts.refine < 0:
         raise InputError(f"--refine must be 0 or more rounds, got {opts.refine}")
-    if opts.threads is not None:
-        from chamlab.host.workflows.adapt_threads import check_options
-
-        check_options(opts)
     oracle = oracle if oracle is not None else oracle_for(space)
     ident: dict[str, Any] = {
         "command": "adapt",
