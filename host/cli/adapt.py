@@ -58,7 +58,7 @@ def adapt(
         typer.Option(
             "--latency",
             help="latency limit in ms on the target, or pNN: the NNth percentile of the space's predicted "
-            "latencies there",
+            "latencies there (with several --threads: of every (arch, threads) pair's)",
         ),
     ],
     target: TargetOpt = None,
