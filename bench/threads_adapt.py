@@ -46,15 +46,26 @@ def adapt(work: Path, name: str, threads: str, latency: str, args: argparse.Name
         "--threads", threads, "--lut", str(work / "lut.parquet"), "--out", str(work / name),
         "--budget", str(args.budget), "--seed", str(args.seed), "--json",
     ]  # fmt: skip
-    print(" ".join(cmd[1:]), flush=True)
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(f"{name}: exit {res.returncode}\n{res.stderr}")
-    r = json.loads(res.stdout)
+    command = "chamlab " + " ".join(cmd[1:])
+    done = work / name / "result.json"
+    wall: float | None = None
+    if args.resume and done.is_file():  # a finished run of an interrupted benchmark: its result
+        print(f"{name}: kept {done}", flush=True)
+        r = json.loads(done.read_text())
+    else:
+        print(command, flush=True)
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        if res.returncode == 2:  # bad input: e.g. nothing predicted under the limit at that thread count
+            error = res.stderr.strip().splitlines()[0].removeprefix("error: ")
+            print(f"{name}: exit 2: {error}", flush=True)
+            return {"command": command, "threads": threads.replace(",", ", "), "error": error, "wall_s": wall}
+        if res.returncode != 0:
+            raise SystemExit(f"{name}: exit {res.returncode}\n{res.stderr}")
+        r = json.loads(res.stdout)
     return {
-        "command": "chamlab " + " ".join(cmd[1:]),
+        "command": command,
         "threads": r["threads"],
         "arch": r["arch"],
         "predicted_accuracy": r["predicted_accuracy"],
@@ -85,19 +96,25 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS / "threads_adapt.json")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the LUT and the finished runs of an interrupted benchmark"
+    )
     args = p.parse_args()
     from chamlab.core.files import cache_root
 
     work = cache_root() / "bench" / "threads_adapt"
-    if work.exists():
+    if work.exists() and not args.resume:
         shutil.rmtree(work)  # a fresh LUT: the joint run profiles and calibrates both thread counts
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, Any] = {}
     runs["joint 1,2"] = adapt(work, "joint", "1,2", args.latency, args)
     limit = f"{runs['joint 1,2']['latency_limit_ms']:.6g}"
     for t in ("1", "2"):
         runs[f"fixed {t}"] = adapt(work, f"fixed-{t}", t, limit, args)
     for name, r in runs.items():
+        if "error" in r:
+            print(f"{name:10} exit 2: {r['error']}", flush=True)
+            continue
         print(
             f"{name:10} {r['threads']} thread(s) {r['arch']}: "
             f"predicted accuracy {r['predicted_accuracy']:.3f} "
@@ -138,6 +155,9 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, x in r["runs"].items():
+        if "error" in x:
+            out.append(f"| {name} | {x['threads']} | exit 2: {x['error']} | | | | | | |")
+            continue
         out.append(
             f"| {name} | {x['threads']} | `{x['arch']}` | {x['predicted_accuracy']:.3f} | "
             f"{x['oracle_accuracy']:.3f} | {x['predicted_latency_ms']:.4f} | "
