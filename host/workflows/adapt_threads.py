@@ -190,9 +190,9 @@ def search_threads(ctx: Context, checked: Checked, seconds: dict[str, float]) ->
         {lane.threads: lane.predictors.latency for lane in feasible},
         {lane.threads: lane.limits.margin.effective for lane in feasible if lane.limits is not None},
     )
-    problem = Problem(
-        space, checked.oracle, {RATIO: best, "latency_ms": best.latency, **best.costs()}, {RATIO: 1.0}
-    )
+    # every thread count's prediction is kept (a history's columns do not depend on which are feasible)
+    every = {cost_name(lane.threads): lane.predictors.latency for lane in lanes}
+    problem = Problem(space, checked.oracle, {RATIO: best, "latency_ms": best.latency, **every}, {RATIO: 1.0})
     t0 = time.perf_counter()
     first = feasible[0]
     assert first.limits is not None
