@@ -58,7 +58,8 @@ def adapt(work: Path, name: str, threads: str, latency: str, args: argparse.Name
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - t0
         if res.returncode == 2:  # bad input: e.g. nothing predicted under the limit at that thread count
-            error = res.stderr.strip().splitlines()[0].removeprefix("error: ")
+            lines = [x for x in res.stderr.splitlines() if x.startswith("error: ")] or [res.stderr.strip()]
+            error = lines[0].removeprefix("error: ")
             print(f"{name}: exit 2: {error}", flush=True)
             return {"command": command, "threads": threads.replace(",", ", "), "error": error, "wall_s": wall}
         if res.returncode != 0:
@@ -164,6 +165,19 @@ def render(r: dict[str, Any], env: str) -> list[str]:
             f"{x['measured_latency_ms']:.4f} | "
             f"{'yes' if x['constraint_met'] else 'no'} | {x['seconds']['total']:.0f} |"
         )
+    loads = [f"{n} {x['load_avg_after'][0]:.1f}" for n, x in r["runs"].items() if x.get("load_avg_after")]
+    if loads:
+        out += ["", "Load average (1 min) at the end of each run: " + ", ".join(loads) + "."]
+    if r.get("note"):
+        out += ["", r["note"]]
+    rounds = [f"{n} {x['refine_rounds']}" for n, x in r["runs"].items() if "refine_rounds" in x]
+    out += [
+        "",
+        "Measured rounds per run (1: the first winner met the limit; more: verify-and-refine rounds, whose "
+        "refitted calibration stays in the shared LUT, so a later run starts from it): "
+        + ", ".join(rounds)
+        + ".",
+    ]
     joint = r["runs"].get("joint 1,2", {})
     per = joint.get("per_threads") or []
     if per:
