@@ -87,7 +87,7 @@ def adapt(work: Path, name: str, threads: str, latency: str, args: argparse.Name
         "refine_rounds": len(r["refine_rounds"]),
         "seconds": r["seconds"],
         "wall_s": wall,
-        "load_avg_after": os.getloadavg(),
+        "load_avg_after": os.getloadavg() if wall is not None else None,  # None: a kept run's is unknown
     }
 
 
