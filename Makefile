@@ -50,8 +50,11 @@ typecheck: install
 system-packages:
 	sh scripts/system-packages.sh
 
+# TEST_JOBS pytest workers (pytest-xdist); the Ray tests share one worker (xdist_group "ray").
+TEST_JOBS ?= 2
+
 unit: install system-packages
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup
 
 test: lint typecheck unit
 

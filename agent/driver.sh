@@ -14,6 +14,7 @@
 #                CPUFREQ_ROOT THERMAL_ROOT POWER_SUPPLY_ROOT (sysfs roots of the device state)
 #                POWER_ROUND (1: the executor_runner power round, below) POWER_READER (battery | rapl)
 #                POWER_ROOT POWER_SETTLE_CS POWER_WINDOW_CS (centiseconds)
+#                COOL_BELOW_MC THERMAL_ZONE COOL_WAIT_MAX_CS MIN_FREQ_KHZ FREQ_CPUS (heat, below)
 #   runner.sh    the runner command (the shim, the torch-cuda runner or an executor_runner binary,
 #                with taskset and any runner-specific flags); called with executor_runner-style flags
 #   tasks.tsv    one task per line: <digest> TAB <op key> TAB <artifact path relative to this dir>
@@ -48,6 +49,19 @@
 # the state also holds "warmup_cs" and "call_cs", the wall durations of the two calls (centiseconds,
 # /proc/uptime): their difference over NUM_EXECUTIONS is the op's wall time per execution.
 #
+# Heat (per-op mode; COOL_BELOW_MC > 0 or MIN_FREQ_KHZ set): before each op (its warm-up call and its
+# measured window) the driver waits until the gated zone reads below COOL_BELOW_MC (millidegrees C;
+# THERMAL_ZONE = a zone's directory name or its `type`, "" = the hottest zone), polling every 0.1 s,
+# for at most COOL_WAIT_MAX_CS centiseconds (then it measures anyway and says so), printing
+# "chamlab-driver cool <i> <total> <temp_mc> <key>" once when it has to wait. While the measured call
+# runs, a sampler reads the zone and the frequency of the checked CPUs (FREQ_CPUS, "0 2", "" = all)
+# every 0.1 s into out/<digest>.heat ("<temp_mc|-> <low 0|1> <lowest kHz|->"); a sample is low when a
+# CPU ran under MIN_FREQ_KHZ (kHz, or "max": each CPU's cpuinfo_max_freq, the recorded maximum; ""
+# = no check). The state then holds "heat":{"cool_below_mc","cool_wait_cs","cool_timed_out",
+# "start_mc" (the zone as the window began),"samples","low_samples","min_freq_khz","temp_min_mc",
+# "temp_max_mc"}; the host marks a window with low samples throttled and re-measures it. A zone or
+# CPU set that cannot be read makes the op fail (rc 69) with the reason in its log.
+#
 # Power round (POWER_ROUND=1, executor_runner; the C++ runner has no power hook): per op the driver
 # samples the reader for POWER_SETTLE_CS + POWER_WINDOW_CS while idle, then as long again while the
 # runner executes the op (<executions>, sized by the host to outlast the window; the driver ends the
@@ -81,10 +95,16 @@ POWER_ROUND=${POWER_ROUND:-0}
 POWER_READER=${POWER_READER:-}
 POWER_SETTLE_CS=${POWER_SETTLE_CS:-0}
 POWER_WINDOW_CS=${POWER_WINDOW_CS:-100}
+COOL_BELOW_MC=${COOL_BELOW_MC:-0}
+THERMAL_ZONE=${THERMAL_ZONE:-}
+COOL_WAIT_MAX_CS=${COOL_WAIT_MAX_CS:-30000}
+MIN_FREQ_KHZ=${MIN_FREQ_KHZ:-}
+FREQ_CPUS=${FREQ_CPUS:-}
 
 runner=""   # pid of the runner in flight
 dog=""      # pid of its deadline watchdog
 watcher=""  # pid of the stdin watcher
+sampler=""  # pid of the heat sampler
 locked=0
 
 boot_id() { cat /proc/sys/kernel/random/boot_id 2>/dev/null || echo unknown; }
@@ -93,6 +113,7 @@ cleanup() {
   if [ -n "$runner" ]; then kill -KILL "$runner" 2>/dev/null; fi
   if [ -n "$dog" ]; then kill -KILL "$dog" 2>/dev/null; fi
   if [ -n "$watcher" ]; then kill "$watcher" 2>/dev/null; fi
+  if [ -n "$sampler" ]; then kill -KILL "$sampler" 2>/dev/null; fi
   if [ "$locked" = 1 ]; then rm -rf "$LOCK_DIR"; fi
 }
 trap cleanup EXIT
@@ -314,6 +335,110 @@ power_sample() {
   echo "$line"
 }
 
+# heat: the gated zones and the checked CPUs, resolved once ("" = heat off; see the header)
+heat=0
+heat_error=""
+zones=""       # the zone directories read (the hottest counts)
+freq_pairs=""  # "<cpufreq dir>:<threshold kHz>" per checked CPU
+if [ "$COOL_BELOW_MC" != 0 ] || [ -n "$MIN_FREQ_KHZ" ]; then
+  heat=1
+  for d in "$THERMAL_ROOT"/thermal_zone*; do
+    [ -r "$d/temp" ] || continue
+    if [ -n "$THERMAL_ZONE" ] && [ "${d##*/}" != "$THERMAL_ZONE" ] &&
+      [ "$(cat "$d/type" 2>/dev/null)" != "$THERMAL_ZONE" ]; then continue; fi
+    zones="$zones $d"
+  done
+  if [ -z "$zones" ] && [ "$COOL_BELOW_MC" != 0 ]; then
+    heat_error="driver: no thermal zone ${THERMAL_ZONE:-thermal_zone*} with a readable temp under $THERMAL_ROOT (cool_below_c needs one)"
+  fi
+  if [ -n "$MIN_FREQ_KHZ" ]; then
+    for d in "$CPUFREQ_ROOT"/cpu[0-9]*/cpufreq; do
+      [ -r "$d/scaling_cur_freq" ] || continue
+      c=${d%/cpufreq}; c=${c##*/cpu}
+      if [ -n "$FREQ_CPUS" ]; then
+        case " $FREQ_CPUS " in *" $c "*) ;; *) continue;; esac
+      fi
+      th=$MIN_FREQ_KHZ
+      if [ "$th" = max ]; then
+        if num "$d/cpuinfo_max_freq"; then th=$n; else
+          heat_error="driver: $d/cpuinfo_max_freq cannot be read (min_freq_khz = \"max\" needs it; give a number)"
+        fi
+      fi
+      freq_pairs="$freq_pairs $d:$th"
+    done
+    if [ -z "$freq_pairs" ]; then
+      heat_error="driver: no readable scaling_cur_freq for CPU(s) ${FREQ_CPUS:-any} under $CPUFREQ_ROOT (min_freq_khz needs them)"
+    fi
+  fi
+fi
+
+# "t" = the hottest gated zone (millidegrees); false when none reads
+zone_temp() {
+  t=""
+  for z in $zones; do
+    { read -r v < "$z/temp"; } 2>/dev/null || continue
+    case "$v" in -[0-9]*|[0-9]*) ;; *) continue;; esac
+    if [ -z "$t" ] || [ "$v" -gt "$t" ]; then t=$v; fi
+  done
+  [ -n "$t" ]
+}
+
+# low=1 when a checked CPU runs under its threshold; mf = the lowest frequency read ("" = none)
+freq_check() {
+  low=0; mf=""
+  for p in $freq_pairs; do
+    { read -r f < "${p%:*}/scaling_cur_freq"; } 2>/dev/null || continue
+    case "$f" in [0-9]*) ;; *) continue;; esac
+    if [ "$f" -lt "${p##*:}" ]; then low=1; fi
+    if [ -z "$mf" ] || [ "$f" -lt "$mf" ]; then mf=$f; fi
+  done
+}
+
+heat_sampler() {  # every 0.1 s until killed: "<temp_mc|-> <low> <lowest kHz|->"
+  while :; do
+    if zone_temp; then zt=$t; else zt=-; fi
+    freq_check
+    echo "$zt $low ${mf:--}"
+    sleep 0.1
+  done
+}
+
+# wait (bounded) until the gated zone reads below COOL_BELOW_MC; sets cool_wait_cs, cool_timed_out
+# and start_mc (the zone's last reading, "null" when none)
+cool_gate() {  # i total key
+  cool_wait_cs=0; cool_timed_out=false; start_mc=null
+  t0=$(now_cs)
+  told=0
+  while zone_temp; do
+    start_mc=$t
+    [ "$COOL_BELOW_MC" != 0 ] || return 0
+    [ "$t" -ge "$COOL_BELOW_MC" ] || break
+    cool_wait_cs=$(($(now_cs) - t0))
+    if [ "$cool_wait_cs" -ge "$COOL_WAIT_MAX_CS" ]; then cool_timed_out=true; break; fi
+    if [ "$told" = 0 ]; then echo "chamlab-driver cool $1 $2 $t $3"; told=1; fi
+    sleep 0.1
+  done
+  cool_wait_cs=$(($(now_cs) - t0))
+}
+
+# the heat record of the window just sampled into $1
+heat_json() {
+  hs=0; hl=0; hf=""; tmin=""; tmax=""
+  while read -r zt l f; do
+    hs=$((hs + 1))
+    if [ "$l" = 1 ]; then hl=$((hl + 1)); fi
+    case "$f" in [0-9]*) if [ -z "$hf" ] || [ "$f" -lt "$hf" ]; then hf=$f; fi;; esac
+    case "$zt" in
+      -[0-9]*|[0-9]*)
+        if [ -z "$tmin" ] || [ "$zt" -lt "$tmin" ]; then tmin=$zt; fi
+        if [ -z "$tmax" ] || [ "$zt" -gt "$tmax" ]; then tmax=$zt; fi;;
+    esac
+  done < "$1"
+  printf '{"cool_below_mc":%d,"cool_wait_cs":%d,"cool_timed_out":%s,"start_mc":%s,"samples":%d,"low_samples":%d,"min_freq_khz":%s,"temp_min_mc":%s,"temp_max_mc":%s}' \
+    "$COOL_BELOW_MC" "$cool_wait_cs" "$cool_timed_out" "$start_mc" "$hs" "$hl" "${hf:-null}" \
+    "${tmin:-null}" "${tmax:-null}"
+}
+
 while IFS="$tab" read -r digest key artifact execs; do
   i=$((i + 1))
   if grep -F -q "\"end\":\"0:$key\"}" results.jsonl; then
@@ -377,11 +502,23 @@ while IFS="$tab" read -r digest key artifact execs; do
   rm -f "$res" "$etd"
   call_cs=""
   : > "$log"
-  before=$(state_json)
   rc=0
+  heat_rec=""
+  if [ "$heat" = 1 ]; then
+    if [ -n "$heat_error" ]; then
+      echo "$heat_error" >> "$log"
+      rc=69
+    else
+      cool_gate "$i" "$total" "$key"
+      if [ "$cool_timed_out" = true ]; then
+        echo "driver: the zone still read $start_mc mC after $cool_wait_cs cs (cool_below_c $COOL_BELOW_MC mC); measuring anyway" >> "$log"
+      fi
+    fi
+  fi
+  before=$(state_json)
   runs=$NUM_EXECUTIONS
   warm_cs=null
-  if [ "$RUNNER_KIND" = executor_runner ] && [ "$WARMUP_RUNS" -gt 0 ]; then
+  if [ "$rc" = 0 ] && [ "$RUNNER_KIND" = executor_runner ] && [ "$WARMUP_RUNS" -gt 0 ]; then
     # the C++ runner has no warm-up: a throw-away call first (its own ETDump path, deleted)
     echo "driver: warm-up call, $WARMUP_RUNS execution(s)" >> "$log"
     t0=$(now_cs)
@@ -395,9 +532,19 @@ while IFS="$tab" read -r digest key artifact execs; do
     set -- --model_path "$artifact" --num_executions "$runs" --cpu_threads "$THREADS"
     if [ "$ETDUMP" = 1 ]; then set -- "$@" --etdump_path "$etd"; fi
     if [ "$RUNNER_KIND" != executor_runner ]; then set -- "$@" --result_path "$res"; fi
+    if [ "$heat" = 1 ]; then
+      heat_sampler > "out/$digest.heat" 2>/dev/null &
+      sampler=$!
+    fi
     t0=$(now_cs)
     call_runner "$@"
     call_cs=$(($(now_cs) - t0))
+    if [ -n "$sampler" ]; then
+      kill -KILL "$sampler" 2>/dev/null
+      wait "$sampler" 2>/dev/null
+      sampler=""
+      heat_rec=$(heat_json "out/$digest.heat")
+    fi
   fi
   after=$(state_json)
   # a python runner that exits 0 without a result, or an executor_runner without an ETDump, did not measure
@@ -407,7 +554,7 @@ while IFS="$tab" read -r digest key artifact execs; do
   if [ -s "$res" ]; then result=$(cat "$res"); fi
   etdump=null
   if [ -s "$etd" ]; then etdump="\"$etd\""; fi
-  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\",\"warmup_cs\":$warm_cs,\"call_cs\":${call_cs:-null}}"
+  state="{\"before\":$before,\"after\":$after,\"fingerprint\":\"$fingerprint\",\"warmup_cs\":$warm_cs,\"call_cs\":${call_cs:-null},\"heat\":${heat_rec:-null}}"
   printf '{"rc":%d,"op_key":"%s","digest":"%s","log":"%s","etdump":%s,"result":%s,"state":%s,"end":"%d:%s"}\n' \
     "$rc" "$key" "$digest" "$log" "$etdump" "$result" "$state" "$rc" "$key" >> results.jsonl
   if [ "$rc" != 0 ]; then failed=$((failed + 1)); fi

@@ -11,7 +11,9 @@ An attempt is *unstable* when any of these holds (thresholds in :class:`MeasureP
   preemption on a shared machine does not condemn a whole run);
 * drift: the medians of the first and last thirds differ by more than ``max_drift`` of the median
   (thermal throttling, frequency ramps);
-* the temperature rose by more than ``max_temp_rise_c`` during the attempt.
+* the temperature rose by more than ``max_temp_rise_c`` during the attempt;
+* the window was throttled: a CPU ran under the device's minimum frequency while it was measured
+  (devices.toml ``min_freq_khz``, checked by the driver for executor_runner devices).
 
 An unstable attempt is repeated after a cool-down, up to ``retries`` times; the attempt with the
 lowest robust CV is kept and, if it is still unstable, flagged with its reasons.
@@ -204,6 +206,12 @@ class Attempt:
     temp_before_c: float | None
     temp_after_c: float | None
     reasons: list[str]
+    #: the window's heat (driver-measured runs, see agent/driver.sh): whether a checked CPU ran under
+    #: its minimum frequency (None: not checked), the hottest zone reading during the window, and the
+    #: seconds waited for the zone to cool before it (None: no gate)
+    throttled: bool | None = None
+    temp_max_c: float | None = None
+    cool_wait_s: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -215,6 +223,9 @@ class Attempt:
             "temp_before_c": self.temp_before_c,
             "temp_after_c": self.temp_after_c,
             "reasons": self.reasons,
+            "throttled": self.throttled,
+            "temp_max_c": self.temp_max_c,
+            "cool_wait_s": self.cool_wait_s,
         }
 
 
@@ -304,9 +315,12 @@ def judge(
     warmup_runs: int = 0,
     temp_before_c: float | None = None,
     temp_after_c: float | None = None,
+    throttled: str | None = None,
 ) -> Attempt:
     """One attempt's samples judged against ``policy``'s instability thresholds (see the module
-    docstring); the host uses it too, for runners that only report samples (ETDumps)."""
+    docstring); the host uses it too, for runners that only report samples (ETDumps).
+    ``throttled``: why the window counts as throttled (the frequency sat under its minimum), which
+    makes it unstable like the other reasons; None: it was not (or not checked)."""
     cv, dr = robust_cv(samples_ms), drift(samples_ms)
     reasons = []
     if cv > policy.max_cv:
@@ -316,7 +330,10 @@ def judge(
     rise = None if temp_before_c is None or temp_after_c is None else temp_after_c - temp_before_c
     if rise is not None and rise > policy.max_temp_rise_c:
         reasons.append(f"temperature rose {rise:.1f} C > {policy.max_temp_rise_c}")
-    return Attempt(samples_ms, warmup_runs, cv, dr, temp_before_c, temp_after_c, reasons)
+    if throttled:
+        reasons.append(f"throttled: {throttled}")
+    flag = True if throttled else None
+    return Attempt(samples_ms, warmup_runs, cv, dr, temp_before_c, temp_after_c, reasons, throttled=flag)
 
 
 def keep(attempts: Sequence[Attempt]) -> Attempt:

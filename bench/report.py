@@ -838,6 +838,11 @@ def main() -> None:
     r = _load("search_efficiency")
     parts += (search_render(r, _env(r)) if r else ["## Search sample efficiency", "", "_not run yet_"]) + [""]
     parts += [(NOTES / "search_experiments.md").read_text().rstrip("\n"), ""]  # the log, kept by hand
+    from bench.search_suite import render as suite_render
+
+    r = _load("search_suite")
+    title = "## Search on public tabular benchmarks (the suite)"
+    parts += (suite_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.train_seconds import render as train_render
 
     r = _load("train_seconds")
@@ -883,6 +888,11 @@ def main() -> None:
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]
+    from bench.heat_gating import render as heat_render
+
+    r = _load("heat_gating")
+    title = "## Heat: temperature-gated measurement on a simulated hot device"
+    parts += (heat_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     parts.append(NOT_MEASURED)
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")

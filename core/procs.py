@@ -10,7 +10,8 @@ One home for what the export pool (``chamlab.operators.export``) and the trainin
   so it ends with them.
 * :func:`stop_pool`: shut a pool down, waiting for the work in flight or (``abort``) killing the workers
   at once; either way the pool's semaphores are released before the process exits (a Ctrl-C exit
-  otherwise ends with the tracker's "leaked semaphore objects" warning).
+  otherwise ends with the tracker's "leaked semaphore objects" warning); a worker's own locks are thread
+  locks where a library would take a named semaphore (tqdm's), since a killed worker cannot unlink one.
 * :func:`start_ray`: connect to a Ray cluster, or start a private one-node cluster.
 
 The parent watch is a thread polling ``os.getppid()``, not Linux's ``PR_SET_PDEATHSIG``: that signal
@@ -20,6 +21,7 @@ fires when the *thread* that forked the worker ends, and a pool may grow from a 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import importlib.util
 import multiprocessing
 import os
 import signal
@@ -45,8 +47,21 @@ def _start_worker(parent: int, initializer: Callable[..., object] | None, initar
     if os.getppid() != parent:  # the parent died while this worker started
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), name="chamlab-parent-watch", daemon=True).start()
+    _thread_lock_for_tqdm()
     if initializer is not None:
         initializer(*initargs)
+
+
+def _thread_lock_for_tqdm() -> None:
+    """tqdm (whose bars torch.fx draws while exporting) takes a multiprocessing lock on first use: a named
+    semaphore registered with the resource tracker, which a worker killed on Ctrl-C never unlinks, so the
+    tracker ends the run with "leaked semaphore objects". A worker's bars only need a lock between its own
+    threads."""
+    if importlib.util.find_spec("tqdm") is None:
+        return
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 class _Pool(cf.ProcessPoolExecutor):

@@ -7,6 +7,7 @@ re-measure), which the tests do not judge by time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from peers import AdbPeer, AdbServer, Sshd
@@ -45,6 +47,32 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["CHAMLAB_CACHE"] = str(cache)
     os.environ.pop("CHAMLAB_DEVICES", None)
     return cache
+
+
+@pytest.fixture(autouse=True)
+def reap_subprocesses(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every process a test starts with ``subprocess.Popen`` ends with the test, and its pipes are
+    closed: a test that only ``wait()``s (or fails before it does) would otherwise leave open pipe files
+    for the garbage collector, which reports them later (``ResourceWarning``) inside whichever test then
+    runs. Processes still running at teardown are killed (a failing test must not leave them behind)."""
+    started: list[subprocess.Popen[Any]] = []
+    init = subprocess.Popen.__init__
+
+    def tracked(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", tracked)
+    yield
+    monkeypatch.undo()
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        proc.wait()
 
 
 @pytest.fixture(scope="session")

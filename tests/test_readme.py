@@ -1,7 +1,8 @@
 """The README as a newcomer meets it: its tour runs as written, its links resolve, its Layout is the tree.
 
 The tour is the ``sh`` block after the ``<!-- tour: ... -->`` marker. Its lines run in order, through
-the installed ``chamlab``, in a fresh copy of the repository's tracked files (what a clone holds): each
+the installed ``chamlab``, in a fresh copy of the repository's tracked files (what a clone holds; only
+local-cpu's measurement policy is made fast, as in every test's devices): each
 must exit 0, and a ``# ... -> PATH`` comment is a promise that the line made PATH. Every relative link
 in README.md and docs/*.md must name an existing file and, with ``#anchor``, a heading of it.
 """
@@ -13,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -60,12 +62,46 @@ def test_tour_block_shows_the_main_commands() -> None:
     assert {"lut merge", "lut validate", "lut show", "lut diff"} <= commands
 
 
+FAST_POLICY = """[devices.local-cpu.measure]
+num_executions = 5
+min_time_ms = 10
+warmup_runs = 1
+retries = 0
+"""
+
+
+def fast_measurement_policy(devices: Path) -> None:
+    """Swap the copy's ``[devices.local-cpu.measure]`` table for a fast policy (few executions, no
+    re-measure), as the other tests' devices do: every tour line still runs as written, measuring for
+    real, only not 30 times 300 ms per op."""
+    text = devices.read_text()
+    section = re.search(r"^\[devices\.local-cpu\.measure\][^\n]*\n(?:(?!\[)[^\n]*\n)*", text, flags=re.M)
+    assert section is not None, f"{devices} has no [devices.local-cpu.measure] table"
+    devices.write_text(text[: section.start()] + FAST_POLICY + "\n" + text[section.end() :])
+
+
+def test_fast_policy_replaces_only_the_measure_table(tmp_path: Path) -> None:
+    devices = tmp_path / "devices.toml"
+    shutil.copy2(REPO / "devices.toml", devices)
+    fast_measurement_policy(devices)
+    shipped = tomllib.loads((REPO / "devices.toml").read_text())["devices"]
+    fast = tomllib.loads(devices.read_text())["devices"]
+    assert fast["local-cpu"]["measure"] == tomllib.loads(FAST_POLICY)["devices"]["local-cpu"]["measure"]
+    assert {k: v for k, v in fast["local-cpu"].items() if k != "measure"} == {
+        k: v for k, v in shipped["local-cpu"].items() if k != "measure"
+    }
+    assert {k: v for k, v in fast.items() if k != "local-cpu"} == {
+        k: v for k, v in shipped.items() if k != "local-cpu"
+    }
+
+
 @pytest.mark.slow
 def test_tour_runs_as_written_in_a_fresh_copy(tmp_path: Path) -> None:
     clone = tmp_path / "chamlab"
     for name in tracked_files():
         (clone / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, clone / name)
+    fast_measurement_policy(clone / "devices.toml")
     exe = shutil.which("chamlab", path=str(BIN))
     assert exe is not None, f"no installed chamlab in {BIN}"
     done: list[str] = []

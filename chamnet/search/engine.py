@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -201,14 +202,21 @@ class BayesOptEngine:
         y = np.array([q.accuracy for q in qs])
         if optimise:  # between re-optimisations the warp stays fixed, as the hyperparameters do
             state.warp = OutputWarp.fit(self.config.output_warp, y)
-        state.model = fit_gp(
-            state.features([q.arch for q in qs]),
-            state.warp(y),
-            warm=state.model,
-            kernel=self.config.kernel,
-            optimise=optimise,
-            failures=state.fit_failures,
-        )
+        with warnings.catch_warnings():
+            if float(np.ptp(y)) == 0.0:
+                # every accuracy equal: the GP is flat (a constant table says so once, when read);
+                # BoTorch's advice to standardise them is no news to the user
+                from botorch.exceptions.warnings import InputDataWarning
+
+                warnings.simplefilter("ignore", InputDataWarning)
+            state.model = fit_gp(
+                state.features([q.arch for q in qs]),
+                state.warp(y),
+                warm=state.model,
+                kernel=self.config.kernel,
+                optimise=optimise,
+                failures=state.fit_failures,
+            )
         if optimise:
             state.optimised_on = len(qs)
         state.fit_seconds += time.perf_counter() - t0

@@ -16,7 +16,10 @@
 
 and at the end ``DIR/result.json`` and ``DIR/pareto.png``. Re-running into the same DIR resumes:
 the queries already in the history are never asked again (a larger budget continues the search);
-different arguments (other than the budget) are an :class:`InputError` (exit 2).
+different arguments (other than the budget) are an :class:`InputError` (exit 2), and so are a table
+space's table edited since the run (its content digest, :data:`TABLE_DIGEST`, is part of the run's
+identity) and a damaged history (:func:`check_history`: a non-finite accuracy or cost, an arch twice,
+queries out of order).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from chamlab.chamnet.spaces.base import Arch
-from chamlab.core.errors import DataFileError, InputError
+from chamlab.chamnet.spaces.table import TableSpace
+from chamlab.core.errors import ArchError, DataFileError, InputError
 from chamlab.core.files import atomic_write_text
 from chamlab.core.store import KINDS, read_table, write_table
 
@@ -141,15 +145,128 @@ def check_same_arguments(old: Mapping[str, Any], new: Mapping[str, Any], where: 
         )
 
 
-def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
-    """The queries of an earlier run with the same arguments (budget aside)."""
+#: the run argument holding a table space's content digest (:attr:`TableSpace.digest`)
+TABLE_DIGEST = "table_sha256"
+_REDO = (
+    "the history was edited or damaged: restore it, or choose another --out "
+    "(or delete that folder to start afresh)"
+)
+
+
+def check_history(
+    path: Path,
+    space: Any,
+    args: Mapping[str, Any],
+    what: str = "a search",
+    costs: Sequence[str] | None = None,
+) -> Any:
+    """The rows of the search history at ``path`` (a DataFrame) after every check a resume needs,
+    each failure an :class:`InputError` (exit 2) naming the file, the column and the query:
+
+    * the arguments stored with it equal ``args``, the budget aside (:func:`check_same_arguments`);
+    * every column the run writes is there; queries are numbered 1, 2, ... in order; the accuracy
+      and every cost (``costs``, default the limits' names) are finite numbers; no arch is queried twice;
+    * for a table space, the table is the one the history was asked of (:data:`TABLE_DIGEST`): a
+      history stored before the digest was recorded is checked row by row against the table."""
     stored = read_table(path, HISTORY_KIND)
-    check_same_arguments(stored.meta_json(ARGS_KEY, {}) or {}, args, path.parent, "a search")
+    old = dict(stored.meta_json(ARGS_KEY, {}) or {})
+    new = json.loads(json.dumps(dict(args)))
+    digest_then, digest_now = old.pop(TABLE_DIGEST, None), new.pop(TABLE_DIGEST, None)
+    check_same_arguments(old, new, path.parent, what)
     df = stored.table.to_pandas()
-    names = [d.name for d in problem.space.dimensions]
-    missing = [c for c in (*names, "accuracy", *problem.costs, "phase") if c not in df.columns]
+    names = [d.name for d in space.dimensions]
+    costs = list(costs if costs is not None else dict(args.get("limits") or {}))
+    missing = [c for c in (*names, "accuracy", *costs, "phase") if c not in df.columns]
     if missing:
-        raise DataFileError(f"search history {path} lacks column(s) {', '.join(missing)}")
+        raise DataFileError(f"search history {path} lacks column(s) {', '.join(missing)}", hint=_REDO)
+    n = len(df)
+    if "query" in df.columns:
+        numbers = df["query"].tolist()
+        wrong = [i for i, q in enumerate(numbers) if q != i + 1]
+        if wrong:
+            i = wrong[0]
+            raise DataFileError(
+                f"search history {path}: row {i} has query {numbers[i]}, not {i + 1}: the queries are "
+                "numbered 1, 2, ... in the order they were asked",
+                hint=_REDO,
+            )
+    for col in ("accuracy", *costs):
+        try:
+            values = df[col].to_numpy(dtype=float, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise DataFileError(
+                f"search history {path}: column {col!r} is not numeric ({df[col].dtype})", hint=_REDO
+            ) from None
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataFileError(
+                f"search history {path}: column {col!r} is {values[i]} at query {i + 1} "
+                f"({int(bad.sum())} of {n} queries not a finite number)",
+                hint=_REDO,
+            )
+    nulls = df[names].isna().any(axis=1).to_numpy() if names else np.zeros(n, dtype=bool)
+    if nulls.any():
+        i = int(np.flatnonzero(nulls)[0])
+        col = next(c for c in names if df[c].isna().iloc[i])
+        raise DataFileError(f"search history {path}: column {col!r} is missing at query {i + 1}", hint=_REDO)
+    dup = df.duplicated(subset=names, keep="first").to_numpy() if names else np.zeros(n, dtype=bool)
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        key = tuple(df[c].iloc[j] for c in names)
+        i = next(k for k in range(j) if tuple(df[c].iloc[k] for c in names) == key)
+        text = ",".join(f"{c}={v}" for c, v in zip(names, key, strict=True))
+        raise DataFileError(
+            f"search history {path}: queries {i + 1} and {j + 1} are the same architecture ({text}); "
+            "a search asks each architecture once",
+            hint=_REDO,
+        )
+    if digest_now is not None and digest_then != digest_now:
+        _check_table_unchanged(path, space, df, names, costs, digest_then, digest_now)
+    return df
+
+
+def _check_table_unchanged(
+    path: Path, space: Any, df: Any, names: list[str], costs: list[str], then: Any, now: str
+) -> None:
+    """A table space's history: the table it was asked of had digest ``then`` (None: a run stored
+    before the digest was recorded); the table now has ``now``. Refused (naming the first queried row
+    that changed) unless ``then`` is None and every queried row still holds what the history says."""
+    changed = None
+    for i, row in enumerate(df.itertuples(index=False)):
+        r = row._asdict()
+        arch = tuple(_native(r[c]) for c in names)
+        text = ",".join(f"{c}={v}" for c, v in zip(names, arch, strict=True))
+        try:
+            idx = space.row(arch)
+        except ArchError:
+            changed = f"query {i + 1} ({text}) is no longer a row of the table"
+            break
+        pairs = [("accuracy", float(r["accuracy"]), float(space.accuracy[idx]))]
+        pairs += [(c, float(r[c]), float(space.costs[c][idx])) for c in costs]
+        diff = [(c, a, b) for c, a, b in pairs if a != b]
+        if diff:
+            c, a, b = diff[0]
+            changed = f"query {i + 1} ({text}) has {c} {a:g} in the history, {b:g} in the table now"
+            break
+    if then is None and changed is None:
+        return  # a run from before the digest was stored: its queries agree with the table
+    why = changed or (
+        f"rows this run has not queried were added, removed or edited (content digest {str(then)[:12]} "
+        f"then, {now[:12]} now)"
+    )
+    raise InputError(
+        f"{path.parent} holds a search of {space.name} as the table was before it was edited: {why}",
+        hint="the history's accuracies are the old table's: choose another --out to search the edited "
+        "table, or restore the table to resume this run",
+    )
+
+
+def read_history(path: Path, problem: Problem, args: Mapping[str, Any]) -> list[Query]:
+    """The queries of an earlier run with the same arguments (budget aside), checked by
+    :func:`check_history`."""
+    df = check_history(path, problem.space, args, costs=list(problem.costs))
+    names = [d.name for d in problem.space.dimensions]
     out = []
     for row in df.itertuples(index=False):
         r = row._asdict()
@@ -259,6 +376,8 @@ def search(
     )
     ident["budget"] = budget
     ident.setdefault("accuracy_dtype", accuracy_dtype(problem.oracle))
+    if isinstance(problem.space, TableSpace):  # an edited table is another run (check_history)
+        ident.setdefault(TABLE_DIGEST, problem.space.digest)
     previous: list[Query] = []
     known: dict[Arch, dict[str, float]] = {}
     if out is not None:

@@ -14,8 +14,14 @@ A Parquet or CSV file whose columns are:
 The space is the set of rows (not the product of the dimensions' values): ``enumerate`` yields the
 rows in file order, ``sample`` draws rows, ``validate`` rejects a combination that is not a row. An
 architecture is the tuple of its dimension values (Python ``int``/``float``/``str``/``bool``), and
-its string form is ``name=value,name=value``. Missing columns, duplicate architectures, NaNs, empty
-tables and unknown ``dims`` are :class:`~chamlab.core.errors.DataFileError` naming file, column and row.
+its string form is ``name=value,name=value``. Missing or repeated columns, duplicate architectures,
+NaNs, empty tables, unknown ``dims``, an accuracy outside ``accuracy_range`` (default
+:data:`ACCURACY_RANGE`, percent), a negative cost, a text column that names the rows (a distinct value
+in every row) or has more than :data:`MAX_CATEGORIES` values, and rows of one ``_network`` whose
+accuracies differ are :class:`~chamlab.core.errors.DataFileError` naming file, column and row (the
+rules in docs/spaces.md). A table whose accuracy is the same in every row warns once
+(:class:`TableWarning`). :attr:`TableSpace.digest` is the content's SHA-256, part of a search run's
+identity (an edited table is not resumed as the old one).
 
 A table space has no operators: it stands in for a network space wherever the engine only needs
 dimensions, candidates and costs (see :mod:`chamlab.chamnet.search`).
@@ -24,13 +30,16 @@ dimensions, candidates and costs (see :mod:`chamlab.chamnet.search`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chamlab.core.errors import ArchError, DataFileError
+from chamlab.core.errors import ArchError, ChamlabWarning, DataFileError, InputError
 
 from .base import Arch, Dimension
 
@@ -42,6 +51,18 @@ COSTS = ("latency_ms", "energy_mj")
 NETWORK = "_network"
 RESERVED = (ACCURACY, *COSTS)
 PREFIX = "table:"
+#: the interval a table's accuracies lie in unless it states another: percent (a fraction fits too)
+ACCURACY_RANGE = (0.0, 100.0)
+#: the largest accuracy bound a table may state (beyond, the GP's standardisation overflows)
+MAX_MAGNITUDE = 1e12
+#: the most values a categorical (text) dimension may have: each is a feature of every candidate
+MAX_CATEGORIES = 128
+#: a text column with a distinct value in every one of at least this many rows names the rows
+ID_MIN_ROWS = 16
+
+
+class TableWarning(ChamlabWarning):
+    """A table the search can use but not learn from (every accuracy equal)."""
 
 
 def _native(v: Any) -> Any:
@@ -59,14 +80,90 @@ def read_frame(path: Path) -> pd.DataFrame:
             hint="give a CSV or Parquet file with one row per architecture",
         )
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise DataFileError(f"table space file {path}: unknown format {suffix!r}; use .csv or .parquet")
+    try:
+        header = _header(path, suffix)
+    except Exception as exc:  # csv/pyarrow raise many types for a malformed file
+        raise DataFileError(f"table space file {path} cannot be read: {_first_line(exc)}") from exc
+    check_header(header, str(path))
     try:
         if suffix == ".csv":
             return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+        return pd.read_parquet(path)
     except Exception as exc:  # pandas/pyarrow raise many types for a malformed file
-        raise DataFileError(f"table space file {path} cannot be read: {exc}") from exc
-    raise DataFileError(f"table space file {path}: unknown format {suffix!r}; use .csv or .parquet")
+        raise DataFileError(f"table space file {path} cannot be read: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _header(path: Path, suffix: str) -> list[str]:
+    """The column names as the file spells them (pandas renames a repeated CSV header ``a`` to
+    ``a.1``, so they are read before pandas sees the file)."""
+    if suffix == ".csv":
+        import csv
+
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return next(csv.reader(f), [])
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
+def check_header(columns: Sequence[str], what: str) -> None:
+    """A column named twice is a :class:`DataFileError` naming it (which of the two is the accuracy,
+    or the dimension?)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(columns):
+        if name in seen:
+            raise DataFileError(
+                f"{what}: column {name!r} appears twice (columns {seen[name] + 1} and {i + 1} of the header)",
+                hint="rename or drop one of them: every column name must be unique",
+            )
+        seen[name] = i
+
+
+def _check_categories(s: pd.Series, col: str, what: str, *, chosen: bool) -> None:
+    """A text column is a categorical dimension (one feature per value in every candidate row):
+    one with a distinct value in every row names the rows (an identifier, refused unless ``chosen``
+    by --dims), and one of more than :data:`MAX_CATEGORIES` values would take memory in proportion
+    to rows x values. Counting the values takes memory in proportion to the rows only."""
+    n, distinct = len(s), int(s.nunique(dropna=False))
+    if distinct == n and n >= ID_MIN_ROWS and not chosen:
+        raise DataFileError(
+            f"{what}: column {col!r} has a distinct text value in every one of its {n} rows "
+            f"(e.g. {s.iloc[0]!r}): it names the rows, it is not a dimension",
+            hint=f"rename it `_{col}` (columns starting with `_` are not dimensions), drop it, or "
+            "choose the dimension columns with --dims",
+        )
+    if distinct > MAX_CATEGORIES:
+        raise DataFileError(
+            f"{what}: column {col!r} has {distinct} distinct text values: as a categorical dimension "
+            f"each would be one feature of every candidate (at most {MAX_CATEGORIES})",
+            hint=f"if its values have an order make the column numeric; if it names the rows rename it "
+            f"`_{col}` or leave it out of --dims",
+        )
+
+
+def _check_networks(
+    networks: Sequence[Any], accuracy: np.ndarray, rows: Sequence[Arch], dims: Sequence[Dimension], what: str
+) -> None:
+    """Rows with one ``_network`` value are one network: their accuracies must be equal (the search
+    asks one of them, so a better row among them could never win)."""
+    first: dict[Any, int] = {}
+    for i, net in enumerate(networks):
+        j = first.setdefault(net, i)
+        if accuracy[i] != accuracy[j]:
+            text = [",".join(f"{d.name}={v}" for d, v in zip(dims, rows[k], strict=True)) for k in (j, i)]
+            raise DataFileError(
+                f"{what}: rows {j} ({text[0]}) and {i} ({text[1]}) are one {NETWORK} {net!r} but their "
+                f"accuracies differ ({accuracy[j]:g} and {accuracy[i]:g})",
+                hint=f"one network has one accuracy: average repeated measurements, or give the rows "
+                f"different {NETWORK} values",
+            )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -85,17 +182,41 @@ class TableSpace:
         object.__setattr__(self, "_index", {a: i for i, a in enumerate(self.rows)})
 
     @classmethod
-    def read(cls, path: Path, dims: Sequence[str] | None = None) -> TableSpace:
+    def read(
+        cls,
+        path: Path,
+        dims: Sequence[str] | None = None,
+        *,
+        accuracy_range: tuple[float, float] = ACCURACY_RANGE,
+    ) -> TableSpace:
         path = Path(path)
-        return cls.from_frame(read_frame(path), name=f"{PREFIX}{path}", dims=dims, what=str(path))
+        return cls.from_frame(
+            read_frame(path), name=f"{PREFIX}{path}", dims=dims, what=str(path), accuracy_range=accuracy_range
+        )
 
     @classmethod
     def from_frame(
-        cls, df: pd.DataFrame, *, name: str = "table", dims: Sequence[str] | None = None, what: str = "table"
+        cls,
+        df: pd.DataFrame,
+        *,
+        name: str = "table",
+        dims: Sequence[str] | None = None,
+        what: str = "table",
+        accuracy_range: tuple[float, float] = ACCURACY_RANGE,
     ) -> TableSpace:
+        """The table ``df`` as a space, after every check of the module docstring (each failure a
+        :class:`DataFileError` naming ``what``, the column and the row); ``accuracy_range``: the
+        interval every accuracy lies in (default percent, which a fraction fits too)."""
         import pandas as pd
 
         columns = [str(c) for c in df.columns]
+        check_header(columns, what)
+        lo, hi = (float(v) for v in accuracy_range)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi and max(abs(lo), abs(hi)) <= MAX_MAGNITUDE):
+            raise InputError(
+                f"--accuracy-range {lo:g},{hi:g} must be two finite numbers LO < HI, "
+                f"within +-{MAX_MAGNITUDE:g}"
+            )
         if ACCURACY not in columns:
             raise DataFileError(
                 f"{what} has no {ACCURACY!r} column (columns: {', '.join(columns) or 'none'})",
@@ -133,21 +254,43 @@ class TableSpace:
         for col in (ACCURACY, *(c for c in COSTS if c in columns)):
             if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
                 raise DataFileError(f"{what}: column {col!r} must be numeric, got {df[col].dtype}")
-            if not np.isfinite(df[col].to_numpy(dtype=float)).all():
-                raise DataFileError(f"{what}: column {col!r} holds an infinite value")
+            values = df[col].to_numpy(dtype=float)
+            if not np.isfinite(values).all():
+                row = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise DataFileError(
+                    f"{what}: column {col!r} holds an infinite value ({values[row]}) at row {row}"
+                )
+            if col == ACCURACY:
+                out = (values < lo) | (values > hi)
+                if out.any():
+                    row = int(np.flatnonzero(out)[0])
+                    raise DataFileError(
+                        f"{what}: column {ACCURACY!r} is {values[row]:g} at row {row}, outside the table's "
+                        f"accuracy range [{lo:g}, {hi:g}] ({int(out.sum())} row(s) outside)",
+                        hint="accuracy is a percentage (or a fraction) of correct predictions: "
+                        "fix those rows, or state the table's range with --accuracy-range LO,HI",
+                    )
+            elif (values < 0).any():
+                row = int(np.flatnonzero(values < 0)[0])
+                raise DataFileError(
+                    f"{what}: column {col!r} is negative ({values[row]:g}) at row {row} "
+                    f"({int((values < 0).sum())} negative row(s)): a cost is 0 or more",
+                    hint="fix those rows (a measurement that failed is no row)",
+                )
         dimensions = []
         for col in dim_names:
             s = df[col]
             if pd.api.types.is_bool_dtype(s):
-                values: list[Any] = sorted({bool(v) for v in s})
+                values_: list[Any] = sorted({bool(v) for v in s})
                 categorical = True
             elif pd.api.types.is_numeric_dtype(s):
-                values = sorted({_native(v) for v in s})
+                values_ = sorted({_native(v) for v in s})
                 categorical = False
             else:
-                values = sorted({str(v) for v in s})
+                _check_categories(s, col, what, chosen=dims is not None)
+                values_ = sorted({str(v) for v in s})
                 categorical = True
-            dimensions.append(Dimension(col, tuple(values), categorical=categorical))
+            dimensions.append(Dimension(col, tuple(values_), categorical=categorical))
         cols = []
         for dim in dimensions:
             conv: Any = (
@@ -169,18 +312,47 @@ class TableSpace:
                     "dimension column",
                 )
             seen[r] = i
+        accuracy = df[ACCURACY].to_numpy(dtype=float)
         costs = {c: df[c].to_numpy(dtype=float) for c in COSTS if c in columns}
         networks = tuple(_native(v) for v in df[NETWORK]) if NETWORK in columns else None
+        if networks is not None:
+            _check_networks(networks, accuracy, rows, dimensions, what)
+        if len(rows) > 1 and float(np.ptp(accuracy)) == 0.0:
+            warnings.warn(
+                f"{what}: every row has accuracy {accuracy[0]:g}: no architecture is more accurate than "
+                "another, so the search can only return a feasible one",
+                TableWarning,
+                stacklevel=2,
+            )
         n_net = f", {len(set(networks))} networks" if networks is not None else ""
         return cls(
             name,
             tuple(dimensions),
             tuple(rows),
-            df[ACCURACY].to_numpy(dtype=float),
+            accuracy,
             costs,
             f"table of {len(rows)} architectures over {len(dimensions)} dimensions{n_net}",
             networks,
         )
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the table's content as the search sees it (dimensions, rows, accuracies, costs,
+        ``_network``): part of a run's identity, so a table edited in place is not resumed as if it
+        were the table the history was asked of."""
+        got: str | None = self.__dict__.get("_digest")
+        if got is None:
+            h = hashlib.sha256()
+            h.update(json.dumps([[d.name, d.categorical] for d in self.dimensions]).encode())
+            h.update(repr(self.rows).encode())
+            h.update(np.ascontiguousarray(self.accuracy, dtype="<f8").tobytes())
+            for name in sorted(self.costs):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(self.costs[name], dtype="<f8").tobytes())
+            h.update(repr(self.networks).encode())
+            got = h.hexdigest()
+            object.__setattr__(self, "_digest", got)
+        return got
 
     # -- the space interface ----------------------------------------------------------------------
     @property
@@ -266,3 +438,17 @@ def is_table_spec(spec: str) -> bool:
 
 def parse_dims(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def parse_accuracy_range(text: str | None) -> tuple[float, float]:
+    """``--accuracy-range LO,HI`` (None: :data:`ACCURACY_RANGE`)."""
+    if text is None:
+        return ACCURACY_RANGE
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        raise InputError(
+            f"--accuracy-range {text!r} must be two numbers LO,HI (e.g. 0,1 for fractions)"
+        ) from None
+    return lo, hi

@@ -12,6 +12,7 @@ import json
 import re
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from chamlab.core.errors import ChamlabError
+from chamlab.core.errors import ChamlabError, ChamlabWarning
 from chamlab.operators.base import Backend, Dtype
 
 if TYPE_CHECKING:
@@ -184,13 +185,41 @@ def _fail(as_json: bool, message: str, hint: str | None, code: int) -> typer.Exi
     return typer.Exit(code)
 
 
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr (``warnings.showwarning`` while a command runs): chamlab's
+    own as ``warning: TEXT``, a library's with the library's name, never a source path."""
+    text = next((t for t in str(message).strip().splitlines() if t.strip()), category.__name__)
+    if issubclass(category, ChamlabWarning):
+        err.print(f"[yellow]warning:[/] {shown(text)}", soft_wrap=True)
+        return
+    parts = Path(filename).parts
+    where = next(
+        (parts[i + 1] for i, p in enumerate(parts[:-1]) if p in ("site-packages", "dist-packages")), None
+    )
+    source = where.removesuffix(".py") if where else Path(filename).stem
+    err.print(f"[yellow]warning[/] ({source}, {category.__name__}): {shown(text)}", soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
     """Print a :class:`ChamlabError` as one line (plus its hint) and exit with its code. Under
     ``--json`` (a command's ``as_json``) stdout gets ``{"error", "hint", "exit_code"}`` too, so a
-    script reading stdout always reads one JSON document."""
+    script reading stdout always reads one JSON document. Warnings print as one line each
+    (:func:`show_warning`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return _run(*args, **kwargs)
+
+    def _run(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -59,11 +60,21 @@ def run(
         float,
         typer.Option("--max-start-temp", help="skip a device hotter than this (degrees C) at the start"),
     ] = 45.0,
+    night: Annotated[
+        str | None,
+        typer.Option(
+            "--night",
+            help="label the run with this UTC night, YYYY-MM-DD (default: today): a missed night, or a "
+            "re-run that replaces the night's entries",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Profile every selected device concurrently into OUT/<YYYY-MM-DD>/<device>.parquet, diff each
-    against its previous good run, write summary.json, report.md and report.html, and point OUT/latest
-    at the run. Exit 0 all good, 1 a device failed, was partial or skipped, 3 drift only."""
+    against its previous good run, write summary.json, report.md and report.html, point OUT/latest
+    at the newest night and rebuild OUT/index.html (every night and device, a drift trend per device).
+    Exit 0 all good, 1 a device failed, was partial or skipped, 3 drift only."""
     from chamlab.host.workflows.farm import DeviceOutcome, run_farm
 
     def on_device(o: DeviceOutcome) -> None:
@@ -87,6 +98,7 @@ def run(
         address=address,
         min_battery_pct=min_battery,
         max_start_temp_c=max_start_temp,
+        night=night,
         on_device=on_device,
     )
     if as_json:
@@ -96,10 +108,27 @@ def run(
     drifted = [n for n, e in report.devices.items() if (e.get("drift") or {}).get("drifted")]
     if drifted:
         err.print(f"[yellow]drift beyond {drift_threshold:g} %[/]: {escape(', '.join(drifted))}")
+    latest = os.readlink(out / "latest") if (out / "latest").is_symlink() else report.date
     err.print(
-        f"report: {escape(str(report.run_dir / 'report.html'))} (latest -> {report.date})"
+        f"report: {escape(str(report.run_dir / 'report.html'))} (latest -> {escape(latest)}); "
+        f"all nights: {escape(str(out / 'index.html'))}"
         + (f"; removed old runs {', '.join(report.removed)}" if report.removed else ""),
         soft_wrap=True,
     )
     if report.exit_code:
         raise typer.Exit(report.exit_code)
+
+
+@farm_app.command("index")
+@handle_errors
+def index(
+    out: Annotated[Path, typer.Option("--out", "-o", help="farm folder (`farm run --out`)")] = Path("farm"),
+) -> None:
+    """Rebuild OUT/index.html from the nights' summary.json files (farm run does this after each run):
+    every night and device with links to each night's report, and per device the drift trend night by
+    night. Nights whose summary.json is missing or unreadable are listed with the reason. Exit 2 when
+    OUT is not a folder."""
+    from chamlab.host.workflows.farm_index import write_index
+
+    path = write_index(out)
+    err.print(f"index: {escape(str(path))}", soft_wrap=True)

@@ -66,6 +66,14 @@ def search(
     dims: Annotated[
         str | None, typer.Option("--dims", help="table spaces: the dimension columns, comma-separated")
     ] = None,
+    accuracy_range: Annotated[
+        str | None,
+        typer.Option(
+            "--accuracy-range",
+            help="table spaces: LO,HI, the interval every accuracy lies in (default 0,100: percent or "
+            "a fraction); a row outside is exit 2",
+        ),
+    ] = None,
     lut: Annotated[
         Path | None, typer.Option("--lut", help="network spaces: LUT to predict latency from")
     ] = None,
@@ -113,7 +121,7 @@ def search(
     """
     from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.search.problem import Oracle, accuracy_dtype
-    from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_dims
+    from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_accuracy_range, parse_dims
     from chamlab.core.errors import InputError
     from chamlab.host import api
     from chamlab.host.workflows.oracles import choose_oracle, close_oracle
@@ -147,7 +155,11 @@ def search(
                 "--lut/--target/--threads/--batch/--dtype choose a network space's LUT rows; "
                 "a table space has its own latency_ms column"
             )
-        sp: object = TableSpace.read(Path(space_name.removeprefix("table:")), parse_dims(dims))
+        sp: object = TableSpace.read(
+            Path(space_name.removeprefix("table:")),
+            parse_dims(dims),
+            accuracy_range=parse_accuracy_range(accuracy_range),
+        )
         # the table's own accuracy column; refuses training options and --accuracy int8
         choose_oracle(
             sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule,
@@ -157,6 +169,8 @@ def search(
     else:
         if dims is not None:
             raise InputError("--dims applies to table:PATH spaces only")
+        if accuracy_range is not None:
+            raise InputError("--accuracy-range applies to table:PATH spaces only")
         if energy is not None:
             raise InputError(
                 f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"

@@ -130,6 +130,7 @@ class DeviceSession:
         no_wait: bool = False,
         on_wait: Callable[[str], None] | None = None,
         run_tag: str = "",
+        on_cool: Callable[[str, int], None] | None = None,
     ) -> None:
         if run_tag and not _SAFE_TAG.match(run_tag):
             raise InputError(f"run tag {run_tag!r} must use only A-Z a-z 0-9 . _ -")
@@ -146,6 +147,7 @@ class DeviceSession:
         self.etdump = etdump
         self.no_wait = no_wait
         self.on_wait = on_wait
+        self.on_cool = on_cool  # (op key, zone millidegrees): the driver waits for the zone to cool
         self._runner_sha: str | None = None
         self.run_tag = run_tag  # part of the run id: runs with another tag (e.g. date) never resume this one
 
@@ -168,6 +170,8 @@ class DeviceSession:
         }
         if self.device.state_flags():
             ident["state_roots"] = self.device.state_flags()
+        if self.device.heat_env():
+            ident["heat"] = self.device.heat_env()
         if self.device.runner_kind == "torch-cuda":
             ident["torch"] = [self.device.torch_mode, self.device.torch_device]
         if self.device.runner_path:
@@ -283,6 +287,8 @@ class DeviceSession:
         for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
             if getattr(self.device, key):
                 values[key.upper()] = getattr(self.device, key)
+        if not power_round:
+            values |= self.device.heat_env()
         if power_round:
             settle_cs, window_cs = self.power_timing_cs()
             values |= {
@@ -371,6 +377,9 @@ class DeviceSession:
                         on_op(" ".join(parts[4:]), -1)
                 elif parts[1] == "wait" and self.on_wait:
                     self.on_wait(" ".join(parts[2:]) or "another driver")
+                elif parts[1] == "cool" and len(parts) >= 6 and parts[4].lstrip("-").isdigit():
+                    if self.on_cool:
+                        self.on_cool(" ".join(parts[5:]), int(parts[4]))
                 elif parts[1] == "busy":
                     busy.append(" ".join(parts[2:]) or "another driver")
 

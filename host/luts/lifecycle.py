@@ -178,6 +178,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "temp_before_c": (-50.0, 150.0),
     "temp_after_c": (-50.0, 150.0),
     "battery_pct": (0.0, 100.0),
+    "cool_wait_s": (0.0, math.inf),
 }
 _MAX_LISTED = 5
 
@@ -310,6 +311,12 @@ def check_table(table: pa.Table) -> list[str]:
             if out_of:
                 rng = f"[{lo:g}, {hi:g}]"
                 problems.append(f"{col} outside {rng} in {len(out_of)} rows: {_listed(out_of)}")
+    windows = pc.fill_null(pc.greater(table["throttled_windows"], table["windows"]), False)
+    bad = _where(pc.or_(windows, pc.fill_null(pc.less(table["windows"], 1), False)), table)
+    if bad:
+        problems.append(
+            f"windows must be >= 1 and >= throttled_windows (not so in {len(bad)} rows: {_listed(bad)})"
+        )
     order = pc.or_(pc.greater(table["p10_ms"], p50), pc.greater(p50, table["p90_ms"]))
     bad = _where(order, table)
     if bad:

@@ -1,4 +1,4 @@
-"""Parquet look-up tables (LUTs) of operator measurements, schema v2.
+"""Parquet look-up tables (LUTs) of operator measurements, schema v3.
 
 One row per (``op_key``, ``device``, ``backend``, ``dtype``, ``threads``, ``batch``): the *row key*.
 Raw samples are stored (``samples_ms``) and the statistics are derived from them on the host (numpy's linear
@@ -17,8 +17,9 @@ A *measurement set* is one (device, backend, dtype, threads, batch): the row key
 A prediction always uses exactly one set (:meth:`Lut.choose`).
 
 Schema history: v1 had no ``batch``, ``idle_power_w``, ``quant_recipe`` nor ``delegated``; a v1 file
-reads as v2 through the store's upgrader (:func:`_upgrade_v1`: ``batch`` = 1, the others null), and
-every write is v2.
+reads as v2 through the store's upgrader (:func:`_upgrade_v1`: ``batch`` = 1, the others null). v2 had
+no ``windows``, ``throttled``, ``throttled_windows``, ``window_temps_c`` nor ``cool_wait_s``
+(:func:`_upgrade_v2`: null). Older files are upgraded one step at a time on read; every write is v3.
 """
 
 from __future__ import annotations
@@ -91,13 +92,18 @@ SCHEMA = pa.schema(
         pa.field("temp_before_c", pa.float64()),
         pa.field("temp_after_c", pa.float64()),
         pa.field("battery_pct", pa.float64()),
+        pa.field("windows", pa.int32()),
+        pa.field("throttled", pa.bool_()),
+        pa.field("throttled_windows", pa.int32()),
+        pa.field("window_temps_c", pa.list_(pa.float64())),
+        pa.field("cool_wait_s", pa.float64()),
     ]
 )
 
 
 KIND = KINDS.register(
     "latency-lut",
-    version=2,
+    version=3,
     schema=SCHEMA,
     what="LUT",
     make_hint="create it with `chamlab profile --target NAME --space SPACE --out PATH`",
@@ -124,6 +130,19 @@ def _upgrade_v1(table: pa.Table, meta: dict[str, str]) -> tuple[pa.Table, dict[s
             continue
         typ = SCHEMA.field(name).type
         table = table.append_column(name, pa.array([fill] * table.num_rows, type=typ))
+    return table, meta
+
+
+#: columns v3 added to v2 (the heat of the measurement windows, docs/lut-format.md): null in a v2 row
+V3_ADDED = ("windows", "throttled", "throttled_windows", "window_temps_c", "cool_wait_s")
+
+
+@KIND.upgrader(2)
+def _upgrade_v2(table: pa.Table, meta: dict[str, str]) -> tuple[pa.Table, dict[str, str]]:
+    """v2 -> v3: how many windows an op took and their heat were not recorded (null)."""
+    for name in V3_ADDED:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, type=SCHEMA.field(name).type))
     return table, meta
 
 

@@ -67,6 +67,25 @@ def _max_temp_c(state: dict[str, Any] | None) -> float | None:
     return max(values) if values else None
 
 
+def _mc(value: object) -> float | None:
+    return float(value) / 1000.0 if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _checks_frequency(heat: dict[str, Any]) -> bool:
+    """Whether the driver checked the window's frequency (it read one: ``min_freq_khz`` is set)."""
+    return isinstance(heat.get("min_freq_khz"), int)
+
+
+def _throttled(heat: dict[str, Any] | None) -> str | None:
+    """Why the window counts as throttled (see agent/driver.sh's heat record), or None."""
+    if not heat or not isinstance(heat.get("low_samples"), int) or heat["low_samples"] <= 0:
+        return None
+    return (
+        f"a CPU ran under its minimum frequency in {heat['low_samples']} of {heat.get('samples')} "
+        f"samples (lowest {heat.get('min_freq_khz')} kHz, zone up to {_mc(heat.get('temp_max_mc'))} C)"
+    )
+
+
 def _wall_ms(state: dict[str, Any] | None, executions: int) -> float | None:
     """The op's wall time per execution from the driver's call durations: (measured call - warm-up
     call) / executions, both including the runner's start-up; None without a warm-up call."""
@@ -100,13 +119,23 @@ def runner_result(
         )
     samples = samples[warmup_runs:]
     before, after = (state or {}).get("before"), (state or {}).get("after")
+    heat = (state or {}).get("heat")
+    heat = heat if isinstance(heat, dict) else None
     attempt = judge(
         samples,
         policy,
         warmup_runs=warmup_runs,
         temp_before_c=_max_temp_c(before),
         temp_after_c=_max_temp_c(after),
+        throttled=_throttled(heat),
     )
+    if heat is not None:
+        checked = isinstance(heat.get("samples"), int) and heat["samples"] > 0
+        if checked and attempt.throttled is None and _checks_frequency(heat):
+            attempt.throttled = False
+        attempt.temp_max_c = _mc(heat.get("temp_max_mc"))
+        if heat.get("cool_below_mc"):
+            attempt.cool_wait_s = float(heat.get("cool_wait_cs") or 0) / 100.0
     governors = sorted({str(v) for v in ((before or {}).get("governor") or {}).values() if v})
     return {
         "runner": "executor_runner",
@@ -131,5 +160,7 @@ def runner_result(
         "runtime_version": runtime_version,
         "fingerprint": (state or {}).get("fingerprint") or None,
         "wall_ms_per_execution": _wall_ms(state, len(samples)),
+        "throttled": attempt.throttled,
+        "heat": heat,
         "energy": None,
     }

@@ -310,12 +310,16 @@ def _better(old: Outcome, new: Outcome) -> Outcome:
     if not new.ok or new.result is None:
         return old
     assert old.result is not None
-    keep_new = (bool(new.result["unstable"]), new.result["robust_cv"]) < (
-        bool(old.result["unstable"]),
-        old.result["robust_cv"],
-    )
+
+    # stable first; among unstable ones, a window that was not throttled; then the lower robust CV
+    def rank(r: dict[str, Any]) -> tuple[bool, bool, float]:
+        return bool(r["unstable"]), r.get("throttled") is True, float(r["robust_cv"])
+
+    keep_new = rank(new.result) < rank(old.result)
     kept, other = (new, old) if keep_new else (old, new)
     assert kept.result is not None and other.result is not None
+    # which window (0-based, in the order measured) the kept samples come from
+    kept.result["kept_window"] = len(old.result["attempts"]) if keep_new else old.result.get("kept_window", 0)
     kept.result["attempts"] = old.result["attempts"] + new.result["attempts"]
     return kept
 
@@ -334,9 +338,11 @@ def _requeue_unstable(
         unstable = [o.task for o in run.outcomes if o.ok and o.result is not None and o.result["unstable"]]
         if not unstable:
             return
+        throttled = sum(1 for o in run.outcomes if o.ok and o.result and o.result.get("throttled"))
         progress.note(
-            f"{len(unstable)} op(s) unstable: re-measuring after {policy.cooldown_s:g} s "
-            f"(attempt {attempt + 1} of {policy.retries + 1})"
+            f"{len(unstable)} op(s) unstable"
+            + (f" ({throttled} throttled)" if throttled else "")
+            + f": re-measuring after {policy.cooldown_s:g} s (attempt {attempt + 1} of {policy.retries + 1})"
         )
         sleep(policy.cooldown_s)
         run.rounds.append((unstable, attempt, None))
@@ -488,6 +494,10 @@ def run_artifacts(
             etdump=breakdown,
             no_wait=no_wait,
             on_wait=lambda owner: progress.note(f"device {spec.target} is busy (driver {owner}); waiting"),
+            on_cool=lambda key, mc: progress.note(
+                f"{key}: waiting for the zone to cool below {spec.device.cool_below_c:g} C "
+                f"(it reads {mc / 1000:.1f} C; at most {spec.device.cool_wait_max_s:g} s)"
+            ),
             run_tag=run_tag,
         )
         run.session, run.tasks = session, tasks

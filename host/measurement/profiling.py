@@ -145,11 +145,39 @@ def lut_row(spec: RunSpec, m: Measured, run_id: str | None) -> dict[str, Any]:
         temp_before_c=r.get("temp_before_c"),
         temp_after_c=r.get("temp_after_c"),
         battery_pct=r.get("battery_pct"),
+        **heat_columns(r),
         breakdown=events,
         delegated=delegated,
         quant_recipe=spec.quant_recipe,
         **energy,
     )
+
+
+def heat_columns(result: dict[str, Any]) -> dict[str, Any]:
+    """The row's window columns from the result's attempts (one per measurement window): how many
+    there were, how many were throttled (null when no window's frequency was checked), whether the
+    kept one was, the hottest reading of each window (its zone's maximum while sampled, else the
+    hotter of before/after; null when none was read) and the seconds waited for the zone to cool."""
+    attempts = [a for a in result.get("attempts") or [] if isinstance(a, dict)]
+    checked = [a["throttled"] for a in attempts if isinstance(a.get("throttled"), bool)]
+    temps: list[float | None] = []
+    for a in attempts:
+        if isinstance(a.get("temp_max_c"), (int, float)):
+            temps.append(float(a["temp_max_c"]))
+            continue
+        known = [
+            float(t) for t in (a.get("temp_before_c"), a.get("temp_after_c")) if isinstance(t, (int, float))
+        ]
+        temps.append(max(known, default=None))
+    waits = [float(a["cool_wait_s"]) for a in attempts if isinstance(a.get("cool_wait_s"), (int, float))]
+    kept = result.get("throttled")
+    return {
+        "windows": len(attempts) or None,
+        "throttled": kept if isinstance(kept, bool) else None,
+        "throttled_windows": sum(checked) if checked else None,
+        "window_temps_c": temps if any(t is not None for t in temps) else None,
+        "cool_wait_s": round(sum(waits), 2) if waits else None,
+    }
 
 
 def breakdown_and_delegation(m: Measured) -> tuple[list[dict[str, Any]] | None, bool | None]:

@@ -346,15 +346,15 @@ CachedEnergy = CachedPrediction
 STAGE = ".next"
 
 
-def _check_out(out: Path, ident: dict[str, Any]) -> None:
-    """``out`` can hold this run: not a file, and any search history in it has the same arguments."""
-    from chamlab.chamnet.search.run import ARGS_KEY, HISTORY, HISTORY_KIND, check_same_arguments
-    from chamlab.core.store import read_table
+def _check_out(out: Path, ident: dict[str, Any], space: Any) -> None:
+    """``out`` can hold this run: not a file, and any search history in it has the same arguments
+    and rows a resume can use (:func:`~chamlab.chamnet.search.run.check_history`: numbered queries,
+    finite accuracies and costs, no arch twice)."""
+    from chamlab.chamnet.search.run import HISTORY, check_history
 
     check_out(out, "adapt --out")  # the folder, or where it will be created, must be writable
     if (out / HISTORY).exists():
-        old = read_table(out / HISTORY, HISTORY_KIND).meta_json(ARGS_KEY, {}) or {}
-        check_same_arguments(old, ident, out, "a run")
+        check_history(out / HISTORY, space, ident, "a run")
 
 
 def _check_lut_device(lut: Lut, path: Path, spec: RunSpec) -> None:
@@ -484,7 +484,7 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
         "accuracy_dtype": accuracy_dtype(oracle),
         "engine": opts.engine.to_json(),
     }
-    _check_out(ctx.out, ident)
+    _check_out(ctx.out, ident, space)
     lut_path = Path(opts.lut_path) if opts.lut_path is not None else default_lut_path(spec.target)
     if opts.lut_path is None:
         ensure_dir(lut_path.parent, what="default LUT directory")

@@ -45,6 +45,7 @@ import queue
 import re
 import shutil
 import socket
+import statistics
 import tempfile
 import threading
 import time
@@ -232,6 +233,8 @@ def run_device(job: DeviceJob, sensor_reader: SensorReader | None = None) -> Dev
         elif report.measured or report.already:
             out.status = "partial"
             out.error = f"{len(report.failed)} of {report.planned} ops failed"
+        else:
+            out.error = f"all {len(report.failed)} ops failed (first: {report.failed[0][1]})"
     except DeviceBusyError as exc:
         out.status, out.error = "skipped", f"busy: {exc.message}"
     except ChamlabError as exc:
@@ -483,6 +486,105 @@ def _drift(prev: Path | None, new: Path, plot: Path, threshold_pct: float) -> di
     return summary
 
 
+def check_night(night: str, today: dt.date, keep_days: int) -> str:
+    """``night`` (``--night``) as a ``YYYY-MM-DD`` date, or an :class:`InputError` saying why not: not
+    a real date in that form, after ``today`` (UTC), or older than ``keep_days`` keeps (the run would
+    be removed at its own end)."""
+    if not _is_date(night):
+        raise InputError(f"--night {night!r} is not a date: give YYYY-MM-DD (a UTC night, e.g. {today})")
+    if night > today.isoformat():
+        raise InputError(
+            f"--night {night} is after today ({today}, UTC): a farm run labels a past night or today"
+        )
+    oldest = (today - dt.timedelta(days=keep_days)).isoformat()
+    if night < oldest:
+        raise InputError(
+            f"--night {night} is older than --keep-days {keep_days} keeps (oldest {oldest}): "
+            f"the run would be removed at its end; raise --keep-days"
+        )
+    return night
+
+
+def _newest_night(out: Path, date: str) -> str:
+    """The night ``latest`` points at after a run of ``date``: the newest farm-written night (a
+    missed night filled in later does not move ``latest`` back)."""
+    return max([date, *(d for d in dated_runs(out) if farm_wrote(out / d))])
+
+
+def reference_networks(space: Any, arch_texts: Sequence[str] | None) -> dict[str, Any]:
+    """The networks whose predicted latency the farm follows night by night: the space's reference
+    networks, then each ``--arch`` of the run that is not one of them (by its string form)."""
+    nets = dict(space.references)
+    for text in arch_texts or ():
+        arch = space.parse(text)
+        if arch not in nets.values():
+            nets[text] = arch
+    return nets
+
+
+def predict_networks(
+    lut_path: Path, device: DeviceConfig, space: Any, networks: dict[str, Any]
+) -> tuple[dict[str, float], list[str]]:
+    """Predicted latency (ms, as ``chamlab predict``) of each of ``networks`` whose ops the LUT holds,
+    from the rows of the device's measurement set (its backend, dtype and threads, batch 1); and the
+    names it lacks ops for. A LUT without that set raises its :class:`LutError`."""
+    from chamlab.core.errors import MissingLutEntriesError
+    from chamlab.host.luts.lut import Lut
+    from chamlab.host.prediction.predict import LatencyModel
+
+    lut = Lut.read(lut_path)
+    mset = lut.choose(
+        lut_path,
+        device=device.name,
+        backend=device.backend.value,
+        dtype=device.dtype.value,
+        threads=device.threads,
+        batch=1,
+    )
+    model = LatencyModel(space, lut, lut_path, mset)
+    found, missing = {}, []
+    for name, arch in networks.items():
+        try:
+            found[name] = float(model.predict(arch).latency_ms)
+        except MissingLutEntriesError:
+            missing.append(name)
+    return found, missing
+
+
+def _reference_drift(
+    entry: dict[str, Any], device: DeviceConfig, space: Any, networks: dict[str, Any], lut: Path,
+    prev: Path | None,
+) -> None:  # fmt: skip
+    """Fill ``entry["reference_latency_ms"]`` (this night's predictions) and, when the device has a
+    previous good run, the drift's ``reference_median_drift_pct`` and ``reference_drift_pct`` (per
+    network predictable from both LUTs); what cannot be predicted is a note."""
+    if not networks:
+        entry["notes"].append(f"space {space.name} has no reference networks: no predicted-latency trend")
+        return
+    try:
+        now_ms, missing = predict_networks(lut, device, space, networks)
+    except ChamlabError as exc:
+        entry["notes"].append(f"reference networks not predicted: {exc.message}")
+        return
+    entry["reference_latency_ms"] = now_ms
+    if not now_ms:  # the usual case of a farm of some --arch is a subset: said by the keys, no note
+        entry["notes"].append(
+            f"no reference network of {space.name} has all its ops in the LUT ({', '.join(missing)}): "
+            "no predicted-latency trend; profile one with --arch"
+        )
+    drift = entry.get("drift")
+    if prev is None or drift is None:
+        return
+    try:
+        old_ms, _ = predict_networks(prev, device, space, networks)
+    except ChamlabError as exc:
+        entry["notes"].append(f"reference networks not predicted from {prev}: {exc.message}")
+        old_ms = {}
+    per = {n: (now_ms[n] - old_ms[n]) / old_ms[n] * 100.0 for n in now_ms if n in old_ms and old_ms[n] > 0}
+    drift["reference_drift_pct"] = per
+    drift["reference_median_drift_pct"] = float(statistics.median(per.values())) if per else None
+
+
 def _point_latest(out: Path, date: str) -> None:
     link = out / LATEST
     tmp = out / f".{LATEST}.{os.getpid()}"
@@ -516,12 +618,15 @@ def run_farm(
     address: str | None = None,
     min_battery_pct: float = 20.0,
     max_start_temp_c: float = 45.0,
+    night: str | None = None,
     now: dt.datetime | None = None,
     sensor_reader: SensorReader | None = None,
     on_device: Callable[[DeviceOutcome], None] | None = None,
 ) -> FarmReport:
-    """One farm run into ``out`` (see the module docstring). ``now`` (UTC) and ``sensor_reader`` are
-    injectable for tests; ``on_device`` is called as each device finishes."""
+    """One farm run into ``out`` (see the module docstring), labelled ``night`` (``YYYY-MM-DD``,
+    default: today's UTC date; an earlier night for a missed night or a re-run, see
+    :func:`check_night`). ``now`` (UTC) and ``sensor_reader`` are injectable for tests;
+    ``on_device`` is called as each device finishes."""
     from chamlab.chamnet.spaces import SPACES
 
     t0 = time.perf_counter()
@@ -533,12 +638,13 @@ def run_farm(
         raise InputError(f"--keep-days must be at least 1, got {keep_days}")
     if drift_threshold_pct <= 0:
         raise InputError(f"--drift-threshold must be positive, got {drift_threshold_pct}")
+    now = now or dt.datetime.now(dt.UTC)
+    today = now.astimezone(dt.UTC).date()
+    date = check_night(night, today, keep_days) if night is not None else today.isoformat()
     sp = SPACES.get(space)
     arch_texts = tuple(sp.format(sp.resolve(a)) for a in archs) if archs else None
     devices = select_devices(registry, only)
     out = ensure_dir(Path(out), what="farm folder")
-    now = now or dt.datetime.now(dt.UTC)
-    date = now.astimezone(dt.UTC).date().isoformat()
     lock = FileLock(out / LOCK_NAME, what=f"farm folder {out}")
     try:
         lock.acquire(wait=False, description=f"chamlab farm run, pid {os.getpid()} on {socket.gethostname()}")
@@ -574,32 +680,47 @@ def run_farm(
             outcomes[outcome.device] = outcome
             if on_device:
                 on_device(outcome)
-        entries = _previous_entries(run_dir)  # devices not selected this time keep today's earlier entry
+        entries = _previous_entries(run_dir)  # devices not selected this time keep the night's earlier entry
+        by_name = {d.name: d for d in devices}
+        networks = reference_networks(sp, arch_texts)
         for name in sorted(outcomes):
             o = outcomes[name]
             entry = o.to_json()
+            entry["description"] = by_name[name].description if name in by_name else ""
             lut = run_dir / f"{name}.parquet"
             entry["lut"] = lut.name if lut.is_file() else None
             entry["drift"] = None
+            entry["reference_latency_ms"] = None
             if lut.is_file() and o.status in ("ok", "partial"):
+                prev = previous_good(out, name, date)
                 try:
                     entry["drift"] = _drift(
-                        previous_good(out, name, date), lut, run_dir / "plots" / f"{name}-drift.png",
-                        drift_threshold_pct,
-                    )  # fmt: skip
+                        prev, lut, run_dir / "plots" / f"{name}-drift.png", drift_threshold_pct
+                    )
                 except ChamlabError as exc:
                     entry["notes"].append(f"drift not computed: {exc.message}")
                 except OSError as exc:  # the plot did not fit
                     entry["notes"].append(f"drift not computed: {_os_error(exc)}")
+                if name in by_name:
+                    _reference_drift(entry, by_name[name], sp, networks, lut, prev)
             entries[name] = entry
         report = FarmReport(out, run_dir, date, executor, dict(sorted(entries.items())), drift_threshold_pct)
         report.seconds = time.perf_counter() - t0
         write_reports(report, sp.name, now)
+        newest = _newest_night(out, date)
         try:
-            _point_latest(out, date)
+            _point_latest(out, newest)
         except OSError as exc:
-            report.write_errors.append(f"cannot point {out / LATEST} at {date}: {_os_error(exc)}")
-        report.removed = _prune(out, dt.date.fromisoformat(date), keep_days)
+            report.write_errors.append(f"cannot point {out / LATEST} at {newest}: {_os_error(exc)}")
+        report.removed = _prune(out, today, keep_days)
+        from chamlab.host.workflows.farm_index import write_index
+
+        try:
+            write_index(out, now=now)
+        except (ChamlabError, OSError) as exc:
+            report.write_errors.append(
+                exc.message if isinstance(exc, ChamlabError) else f"cannot write the index: {_os_error(exc)}"
+            )
         return report
     finally:
         lock.release()
@@ -716,7 +837,7 @@ def write_reports(report: FarmReport, space: str, now: dt.datetime) -> None:
     cells = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>\n" for row in _rows(report))
     sections = []
     for name, e in report.devices.items():
-        parts = [f"<h2>{esc(name)}: {esc(e['status'])}</h2>"]
+        parts = [f'<h2 id="device-{esc(name)}">{esc(name)}: {esc(e["status"])}</h2>']
         parts += [f"<p>{esc(n)}</p>" for n in e.get("notes") or []]
         plot = (e.get("drift") or {}).get("plot")
         if plot and (report.run_dir / plot).is_file():

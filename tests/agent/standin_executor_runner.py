@@ -6,13 +6,17 @@ No Android NDK here, so the real binary cannot be built: this script takes the r
 ``executor_runner.cpp``), runs the program through the ExecuTorch Python runtime with ETDump
 generation on, and writes a REAL ETDump where the real runner would. Like the real runner it prints
 no timings. An unknown flag is an error (exit 1), as gflags makes it. With ``$CHAMLAB_STANDIN_BUSY``
-set, that file exists while the executions run (tests/powersim.py's busy device reads it).
+set, that file exists while the executions run, holding ``<pid> <executions done>`` (updated every 50;
+tests/powersim.py's busy device and tests/heatsim.py's hot one read it); with
+``$CHAMLAB_STANDIN_LOG`` set, each call appends ``<start> <end> <cwd> <etdump path>`` (monotonic clock)
+to that file.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 FLAGS = {"model_path": "model.pte", "num_executions": "1", "cpu_threads": "-1", "method_name": "forward"}
 FLAGS["etdump_path"] = "etdump.etdp"
@@ -38,6 +42,14 @@ def parse(argv: list[str]) -> dict[str, str]:
     return out
 
 
+def _progress(busy: str, done: int) -> None:
+    """``<pid> <executions done>`` into the busy file (tests/heatsim.py heats per execution)."""
+    tmp = f"{busy}.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()} {done}\n")
+    os.replace(tmp, busy)
+
+
 def main(argv: list[str]) -> int:
     flags = parse(argv)
     if not os.path.isfile(flags["model_path"]):  # the real runner fails here too, before any work
@@ -57,11 +69,19 @@ def main(argv: list[str]) -> int:
     ]
     busy = os.environ.get("CHAMLAB_STANDIN_BUSY")  # tests/powersim.py: the simulated device draws more
     if busy:
-        open(busy, "w").close()
-    for _ in range(int(flags["num_executions"])):
+        _progress(busy, 0)
+    t0 = time.monotonic()
+    for i in range(int(flags["num_executions"])):
         module.run_method(flags["method_name"], inputs)
+        if busy and i % 50 == 49:
+            _progress(busy, i + 1)
+    t1 = time.monotonic()
     if busy:
         os.remove(busy)
+    calls = os.environ.get("CHAMLAB_STANDIN_LOG")  # bench/heat_gating.py: when each call executed
+    if calls:
+        with open(calls, "a", encoding="utf-8") as fh:
+            fh.write(f"{t0} {t1} {os.getcwd()} {flags['etdump_path']}\n")
     print(f"I executor_runner: Model executed successfully {flags['num_executions']} time(s).")
     module.write_etdump_result_to_file(flags["etdump_path"])
     sys.stdout.flush()

@@ -84,5 +84,7 @@ def test_benchmark_variants_map_to_the_engine_or_are_refused_by_name(variants: o
         EngineConfig.from_json(se.ENGINE_VARIANTS["v1"], "the options of v1")
     with pytest.raises(InputError, match=r"engine option trust_region=True, which chamlab no longer has"):
         EngineConfig.from_json(se.ENGINE_VARIANTS["yj-trust-region"])
-    with pytest.raises(InputError, match=r"unknown acquisition 'thompson'; known: ei, mes, pi"):
+    with pytest.raises(
+        InputError, match=r"unknown acquisition 'thompson'; known: ei, ei-above-noise, mes, pi"
+    ):
         EngineConfig.from_json(se.ENGINE_VARIANTS["thompson-no-cost-feature"])

@@ -366,6 +366,6 @@ def test_keep_days_removes_only_folders_a_farm_run_wrote(tmp_path: Path) -> None
     rep = run_farm(parse_devices_file(devices), "macro-cifar10", out=out, archs=[ARCH], now=DAY1, keep_days=7)
     assert rep.exit_code == 0 and rep.removed == ["2000-01-01"]
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "2000-01-02", "2000-01-03", "2020-13-45", "2026-11-20", "latest",
+        "2000-01-02", "2000-01-03", "2020-13-45", "2026-11-20", "index.html", "latest",
     ]  # fmt: skip
     assert (out / "2020-13-45" / "mine.txt").read_text() == "a user's file"

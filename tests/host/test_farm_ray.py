@@ -27,6 +27,8 @@ from chamlab.core.locks import FileLock
 from chamlab.host.devices.config import parse_devices_file
 from chamlab.host.workflows.farm import run_farm
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster at a time under `make unit` (xdist)
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

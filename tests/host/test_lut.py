@@ -13,6 +13,7 @@ from chamlab.host.luts.lut import (
     ROW_KEY,
     SCHEMA,
     V2_ADDED,
+    V3_ADDED,
     Lut,
     MeasurementSet,
     make_row,
@@ -60,7 +61,7 @@ def test_round_trip_with_metadata(tmp_path: Path) -> None:
     assert row["op_params"]["expand"] == 3 and row["op_params"]["num_classes"] is None
     assert row["input_shape"] == [1, 32, 32, 32] and row["n_samples"] == 11
     meta = pq.read_schema(path).metadata
-    assert meta[b"chamlab.kind"] == b"latency-lut" and meta[b"chamlab.schema_version"] == b"2"
+    assert meta[b"chamlab.kind"] == b"latency-lut" and meta[b"chamlab.schema_version"] == b"3"
 
 
 def test_schema_covers_every_registered_op_field() -> None:
@@ -168,11 +169,11 @@ def test_unwritable_destination(tmp_path: Path) -> None:
 
 # -- schema v2 ---------------------------------------------------------------------------------------
 #: the v1 schema exactly as chamlab 9f1cb91 wrote it (a fixture: v2 dropped nothing, it added columns)
-V1_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in V2_ADDED])
+V1_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in V2_ADDED and f.name not in V3_ADDED])
 
 
 def _write_v1(path: Path) -> None:
-    rows = [{k: v for k, v in r.items() if k not in V2_ADDED} for r in _rows()]
+    rows = [{k: v for k, v in r.items() if k in V1_SCHEMA.names} for r in _rows()]
     for r in rows:  # v1 rows carried the batch-1 input shape and no batch column
         assert r["input_shape"][0] == 1
     table = pa.Table.from_pylist(rows, schema=V1_SCHEMA)
@@ -211,7 +212,7 @@ def test_a_v1_lut_reads_as_v2_with_batch_1_and_writes_as_v2(tmp_path: Path) -> N
         for r in rows
     ]
     lut.upsert(four).write(path)
-    assert pq.read_schema(path).metadata[b"chamlab.schema_version"] == b"2"
+    assert pq.read_schema(path).metadata[b"chamlab.schema_version"] == b"3"
     again = Lut.read(path)
     assert len(again) == 6 and [m.batch for m in again.combinations()] == [1, 4]
     assert again.select(MeasurementSet("d", "xnnpack", "fp32", 1, 4))[SPECS[0].key]["input_shape"] == [

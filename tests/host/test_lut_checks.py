@@ -21,7 +21,7 @@ def _table(rows: list[dict]) -> pa.Table:
 def test_a_good_lut_has_no_problems(tmp_path: Path) -> None:
     path = write(tmp_path / "ok.parquet", run_lut("run-a", 0, 1.0))
     report = validate_file(path)
-    assert report.valid and report.rows == 4 and report.schema_version == 2
+    assert report.valid and report.rows == 4 and report.schema_version == 3
     assert report.to_json()["problems"] == []
 
 
@@ -44,6 +44,9 @@ def test_a_good_lut_has_no_problems(tmp_path: Path) -> None:
         ({"op_key": "conv_bn_act:cin=3"}, "unknown op key 'conv_bn_act:cin=3'"),
         ({"op_type": "pool_linear"}, "is a conv_bn_act but op_type says ['pool_linear']"),
         ({"device_fingerprint": "h|Apple M2|Darwin 23 arm64"}, "'pixel' has rows from 2 different devices"),
+        ({"windows": 1, "throttled_windows": 2}, "windows must be >= 1 and >= throttled_windows"),
+        ({"windows": 0}, "windows must be >= 1 and >= throttled_windows"),
+        ({"cool_wait_s": -2.0}, "cool_wait_s outside [0, inf]"),
     ],
 )
 def test_each_bad_value_is_reported(change: dict, expected: str) -> None:

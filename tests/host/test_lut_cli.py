@@ -69,7 +69,7 @@ def test_merge_bad_inputs_exit_2_naming_the_file(two: tuple[Path, Path], tmp_pat
 
 def test_validate_exit_codes_and_json(two: tuple[Path, Path], tmp_path: Path) -> None:
     code, stdout, _ = cli("lut", "validate", two[0])
-    assert code == 0 and "valid (schema v2, 4 rows)" in stdout
+    assert code == 0 and "valid (schema v3, 4 rows)" in stdout
     rows = run_lut("run-a", 0, 1.0)
     rows[0]["p50_ms"] = float("nan")
     rows[1]["op_key"] = "conv_bn_act:cin=oops"

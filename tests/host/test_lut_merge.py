@@ -207,6 +207,32 @@ def test_older_schema_versions_are_upgraded_on_read(tmp_path: Path) -> None:
     assert read_lut_file(v1).read_version == 1
 
 
+def test_a_v2_lut_without_window_columns_merges_with_heat_rows(tmp_path: Path) -> None:
+    """v2 files (before the heat columns) read with those columns null and merge with v3 rows that
+    carry them; the output is v3."""
+    v2 = tmp_path / "v2.parquet"
+    table = pa.Table.from_pylist(run_lut("run-a", 0, 1.0, ops=OPS_POOL[:2]), schema=lutmod.SCHEMA)
+    table = table.drop_columns(list(lutmod.V3_ADDED))
+    meta = {b"chamlab.kind": b"latency-lut", b"chamlab.schema_version": b"2", b"chamlab.provenance": b"[]"}
+    pq.write_table(table.replace_schema_metadata(meta), v2)
+    hot = run_lut("run-b", 1, 1.0, ops=OPS_POOL[2:4])
+    for r in hot:
+        r |= {"windows": 2, "throttled": False, "throttled_windows": 1, "window_temps_c": [71.5, 44.0]}
+        r["cool_wait_s"] = 12.5
+    v3 = write(tmp_path / "v3.parquet", hot)
+    assert merge_files([v2, v3], tmp_path / "out.parquet").rows_out == 4
+    assert pq.read_schema(tmp_path / "out.parquet").metadata[b"chamlab.schema_version"] == b"3"
+    rows = {r["op_key"]: r for r in pq.read_table(tmp_path / "out.parquet").to_pylist()}
+    for key in OPS_POOL[:2]:
+        assert all(rows[key][c] is None for c in lutmod.V3_ADDED)
+    for key in OPS_POOL[2:4]:
+        assert rows[key]["throttled_windows"] == 1 and rows[key]["window_temps_c"] == [71.5, 44.0]
+        assert (
+            rows[key]["windows"] == 2 and rows[key]["throttled"] is False and rows[key]["cool_wait_s"] == 12.5
+        )
+    assert read_lut_file(v2).read_version == 2
+
+
 # -- property: associative, commutative, idempotent -------------------------------------------------------
 RUNS = ["run-a", "run-b", "run-c", "run-d"]
 

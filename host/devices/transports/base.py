@@ -133,6 +133,20 @@ class DeviceConfig(BaseModel):
     )
     battery_current_sign: Literal["auto", "discharge_positive", "discharge_negative"] = "auto"
 
+    # heat (see docs/devices.md#heat and agent/driver.sh): 0 / "" = off
+    cool_below_c: float = Field(
+        0.0, ge=0, lt=150, description="wait before each op until the zone reads below this (C); 0 = no wait"
+    )
+    thermal_zone: str = Field(
+        "", description='the zone the wait reads: its directory name or its type; "" = the hottest zone'
+    )
+    cool_wait_max_s: float = Field(300.0, gt=0, description="the longest wait for the zone to cool (s)")
+    min_freq_khz: int | Literal["max"] = Field(
+        0,
+        description='a window whose checked CPUs ran under this frequency (kHz; "max": their recorded '
+        "maximum, cpuinfo_max_freq) is throttled and re-measured; 0 = no check",
+    )
+
     @field_validator("backend", "dtype", mode="before")
     @classmethod
     def _enum_from_toml(cls, v: Any, info: ValidationInfo) -> Any:
@@ -149,6 +163,20 @@ class DeviceConfig(BaseModel):
     def _affinity(cls, v: str) -> str:
         if v and not _AFFINITY.fullmatch(v):
             raise ValueError("must be a CPU list such as '0', '0-3' or '0,2'")
+        return v
+
+    @field_validator("thermal_zone")
+    @classmethod
+    def _thermal_zone(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("must be a zone's directory name (thermal_zone0) or its type (cpu-thermal)")
+        return v
+
+    @field_validator("min_freq_khz")
+    @classmethod
+    def _min_freq(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 <= v <= 100_000_000:
+            raise ValueError('must be a frequency in kHz, "max" or 0 (no check)')
         return v
 
     @field_validator("torch_device")
@@ -177,7 +205,35 @@ class DeviceConfig(BaseModel):
             )
         if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
             raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
+        if self.heat_checked and self.runner_kind != "executor_runner":
+            raise ValueError(
+                "cool_below_c and min_freq_khz are applied by the driver around each executor_runner call; "
+                f'runner = "{self.runner}" measures a whole task list in one process, which they do not '
+                'cover yet: use runner = "executor_runner", or leave them unset'
+            )
         return self
+
+    @property
+    def heat_checked(self) -> bool:
+        """Whether the driver gates each op on the temperature or checks its frequency."""
+        return bool(self.cool_below_c) or self.min_freq_khz != 0
+
+    def heat_env(self) -> dict[str, object]:
+        """The driver's heat settings (agent/driver.sh); empty when off."""
+        if not self.heat_checked:
+            return {}
+        cpus: list[int] = []
+        for part in filter(None, self.affinity.split(",")):
+            lo, _, hi = part.partition("-")
+            cpus += range(int(lo), int(hi or lo) + 1)
+        return {
+            "COOL_BELOW_MC": round(self.cool_below_c * 1000),
+            "THERMAL_ZONE": self.thermal_zone,
+            "COOL_WAIT_MAX_CS": max(1, round(self.cool_wait_max_s * 100)),
+            "MIN_FREQ_KHZ": self.min_freq_khz or "",
+            # the CPUs the runner is pinned to are the ones whose frequency counts ("" = every CPU)
+            "FREQ_CPUS": " ".join(str(c) for c in sorted(set(cpus))),
+        }
 
     @property
     def runner_kind(self) -> str:

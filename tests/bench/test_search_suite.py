@@ -1,0 +1,145 @@
+"""The public-benchmark suite (bench/search_suite.py): its derived tables load as table spaces with a
+source and licence each, the baselines search a table space by its rows, the one-off pickle
+conversion refuses code, and the smoke run renders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+
+
+def test_every_suite_table_loads_and_names_source_and_licence() -> None:
+    from bench.search_suite import TABLES
+    from chamlab.chamnet.spaces.table import TableSpace
+
+    for name, t in TABLES.items():
+        path = Path(t["file"])
+        assert path.stat().st_size < 4_000_000, name  # small derived tables, not the sources
+        ts = TableSpace.read(path)
+        assert ts.size >= 1000, name
+        for column in t["costs"].values():
+            assert column in pd.read_parquet(path).columns, (name, column)
+        readme = (path.parent / "README.md").read_text()
+        assert "**Source.**" in readme and "**Licence.**" in readme and "https://github.com/" in readme
+
+
+def _sparse_table() -> tuple[object, dict[tuple, float], dict[tuple, float]]:
+    """6 dimensions of 4 values (4,096 combinations) but 60 rows: a proposal is rarely a row."""
+    from chamlab.chamnet.spaces.table import TableSpace
+
+    rng = np.random.default_rng(0)
+    seen: set[tuple[int, ...]] = set()
+    while len(seen) < 60:
+        seen.add(tuple(int(v) for v in rng.integers(0, 4, 6)))
+    rows = [
+        {
+            **{f"d{i}": v for i, v in enumerate(r)},
+            "accuracy": 50 + sum(r) + 0.01 * k,
+            "latency_ms": 1.0 + r[0],
+        }
+        for k, r in enumerate(sorted(seen))
+    ]
+    ts = TableSpace.from_frame(pd.DataFrame(rows), name="sparse")
+    acc = dict(zip(ts.rows, ts.accuracy.astype(float), strict=True))
+    lat = dict(zip(ts.rows, ts.costs["latency_ms"].astype(float), strict=True))
+    return ts, acc, lat
+
+
+@pytest.mark.parametrize("method", ["optuna-tpe", "regularized-evolution"])
+def test_baselines_ask_rows_of_a_table_space(method: str) -> None:
+    from bench.baselines import BASELINES, Candidates
+    from chamlab.chamnet.search.engine import Encoder
+
+    ts, acc, lat = _sparse_table()
+    limit = 3.0
+    feasible = [a for a in ts.rows if lat[a] <= limit]  # type: ignore[attr-defined]
+    c = Candidates(
+        ts.dimensions,  # type: ignore[attr-defined]
+        feasible,
+        Encoder(ts.dimensions)(feasible),  # type: ignore[attr-defined]
+        acc.__getitem__,
+        lambda a: a in lat and lat[a] <= limit,
+        in_space=lat.__contains__,
+    )
+    budget = 25 if method == "optuna-tpe" else len(feasible)
+    out = BASELINES[method](c, budget, np.random.default_rng(1), lambda q: False)
+    # every query is a distinct feasible row, and the whole budget is spent on rows
+    assert len(out) == budget and len(set(out)) == budget
+    assert all(a in lat and lat[a] <= limit for a in out)
+
+
+def test_regularized_evolution_mutates_to_the_nearest_rows() -> None:
+    from bench.baselines import Candidates, _nearest_new
+
+    ts, acc, lat = _sparse_table()
+    rows = list(ts.rows)  # type: ignore[attr-defined]
+    c = Candidates(
+        ts.dimensions, rows, np.zeros((len(rows), 1)), acc.__getitem__, lat.__contains__, lat.__contains__
+    )  # type: ignore[attr-defined]
+    parent = rows[0]
+    dist = [sum(x != y for x, y in zip(a, parent, strict=True)) for a in rows[1:]]
+    child = _nearest_new(c, parent, {parent}, np.random.default_rng(0))
+    assert child is not None and sum(x != y for x, y in zip(child, parent, strict=True)) == min(dist)
+
+
+def _converter() -> object:
+    path = REPO / "bench" / "data" / "nas-bench-graph" / "convert.py"
+    spec = importlib.util.spec_from_file_location("nbg_convert", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pickle_conversion_reads_numbers_and_refuses_code(tmp_path: Path) -> None:
+    conv = _converter()
+    good = tmp_path / "good.bench"
+    good.write_bytes(
+        pickle.dumps({81234: {"perf": 0.8, "valid_perf": 0.79, "latency": 0.004, "para": np.float64(1.5)}})
+    )
+    df = conv.convert(good)  # type: ignore[attr-defined]
+    assert df.loc[0, ["link", "op1", "op2", "op3", "op4"]].tolist() == ["0123", "gcn", "gin", "cheb", "sage"]
+    assert df.loc[0, "accuracy"] == pytest.approx(80.0) and df.loc[0, "latency_ms"] == pytest.approx(4.0)
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.getcwd, ())
+
+    bad = tmp_path / "bad.bench"
+    bad.write_bytes(pickle.dumps({1: Evil()}))
+    with pytest.raises(pickle.UnpicklingError, match="refused global"):
+        conv.convert(bad)  # type: ignore[attr-defined]
+
+
+def test_smoke_run_renders(tmp_path: Path) -> None:
+    out = tmp_path / "suite.json"
+    cmd = [sys.executable, "-m", "bench.search_suite", "--smoke", "--out", str(out)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())
+    (cell,) = r["summary"]
+    assert set(r["summary"][cell]["50"]) == {
+        "engine",
+        "random",
+        "regularized-evolution",
+        "plain-gp-ei",
+        "optuna-tpe",
+        "optuna-gp",
+    }
+    facts = r["cells"][cell]["50"]
+    assert facts["feasible"] > 0 and facts["lead"] >= 0
+    from bench.search_suite import render
+
+    text = "\n".join(render(r, "_env_"))
+    assert "## Search on public tabular benchmarks" in text and "| cell |" in text
