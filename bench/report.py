@@ -877,12 +877,14 @@ def main() -> None:
     from bench.adaptive_profile import render as adaptive_render
     from bench.constraint_fidelity import render as fidelity_render
     from bench.new_device import render as new_device_render
+    from bench.threads_adapt import render as threads_render
 
     for name, render_adapt, title in (
         ("adapt_search_time", search_time_render, "Search time of adapt"),
         ("constraint_fidelity", fidelity_render, "Constraint fidelity of adapt"),
         ("adaptive_profile", adaptive_render, "Adaptive profiling on real chamnet-mbv2 ops"),
         ("new_device", new_device_render, "New device to verified model"),
+        ("threads_adapt", threads_render, "Threads searched with the arch: `adapt --threads 1,2`"),
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]

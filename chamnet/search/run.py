@@ -315,6 +315,8 @@ class SearchResult:
     accuracy_note: str | None = None  # e.g. a table oracle: fp32 only
     oracle_accuracies: dict[str, float] | None = None  # the best arch's accuracy per dtype
     gp_fit_failures: list[str] = dataclasses.field(default_factory=list)  # this run's failed GP fits
+    #: what the caller's ``annotate`` added (e.g. a search over several thread counts: the winner's)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         costs = self.costs or {}
@@ -338,6 +340,7 @@ class SearchResult:
             "gp_fit_failures": self.gp_fit_failures,
             "out": None if self.out_dir is None else str(self.out_dir),
             "config": self.config,
+            **self.extra,
         }
 
 
@@ -352,12 +355,14 @@ def search(
     progress: Callable[[EngineState], None] | None = None,
     plot: bool = True,
     result_name: str = RESULT,
+    annotate: Callable[[SearchResult, Sequence[Query]], Mapping[str, Any]] | None = None,
 ) -> SearchResult:
     """Run (or resume, when ``out`` holds a history) the engine on ``problem`` and write its files.
 
     ``args``: what identifies the run (compared on resume); by default the space, limits, seed and
     engine configuration. ``result_name``: the result file in ``out`` (``adapt`` keeps the loop's
-    own as ``search.json``, beside its ``result.json``).
+    own as ``search.json``, beside its ``result.json``). ``annotate(result, queries)``: keys added to
+    the result (:attr:`SearchResult.extra`) before it is written.
     """
     config = config or EngineConfig()
     ident = dict(
@@ -403,6 +408,8 @@ def search(
     elapsed = time.perf_counter() - t0
     remember(state.queries)
     result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous), known)
+    if annotate is not None:
+        result = dataclasses.replace(result, extra=dict(annotate(result, state.queries)))
     if out is not None:
         if result.hyperparameters is not None:
             atomic_write_text(out / GP, json.dumps(result.hyperparameters, indent=1) + "\n")

@@ -61,6 +61,15 @@ ThreadsOpt = Annotated[
     int | None,
     typer.Option("--threads", "-j", min=1, max=256, help="runtime threads (default: the device's `threads`)"),
 ]
+ThreadsListOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--threads",
+        "-j",
+        help="runtime threads: N, or several comma-separated (1,2,4) searched with the arch: the winner is "
+        "the most accurate (arch, threads) pair predicted under the limit (default: the device's `threads`)",
+    ),
+]
 BatchOpt = Annotated[
     int,
     typer.Option(

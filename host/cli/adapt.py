@@ -22,7 +22,7 @@ from ._common import (
     ScheduleOpt,
     SerialOpt,
     TargetOpt,
-    ThreadsOpt,
+    ThreadsListOpt,
     WorkersOpt,
     command_line,
     device,
@@ -58,7 +58,7 @@ def adapt(
         typer.Option(
             "--latency",
             help="latency limit in ms on the target, or pNN: the NNth percentile of the space's predicted "
-            "latencies there",
+            "latencies there (with several --threads: of every (arch, threads) pair's)",
         ),
     ],
     target: TargetOpt = None,
@@ -72,7 +72,7 @@ def adapt(
     ] = None,
     budget: Annotated[int, typer.Option("--budget", "-n", help="maximum accuracy-oracle queries")] = 50,
     seed: Annotated[int, typer.Option("--seed", help="random seed (BO design, GA)")] = 0,
-    threads: ThreadsOpt = None,
+    threads: ThreadsListOpt = None,
     dtype: DtypeOpt = None,
     lut: Annotated[
         Path | None, typer.Option("--lut", help="LUT to use and extend (default: luts/<target>.parquet)")
@@ -117,7 +117,15 @@ def adapt(
     as_json: JsonOpt = False,
 ) -> None:
     """Adapt a space to a device: the most accurate network predicted under --latency ms, exported to
-    DIR/model.pte and measured on the target (median of 3 runs), predicted vs measured."""
+    DIR/model.pte and measured on the target (median of 3 runs), predicted vs measured.
+
+    --threads 1,2,4 searches the thread count with the arch: LUT rows and a calibration per thread
+    count (profiled and fitted when the LUT lacks them), one accuracy search, and the most accurate
+    (arch, threads) pair predicted under the limit (ties: the most headroom); it is exported and
+    measured at its thread count, result.json says `threads` and `per_threads` (each thread count's
+    best), model.json's runtime.threads how to run it. --latency pNN is then the NNth percentile over
+    every (arch, threads) pair. See docs/adapt.md.
+    """
     from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.spaces.table import is_table_spec
     from chamlab.core.errors import InputError
@@ -132,8 +140,11 @@ def adapt(
         )
     if budget < 1:
         raise InputError(f"--budget must be at least 1, got {budget}")
+    from chamlab.host.workflows.threads import parse_threads
+
+    counts = parse_threads(threads)
     dev = device(devices, target, serial)
-    spec = api.resolve_run(dev, threads=threads, dtype=value(dtype))
+    spec = api.resolve_run(dev, threads=counts[0] if counts else None, dtype=value(dtype))
     sp = api.SPACES.get(space_name)
     latency_ms, percentile = parse_latency(latency)
     options = AdaptOptions(
@@ -148,6 +159,7 @@ def adapt(
         margin_k=margin_k,
         refine=refine,
         engine=EngineConfig(merge_equivalent=merge_equivalent),
+        threads=counts if counts and len(counts) > 1 else None,
     )
     oracle = api.choose_oracle(
         sp,
@@ -176,7 +188,16 @@ def adapt(
         emit_json(report.to_json())
     else:
         r = report
-        out.print(f"[bold]{r.space}[/] on {spec.target} ({spec.threads} thread(s)): [bold]{r.arch}[/]")
+        out.print(f"[bold]{r.space}[/] on {spec.target} ({r.spec.threads} thread(s)): [bold]{r.arch}[/]")
+        for p in r.per_threads or ():
+            best = (
+                f"{p['arch']}: predicted accuracy {p['predicted_accuracy']:.3f}, "
+                f"{p['predicted_latency_ms']:.4f} ms (searched under {p['search_limit_ms']:.4f} ms)"
+                if p["arch"] is not None
+                else p["note"]
+            )
+            chosen = "  [bold]<- chosen[/]" if p["chosen"] else ""
+            out.print(f"  {p['threads']:>3} thread(s)    {best}{chosen}")
         acc = f"predicted {r.predicted_accuracy:.3f}"
         if r.oracle_accuracy is not None:
             acc += f", oracle {r.oracle_accuracy:.3f}" + (" (queried)" if r.accuracy_known else "")

@@ -81,9 +81,12 @@ def search(
         str | None, typer.Option("--target", "-t", help="network spaces: use luts/<target>.parquet")
     ] = None,
     threads: Annotated[
-        int | None,
+        str | None,
         typer.Option(
-            "--threads", "-j", min=1, help="network spaces: use the LUT rows measured with N threads"
+            "--threads",
+            "-j",
+            help="network spaces: use the LUT rows measured with N threads; several (1,2,4): search the "
+            "thread count with the arch (an arch qualifies at its fastest thread count)",
         ),
     ] = None,
     oracle_kind: OracleOpt = "table",
@@ -111,6 +114,10 @@ def search(
     --dtype picks the LUT rows (fp32 or int8); --accuracy (default: the rows' dtype) which accuracy
     is optimised: int8 needs --oracle train (docs/int8.md). A second run into an --out in use
     waits for the first (--no-wait: exit 2).
+
+    --threads 1,2,4 searches (arch, threads) pairs: each thread count's LUT rows predict its latency,
+    an arch qualifies when its prediction at some thread count is under --latency, and the result
+    adds `threads` (the winner's fastest), `per_threads` (the best queried arch at each thread count).
     """
     from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.search.problem import Oracle, accuracy_dtype
@@ -118,6 +125,9 @@ def search(
     from chamlab.core.errors import InputError
     from chamlab.host import api
     from chamlab.host.workflows.oracles import choose_oracle, close_oracle
+    from chamlab.host.workflows.threads import parse_threads
+
+    counts = parse_threads(threads)
 
     config = EngineConfig(
         n_init=n_init,
@@ -128,7 +138,7 @@ def search(
     )
     options = api.SearchOptions(
         latency_ms=latency, energy_mj=energy, budget=budget, seed=seed, out=out_dir, engine=config,
-        lut_path=lut, target=target, threads=threads, dtype=value(dtype), batch=batch, raw=raw,
+        lut_path=lut, target=target, threads=counts, dtype=value(dtype), batch=batch, raw=raw,
         no_wait=no_wait,
     )  # fmt: skip
     api.check_search(options)  # a bad seed, budget or --out: exit 2 before anything is read or made
@@ -231,12 +241,20 @@ def search(
         return
     both = result.oracle_accuracies or {}
     extra = f"; fp32 {both['fp32']:.3f}, int8 {both['int8']:.3f}" if {"fp32", "int8"} <= set(both) else ""
+    at = f" at {result.extra['threads']} thread(s)" if result.extra.get("threads") else ""
     out.print(
         f"[bold]{result.arch}[/]: {result.accuracy_dtype} accuracy {result.oracle_accuracy:.3f}{extra} "
         f"(predicted "
-        f"{result.predicted_accuracy:.3f}), latency {result.costs['latency_ms']:.4f} ms "  # type: ignore[index]
+        f"{result.predicted_accuracy:.3f}), latency {result.costs['latency_ms']:.4f} ms{at} "  # type: ignore[index]
         f"<= {latency} ms, after {result.queries} queries ({result.search_seconds:.1f} s); files in {out_dir}"
     )
+    for p in result.extra.get("per_threads", ()):
+        best = (
+            f"{p['arch']}: accuracy {p['oracle_accuracy']:.3f}, {p['predicted_latency_ms']:.4f} ms"
+            if p["arch"] is not None
+            else "no queried arch under the limit"
+        )
+        out.print(f"  {p['threads']:>3} thread(s)  {best}")
 
 
 class TrainBar:

@@ -523,6 +523,8 @@ class ProgramMeasurement:
     runs: tuple[NetworkMeasurement, ...]
     runtime_version: str | None
     fingerprint: str | None
+    #: the thread-pool size the runtime reported for the last run (None: the runner did not say)
+    threads: int | None = None
 
     @property
     def p50_ms(self) -> float:
@@ -635,4 +637,11 @@ def measure_program_runs(
         finally:
             if owns:
                 transport.close()
-    return ProgramMeasurement(name, tuple(measured), result.get("runtime_version"), result.get("fingerprint"))
+    threads = result.get("threads")
+    return ProgramMeasurement(
+        name,
+        tuple(measured),
+        result.get("runtime_version"),
+        result.get("fingerprint"),
+        threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+    )

@@ -54,6 +54,10 @@ program, its rounds, ``pareto.png`` and ``result.json`` are assembled in ``DIR/.
 ``DIR`` complete (:func:`publish`), so a finished result is replaced only by a complete new one. One run
 uses ``DIR`` at a time (:func:`~chamlab.host.workflows.search.out_lock`: a second waits, or with
 ``no_wait`` exits 2, as for a busy device).
+
+Several thread counts (``AdaptOptions.threads``, ``--threads 1,2,4``): steps 1 to 5 run per thread
+count and the (arch, threads) pair is chosen jointly (:mod:`~chamlab.host.workflows.adapt_threads`);
+steps 6 to 8 run at the winner's thread count, and the report adds ``per_threads``.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,7 +109,11 @@ from chamlab.host.prediction.predict import (
 )
 from chamlab.host.workflows.refine import REFINE_ROUNDS, RefineRound
 from chamlab.host.workflows.search import check_budget, check_out, check_seed, out_lock
+from chamlab.host.workflows.threads import check_threads
 from chamlab.operators.export import ExportItem
+
+if TYPE_CHECKING:
+    from chamlab.host.workflows.adapt_threads import Joint
 
 #: measurement runs of the exported winner (the result is their median p50)
 MEASURE_RUNS = 3
@@ -142,6 +150,9 @@ class AdaptOptions:
     refine: int = REFINE_ROUNDS  # verify-and-refine rounds after a measured miss (host/refining.py)
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     ga: GAConfig = dataclasses.field(default_factory=GAConfig)
+    #: several runtime thread counts: (arch, threads) searched jointly (host/workflows/adapt_threads.py);
+    #: None: the RunSpec's thread count alone
+    threads: tuple[int, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -198,6 +209,10 @@ class AdaptReport:
     #: the shipped program's own top-1 accuracy through ExecuTorch on the oracle's validation split
     #: (a trained program only): ``{"runtime", "runtime_version", "dtype", "top1_pct", "n", "split"}``
     program_accuracy: dict[str, Any] | None = None
+    #: several thread counts searched (``AdaptOptions.threads``): each one's best candidate, and the
+    #: thread-pool size the runtime reported when the winner was measured; None with one thread count
+    per_threads: list[dict[str, Any]] | None = None
+    measured_threads: int | None = None
 
     @property
     def limit_ms(self) -> float:
@@ -310,6 +325,17 @@ class AdaptReport:
             "out": str(self.out),
             "tool_version": tool_version(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **self.threads_json(),
+        }
+
+    def threads_json(self) -> dict[str, Any]:
+        """Several thread counts searched: ``threads_searched``, ``per_threads``, ``measured_threads``."""
+        if self.per_threads is None:
+            return {}
+        return {
+            "threads_searched": [p["threads"] for p in self.per_threads],
+            "per_threads": self.per_threads,
+            "measured_threads": self.measured_threads,
         }
 
 
@@ -412,6 +438,10 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
             hint="search a table of your own with `chamlab search --space table:PATH` instead",
         )
     check_seed(opts.seed)
+    if opts.threads is not None:
+        from chamlab.host.workflows.adapt_threads import check_options
+
+        check_options(opts)
     energy_mj = opts.energy_mj
     if energy_mj is not None:
         if not math.isfinite(energy_mj) or energy_mj <= 0:
@@ -441,7 +471,7 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
         "target": spec.target,
         "backend": spec.backend.value,
         "dtype": spec.dtype.value,
-        "threads": spec.threads,
+        "threads": list(opts.threads) if opts.threads and len(opts.threads) > 1 else spec.threads,
         "batch": spec.batch,
         "limits": {
             "latency_ms": opts.latency_ms if pct is None else f"p{pct:g}",
@@ -671,11 +701,17 @@ class BoStep:
 
 
 def run_bo(
-    ctx: Context, oracle: Oracle, predictors: Predictors, limits: Limits, ident: dict[str, Any]
+    ctx: Context,
+    oracle: Oracle,
+    predictors: Predictors,
+    limits: Limits,
+    ident: dict[str, Any],
+    problem: Problem | None = None,
 ) -> BoStep:
     """``chamlab search``'s engine within ``opts.budget`` oracle queries under the search limits:
     ``DIR/history.parquet``, ``DIR/accuracy_gp.json`` and the loop's own best queried arch in
-    ``DIR/search.json`` (never ``result.json``: that is the finished adapt's).
+    ``DIR/search.json`` (never ``result.json``: that is the finished adapt's). ``problem``: another
+    problem than ``predictors`` under ``limits`` (several thread counts: their joint cost).
 
     Resume: the queries in ``DIR/history.parquet`` are never asked again; with the budget spent, the
     GP is refitted on them (no query)."""
@@ -685,7 +721,7 @@ def run_bo(
     from chamlab.core.store import read_table
 
     opts, out = ctx.opts, ctx.out
-    problem = Problem(ctx.space, oracle, dict(_costs(predictors)), limits.effective())
+    problem = problem or Problem(ctx.space, oracle, dict(_costs(predictors)), limits.effective())
     ensure_dir(out, what="adapt --out")
     had = read_table(out / HISTORY, HISTORY_KIND).table.num_rows if (out / HISTORY).exists() else 0
     ctx.progress.start("query", opts.budget)
@@ -1011,6 +1047,11 @@ def adapt(
     ``state_dict(arch)`` method returning weights for the winner, those go into ``model.pte``.
     ``no_wait``: a busy device, or an ``--out`` another adapt (or search) is using, is exit 2 at once
     instead of a wait."""
+    if options.threads is not None:
+        counts = check_threads(list(options.threads))
+        if len(counts) == 1:  # one thread count: the run of that RunSpec
+            spec = dataclasses.replace(spec, threads=counts[0])
+        options = dataclasses.replace(options, threads=counts if len(counts) > 1 else None)
     ctx = Context(spec, space, options, progress or NullProgress(), transport, no_wait, command)
     checked = check_inputs(ctx, oracle)
     with out_lock(ctx.out, no_wait=no_wait, progress=ctx.progress, what="adapt"):
@@ -1023,14 +1064,21 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
     oracle = checked.oracle
     seconds: dict[str, float] = {}
     t_start = t0 = time.perf_counter()
-    lut = ensure_lut(ctx, checked.lut_path)
-    predictors = ensure_calibration(ctx, lut)
-    seconds["predictors"] = time.perf_counter() - t0
-    limits = plan_limits(ctx, predictors)
-    t0 = time.perf_counter()
-    bo = run_bo(ctx, oracle, predictors, limits, checked.ident)
-    seconds["bo"] = time.perf_counter() - t0
-    winner = constrained(ctx, bo, predictors, limits, lut)
+    joint: Joint | None = None
+    if ctx.opts.threads is not None:  # several thread counts: the winner's from here on
+        from chamlab.host.workflows.adapt_threads import search_threads
+
+        joint = search_threads(ctx, checked, seconds)
+        ctx, lut, predictors, limits, bo, winner = joint.chosen_steps()
+    else:
+        lut = ensure_lut(ctx, checked.lut_path)
+        predictors = ensure_calibration(ctx, lut)
+        seconds["predictors"] = time.perf_counter() - t0
+        limits = plan_limits(ctx, predictors)
+        t0 = time.perf_counter()
+        bo = run_bo(ctx, oracle, predictors, limits, checked.ident)
+        seconds["bo"] = time.perf_counter() - t0
+        winner = constrained(ctx, bo, predictors, limits, lut)
     if winner.best is None:
         raise _no_winner(winner.result, limits)
     t0 = time.perf_counter()
@@ -1044,6 +1092,8 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
         seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
     seconds["total"] = time.perf_counter() - t_start
     report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
+    if joint is not None:
+        joint.annotate(report, refined.chosen.measured)
     ctx.stage.mkdir(exist_ok=True)
     describe_program(ctx, oracle, report)
     _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)

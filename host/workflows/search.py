@@ -14,6 +14,12 @@ What ``chamlab search`` does, as a library function (``api.search``) that ``adap
   run on a busy device does. The lock is ``.<name>.lock`` beside the folder (so a refused run
   creates no folder);
 * :func:`search` runs (or resumes) the BO loop (:func:`chamlab.chamnet.search.run.search`).
+
+Several thread counts (``threads=(1, 2)``, ``--threads 1,2``) search (arch, threads) pairs
+(:mod:`chamlab.host.workflows.threads`): the rows of each thread count predict its latency, the loop's
+``latency_ms`` is the lowest of them (each is kept as ``latency_ms@N`` in the history), and the result
+adds ``threads`` (the winner's: where its predicted latency is lowest), ``threads_searched`` and
+``per_threads`` (the best queried arch under the limit at each thread count).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,7 +57,7 @@ class SearchOptions:
     # network spaces: the LUT and which of its rows
     lut_path: Path | None = None
     target: str | None = None
-    threads: int | None = None
+    threads: int | tuple[int, ...] | None = None  # several: searched jointly (module docstring)
     dtype: str | None = None
     batch: int = 1
     raw: bool = False
@@ -88,8 +94,19 @@ def check_run(options: SearchOptions) -> None:
     if options.budget < 1:
         raise InputError(f"--budget must be at least 1, got {options.budget}")
     check_budget(options.budget, options.engine, init_flag=True)
+    thread_counts(options)
     if options.out is not None:
         check_out(Path(options.out), "search --out")
+
+
+def thread_counts(options: SearchOptions) -> tuple[int, ...] | None:
+    """The thread counts ``options`` names (None: the LUT's or the target's default), checked."""
+    from chamlab.host.workflows.threads import check_threads
+
+    t = options.threads
+    if t is None:
+        return None
+    return check_threads([t] if isinstance(t, int) else list(t))
 
 
 def lock_path(out: Path) -> Path:
@@ -126,12 +143,15 @@ def choose_rows(space: SearchSpace, options: SearchOptions) -> tuple[Lut, Path, 
             f"searching {space.name} needs a latency LUT", hint="pass --lut PATH or --target NAME"
         )
     lut, path = found
+    counts = thread_counts(options)
+    if counts is not None and len(counts) > 1:
+        raise ValueError("choose_rows takes one thread count; choose each of several in turn")
     mset = choose_measurement_set(
         lut,
         path,
         target=options.target,
         dtype=options.dtype,
-        threads=options.threads,
+        threads=None if counts is None else counts[0],
         batch=options.batch,
         devices=options.devices,
     )
@@ -179,6 +199,7 @@ def search(
     from chamlab.host.workflows.oracles import oracle_identity
 
     check_run(options)
+    annotate = None
     limits = {"latency_ms": options.latency_ms}
     args: dict[str, Any] = {
         "space": name or space.name,
@@ -196,29 +217,77 @@ def search(
             raise InputError(
                 f"{space.name} has no energy predictor yet: --energy works on table spaces with energy_mj"
             )
-        lut, path, mset = choose_rows(space, options)
+        counts = thread_counts(options) or ()
+        several = len(counts) > 1
+        rows = {t: choose_rows(space, dataclasses.replace(options, threads=t)) for t in counts if several}
+        lut, path, mset = rows[counts[0]] if several else choose_rows(space, options)
         if oracle_for_rows is not None:
             oracle = oracle_for_rows(mset.dtype)
         oracle = oracle if oracle is not None else oracle_for(space)
         identity = oracle_identity(oracle)
         if identity is not None:
             args["oracle"] = identity
-        problem = network_problem(space, oracle, lut, path, mset, limits, raw=options.raw)
+        if several:
+            problem, annotate = threads_problem(space, oracle, rows, limits, raw=options.raw)
+        else:
+            problem = network_problem(space, oracle, lut, path, mset, limits, raw=options.raw)
         args["lut"] = {
             "path": str(path),
             "device": mset.device,
-            "threads": mset.threads,
+            "threads": list(rows) if several else mset.threads,
             "batch": mset.batch,
             "raw": options.raw,
         }
     args["limits"] = limits
-    run = dict(problem=problem, budget=options.budget, seed=options.seed, config=options.engine)
+    run = dict(
+        problem=problem, budget=options.budget, seed=options.seed, config=options.engine, annotate=annotate
+    )
     if options.out is None:
         return run_search(**run, args=args, progress=progress)  # type: ignore[arg-type]
     out = Path(options.out)
     with out_lock(out, no_wait=options.no_wait, progress=lock_progress, what="search"):
         ensure_dir(out, what="search --out")
         return run_search(**run, out=out, args=args, progress=progress)  # type: ignore[arg-type]
+
+
+def threads_problem(
+    space: SearchSpace,
+    oracle: Oracle,
+    rows: dict[int, tuple[Lut, Path, MeasurementSet]],
+    limits: dict[str, float],
+    *,
+    raw: bool = False,
+) -> tuple[Problem, Callable[[SearchResult, Sequence[Any]], dict[str, Any]]]:
+    """``space`` searched at several thread counts (``rows``: each one's LUT rows): ``latency_ms`` is
+    the lowest prediction of an arch over the thread counts, ``latency_ms@N`` each one's; and what
+    the result adds (``threads``, ``threads_searched``, ``per_threads``: the best queried arch under
+    the limit at each thread count)."""
+    from chamlab.host.workflows.threads import BestThreads, cost_name
+
+    models = {t: LatencyModel(space, lut, path, mset, raw=raw) for t, (lut, path, mset) in rows.items()}
+    best = BestThreads({t: CachedPrediction(m) for t, m in models.items()})
+    costs: dict[str, Callable[[Any], float]] = {"latency_ms": best.latency, **best.costs()}
+    limit = limits["latency_ms"]
+
+    def annotate(result: SearchResult, queries: Sequence[Any]) -> dict[str, Any]:
+        per = []
+        for t, model in models.items():
+            at = [q for q in queries if q.costs[cost_name(t)] <= limit]
+            top = max(at, key=lambda q: q.accuracy, default=None)
+            per.append(
+                {
+                    "threads": t,
+                    "arch": None if top is None else space.format(top.arch),
+                    "oracle_accuracy": None if top is None else top.accuracy,
+                    "predicted_latency_ms": None if top is None else top.costs[cost_name(t)],
+                    "feasible_queried": len(at),
+                    "calibrated": model.calibrated,
+                }
+            )
+        threads = None if result.arch is None else best.threads_of(space.parse(result.arch))
+        return {"threads": threads, "threads_searched": list(models), "per_threads": per}
+
+    return Problem(space, oracle, costs, limits), annotate
 
 
 __all__ = [
@@ -232,4 +301,6 @@ __all__ = [
     "network_problem",
     "out_lock",
     "search",
+    "thread_counts",
+    "threads_problem",
 ]
