@@ -81,9 +81,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for i, q in enumerate(r["queries"], 1):
-        out.append(
-            f"| {i} | `{q['arch']}` | {q['macs'] / 1e6:.1f} | {q['accuracy']:.1f} | {q['train_seconds']:.0f} |"
-        )
+        mmacs, acc, secs = q["macs"] / 1e6, q["accuracy"], q["train_seconds"]
+        out.append(f"| {i} | `{q['arch']}` | {mmacs:.1f} | {acc:.1f} | {secs:.0f} |")
     return out
 
 

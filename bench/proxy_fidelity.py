@@ -1,28 +1,31 @@
 """Proxy fidelity: does the training oracle's proxy schedule rank architectures as a longer one does?
 
 For one space (``--space``; ``--fit`` fits it to the data first, as ``adapt --fit`` does), ``--archs``
-archs spanning the space: ``--pool`` archs drawn uniformly with ``--seed`` (one per network: archs
-that build the same op list count once), sorted by MACs, and the ones at evenly spaced ranks taken,
-from the cheapest to the most expensive. Each is trained with the proxy schedule (``--proxy``: the
-shipped default :class:`~chamlab.chamnet.training.Schedule` with these fields replaced; default none)
-and with a schedule ``--factor`` times longer (the proxy's epochs times the factor, everything else
-the same: the same training and validation examples, learning rate, batch), one arch after another,
-in this process, single-threaded. The figure is Kendall's tau between the two accuracies over the
-archs (target >= 0.6), with the proxy's training seconds per arch. ``--subset N`` uses only the first
-N examples of a seeded permutation of the training files (the result file says so). Results are
-written after every arch, and a re-run with the same arguments continues where it stopped.
+archs spanning the space: ``--pool`` archs drawn uniformly with ``--seed`` (one per network: archs that
+build the same op list count once), sorted by MACs, cut into ``--archs`` equal strata, and the middle
+arch of each taken. Each is trained with the proxy schedule (``--proxy``: the shipped default
+:class:`~chamlab.chamnet.training.Schedule` with these fields replaced; default none) and with a
+schedule ``--factor`` times longer (the proxy's epochs times the factor, everything else the same: the
+same training and validation examples, learning rate, batch), each training single-threaded,
+``--workers`` archs at a time in worker processes (the most expensive first). The figure is Kendall's
+tau between the two accuracies over the archs (target >= 0.6), with the proxy's training seconds per
+arch. ``--subset N`` uses only the first N examples of a seeded permutation of the training files (the
+result file says so). Results are written after every arch, and a re-run with the same arguments
+continues where it stopped.
 
     python -m bench.proxy_fidelity --space macro-cifar10 --data /usr/share/datasets/fashion-mnist
     python -m bench.proxy_fidelity --space chamnet-mbv2 --fit --data /usr/share/datasets/fashion-mnist
+
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import dataclasses
+import functools
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +42,14 @@ TARGET_TAU = 0.6
 
 
 def spanning_archs(space: SearchSpace, n: int, pool: int, seed: int) -> list[Arch]:
-    """``n`` archs at evenly spaced MAC ranks of ``pool`` uniform draws (distinct networks)."""
+    """``n`` archs spanning ``pool`` uniform draws (distinct networks) sorted by MACs: the middle arch of
+    each of ``n`` equal strata (from the 1/(2n) to the 1 - 1/(2n) quantile)."""
     drawn: dict[Any, Arch] = {}
     for a in space.sample(np.random.default_rng(seed), pool):
         drawn.setdefault(space.equivalence_key(a), a)
     ranked = sorted(drawn.values(), key=lambda a: (space.macs(a), space.format(a)))
-    picks = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
+    n = min(n, len(ranked))
+    picks = (((np.arange(n) + 0.5) / n) * len(ranked)).astype(int)  # the middle of n equal strata
     return [ranked[i] for i in dict.fromkeys(picks.tolist())]
 
 
@@ -55,6 +60,44 @@ def subset(data: Dataset, n: int | None, seed: int) -> Dataset:
 
     keep = np.sort(np.random.default_rng((seed, 7)).permutation(len(data))[:n])
     return _make(f"{data.name}[subset {n}]", data.images[keep], data.labels[keep], data.classes)
+
+
+def train_pair(
+    space: SearchSpace,
+    arch: Arch,
+    source: str,
+    n_subset: int | None,
+    seed: int,
+    proxy: Schedule,
+    long: Schedule,
+) -> dict[str, Any]:
+    """What a worker runs: one arch trained with the proxy and with the longer schedule."""
+    data = _dataset(source, n_subset, seed)
+    load = os.getloadavg()[0]
+    t = train(space, arch, data, proxy)
+    run: dict[str, Any] = {
+        "arch": space.format(arch),
+        "macs": space.macs(arch),
+        "proxy_accuracy": t.accuracy,
+        "proxy_seconds": round(t.train_seconds, 2),
+        "proxy_final_loss": t.final_loss,
+        "train_examples": t.train_examples,
+        "val_examples": t.val_examples,
+        "load_avg_before": load,
+    }
+    t = train(space, arch, data, long)
+    run.update(
+        long_accuracy=t.accuracy,
+        long_seconds=round(t.train_seconds, 2),
+        long_final_loss=t.final_loss,
+        load_avg_after=os.getloadavg()[0],
+    )
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def _dataset(source: str, n_subset: int | None, seed: int) -> Dataset:
+    return subset(load_dataset(source, image_size=32), n_subset, seed)
 
 
 def kendall(x: list[float], y: list[float]) -> tuple[float, float]:
@@ -153,6 +196,7 @@ def main() -> None:
     p.add_argument("--proxy", default="", help="proxy schedule overrides (as --schedule), default none")
     p.add_argument("--factor", type=int, default=4, help="the longer schedule's epochs / the proxy's")
     p.add_argument("--subset", type=int, default=None, help="use only this many training images")
+    p.add_argument("--workers", type=int, default=1, help="archs trained at a time (worker processes)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.factor < 4:
@@ -164,14 +208,15 @@ def main() -> None:
         space = fit_space(space, args.data)
     proxy = Schedule.parse(args.proxy)
     long = dataclasses.replace(proxy, epochs=proxy.epochs * args.factor)
-    data = subset(load_dataset(args.data, image_size=32), args.subset, args.seed)
+    data = _dataset(args.data, args.subset, args.seed)
     out = args.out or RESULTS / f"proxy_fidelity-{space.base_name}.json"
-    ident = {**vars(args), "out": None, "space_name": space.name, "proxy_schedule": proxy.to_json()}
+    ident = {k: v for k, v in vars(args).items() if k not in ("out", "workers")}
+    ident |= {"space_name": space.name, "proxy_schedule": proxy.to_json()}
     runs: list[dict[str, Any]] = []
     if out.is_file():  # continue a run with the same arguments
         old = json.loads(out.read_text())
         if old.get("ident") == ident:
-            runs = old["runs"]
+            runs = [r for r in old["runs"] if "long_accuracy" in r]
     archs = spanning_archs(space, args.archs, args.pool, args.seed)
     print(
         f"{space.name}: {len(archs)} archs, proxy {proxy.to_json()}, longer epochs {long.epochs}", flush=True
@@ -201,35 +246,22 @@ def main() -> None:
             out,
         )
 
-    for i, arch in enumerate(archs):
-        text = space.format(arch)
-        run = next((r for r in runs if r["arch"] == text), None)
-        if run is None:
-            load = os.getloadavg()[0]
-            t = train(space, arch, data, proxy)
-            run = {
-                "arch": text,
-                "macs": space.macs(arch),
-                "proxy_accuracy": t.accuracy,
-                "proxy_seconds": round(t.train_seconds, 2),
-                "proxy_final_loss": t.final_loss,
-                "train_examples": t.train_examples,
-                "val_examples": t.val_examples,
-                "load_avg_before": load,
-            }
-            runs.append(run)
+    done = {r["arch"] for r in runs}
+    todo = sorted((a for a in archs if space.format(a) not in done), key=space.macs, reverse=True)
+    from chamlab.core.procs import process_pool, stop_pool
+
+    pool = process_pool(max(1, args.workers))
+    try:
+        futures = [
+            pool.submit(train_pair, space, a, args.data, args.subset, args.seed, proxy, long) for a in todo
+        ]
+        for fut in cf.as_completed(futures):
+            runs.append(fut.result())
+            runs.sort(key=lambda r: r["macs"])
             save()
-        if "long_accuracy" not in run:
-            t0 = time.perf_counter()
-            t = train(space, arch, data, long)
-            run.update(
-                long_accuracy=t.accuracy,
-                long_seconds=round(time.perf_counter() - t0, 2),
-                long_final_loss=t.final_loss,
-                load_avg_after=os.getloadavg()[0],
-            )
-            save()
-        print(f"[{i + 1}/{len(archs)}] {run}", flush=True)
+            print(f"[{len(runs)}/{len(archs)}] {runs[-1]}", flush=True)
+    finally:
+        stop_pool(pool, abort=True)
     save()
     print(json.dumps(summary(runs), indent=1))
     print(f"wrote {out}")

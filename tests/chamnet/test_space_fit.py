@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx
 from PIL import Image
 
 from chamlab.chamnet.search import NoOracleError, oracle_for
@@ -17,21 +16,6 @@ from chamlab.chamnet.spaces.base import SpaceParamError
 from chamlab.chamnet.spaces.chamnet_mbv2 import ChamNetMbV2
 from chamlab.chamnet.spaces.macro_cifar10 import MacroCifar10
 from chamlab.chamnet.training.data import fit_shape, load_dataset
-
-
-def write_idx(folder: Path, n: int, side: int, classes: int) -> Path:
-    """A tiny IDX dataset (the Fashion-MNIST file format), gzipped as Debian ships it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
-    labels = (np.arange(n) % classes).astype(np.uint8)
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(
-        gzip.compress(struct.pack(">HBB3I", 0, 8, 3, n, side, side) + images.tobytes())
-    )
-    (folder / "train-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(struct.pack(">HBBI", 0, 8, 1, n) + labels.tobytes())
-    )
-    return folder
 
 
 def test_fit_shape_reads_side_and_classes(tmp_path: Path) -> None:

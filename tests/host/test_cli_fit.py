@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, chamlab
+from conftest import REPO, chamlab, write_idx
 from lut_factory import row, write
 
 from chamlab.chamnet.spaces import SPACES
@@ -97,3 +97,44 @@ def test_lut_rows_of_different_fits_do_not_mix(tmp_path: Path) -> None:
     ):
         res = chamlab("predict", "--space", other, "--arch", "01201201", "--lut", lut, env={"COLUMNS": "400"})
         assert res.returncode == 2 and "has no entry for" in res.stderr and missing in res.stderr, res.stderr
+
+
+def test_the_manifest_carries_the_fit(tmp_path: Path, fast_devices: Path, isolated_cache: Path) -> None:
+    """adapt's describe step on a space fitted to a 3-class, 28 px dataset: `model.json` names the
+    fitted space, its resolutions and classes, and the program's 3 outputs with their labels."""
+    from types import SimpleNamespace
+
+    from chamlab.chamnet.training import Schedule, TrainingOracle
+    from chamlab.host import api
+    from chamlab.host.workflows import adapt as steps
+    from chamlab.host.workflows.manifest import read_manifest
+
+    data = write_idx(tmp_path / "idx", 80, 28, 3)
+    space = api.fit_space(SPACES.get("macro-cifar10"), str(data))
+    assert space.name == "macro-cifar10@classes=3"
+    arch = space.parse("00000000")
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
+    ctx = steps.Context(spec, space, api.AdaptOptions(latency_ms=1.0, out=tmp_path / "run"))
+    with TrainingOracle(space, str(data), schedule=Schedule(epochs=1, batch_size=16, max_val=16)) as oracle:
+        [acc] = oracle([arch])
+        exported = steps.export(ctx, oracle, arch, ctx.stage)
+        report = SimpleNamespace(
+            arch=space.format(arch),
+            values={d.name: v for d, v in zip(space.dimensions, arch, strict=True)},
+            weights=exported.weights,
+            input_shape=[1, *space.input_shape(arch)[1:]],
+            oracle_accuracies={"fp32": acc},
+            measured_latency_ms=0.5,
+            measured_runs_ms=[0.5],
+            unstable=False,
+            predicted_latency_ms=0.48,
+            runtime_version="1.5.1",
+            notes=[],
+            manifest_path=None,
+            program_accuracy=None,
+        )
+        steps.describe_program(ctx, oracle, report)  # type: ignore[arg-type]
+    m = read_manifest(ctx.stage / "model.json")
+    assert m.arch is not None and m.arch.space == "macro-cifar10@classes=3"
+    assert m.arch.fit is not None and m.arch.fit.classes == 3 and m.arch.fit.resolution == [32]
+    assert m.output.shape == [1, 3] and m.labels == ["0", "1", "2"] and m.input.shape == [1, 3, 32, 32]
