@@ -69,7 +69,13 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         f"of {r['limit_macs'] / 1e6:.1f} M (the {a['percentile']}th percentile of {a['pool']} uniform "
         f"draws). Proxy schedule: {sch['optimizer']} lr {sch['lr']}, {sch['epochs']} epoch(s), batch "
         f"{sch['batch_size']}, at most {sch['max_train']} training / {sch['max_val']} validation examples. "
-        f"Chance is {chance:.1f} %.",
+        f"Chance is {chance:.1f} %."
+        + (
+            f" **The proxy here trains on a subset of {sch['max_train']} training images** (the shipped "
+            f"default uses {Schedule().max_train}), so that the benchmark fits the shared CPU."
+            if sch["max_train"] < Schedule().max_train
+            else ""
+        ),
         "",
         f"**Validation accuracy over the {s['queries']} archs: min {s['min']:.1f} %, median "
         f"{s['median']:.1f} %, max {s['max']:.1f} %** (standard deviation {s['std']:.1f} points); "

@@ -136,6 +136,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def render(r: dict[str, Any], env: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s, a = r.get("summary", {}), r["args"]
+    default = Schedule()
     out = [
         f"## Proxy fidelity: {r['space']}",
         "",
@@ -143,12 +144,20 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         "",
         env,
         "",
-        f"{len(r['runs'])} archs spanning {r['space']} (evenly spaced MAC ranks of {a['pool']} uniform "
-        f"draws, seed {a['seed']}) trained on {r['dataset']} ({r['examples']} examples"
+        f"{len(r['runs'])} archs spanning {r['space']} (the middle arch of each of {a['archs']} equal MAC "
+        f"strata of {a['pool']} uniform draws, seed {a['seed']}) trained on {r['dataset']} ({r['examples']} "
+        "examples"
         + (f", **a subset of {a['subset']} of the training images**" if a.get("subset") else "")
         + f") with the proxy schedule ({_sched(r['proxy'])}) and a schedule {a['factor']}x longer "
         f"({r['long']['epochs']} epochs, the rest the same); validation accuracy in percent on the "
-        "schedule's validation split (the training files only). Single-threaded, one arch after another "
+        "schedule's validation split (the training files only)."
+        + (
+            f" **The proxy here trains on a subset of {r['proxy']['max_train']} training images** (the "
+            f"shipped default uses {default.max_train}), so that the benchmark fits the shared CPU."
+            if r["proxy"]["max_train"] < default.max_train
+            else ""
+        )
+        + f" Each training single-threaded, {a.get('workers', 1)} archs at a time in worker processes "
         "on the shared 2-core machine: seconds are wall time under the load listed.",
         "",
     ]
@@ -180,8 +189,9 @@ def render(r: dict[str, Any], env: str) -> list[str]:
 
 def _sched(s: dict[str, Any]) -> str:
     return (
-        f"{s['epochs']} epoch(s), batch {s['batch_size']}, lr {s['lr']}, at most {s['max_train']} training / "
-        f"{s['max_val']} validation examples"
+        f"{s.get('optimizer', 'sgd')} lr {s['lr']}, {s['epochs']} epoch(s), batch {s['batch_size']}, at most "
+        f"{s['max_train']} training / {s['max_val']} validation examples, batch-norm statistics re-estimated "
+        f"over {s.get('bn_batches', 0)} batches"
     )
 
 
