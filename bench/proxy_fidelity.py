@@ -161,6 +161,12 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         "on the shared 2-core machine: seconds are wall time under the load listed.",
         "",
     ]
+    if len(r["runs"]) < a["archs"]:
+        out += [
+            f"**Partial: {len(r['runs'])} of the {a['archs']} archs had finished both schedules when the run "
+            "was stopped** (the most expensive were trained first; the same command continues it).",
+            "",
+        ]
     if "kendall_tau" in s:
         verdict = "met" if s["target_met"] else "**not met**"
         out += [
@@ -266,10 +272,11 @@ def main() -> None:
             pool.submit(train_pair, space, a, args.data, args.subset, args.seed, proxy, long) for a in todo
         ]
         for fut in cf.as_completed(futures):
-            runs.append(fut.result())
+            finished = fut.result()
+            runs.append(finished)
             runs.sort(key=lambda r: r["macs"])
             save()
-            print(f"[{len(runs)}/{len(archs)}] {runs[-1]}", flush=True)
+            print(f"[{len(runs)}/{len(archs)}] {finished}", flush=True)
     finally:
         stop_pool(pool, abort=True)
     save()
