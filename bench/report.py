@@ -847,6 +847,16 @@ def main() -> None:
 
     r = _load("train_seconds")
     parts += (train_render(r, _env(r)) if r else ["## Training oracle cost", "", "_not run yet_"]) + [""]
+    from bench.mbv2_real_data import render as mbv2_real_render
+    from bench.proxy_fidelity import render as proxy_render
+
+    for name in ("proxy_fidelity-macro-cifar10", "proxy_fidelity-chamnet-mbv2"):
+        r = _load(name)
+        title = f"## Proxy fidelity: {name.split('-', 1)[1]}"
+        parts += (proxy_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
+    r = _load("mbv2_real_data")
+    title = "## chamnet-mbv2 on real data: the training oracle's accuracies over the BO's archs"
+    parts += (mbv2_real_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.int8_accuracy import render as int8_accuracy_render
 
     r = _load("int8_accuracy")

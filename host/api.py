@@ -76,7 +76,7 @@ from chamlab.host.workflows.evaluate import EvaluationError, EvaluationReport, e
 from chamlab.host.workflows.farm import FarmReport, run_farm
 from chamlab.host.workflows.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from chamlab.host.workflows.measure import MeasureReport, measure
-from chamlab.host.workflows.oracles import ORACLES, choose_oracle
+from chamlab.host.workflows.oracles import ORACLES, choose_oracle, fit_space
 from chamlab.host.workflows.search import SearchOptions, search
 from chamlab.host.workflows.search import check_run as check_search
 
@@ -133,6 +133,7 @@ __all__ = [
     "evaluate_program",
     "export_network_int8",
     "find_lut",
+    "fit_space",
     "inspect_program",
     "load_registry",
     "measure",

@@ -8,10 +8,12 @@ re-measure), which the tests do not judge by time.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from peers import AdbPeer, AdbServer, Sshd
 
@@ -217,3 +220,18 @@ def adb_peer(adb_server: AdbServer, tmp_path: Path) -> Iterator[AdbPeer]:
         yield peer
     finally:
         peer.stop()
+
+
+def write_idx(folder: Path, n: int, side: int, classes: int) -> Path:
+    """A tiny IDX dataset (the Fashion-MNIST file format), gzipped as Debian ships it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
+    labels = (np.arange(n) % classes).astype(np.uint8)
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">HBB3I", 0, 8, 3, n, side, side) + images.tobytes())
+    )
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">HBBI", 0, 8, 1, n) + labels.tobytes())
+    )
+    return folder

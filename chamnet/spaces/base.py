@@ -13,6 +13,14 @@ value per dimension, in dimension order. The base class derives everything gener
 
 A subclass supplies ``dimensions``, ``ops(arch)``, ``parse(text)`` / ``format(arch)`` and its named
 ``references``.
+
+Space parameters (fitting a space to a task): a space may take parameters, written after its name as
+``NAME@KEY=VALUE,KEY=VALUE`` (e.g. ``chamnet-mbv2@res=32-96,classes=10``). A subclass lists them in
+``parameters`` (key -> help) and builds the variant in ``with_params``; ``fit(side, classes)`` gives the
+variant fitted to a dataset of ``side``-pixel images and ``classes`` classes. A variant's ``name`` is
+its canonical spec (parameters in declaration order, those at their default left out), so everything
+keyed by the space name (LUT provenance and calibrations, the training cache, run folders, manifests)
+keeps variants apart, and :meth:`SpaceRegistry.get` rebuilds the variant from that name.
 """
 
 from __future__ import annotations
@@ -22,11 +30,11 @@ import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from chamlab.core.errors import ArchError
+from chamlab.core.errors import ArchError, InputError
 from chamlab.core.registry import Registry
 from chamlab.operators import OpSpec
 
@@ -81,11 +89,52 @@ def _describe_values(values: tuple[Any, ...]) -> str:
     return "choices: " + ", ".join(map(str, values))
 
 
+PARAM_SEP = "@"
+
+
+class SpaceParamError(InputError):
+    """A space parameter (``NAME@KEY=VALUE``) or a fit request that the space cannot take."""
+
+
 class SearchSpace(abc.ABC):
     """Base class of search spaces (see the module docstring for the contract)."""
 
     name: str = ""
     description: str = ""
+    #: the parameters ``NAME@KEY=VALUE,...`` may set (key -> help), in canonical order; none by default
+    parameters: ClassVar[Mapping[str, str]] = {}
+
+    @property
+    def base_name(self) -> str:
+        """The registered name, without parameters."""
+        return self.name.split(PARAM_SEP, 1)[0]
+
+    def space_params(self) -> dict[str, str]:
+        """This variant's parameters that differ from the defaults (canonical text values)."""
+        return {}
+
+    def with_params(self, params: Mapping[str, str]) -> SearchSpace:
+        """The variant with ``params`` (text values, as written after ``@``); raises
+        :class:`SpaceParamError` naming the key or value it cannot take."""
+        if params:
+            raise SpaceParamError(f"search space {self.base_name} takes no parameters (got {_join(params)})")
+        return self
+
+    def fit(self, side: int, classes: int) -> SearchSpace:
+        """The variant fitted to a dataset of ``side``-pixel images (the shorter side) and ``classes``
+        classes; raises :class:`SpaceParamError` when the space cannot follow a dataset."""
+        raise SpaceParamError(
+            f"search space {self.base_name} cannot be fitted to a dataset (it has no parameters)"
+        )
+
+    def fit_summary(self) -> dict[str, Any]:
+        """What a fit chose, as data (e.g. ``{"resolution": [32, 48, 64], "classes": 10}``): written into
+        run results and manifests beside the space name."""
+        return {}
+
+    def _named(self, params: Mapping[str, str]) -> str:
+        shown = {k: params[k] for k in self.parameters if k in params}
+        return self.base_name + (PARAM_SEP + _join(shown) if shown else "")
 
     @property
     @abc.abstractmethod
@@ -207,10 +256,75 @@ class SpaceRegistry:
         return self._factories.names()
 
     def get(self, name: str) -> SearchSpace:
-        factory = self._factories.get(name)
-        if name not in self._instances:
-            self._instances[name] = factory()
-        return self._instances[name]
+        """The space ``name`` names: a registered name, or ``NAME@KEY=VALUE,...`` (a variant: see the
+        module docstring). Unknown names and bad parameters raise (exit 2 on the command line)."""
+        if name in self._instances:
+            return self._instances[name]
+        base, sep, rest = name.partition(PARAM_SEP)
+        factory = self._factories.get(base)
+        if base not in self._instances:
+            self._instances[base] = factory()
+        space = self._instances[base]
+        if sep:
+            space = space.with_params(parse_params(name, rest))
+            self._instances.setdefault(space.name, space)
+            space = self._instances[space.name]
+        self._instances[name] = space
+        return space
+
+
+def parse_params(spec: str, text: str) -> dict[str, str]:
+    """``"res=32-96,classes=10"`` -> ``{"res": "32-96", "classes": "10"}`` (``spec``: the whole space
+    name, for the error)."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not value:
+            raise SpaceParamError(
+                f"--space {spec}: {part.strip()!r} is not KEY=VALUE",
+                hint="write parameters as NAME@KEY=VALUE,KEY=VALUE (see `chamlab spaces`)",
+            )
+        if key in out:
+            raise SpaceParamError(f"--space {spec}: parameter {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def int_param(space: str, key: str, value: str, lo: int, hi: int) -> int:
+    """``value`` as an integer in ``lo..hi`` (else :class:`SpaceParamError` naming space, key and value)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = None
+    if n is None or not lo <= n <= hi:
+        raise SpaceParamError(f"--space {space}: {key}={value} must be an integer from {lo} to {hi}")
+    return n
+
+
+def grid_param(space: str, key: str, value: str, lo: int, hi: int, step: int) -> tuple[int, ...]:
+    """``"N"`` (one value) or ``"LO-HI"`` (``LO, LO + step, ..., HI``), every value in ``lo..hi``."""
+    first, dash, last = value.partition("-")
+    a = int_param(space, key, first, lo, hi)
+    b = int_param(space, key, last, lo, hi) if dash else a
+    if b < a or (b - a) % step:
+        raise SpaceParamError(
+            f"--space {space}: {key}={value}: write LO-HI with LO <= HI and HI - LO a multiple of {step}, "
+            "or one value"
+        )
+    return tuple(range(a, b + 1, step))
+
+
+def format_grid(values: Sequence[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
+
+
+def round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+def _join(params: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
 
 
 SPACES = SpaceRegistry()

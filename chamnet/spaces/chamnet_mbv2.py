@@ -29,6 +29,14 @@ e.g. MobileNetV2-1.0 is ``r224_s32_1x16x1_6x24x2_6x32x3_6x64x4_6x96x3_6x160x3_6x
 The JSON form of the reference file is accepted too:
 ``{"resolution": 224, "stem": 32, "groups": [[1, 16, 1], ...], "last": 1280}``.
 Reference names: ``chamnet-a`` ... ``chamnet-f``, ``mobilenetv2-1.0``.
+
+Parameters (``chamnet-mbv2@res=32-96,classes=10``): ``res`` the resolution grid (``LO-HI`` in steps of
+16, or one side; default 96-224) and ``classes`` the classifier's outputs (default 1000); every other
+dimension keeps the paper's grid. ``fit(side, classes)``, for a dataset of ``side``-pixel images: the
+grid starts at ``side`` rounded up to a multiple of 16, kept within 32..96 (the network downsamples 32x,
+and the paper's grid starts at 96), and ends at three times its start, at most 224 (so data of 96 px or
+more gets the paper's 96-224). A variant's references are the published structures at the grid's
+resolution nearest to the published one.
 """
 
 from __future__ import annotations
@@ -38,15 +46,31 @@ import json
 import re
 from collections.abc import Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 from chamlab.core.errors import ArchError
 from chamlab.operators import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
 
-from .base import SPACES, Arch, Dimension, SearchSpace
+from .base import (
+    SPACES,
+    Arch,
+    Dimension,
+    SearchSpace,
+    SpaceParamError,
+    format_grid,
+    grid_param,
+    int_param,
+    round_up,
+)
 
 GROUP_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 NUM_CLASSES = 1000
+RESOLUTIONS = tuple(range(96, 225, 16))
+RES_STEP = 16
+RES_LIMITS = (16, 512)
+CLASS_LIMITS = (2, 100_000)
+#: the resolution grid of a fit starts at the data's side rounded up to RES_STEP, within FIT_START
+FIT_START = (32, 96)
 KERNEL = 3
 _CHANNEL_GRIDS = {
     1: (8, 32),
@@ -61,8 +85,8 @@ _REPEATED = (2, 3, 4, 5, 6)  # groups whose repeats are searchable
 _EXPANDED = (2, 3, 4, 5, 6, 7)  # groups whose expansion is searchable
 
 
-def _dimensions() -> tuple[Dimension, ...]:
-    dims = [Dimension.grid("resolution", 96, 224, 16), Dimension.grid("stem", 8, 48, 4)]
+def _dimensions(resolutions: tuple[int, ...] = RESOLUTIONS) -> tuple[Dimension, ...]:
+    dims = [Dimension("resolution", resolutions), Dimension.grid("stem", 8, 48, 4)]
     for g in range(1, 8):
         if g in _EXPANDED:
             dims.append(Dimension.grid(f"t{g}", 1, 6, 1))
@@ -80,8 +104,21 @@ _STR_RE = re.compile(r"^r(\d+)_s(\d+)_((?:\d+x\d+x\d+_){7})l(\d+)$")
 @SPACES.register("chamnet-mbv2")
 class ChamNetMbV2(SearchSpace):
     description = "ChamNet's MobileNetV2 space: resolution, stem, per-group channels/expansion/repeats, head"
+    parameters: ClassVar[Mapping[str, str]] = {
+        "res": "input resolutions: LO-HI in steps of 16, or one side (default 96-224)",
+        "classes": "classifier outputs (default 1000)",
+    }
 
-    _dims = _dimensions()
+    def __init__(self, resolutions: tuple[int, ...] = RESOLUTIONS, num_classes: int = NUM_CLASSES) -> None:
+        self.resolutions = tuple(resolutions)
+        self.num_classes = num_classes
+        self._dims = _dimensions(self.resolutions)
+        params = self.space_params()
+        if params:
+            self.name = self._named(params)
+            self.description = (
+                f"{type(self).description}; fitted: {format_grid(self.resolutions)} px, {num_classes} classes"
+            )
 
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
@@ -90,6 +127,44 @@ class ChamNetMbV2(SearchSpace):
     @property
     def references(self) -> Mapping[str, Arch]:
         return _references(self)
+
+    # -- parameters -------------------------------------------------------------------------------
+    def space_params(self) -> dict[str, str]:
+        out = {}
+        if self.resolutions != RESOLUTIONS:
+            out["res"] = format_grid(self.resolutions)
+        if self.num_classes != NUM_CLASSES:
+            out["classes"] = str(self.num_classes)
+        return out
+
+    def with_params(self, params: Mapping[str, str]) -> ChamNetMbV2:
+        unknown = sorted(set(params) - set(self.parameters))
+        if unknown:
+            given = ",".join(f"{k}={v}" for k, v in params.items())
+            raise SpaceParamError(
+                f"--space {self.base_name}@{given}: {self.base_name} has no parameter {unknown[0]!r} "
+                f"(parameters: {', '.join(self.parameters)})"
+            )
+        spec = self._named(params)
+        res = (
+            grid_param(spec, "res", params["res"], *RES_LIMITS, RES_STEP) if "res" in params else RESOLUTIONS
+        )
+        classes = (
+            int_param(spec, "classes", params["classes"], *CLASS_LIMITS)
+            if "classes" in params
+            else NUM_CLASSES
+        )
+        return type(self)(res, classes)
+
+    def fit(self, side: int, classes: int) -> ChamNetMbV2:
+        start = min(FIT_START[1], max(FIT_START[0], round_up(side, RES_STEP)))
+        stop = min(RESOLUTIONS[-1], 3 * start)
+        spec = f"{self.base_name} fitted to {side}-px images"
+        classes = int_param(spec, "classes", str(classes), *CLASS_LIMITS)
+        return type(self)(tuple(range(start, stop + 1, RES_STEP)), classes)
+
+    def fit_summary(self) -> dict[str, Any]:
+        return {"resolution": list(self.resolutions), "classes": self.num_classes}
 
     # -- conversions between the dimension tuple and the (resolution, stem, groups, last) form ----------
     def from_fields(
@@ -156,7 +231,7 @@ class ChamNetMbV2(SearchSpace):
                 channels = c
                 hw = (hw - 1) // stride + 1
         ops.append(_conv(channels, f["last"], 1, 1, hw, hw, "relu"))
-        ops.append(_head(f["last"], NUM_CLASSES, hw, hw))
+        ops.append(_head(f["last"], self.num_classes, hw, hw))
         return ops
 
 
@@ -175,9 +250,14 @@ def _reference_file() -> dict[str, Any]:
 
 
 def _references(space: ChamNetMbV2) -> dict[str, Arch]:
+    """The published archs; in a variant, at the grid's resolution nearest to the published one."""
     archs = _reference_file()["archs"]
+
+    def nearest(r: int) -> int:
+        return min(space.resolutions, key=lambda v: (abs(v - r), -v))
+
     return {
-        name: space.from_fields(a["resolution"], a["stem"], a["groups"], a["last"])
+        name: space.from_fields(nearest(a["resolution"]), a["stem"], a["groups"], a["last"])
         for name, a in archs.items()
     }
 

@@ -8,6 +8,12 @@ An arch string is 8 digits, one per layer, first layer first:
 ``0`` identity (a strided 1x1 conv + BN where the stride or channels change, nothing otherwise),
 ``1`` inverted residual k3 t3, ``2`` inverted residual k5 t6. Example: ``01201201``.
 
+Parameters (``macro-cifar10@res=48,classes=100``): ``res`` the input side (default 32) and ``classes``
+the classifier's outputs (default 10); the layers are the benchmark's. ``fit(side, classes)``: the side
+rounded up to a multiple of 16, kept within 32..64 (the stem has stride 1, so the cost grows with the
+square of the side). The shipped accuracy table describes the default space only: a variant has no
+table oracle (train it with ``--oracle train``).
+
 The accuracy table ships as ``chamnet/data/macro_cifar10.parquet`` (see ``data/NOTICE``); it was
 converted from the public benchmark's JSON with :func:`convert_source_json`
 (``make data`` re-runs it).
@@ -20,13 +26,13 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from chamlab.core.errors import ArchError, DataFileError
 from chamlab.core.store import KINDS, TableKind, read_table, write_table
 from chamlab.operators import ConvBNAct, InvertedResidual, OpSpec, PoolLinear
 
-from .base import SPACES, Arch, Dimension, SearchSpace
+from .base import SPACES, Arch, Dimension, SearchSpace, SpaceParamError, int_param, round_up
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +45,10 @@ RESOLUTION = 32
 #: choice digit -> (kernel, expand) of the inverted residual; 0 is the identity
 CHOICES = {1: (3, 3), 2: (5, 6)}
 TABLE_FILE = "macro_cifar10.parquet"
+RES_LIMITS = (8, 512)
+CLASS_LIMITS = (2, 100_000)
+#: a fit's input side: the data's side rounded up to a multiple of 16, within these
+FIT_SIDE = (32, 64)
 
 _ARCH_RE = re.compile(r"^[012]{8}$")
 
@@ -74,11 +84,62 @@ ACCURACY_KIND = _accuracy_kind()
 class MacroCifar10(SearchSpace):
     description = "NAS-Bench-Macro: 8 layers x {identity, IR k3 t3, IR k5 t6}, CIFAR-10 32x32, 6,561 archs"
 
+    parameters: ClassVar[Mapping[str, str]] = {
+        "res": "input side in pixels (default 32)",
+        "classes": "classifier outputs (default 10)",
+    }
+
     _dims = tuple(Dimension(f"layer{i + 1}", (0, 1, 2)) for i in range(sum(STAGES)))
+
+    def __init__(self, resolution: int = RESOLUTION, num_classes: int = NUM_CLASSES) -> None:
+        self.resolution = resolution
+        self.num_classes = num_classes
+        params = self.space_params()
+        if params:
+            self.name = self._named(params)
+            self.description = (
+                f"NAS-Bench-Macro's 8 layers x {{identity, IR k3 t3, IR k5 t6}} fitted: {resolution}x"
+                f"{resolution} input, {num_classes} classes, 6,561 archs (no accuracy table)"
+            )
 
     @property
     def dimensions(self) -> tuple[Dimension, ...]:
         return self._dims
+
+    # -- parameters -------------------------------------------------------------------------------
+    def space_params(self) -> dict[str, str]:
+        out = {}
+        if self.resolution != RESOLUTION:
+            out["res"] = str(self.resolution)
+        if self.num_classes != NUM_CLASSES:
+            out["classes"] = str(self.num_classes)
+        return out
+
+    def with_params(self, params: Mapping[str, str]) -> MacroCifar10:
+        unknown = sorted(set(params) - set(self.parameters))
+        if unknown:
+            raise SpaceParamError(
+                f"--space {self.base_name}@{','.join(f'{k}={v}' for k, v in params.items())}: "
+                f"{self.base_name} has no parameter {unknown[0]!r} (parameters: {', '.join(self.parameters)})"
+            )
+        spec = self._named(params)
+        res = int_param(spec, "res", params["res"], *RES_LIMITS) if "res" in params else RESOLUTION
+        classes = (
+            int_param(spec, "classes", params["classes"], *CLASS_LIMITS)
+            if "classes" in params
+            else NUM_CLASSES
+        )
+        return type(self)(res, classes)
+
+    def fit(self, side: int, classes: int) -> MacroCifar10:
+        res = min(FIT_SIDE[1], max(FIT_SIDE[0], round_up(side, 16)))
+        classes = int_param(
+            f"{self.base_name} fitted to {side}-px images", "classes", str(classes), *CLASS_LIMITS
+        )
+        return type(self)(res, classes)
+
+    def fit_summary(self) -> dict[str, Any]:
+        return {"resolution": [self.resolution], "classes": self.num_classes}
 
     @property
     def references(self) -> Mapping[str, Arch]:
@@ -102,7 +163,7 @@ class MacroCifar10(SearchSpace):
 
     def ops(self, arch: Arch) -> list[OpSpec]:
         arch = self.validate(arch)
-        hw = RESOLUTION
+        hw = self.resolution
         channels = STEM_CHANNELS
         ops: list[OpSpec] = [ConvBNAct(3, channels, 3, 1, hw, hw, "relu")]
         layer = 0
@@ -120,7 +181,7 @@ class MacroCifar10(SearchSpace):
                 channels = cout
                 hw = (hw - 1) // stride + 1
         ops.append(ConvBNAct(channels, HEAD_CHANNELS, 1, 1, hw, hw, "relu"))
-        ops.append(PoolLinear(HEAD_CHANNELS, NUM_CLASSES, hw, hw))
+        ops.append(PoolLinear(HEAD_CHANNELS, self.num_classes, hw, hw))
         return ops
 
 

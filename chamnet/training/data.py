@@ -119,6 +119,37 @@ def load_dataset(spec: str | Path, *, image_size: int = 32) -> Dataset:
     )
 
 
+def fit_shape(spec: str | Path) -> tuple[int, int]:
+    """``(side, classes)`` of the dataset ``spec`` names, what a space is fitted to (``--fit``): the
+    shorter image side in pixels (ImageFolder: the median over its images, read from their headers, as
+    loading resizes them) and the number of classes. Errors as :func:`load_dataset`."""
+    path = Path(spec)
+    folder = str(spec) != DIGITS and path.is_dir()
+    idx = folder and (_find_idx(path, IDX_IMAGES) is not None or _find_idx(path, IDX_LABELS) is not None)
+    if folder and not idx and any(p.is_dir() for p in path.iterdir()):
+        return _image_folder_side(path)
+    data = load_dataset(spec)
+    return int(min(data.images.shape[2:])), data.num_classes
+
+
+def _image_folder_side(folder: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    sides = []
+    for cls in classes:
+        for path in cls.rglob("*"):
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    with Image.open(path) as im:  # reads the header only
+                        sides.append(min(im.size))
+                except (OSError, UnidentifiedImageError, ValueError) as exc:
+                    raise DataFileError(f"ImageFolder {folder}: cannot read image {path}: {exc}") from None
+    if not sides:
+        raise DataFileError(f"ImageFolder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return int(np.median(sides)), len(classes)
+
+
 def _digits() -> Dataset:
     try:
         from sklearn.datasets import load_digits

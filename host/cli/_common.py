@@ -44,7 +44,15 @@ DevicesOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON on stdout")]
-SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="search space (see `chamlab spaces`)")]
+SpaceOpt = Annotated[
+    str,
+    typer.Option(
+        "--space",
+        "-s",
+        help="search space (see `chamlab spaces`), optionally with parameters: NAME@KEY=VALUE,... "
+        "(e.g. chamnet-mbv2@res=32-96,classes=10)",
+    ),
+]
 ArchOpt = Annotated[str, typer.Option("--arch", "-a", help="a reference name or the space's string form")]
 TargetOpt = Annotated[
     str | None, typer.Option("--target", "-t", help="device name from devices.toml", show_default=False)
@@ -112,6 +120,15 @@ DataOpt = Annotated[
         "--data",
         help="--oracle train: `digits`, an ImageFolder directory or a directory of IDX files "
         "(e.g. /usr/share/datasets/fashion-mnist)",
+    ),
+]
+FitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fit",
+        help="fit the network space to --data: its input resolutions and classifier outputs follow the "
+        "data's image side and classes (e.g. chamnet-mbv2 on 28 px, 10-class images becomes "
+        "chamnet-mbv2@res=32-96,classes=10; other commands take that name as --space)",
     ),
 ]
 ExecutorOpt = Annotated[

@@ -15,6 +15,7 @@ from ._common import (
     DevicesOpt,
     DtypeOpt,
     ExecutorOpt,
+    FitOpt,
     JsonOpt,
     MergeEquivalentOpt,
     OracleOpt,
@@ -52,7 +53,15 @@ def parse_latency(text: str) -> tuple[float | None, float | None]:
 
 @handle_errors
 def adapt(
-    space_name: Annotated[str, typer.Option("--space", "-s", help="a network space (see `chamlab spaces`)")],
+    space_name: Annotated[
+        str,
+        typer.Option(
+            "--space",
+            "-s",
+            help="a network space (see `chamlab spaces`); NAME@KEY=VALUE,... sets its parameters, e.g. "
+            "chamnet-mbv2@res=32-96,classes=10 (or let --fit choose them from --data)",
+        ),
+    ],
     latency: Annotated[
         str,
         typer.Option(
@@ -100,6 +109,7 @@ def adapt(
     ] = False,
     oracle_kind: OracleOpt = "table",
     data: DataOpt = None,
+    fit: FitOpt = False,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
     workers: WorkersOpt = None,
@@ -146,6 +156,10 @@ def adapt(
     dev = device(devices, target, serial)
     spec = api.resolve_run(dev, threads=counts[0] if counts else None, dtype=value(dtype))
     sp = api.SPACES.get(space_name)
+    if fit:
+        sp = api.fit_space(sp, data)
+        if not as_json:
+            note(f"space fitted to {data}: {sp.name}")
     latency_ms, percentile = parse_latency(latency)
     options = AdaptOptions(
         latency_ms=latency_ms,

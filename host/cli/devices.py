@@ -126,7 +126,9 @@ def trust(
 
 @handle_errors
 def spaces(as_json: JsonOpt = False) -> None:
-    """List the search spaces, their dimensions and named reference archs."""
+    """List the search spaces, their dimensions, named reference archs and parameters
+    (NAME@KEY=VALUE,...: e.g. chamnet-mbv2@res=32-96,classes=10; `adapt`/`search --fit` choose them
+    from --data)."""
     from chamlab.chamnet.spaces import SPACES
 
     items: list[dict[str, Any]] = []
@@ -139,6 +141,8 @@ def spaces(as_json: JsonOpt = False) -> None:
                 "size": str(s.size),
                 "dimensions": {d.name: list(d.values) for d in s.dimensions},
                 "references": {k: s.format(a) for k, a in s.references.items()},
+                "parameters": dict(s.parameters),
+                "fit": s.fit_summary() or None,
             }
         )
     if as_json:
@@ -148,3 +152,5 @@ def spaces(as_json: JsonOpt = False) -> None:
         out.print(f"[bold]{it['name']}[/]: {it['description']} ({int(it['size']):.3g} archs)")
         for ref, text in it["references"].items():
             out.print(f"  --arch {ref:<16} = {text}")
+        for key, text in it["parameters"].items():
+            out.print(f"  --space {it['name']}@{key}=...  {text}", markup=False)

@@ -14,6 +14,7 @@ from ._common import (
     DataOpt,
     DtypeOpt,
     ExecutorOpt,
+    FitOpt,
     JsonOpt,
     MergeEquivalentOpt,
     OracleOpt,
@@ -36,7 +37,13 @@ if TYPE_CHECKING:
 @handle_errors
 def search(
     space_name: Annotated[
-        str, typer.Option("--space", "-s", help="a search space (see `chamlab spaces`) or table:PATH")
+        str,
+        typer.Option(
+            "--space",
+            "-s",
+            help="a search space (see `chamlab spaces`; NAME@KEY=VALUE,... sets its parameters, e.g. "
+            "chamnet-mbv2@res=32-96,classes=10) or table:PATH",
+        ),
     ],
     latency: Annotated[float, typer.Option("--latency", help="latency limit in ms", min=0.0)],
     energy: Annotated[
@@ -91,6 +98,7 @@ def search(
     ] = None,
     oracle_kind: OracleOpt = "table",
     data: DataOpt = None,
+    fit: FitOpt = False,
     executor: ExecutorOpt = None,
     address: AddressOpt = None,
     workers: WorkersOpt = None,
@@ -146,6 +154,8 @@ def search(
     train_bar: TrainBar | None = None
     rows: list[str] = []  # the LUT rows' dtype (network spaces)
     if is_table_spec(space_name):
+        if fit:
+            raise InputError(f"--fit: {space_name} is a table space; it has no input size or classes to fit")
         if oracle_kind != "table":
             raise InputError(
                 "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
@@ -176,6 +186,11 @@ def search(
                 f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"
             )
         sp = net = api.SPACES.get(space_name)
+        if fit:
+            sp = net = api.fit_space(net, data)
+            space_name = net.name
+            if not as_json:
+                note(f"space fitted to {data}: {space_name}")
         train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
 
         def make_oracle(default_dtype: str) -> Oracle:

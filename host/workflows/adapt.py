@@ -1165,6 +1165,7 @@ def assemble(
             "arch": space.format(arch),
             "values": values,
             "input_shape": shape,
+            "fit": space.fit_summary() or None,
             "macs": space.macs(arch),
             "params": space.params(arch),
             "ops": [op.key for op in space.ops(arch)],
@@ -1264,7 +1265,12 @@ def describe_program(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
         dtype=dtype,
         quant_recipe=spec.quant_recipe if dtype == "int8" else None,
         weights=report.weights,
-        arch=mf.ArchSpec(space=space.name, arch=report.arch, values=report.values),
+        arch=mf.ArchSpec(
+            space=space.name,
+            arch=report.arch,
+            values=report.values,
+            fit=mf.SpaceFit(**space.fit_summary()) if space.fit_summary() else None,
+        ),
         accuracy=accuracy,
         latency=latency,
         runtime=mf.RuntimeSpec(

@@ -209,10 +209,18 @@ class RuntimeSpec(_Strict):
     threads: int | None = Field(default=None, ge=1)  # the thread-pool size the latency was measured at
 
 
+class SpaceFit(_Strict):
+    """The space's input resolutions and classifier outputs (a fitted space's, e.g. ``--fit``)."""
+
+    resolution: list[int]  # the input sides the space searched (the program's is input.shape[2:])
+    classes: int = Field(ge=1)  # classifier outputs (output.shape[1])
+
+
 class ArchSpec(_Strict):
-    space: str
+    space: str  # the space's name with its parameters (``chamnet-mbv2@res=32-96,classes=10``)
     arch: str  # the space's string form (``chamlab predict --space S --arch A``)
     values: dict[str, Any] = {}
+    fit: SpaceFit | None = None
 
 
 class Manifest(_Strict):
@@ -453,6 +461,7 @@ __all__ = [
     "ProgramSpec",
     "Resize",
     "RuntimeSpec",
+    "SpaceFit",
     "Split",
     "build_manifest",
     "find_manifest",

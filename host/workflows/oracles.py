@@ -129,6 +129,31 @@ def _training_oracle(space: Any, o: OracleOptions) -> Oracle:
     )
 
 
+def fit_space(space: Any, data: str | Path | None) -> Any:
+    """``space`` fitted to the dataset ``data`` (``--fit``): its input size and class count follow the
+    data's image side and classes (:meth:`~chamlab.chamnet.spaces.base.SearchSpace.fit`). Bad requests
+    (no data, a table space, a space already given parameters, a space that cannot fit) are
+    :class:`InputError`; a bad dataset is the dataset's error."""
+    from chamlab.chamnet.spaces.base import SearchSpace, SpaceParamError
+    from chamlab.chamnet.training.data import fit_shape
+
+    name = getattr(space, "name", space)
+    if data is None:
+        raise InputError(
+            f"--fit needs --data: the dataset whose image size and classes {name} should follow",
+            hint="e.g. --oracle train --data /usr/share/datasets/fashion-mnist --fit",
+        )
+    if not isinstance(space, SearchSpace):
+        raise SpaceParamError(f"--fit: {name} is a table space; it has no input size or classes to fit")
+    if space.space_params():
+        raise SpaceParamError(
+            f"--fit: --space {name} already sets its parameters",
+            hint=f"give --space {space.base_name} with --fit, or drop --fit",
+        )
+    side, classes = fit_shape(data)
+    return space.fit(side, classes)
+
+
 def oracle_identity(oracle: Oracle) -> dict[str, Any] | None:
     """What a run must store to resume with the same oracle (None for table oracles)."""
     describe = getattr(oracle, "describe", None)

@@ -302,7 +302,7 @@ def test_describe_writes_the_manifest_and_the_shipped_programs_own_accuracy(
     arch = space.parse("00000001")
     spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
     ctx = steps.Context(spec, space, api.AdaptOptions(latency_ms=1.0, out=tmp_path / "run"))
-    schedule = Schedule(epochs=2, max_train=512, lr=0.05)
+    schedule = Schedule(epochs=2, max_train=512, lr=0.05, optimizer="sgd")
     with TrainingOracle(space, "digits", schedule=schedule) as oracle:
         [acc] = oracle([arch])
         exported = steps.export(ctx, oracle, arch, ctx.stage)

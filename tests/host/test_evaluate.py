@@ -38,7 +38,7 @@ from chamlab.operators.export import ExportItem, export_program
 SPACE = SPACES.get("macro-cifar10")
 ARCH = SPACE.parse("00000001")
 #: learns digits to ~75% in seconds: a figure far from chance, so a wrong mapping shows
-SCHEDULE = Schedule(epochs=2, batch_size=32, max_train=512, lr=0.05)
+SCHEDULE = Schedule(epochs=2, batch_size=32, max_train=512, lr=0.05, optimizer="sgd")
 SHAPE = (1, 3, 32, 32)
 
 
