@@ -3,6 +3,8 @@
 #   make test   same install and the system packages the tests need (scripts/system-packages.sh:
 #               sshd, adb, dash, mksh, busybox; apt-get as root, only what is missing), then lint (ruff),
 #               types (mypy) and tests (pytest)
+#   make data-fashion   Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get as root, only when
+#               missing): the real data of `adapt --oracle train` (docs/training.md); no test needs it
 # torch==2.13.0 is installed first (a CPU build is on this machine's disk); the project's torch range
 # admits it, so pip installs no other torch.
 
@@ -14,7 +16,7 @@ DEPS   := $(VENV)/.deps-installed
 SOURCES := $(shell find core host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
 PKGS   := -p chamlab.core -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
 
-.PHONY: install system-packages demo test lint typecheck unit bench data clean
+.PHONY: install system-packages data-fashion demo test lint typecheck unit bench data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,10 @@ typecheck: install
 # Real peers and shells for the tests; installs only what is missing (as root), else names it and fails.
 system-packages:
 	sh scripts/system-packages.sh
+
+# Opt-in: the documented real dataset (README: data to a shipped model); the tests use digits.
+data-fashion:
+	sh scripts/data-fashion.sh
 
 unit: install system-packages
 	$(BIN)/pytest
