@@ -75,6 +75,7 @@ bench: install
 	$(PY) -m bench.adapt_search_time
 	$(PY) -m bench.constraint_fidelity
 	$(PY) -m bench.new_device
+	$(PY) -m bench.data_to_model
 	$(PY) -m bench.report
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).
