@@ -46,6 +46,14 @@
    highest predicted accuracy that met it, else the last; its program is ``DIR/model.pte`` and
    ``result.json``'s ``refine_rounds`` lists every round.
 
+9. **Final training** (``options.final_schedule``, a training oracle only): the chosen round's arch is
+   trained by the final schedule (:func:`final_train`: warm-started from the oracle's weights,
+   resumable per epoch), exported again with those weights as ``DIR/model.pte`` and measured again
+   (:func:`ship_final`): the result's latency is that of the shipped program. Steps 6 to 8 carried the
+   oracle's weights: latency does not depend on them, so only the chosen arch is trained.
+10. **Describe** (:func:`describe_program`): ``DIR/model.json`` and the program's own accuracy through
+    ExecuTorch (after a final training, also the program of the other dtype with the same weights).
+
 Each step is a function of its own (:func:`check_inputs`, :func:`ensure_lut`,
 :func:`ensure_calibration`, :func:`plan_limits`, :func:`run_bo`, :func:`constrained`, :func:`export`,
 :func:`verify`, :func:`refine`) taking a :class:`Context` and the earlier steps' results and returning a
@@ -885,25 +893,52 @@ def final_train(ctx: Context, oracle: Oracle, arch: Arch) -> FinalTrained:
 
 
 class FinalWeights:
-    """The weights :func:`export` gives a program when the winner gets a final training: the
-    oracle's interface (``state_dict``, ``calibration``), each arch trained once by :func:`final_train`."""
+    """What :func:`export` takes for the final weights: the oracle's interface (``state_dict``,
+    ``calibration``) answering with one :class:`FinalTrained`."""
 
-    def __init__(self, ctx: Context, oracle: Oracle) -> None:
-        self.ctx, self.oracle = ctx, oracle
-        self.trained: dict[Arch, FinalTrained] = {}
+    def __init__(self, trained: FinalTrained) -> None:
+        self.trained = trained
 
-    def train(self, arch: Arch) -> FinalTrained:
-        if arch not in self.trained:
-            self.trained[arch] = final_train(self.ctx, self.oracle, arch)
-        return self.trained[arch]
+    def _check(self, arch: Arch) -> None:
+        if arch != self.trained.arch:
+            raise ChamlabError(f"the final weights are of {self.trained.arch}, not of {arch}")
 
     def state_dict(self, arch: Arch) -> dict[str, Any]:
         import torch
 
-        return {k: torch.from_numpy(v.copy()) for k, v in self.train(arch).result.state.items()}
+        self._check(arch)
+        return {k: torch.from_numpy(v.copy()) for k, v in self.trained.result.state.items()}
 
     def calibration(self, arch: Arch) -> list[np.ndarray] | None:
-        return self.train(arch).calibration
+        self._check(arch)
+        return self.trained.calibration
+
+
+def ship_final(ctx: Context, oracle: Oracle, refined: Refined, seconds: dict[str, float]) -> FinalTrained:
+    """Steps 8-9 with a final schedule: the chosen round's arch trained by :func:`final_train`, then
+    exported again with those weights (the stage's ``model.pte``) and measured again, so the latency
+    reported is that of the very program shipped. The search, export and refine rounds before it
+    carried the oracle's (or seeded) weights: latency does not depend on them, and only the chosen
+    arch is trained. ``refined``'s chosen round is updated in place.
+
+    Resume: as :func:`final_train` (a finished training is reused); the export and measurement are
+    done again."""
+    chosen = refined.chosen
+    arch = chosen.winner.best.arch
+    t0 = time.perf_counter()
+    trained = final_train(ctx, oracle, arch)
+    seconds["final_train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exported = export(ctx, FinalWeights(trained), arch, ctx.stage)  # type: ignore[arg-type]
+    seconds["final_export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = verify(ctx, exported, arch)
+    seconds["final_measure"] = time.perf_counter() - t0
+    refined.kept[refined.final] = dataclasses.replace(chosen, exported=exported, measured=measured)
+    r = refined.rounds[refined.final]  # the round's own measurement stays: it is that round's history
+    action = f"{r.action}; trained by the final schedule, exported and measured again as {MODEL}"
+    refined.rounds[refined.final] = dataclasses.replace(r, action=action.lstrip("; "))
+    return trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1140,28 +1175,25 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
         raise _no_winner(winner.result, limits)
     from chamlab.chamnet.training.final import check_final_schedule
 
-    final = FinalWeights(ctx, oracle) if check_final_schedule(ctx.opts.final_schedule) else None
-    weights_source: Oracle = final if final is not None else oracle  # type: ignore[assignment]
     t0 = time.perf_counter()
-    exported = export(ctx, weights_source, winner.best.arch, ctx.stage)
+    exported = export(ctx, oracle, winner.best.arch, ctx.stage)
     seconds["export"] = time.perf_counter() - t0
-    if final is not None:
-        seconds["final_train"] = final.train(winner.best.arch).seconds
-        seconds["export"] -= seconds["final_train"]
     t0 = time.perf_counter()
     measured = verify(ctx, exported, winner.best.arch)
     seconds["measure"] = time.perf_counter() - t0
-    refined = refine(ctx, weights_source, bo, Round(winner, exported, measured, limits), lut)
+    refined = refine(ctx, oracle, bo, Round(winner, exported, measured, limits), lut)
     if len(refined.rounds) > 1:
         seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
+    final = None
+    if check_final_schedule(ctx.opts.final_schedule) is not None:
+        final = ship_final(ctx, oracle, refined, seconds)
     seconds["total"] = time.perf_counter() - t_start
     report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
     ctx.stage.mkdir(exist_ok=True)
-    chosen_final = final.trained.get(refined.chosen.winner.best.arch) if final is not None else None
-    if chosen_final is not None:
-        report.final_training = chosen_final.to_json()
+    if final is not None:
+        report.final_training = final.to_json()
     t0 = time.perf_counter()
-    describe_program(ctx, oracle, report, chosen_final)
+    describe_program(ctx, oracle, report, final)
     seconds["describe"] = time.perf_counter() - t0
     _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
     atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")

@@ -67,6 +67,7 @@ def test_adapt_trains_the_winner_and_reports_the_programs_accuracy(
     assert ft["schedule"]["max_val"] == 96 and not ft["cached"]  # the oracle's validation split
     assert ft["warm_start"] is not None or before["weights"] == "random"  # the oracle's weights, if any
     assert r["seconds"]["final_train"] > 0 and "final training of" in res.stderr
+    assert r["seconds"]["final_measure"] > 0 and "measured again" in r["refine_rounds"][-1]["action"]
     program, both = r["program_accuracy"], r["program_accuracies"]
     assert (
         program["runtime"] == "executorch"
@@ -102,11 +103,10 @@ def test_an_int8_program_reports_its_own_accuracy_and_its_fp32_siblings(
     opts = api.AdaptOptions(latency_ms=1.0, out=tmp_path / "run", final_schedule=FINAL)
     ctx = steps.Context(spec, space, opts)
     with TrainingOracle(space, "digits", schedule=Schedule(epochs=1, max_train=128, max_val=96)) as oracle:
-        final = steps.FinalWeights(ctx, oracle)
-        exported = steps.export(ctx, final, arch, ctx.stage)  # the oracle never trained it: a cold start
-        assert exported.weights == "trained" and exported.int8_calibration == "training"
-        trained = final.trained[arch]
+        trained = steps.final_train(ctx, oracle, arch)  # the oracle never trained it: a cold start
         assert trained.result.warm_start is None and trained.result.accuracy_int8 is not None
+        exported = steps.export(ctx, steps.FinalWeights(trained), arch, ctx.stage)  # type: ignore[arg-type]
+        assert exported.weights == "trained" and exported.int8_calibration == "training"
         report = SimpleNamespace(
             arch=space.format(arch),
             values={d.name: v for d, v in zip(space.dimensions, arch, strict=True)},
