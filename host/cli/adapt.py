@@ -109,7 +109,8 @@ def adapt(
         str | None,
         typer.Option(
             "--final-schedule",
-            help="--oracle train: train the winner before its export with this schedule: standard (the "
+            help="--oracle train: train the chosen arch with this schedule, then export and measure it "
+            "again: standard (the "
             "default: 4 epochs over the whole training split), short (1), long (10), overrides of "
             "standard such as epochs=1,max_train=2000, or none (export the oracle's proxy weights, "
             "or seeded random ones when it did not train the winner)",

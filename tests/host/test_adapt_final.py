@@ -82,10 +82,6 @@ def test_adapt_trains_the_winner_and_reports_the_programs_accuracy(
     figures = {(f["runtime"], f["dtype"]): f["top1_pct"] for f in m["accuracy"]["figures"]}
     assert figures[("pytorch", "fp32")] == ft["accuracy"] and figures[("executorch", "fp32")] == both["fp32"]
     assert json.loads((out / "result.json").read_text())["final_training"]["key"] == ft["key"]
-    # a re-run finds the finished final training: nothing trained again
-    res = chamlab(*_args(fast_devices, lut, out), "--final-schedule", FINAL, "--json")
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["final_training"]["cached"] is True
 
 
 def test_an_int8_program_reports_its_own_accuracy_and_its_fp32_siblings(
@@ -125,6 +121,45 @@ def test_an_int8_program_reports_its_own_accuracy_and_its_fp32_siblings(
     assert figures[("executorch", "int8")] == report.program_accuracies["int8"]
     assert figures[("pytorch", "int8")] == trained.result.accuracy_int8
     assert m["program"]["dtype"] == "int8" and m["accuracy"]["split"]["max_train"] == 256
+
+
+def test_ship_final_trains_the_chosen_arch_once_and_measures_its_program_again(
+    tmp_path: Path, fast_devices: Path
+) -> None:
+    """Step 9 alone: the chosen round's arch is trained by the final schedule, its program replaces
+    the stage's ``model.pte`` and is measured again; the round keeps its own measurement and says so.
+    A second call finds the training finished (resume rule: nothing trained again)."""
+    from chamlab.chamnet.search.constrained import safety_margin
+    from chamlab.chamnet.training import Schedule, TrainingOracle
+    from chamlab.host.workflows import adapt as steps
+    from chamlab.host.workflows.refine import RefineRound
+
+    space = api.SPACES.get("macro-cifar10")
+    arch = space.parse("00000001")
+    spec = api.resolve_run(api.load_registry(fast_devices).get("test-cpu"))
+    opts = api.AdaptOptions(latency_ms=1.0, out=tmp_path / "run", final_schedule=FINAL, runs=1)
+    ctx = steps.Context(spec, space, opts)
+    with TrainingOracle(space, "digits", schedule=Schedule(epochs=1, max_train=128, max_val=96)) as oracle:
+        oracle([arch])  # the proxy's weights: what rounds 0..N export, and the final training's start
+        first = steps.export(ctx, oracle, arch, ctx.stage)
+        proxy_program = (ctx.stage / "model.pte").read_bytes()
+        margin = safety_margin(1.0, None)
+        winner = SimpleNamespace(best=SimpleNamespace(arch=arch))
+        measured = SimpleNamespace(p50_ms=0.123)
+        kept = [steps.Round(winner, first, measured, SimpleNamespace(margin=margin))]  # type: ignore[arg-type]
+        rounds = [RefineRound(0, "00000001", 50.0, 0.1, 0.123, 1.0, margin, ctx.out / "model.pte", "final")]
+        refined = steps.Refined(rounds, kept, 0, [])
+        seconds: dict[str, float] = {}
+        trained = steps.ship_final(ctx, oracle, refined, seconds)
+        again = steps.final_train(ctx, oracle, arch)
+    assert trained.result.warm_start == oracle.key(arch) and not trained.result.cached
+    assert again.result.cached and again.result.key == trained.result.key
+    assert set(seconds) == {"final_train", "final_export", "final_measure"}
+    chosen = refined.chosen
+    assert chosen.exported.weights == "trained" and chosen.measured.p50_ms > 0
+    assert chosen.measured.p50_ms != 0.123 and refined.rounds[0].measured_latency_ms == 0.123
+    assert "measured again as model.pte" in refined.rounds[0].action
+    assert (ctx.stage / "model.pte").read_bytes() != proxy_program  # the final weights were exported
 
 
 @pytest.fixture(autouse=True)
