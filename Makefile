@@ -3,6 +3,8 @@
 #   make test   same install and the system packages the tests need (scripts/system-packages.sh:
 #               sshd, adb, dash, mksh, busybox; apt-get as root, only what is missing), then lint (ruff),
 #               types (mypy) and tests (pytest)
+#   make data-fashion   Fashion-MNIST from Debian's dataset-fashion-mnist (apt-get as root, only when
+#               missing): the real data of `adapt --oracle train` (docs/training.md); no test needs it
 # torch==2.13.0 is installed first (a CPU build is on this machine's disk); the project's torch range
 # admits it, so pip installs no other torch.
 
@@ -14,7 +16,7 @@ DEPS   := $(VENV)/.deps-installed
 SOURCES := $(shell find core host agent operators chamnet -type f \( -name '*.py' -o -name '*.sh' -o -name '*.parquet' -o -name '*.json' -o -name '*.toml' -o -name 'NOTICE' -o -name 'LICENSE-*' -o -name 'py.typed' \)) pyproject.toml
 PKGS   := -p chamlab.core -p chamlab.host -p chamlab.agent -p chamlab.operators -p chamlab.chamnet
 
-.PHONY: install system-packages demo test lint typecheck unit bench data clean
+.PHONY: install system-packages data-fashion demo test lint typecheck unit bench data clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +55,10 @@ system-packages:
 # TEST_JOBS pytest workers (pytest-xdist); the Ray tests share one worker (xdist_group "ray").
 TEST_JOBS ?= 2
 
+# Opt-in: the documented real dataset (README: data to a shipped model); the tests use digits.
+data-fashion:
+	sh scripts/data-fashion.sh
+
 unit: install system-packages
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup
 
@@ -72,6 +78,7 @@ bench: install
 	$(PY) -m bench.adapt_search_time
 	$(PY) -m bench.constraint_fidelity
 	$(PY) -m bench.new_device
+	$(PY) -m bench.data_to_model
 	$(PY) -m bench.report
 
 # Re-create the shipped accuracy table from the source JSON (kept beside the project in ../shared).

@@ -886,6 +886,7 @@ def main() -> None:
     from bench.adapt_search_time import render as search_time_render
     from bench.adaptive_profile import render as adaptive_render
     from bench.constraint_fidelity import render as fidelity_render
+    from bench.data_to_model import render as data_to_model_render
     from bench.new_device import render as new_device_render
     from bench.threads_adapt import render as threads_render
 
@@ -895,6 +896,7 @@ def main() -> None:
         ("adaptive_profile", adaptive_render, "Adaptive profiling on real chamnet-mbv2 ops"),
         ("new_device", new_device_render, "New device to verified model"),
         ("threads_adapt", threads_render, "Threads searched with the arch: `adapt --threads 1,2`"),
+        ("data_to_model", data_to_model_render, "Data to shipped model"),
     ):
         r = _load(name)
         parts += (render_adapt(r, _env(r)) if r else [f"## {title}", "", "_not run yet_"]) + [""]

@@ -10,6 +10,12 @@ trains each arch as a Ray task (one CPU per task, ``threads`` of the schedule) o
 ``address``, or on a private one-node cluster started for the oracle and stopped by :meth:`close`.
 The dataset must be at the same path on every node (``digits`` needs no file).
 
+Device: each training runs on :func:`~.device.train_device` of the process that runs it: a CUDA device
+when torch sees one (bfloat16 autocast), else the CPU. A Ray task requests ``1 / TRIALS_PER_GPU`` GPU
+when the cluster has GPUs (:func:`ray_gpus_per_trial`), none otherwise (Ray then hides the GPUs from it
+and it trains on the CPU). The cache entry records the device under ``device``; the key does not hold
+it (a CUDA-trained entry answers a CPU run and the other way round).
+
 int8: every trained arch is also quantized by the oracle's ``quant_recipe`` (default
 :data:`~chamlab.operators.quant.DEFAULT_RECIPE`) after training, calibrated on seeded batches of the
 training split (:func:`~.schedule.int8_accuracy`), and evaluated on the same validation split: its
@@ -182,6 +188,17 @@ def write_weights(path: Path, state: dict[str, np.ndarray]) -> None:
         np.savez(fh, **state)  # type: ignore[arg-type]
 
 
+#: trials that share one GPU when the Ray cluster has GPUs (the proxy's networks are small)
+TRIALS_PER_GPU = 4
+
+
+def ray_gpus_per_trial(resources: dict[str, Any]) -> float:
+    """The GPUs one Ray training task requests: ``1 / TRIALS_PER_GPU`` when the cluster has any
+    (Ray then sets ``CUDA_VISIBLE_DEVICES`` for the task and it trains on that GPU), else 0 (Ray hides
+    every GPU from the task: it trains on the CPU)."""
+    return 1.0 / TRIALS_PER_GPU if float(resources.get("GPU", 0) or 0) > 0 else 0.0
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a ``.npz`` written by :func:`write_weights` (no pickle)."""
     import torch
@@ -214,12 +231,15 @@ def train_task(
 ) -> dict[str, Any]:
     """What a worker runs: train one arch, write its weights, return the figures (with its int8
     accuracy when ``quant_recipe`` is given)."""
+    from .device import train_device
     from .schedule import train
 
     dataset = _dataset(data, digest)
-    trained = train(space, arch, dataset, schedule, quant_recipe=quant_recipe)
+    device = train_device()
+    trained = train(space, arch, dataset, schedule, quant_recipe=quant_recipe, device=device)
     write_weights(Path(weights), trained.state)
     return {
+        "device": device,
         "accuracy": trained.accuracy,
         "train_seconds": trained.train_seconds,
         "final_loss": trained.final_loss,
@@ -424,6 +444,7 @@ class TrainingOracle:
             "data_digest": self.dataset.digest,
             "schedule": self.schedule.to_json(),
             "executor": self.executor,
+            **({"device": figures["device"]} if "device" in figures else {}),
         }
         self.cache.store(rec, extra, int8)
         self._records[arch] = rec
@@ -462,8 +483,9 @@ class TrainingOracle:
             self._ray_started = start_ray(self.address, num_cpus=self.workers or os.cpu_count() or 1)
         import ray
 
+        gpus = ray_gpus_per_trial(ray.cluster_resources())  # type: ignore[no-untyped-call]
         tasks = {
-            fn: ray.remote(fn).options(num_cpus=self.schedule.threads, max_retries=0)
+            fn: ray.remote(fn).options(num_cpus=self.schedule.threads, num_gpus=gpus, max_retries=0)
             for fn in {fn for _, fn in todo}
         }
         pending = {tasks[fn].remote(*self._args(a)): a for a, fn in todo}

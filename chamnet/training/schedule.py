@@ -184,16 +184,25 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     quant_recipe: str | None = None,
+    init_state: dict[str, np.ndarray] | None = None,
+    resume: TrainState | None = None,
+    on_state: Callable[[TrainState], None] | None = None,
+    device: str | None = None,
 ) -> Trained:
     """Train ``arch`` of ``space`` on ``dataset`` with ``schedule``; evaluate on the validation split.
-    ``quant_recipe``: also quantize the trained network by this recipe and evaluate it (int8 accuracy)."""
+    ``quant_recipe``: also quantize the trained network by this recipe and evaluate it (int8 accuracy).
+    ``init_state`` (a warm start), ``resume`` (a checkpoint), ``on_state`` (a checkpoint writer) and
+    ``device`` (``cpu``, ``cuda``; default :func:`~.device.train_device`): see :func:`_train`."""
     import torch
 
     check_classes(dataset, num_outputs(space, arch), f"{space.name} arch {space.format(arch)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(schedule.threads)
     try:
-        trained = _train(space, arch, dataset, schedule, on_epoch, clock)
+        trained = _train(
+            space, arch, dataset, schedule, on_epoch, clock,
+            init_state=init_state, resume=resume, on_state=on_state, device=device,
+        )  # fmt: skip
         if quant_recipe is None:
             return trained
         t0 = clock()
@@ -255,6 +264,20 @@ def calibration_inputs(
     return [to_input(dataset.images[idx], shape, norm) for idx in calibration_indices(train_idx, schedule, n)]
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Where a training stands after ``epoch`` whole epochs (a checkpoint's content): the module's
+    state dict, the optimizer's per-parameter state (:func:`optimizer_state`, in ``model.parameters()``
+    order), the steps taken and the last loss. Plain arrays, so a checkpoint is a numpy archive (no
+    pickle)."""
+
+    epoch: int  # epochs completed
+    step: int
+    loss: float
+    model: dict[str, np.ndarray]
+    optim: list[dict[str, np.ndarray]]
+
+
 def _train(
     space: SearchSpace,
     arch: Arch,
@@ -262,25 +285,46 @@ def _train(
     schedule: Schedule,
     on_epoch: Callable[[int, float], None] | None,
     clock: Callable[[], float],
+    *,
+    init_state: dict[str, np.ndarray] | None = None,
+    resume: TrainState | None = None,
+    on_state: Callable[[TrainState], None] | None = None,
+    device: str | None = None,
 ) -> Trained:
+    """The training loop (module docstring). ``init_state``: start from these weights (a warm start:
+    batch-norm statistics are reset all the same); ``resume``: continue after its epochs (its weights,
+    statistics, optimizer state and step); ``on_state``: called with the state after every epoch (a
+    checkpoint writer); ``device``: where to train (default :func:`~.device.train_device`)."""
     import torch
     import torch.nn.functional as F
 
+    from .device import autocast, train_device
+
+    dev = torch.device(device or train_device())
     start = clock()
     shape = tuple(space.input_shape(arch))
     train_idx, val_idx = split(len(dataset), schedule)
     norm = Normalisation.of(dataset.images[train_idx])
-    model = space.build(arch).train()
+    model = space.build(arch)
+    if init_state is not None:
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in init_state.items()}, strict=True)
+    model.train()
     for m in model.modules():  # the init's synthetic BN statistics are for timing, not for data
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over all training batches
+    if resume is not None:
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in resume.model.items()}, strict=True)
+    model.to(dev)
+    params = list(model.parameters())
     opt = optimizer(model, schedule)
+    if resume is not None:
+        restore_optimizer(opt, params, resume.optim, dev)
     steps_per_epoch = math.ceil(len(train_idx) / schedule.batch_size)
     total = max(1, steps_per_epoch * schedule.epochs)
-    step, loss_value = 0, float("nan")
+    step, loss_value = (resume.step, resume.loss) if resume is not None else (0, float("nan"))
     labels = torch.from_numpy(dataset.labels)
-    for epoch in range(schedule.epochs):
+    for epoch in range(resume.epoch if resume is not None else 0, schedule.epochs):
         gen = torch.Generator().manual_seed(schedule.seed + epoch)
         perm = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
         for b in range(0, len(perm), schedule.batch_size):
@@ -289,18 +333,29 @@ def _train(
                 continue
             for group in opt.param_groups:
                 group["lr"] = 0.5 * schedule.lr * (1.0 + math.cos(math.pi * step / total))
-            x = to_input(dataset.images[idx], shape, norm)
-            loss = F.cross_entropy(model(x), labels[idx])
+            x = to_input(dataset.images[idx], shape, norm).to(dev, non_blocking=True)
+            with autocast(dev.type):
+                loss = F.cross_entropy(model(x), labels[idx].to(dev, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             step += 1
             loss_value = float(loss.detach())
+        if on_state is not None:
+            on_state(
+                TrainState(
+                    epoch + 1,
+                    step,
+                    loss_value,
+                    _numpy_state(model),
+                    [optimizer_state(opt, p) for p in params],
+                )
+            )
         if on_epoch is not None:
             on_epoch(epoch, loss_value)
     reestimate_bn(model, dataset, train_idx, shape, norm, schedule)
     accuracy = evaluate(model, dataset, val_idx, shape, norm, schedule.batch_size)
-    state = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    state = _numpy_state(model)
     return Trained(accuracy, clock() - start, loss_value, len(train_idx), len(val_idx), state)
 
 
@@ -350,9 +405,42 @@ def reestimate_bn(
             m.momentum = None
         model.train()
         with torch.no_grad():
+            dev = next(model.parameters()).device
             for idx in batches:
-                model(to_input(dataset.images[idx], shape, norm))
+                model(to_input(dataset.images[idx], shape, norm).to(dev))
     model.eval()
+
+
+def _numpy_state(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def optimizer_state(opt: torch.optim.Optimizer, param: torch.Tensor) -> dict[str, np.ndarray]:
+    """The optimizer's state of one parameter as plain arrays (SGD: ``momentum_buffer``; AdamW: ``step``,
+    ``exp_avg``, ``exp_avg_sq``); entries that are None (SGD without momentum) are left out."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in opt.state[param].items() if v is not None}
+
+
+def restore_optimizer(
+    opt: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    saved: list[dict[str, np.ndarray]],
+    dev: torch.device,
+) -> None:
+    """Put :func:`optimizer_state` arrays back, in ``params`` order (AdamW's ``step`` stays on the CPU,
+    where the optimizer keeps it); a checkpoint of another network is an :class:`InputError`."""
+    import torch
+
+    if len(saved) != len(params):
+        raise InputError(
+            f"a checkpoint of {len(saved)} parameters' optimizer state does not fit a network of "
+            f"{len(params)} parameters"
+        )
+    for p, state in zip(params, saved, strict=True):
+        opt.state[p] = {
+            k: torch.from_numpy(v.copy()) if k == "step" else torch.from_numpy(v.copy()).to(dev)
+            for k, v in state.items()
+        }
 
 
 def evaluate(
@@ -370,10 +458,15 @@ def evaluate(
         pass  # exported from an eval-mode module: batch norm is already in inference form
     else:
         model.eval()
+    try:  # the module's device (a quantized graph may hold no parameters: the CPU)
+        dev = next(model.parameters()).device
+    except StopIteration:
+        dev = torch.device("cpu")
     correct = 0
     with torch.no_grad():
         for b in range(0, len(idx), batch_size):
             part = idx[b : b + batch_size]
-            pred = model(to_input(dataset.images[part], shape, norm)).argmax(dim=1).numpy()
+            x = to_input(dataset.images[part], shape, norm).to(dev)
+            pred = model(x).argmax(dim=1).cpu().numpy()
             correct += int((pred == dataset.labels[part]).sum())
     return 100.0 * correct / len(idx)

@@ -115,6 +115,17 @@ def adapt(
     workers: WorkersOpt = None,
     schedule: ScheduleOpt = None,
     accuracy: AccuracyOpt = None,
+    final_schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--final-schedule",
+            help="--oracle train: train the chosen arch with this schedule, then export and measure it "
+            "again: standard (the "
+            "default: 4 epochs over the whole training split), short (1), long (10), overrides of "
+            "standard such as epochs=1,max_train=2000, or none (export the oracle's proxy weights, "
+            "or seeded random ones when it did not train the winner)",
+        ),
+    ] = None,
     no_wait: Annotated[
         bool,
         typer.Option(
@@ -138,6 +149,7 @@ def adapt(
     """
     from chamlab.chamnet.search import EngineConfig
     from chamlab.chamnet.spaces.table import is_table_spec
+    from chamlab.chamnet.training.final import DEFAULT_FINAL, check_final_schedule
     from chamlab.core.errors import InputError
     from chamlab.host import api
     from chamlab.host.workflows.adapt import AdaptOptions
@@ -153,6 +165,9 @@ def adapt(
     from chamlab.host.workflows.threads import parse_threads
 
     counts = parse_threads(threads)
+    check_final_schedule(final_schedule)  # a bad name is exit 2 before any work
+    if final_schedule is None and oracle_kind == "train":
+        final_schedule = DEFAULT_FINAL
     dev = device(devices, target, serial)
     spec = api.resolve_run(dev, threads=counts[0] if counts else None, dtype=value(dtype))
     sp = api.SPACES.get(space_name)
@@ -174,6 +189,7 @@ def adapt(
         refine=refine,
         engine=EngineConfig(merge_equivalent=merge_equivalent),
         threads=counts if counts and len(counts) > 1 else None,
+        final_schedule=final_schedule,
     )
     oracle = api.choose_oracle(
         sp,
@@ -249,6 +265,17 @@ def adapt(
                     f"  round {rr.round}          {rr.arch}: predicted {rr.predicted_latency_ms:.4f} ms, "
                     f"measured {rr.measured_latency_ms:.4f} ms ({'met' if rr.met else 'missed'}); {rr.action}"
                 )
+        if r.final_training:
+            ft = r.final_training
+            acc = f"; validation fp32 {ft['accuracy']:.2f} %" if ft.get("accuracy") is not None else ""
+            out.print(
+                f"  final training   {ft['name']} schedule ({ft['schedule']['epochs']} epoch(s), "
+                f"{ft['device']}{', found finished' if ft['cached'] else ''}){acc}"
+            )
+        if r.program_accuracy:
+            both = r.program_accuracies or {r.program_accuracy["dtype"]: r.program_accuracy["top1_pct"]}
+            figs = ", ".join(f"{d} {v:.2f} %" for d, v in sorted(both.items()))
+            out.print(f"  program accuracy {figs} (ExecuTorch, validation split)")
         if r.weights == "random":
             note("note: model.pte has random (seeded) weights: a latency skeleton, not an accurate model")
     if not report.constraint_met:

@@ -46,6 +46,14 @@
    highest predicted accuracy that met it, else the last; its program is ``DIR/model.pte`` and
    ``result.json``'s ``refine_rounds`` lists every round.
 
+9. **Final training** (``options.final_schedule``, a training oracle only): the chosen round's arch is
+   trained by the final schedule (:func:`final_train`: warm-started from the oracle's weights,
+   resumable per epoch), exported again with those weights as ``DIR/model.pte`` and measured again
+   (:func:`ship_final`): the result's latency is that of the shipped program. Steps 6 to 8 carried the
+   oracle's weights: latency does not depend on them, so only the chosen arch is trained.
+10. **Describe** (:func:`describe_program`): ``DIR/model.json`` and the program's own accuracy through
+    ExecuTorch (after a final training, also the program of the other dtype with the same weights).
+
 Each step is a function of its own (:func:`check_inputs`, :func:`ensure_lut`,
 :func:`ensure_calibration`, :func:`plan_limits`, :func:`run_bo`, :func:`constrained`, :func:`export`,
 :func:`verify`, :func:`refine`) taking a :class:`Context` and the earlier steps' results and returning a
@@ -153,6 +161,9 @@ class AdaptOptions:
     #: several runtime thread counts: (arch, threads) searched jointly (host/workflows/adapt_threads.py);
     #: None: the RunSpec's thread count alone
     threads: tuple[int, ...] | None = None
+    #: train the winner with this final schedule before its export (a training oracle only): a name
+    #: in :data:`~chamlab.chamnet.training.final.FINAL_SCHEDULES` or overrides; None or "none": no
+    final_schedule: str | None = None
 
 
 @dataclasses.dataclass
@@ -213,6 +224,11 @@ class AdaptReport:
     #: thread-pool size the runtime reported when the winner was measured; None with one thread count
     per_threads: list[dict[str, Any]] | None = None
     measured_threads: int | None = None
+    #: the top-1 accuracy (percent) of the program of each dtype with the shipped weights (final
+    #: training only): the shipped program's and its sibling of the other dtype (not shipped)
+    program_accuracies: dict[str, float] | None = None
+    #: the winner's final training (:func:`final_train`), None without one
+    final_training: dict[str, Any] | None = None
 
     @property
     def limit_ms(self) -> float:
@@ -311,6 +327,9 @@ class AdaptReport:
             "etrecord_path": str(self.etrecord_path),
             "weights": self.weights,
             "weights_note": RANDOM_WEIGHTS_NOTE if self.weights == "random" else None,
+            "final_schedule": (self.final_training or {}).get("name"),
+            "final_training": self.final_training,
+            "program_accuracies": self.program_accuracies,
             "int8_calibration": self.int8_calibration,
             "manifest_path": str(self.manifest_path) if self.manifest_path else None,
             "program_accuracy": self.program_accuracy,
@@ -465,6 +484,7 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
     if opts.refine < 0:
         raise InputError(f"--refine must be 0 or more rounds, got {opts.refine}")
     oracle = oracle if oracle is not None else oracle_for(space)
+    _check_final(opts, oracle)
     ident: dict[str, Any] = {
         "command": "adapt",
         "space": space.name,
@@ -492,6 +512,18 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
     if lut_path.exists():
         _check_lut_device(Lut.read(lut_path), lut_path, spec)
     return Checked(ident, lut_path, oracle)
+
+
+def _check_final(opts: AdaptOptions, oracle: Oracle) -> None:
+    """A final schedule is a known name (or overrides) and needs a training oracle."""
+    from chamlab.chamnet.training import TrainingOracle
+    from chamlab.chamnet.training.final import check_final_schedule
+
+    if check_final_schedule(opts.final_schedule) is not None and not isinstance(oracle, TrainingOracle):
+        raise InputError(
+            f"--final-schedule {opts.final_schedule}: final training needs the training oracle's data",
+            hint="add --oracle train --data PATH, or leave --final-schedule out",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -838,6 +870,114 @@ def _no_winner(result: ConstrainedResult, limits: Limits) -> ChamlabError:
 
 
 @dataclasses.dataclass(frozen=True)
+class FinalTrained:
+    """Step 4b (:func:`final_train`): the winner trained by the final schedule, and its int8
+    calibration batches (the final schedule's training split)."""
+
+    arch: Arch
+    result: Any  # chamlab.chamnet.training.final.FinalResult
+    calibration: list[np.ndarray] | None  # int8 only
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.result.to_json(), "seconds": round(self.seconds, 3)}
+
+
+def final_train(ctx: Context, oracle: Oracle, arch: Arch) -> FinalTrained:
+    """``arch`` trained by ``opts.final_schedule`` (:mod:`chamlab.chamnet.training.final`) on the
+    training oracle's data, warm-started from the oracle's weights of it when they exist, on the
+    training device, with progress per epoch; int8: also its int8 accuracy and calibration batches.
+
+    Resume: a checkpoint per epoch under the training cache (``final/<key>/``): a killed run resumes
+    after its last whole epoch, a finished one is reused (nothing trained)."""
+    from chamlab.chamnet.training import TrainingOracle
+    from chamlab.chamnet.training.final import resolve_final_schedule, train_final
+    from chamlab.chamnet.training.schedule import calibration_inputs
+
+    assert isinstance(oracle, TrainingOracle) and ctx.opts.final_schedule is not None
+    t0 = time.perf_counter()
+    name = ctx.opts.final_schedule
+    schedule = resolve_final_schedule(name, oracle.schedule)
+    rec = oracle.record(arch)
+    init = {k: v.numpy() for k, v in (oracle.state_dict(arch) or {}).items()} if rec is not None else None
+    label = f"final training of {ctx.space.format(arch)}"
+    start = "from the space's init" if rec is None else f"warm-started from the oracle's weights ({rec.key})"
+    ctx.progress.note(f"{label}: {name} schedule, {schedule.epochs} epoch(s), {start}")
+    phase = "train"
+    ctx.progress.start(phase, total=schedule.epochs)
+
+    def on_epoch(epoch: int, epochs: int, loss: float) -> None:
+        ctx.progress.advance(phase, f"epoch {epoch + 1}/{epochs}, loss {loss:.4f}")
+
+    def on_resume(done: int) -> None:
+        ctx.progress.note(f"{label}: resuming after epoch {done} from its checkpoint")
+        for _ in range(done):
+            ctx.progress.advance(phase, f"epoch {done}/{schedule.epochs} (checkpoint)")
+
+    result = train_final(
+        ctx.space, arch, oracle.dataset, schedule, name=name, root=oracle.cache.root / "final",
+        init_state=init, warm_start=rec.key if rec is not None else None,
+        quant_recipe=oracle.quant_recipe, on_epoch=on_epoch, on_resume=on_resume,
+    )  # fmt: skip
+    if result.cached:
+        ctx.progress.note(f"{label}: found finished in {result.folder}")
+    calibration = None
+    if ctx.spec.dtype.value == "int8":
+        batches = calibration_inputs(ctx.space, arch, oracle.dataset, schedule, oracle.quant_recipe)
+        calibration = [b.numpy() for b in batches]
+    return FinalTrained(arch, result, calibration, time.perf_counter() - t0)
+
+
+class FinalWeights:
+    """What :func:`export` takes for the final weights: the oracle's interface (``state_dict``,
+    ``calibration``) answering with one :class:`FinalTrained`."""
+
+    def __init__(self, trained: FinalTrained) -> None:
+        self.trained = trained
+
+    def _check(self, arch: Arch) -> None:
+        if arch != self.trained.arch:
+            raise ChamlabError(f"the final weights are of {self.trained.arch}, not of {arch}")
+
+    def state_dict(self, arch: Arch) -> dict[str, Any]:
+        import torch
+
+        self._check(arch)
+        return {k: torch.from_numpy(v.copy()) for k, v in self.trained.result.state.items()}
+
+    def calibration(self, arch: Arch) -> list[np.ndarray] | None:
+        self._check(arch)
+        return self.trained.calibration
+
+
+def ship_final(ctx: Context, oracle: Oracle, refined: Refined, seconds: dict[str, float]) -> FinalTrained:
+    """Steps 8-9 with a final schedule: the chosen round's arch trained by :func:`final_train`, then
+    exported again with those weights (the stage's ``model.pte``) and measured again, so the latency
+    reported is that of the very program shipped. The search, export and refine rounds before it
+    carried the oracle's (or seeded) weights: latency does not depend on them, and only the chosen
+    arch is trained. ``refined``'s chosen round is updated in place.
+
+    Resume: as :func:`final_train` (a finished training is reused); the export and measurement are
+    done again."""
+    chosen = refined.chosen
+    arch = chosen.winner.best.arch
+    t0 = time.perf_counter()
+    trained = final_train(ctx, oracle, arch)
+    seconds["final_train"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exported = export(ctx, FinalWeights(trained), arch, ctx.stage)  # type: ignore[arg-type]
+    seconds["final_export"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    measured = verify(ctx, exported, arch)
+    seconds["final_measure"] = time.perf_counter() - t0
+    refined.kept[refined.final] = dataclasses.replace(chosen, exported=exported, measured=measured)
+    r = refined.rounds[refined.final]  # the round's own measurement stays: it is that round's history
+    action = f"{r.action}; trained by the final schedule, exported and measured again as {MODEL}"
+    refined.rounds[refined.final] = dataclasses.replace(r, action=action.lstrip("; "))
+    return trained
+
+
+@dataclasses.dataclass(frozen=True)
 class Exported:
     """Step 5 (:func:`export`): the winner's program and what weights it carries."""
 
@@ -1081,6 +1221,8 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
         winner = constrained(ctx, bo, predictors, limits, lut)
     if winner.best is None:
         raise _no_winner(winner.result, limits)
+    from chamlab.chamnet.training.final import check_final_schedule
+
     t0 = time.perf_counter()
     exported = export(ctx, oracle, winner.best.arch, ctx.stage)
     seconds["export"] = time.perf_counter() - t0
@@ -1090,12 +1232,19 @@ def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
     refined = refine(ctx, oracle, bo, Round(winner, exported, measured, limits), lut)
     if len(refined.rounds) > 1:
         seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
+    final = None
+    if check_final_schedule(ctx.opts.final_schedule) is not None:
+        final = ship_final(ctx, oracle, refined, seconds)
     seconds["total"] = time.perf_counter() - t_start
     report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
     if joint is not None:
         joint.annotate(report, refined.chosen.measured)
     ctx.stage.mkdir(exist_ok=True)
-    describe_program(ctx, oracle, report)
+    if final is not None:
+        report.final_training = final.to_json()
+    t0 = time.perf_counter()
+    describe_program(ctx, oracle, report, final)
+    seconds["describe"] = time.perf_counter() - t0
     _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
     atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
     publish(ctx.out)
@@ -1211,14 +1360,19 @@ def assemble(
     )
 
 
-def describe_program(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
+def describe_program(
+    ctx: Context, oracle: Oracle, report: AdaptReport, final: FinalTrained | None = None
+) -> None:
     """Step 8: ``model.json`` beside the staged program, the manifest an app follows to feed it
     (:mod:`chamlab.host.workflows.manifest`): its input mapping (the training oracle's; shape only
     for a program with seeded weights), labels, the latency measured on the target with its runtime
     settings, and the accuracy figures. A trained program is evaluated through the ExecuTorch runtime
     on the oracle's validation split (:func:`~chamlab.host.workflows.evaluate.evaluate_program`), so
     the manifest and ``result.json`` report the shipped program's own accuracy beside the oracle's
-    PyTorch figure; an evaluation that fails is a note, not a lost run.
+    PyTorch figure; an evaluation that fails is a note, not a lost run. After a final training
+    (``final``), the input mapping, split and PyTorch figures are the final schedule's, and the program
+    of the other dtype with the same weights (fp32 beside an int8 program, int8 beside an fp32 one) is
+    exported into a temporary folder and evaluated too (``program_accuracies``; it is not shipped).
 
     Resume: recomputed every run (the program may have changed); written into the stage, so it is
     published with ``result.json``."""
@@ -1233,19 +1387,28 @@ def describe_program(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
     dtype = spec.dtype.value
     trained = isinstance(oracle, TrainingOracle) and report.weights == "trained"
     shape = list(report.input_shape)
-    if isinstance(oracle, TrainingOracle):
+    if isinstance(oracle, TrainingOracle) and final is not None:
+        schedule = final.result.schedule
+        input_ = mf.input_spec(oracle.dataset, schedule, shape, prescale_side=oracle.data.image_size)
+    elif isinstance(oracle, TrainingOracle):
+        schedule = oracle.schedule
         input_ = mf.oracle_input_spec(oracle, shape) if trained else mf.InputSpec.without_data(shape)
-        classes: Sequence[str] = oracle.dataset.classes if trained else ()
     else:
-        input_, classes = mf.InputSpec.without_data(shape), ()
+        input_ = mf.InputSpec.without_data(shape)
+    classes: Sequence[str] = oracle.dataset.classes if trained and isinstance(oracle, TrainingOracle) else ()
     accuracy = None
     if isinstance(oracle, TrainingOracle):
+        pytorch = report.oracle_accuracies or {}
+        if final is not None:
+            pytorch = {"fp32": final.result.accuracy}
+            if final.result.accuracy_int8 is not None:
+                pytorch["int8"] = final.result.accuracy_int8
         figures = [
             mf.AccuracyFigure(runtime="pytorch", dtype=d, top1_pct=v)
-            for d, v in sorted((report.oracle_accuracies or {}).items())
+            for d, v in sorted(pytorch.items())
             if d in ("fp32", "int8") and v is not None
         ]
-        accuracy = mf.Accuracy(split=mf.Split.of(oracle.dataset, oracle.schedule), figures=figures)
+        accuracy = mf.Accuracy(split=mf.Split.of(oracle.dataset, schedule), figures=figures)
     latency = mf.Latency(
         device=spec.target,
         backend=spec.backend.value,
@@ -1295,8 +1458,63 @@ def describe_program(ctx: Context, oracle: Oracle, report: AdaptReport) -> None:
             accuracy = mf.Accuracy(split=accuracy.split, figures=[*accuracy.figures, figure])
             manifest = manifest.model_copy(update={"accuracy": accuracy})
             report.program_accuracy = {**figure.model_dump(), "split": accuracy.split.model_dump()}
+            if final is not None:
+                report.program_accuracies = {dtype: rep.accuracy_pct}
+                _evaluate_sibling(ctx, oracle, report, final, manifest)
     mf.write_manifest(ctx.stage / mf.manifest_path(pte).name, manifest)
     report.manifest_path = ctx.out / mf.manifest_path(pte).name
+
+
+def _evaluate_sibling(
+    ctx: Context, oracle: Any, report: AdaptReport, final: FinalTrained, manifest: Any
+) -> None:
+    """The final weights exported at the other dtype (into a temporary folder, never shipped) and
+    evaluated through ExecuTorch like the shipped program: ``report.program_accuracies``."""
+    import tempfile
+
+    import torch
+
+    from chamlab.chamnet.training.schedule import calibration_inputs
+    from chamlab.host.measurement.networks import network_item
+    from chamlab.host.workflows import manifest as mf
+    from chamlab.host.workflows.evaluate import evaluate_program
+    from chamlab.operators.export import export_program
+
+    spec, space = ctx.spec, ctx.space
+    other = "fp32" if spec.dtype.value == "int8" else "int8"
+    arch, schedule = final.arch, final.result.schedule
+    recipe = oracle.quant_recipe  # the recipe of the final training's int8 accuracy
+    calibration = None
+    if other == "int8":
+        batches = calibration_inputs(space, arch, oracle.dataset, schedule, recipe)
+        calibration = [b.numpy() for b in batches]
+    item = network_item(space, arch, spec.batch)
+    ctx.progress.note(f"evaluating the {other} program of the same weights (not shipped) through ExecuTorch")
+    try:
+        with tempfile.TemporaryDirectory(prefix="chamlab-sibling-") as tmp:
+            pte = Path(tmp) / MODEL
+            export_program(
+                ExportItem(item.name, item.op_keys, item.batch), spec.backend.value, pte,
+                Path(tmp) / ETRECORD, dtype=other, recipe=recipe if other == "int8" else None,
+                state_dict={k: torch.from_numpy(v.copy()) for k, v in final.result.state.items()},
+                calibration=calibration,
+            )  # fmt: skip
+            sibling = mf.build_manifest(
+                pte,
+                input=manifest.input,
+                num_outputs=manifest.output.shape[1],
+                classes=oracle.dataset.classes,
+                dtype=other,
+                quant_recipe=recipe if other == "int8" else None,
+                weights="trained",
+                accuracy=mf.Accuracy(split=manifest.accuracy.split, figures=[]),
+            )
+            rep = evaluate_program(pte, oracle.data.source, manifest=sibling, threads=spec.threads)
+    except ChamlabError as exc:
+        report.notes.append(f"the {other} program's own accuracy was not measured: {exc}")
+        return
+    assert report.program_accuracies is not None
+    report.program_accuracies[other] = rep.accuracy_pct
 
 
 def _keep(model_path: Path, folder: Path) -> Path:
