@@ -25,11 +25,11 @@ the training was interrupted and resumed.
 
 On disk (``<cache>/training/final/<key>/``, the key hashing the recipe, space, arch, dataset digest,
 schedule and warm start): ``checkpoint.npz`` (the module's state dict under ``model/``, the optimizer's
-state of parameter ``i`` under ``optim/<i>/<name>``) and ``checkpoint.json`` (epochs done, step,
-loss), replaced atomically after every epoch, the JSON last; when training ends, ``weights.npz`` and
-``final.json`` (accuracies, seconds, device), and the checkpoint is removed. A re-run finds ``final.json`` and trains
-nothing; a run killed mid-training resumes after the last whole epoch. Archives are read with
-``allow_pickle=False``.
+state of parameter ``i`` under ``optim/<i>/<name>``) and ``checkpoint.json`` (epochs done, step, loss),
+replaced atomically after every epoch, the JSON last; when training ends, ``weights.npz`` and
+``final.json`` (accuracies, seconds, device), and the checkpoint is removed. A re-run finds
+``final.json`` and trains nothing; a run killed mid-training resumes after the last whole epoch.
+Archives are read with ``allow_pickle=False``.
 """
 
 from __future__ import annotations

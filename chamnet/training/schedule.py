@@ -423,7 +423,7 @@ def optimizer_state(opt: torch.optim.Optimizer, param: torch.Tensor) -> dict[str
 
 def restore_optimizer(
     opt: torch.optim.Optimizer,
-    params: list[torch.Tensor],
+    params: Sequence[torch.Tensor],
     saved: list[dict[str, np.ndarray]],
     dev: torch.device,
 ) -> None:
