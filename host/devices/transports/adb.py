@@ -110,19 +110,34 @@ class AdbTransport:
 
     # -- deadlines and the device -----------------------------------------------------------------------
     def _deadline_call(self, what: str, timeout_s: float, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread and give up after ``timeout_s`` (a hung device)."""
+        """Run ``fn`` in a worker thread and give up after ``timeout_s`` (a hung device). What an
+        abandoned call returns later (a connection, once the device answers) is closed by its thread."""
         box: dict[str, Any] = {}
+        abandoned = threading.Event()
+        lock = threading.Lock()
 
         def work() -> None:
             try:
-                box["value"] = fn()
+                value = fn()
             except BaseException as exc:  # handed to the caller below
                 box["error"] = exc
+                return
+            with lock:
+                if not abandoned.is_set():
+                    box["value"] = value
+                    return
+            close = getattr(value, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
 
         t = threading.Thread(target=work, daemon=True, name=f"adb {what}")
         t.start()
         t.join(timeout_s)
-        if t.is_alive():
+        with lock:
+            if t.is_alive():
+                abandoned.set()
+        if abandoned.is_set():
             self._checked = False
             raise TransportError(
                 f"{self.target}: {what} got no answer from {self.cfg.serial} within {timeout_s:.0f} s "
