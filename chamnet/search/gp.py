@@ -88,7 +88,11 @@ def fit_gp(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizationWarning)  # a stopped optimiser still gives a model
-            fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 100}})
+            # BoTorch retries a failed fit from hyperparameters drawn from the priors with torch's global
+            # RNG: a private, seeded one keeps the search reproducible whatever ran before it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(len(tx))
+                fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": 100}})
     except Exception as e:  # any optimiser failure: reported below, the model kept
         start = "the previous fit's" if warm is not None else "the prior's default"
         message = (
