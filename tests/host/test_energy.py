@@ -128,6 +128,7 @@ def test_missing_op_energies_name_the_fix_or_are_interpolated(tmp_path: Path) ->
 IDLE_W, W_PER_CORE = 4.0, 10.0
 
 
+@pytest.mark.serial  # its energy figure needs the CPUs to itself: runs after the parallel part
 def test_energy_pipeline_recovers_the_injected_power_model(
     tmp_path: Path, profiled_lut: tuple[Path, dict]
 ) -> None:

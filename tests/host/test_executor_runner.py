@@ -137,6 +137,7 @@ def test_profile_through_the_adb_server_with_a_pushed_runner(tmp_path: Path, adb
     assert len(slots) == 1  # pushed once, under its sha256
 
 
+@pytest.mark.serial  # its energy figure needs the CPUs to itself: runs after the parallel part
 def test_power_round_measures_the_energy_above_idle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A pipeline check against a known power model, not a claim about hardware: the simulated RAPL
     counter runs at 3 W, plus 12 W while the stand-in executes the op."""
