@@ -59,12 +59,12 @@ from chamlab.core.locks import FileLock
 from chamlab.core.procs import start_ray
 from chamlab.host.devices.config import DeviceRegistry
 from chamlab.host.devices.transports.base import DeviceConfig, Transport
+from chamlab.host.workflows.farm_index import dated_runs, is_date, write_index
 
 EXECUTORS = ("inprocess", "ray")
 STATUSES = ("ok", "partial", "failed", "skipped")
 LOCK_NAME = ".farm.lock"
 LATEST = "latest"
-_DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _FARM_RUN_DIR = re.compile(r"^run-farm-(\d{4}-\d{2}-\d{2})-[0-9a-f]+$")  # session.run_id with tag farm-DATE
 
 #: read by the pre-flight check on the target; prints ``battery=<pct>`` and ``temp=<milli-degC>``
@@ -372,23 +372,6 @@ def select_devices(registry: DeviceRegistry, only: Sequence[str] = ()) -> list[D
     return chosen
 
 
-def _is_date(name: str) -> bool:
-    if not _DATE_DIR.match(name):
-        return False
-    try:
-        dt.date.fromisoformat(name)
-    except ValueError:  # 2020-13-45
-        return False
-    return True
-
-
-def dated_runs(out: Path) -> list[str]:
-    """The ``YYYY-MM-DD`` run folders of a farm folder (real dates), oldest first."""
-    if not out.is_dir():
-        return []
-    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and _is_date(p.name))
-
-
 def farm_wrote(folder: Path) -> bool:
     """Whether a farm run wrote ``folder``: it holds a farm ``summary.json`` (a JSON object with a
     ``devices`` object). Only such folders are ever removed by ``--keep-days``."""
@@ -435,7 +418,7 @@ def _restore_pending(out: Path) -> None:
         return
     for path in sorted(root.glob("*/*.parquet")):
         date, device = path.parent.name, path.stem
-        if not _is_date(date):
+        if not is_date(date):
             continue
         target = out / date / f"{device}.parquet"
         try:
@@ -490,7 +473,7 @@ def check_night(night: str, today: dt.date, keep_days: int) -> str:
     """``night`` (``--night``) as a ``YYYY-MM-DD`` date, or an :class:`InputError` saying why not: not
     a real date in that form, after ``today`` (UTC), or older than ``keep_days`` keeps (the run would
     be removed at its own end)."""
-    if not _is_date(night):
+    if not is_date(night):
         raise InputError(f"--night {night!r} is not a date: give YYYY-MM-DD (a UTC night, e.g. {today})")
     if night > today.isoformat():
         raise InputError(
@@ -713,7 +696,6 @@ def run_farm(
         except OSError as exc:
             report.write_errors.append(f"cannot point {out / LATEST} at {newest}: {_os_error(exc)}")
         report.removed = _prune(out, today, keep_days)
-        from chamlab.host.workflows.farm_index import write_index
 
         try:
             write_index(out, now=now)

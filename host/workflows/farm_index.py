@@ -22,6 +22,7 @@ import html
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from urllib.parse import quote
 
 from chamlab.core.errors import InputError
 from chamlab.core.files import atomic_write_text
+
+DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 INDEX = "index.html"
 
@@ -82,10 +85,26 @@ def read_night(folder: Path) -> Night:
     return Night(folder.name, {**data, "devices": devices}, None, files)
 
 
+def is_date(name: str) -> bool:
+    """Whether ``name`` is a real ``YYYY-MM-DD`` date (a farm night's folder name)."""
+    if not DATE_DIR.match(name):
+        return False
+    try:
+        dt.date.fromisoformat(name)
+    except ValueError:  # 2020-13-45
+        return False
+    return True
+
+
+def dated_runs(out: Path) -> list[str]:
+    """The ``YYYY-MM-DD`` run folders of a farm folder (real dates), oldest first."""
+    if not out.is_dir():
+        return []
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.is_symlink() and is_date(p.name))
+
+
 def read_nights(out: Path) -> list[Night]:
     """Every dated folder of the farm folder ``out``, oldest first."""
-    from chamlab.host.workflows.farm import dated_runs
-
     return [read_night(out / d) for d in dated_runs(out)]
 
 
