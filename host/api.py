@@ -71,7 +71,8 @@ from chamlab.host.prediction.predict import (
     predict_energy,
     predict_latency,
 )
-from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport, adapt
+from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport
+from chamlab.host.workflows.adapt_run import adapt
 from chamlab.host.workflows.evaluate import EvaluationError, EvaluationReport, evaluate_program
 from chamlab.host.workflows.farm import FarmReport, run_farm
 from chamlab.host.workflows.manifest import Manifest, build_manifest, read_manifest, write_manifest

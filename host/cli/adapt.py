@@ -153,7 +153,7 @@ def adapt(
     from chamlab.core.errors import InputError
     from chamlab.host import api
     from chamlab.host.workflows.adapt import AdaptOptions
-    from chamlab.host.workflows.adapt import adapt as run_adapt
+    from chamlab.host.workflows.adapt_run import adapt as run_adapt
 
     if is_table_spec(space_name):
         raise InputError(

@@ -78,7 +78,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -101,7 +101,7 @@ from chamlab.chamnet.search.problem import (
 )
 from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import ChamlabError, InputError, NoEnergyError
-from chamlab.core.files import atomic_path, atomic_write_text, check_writable, ensure_dir
+from chamlab.core.files import atomic_path, check_writable, ensure_dir
 from chamlab.core.store import tool_version
 from chamlab.host.devices.transports.base import Transport
 from chamlab.host.luts.lut import Lut, MeasurementSet
@@ -116,12 +116,9 @@ from chamlab.host.prediction.predict import (
     no_energy_hint,
 )
 from chamlab.host.workflows.refine import REFINE_ROUNDS, RefineRound
-from chamlab.host.workflows.search import check_budget, check_out, check_seed, out_lock
-from chamlab.host.workflows.threads import check_threads
+from chamlab.host.workflows.search import check_budget, check_out, check_seed
+from chamlab.host.workflows.threads import check_thread_options
 from chamlab.operators.export import ExportItem
-
-if TYPE_CHECKING:
-    from chamlab.host.workflows.adapt_threads import Joint
 
 #: measurement runs of the exported winner (the result is their median p50)
 MEASURE_RUNS = 3
@@ -458,9 +455,7 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
         )
     check_seed(opts.seed)
     if opts.threads is not None:
-        from chamlab.host.workflows.adapt_threads import check_options
-
-        check_options(opts)
+        check_thread_options(opts.threads, opts.energy_mj)
     energy_mj = opts.energy_mj
     if energy_mj is not None:
         if not math.isfinite(energy_mj) or energy_mj <= 0:
@@ -1170,87 +1165,6 @@ def publish(out: Path) -> bool:
     return True
 
 
-def adapt(
-    spec: RunSpec,
-    space: SearchSpace,
-    options: AdaptOptions,
-    *,
-    oracle: Oracle | None = None,
-    transport: Transport | None = None,
-    progress: Progress | None = None,
-    no_wait: bool = False,
-    command: str = "",
-) -> AdaptReport:
-    """Adapt ``space`` to ``spec``'s device under ``options.latency_ms`` (module docstring).
-
-    ``oracle``: the accuracy oracle (default: the space's own, :func:`oracle_for`); when it has a
-    ``state_dict(arch)`` method returning weights for the winner, those go into ``model.pte``.
-    ``no_wait``: a busy device, or an ``--out`` another adapt (or search) is using, is exit 2 at once
-    instead of a wait."""
-    if options.threads is not None:
-        counts = check_threads(list(options.threads))
-        if len(counts) == 1:  # one thread count: the run of that RunSpec
-            spec = dataclasses.replace(spec, threads=counts[0])
-        options = dataclasses.replace(options, threads=counts if len(counts) > 1 else None)
-    ctx = Context(spec, space, options, progress or NullProgress(), transport, no_wait, command)
-    checked = check_inputs(ctx, oracle)
-    with out_lock(ctx.out, no_wait=no_wait, progress=ctx.progress, what="adapt"):
-        if ctx.out.is_dir():
-            publish(ctx.out)  # a run killed while publishing is finished first; a partial stage goes
-        return _adapt(ctx, checked)
-
-
-def _adapt(ctx: Context, checked: Checked) -> AdaptReport:
-    oracle = checked.oracle
-    seconds: dict[str, float] = {}
-    t_start = t0 = time.perf_counter()
-    joint: Joint | None = None
-    if ctx.opts.threads is not None:  # several thread counts: the winner's from here on
-        from chamlab.host.workflows.adapt_threads import search_threads
-
-        joint = search_threads(ctx, checked, seconds)
-        ctx, lut, predictors, limits, bo, winner = joint.chosen_steps()
-    else:
-        lut = ensure_lut(ctx, checked.lut_path)
-        predictors = ensure_calibration(ctx, lut)
-        seconds["predictors"] = time.perf_counter() - t0
-        limits = plan_limits(ctx, predictors)
-        t0 = time.perf_counter()
-        bo = run_bo(ctx, oracle, predictors, limits, checked.ident)
-        seconds["bo"] = time.perf_counter() - t0
-        winner = constrained(ctx, bo, predictors, limits, lut)
-    if winner.best is None:
-        raise _no_winner(winner.result, limits)
-    from chamlab.chamnet.training.final import check_final_schedule
-
-    t0 = time.perf_counter()
-    exported = export(ctx, oracle, winner.best.arch, ctx.stage)
-    seconds["export"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    measured = verify(ctx, exported, winner.best.arch)
-    seconds["measure"] = time.perf_counter() - t0
-    refined = refine(ctx, oracle, bo, Round(winner, exported, measured, limits), lut)
-    if len(refined.rounds) > 1:
-        seconds["refine"] = time.perf_counter() - t0 - seconds["measure"]
-    final = None
-    if check_final_schedule(ctx.opts.final_schedule) is not None:
-        final = ship_final(ctx, oracle, refined, seconds)
-    seconds["total"] = time.perf_counter() - t_start
-    report = assemble(ctx, oracle, lut, predictors, winner, measured, refined, bo, seconds)
-    if joint is not None:
-        joint.annotate(report, refined.chosen.measured)
-    ctx.stage.mkdir(exist_ok=True)
-    if final is not None:
-        report.final_training = final.to_json()
-    t0 = time.perf_counter()
-    describe_program(ctx, oracle, report, final)
-    seconds["describe"] = time.perf_counter() - t0
-    _plot(report, bo.state.queries, ctx.space, ctx.stage / PARETO)
-    atomic_write_text(ctx.stage / RESULT, json.dumps(report.to_json(), indent=1) + "\n")
-    publish(ctx.out)
-    return report
-
-
 def assemble(
     ctx: Context,
     oracle: Oracle,
@@ -1700,7 +1614,6 @@ __all__ = [
     "Refined",
     "Round",
     "Winner",
-    "adapt",
     "assemble",
     "check_inputs",
     "constrained",

@@ -40,7 +40,6 @@ import numpy as np
 from chamlab.chamnet.search.problem import Problem
 from chamlab.core.errors import ChamlabError, InputError
 from chamlab.host.workflows.adapt import (
-    AdaptOptions,
     AdaptReport,
     BoStep,
     Checked,
@@ -60,17 +59,6 @@ from chamlab.host.workflows.threads import BestThreads, check_threads, cost_name
 
 #: the BO loop's cost over several thread counts (limit 1: some thread count meets its search limit)
 RATIO = "limit_ratio"
-
-
-def check_options(opts: AdaptOptions) -> None:
-    """What several thread counts cannot be combined with (exit 2 before any work)."""
-    counts = check_threads(list(opts.threads or ()))
-    if len(counts) > 1 and opts.energy_mj is not None:
-        raise InputError(
-            f"--energy with several --threads ({','.join(map(str, counts))}) is not supported yet: an energy "
-            "limit is searched at one thread count",
-            hint="run adapt once per thread count with --energy, or drop --energy",
-        )
 
 
 @dataclasses.dataclass
@@ -229,4 +217,4 @@ def search_threads(ctx: Context, checked: Checked, seconds: dict[str, float]) ->
     return Joint(lanes, chosen, bo)
 
 
-__all__ = ["RATIO", "Joint", "Lane", "check_options", "cost_name", "lane_context", "search_threads"]
+__all__ = ["RATIO", "Joint", "Lane", "cost_name", "lane_context", "search_threads"]

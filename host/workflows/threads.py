@@ -99,3 +99,14 @@ class BestThreads:
 
 
 __all__ = ["MAX_THREADS", "BestThreads", "check_threads", "cost_name", "parse_threads"]
+
+
+def check_thread_options(threads: Sequence[int], energy_mj: float | None) -> None:
+    """What several thread counts cannot be combined with (exit 2 before any work)."""
+    counts = check_threads(list(threads))
+    if len(counts) > 1 and energy_mj is not None:
+        raise InputError(
+            f"--energy with several --threads ({','.join(map(str, counts))}) is not supported yet: an energy "
+            "limit is searched at one thread count",
+            hint="run adapt once per thread count with --energy, or drop --energy",
+        )
