@@ -73,7 +73,12 @@ from chamlab.host.prediction.predict import (
 )
 from chamlab.host.workflows.adapt import AdaptOptions, AdaptReport
 from chamlab.host.workflows.adapt_run import adapt
-from chamlab.host.workflows.evaluate import EvaluationError, EvaluationReport, evaluate_program
+from chamlab.host.workflows.evaluate import (
+    EvaluationError,
+    EvaluationReport,
+    check_evaluation_device,
+    evaluate_program,
+)
 from chamlab.host.workflows.farm import FarmReport, run_farm
 from chamlab.host.workflows.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from chamlab.host.workflows.measure import MeasureReport, measure
@@ -123,6 +128,7 @@ __all__ = [
     "build_manifest",
     "calibrate",
     "calibration",
+    "check_evaluation_device",
     "check_search",
     "choose_measurement_set",
     "choose_oracle",

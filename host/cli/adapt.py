@@ -126,6 +126,15 @@ def adapt(
             "or seeded random ones when it did not train the winner)",
         ),
     ] = None,
+    evaluate_on: Annotated[
+        str,
+        typer.Option(
+            "--evaluate-on",
+            help="--oracle train: where model.pte's accuracy is measured through ExecuTorch: host (this "
+            "machine's runtime) or target (the device's own runtime through its python shim; the host "
+            "maps and pushes the validation images)",
+        ),
+    ] = "host",
     no_wait: Annotated[
         bool,
         typer.Option(
@@ -168,7 +177,11 @@ def adapt(
     check_final_schedule(final_schedule)  # a bad name is exit 2 before any work
     if final_schedule is None and oracle_kind == "train":
         final_schedule = DEFAULT_FINAL
+    if evaluate_on not in ("host", "target"):
+        raise InputError(f"--evaluate-on must be host or target, got {evaluate_on!r}")
     dev = device(devices, target, serial)
+    if evaluate_on == "target":
+        api.check_evaluation_device(dev)  # a device that cannot run the shim is exit 2 before any work
     spec = api.resolve_run(dev, threads=counts[0] if counts else None, dtype=value(dtype))
     sp = api.SPACES.get(space_name)
     if fit:
@@ -190,6 +203,7 @@ def adapt(
         engine=EngineConfig(merge_equivalent=merge_equivalent),
         threads=counts if counts and len(counts) > 1 else None,
         final_schedule=final_schedule,
+        evaluate_on="target" if evaluate_on == "target" else "host",
     )
     oracle = api.choose_oracle(
         sp,

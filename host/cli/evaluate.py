@@ -1,5 +1,5 @@
 """``chamlab evaluate``: the top-1 accuracy of an ExecuTorch program on a dataset's validation split,
-through the ExecuTorch runtime of this host."""
+through the ExecuTorch runtime of this host, or of a device (``--target``/``--serial``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ._common import JsonOpt, emit_json, handle_errors, note, out
+from ._common import DevicesOpt, JsonOpt, SerialOpt, device, emit_json, handle_errors, note, out
 
 
 @handle_errors
@@ -66,15 +66,29 @@ def evaluate(
         int | None,
         typer.Option("--threads", "-j", min=1, max=256, help="runtime threads (default: the runtime's)"),
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="run the program on this device of devices.toml (its python runs the agent and its own "
+            "ExecuTorch; the host maps and pushes the images) instead of this host's runtime",
+            show_default=False,
+        ),
+    ] = None,
+    serial: SerialOpt = None,
+    devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate an ExecuTorch program's top-1 accuracy on the validation split of --data (the training
     oracle's split and input mapping, so it compares with the oracle's PyTorch accuracy); the
-    program's manifest (model.json beside model.pte) gives the input mapping when there is one."""
+    program's manifest (model.json beside model.pte) gives the input mapping when there is one.
+    With --target (or --serial) the program runs on that device's own runtime (docs/manifest.md)."""
     from chamlab.chamnet.training import Schedule
     from chamlab.host import api
 
     sched = Schedule.parse(schedule) if schedule is not None else None
+    dev = device(devices, target, serial) if target or serial else None
     report = api.evaluate_program(
         pte,
         data,
@@ -86,6 +100,8 @@ def evaluate(
         mean=_floats("--mean", mean),
         std=_floats("--std", std),
         threads=threads,
+        device=dev,
+        progress=note,
     )
     for text in report.notes:
         note(text)
@@ -101,7 +117,8 @@ def evaluate(
         soft_wrap=True,
     )
     out.print(
-        f"  executorch {report.runtime_version} ({report.threads} thread(s), batch {report.batch}): "
+        f"  executorch {report.runtime_version} on {escape(report.device)} ({report.threads} thread(s), "
+        f"batch {report.batch}): "
         f"top-1 {report.accuracy_pct:.2f}%  ({report.correct}/{report.n})  in {report.seconds:.1f} s",
         soft_wrap=True,
     )

@@ -48,7 +48,10 @@ from chamlab.operators.export import Artifact
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
-_AGENT_FILES = ("__init__.py", "measure.py", "power.py", "probe.py", "runner.py", "torch_runner.py")
+#: the agent's python files, pushed as ``lib/chamlab/agent`` for the python runners (:func:`stage_agent`)
+_AGENT_FILES = (
+    "__init__.py", "evaluate.py", "measure.py", "power.py", "probe.py", "runner.py", "torch_runner.py",
+)  # fmt: skip
 RUNNERS_DIR = "runners"  # <workdir>/runners/<sha256>/<name>: pushed executor_runner binaries
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
@@ -73,6 +76,17 @@ class RunInterrupted(TransportError):
             hint="re-run the same command to resume: finished ops are kept on the target and only "
             "the missing ones are measured",
         )
+
+
+def stage_agent(folder: Path) -> Path:
+    """Copy the agent's python files into ``folder/lib/chamlab/agent`` (the target runs them with
+    ``PYTHONPATH=<folder>/lib``, whatever chamlab it may have installed); ``folder/lib``."""
+    pkg = resources.files("chamlab.agent")
+    lib = folder / "lib" / "chamlab" / "agent"
+    lib.mkdir(parents=True)
+    for name in _AGENT_FILES:
+        (lib / name).write_text(pkg.joinpath(name).read_text())
+    return folder / "lib"
 
 
 def device_lock(device: DeviceConfig) -> FileLock:
@@ -311,10 +325,7 @@ class DeviceSession:
         (folder / "driver.env").write_text(self._driver_env(power_round=bool(power_executions)))
         (folder / "runner.sh").write_text(self._runner_script())
         if self.device.uses_python:
-            lib = folder / "lib" / "chamlab" / "agent"
-            lib.mkdir(parents=True)
-            for name in _AGENT_FILES:
-                (lib / name).write_text(pkg.joinpath(name).read_text())
+            stage_agent(folder)
         lines = []
         for task in tasks:
             if not _SAFE_KEY.match(task.key):

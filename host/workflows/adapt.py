@@ -78,7 +78,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,7 +103,7 @@ from chamlab.chamnet.spaces.base import Arch, SearchSpace
 from chamlab.core.errors import ChamlabError, InputError, NoEnergyError
 from chamlab.core.files import atomic_path, check_writable, ensure_dir
 from chamlab.core.store import tool_version
-from chamlab.host.devices.transports.base import Transport
+from chamlab.host.devices.transports.base import DeviceConfig, Transport
 from chamlab.host.luts.lut import Lut, MeasurementSet
 from chamlab.host.measurement.pipeline import NullProgress, Progress, RunSpec
 from chamlab.host.prediction.predict import (
@@ -161,6 +161,9 @@ class AdaptOptions:
     #: train the winner with this final schedule before its export (a training oracle only): a name
     #: in :data:`~chamlab.chamnet.training.final.FINAL_SCHEDULES` or overrides; None or "none": no
     final_schedule: str | None = None
+    #: where a trained program's accuracy is measured through ExecuTorch: "host" (this machine's
+    #: runtime) or "target" (the device's own, through its python shim: host/workflows/evaluate.py)
+    evaluate_on: Literal["host", "target"] = "host"
 
 
 @dataclasses.dataclass
@@ -1358,7 +1361,14 @@ def describe_program(
         assert isinstance(oracle, TrainingOracle)
         ctx.progress.note(f"evaluating {MODEL} through ExecuTorch on the validation split")
         try:
-            rep = evaluate_program(pte, oracle.data.source, manifest=manifest, threads=spec.threads)
+            rep = evaluate_program(
+                pte,
+                oracle.data.source,
+                manifest=manifest,
+                threads=spec.threads,
+                device=_evaluation_device(ctx),
+                progress=ctx.progress.note,
+            )
         except ChamlabError as exc:
             report.notes.append(f"the program's own accuracy was not measured: {exc}")
         else:
@@ -1368,6 +1378,7 @@ def describe_program(
                 dtype=dtype,
                 top1_pct=rep.accuracy_pct,
                 n=rep.n,
+                device=rep.device,
             )
             accuracy = mf.Accuracy(split=accuracy.split, figures=[*accuracy.figures, figure])
             manifest = manifest.model_copy(update={"accuracy": accuracy})
@@ -1377,6 +1388,11 @@ def describe_program(
                 _evaluate_sibling(ctx, oracle, report, final, manifest)
     mf.write_manifest(ctx.stage / mf.manifest_path(pte).name, manifest)
     report.manifest_path = ctx.out / mf.manifest_path(pte).name
+
+
+def _evaluation_device(ctx: Context) -> DeviceConfig | None:
+    """The device whose runtime evaluates the program (``opts.evaluate_on``); None: this host's."""
+    return ctx.spec.device if ctx.opts.evaluate_on == "target" else None
 
 
 def _evaluate_sibling(
@@ -1423,7 +1439,14 @@ def _evaluate_sibling(
                 weights="trained",
                 accuracy=mf.Accuracy(split=manifest.accuracy.split, figures=[]),
             )
-            rep = evaluate_program(pte, oracle.data.source, manifest=sibling, threads=spec.threads)
+            rep = evaluate_program(
+                pte,
+                oracle.data.source,
+                manifest=sibling,
+                threads=spec.threads,
+                device=_evaluation_device(ctx),
+                progress=ctx.progress.note,
+            )
     except ChamlabError as exc:
         report.notes.append(f"the {other} program's own accuracy was not measured: {exc}")
         return

@@ -19,6 +19,15 @@ What is fed to the program (:func:`evaluate_program`):
   a child process: its thread pool never shares a process with torch training, and a program that
   crashes the runtime fails the evaluation (:class:`EvaluationError`), not chamlab. The program runs at
   its own batch size (a last partial batch is padded; the padding's outputs are dropped).
+* **on a device** (``device``: ``chamlab evaluate --target NAME``, ``adapt --evaluate-on target``): the
+  host still loads the program to check it, maps the images itself (the same ``to_input``) into
+  float32 batch files, and pushes them with the program and the agent's python files to the device's
+  ``workdir``; ``python -m chamlab.agent.evaluate`` runs them through the device's own ExecuTorch
+  runtime (its ``python``, pinned to its ``affinity``, holding the host's lock of the device as a
+  measurement does) and the host pulls the predicted classes back. Only devices whose runner is a
+  python module (``shim``, ``torch-cuda``, with ExecuTorch importable by that python) can do it; an
+  ``executor_runner``-only device is an :class:`~chamlab.core.errors.InputError` naming it. The
+  pushed folder is removed afterwards.
 
 Bad input is :class:`~chamlab.core.errors.InputError` (exit 2): a missing program or dataset, a
 program that is not ExecuTorch, a manifest for another program, more dataset classes than program
@@ -27,23 +36,30 @@ outputs (:class:`~chamlab.chamnet.training.data.ClassCountError`), an input the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import posixpath
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chamlab.chamnet.training.data import Dataset, Normalisation, check_classes, load_dataset
 from chamlab.chamnet.training.schedule import Schedule, split
-from chamlab.core.errors import ChamlabError, DataFileError, InputError
+from chamlab.core.errors import ChamlabError, ConfigError, DataFileError, InputError
 from chamlab.host.measurement.networks import check_program_file
+
+if TYPE_CHECKING:
+    from chamlab.host.devices.transports import DeviceConfig
 
 from .manifest import (
     InputSpec,
@@ -87,6 +103,7 @@ class EvaluationReport:
     batch: int
     seconds: float  # wall time of the whole evaluation
     run_seconds: float  # of which the child process (runtime start, mapping and execution)
+    device: str = "host"  # where the runtime ran: "host", or the devices.toml name it ran on
     #: the manifest's recorded accuracies (runtime, dtype, top1_pct) when they are of this same split
     recorded: tuple[tuple[str, str, float], ...] = ()
     notes: tuple[str, ...] = ()
@@ -114,6 +131,7 @@ class EvaluationReport:
             "manifest": str(self.manifest) if self.manifest else None,
             "runtime": self.runtime,
             "runtime_version": self.runtime_version,
+            "device": self.device,
             "threads": self.threads,
             "batch": self.batch,
             "seconds": round(self.seconds, 3),
@@ -136,6 +154,8 @@ def evaluate_program(
     std: tuple[float, ...] | None = None,
     threads: int | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    device: DeviceConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> EvaluationReport:
     """Top-1 accuracy of the ExecuTorch program ``pte`` on the validation split of ``data`` (``digits``,
     an IDX or ImageFolder directory), through the ExecuTorch runtime in a child process (module
@@ -147,7 +167,9 @@ def evaluate_program(
     :class:`Schedule`'s); ``seed`` replaces its seed. ``limit``: evaluate the first N images of the
     split. ``mean``/``std``: the per-channel normalisation without a manifest (default: the training
     split's, as the oracle does).
-    ``threads``: the runtime's thread-pool size (default: the runtime's own)."""
+    ``threads``: the runtime's thread-pool size (default: the runtime's own). ``device``: run the
+    program on that device's runtime instead of this host's (module docstring); ``progress`` receives
+    a line per step of it."""
     t0 = time.perf_counter()
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
@@ -157,6 +179,8 @@ def evaluate_program(
         raise InputError("give --mean and --std together (one value per image channel each)")
     pte = Path(pte)
     _check_file(pte)
+    if device is not None:
+        check_evaluation_device(device)
     notes: list[str] = []
     man, man_path = _manifest(pte, manifest, use_manifest, notes)
     if man is not None and man.input.known and mean is not None:
@@ -194,7 +218,12 @@ def evaluate_program(
         if man is not None:
             _check_labels(dataset, man, man_path)
         idx = val_idx[:limit] if limit is not None else val_idx
-        preds, run_seconds = runtime.run(dataset.images[idx], spec, normalisation_of(spec))
+        if device is None:
+            preds, run_seconds = runtime.run(dataset.images[idx], spec, normalisation_of(spec))
+    if device is not None:
+        preds, run_seconds, meta = _run_on_device(
+            device, pte, dataset.images[idx], spec, threads, timeout_s, progress or (lambda _: None)
+        )
     correct = int((preds == dataset.labels[idx]).sum())
     split_rec = Split.of(dataset, schedule)
     recorded: tuple[tuple[str, str, float], ...] = ()
@@ -220,6 +249,7 @@ def evaluate_program(
         runtime="executorch",
         runtime_version=meta["runtime_version"],
         threads=int(meta["threads"]),
+        device=device.name if device is not None else "host",
         batch=spec.batch,
         seconds=time.perf_counter() - t0,
         run_seconds=run_seconds,
@@ -321,6 +351,115 @@ def _check_labels(dataset: Dataset, man: Manifest, where: Path | None) -> None:
             f"{where or 'the manifest'}'s labels {', '.join(str(x) for x in named)} (in output order)",
             hint="evaluate on the dataset the program was trained on",
         )
+
+
+# -- on a device ------------------------------------------------------------------------------------------
+#: images per pushed input file (rounded down to the program's batch): 4096 x 3 x 96 x 96 floats is 450 MB
+CHUNK_IMAGES = 4096
+
+
+def check_evaluation_device(device: DeviceConfig) -> None:
+    """An error unless ``device`` can run a program's evaluation (its runner is a python module with
+    a python set); the check :func:`evaluate_program` makes before any work."""
+    if not device.uses_python:
+        raise InputError(
+            f'device {device.name} runs runner = "{device.runner}", which cannot evaluate a program: '
+            "evaluation on a device needs the python shim and ExecuTorch there",
+            hint=f"evaluate on this host (leave out the device), or give [devices.{device.name}] "
+            'runner = "shim" and python = "/path/to/python3"',
+        )
+    if not device.runner_python():
+        raise ConfigError(
+            f"device {device.name}: evaluating on it needs the target's python",
+            hint=f'set python = "/path/to/python3" in [devices.{device.name}] of devices.toml',
+        )
+
+
+def _run_on_device(
+    device: DeviceConfig,
+    pte: Path,
+    images: np.ndarray,
+    spec: InputSpec,
+    threads: int | None,
+    timeout_s: float,
+    progress: Callable[[str], None],
+) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Map ``images`` with the oracle's ``to_input``, push them with the program and the agent to
+    ``device``, run ``chamlab.agent.evaluate`` there, pull the predictions (module docstring):
+    (predicted class per image, the device's seconds, its runtime version and thread count)."""
+    import torch
+
+    from chamlab.chamnet.training.data import to_input
+    from chamlab.host.devices.session import device_lock, stage_agent
+
+    shape = tuple(spec.shape)
+    batch = shape[0]
+    norm = normalisation_of(spec)
+    per = max(batch, CHUNK_IMAGES // batch * batch)
+    with tempfile.TemporaryDirectory(prefix="chamlab-evaluate-device-") as tmp:
+        folder = Path(tmp) / "run"
+        stage_agent(folder)
+        shutil.copyfile(pte, folder / "model.pte")
+        (folder / "inputs").mkdir()
+        for i, b in enumerate(range(0, len(images), per)):
+            x = to_input(images[b : b + per], shape, norm)
+            if len(x) % batch:
+                x = torch.cat([x, x.new_zeros((batch - len(x) % batch, *x.shape[1:]))])
+            np.save(folder / "inputs" / f"inputs-{i:04d}.npy", x.numpy(), allow_pickle=False)
+        lock = device_lock(device)
+        lock.acquire(
+            description=f"pid {os.getpid()}: evaluate {pte.name}",
+            on_wait=lambda holder: progress(f"device {device.name} is busy ({holder}); waiting for it"),
+        )
+        try:
+            progress(f"pushing {pte.name} and {len(images)} mapped images to {device.name}")
+            meta = _push_and_run(device, pte, folder, Path(tmp) / "predictions.npy", threads, timeout_s)
+        finally:
+            lock.release()
+        preds = np.load(Path(tmp) / "predictions.npy", allow_pickle=False)
+    if len(preds) < len(images):
+        raise EvaluationError(f"{device.name} returned {len(preds)} predictions for {len(images)} images")
+    return preds[: len(images)], float(meta["seconds"]), meta
+
+
+def _push_and_run(
+    device: DeviceConfig, pte: Path, folder: Path, predictions: Path, threads: int | None, timeout_s: float
+) -> dict[str, Any]:
+    """Push ``folder`` to a fresh folder under the device's workdir, run the agent's evaluation there,
+    pull its predictions to ``predictions``, remove the remote folder; the agent's done record."""
+    import uuid
+
+    from chamlab.core.errors import TransportError
+    from chamlab.host.devices.session import cpu_mask
+
+    python = device.runner_python()
+    transport = device.open()
+    try:
+        remote = posixpath.join(device.workdir or transport.default_workdir(), f"evaluate-{uuid.uuid4().hex}")
+        try:
+            transport.push(folder, remote, timeout_s=timeout_s)
+            argv = ["taskset", cpu_mask(device.affinity)] if device.affinity else []
+            argv += ["env", f"PYTHONPATH={remote}/lib", python, "-m", "chamlab.agent.evaluate",
+                     "--model_path", f"{remote}/model.pte", "--inputs", f"{remote}/inputs",
+                     "--predictions", f"{remote}/predictions.npy",
+                     "--cpu_threads", str(threads or 0)]  # fmt: skip
+            res = transport.run(argv, timeout_s=timeout_s)
+            done = [ln for ln in res.output.splitlines() if ln.startswith(_DONE)]
+            if res.rc != 0 or not done:
+                lines = [ln for ln in res.output.splitlines() if ln.strip()]
+                why = lines[-1][-300:] if lines else f"exit {res.rc}"
+                raise EvaluationError(
+                    f"running {pte} through ExecuTorch on {device.name} failed (exit {res.rc}): {why}",
+                    hint=f"check that `{python} -c 'import executorch, numpy'` works on {device.name}",
+                )
+            transport.pull(f"{remote}/predictions.npy", predictions, timeout_s=timeout_s)
+            meta: dict[str, Any] = json.loads(done[-1].removeprefix(_DONE))
+            return meta
+        finally:
+            with contextlib.suppress(TransportError, OSError):
+                transport.run(["rm", "-rf", remote], timeout_s=60)
+    finally:
+        transport.close()
 
 
 def _same_split(a: Split, b: Split) -> bool:
@@ -498,4 +637,12 @@ def child_main() -> None:
     print(_DONE + json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "EvaluationError", "EvaluationReport", "child_main", "evaluate_program"]
+__all__ = [
+    "CHUNK_IMAGES",
+    "DEFAULT_TIMEOUT_S",
+    "EvaluationError",
+    "EvaluationReport",
+    "check_evaluation_device",
+    "child_main",
+    "evaluate_program",
+]

@@ -179,6 +179,8 @@ class AccuracyFigure(_Strict):
     dtype: Literal["fp32", "int8"]
     top1_pct: float = Field(ge=0, le=100)
     n: int | None = Field(default=None, ge=1)  # images evaluated
+    #: executorch: where the runtime ran, "host" (the machine that ran chamlab) or a devices.toml name
+    device: str | None = None
 
 
 class Accuracy(_Strict):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import chamlab
+from peers import AdbPeer, Sshd
 from PIL import Image
 
 from chamlab.chamnet.spaces import SPACES
@@ -302,3 +303,84 @@ def test_a_program_the_runtime_cannot_load_or_a_deadline_fails_the_child_not_cha
     # the child is stopped at its deadline and the evaluation fails with exit 1's error
     with pytest.raises(api.EvaluationError, match=r"took over 0 s; it was stopped"):
         api.evaluate_program(exported.pte, "digits", timeout_s=0.01)
+
+
+# -- on a device: the host maps the images, the device's python runs the agent's evaluation ------------
+def test_a_local_device_evaluates_image_by_image_as_the_host_does(
+    exported: Exported, baseline: api.EvaluationReport, tmp_path: Path
+) -> None:
+    from chamlab.host.devices.transports.local import LocalConfig
+
+    workdir = tmp_path / "runs"
+    dev = LocalConfig(name="here", workdir=str(workdir))
+    steps: list[str] = []
+    rep = api.evaluate_program(exported.pte, "digits", schedule=SCHEDULE, device=dev, progress=steps.append)
+    assert rep.device == "here" and baseline.device == "host" and rep.to_json()["device"] == "here"
+    assert rep.predictions == baseline.predictions and rep.indices == baseline.indices
+    assert rep.accuracy_pct == baseline.accuracy_pct and rep.runtime_version == baseline.runtime_version
+    assert any("pushing model.pte and" in s for s in steps), steps
+    assert workdir.is_dir() and not any(workdir.iterdir())  # the pushed folder is removed
+
+
+def test_evaluate_over_ssh_runs_on_the_remote_side(
+    exported: Exported, baseline: api.EvaluationReport, tmp_path: Path, sshd: Sshd
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(sshd.devices_toml("box"))
+    res = chamlab(
+        "evaluate", "--pte", exported.pte, "--data", "digits", "--schedule", "max_train=512",
+        "--target", "box", "--devices", devices, "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["device"] == "box" and out["accuracy_pct"] == baseline.accuracy_pct and out["n"] == baseline.n
+    assert not any((sshd.dir / "remote-runs").glob("evaluate-*"))
+
+
+def test_evaluate_through_adb_on_the_peer(
+    exported: Exported, baseline: api.EvaluationReport, tmp_path: Path, adb_peer: AdbPeer
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(adb_peer.devices_toml("phone"))
+    res = chamlab(
+        "evaluate", "--pte", exported.pte, "--data", "digits", "--schedule", "max_train=512",
+        "--serial", adb_peer.serial, "--devices", devices, "--limit", "40",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "on phone (" in res.stdout, res.stdout
+    correct = sum(
+        p == label for p, label in zip(baseline.predictions[:40], _labels(baseline)[:40], strict=True)
+    )
+    assert f"({correct}/40)" in res.stdout, res.stdout
+
+
+def _labels(rep: api.EvaluationReport) -> list[int]:
+    ds = load_dataset("digits")
+    return [int(ds.labels[i]) for i in rep.indices]
+
+
+def test_a_device_that_cannot_run_the_shim_is_exit_2_before_any_work(
+    exported: Exported, tmp_path: Path
+) -> None:
+    devices = tmp_path / "devices.toml"
+    devices.write_text(
+        '[devices.native]\ntransport = "local"\nrunner = "/opt/executor_runner"\n'
+        '[devices.nopython]\ntransport = "ssh"\nhost = "127.0.0.1"\nuser = "root"\n'
+    )
+    res = chamlab(
+        "evaluate", "--pte", exported.pte, "--data", "digits", "--target", "native", "--devices", devices
+    )
+    assert res.returncode == 2 and "native" in res.stderr and "cannot evaluate" in res.stderr, res.stderr
+    res = chamlab(
+        "evaluate", "--pte", exported.pte, "--data", "digits", "--target", "nopython", "--devices", devices
+    )
+    assert res.returncode == 2 and "needs the target's python" in res.stderr, res.stderr
+    out = tmp_path / "adapt"
+    res = chamlab(
+        "adapt", "--target", "native", "--devices", devices, "--space", "macro-cifar10", "--latency", "1",
+        "--oracle", "train", "--data", "digits", "--evaluate-on", "target", "--out", out,
+    )  # fmt: skip
+    assert res.returncode == 2 and "cannot evaluate" in res.stderr and not out.exists(), res.stderr
+    res = chamlab("adapt", "--target", "native", "--devices", devices, "--space", "macro-cifar10",
+                  "--latency", "1", "--evaluate-on", "phone", "--out", out)  # fmt: skip
+    assert res.returncode == 2 and "--evaluate-on must be host or target" in res.stderr, res.stderr
