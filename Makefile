@@ -61,7 +61,7 @@ data-fashion:
 	sh scripts/data-fashion.sh
 
 unit: install system-packages
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup -m 'not serial'
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup -m 'not serial' --durations=25
 	$(BIN)/pytest -m serial
 
 test: lint typecheck unit

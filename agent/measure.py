@@ -13,7 +13,9 @@ An attempt is *unstable* when any of these holds (thresholds in :class:`MeasureP
   (thermal throttling, frequency ramps);
 * the temperature rose by more than ``max_temp_rise_c`` during the attempt;
 * the window was throttled: a CPU ran under the device's minimum frequency while it was measured
-  (devices.toml ``min_freq_khz``, checked by the driver for executor_runner devices).
+  (devices.toml ``min_freq_khz``: checked by the driver around each executor_runner call, and by
+  :func:`measure` itself through ``heat`` (:mod:`chamlab.agent.heat`) in the python runners, which
+  also wait there for the zone to cool below ``cool_below_c`` before each attempt).
 
 An unstable attempt is repeated after a cool-down, up to ``retries`` times; the attempt with the
 lowest robust CV is kept and, if it is still unstable, flagged with its reasons.
@@ -22,12 +24,16 @@ lowest robust CV is kept and, if it is still unstable, flagged with its reasons.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .heat import HeatCheck
 
 
 class PolicyError(ValueError):
@@ -212,6 +218,8 @@ class Attempt:
     throttled: bool | None = None
     temp_max_c: float | None = None
     cool_wait_s: float | None = None
+    #: the window's whole heat record (agent/heat.py, the driver's keys); not part of :meth:`to_json`
+    heat: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -273,36 +281,58 @@ def measure(
     sleep: Callable[[float], None] = time.sleep,
     read_temp_c: Callable[[], float | None] = lambda: None,
     time_once: Callable[[], float] | None = None,
+    heat: HeatCheck | None = None,
+    on_cool: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Time ``run_once`` under ``policy``; see the module docstring.
 
     ``time_once`` (optional) runs the op once and returns its time in ms by its own timer (the
     torch-cuda runner's CUDA events); the timed samples are then its values, while ``clock`` still
     counts the wall time against ``min_time_ms`` / ``max_time_ms``. Warm-up always calls ``run_once``.
+    ``heat``: before each attempt wait for the zone to cool (``on_cool(mC)`` once when it must), and
+    sample the zone and the CPUs' frequency during its timed window; a throttled window is unstable.
     """
     attempts: list[Attempt] = []
     for i in range(policy.retries + 1):
         if i:
             sleep(policy.cooldown_s)
+        if heat is not None:
+            heat.wait_cool(on_cool)
         warm: list[float] = []
         if policy.warmup_runs or policy.warmup_ms:
             warm = _timed_loop(
                 run_once, policy.warmup_runs, policy.warmup_ms, policy.max_runs, policy.max_time_ms, clock
             )
         before = read_temp_c()
-        samples = _timed_loop(
-            run_once,
-            policy.num_executions,
-            policy.min_time_ms,
-            policy.max_runs,
-            policy.max_time_ms,
-            clock,
-            time_once,
-        )
+        with heat.window() if heat is not None else contextlib.nullcontext():
+            samples = _timed_loop(
+                run_once,
+                policy.num_executions,
+                policy.min_time_ms,
+                policy.max_runs,
+                policy.max_time_ms,
+                clock,
+                time_once,
+            )
         after = read_temp_c()
-        attempts.append(
-            judge(samples, policy, warmup_runs=len(warm), temp_before_c=before, temp_after_c=after)
+        throttled = heat.throttled() if heat is not None else None
+        attempt = judge(
+            samples,
+            policy,
+            warmup_runs=len(warm),
+            temp_before_c=before,
+            temp_after_c=after,
+            throttled=throttled,
         )
+        if heat is not None:
+            attempt.heat = heat.record()
+            if heat.freq and attempt.throttled is None:
+                attempt.throttled = False
+            top = attempt.heat.get("temp_max_mc")
+            attempt.temp_max_c = top / 1000.0 if top is not None else None
+            if heat.cool_below_mc:
+                attempt.cool_wait_s = attempt.heat["cool_wait_cs"] / 100.0
+        attempts.append(attempt)
         if not attempts[-1].reasons:
             break
     return Measurement(keep(attempts), attempts)

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
+from . import heat as heat_mod
 from . import power, probe
 from .measure import Measurement, MeasurePolicy, measure, summarize
 
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--op_timeout_s", type=float, default=0.0, help="per-op deadline (0: none)")
     b.add_argument("--op_cooldown_s", type=float, default=0.0, help="sleep between ops")
     power.add_arguments(p)  # --power_reader etc.: energy above idle into the result's "energy"
+    heat_mod.add_arguments(p)  # --cool_below_c etc.: the gate and frequency check (agent/heat.py)
     return p
 
 
@@ -160,7 +162,15 @@ def measure_artifact(
     program = rt._load_program(model_path)
     method = program.load_method(args.method_name)
     method.set_inputs(_inputs(method.method_meta()))
-    result = measure(method.execute, policy, read_temp_c=lambda: probe.temperature_c(roots))
+    # the heat gate and frequency check; ``args.on_cool`` (set per op in batch mode) says it waits
+    heat = heat_mod.from_namespace(args)
+    result = measure(
+        method.execute,
+        policy,
+        read_temp_c=lambda: probe.temperature_c(roots),
+        heat=heat,
+        on_cool=getattr(args, "on_cool", None),
+    )
     energy = power.energy_for_runner(args, method.execute) if args.power_reader else None
     del method, program
 
@@ -227,6 +237,8 @@ def result_record(
         "governor": probe.governor(roots),
         "temp_before_c": kept.temp_before_c,
         "temp_after_c": kept.temp_after_c,
+        "throttled": kept.throttled,  # None: the frequency was not checked
+        "heat": kept.heat,  # the kept window's heat record (agent/heat.py), None without heat keys
         "battery_pct": probe.battery_pct(roots),
         "runtime": runtime,
         "runtime_version": runtime_version,
@@ -328,6 +340,7 @@ def _batch_op(
     os.close(log_fd)
     lock = threading.Lock()
     over = threading.Event()
+    args.on_cool = lambda mc: say(f"chamlab-driver cool {i} {total} {mc} {key}")  # the driver's line
 
     def finish(rc: int, result: object) -> bool:
         """Record the op once (the watchdog and the measurement may race): True if this call did."""

@@ -15,7 +15,7 @@ oracle (table) accuracy, predicted and measured latency (median of 3 separate ru
 not, and the run's seconds. The question: does searching the thread count find a winner at least as
 accurate as the best fixed thread count, measured under the same limit?
 
-    nice -n 19 .venv/bin/python -m bench.threads_adapt [--latency p40] [--budget 50] [--seed 0]
+    .venv/bin/python -m bench.threads_adapt [--latency p40] [--budget 50] [--seed 0]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Threads searched with the arch: `adapt --threads 1,2` against each fixed thread count",
         "",
-        f"`nice -n 19 python -m bench.threads_adapt --latency {a['latency']} --budget {a['budget']} "
+        f"`python -m bench.threads_adapt --latency {a['latency']} --budget {a['budget']} "
         f"--seed {a['seed']}`",
         "",
         env,

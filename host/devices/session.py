@@ -48,10 +48,6 @@ from chamlab.operators.export import Artifact
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9_.:=,+-]+$")
 _SAFE_TAG = re.compile(r"^[A-Za-z0-9_.-]+$")
-#: the agent's python files, pushed as ``lib/chamlab/agent`` for the python runners (:func:`stage_agent`)
-_AGENT_FILES = (
-    "__init__.py", "evaluate.py", "measure.py", "power.py", "probe.py", "runner.py", "torch_runner.py",
-)  # fmt: skip
 RUNNERS_DIR = "runners"  # <workdir>/runners/<sha256>/<name>: pushed executor_runner binaries
 LOG_TAIL_CHARS = 600
 LOCK_NAME = ".chamlab-device.lock"
@@ -81,11 +77,11 @@ class RunInterrupted(TransportError):
 def stage_agent(folder: Path) -> Path:
     """Copy the agent's python files into ``folder/lib/chamlab/agent`` (the target runs them with
     ``PYTHONPATH=<folder>/lib``, whatever chamlab it may have installed); ``folder/lib``."""
-    pkg = resources.files("chamlab.agent")
     lib = folder / "lib" / "chamlab" / "agent"
     lib.mkdir(parents=True)
-    for name in _AGENT_FILES:
-        (lib / name).write_text(pkg.joinpath(name).read_text())
+    for entry in resources.files("chamlab.agent").iterdir():  # every module of the agent, none forgotten
+        if entry.name.endswith(".py"):
+            (lib / entry.name).write_text(entry.read_text())
     return folder / "lib"
 
 
@@ -261,6 +257,8 @@ class DeviceSession:
             if kind == "torch-cuda":
                 cmd += ["--mode", self.device.torch_mode, "--device", self.device.torch_device]
             cmd += self.device.power_flags() + self.device.state_flags()
+            if kind == "shim":
+                cmd += self.device.heat_flags()  # the shim gates and checks each window itself
             lines += [
                 'here=$(cd "$(dirname "$0")" && pwd)',
                 'PYTHONPATH="$here/lib${PYTHONPATH:+:$PYTHONPATH}"',
@@ -301,8 +299,8 @@ class DeviceSession:
         for key in ("cpufreq_root", "thermal_root", "power_supply_root"):
             if getattr(self.device, key):
                 values[key.upper()] = getattr(self.device, key)
-        if not power_round:
-            values |= self.device.heat_env()
+        if not power_round and self.device.runner_kind == "executor_runner":
+            values |= self.device.heat_env()  # the python runners take them as flags (runner.sh)
         if power_round:
             settle_cs, window_cs = self.power_timing_cs()
             values |= {

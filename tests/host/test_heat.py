@@ -1,9 +1,10 @@
-"""Temperature-gated measurement end to end on the host (executor_runner devices): devices.toml's heat
-keys, the driver's wait and frequency check against a simulated thermal zone and cpufreq tree driven in
-real time (tests/heatsim.py), throttled windows re-measured like unstable ones, and the LUT row's
-window columns. The runner is tests/agent/standin_executor_runner.py (real ETDumps); the simulated
-device heats while it executes. Nothing here is a claim about real hardware: this machine has no
-thermal zone and no cpufreq tree."""
+"""Temperature-gated measurement end to end on the host: devices.toml's heat keys, the wait and the
+frequency check against a simulated thermal zone and cpufreq tree driven in real time
+(tests/heatsim.py), throttled windows re-measured like unstable ones, and the LUT row's window
+columns. executor_runner devices: the driver does it, around tests/agent/standin_executor_runner.py
+(real ETDumps), and the simulated device heats while it executes. Shim devices: the real shim does it
+in-process (agent/heat.py) around the real ExecuTorch runtime. Nothing here is a claim about real
+hardware: this machine has no thermal zone and no cpufreq tree."""
 
 from __future__ import annotations
 
@@ -56,8 +57,19 @@ def test_heat_keys_are_validated(tmp_path: Path) -> None:
         toml.write_text(head + body + "\n")
         with pytest.raises(ConfigError, match=message):
             parse_devices_file(toml)
-    toml.write_text('[devices.box]\npython = "/usr/bin/python3"\ncool_below_c = 40\n')
-    with pytest.raises(ConfigError, match="cool_below_c and min_freq_khz are applied by the driver"):
+    # the shim takes them as flags (agent/heat.py); torch-cuda times a GPU, which cpufreq does not see
+    toml.write_text('[devices.box]\npython = "/usr/bin/python3"\ncool_below_c = 40\nmin_freq_khz = 1800000\n')
+    box = parse_devices_file(toml).get("box")
+    assert box.heat_flags() == [
+        "--cool_below_c",
+        "40.0",
+        "--cool_wait_max_s",
+        "300.0",
+        "--min_freq_khz",
+        "1800000",
+    ]
+    toml.write_text('[devices.gpu]\npython = "/usr/bin/python3"\nrunner = "torch-cuda"\ncool_below_c = 40\n')
+    with pytest.raises(ConfigError, match="the torch-cuda runner times a GPU"):
         parse_devices_file(toml)
 
 
@@ -156,4 +168,71 @@ def test_the_gate_waits_for_the_zone_and_the_window_is_not_throttled(
     row = lut_row(spec, run.measured[ITEM], run.run_id)
     assert row["windows"] == 1 and row["throttled_windows"] == 0 and row["throttled"] is False
     assert row["cool_wait_s"] > 0 and row["window_temps_c"][0] < 60.0
+    run.finish()
+
+
+# -- the shim (agent/heat.py): the same gate and check, in-process around the real runtime ---------------
+def _shim(tmp_path: Path, sim: ThermalSim, policy: MeasurePolicy, **heat: object) -> LocalConfig:
+    return LocalConfig(
+        name="box",
+        workdir=str(tmp_path / "target"),
+        measure=policy,
+        cpufreq_root=str(sim.cpufreq_root),
+        thermal_root=str(sim.thermal_root),
+        **heat,  # type: ignore[arg-type]
+    )
+
+
+def test_the_shim_waits_for_the_zone_and_checks_the_frequency(tmp_path: Path) -> None:
+    policy = MeasurePolicy(
+        num_executions=5, warmup_runs=0, warmup_ms=0, min_time_ms=200, retries=2, max_cv=10.0, max_drift=10.0,
+        cooldown_s=0.0,
+    )  # fmt: skip
+    events = Events(f"{ITEM.name}: waiting for the zone to cool below 45 C")
+    with _sim(tmp_path, 75.0, events) as sim:  # 75 C (throttled) until the shim says it waits
+        spec = resolve_run(_shim(tmp_path, sim, policy, cool_below_c=45.0, thermal_zone="cpu-thermal",
+                                 min_freq_khz="max"))  # fmt: skip
+        run = run_items(spec, [ITEM], progress=events)
+    assert not run.failed, run.failed
+    result = run.measured[ITEM].result
+    assert result["runner"] == "chamlab-shim"
+    [window] = result["attempts"]  # noise cannot make it unstable (max_cv, max_drift): one window
+    assert window["throttled"] is False and window["cool_wait_s"] > 0 and window["temp_max_c"] < 45.0
+    assert result["throttled"] is False and result["heat"]["start_mc"] < 45000
+    assert result["heat"]["samples"] >= 2 and result["heat"]["low_samples"] == 0
+    assert events.seen.is_set() and "(it reads 75.0 C; at most 300 s)" in events.notes[0]
+    row = lut_row(spec, run.measured[ITEM], run.run_id)
+    assert row["windows"] == 1 and row["throttled_windows"] == 0 and row["throttled"] is False
+    assert row["cool_wait_s"] > 0 and row["window_temps_c"][0] < 45.0
+    run.finish()
+
+
+def test_the_shim_measures_a_throttled_window_again_and_labels_it(tmp_path: Path) -> None:
+    # held at 90 C (over the 60 C trip: every CPU throttled) for the whole run: each window is
+    # throttled, re-measured after cooldown_s up to `retries` times, and the row says so
+    policy = MeasurePolicy(
+        num_executions=5, warmup_runs=0, warmup_ms=0, min_time_ms=200, retries=1, max_cv=10.0, max_drift=10.0,
+        cooldown_s=0.1,
+    )  # fmt: skip
+    with _sim(tmp_path, 90.0, Events("never")) as sim:
+        spec = resolve_run(_shim(tmp_path, sim, policy, min_freq_khz="max"))
+        run = run_items(spec, [ITEM])
+    assert not run.failed, run.failed
+    result = run.measured[ITEM].result
+    assert [a["throttled"] for a in result["attempts"]] == [True, True]
+    assert all(r.startswith("throttled: a CPU ran under its minimum frequency") for a in result["attempts"]
+               for r in a["reasons"])  # fmt: skip
+    assert result["unstable"] and result["throttled"] is True and result["heat"]["min_freq_khz"] == 1_200_000
+    row = lut_row(spec, run.measured[ITEM], run.run_id)
+    assert row["windows"] == 2 and row["throttled_windows"] == 2 and row["throttled"] is True
+    assert row["unstable"] is True and row["window_temps_c"][0] >= 89.0 and row["cool_wait_s"] is None
+    run.finish()
+
+
+def test_the_shim_fails_an_op_whose_zone_cannot_be_read(tmp_path: Path) -> None:
+    policy = MeasurePolicy(num_executions=3, warmup_runs=0, warmup_ms=0, min_time_ms=0, retries=0)
+    with _sim(tmp_path, 30.0, Events("never")) as sim:
+        spec = resolve_run(_shim(tmp_path, sim, policy, cool_below_c=45.0, thermal_zone="gpu-thermal"))
+        run = run_items(spec, [ITEM])
+    assert run.failed and "no thermal zone gpu-thermal with a readable temp" in str(run.failed), run.failed
     run.finish()

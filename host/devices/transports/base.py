@@ -205,11 +205,11 @@ class DeviceConfig(BaseModel):
             )
         if self.runner_kind == "executor_runner" and self.power_reader == "nvml":
             raise ValueError('power_reader nvml needs python on the target: use runner = "torch-cuda"')
-        if self.heat_checked and self.runner_kind != "executor_runner":
+        if self.heat_checked and self.runner_kind == "torch-cuda":
             raise ValueError(
-                "cool_below_c and min_freq_khz are applied by the driver around each executor_runner call; "
-                f'runner = "{self.runner}" measures a whole task list in one process, which they do not '
-                'cover yet: use runner = "executor_runner", or leave them unset'
+                "cool_below_c and min_freq_khz gate on a thermal zone and the CPUs' cpufreq; the "
+                "torch-cuda runner times a GPU, whose clocks they do not see: leave them unset, or use "
+                'runner = "shim" or "executor_runner"'
             )
         return self
 
@@ -217,6 +217,20 @@ class DeviceConfig(BaseModel):
     def heat_checked(self) -> bool:
         """Whether the driver gates each op on the temperature or checks its frequency."""
         return bool(self.cool_below_c) or self.min_freq_khz != 0
+
+    def heat_flags(self) -> list[str]:
+        """The shim's heat flags (agent/heat.py; the same settings as :meth:`heat_env`); none when off."""
+        env = self.heat_env()
+        if not env:
+            return []
+        flags = ["--cool_below_c", repr(self.cool_below_c), "--cool_wait_max_s", repr(self.cool_wait_max_s)]
+        if self.thermal_zone:
+            flags += ["--thermal_zone", self.thermal_zone]
+        if env["MIN_FREQ_KHZ"] != "":
+            flags += ["--min_freq_khz", str(env["MIN_FREQ_KHZ"])]
+        if env["FREQ_CPUS"]:
+            flags += ["--freq_cpus", ",".join(str(env["FREQ_CPUS"]).split())]
+        return flags
 
     def heat_env(self) -> dict[str, object]:
         """The driver's heat settings (agent/driver.sh); empty when off."""
