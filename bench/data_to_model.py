@@ -199,8 +199,10 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out.append(
         f"CPU: {s['cpu_s_ours']:.0f} s ours, {s['cpu_s_others']:.0f} s other processes over the run "
         f"({s['cpus']} CPUs, {s['wall_s'] * s['cpus']:.0f} CPU-s available); load average at start "
-        f"{s['load_avg_start'][0]:.1f}, at most {s['load_avg_max']} while it ran."
+        f"{s['load_avg_start'][0]:.1f}, at most {s['load_avg_max']:.1f} while it ran."
     )
+    if r.get("note"):  # what the run's conditions were, added by whoever ran it
+        out += ["", str(r["note"])]
     return out
 
 

@@ -190,6 +190,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
             f"| `{run['arch']}` | {run['macs'] / 1e6:.1f} | {run['proxy_accuracy']:.1f} | "
             f"{run['proxy_seconds']:.1f} | {long_acc} | {long_s} | {run['load_avg_before']:.1f} |"
         )
+    if r.get("note"):  # what the run's conditions were, added by whoever ran it
+        out += ["", str(r["note"])]
     return out
 
 

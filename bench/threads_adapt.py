@@ -140,8 +140,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     out = [
         "## Threads searched with the arch: `adapt --threads 1,2` against each fixed thread count",
         "",
-        f"`python -m bench.threads_adapt --latency {a['latency']} --budget {a['budget']} "
-        f"--seed {a['seed']}`",
+        f"`python -m bench.threads_adapt --latency {a['latency']} --budget {a['budget']} --seed {a['seed']}`",
         "",
         env,
         "",
