@@ -52,8 +52,8 @@ typecheck: install
 system-packages:
 	sh scripts/system-packages.sh
 
-# TEST_JOBS pytest workers (pytest-xdist); the Ray tests share one worker (xdist_group "ray"); the
-# tests marked serial (energy figures of a simulated power meter) run alone afterwards.
+# TEST_JOBS pytest workers (pytest-xdist); the Ray tests take turns through a lock (tests/conftest.py);
+# the tests marked serial (energy figures of a simulated power meter) run alone afterwards.
 TEST_JOBS ?= 2
 
 # Opt-in: the documented real dataset (README: data to a shipped model); the tests use digits.
@@ -61,7 +61,7 @@ data-fashion:
 	sh scripts/data-fashion.sh
 
 unit: install system-packages
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadgroup -m 'not serial' --durations=25
+	$(BIN)/pytest -n $(TEST_JOBS) --dist load -m 'not serial' --durations=25
 	$(BIN)/pytest -m serial
 
 test: lint typecheck unit

@@ -8,6 +8,7 @@ re-measure), which the tests do not judge by time.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import json
 import os
@@ -122,13 +123,71 @@ def profile_macro(out: Path, devices: Path, *extra: str | Path) -> subprocess.Co
     )
 
 
+def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A folder that every pytest-xdist worker of this run shares (named by xdist's run id), None when
+    the tests run in one process."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return None
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{run}"  # the workers' common base
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextlib.contextmanager
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[None]:
+    """Hold the run-wide lock ``name`` (an flock in :func:`run_shared_dir`) for the block: the workers
+    take turns. Nothing to wait for in one process.
+
+    pytest-xdist's ``xdist_group`` cannot do this here: xdist 3.8 groups tests by rewriting
+    ``item._nodeid``, which pytest 9 no longer reads, so ``--dist loadgroup`` spreads a group's tests
+    over the workers like ``--dist load``."""
+    shared = run_shared_dir(tmp_path_factory)
+    if shared is None:
+        yield
+        return
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@pytest.fixture
+def ray_turn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One Ray cluster at a time across the workers, for a test that starts one."""
+    with one_at_a_time(tmp_path_factory, "ray"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def ray_turn_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """:func:`ray_turn` held for a module whose fixture keeps a cluster up for its tests."""
+    with one_at_a_time(tmp_path_factory, "ray"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def profiled_lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -> tuple[Path, dict]:
-    """`chamlab profile` of all of macro-cifar10 on test-cpu: (LUT path, its --json report)."""
-    out = tmp_path_factory.mktemp("lut") / "macro.parquet"
-    res = profile_macro(out, fast_devices, "--json")
-    assert res.returncode == 0, res.stderr
-    return out, json.loads(res.stdout)
+    """`chamlab profile` of all of macro-cifar10 on test-cpu: (LUT path, its --json report).
+
+    Under pytest-xdist (`make unit`) the workers of one run share it: the first to need it profiles it
+    under a lock, in a folder of the run (named by xdist's run id) beside the workers' own, and the
+    others read it once it is complete. The tests copy it before writing to it (one only re-profiles
+    it, a no-op). Alone (`pytest tests/...`) it is the session's own, as before."""
+    shared = run_shared_dir(tmp_path_factory)
+    if shared is None:
+        out = tmp_path_factory.mktemp("lut") / "macro.parquet"
+        res = profile_macro(out, fast_devices, "--json")
+        assert res.returncode == 0, res.stderr
+        return out, json.loads(res.stdout)
+    out, report = shared / "macro.parquet", shared / "macro-report.json"
+    with one_at_a_time(tmp_path_factory, "macro-lut"):
+        if not report.is_file():
+            res = profile_macro(out, fast_devices, "--json")
+            assert res.returncode == 0, res.stderr
+            tmp = report.with_suffix(".tmp")
+            tmp.write_text(res.stdout)
+            tmp.replace(report)  # complete: the LUT was written before the report
+    return out, json.loads(report.read_text())
 
 
 SLOW_DEVICES = """

@@ -262,7 +262,7 @@ def test_a_dataset_that_changed_under_the_search_fails_the_training(tmp_path: Pa
     assert not (tmp_path / "w.npz").exists()
 
 
-@pytest.mark.xdist_group("ray")  # one Ray cluster at a time under `make unit` (xdist)
+@pytest.mark.usefixtures("ray_turn")  # one Ray cluster at a time under `make unit` (xdist)
 def test_oracle_trains_as_ray_tasks_on_a_real_cluster(
     tmp_path: Path, trained_a: Trained, digits_a: float
 ) -> None:

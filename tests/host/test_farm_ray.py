@@ -27,7 +27,7 @@ from chamlab.core.locks import FileLock
 from chamlab.host.devices.config import parse_devices_file
 from chamlab.host.workflows.farm import run_farm
 
-pytestmark = pytest.mark.xdist_group("ray")  # one Ray cluster at a time under `make unit` (xdist)
+pytestmark = pytest.mark.usefixtures("ray_turn_module")  # one Ray cluster at a time under `make unit`
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -49,7 +49,7 @@ def test_cli_ray_executor_starts_its_own_cluster(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_nodes() -> Iterator[Any]:
+def two_nodes(ray_turn_module: None) -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(

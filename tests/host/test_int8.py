@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import chamlab, profile_macro
+from conftest import chamlab, one_at_a_time, profile_macro, run_shared_dir
 
 from chamlab.chamnet.spaces import SPACES
 from chamlab.host.luts.lut import Lut, add_rows
@@ -22,15 +22,23 @@ MACRO = SPACES.get("macro-cifar10")
 ARCH = "all-identity"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lut(tmp_path_factory: pytest.TempPathFactory, fast_devices: Path) -> tuple[Path, dict]:
-    """One LUT with the fp32 and the int8 rows of all-identity (the int8 profile's --json report)."""
-    out = tmp_path_factory.mktemp("int8") / "lut.parquet"
-    res = profile_macro(out, fast_devices, "--arch", ARCH)
-    assert res.returncode == 0, res.stderr
-    res = profile_macro(out, fast_devices, "--arch", ARCH, "--dtype", "int8", "--json")
-    assert res.returncode == 0, res.stderr
-    return out, json.loads(res.stdout)
+    """One LUT with the fp32 and the int8 rows of all-identity (the int8 profile's --json report),
+    made once per run: under pytest-xdist the first worker makes it and the others read it (the tests
+    copy it before writing to it)."""
+    shared = run_shared_dir(tmp_path_factory) or tmp_path_factory.mktemp("int8")
+    out, report = shared / "int8-lut.parquet", shared / "int8-report.json"
+    with one_at_a_time(tmp_path_factory, "int8-lut"):
+        if not report.is_file():
+            res = profile_macro(out, fast_devices, "--arch", ARCH)
+            assert res.returncode == 0, res.stderr
+            res = profile_macro(out, fast_devices, "--arch", ARCH, "--dtype", "int8", "--json")
+            assert res.returncode == 0, res.stderr
+            tmp = report.with_suffix(".tmp")
+            tmp.write_text(res.stdout)
+            tmp.replace(report)
+    return out, json.loads(report.read_text())
 
 
 def _predict(path: Path, *extra: str | Path) -> tuple[int, dict | str]:
