@@ -1296,7 +1296,6 @@ def describe_program(
     from chamlab.chamnet.training import TrainingOracle
     from chamlab.chamnet.training.schedule import num_outputs
     from chamlab.host.workflows import manifest as mf
-    from chamlab.host.workflows.evaluate import evaluate_program
 
     spec, space = ctx.spec, ctx.space
     arch = space.parse(report.arch)
@@ -1361,14 +1360,7 @@ def describe_program(
         assert isinstance(oracle, TrainingOracle)
         ctx.progress.note(f"evaluating {MODEL} through ExecuTorch on the validation split")
         try:
-            rep = evaluate_program(
-                pte,
-                oracle.data.source,
-                manifest=manifest,
-                threads=spec.threads,
-                device=_evaluation_device(ctx),
-                progress=ctx.progress.note,
-            )
+            rep = _evaluate_program(ctx, pte, oracle, manifest)
         except ChamlabError as exc:
             report.notes.append(f"the program's own accuracy was not measured: {exc}")
         else:
@@ -1390,9 +1382,20 @@ def describe_program(
     report.manifest_path = ctx.out / mf.manifest_path(pte).name
 
 
-def _evaluation_device(ctx: Context) -> DeviceConfig | None:
-    """The device whose runtime evaluates the program (``opts.evaluate_on``); None: this host's."""
-    return ctx.spec.device if ctx.opts.evaluate_on == "target" else None
+def _evaluate_program(ctx: Context, pte: Path, oracle: Any, manifest: Any) -> Any:
+    """``pte`` through ExecuTorch on the oracle's validation split, as ``manifest`` maps the data, at
+    the run's thread count, on this host or the target (``opts.evaluate_on``)."""
+    from chamlab.host.workflows.evaluate import evaluate_program
+
+    device: DeviceConfig | None = ctx.spec.device if ctx.opts.evaluate_on == "target" else None
+    return evaluate_program(
+        pte,
+        oracle.data.source,
+        manifest=manifest,
+        threads=ctx.spec.threads,
+        device=device,
+        progress=ctx.progress.note,
+    )
 
 
 def _evaluate_sibling(
@@ -1407,7 +1410,6 @@ def _evaluate_sibling(
     from chamlab.chamnet.training.schedule import calibration_inputs
     from chamlab.host.measurement.networks import network_item
     from chamlab.host.workflows import manifest as mf
-    from chamlab.host.workflows.evaluate import evaluate_program
     from chamlab.operators.export import export_program
 
     spec, space = ctx.spec, ctx.space
@@ -1439,14 +1441,7 @@ def _evaluate_sibling(
                 weights="trained",
                 accuracy=mf.Accuracy(split=manifest.accuracy.split, figures=[]),
             )
-            rep = evaluate_program(
-                pte,
-                oracle.data.source,
-                manifest=sibling,
-                threads=spec.threads,
-                device=_evaluation_device(ctx),
-                progress=ctx.progress.note,
-            )
+            rep = _evaluate_program(ctx, pte, oracle, sibling)
     except ChamlabError as exc:
         report.notes.append(f"the {other} program's own accuracy was not measured: {exc}")
         return
