@@ -138,7 +138,7 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     s, a = r.get("summary", {}), r["args"]
     default = Schedule()
     out = [
-        f"## Proxy fidelity: {r['space']}",
+        f"## Proxy fidelity: {r['space']}" + (f" with `--proxy {a['proxy']}`" if a.get("proxy") else ""),
         "",
         f"`{r['command']}`",
         "",

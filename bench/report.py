@@ -850,7 +850,11 @@ def main() -> None:
     from bench.mbv2_real_data import render as mbv2_real_render
     from bench.proxy_fidelity import render as proxy_render
 
-    for name in ("proxy_fidelity-macro-cifar10", "proxy_fidelity-chamnet-mbv2"):
+    for name in (
+        "proxy_fidelity-macro-cifar10",
+        "proxy_fidelity-macro-cifar10-val5000",  # the same with 5,000 validation images (a proxy variant)
+        "proxy_fidelity-chamnet-mbv2",
+    ):
         r = _load(name)
         title = f"## Proxy fidelity: {name.split('-', 1)[1]}"
         parts += (proxy_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
