@@ -204,14 +204,8 @@ class HeatCheck:
             samples.append(self._sample())
             temps = [t for t, _, _ in samples if t is not None]
             freqs = [f for _, _, f in samples if f is not None]
-            start = self._last or {
-                "cool_below_mc": self.cool_below_mc,
-                "cool_wait_cs": 0,
-                "cool_timed_out": False,
-                "start_mc": None,
-            }
             self._last = {
-                **start,
+                **self._last,  # wait_cool's part (measure() calls it before every window)
                 "samples": len(samples),
                 "low_samples": sum(1 for _, low, _ in samples if low) if self.freq else 0,
                 "min_freq_khz": min(freqs) if freqs else None,
@@ -225,11 +219,17 @@ class HeatCheck:
 
     def throttled(self) -> str | None:
         """Why the window just measured counts as throttled, None when it does not (or was not checked)."""
-        r = self._last
-        if not self.freq or not r.get("low_samples"):
-            return None
-        top = r.get("temp_max_mc")
-        return (
-            f"a CPU ran under its minimum frequency in {r['low_samples']} of {r['samples']} samples "
-            f"(lowest {r['min_freq_khz']} kHz, zone up to {top / 1000 if top is not None else None} C)"
-        )
+        return throttled_reason(self._last) if self.freq else None
+
+
+def throttled_reason(record: dict[str, Any] | None) -> str | None:
+    """Why a window with this heat record (the driver's keys, or :meth:`HeatCheck.record`) counts as
+    throttled: a checked CPU read under its minimum in some sample; None when none did."""
+    if not record or not isinstance(record.get("low_samples"), int) or record["low_samples"] <= 0:
+        return None
+    top = record.get("temp_max_mc")
+    top_c = float(top) / 1000.0 if isinstance(top, (int, float)) and not isinstance(top, bool) else None
+    return (
+        f"a CPU ran under its minimum frequency in {record['low_samples']} of {record.get('samples')} "
+        f"samples (lowest {record.get('min_freq_khz')} kHz, zone up to {top_c} C)"
+    )

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chamlab.agent.heat import throttled_reason
 from chamlab.core.errors import MeasurementError
 
 if TYPE_CHECKING:
@@ -76,16 +77,6 @@ def _checks_frequency(heat: dict[str, Any]) -> bool:
     return isinstance(heat.get("min_freq_khz"), int)
 
 
-def _throttled(heat: dict[str, Any] | None) -> str | None:
-    """Why the window counts as throttled (see agent/driver.sh's heat record), or None."""
-    if not heat or not isinstance(heat.get("low_samples"), int) or heat["low_samples"] <= 0:
-        return None
-    return (
-        f"a CPU ran under its minimum frequency in {heat['low_samples']} of {heat.get('samples')} "
-        f"samples (lowest {heat.get('min_freq_khz')} kHz, zone up to {_mc(heat.get('temp_max_mc'))} C)"
-    )
-
-
 def _wall_ms(state: dict[str, Any] | None, executions: int) -> float | None:
     """The op's wall time per execution from the driver's call durations: (measured call - warm-up
     call) / executions, both including the runner's start-up; None without a warm-up call."""
@@ -127,7 +118,7 @@ def runner_result(
         warmup_runs=warmup_runs,
         temp_before_c=_max_temp_c(before),
         temp_after_c=_max_temp_c(after),
-        throttled=_throttled(heat),
+        throttled=throttled_reason(heat),
     )
     if heat is not None:
         checked = isinstance(heat.get("samples"), int) and heat["samples"] > 0
