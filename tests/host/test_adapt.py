@@ -141,7 +141,10 @@ def test_adapt_reports_a_measured_miss_and_strict_makes_it_exit_1(
     assert r["constraint_met"] is False and r["measured_latency_ms"] > 0.15 >= r["predicted_latency_ms"]
     assert "constraint missed" in res.stderr and "chamlab calibrate --target test-cpu" in res.stderr
     assert r["margin"]["source"] == "default (no calibration)" and r["search_limit_ms"] < 0.15
-    assert r["queries"] == r["new_queries"] == 10 and r["weights"] == "random" and r["oracle_accuracy"] > 0
+    # the budget is 10; fewer when fewer archs are predicted under the search limit (the LUT holds this
+    # machine's measured latencies, so how many depends on its speed): the search then asked each
+    assert 1 <= r["queries"] == r["new_queries"] <= 10
+    assert r["weights"] == "random" and r["oracle_accuracy"] > 0
     assert r["accuracy_dtype"] == "fp32" and "fp32 accuracy only" in r["accuracy_note"]  # a table oracle
     assert r["oracle_accuracies"] == {"fp32": r["oracle_accuracy"]}
     assert len(r["measured_runs_ms"]) == 3 and r["measured_latency_ms"] == sorted(r["measured_runs_ms"])[1]
