@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from chamlab.chamnet.search.acquisition import ACQUISITIONS, Acquisition, top
-from chamlab.chamnet.search.gp import KERNELS, Kernel, predict_gp
+from chamlab.chamnet.search.gp import KERNELS, Groups, Kernel, predict_gp
 
 
 class Matern52(Kernel):
-    def covar_module(self, d: int) -> Any:
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
         from gpytorch.kernels import MaternKernel, ScaleKernel
         from gpytorch.priors import GammaPrior
 
@@ -40,7 +40,7 @@ class Matern52(Kernel):
 
 
 class Additive(Kernel):
-    def covar_module(self, d: int) -> Any:
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
         from gpytorch.kernels import AdditiveKernel, RBFKernel, ScaleKernel
 
         return ScaleKernel(AdditiveKernel(*(RBFKernel(active_dims=(i,)) for i in range(d)))) + ScaleKernel(
@@ -49,7 +49,7 @@ class Additive(Kernel):
 
 
 class Additive2(Kernel):
-    def covar_module(self, d: int) -> Any:
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
         from gpytorch.kernels import NewtonGirardAdditiveKernel, RBFKernel
         from gpytorch.priors import LogNormalPrior
 

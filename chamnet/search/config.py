@@ -20,7 +20,7 @@ from typing import Any
 
 from chamlab.core.errors import InputError
 
-ADDED_FIELDS: dict[str, Any] = {"merge_equivalent": False}
+ADDED_FIELDS: dict[str, Any] = {"merge_equivalent": False, "local_search": 0}
 
 REMOVED_FIELDS: dict[str, Any] = {
     "cost_feature": False,  # the log primary cost as a GP input (v1's default)
@@ -47,6 +47,8 @@ class EngineConfig:
     exhaustive_limit: int = 100_000  # spaces up to this size are enumerated once, else pools
     pool_size: int = 4096  # uniform samples per candidate pool (large spaces)
     mutate_top: int = 5  # the pool also holds every single mutation of this many best archs
+    local_search: int = 0  # pools only: rounds of hill-climbing the acquisition from its mutate_top
+    # best candidates through their single mutations before the pick (0: the pool as drawn)
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # a name in :data:`.gp.KERNELS`
     acquisition: str = "ei"  # a name in :data:`.acquisition.ACQUISITIONS`
@@ -62,6 +64,8 @@ class EngineConfig:
 
         if self.n_init < 1:
             raise InputError(f"the initial design needs at least 1 arch, got n_init={self.n_init}")
+        if self.local_search < 0:
+            raise InputError(f"local_search must be >= 0 rounds, got {self.local_search}")
         if self.refit_every < 1:
             raise InputError(f"refit_every must be >= 1, got {self.refit_every}")
         if self.batch_size < 1:

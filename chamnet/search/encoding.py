@@ -51,6 +51,19 @@ class Encoder:
             out += [f"{d.name}={v}" for v in d.values] if onehot else []
         return out
 
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The column indices of each categorical dimension's one-hot columns (dims of more than 2
+        values; a 2-valued one is a single index column), in dimension order."""
+        out: list[tuple[int, ...]] = []
+        col = 0
+        for d, (index, onehot) in zip(self.dims, self._parts, strict=True):
+            col += int(index)
+            if onehot:
+                if d.categorical:
+                    out.append(tuple(range(col, col + len(d.values))))
+                col += len(d.values)
+        return tuple(out)
+
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         out = np.zeros((len(archs), self.width))
         col = 0

@@ -96,6 +96,7 @@ class EngineState:
     optimised_on: int = 0
     fit_seconds: float = 0.0
     warp: OutputWarp = dataclasses.field(default_factory=lambda: OutputWarp("none"))  # accuracy -> GP output
+    groups: tuple[tuple[int, ...], ...] = ()  # the categorical dims' one-hot feature columns
     fit_failures: list[str] = dataclasses.field(default_factory=list)  # one message per failed fit
 
     def predict(self, archs: Sequence[Arch], primary_cost: Any = None) -> np.ndarray | None:
@@ -140,7 +141,12 @@ class BayesOptEngine:
         )
         queried: dict[Arch, Query] = {tuple(q.arch): q for q in previous}
         asked: set[Hashable] = {key(a) for a in queried}
-        state = EngineState(list(queried.values()), feature_names=tuple(encoder.names()), features=encoder)
+        state = EngineState(
+            list(queried.values()),
+            feature_names=tuple(encoder.names()),
+            features=encoder,
+            groups=encoder.groups(),
+        )
 
         def fresh_in(archs: Sequence[Arch]) -> list[int]:
             """Indices of the archs whose key was not asked yet."""
@@ -158,6 +164,12 @@ class BayesOptEngine:
             first.setdefault(key(a), a)
         todo_init = list(first.values())
 
+        climb = None
+        if not exhaustive and cfg.local_search:
+
+            def climb(c: Candidates, f: list[int], best: float) -> tuple[Candidates, list[int]]:
+                return self._climb(state, problem, encoder, c, f, best, fresh_in)
+
         while len(queried) < budget:
             if stop is not None and stop(state):
                 break
@@ -169,7 +181,7 @@ class BayesOptEngine:
                 fresh = fresh_in(cands.archs)
                 if not fresh:
                     break
-                batch, phase = self._acquire(state, queried, cands, fresh, room, problem), "bo"
+                batch, phase = self._acquire(state, queried, cands, fresh, room, problem, climb), "bo"
             for q in self._ask(problem, batch, phase):
                 queried[q.arch] = q
                 asked.add(key(q.arch))
@@ -216,6 +228,7 @@ class BayesOptEngine:
                 kernel=self.config.kernel,
                 optimise=optimise,
                 failures=state.fit_failures,
+                groups=state.groups,
             )
         if optimise:
             state.optimised_on = len(qs)
@@ -230,14 +243,18 @@ class BayesOptEngine:
         fresh: list[int],
         q: int,
         problem: Problem,
+        grow: Callable[[Candidates, list[int], float], tuple[Candidates, list[int]]] | None = None,
     ) -> list[Arch]:
-        """Refit, then the acquisition's ``q`` picks among the fresh candidates."""
+        """Refit, then the acquisition's ``q`` picks among the fresh candidates (first grown by
+        ``grow(cands, fresh, best)``, the local search, when given)."""
         self._fit(state, problem)
         assert state.features is not None
         best = max(
             (x.accuracy for x in queried.values() if _feasible(problem, x)),
             default=min(x.accuracy for x in queried.values()),
         )
+        if grow is not None:
+            cands, fresh = grow(cands, fresh, float(state.warp(best)))
         fresh_archs = [cands.archs[i] for i in fresh]
         rows = self.acquisition.select(
             state.model, state.features(fresh_archs), float(state.warp(best)), q, seed=len(queried)
@@ -262,19 +279,73 @@ class BayesOptEngine:
         space = problem.space
         archs = list(dict.fromkeys(tuple(a) for a in space.sample(rng, cfg.pool_size)))
         for q in sorted(queried, key=lambda x: -x.accuracy)[: cfg.mutate_top]:
-            for j, d in enumerate(space.dimensions):
-                for v in d.values:
-                    if v == q.arch[j]:
-                        continue
-                    try:
-                        archs.append(space.validate((*q.arch[:j], v, *q.arch[j + 1 :])))
-                    except ArchError:
-                        continue  # a mutation outside the space (a constrained space) is no candidate
-        archs = list(dict.fromkeys(archs))
+            archs += _mutations(space, q.arch)
+        return self._feasible_of(problem, encoder, list(dict.fromkeys(archs)))
+
+    @staticmethod
+    def _feasible_of(problem: Problem, encoder: Encoder, archs: list[Arch]) -> Candidates:
         costs = problem.cost_matrix(archs)
         ok = problem.feasible(costs)
         kept = [a for a, f in zip(archs, ok, strict=True) if f]
         return Candidates(kept, encoder(kept), costs[problem.primary][ok])
+
+    def _climb(
+        self,
+        state: EngineState,
+        problem: Problem,
+        encoder: Encoder,
+        cands: Candidates,
+        fresh: list[int],
+        best: float,
+        fresh_in: Callable[[Sequence[Arch]], list[int]],
+    ) -> tuple[Candidates, list[int]]:
+        """The local search of a pool (``local_search`` rounds): from the ``mutate_top`` fresh
+        candidates of highest log EI over ``best`` (warped units), every feasible, fresh single
+        mutation is scored and joins the candidates; the next round starts from the best
+        ``mutate_top`` of everything scored, and the climb ends early when none of those is new.
+        Returns the grown candidates and their fresh indices."""
+        cfg = self.config
+        mean, std = predict_gp(state.model, cands.X[fresh])
+        scored = {cands.archs[i]: float(v) for i, v in zip(fresh, log_ei(mean, std, best), strict=True)}
+        seen = set(cands.archs)
+        front = sorted(scored, key=scored.__getitem__, reverse=True)[: cfg.mutate_top]
+        parts = [cands]
+        for _ in range(cfg.local_search):
+            near = [m for a in front for m in _mutations(problem.space, a) if m not in seen]
+            near = list(dict.fromkeys(near))
+            seen.update(near)
+            near = [near[i] for i in fresh_in(near)]
+            if not near:
+                break
+            new = self._feasible_of(problem, encoder, near)
+            if not new.archs:
+                break
+            parts.append(new)
+            mean, std = predict_gp(state.model, new.X)
+            scored.update(zip(new.archs, (float(v) for v in log_ei(mean, std, best)), strict=True))
+            top = sorted(scored, key=scored.__getitem__, reverse=True)[: cfg.mutate_top]
+            if set(top) <= set(front):
+                break
+            front = [a for a in top if a not in front]
+        if len(parts) == 1:
+            return cands, fresh
+        archs = [a for p in parts for a in p.archs]
+        grown = Candidates(archs, np.vstack([p.X for p in parts]), np.concatenate([p.cost for p in parts]))
+        return grown, fresh + list(range(len(cands.archs), len(archs)))
+
+
+def _mutations(space: Any, arch: Arch) -> list[Arch]:
+    """Every arch of ``space`` that differs from ``arch`` in one dimension."""
+    out = []
+    for j, d in enumerate(space.dimensions):
+        for v in d.values:
+            if v == arch[j]:
+                continue
+            try:
+                out.append(space.validate((*arch[:j], v, *arch[j + 1 :])))
+            except ArchError:
+                continue  # a mutation outside the space (a constrained space) is no candidate
+    return out
 
 
 def _feasible(problem: Problem, q: Query) -> bool:

@@ -27,11 +27,15 @@ class GPFitWarning(ChamlabWarning):
     """Optimising the GP's hyperparameters failed; the search went on with its starting values."""
 
 
-class Kernel:
-    """A GP covariance: :meth:`covar_module` builds it for ``d`` input features (None: BoTorch's
-    default for SingleTaskGP)."""
+Groups = Sequence[Sequence[int]]
 
-    def covar_module(self, d: int) -> Any:
+
+class Kernel:
+    """A GP covariance: :meth:`covar_module` builds it for ``d`` input features, of which ``groups``
+    are the one-hot column groups of the categorical dimensions (:meth:`.encoding.Encoder.groups`);
+    None: BoTorch's default for SingleTaskGP."""
+
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
         raise NotImplementedError
 
 
@@ -40,13 +44,88 @@ KERNELS: Registry[Kernel] = Registry("kernel")
 
 
 class RBF(Kernel):
-    """BoTorch's default: ARD RBF, dimension-scaled log-normal lengthscale prior (the shipped one)."""
+    """BoTorch's default: ARD RBF, dimension-scaled log-normal lengthscale prior, one lengthscale per
+    feature column (a categorical dimension's one-hot columns each have their own)."""
 
-    def covar_module(self, d: int) -> Any:
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
         return None
 
 
+class Overlap(Kernel):
+    """RBF on the ordinal features times an ARD overlap (Hamming) kernel on the categorical
+    dimensions: ``exp(-0.5 * (sum_o ((x_o - x'_o) / l_o)^2 + sum_c [x_c != x'_c] / l_c^2))``, one
+    lengthscale per *dimension* (a categorical one of k values has one, not k), under BoTorch's
+    dimension-scaled prior counted in dimensions. Without categorical dimensions of more than 2
+    values it is exactly the ``rbf`` kernel (None)."""
+
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
+        if not groups:
+            return None
+        return _overlap_kernel(d, groups)
+
+
 KERNELS.add("rbf", RBF())
+KERNELS.add("overlap", Overlap())
+
+
+def _overlap_kernel(d: int, groups: Groups) -> Any:
+    """The :class:`Overlap` covariance as a GPyTorch kernel (built here so GPyTorch is imported only
+    when a GP is fitted)."""
+    import math
+
+    import torch
+    from gpytorch.constraints import GreaterThan
+    from gpytorch.kernels import Kernel as GKernel
+    from gpytorch.priors import LogNormalPrior
+
+    grouped = {i for g in groups for i in g}
+    plain = [i for i in range(d) if i not in grouped]
+    cols = [list(g) for g in groups]
+    n = len(plain) + len(cols)
+
+    class OverlapKernel(GKernel):
+        # its own lengthscale parameter: GPyTorch's ARD lengthscale must have one entry per input column
+        def __init__(self) -> None:
+            super().__init__()
+            self.plain, self.groups = plain, cols
+            prior = LogNormalPrior(loc=math.sqrt(2.0) + 0.5 * math.log(n), scale=math.sqrt(3.0))
+            constraint = GreaterThan(2.5e-2, transform=None)
+            self.register_parameter(
+                "raw_lengthscale", torch.nn.Parameter(torch.zeros(1, n, dtype=torch.float64))
+            )
+            self.register_constraint("raw_lengthscale", constraint)
+            self.register_prior("lengthscale_prior", prior, lambda m: m.lengthscale, lambda m, v: m._set(v))
+            self._set(torch.full((1, n), float(prior.mode), dtype=torch.float64))
+
+        @property
+        def lengthscale(self) -> Any:
+            return self.raw_lengthscale_constraint.transform(self.raw_lengthscale)
+
+        def _set(self, value: Any) -> None:
+            value = torch.as_tensor(value).to(self.raw_lengthscale)
+            self.initialize(raw_lengthscale=self.raw_lengthscale_constraint.inverse_transform(value))
+
+        def forward(self, x1: Any, x2: Any, diag: bool = False, **params: Any) -> Any:
+            ls = self.lengthscale  # (*batch, 1, n): the plain features' first, then one per group
+            k = len(self.plain)
+            if k:
+                dist = self.covar_dist(
+                    x1[..., self.plain] / ls[..., :k],
+                    x2[..., self.plain] / ls[..., :k],
+                    square_dist=True,
+                    diag=diag,
+                )
+            else:
+                shape = (*x1.shape[:-1],) if diag else (*x1.shape[:-1], x2.shape[-2])
+                dist = torch.zeros(shape, dtype=x1.dtype, device=x1.device)
+            for j, g in enumerate(self.groups):
+                a, b = x1[..., g], x2[..., g]
+                same = (a * b).sum(-1) if diag else a @ b.transpose(-1, -2)
+                scale = ls[..., k + j] ** 2  # (*batch, 1)
+                dist = dist + (1.0 - same) / (scale if diag else scale.unsqueeze(-1))
+            return torch.exp(-0.5 * dist)
+
+    return OverlapKernel()
 
 
 def fit_gp(
@@ -56,10 +135,12 @@ def fit_gp(
     kernel: str = "rbf",
     optimise: bool = True,
     failures: list[str] | None = None,
+    groups: Groups = (),
 ) -> Any:
     """A BoTorch SingleTaskGP (standardised outputs) fitted by maximum marginal likelihood; ``warm``
     (the previous step's model) starts the optimiser from its hyperparameters, or, with
     ``optimise=False``, supplies them unchanged (the model is only conditioned on the new data).
+    ``groups``: the categorical dimensions' one-hot column groups (for kernels that use them).
 
     A failed optimisation keeps the starting hyperparameters (still a usable model): it warns
     (:class:`GPFitWarning`) and appends the message to ``failures`` when given."""
@@ -72,7 +153,7 @@ def fit_gp(
 
     tx = torch.as_tensor(X, dtype=torch.float64)
     ty = torch.as_tensor(np.asarray(y, dtype=float).reshape(-1, 1), dtype=torch.float64)
-    covar = KERNELS.get(kernel).covar_module(tx.shape[-1])
+    covar = KERNELS.get(kernel).covar_module(tx.shape[-1], groups)
     model = SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
     if warm is not None:
         try:
@@ -159,7 +240,10 @@ def hyperparameters(model: Any, feature_names: Sequence[str]) -> dict[str, Any]:
     base = getattr(covar, "base_kernel", covar)
     ls = getattr(base, "lengthscale", None)
     if ls is not None:
-        out["lengthscales"] = dict(zip(feature_names, ls.detach().reshape(-1).tolist(), strict=False))
+        names = list(feature_names)
+        if hasattr(base, "groups"):  # an overlap kernel: the plain features, then one per categorical dim
+            names = [names[i] for i in base.plain] + [names[g[0]].split("=", 1)[0] for g in base.groups]
+        out["lengthscales"] = dict(zip(names, ls.detach().reshape(-1).tolist(), strict=False))
     if hasattr(covar, "outputscale"):
         out["outputscale"] = float(covar.outputscale.detach())
     out["noise_standardised"] = float(model.likelihood.noise.detach().reshape(-1)[0])
