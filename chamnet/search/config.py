@@ -47,7 +47,7 @@ class EngineConfig:
     exhaustive_limit: int = 100_000  # spaces up to this size are enumerated once, else pools
     pool_size: int = 4096  # uniform samples per candidate pool (large spaces)
     mutate_top: int = 5  # the pool also holds every single mutation of this many best archs
-    local_search: int = 0  # pools only: rounds of hill-climbing the acquisition from its mutate_top
+    local_search: int = 3  # pools only: rounds of hill-climbing the acquisition from its mutate_top
     # best candidates through their single mutations before the pick (0: the pool as drawn)
     refit_every: int = 4  # re-optimise the hyperparameters after this many new queries (else reuse)
     kernel: str = "rbf"  # a name in :data:`.gp.KERNELS`
