@@ -83,10 +83,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "overlap": {"kernel": "overlap"},
     # candidate pools instead of enumeration (as in a space of more than exhaustive_limit archs), without
     # and with the local search of the acquisition: what the local search buys where pools are used
-    "pool": {"exhaustive_limit": 0},
+    "pool": {"exhaustive_limit": 0, "local_search": 0},
     "pool-local": {"exhaustive_limit": 0, "local_search": 3},
     # pools of 256 draws: a space far larger than its pool (chamnet-mbv2 is ~10^19 archs per 4,096)
-    "pool256": {"exhaustive_limit": 0, "pool_size": 256},
+    "pool256": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 0},
     "pool256-local": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 3},
 }
 
