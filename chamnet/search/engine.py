@@ -6,7 +6,9 @@ Loop (options in :class:`~.config.EngineConfig`; the design choices measured in
 1. **Candidates.** A space of at most ``exhaustive_limit`` archs is enumerated once, its costs
    computed and the infeasible archs dropped: acquisition then ranks *every* feasible arch. A larger
    space is searched through a fresh candidate pool per step: ``pool_size`` uniform samples plus
-   every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only.
+   every single-dimension mutation of the ``mutate_top`` best archs queried so far, feasible only;
+   before each pick the acquisition is climbed locally from the pool (``local_search`` rounds of
+   scoring the single mutations of its ``mutate_top`` best candidates, :meth:`BayesOptEngine._climb`).
    With ``merge_equivalent``, an arch that builds a network already asked under another name (the
    space's ``equivalence_key``, for a search space its op list: macro-cifar10's 6,561 archs are
    3,969 networks) is no candidate: a deterministic oracle would answer the same, a training oracle

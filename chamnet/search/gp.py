@@ -2,9 +2,9 @@
 candidates (:func:`predict_gp`) and its hyperparameters as JSON (:func:`hyperparameters`).
 
 Kernels are registered in :data:`KERNELS` (``EngineConfig.kernel``). The engine ships one, ``rbf``:
-BoTorch's default (ARD RBF with the dimension-scaled lengthscale prior). Matern 5/2 and two additive
-kernels were measured and not adopted (docs/benchmarks.md); ``bench/engine_variants.py`` registers
-them again to reproduce those runs.
+BoTorch's default (ARD RBF with the dimension-scaled lengthscale prior). Matern 5/2, two additive
+kernels and an overlap kernel for categorical dimensions were measured and not adopted
+(docs/benchmarks.md); ``bench/engine_variants.py`` registers them again to reproduce those runs.
 
 A hyperparameter fit that fails is never silent: it keeps the starting hyperparameters (the warm
 model's, or the prior's), warns (:class:`GPFitWarning`) and, given a ``failures`` list, appends the
@@ -51,81 +51,7 @@ class RBF(Kernel):
         return None
 
 
-class Overlap(Kernel):
-    """RBF on the ordinal features times an ARD overlap (Hamming) kernel on the categorical
-    dimensions: ``exp(-0.5 * (sum_o ((x_o - x'_o) / l_o)^2 + sum_c [x_c != x'_c] / l_c^2))``, one
-    lengthscale per *dimension* (a categorical one of k values has one, not k), under BoTorch's
-    dimension-scaled prior counted in dimensions. Without categorical dimensions of more than 2
-    values it is exactly the ``rbf`` kernel (None)."""
-
-    def covar_module(self, d: int, groups: Groups = ()) -> Any:
-        if not groups:
-            return None
-        return _overlap_kernel(d, groups)
-
-
 KERNELS.add("rbf", RBF())
-KERNELS.add("overlap", Overlap())
-
-
-def _overlap_kernel(d: int, groups: Groups) -> Any:
-    """The :class:`Overlap` covariance as a GPyTorch kernel (built here so GPyTorch is imported only
-    when a GP is fitted)."""
-    import math
-
-    import torch
-    from gpytorch.constraints import GreaterThan
-    from gpytorch.kernels import Kernel as GKernel
-    from gpytorch.priors import LogNormalPrior
-
-    grouped = {i for g in groups for i in g}
-    plain = [i for i in range(d) if i not in grouped]
-    cols = [list(g) for g in groups]
-    n = len(plain) + len(cols)
-
-    class OverlapKernel(GKernel):
-        # its own lengthscale parameter: GPyTorch's ARD lengthscale must have one entry per input column
-        def __init__(self) -> None:
-            super().__init__()
-            self.plain, self.groups = plain, cols
-            prior = LogNormalPrior(loc=math.sqrt(2.0) + 0.5 * math.log(n), scale=math.sqrt(3.0))
-            constraint = GreaterThan(2.5e-2, transform=None)
-            self.register_parameter(
-                "raw_lengthscale", torch.nn.Parameter(torch.zeros(1, n, dtype=torch.float64))
-            )
-            self.register_constraint("raw_lengthscale", constraint)
-            self.register_prior("lengthscale_prior", prior, lambda m: m.lengthscale, lambda m, v: m._set(v))
-            self._set(torch.full((1, n), float(prior.mode), dtype=torch.float64))
-
-        @property
-        def lengthscale(self) -> Any:
-            return self.raw_lengthscale_constraint.transform(self.raw_lengthscale)
-
-        def _set(self, value: Any) -> None:
-            value = torch.as_tensor(value).to(self.raw_lengthscale)
-            self.initialize(raw_lengthscale=self.raw_lengthscale_constraint.inverse_transform(value))
-
-        def forward(self, x1: Any, x2: Any, diag: bool = False, **params: Any) -> Any:
-            ls = self.lengthscale  # (*batch, 1, n): the plain features' first, then one per group
-            k = len(self.plain)
-            if k:
-                dist = self.covar_dist(
-                    x1[..., self.plain] / ls[..., :k],
-                    x2[..., self.plain] / ls[..., :k],
-                    square_dist=True,
-                    diag=diag,
-                )
-            else:
-                shape = (*x1.shape[:-1],) if diag else (*x1.shape[:-1], x2.shape[-2])
-                dist = torch.zeros(shape, dtype=x1.dtype, device=x1.device)
-            for j, g in enumerate(self.groups):
-                a, b = x1[..., g], x2[..., g]
-                same = (a * b).sum(-1) if diag else a @ b.transpose(-1, -2)
-                scale = ls[..., k + j] ** 2  # (*batch, 1)
-                dist = dist + (1.0 - same) / (scale if diag else scale.unsqueeze(-1))
-            return torch.exp(-0.5 * dist)
-
-    return OverlapKernel()
 
 
 def fit_gp(

@@ -1,5 +1,5 @@
 """Engine variants measured and not adopted: bench/engine_variants.py registers the cheap ones again
-(kernels, PI, MES) so their benchmark runs reproduce; the others are refused by name."""
+(kernels, PI, MES, EI above noise) so their benchmark runs reproduce; the others are refused by name."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def _problem() -> object:
 @pytest.mark.parametrize(
     "cfg",
     [{"kernel": "matern52"}, {"kernel": "additive"}, {"kernel": "additive2"},
-     {"acquisition": "pi", "batch_size": 2}, {"acquisition": "mes"}],
-    ids=["matern52", "additive", "additive2", "pi-batch", "mes"],
+     {"acquisition": "pi", "batch_size": 2}, {"acquisition": "mes"}, {"kernel": "overlap", "batch_size": 3}],
+    ids=["matern52", "additive", "additive2", "pi-batch", "mes", "overlap-batch"],
 )  # fmt: skip
 def test_registered_variants_run_deterministically(variants: object, cfg: dict) -> None:
     from chamlab.chamnet.search import BayesOptEngine, EngineConfig
@@ -66,6 +66,42 @@ def test_registered_kernels_match_the_posterior(variants: object) -> None:
             post = model.posterior(torch.as_tensor(Xc).unsqueeze(-2))
         assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8), kernel
         assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8), kernel
+
+
+def test_overlap_kernel_has_one_lengthscale_per_categorical_dimension(variants: object) -> None:
+    """kernel="overlap": a categorical dimension of k values is one overlap lengthscale (the rbf
+    kernel has k, one per one-hot column); without such dimensions it is the rbf kernel itself."""
+    import torch
+
+    from chamlab.chamnet.search.gp import KERNELS, fit_gp, hyperparameters, predict_gp
+
+    rng = np.random.default_rng(0)
+    n = 30
+    o, c, z = rng.random(n), rng.integers(0, 3, n), rng.integers(0, 3, n)
+    X = np.zeros((n, 7))
+    X[:, 0] = o
+    X[np.arange(n), 1 + c] = 1
+    X[np.arange(n), 4 + z] = 1
+    y = 3 * o + np.array([0.0, 2.0, 5.0])[c] + rng.normal(0, 0.05, n)  # z is irrelevant
+    groups = ((1, 2, 3), (4, 5, 6))
+    model = fit_gp(X, y, kernel="overlap", groups=groups)
+    hp = hyperparameters(model, ["o", "c=0", "c=1", "c=2", "z=0", "z=1", "z=2"])
+    assert hp["kernel"] == "OverlapKernel" and list(hp["lengthscales"]) == ["o", "c", "z"]
+    assert hp["lengthscales"]["z"] > 3 * hp["lengthscales"]["c"]  # the irrelevant dimension
+    mean, std = predict_gp(model, X[:8])
+    with torch.no_grad():
+        post = model.posterior(torch.as_tensor(X[:8]).unsqueeze(-2))
+    assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
+    assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
+    assert np.abs(mean - y[:8]).max() < 0.5
+    # two archs that differ in one category are as close as the lengthscale of that dimension says
+    with torch.no_grad():
+        k = model.covar_module(torch.as_tensor(X[:2]), torch.as_tensor(X[:2])).to_dense()
+    ls = hp["lengthscales"]
+    same_c, same_z = X[0, 1:4] @ X[1, 1:4], X[0, 4:] @ X[1, 4:]
+    dist = ((X[0, 0] - X[1, 0]) / ls["o"]) ** 2 + (1 - same_c) / ls["c"] ** 2 + (1 - same_z) / ls["z"] ** 2
+    assert float(k[0, 0]) == pytest.approx(1.0) and float(k[0, 1]) == pytest.approx(np.exp(-0.5 * dist))
+    assert KERNELS.get("overlap").covar_module(7, ()) is None  # no categorical dims: rbf
 
 
 def test_mes_values_mean_and_uncertainty(variants: object) -> None:

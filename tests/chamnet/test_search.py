@@ -64,6 +64,10 @@ class Counting:
         return self.inner(archs)
 
 
+def test_encoder_groups_are_the_categorical_one_hot_columns() -> None:
+    assert Encoder(synthetic().dimensions).groups() == ((2, 3, 4),)  # w, depth, op=a/b/c, se
+
+
 def test_encoder_one_hots_categories() -> None:
     sp = synthetic()
     enc = Encoder(sp.dimensions)
@@ -247,43 +251,6 @@ def test_local_search_climbs_the_acquisition_through_feasible_fresh_mutations() 
         EngineConfig(local_search=-1)
 
 
-def test_overlap_kernel_has_one_lengthscale_per_categorical_dimension() -> None:
-    """kernel="overlap": a categorical dimension of k values is one overlap lengthscale (the rbf
-    kernel has k, one per one-hot column); without such dimensions it is the rbf kernel itself."""
-    import torch
-
-    from chamlab.chamnet.search.gp import KERNELS, fit_gp, hyperparameters, predict_gp
-
-    rng = np.random.default_rng(0)
-    n = 30
-    o, c, z = rng.random(n), rng.integers(0, 3, n), rng.integers(0, 3, n)
-    X = np.zeros((n, 7))
-    X[:, 0] = o
-    X[np.arange(n), 1 + c] = 1
-    X[np.arange(n), 4 + z] = 1
-    y = 3 * o + np.array([0.0, 2.0, 5.0])[c] + rng.normal(0, 0.05, n)  # z is irrelevant
-    groups = ((1, 2, 3), (4, 5, 6))
-    model = fit_gp(X, y, kernel="overlap", groups=groups)
-    hp = hyperparameters(model, ["o", "c=0", "c=1", "c=2", "z=0", "z=1", "z=2"])
-    assert hp["kernel"] == "OverlapKernel" and list(hp["lengthscales"]) == ["o", "c", "z"]
-    assert hp["lengthscales"]["z"] > 3 * hp["lengthscales"]["c"]  # the irrelevant dimension
-    mean, std = predict_gp(model, X[:8])
-    with torch.no_grad():
-        post = model.posterior(torch.as_tensor(X[:8]).unsqueeze(-2))
-    assert mean == pytest.approx(post.mean.reshape(-1).numpy(), abs=1e-8)
-    assert std == pytest.approx(post.variance.sqrt().reshape(-1).numpy(), abs=1e-8)
-    assert np.abs(mean - y[:8]).max() < 0.5
-    # two archs that differ in one category are as close as the lengthscale of that dimension says
-    with torch.no_grad():
-        k = model.covar_module(torch.as_tensor(X[:2]), torch.as_tensor(X[:2])).to_dense()
-    ls = hp["lengthscales"]
-    same_c, same_z = X[0, 1:4] @ X[1, 1:4], X[0, 4:] @ X[1, 4:]
-    dist = ((X[0, 0] - X[1, 0]) / ls["o"]) ** 2 + (1 - same_c) / ls["c"] ** 2 + (1 - same_z) / ls["z"] ** 2
-    assert float(k[0, 0]) == pytest.approx(1.0) and float(k[0, 1]) == pytest.approx(np.exp(-0.5 * dist))
-    assert KERNELS.get("overlap").covar_module(7, ()) is None  # no categorical dims: rbf
-    assert Encoder(synthetic().dimensions).groups() == ((2, 3, 4),)  # w, depth, op=a/b/c, se
-
-
 def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
     sp = synthetic()
     problem = table_problem(sp, {"latency_ms": 6.0})
@@ -368,9 +335,8 @@ def test_predict_gp_matches_the_botorch_posterior() -> None:
         {"batch_size": 3},
         {"output_warp": "copula", "batch_size": 3},
         {"output_warp": "none"},
-        {"kernel": "overlap", "batch_size": 3},
     ],
-    ids=["default", "batch", "copula-batch", "no-warp", "overlap-batch"],
+    ids=["default", "batch", "copula-batch", "no-warp"],
 )
 def test_engine_queries_feasible_distinct_archs_deterministically(cfg: dict) -> None:
     import torch
