@@ -122,25 +122,41 @@ def _differences(name: str, there: Any, now: Any) -> str:
     return f"{name}: {there!r} there, {now!r} now"
 
 
-def check_same_arguments(old: Mapping[str, Any], new: Mapping[str, Any], where: Path, what: str) -> None:
+#: engine options that act only on candidate pools: irrelevant to a space that is enumerated
+POOL_ONLY_FIELDS = ("local_search",)
+
+
+def check_same_arguments(
+    old: Mapping[str, Any], new: Mapping[str, Any], where: Path, what: str, space_size: int | None = None
+) -> None:
     """:class:`InputError` unless the arguments stored with a run (``old``) equal ``new``, the budget
     aside. Stored engine options are read by :func:`~chamlab.chamnet.search.config.engine_fields`:
     options stored before they existed take the values that reproduce what the engine did then,
     removed options at the value the engine still implements are dropped, at any other value they
-    are an :class:`InputError` naming the option. The error names every field that differs."""
+    are an :class:`InputError` naming the option. With ``space_size`` at most both runs'
+    ``exhaustive_limit`` (an enumerated space), :data:`POOL_ONLY_FIELDS` are not compared: they change
+    nothing there. The error names every field that differs."""
     old = dict(old)
     if isinstance(old.get("engine"), dict):
         old["engine"] = engine_fields(old["engine"], f"{where} holds {what} whose arguments")
-    new = json.loads(json.dumps(dict(new)))
+    new = dict(json.loads(json.dumps(dict(new))))
+    then, now = old.get("engine"), new.get("engine")
+    if space_size is not None and isinstance(then, dict) and isinstance(now, dict):
+        limits = (then.get("exhaustive_limit"), now.get("exhaustive_limit"))
+        if all(isinstance(x, int) and space_size <= x for x in limits):
+            old["engine"] = {k: v for k, v in then.items() if k not in POOL_ONLY_FIELDS}
+            new["engine"] = {k: v for k, v in now.items() if k not in POOL_ONLY_FIELDS}
     diff = sorted(k for k in set(old) | set(new) if k != "budget" and old.get(k) != new.get(k))
     if diff:
         detail = "; ".join(_differences(k, old.get(k), new.get(k)) for k in diff)
         engine = old.get("engine")
         before_merge = isinstance(engine, dict) and engine.get("merge_equivalent") is False
+        before_local = isinstance(engine, dict) and engine.get("local_search") == 0
         raise InputError(
             f"{where} holds {what} made with other arguments ({detail})",
             hint="re-run with the same arguments to resume it"
             + (" (--ask-every-name: it asked every arch string)" if before_merge else "")
+            + (" (--local-search 0: it searched its pools without the local search)" if before_local else "")
             + ", or choose another --out DIR",
         )
 
@@ -172,7 +188,7 @@ def check_history(
     old = dict(stored.meta_json(ARGS_KEY, {}) or {})
     new = json.loads(json.dumps(dict(args)))
     digest_then, digest_now = old.pop(TABLE_DIGEST, None), new.pop(TABLE_DIGEST, None)
-    check_same_arguments(old, new, path.parent, what)
+    check_same_arguments(old, new, path.parent, what, space_size=space.size)
     df = stored.table.to_pandas()
     names = [d.name for d in space.dimensions]
     costs = list(costs if costs is not None else dict(args.get("limits") or {}))

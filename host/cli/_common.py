@@ -152,6 +152,17 @@ AccuracyOpt = Annotated[
         "(default: the --dtype; table oracles have fp32 only)",
     ),
 ]
+LocalSearchOpt = Annotated[
+    int,
+    typer.Option(
+        "--local-search",
+        min=0,
+        metavar="ROUNDS",
+        help="spaces too large to enumerate (over 100,000 archs): rounds of climbing the acquisition "
+        "through single-dimension mutations of its best pool candidates before each pick; 0 resumes a "
+        "run made before this was the default (docs/search.md)",
+    ),
+]
 MergeEquivalentOpt = Annotated[
     bool,
     typer.Option(

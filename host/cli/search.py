@@ -16,6 +16,7 @@ from ._common import (
     ExecutorOpt,
     FitOpt,
     JsonOpt,
+    LocalSearchOpt,
     MergeEquivalentOpt,
     OracleOpt,
     RawOpt,
@@ -66,6 +67,7 @@ def search(
         ),
     ] = "yeo-johnson",
     merge_equivalent: MergeEquivalentOpt = True,
+    local_search: LocalSearchOpt = 3,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")
@@ -143,6 +145,7 @@ def search(
         sampler=sampler,
         output_warp=output_warp,
         merge_equivalent=merge_equivalent,
+        local_search=local_search,
     )
     options = api.SearchOptions(
         latency_ms=latency, energy_mj=energy, budget=budget, seed=seed, out=out_dir, engine=config,

@@ -478,6 +478,45 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     assert df["accuracy_fp32"].iloc[:5].tolist() == df["accuracy"].iloc[:5].tolist()  # kept from the file
 
 
+def test_a_history_from_before_the_local_search_resumes_where_it_changes_nothing(tmp_path: Path) -> None:
+    """local_search acts on candidate pools only: a history stored before the option (read as 0)
+    resumes under the default (3) when the space is enumerated; a pooled one is refused by name, with
+    the flag that resumes it, and resumes with local_search=0."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from chamlab.core.errors import InputError
+
+    def strip_local_search(path: Path) -> None:
+        t = pq.read_table(path)
+        meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+        args = json.loads(meta["chamlab.search"])
+        args["engine"].pop("local_search")
+        meta["chamlab.search"] = json.dumps(args)
+        pq.write_table(t.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
+
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    for pooled in (False, True):
+        out = tmp_path / ("pooled" if pooled else "enumerated")
+        limit = 0 if pooled else EngineConfig().exhaustive_limit
+        then = EngineConfig(n_init=4, exhaustive_limit=limit, pool_size=32, local_search=0)
+        search(problem, budget=5, seed=3, config=then, out=out)
+        strip_local_search(out / "history.parquet")
+        now = dataclasses.replace(then, local_search=3)
+        if pooled:
+            with pytest.raises(InputError, match=r"engine\.local_search: 0 there, 3 now") as e:
+                search(problem, budget=7, seed=3, config=now, out=out)
+            assert "--local-search 0" in str(e.value.hint)
+            now = then
+        again = Counting(oracle_for(sp))
+        result = search(
+            Problem(sp, again, problem.costs, problem.limits), budget=7, seed=3, config=now, out=out
+        )
+        assert len(again.asked) == 2 and result.queries == 7  # resumed, not restarted
+
+
 def test_a_history_made_with_a_removed_option_is_refused_by_name(tmp_path: Path) -> None:
     import json
 
