@@ -32,6 +32,19 @@ def test_every_suite_table_loads_and_names_source_and_licence() -> None:
         assert "**Source.**" in readme and "**Licence.**" in readme and "https://github.com/" in readme
 
 
+def test_cell_facts_give_the_validation_picks_regret_where_a_table_has_one() -> None:
+    """A row best on validation that is not the test optimum loses its difference; a table without
+    a validation column has no such figure."""
+    from bench.search_suite import cell_facts
+
+    a, b, c = (0,), (1,), (2,)
+    env = {"archs": [a, b, c], "table": {a: 1.0, b: 1.0, c: 9.0}, "noise": 0.1}
+    env["acc"] = {a: 80.0, b: 79.5, c: 90.0}
+    assert "validation_pick_regret" not in cell_facts(env, 2.0)
+    facts = cell_facts({**env, "valid": {a: 70.0, b: 71.0, c: 99.0}}, 2.0)  # c is over the limit
+    assert facts["validation_pick_regret"] == 0.5 and facts["lead"] == 0.5 and facts["feasible"] == 2
+
+
 def _sparse_table() -> tuple[object, dict[tuple, float], dict[tuple, float]]:
     """6 dimensions of 4 values (4,096 combinations) but 60 rows: a proposal is rarely a row."""
     from chamlab.chamnet.spaces.table import TableSpace
