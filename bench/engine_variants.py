@@ -22,6 +22,7 @@ they are gone from the engine, and their recorded runs stay in bench/results/sea
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,11 @@ def _overlap_kernel(d: int, groups: Groups) -> Any:
             self.register_constraint("raw_lengthscale", constraint)
             self.register_prior("lengthscale_prior", prior, lambda m: m.lengthscale, lambda m, v: m._set(v))
             self._set(torch.full((1, n), float(prior.mode), dtype=torch.float64))
+
+        def lengthscale_names(self, feature_names: Sequence[str]) -> list[str]:
+            """The plain features' names, then each categorical dimension's (read by ``hyperparameters``)."""
+            names = list(feature_names)
+            return [names[i] for i in self.plain] + [names[g[0]].split("=", 1)[0] for g in self.groups]
 
         @property
         def lengthscale(self) -> Any:

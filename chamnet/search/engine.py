@@ -255,12 +255,11 @@ class BayesOptEngine:
             (x.accuracy for x in queried.values() if _feasible(problem, x)),
             default=min(x.accuracy for x in queried.values()),
         )
+        warped = float(state.warp(best))
         if grow is not None:
-            cands, fresh = grow(cands, fresh, float(state.warp(best)))
+            cands, fresh = grow(cands, fresh, warped)
         fresh_archs = [cands.archs[i] for i in fresh]
-        rows = self.acquisition.select(
-            state.model, state.features(fresh_archs), float(state.warp(best)), q, seed=len(queried)
-        )
+        rows = self.acquisition.select(state.model, state.features(fresh_archs), warped, q, seed=len(queried))
         return [fresh_archs[i] for i in rows]
 
     @staticmethod

@@ -166,9 +166,9 @@ def hyperparameters(model: Any, feature_names: Sequence[str]) -> dict[str, Any]:
     base = getattr(covar, "base_kernel", covar)
     ls = getattr(base, "lengthscale", None)
     if ls is not None:
-        names = list(feature_names)
-        if hasattr(base, "groups"):  # an overlap kernel: the plain features, then one per categorical dim
-            names = [names[i] for i in base.plain] + [names[g[0]].split("=", 1)[0] for g in base.groups]
+        # a kernel whose lengthscales are not one per feature column names them itself
+        label = getattr(base, "lengthscale_names", None)
+        names = label(feature_names) if callable(label) else list(feature_names)
         out["lengthscales"] = dict(zip(names, ls.detach().reshape(-1).tolist(), strict=False))
     if hasattr(covar, "outputscale"):
         out["outputscale"] = float(covar.outputscale.detach())
