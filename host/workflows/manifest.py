@@ -150,10 +150,11 @@ class Split(_Strict):
     name: Literal["val"] = "val"
     dataset: str
     digest: str | None = None  # the dataset's content digest
-    seed: int = 0
-    val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    max_train: int = Field(default=10_000, ge=1)
-    max_val: int = Field(default=2_000, ge=1)
+    # a manifest without these keys means the schedule defaults (chamlab writes every key)
+    seed: int = Schedule.seed
+    val_fraction: float = Field(default=Schedule.val_fraction, gt=0, lt=1)
+    max_train: int = Field(default=Schedule.max_train, ge=1)
+    max_val: int = Field(default=Schedule.max_val, ge=1)
 
     @classmethod
     def of(cls, dataset: Dataset, schedule: Schedule) -> Split:
