@@ -4,9 +4,9 @@ Ten macro-cifar10 networks, chosen seeded to span the space: 200 archs sampled w
 ``numpy.random.default_rng(SEED)``, sorted by MACs, and the ones at the 5th, 15th, ..., 95th
 percentile taken (the very largest are left out: one of them trains for minutes on this machine).
 Each is trained by the training oracle (:class:`~chamlab.chamnet.training.TrainingOracle`, process
-executor, one worker, one torch thread) with its default proxy schedule (2 epochs, batch 64, SGD with
-lr 0.02, cosine) on scikit-learn's digits (1,438 training / 359 validation images mapped onto the
-3x32x32 input), then quantized after training by the default recipe (``xnnpack-int8-pc-v1``,
+executor, one worker, one torch thread) with the default proxy schedule (``--schedule`` overrides it;
+the run's schedule is in its result file) on scikit-learn's digits (1,438 training / 359 validation
+images mapped onto the 3x32x32 input), then quantized after training by the default recipe (``xnnpack-int8-pc-v1``,
 calibrated on 8 seeded batches of the training split) and evaluated on the same 359 validation images.
 Drop = fp32 accuracy - int8 accuracy, in percentage points.
 
@@ -58,7 +58,7 @@ def render(r: dict, env: str) -> list[str]:
         "",
         f"{len(rows)} macro-cifar10 networks chosen seeded across the space (MACs percentiles 5..95 of "
         f"{r['pool']} samples drawn with seed {r['seed']}), each trained by the training oracle on "
-        f"{r['data']} with its default proxy schedule ({s['epochs']} epochs, batch {s['batch_size']}, "
+        f"{r['data']} with the proxy schedule ({s['epochs']} epochs, batch {s['batch_size']}, "
         f"lr {s['lr']}, at most {s['max_train']} training / {s['max_val']} validation examples), then "
         f"quantized after training by `{r['quant_recipe']}` (PT2E, XNNPACKQuantizer; calibrated on 8 seeded "
         "batches of the training split) and evaluated on the same validation split. Drop = fp32 - int8 "
@@ -83,6 +83,8 @@ def render(r: dict, env: str) -> list[str]:
             f"image is {100 / rows[0]['val_examples']:.2f} pp, so drops within about +/-1 pp are a few "
             "images either way.",
         ]
+    if r.get("note"):  # what the run's conditions were, added by whoever ran it
+        out += ["", str(r["note"])]
     return out
 
 

@@ -89,6 +89,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     for i, q in enumerate(r["queries"], 1):
         mmacs, acc, secs = q["macs"] / 1e6, q["accuracy"], q["train_seconds"]
         out.append(f"| {i} | `{q['arch']}` | {mmacs:.1f} | {acc:.1f} | {secs:.0f} |")
+    if r.get("note"):  # what the run's conditions were, added by whoever ran it
+        out += ["", str(r["note"])]
     return out
 
 

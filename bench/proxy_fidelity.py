@@ -138,7 +138,11 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     s, a = r.get("summary", {}), r["args"]
     default = Schedule()
     out = [
-        f"## Proxy fidelity: {r['space']}" + (f" with `--proxy {a['proxy']}`" if a.get("proxy") else ""),
+        "## "
+        + (
+            r.get("title")  # set by whoever ran it, where the command alone does not say what the run was
+            or f"Proxy fidelity: {r['space']}" + (f" with `--proxy {a['proxy']}`" if a.get("proxy") else "")
+        ),
         "",
         f"`{r['command']}`",
         "",
@@ -152,8 +156,8 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         f"({r['long']['epochs']} epochs, the rest the same); validation accuracy in percent on the "
         "schedule's validation split (the training files only)."
         + (
-            f" **The proxy here trains on a subset of {r['proxy']['max_train']} training images** (the "
-            f"shipped default uses {default.max_train}), so that the benchmark fits the shared CPU."
+            f" **The proxy here trains on at most {r['proxy']['max_train']} training images** (the "
+            f"shipped default: {default.max_train})."
             if r["proxy"]["max_train"] < default.max_train
             else ""
         )

@@ -851,8 +851,9 @@ def main() -> None:
     from bench.proxy_fidelity import render as proxy_render
 
     for name in (
-        "proxy_fidelity-macro-cifar10",
-        "proxy_fidelity-macro-cifar10-val5000",  # the same with 5,000 validation images (a proxy variant)
+        "proxy_fidelity-macro-cifar10",  # the default proxy
+        "proxy_fidelity-macro-cifar10-2000",  # the previous default (2 epochs over 2,000 examples)
+        "proxy_fidelity-macro-cifar10-val5000",  # the previous default with 5,000 validation images
         "proxy_fidelity-chamnet-mbv2",
     ):
         r = _load(name)
