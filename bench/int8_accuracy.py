@@ -6,8 +6,9 @@ percentile taken (the very largest are left out: one of them trains for minutes 
 Each is trained by the training oracle (:class:`~chamlab.chamnet.training.TrainingOracle`, process
 executor, one worker, one torch thread) with the default proxy schedule (``--schedule`` overrides it;
 the run's schedule is in its result file) on scikit-learn's digits (1,438 training / 359 validation
-images mapped onto the 3x32x32 input), then quantized after training by the default recipe (``xnnpack-int8-pc-v1``,
-calibrated on 8 seeded batches of the training split) and evaluated on the same 359 validation images.
+images mapped onto the 3x32x32 input), then quantized after training by the default recipe
+(``xnnpack-int8-pc-v1``, calibrated on 8 seeded batches of the training split) and evaluated on the
+same 359 validation images.
 Drop = fp32 accuracy - int8 accuracy, in percentage points.
 
 Resumable: trained networks stay in the oracle's cache (``$CHAMLAB_CACHE/training``) and the result
