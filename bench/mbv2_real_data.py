@@ -50,13 +50,16 @@ def subset_folder(source: str, n: int, seed: int, folder: Path) -> Path:
     return folder
 
 
+TITLE = "chamnet-mbv2 on real data: the training oracle's accuracies over the BO's archs"
+
+
 def render(r: dict[str, Any], env: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s, a = r["summary"], r["args"]
     sch = r["schedule"]
     chance = s["chance_pct"]
     out = [
-        "## chamnet-mbv2 on real data: the training oracle's accuracies over the BO's archs",
+        "## " + r.get("title", TITLE),
         "",
         f"`{r['command']}`",
         "",

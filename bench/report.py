@@ -854,14 +854,16 @@ def main() -> None:
         "proxy_fidelity-macro-cifar10",  # the default proxy
         "proxy_fidelity-macro-cifar10-2000",  # the previous default (2 epochs over 2,000 examples)
         "proxy_fidelity-macro-cifar10-val5000",  # the previous default with 5,000 validation images
-        "proxy_fidelity-chamnet-mbv2",
+        "proxy_fidelity-chamnet-mbv2-default",  # the default proxy
+        "proxy_fidelity-chamnet-mbv2",  # 256 training images, 2 epochs
     ):
         r = _load(name)
         title = f"## Proxy fidelity: {name.split('-', 1)[1]}"
         parts += (proxy_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
-    r = _load("mbv2_real_data")
     title = "## chamnet-mbv2 on real data: the training oracle's accuracies over the BO's archs"
-    parts += (mbv2_real_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
+    for name in ("mbv2_real_data", "mbv2_real_data-256"):  # the default proxy; a 256-image proxy
+        r = _load(name)
+        parts += (mbv2_real_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.int8_accuracy import render as int8_accuracy_render
 
     r = _load("int8_accuracy")
