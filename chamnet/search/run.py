@@ -152,13 +152,27 @@ def check_same_arguments(
         engine = old.get("engine")
         before_merge = isinstance(engine, dict) and engine.get("merge_equivalent") is False
         before_local = isinstance(engine, dict) and engine.get("local_search") == 0
+        schedule = _schedule_then(old.get("oracle"), new.get("oracle"))
         raise InputError(
             f"{where} holds {what} made with other arguments ({detail})",
             hint="re-run with the same arguments to resume it"
             + (" (--ask-every-name: it asked every arch string)" if before_merge else "")
             + (" (--local-search 0: it searched its pools without the local search)" if before_local else "")
+            + (f" (--schedule {schedule}: the training schedule it was made with)" if schedule else "")
             + ", or choose another --out DIR",
         )
+
+
+def _schedule_then(then: Any, now: Any) -> str | None:
+    """``NAME=VALUE,...`` (``--schedule``'s form) of the training schedule fields whose stored value
+    differs from this run's (a run resumed after the defaults changed, or with another ``--schedule``),
+    or None when the oracles' schedules agree or either is not a training oracle's."""
+    a = then.get("schedule") if isinstance(then, dict) else None
+    b = now.get("schedule") if isinstance(now, dict) else None
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return None
+    fields = [f"{k}={v}" for k, v in a.items() if k in b and b[k] != v]
+    return ",".join(fields) or None
 
 
 #: the run argument holding a table space's content digest (:attr:`TableSpace.digest`)

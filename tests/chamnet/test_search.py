@@ -24,7 +24,7 @@ from chamlab.chamnet.search import (
     table_problem,
 )
 from chamlab.chamnet.search.engine import Encoder
-from chamlab.chamnet.search.run import HISTORY_KIND
+from chamlab.chamnet.search.run import HISTORY_KIND, check_same_arguments
 from chamlab.chamnet.search.sampling import SAMPLERS, design
 from chamlab.chamnet.spaces import SPACES
 from chamlab.chamnet.spaces.base import Arch, Dimension
@@ -295,6 +295,22 @@ def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
         search(
             problem, budget=14, seed=3, config=EngineConfig(n_init=4, merge_equivalent=False), out=tmp_path
         )
+
+
+def test_a_resume_under_another_training_schedule_hints_the_stored_one(tmp_path: Path) -> None:
+    """A run made under the old proxy defaults, resumed after they changed: the hint gives the
+    ``--schedule`` fields that reproduce the stored schedule (only those that differ)."""
+    then = {"kind": "train", "data": "d", "schedule": {"epochs": 2, "batch_size": 32, "max_train": 2000}}
+    now = {"kind": "train", "data": "d", "schedule": {"epochs": 1, "batch_size": 32, "max_train": 8000}}
+    with pytest.raises(InputError) as err:
+        check_same_arguments({"oracle": then, "seed": 0}, {"oracle": now, "seed": 0}, tmp_path, "a search")
+    assert "oracle.schedule" in str(err.value)
+    assert err.value.hint is not None and "--schedule epochs=2,max_train=2000: the training" in err.value.hint
+    # another kind of difference: no schedule in the hint
+    with pytest.raises(InputError) as err:
+        check_same_arguments({"oracle": then, "seed": 0}, {"oracle": then, "seed": 1}, tmp_path, "a search")
+    assert err.value.hint is not None and "--schedule" not in err.value.hint
+    check_same_arguments({"oracle": then, "budget": 5}, {"oracle": then, "budget": 9}, tmp_path, "a search")
 
 
 def test_dimension_stays_back_compatible() -> None:

@@ -117,3 +117,5 @@ def test_search_with_the_training_oracle(tmp_path: Path, isolated_cache: Path) -
     # resuming with another schedule is another oracle (the oracle's cache is tested in tests/chamnet)
     res = chamlab(*args, "--schedule", "epochs=2", env={"COLUMNS": "300"})
     assert res.returncode == 2 and "other arguments" in res.stderr and "oracle" in res.stderr
+    # the hint gives the stored schedule's fields that differ (e.g. after the defaults changed)
+    assert "--schedule epochs=1,max_train=96,max_val=64: the training schedule it was made with" in res.stderr
