@@ -502,8 +502,6 @@ def test_a_history_from_before_the_local_search_resumes_where_it_changes_nothing
 
     import pyarrow.parquet as pq
 
-    from chamlab.core.errors import InputError
-
     def strip_local_search(path: Path) -> None:
         t = pq.read_table(path)
         meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
