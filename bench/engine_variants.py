@@ -14,7 +14,7 @@ Importing this module registers, in the engine's own registries:
   public suite, ``bench/search_suite.py``).
 
 The other removed options (trust region, ensembles, Thompson sampling, input warp, several
-hyperparameter starts, EI variants, the cost feature, one-hot ordinals) changed the loop itself:
+hyperparameter starts, EI variants, one-hot ordinals) changed the loop itself:
 they are gone from the engine, and their recorded runs stay in bench/results/search_efficiency.json
 (``EngineConfig.from_json`` refuses those variants with an error naming the option).
 """

@@ -75,21 +75,24 @@ BASELINES_ORDER = ("random", "regularized-evolution", "plain-gp-ei", "optuna-tpe
 #: engine configurations measured on the suite (EngineConfig fields; "engine" = the defaults)
 VARIANTS: dict[str, dict[str, Any]] = {
     "engine": {},
+    # the default before the cost feature (its runs were recorded as "engine" until then); every
+    # variant below it was measured without the cost feature, and is paired with this run
+    "no-cost-feature": {"cost_feature": False},
     # near-ties: EI counts only an improvement beyond the GP's learned noise (bench/engine_variants.py)
-    "ei-above-noise": {"acquisition": "ei-above-noise"},
+    "ei-above-noise": {"acquisition": "ei-above-noise", "cost_feature": False},
     # Matern-5/2 ARD (measured on the shipped tables before: worse on the synthetic table)
-    "matern52": {"kernel": "matern52"},
+    "matern52": {"kernel": "matern52", "cost_feature": False},
     # categorical dims: one overlap (Hamming) lengthscale per dimension instead of one per one-hot column
-    "overlap": {"kernel": "overlap"},
+    "overlap": {"kernel": "overlap", "cost_feature": False},
     # candidate pools instead of enumeration (as in a space of more than exhaustive_limit archs), without
     # and with the local search of the acquisition: what the local search buys where pools are used
-    "pool": {"exhaustive_limit": 0, "local_search": 0},
-    "pool-local": {"exhaustive_limit": 0, "local_search": 3},
+    "pool": {"exhaustive_limit": 0, "local_search": 0, "cost_feature": False},
+    "pool-local": {"exhaustive_limit": 0, "local_search": 3, "cost_feature": False},
     # the GP's hyperparameters re-optimised after every query (the default: every 4th)
-    "refit1": {"refit_every": 1},
+    "refit1": {"refit_every": 1, "cost_feature": False},
     # pools of 256 draws: a space far larger than its pool (chamnet-mbv2 is ~10^19 archs per 4,096)
-    "pool256": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 0},
-    "pool256-local": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 3},
+    "pool256": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 0, "cost_feature": False},
+    "pool256-local": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 3, "cost_feature": False},
 }
 
 
@@ -236,7 +239,11 @@ def summarise(runs: dict[str, Any], seeds: int) -> dict[str, Any]:
 
 
 #: a variant that isolates one option is paired with the run without it (every other: the default)
-PAIRED_WITH = {"pool-local": "pool", "pool256-local": "pool256"}
+PAIRED_WITH = {
+    "pool-local": "pool",
+    "pool256-local": "pool256",
+    **{m: "no-cost-feature" for m in ("ei-above-noise", "matern52", "overlap", "pool", "refit1", "pool256")},
+}
 
 
 def paired(runs: dict[str, Any], base: str, seeds: int) -> dict[str, Any]:

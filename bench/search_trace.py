@@ -30,7 +30,7 @@ def trace(
 ) -> dict[str, Any]:
     """One run, stopped at the first hit: the hit and one row per BO step (see the module docstring)."""
     from chamlab.chamnet.search import BayesOptEngine, EngineConfig
-    from chamlab.chamnet.search.engine import Encoder, log_ei, predict_gp
+    from chamlab.chamnet.search.engine import log_ei, predict_gp
 
     table = env["table"]
     feas = [a for a in env["archs"] if table[a] <= limit]
@@ -39,7 +39,6 @@ def trace(
     import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
 
     cfg = EngineConfig.from_json(se.ENGINE_VARIANTS[variant], f"the options of variant {variant!r}")
-    enc = Encoder(env["space"].dimensions)
     rows: list[dict[str, float]] = []
 
     def on_query(state: Any) -> None:
@@ -49,7 +48,7 @@ def trace(
         fresh = [a for a in feas if a not in queried]
         if not best & set(fresh):
             return
-        mu, sd = predict_gp(state.model, enc(fresh))
+        mu, sd = predict_gp(state.model, state.features(fresh))  # the run's own features
         inc = max(q.accuracy for q in state.queries if table[q.arch] <= limit)
         ei = log_ei(mu, sd, float(state.warp(inc)))
         i = next(k for k, a in enumerate(fresh) if a in best)

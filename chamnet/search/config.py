@@ -4,7 +4,9 @@ Stored search histories hold ``EngineConfig.to_json()`` as it was when they were
 tables keep old histories resumable:
 
 * :data:`ADDED_FIELDS`: options added after histories were first stored, each with the value that
-  reproduces what the engine did before it existed (a history without it resumes with that value);
+  reproduces what the engine did before it existed (a history without it resumes with that value;
+  ``cost_feature`` was v1's default, removed, then implemented again as the default: a history
+  that does not name it was made without it);
 * :data:`REMOVED_FIELDS`: options that were measured (``bench/search_efficiency.py``, figures in
   docs/benchmarks.md) and not adopted, then removed from the engine (issue 25), each with the only
   value the engine still implements. A stored history that holds a removed option at that value
@@ -20,10 +22,9 @@ from typing import Any
 
 from chamlab.core.errors import InputError
 
-ADDED_FIELDS: dict[str, Any] = {"merge_equivalent": False, "local_search": 0}
+ADDED_FIELDS: dict[str, Any] = {"merge_equivalent": False, "local_search": 0, "cost_feature": False}
 
 REMOVED_FIELDS: dict[str, Any] = {
-    "cost_feature": False,  # the log primary cost as a GP input (v1's default)
     "trust_region": False,  # a TuRBO-like Hamming ball around the incumbent
     "mes_samples": 64,  # max-value entropy search's samples (acquisition "mes")
     "thompson_pool": 2000,  # Thompson sampling's candidate pool (acquisition "thompson")
@@ -53,6 +54,8 @@ class EngineConfig:
     kernel: str = "rbf"  # a name in :data:`.gp.KERNELS`
     acquisition: str = "ei"  # a name in :data:`.acquisition.ACQUISITIONS`
     output_warp: str = "yeo-johnson"  # a name in :data:`.warp.OUTPUT_WARPS`
+    cost_feature: bool = True  # the log primary cost as one more GP input (:class:`.encoding.Features`;
+    # the default since issue 24's suite: stored histories without it had it off, ADDED_FIELDS)
     merge_equivalent: bool = True  # never ask a network twice under two names: an arch whose
     # ``space.equivalence_key`` (a SearchSpace's: its op list) equals one asked is no candidate
 

@@ -79,6 +79,55 @@ class Encoder:
         return out
 
 
+class Features:
+    """The GP's features of archs: the :class:`Encoder`'s columns and, given a cost scale
+    (:meth:`with_cost`), the log primary cost as one more column (``EngineConfig.cost_feature``)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self._cost: tuple[str, float, float, Callable[[Sequence[Arch]], np.ndarray]] | None = None
+
+    def with_cost(
+        self, name: str, seen: np.ndarray, top: float, cost_of: Callable[[Sequence[Arch]], np.ndarray]
+    ) -> Features:
+        """These features plus ``log(cost)`` mapped onto [0, 1]: 0 at the cheapest positive cost
+        ``seen`` (the first candidates': a resumed search, which regenerates them, gets the same
+        scale; a cheaper arch, met in a later pool, maps to 0 too), 1 at ``top``: the costliest
+        feasible arch of an enumerated space, the limit of a pooled one (every arch a later pool
+        holds is within it; an infinite limit: the costliest seen). ``cost_of(archs)``: their
+        primary cost."""
+        positive = np.asarray(seen, dtype=float)
+        positive = positive[positive > 0]
+        lo = float(np.log(positive.min())) if len(positive) else 0.0
+        if not (np.isfinite(top) and top > 0):
+            top = float(positive.max()) if len(positive) else 1.0
+        hi = max(float(np.log(top)), lo)
+        out = Features(self.encoder)
+        out._cost = (name, lo, (hi - lo) or 1.0, cost_of)
+        return out
+
+    def names(self) -> list[str]:
+        return self.encoder.names() + ([f"log_{self._cost[0]}"] if self._cost else [])
+
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        return self.encoder.groups()  # the cost column comes last: the groups' indices hold
+
+    def rows(self, archs: Sequence[Arch], cost: np.ndarray | None = None) -> np.ndarray:
+        """The feature rows of ``archs`` whose primary costs are ``cost`` (computed when None and
+        needed)."""
+        X = self.encoder(archs)
+        if self._cost is None:
+            return X
+        _, lo, span, cost_of = self._cost
+        c = np.asarray(cost_of(archs) if cost is None else cost, dtype=float)
+        # a cost below the smallest positive one seen (0 included) maps to 0, not towards -inf
+        logc = np.log(np.maximum(c, np.exp(lo)))
+        return np.column_stack([X, (logc - lo) / span])
+
+    def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
+        return self.rows(archs)
+
+
 @dataclasses.dataclass
 class Candidates:
     """Feasible archs, their features and their primary cost (one step's choice)."""

@@ -14,7 +14,8 @@ Loop (options in :class:`~.config.EngineConfig`; the design choices measured in
    3,969 networks) is no candidate: a deterministic oracle would answer the same, a training oracle
    would train the same network again.
 2. **Features** (:mod:`.encoding`). Ordinal dimensions map to value index / (choices - 1),
-   categorical ones are one-hot.
+   categorical ones are one-hot; with ``cost_feature`` (the default) the log primary cost, mapped
+   onto [0, 1] over the feasible candidates' range, is one more column (:class:`~.encoding.Features`).
 3. **Initial design** (:mod:`.sampling`). ``n_init`` feasible archs from a sampler (default the
    imbalanced Sobol design that over-represents the constraint boundary).
 4. **Model** (:mod:`.gp`, :mod:`.warp`). BoTorch ``SingleTaskGP`` on *warped* accuracies
@@ -28,8 +29,8 @@ Loop (options in :class:`~.config.EngineConfig`; the design choices measured in
    (``batch_size > 1``) by sequential greedy q-LogEI.
 
 Options that were measured and not adopted (trust region, GP ensembles, Thompson sampling, MES, PI,
-other kernels, input warp, several hyperparameter starts, EI variants, the cost feature, one-hot
-ordinals) were removed from the engine; :data:`~.config.REMOVED_FIELDS` says how stored histories
+other kernels, input warp, several hyperparameter starts, EI variants, one-hot ordinals) were
+removed from the engine; :data:`~.config.REMOVED_FIELDS` says how stored histories
 that name them are read.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
@@ -50,7 +51,7 @@ from chamlab.core.errors import ArchError, InputError
 
 from .acquisition import ACQUISITIONS, log_ei
 from .config import ADDED_FIELDS, REMOVED_FIELDS, EngineConfig, engine_fields
-from .encoding import Candidates, Encoder, equivalence_key_of
+from .encoding import Candidates, Encoder, Features, equivalence_key_of
 from .gp import KERNELS, GPFitWarning, fit_gp, hyperparameters, predict_gp
 from .problem import Problem
 from .sampling import design
@@ -145,8 +146,6 @@ class BayesOptEngine:
         asked: set[Hashable] = {key(a) for a in queried}
         state = EngineState(
             list(queried.values()),
-            feature_names=tuple(encoder.names()),
-            features=encoder,
             groups=encoder.groups(),
         )
 
@@ -155,12 +154,22 @@ class BayesOptEngine:
             return [i for i, a in enumerate(archs) if key(a) not in asked]
 
         exhaustive = space.size <= cfg.exhaustive_limit
-        base = self._enumerate(problem, encoder) if exhaustive else self._pool(problem, encoder, rng, [])
+        features = Features(encoder)
+        base = self._enumerate(problem, features) if exhaustive else self._pool(problem, features, rng, [])
         # the initial design is a pure function of the seed and the feasible set: a resumed run
         # regenerates it and skips the archs it already holds; of two names of one network in the
-        # design only the first is asked
+        # design only the first is asked. It is drawn in the encoder's features, with or without the
+        # cost feature (the design itself samples the constraint boundary)
         limit = problem.limits[problem.primary]
         init = [base.archs[i] for i in design(cfg.sampler, base.X, base.cost, limit, cfg.n_init, rng)]
+        if cfg.cost_feature:
+            primary = problem.primary
+            top = float(base.cost.max(initial=0.0)) if exhaustive else limit
+            features = features.with_cost(
+                primary, base.cost, top, lambda archs: problem.cost_matrix(archs)[primary]
+            )
+            base = Candidates(base.archs, features.rows(base.archs, base.cost), base.cost)
+        state.features, state.feature_names = features, tuple(features.names())
         first: dict[Hashable, Arch] = {}
         for a in (init[i] for i in fresh_in(init)):
             first.setdefault(key(a), a)
@@ -170,7 +179,7 @@ class BayesOptEngine:
         if not exhaustive and cfg.local_search:
 
             def climb(c: Candidates, f: list[int], best: float) -> tuple[Candidates, list[int]]:
-                return self._climb(state, problem, encoder, c, f, best, fresh_in)
+                return self._climb(state, problem, features, c, f, best, fresh_in)
 
         while len(queried) < budget:
             if stop is not None and stop(state):
@@ -179,7 +188,7 @@ class BayesOptEngine:
             if todo_init and not any(q.phase == "bo" for q in queried.values()):
                 batch, todo_init, phase = todo_init[:room], todo_init[room:], "init"
             else:
-                cands = base if exhaustive else self._pool(problem, encoder, rng, list(queried.values()))
+                cands = base if exhaustive else self._pool(problem, features, rng, list(queried.values()))
                 fresh = fresh_in(cands.archs)
                 if not fresh:
                     break
@@ -263,16 +272,17 @@ class BayesOptEngine:
         return [fresh_archs[i] for i in rows]
 
     @staticmethod
-    def _enumerate(problem: Problem, encoder: Encoder) -> Candidates:
+    def _enumerate(problem: Problem, features: Features) -> Candidates:
         """Every feasible arch of the space (a space of at most ``exhaustive_limit`` archs)."""
         archs = list(problem.space.enumerate())
         costs = problem.cost_matrix(archs)
         ok = problem.feasible(costs)
         archs = [a for a, f in zip(archs, ok, strict=True) if f]
-        return Candidates(archs, encoder(archs), costs[problem.primary][ok])
+        cost = costs[problem.primary][ok]
+        return Candidates(archs, features.rows(archs, cost), cost)
 
     def _pool(
-        self, problem: Problem, encoder: Encoder, rng: np.random.Generator, queried: Sequence[Query]
+        self, problem: Problem, features: Features, rng: np.random.Generator, queried: Sequence[Query]
     ) -> Candidates:
         """``pool_size`` uniform samples plus every single-dimension mutation of the ``mutate_top``
         best archs queried, feasible ones only."""
@@ -281,20 +291,21 @@ class BayesOptEngine:
         archs = list(dict.fromkeys(tuple(a) for a in space.sample(rng, cfg.pool_size)))
         for q in sorted(queried, key=lambda x: -x.accuracy)[: cfg.mutate_top]:
             archs += _mutations(space, q.arch)
-        return self._feasible_of(problem, encoder, list(dict.fromkeys(archs)))
+        return self._feasible_of(problem, features, list(dict.fromkeys(archs)))
 
     @staticmethod
-    def _feasible_of(problem: Problem, encoder: Encoder, archs: list[Arch]) -> Candidates:
+    def _feasible_of(problem: Problem, features: Features, archs: list[Arch]) -> Candidates:
         costs = problem.cost_matrix(archs)
         ok = problem.feasible(costs)
         kept = [a for a, f in zip(archs, ok, strict=True) if f]
-        return Candidates(kept, encoder(kept), costs[problem.primary][ok])
+        cost = costs[problem.primary][ok]
+        return Candidates(kept, features.rows(kept, cost), cost)
 
     def _climb(
         self,
         state: EngineState,
         problem: Problem,
-        encoder: Encoder,
+        features: Features,
         cands: Candidates,
         fresh: list[int],
         best: float,
@@ -318,7 +329,7 @@ class BayesOptEngine:
             near = [near[i] for i in fresh_in(near)]
             if not near:
                 break
-            new = self._feasible_of(problem, encoder, near)
+            new = self._feasible_of(problem, features, near)
             if not new.archs:
                 break
             parts.append(new)

@@ -163,6 +163,15 @@ LocalSearchOpt = Annotated[
         "run made before this was the default (docs/search.md)",
     ),
 ]
+CostFeatureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cost-feature/--no-cost-feature",
+        help="give the accuracy GP the log of each network's primary cost (latency, FLOPs) as one more "
+        "input: bigger networks are usually more accurate, and the GP learns how far that holds; "
+        "--no-cost-feature resumes a run made before this was the default (docs/search.md)",
+    ),
+]
 MergeEquivalentOpt = Annotated[
     bool,
     typer.Option(

@@ -11,6 +11,7 @@ import typer
 from ._common import (
     AccuracyOpt,
     AddressOpt,
+    CostFeatureOpt,
     DataOpt,
     DevicesOpt,
     DtypeOpt,
@@ -145,6 +146,7 @@ def adapt(
     ] = False,
     merge_equivalent: MergeEquivalentOpt = True,
     local_search: LocalSearchOpt = 3,
+    cost_feature: CostFeatureOpt = True,
     devices: DevicesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -202,7 +204,9 @@ def adapt(
         calibrate=not no_calibrate,
         margin_k=margin_k,
         refine=refine,
-        engine=EngineConfig(merge_equivalent=merge_equivalent, local_search=local_search),
+        engine=EngineConfig(
+            merge_equivalent=merge_equivalent, local_search=local_search, cost_feature=cost_feature
+        ),
         threads=counts if counts and len(counts) > 1 else None,
         final_schedule=final_schedule,
         evaluate_on="target" if evaluate_on == "target" else "host",

@@ -11,6 +11,7 @@ from ._common import (
     AccuracyOpt,
     AddressOpt,
     BatchOpt,
+    CostFeatureOpt,
     DataOpt,
     DtypeOpt,
     ExecutorOpt,
@@ -68,6 +69,7 @@ def search(
     ] = "yeo-johnson",
     merge_equivalent: MergeEquivalentOpt = True,
     local_search: LocalSearchOpt = 3,
+    cost_feature: CostFeatureOpt = True,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     out_dir: Annotated[
         Path, typer.Option("--out", "-o", help="run directory (history, result, pareto.png); resumable")
@@ -146,6 +148,7 @@ def search(
         output_warp=output_warp,
         merge_equivalent=merge_equivalent,
         local_search=local_search,
+        cost_feature=cost_feature,
     )
     options = api.SearchOptions(
         latency_ms=latency, energy_mj=energy, budget=budget, seed=seed, out=out_dir, engine=config,

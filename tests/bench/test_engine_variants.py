@@ -118,11 +118,12 @@ def test_benchmark_variants_map_to_the_engine_or_are_refused_by_name(variants: o
     from chamlab.chamnet.search import EngineConfig
     from chamlab.core.errors import InputError
 
-    assert se.default_variant() == "yj-merge-equivalent"  # the default's figures are rendered under it
+    # the default's figures are rendered under it
+    assert se.default_variant() == "yj-merge-equivalent-cost-feature"
     assert EngineConfig.from_json(se.ENGINE_VARIANTS["yj-additive2"]).kernel == "additive2"
     assert EngineConfig.from_json(se.ENGINE_VARIANTS["yj-pi"]).acquisition == "pi"
-    with pytest.raises(InputError, match=r"^the options of v1 use engine option cost_feature=True, which"):
-        EngineConfig.from_json(se.ENGINE_VARIANTS["v1"], "the options of v1")
+    v1 = EngineConfig.from_json(se.ENGINE_VARIANTS["v1"], "the options of v1")  # its options all exist
+    assert v1.cost_feature and v1.output_warp == "none" and not v1.merge_equivalent
     with pytest.raises(InputError, match=r"engine option trust_region=True, which chamlab no longer has"):
         EngineConfig.from_json(se.ENGINE_VARIANTS["yj-trust-region"])
     with pytest.raises(

@@ -6,7 +6,7 @@ Behaviour, not quality (quality is bench/search_efficiency.py's job): <= 20 quer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from chamlab.chamnet.search import (
     search,
     table_problem,
 )
-from chamlab.chamnet.search.engine import Encoder
+from chamlab.chamnet.search.engine import Encoder, Features
 from chamlab.chamnet.search.run import HISTORY_KIND, check_same_arguments
 from chamlab.chamnet.search.sampling import SAMPLERS, design
 from chamlab.chamnet.spaces import SPACES
@@ -62,6 +62,21 @@ class Counting:
             raise KeyboardInterrupt
         self.asked += list(archs)
         return self.inner(archs)
+
+
+def edit_stored_engine(path: Path, edit: Callable[[dict], None]) -> None:
+    """Rewrite a stored history's engine options in place (as an older chamlab would have stored
+    them): ``edit`` changes the options' dict."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+    args = json.loads(meta["chamlab.search"])
+    edit(args["engine"])
+    meta["chamlab.search"] = json.dumps(args)
+    pq.write_table(t.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
 
 
 def test_encoder_groups_are_the_categorical_one_hot_columns() -> None:
@@ -224,7 +239,8 @@ def test_local_search_climbs_the_acquisition_through_feasible_fresh_mutations() 
     cfg = EngineConfig(n_init=4, exhaustive_limit=0, pool_size=8, local_search=3, mutate_top=2)
     engine = BayesOptEngine(cfg)
     state = engine.run(problem, 6, np.random.default_rng(0))
-    encoder = Encoder(sp.dimensions)
+    encoder = state.features  # the run's features (the encoder's columns and the cost's)
+    assert isinstance(encoder, Features)
     asked = {q.arch for q in state.queries}
     pool = engine._pool(problem, encoder, np.random.default_rng(1), [])
     fresh = [i for i, a in enumerate(pool.archs) if a not in asked]
@@ -237,7 +253,10 @@ def test_local_search_climbs_the_acquisition_through_feasible_fresh_mutations() 
     added = grown.archs[len(pool.archs) :]
     assert added and fresh2 == fresh + list(range(len(pool.archs), len(grown.archs)))
     assert len(set(grown.archs)) == len(grown.archs) and not set(added) & asked
-    assert all(sp.macs(a) <= 60e6 for a in added) and grown.X.shape == (len(grown.archs), encoder.width)
+    assert all(sp.macs(a) <= 60e6 for a in added) and grown.X.shape == (
+        len(grown.archs),
+        len(state.feature_names),
+    )
     assert grown.cost == pytest.approx([sp.macs(a) for a in grown.archs])
     # the first round's archs are single mutations of the pool's archs
     starts = {m for a in pool.archs for m in _mutations(sp, a)}
@@ -351,8 +370,10 @@ def test_predict_gp_matches_the_botorch_posterior() -> None:
         {"batch_size": 3},
         {"output_warp": "copula", "batch_size": 3},
         {"output_warp": "none"},
+        {"cost_feature": True},
+        {"cost_feature": True, "exhaustive_limit": 0, "pool_size": 32},
     ],
-    ids=["default", "batch", "copula-batch", "no-warp"],
+    ids=["default", "batch", "copula-batch", "no-warp", "cost-feature", "cost-feature-pools"],
 )
 def test_engine_queries_feasible_distinct_archs_deterministically(cfg: dict) -> None:
     import torch
@@ -375,6 +396,43 @@ def test_engine_queries_feasible_distinct_archs_deterministically(cfg: dict) -> 
     assert [q.arch for q in again.queries] == archs
 
 
+def test_cost_feature_is_the_log_primary_cost_scaled_over_the_first_candidates() -> None:
+    """cost_feature: one more GP column, log(cost) mapped onto [0, 1] (in an enumerated space, the
+    cheapest feasible arch 0, the costliest 1; in pools, 1 at the limit), after the encoder's columns."""
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    state = BayesOptEngine(EngineConfig(n_init=4, cost_feature=True)).run(
+        problem, 6, np.random.default_rng(0)
+    )
+    enc = Encoder(sp.dimensions)
+    assert state.feature_names == (*enc.names(), "log_latency_ms")
+    feasible = [a for a in sp.enumerate() if problem.cost_matrix([a])["latency_ms"][0] <= 6.0]
+    cost = problem.cost_matrix(feasible)["latency_ms"]
+    assert state.features is not None
+    X = state.features(feasible)
+    np.testing.assert_array_equal(X[:, :-1], enc(feasible))
+    lo, hi = np.log(cost.min()), np.log(cost.max())
+    np.testing.assert_allclose(X[:, -1], (np.log(cost) - lo) / (hi - lo))
+    assert X[:, -1].min() == 0.0 and X[:, -1].max() == pytest.approx(1.0)
+    # the model was fitted on those features: it predicts every feasible arch
+    pred = state.predict(feasible)
+    assert pred is not None and pred.shape == (len(feasible),) and np.isfinite(pred).all()
+    # without the option the features are the encoder's, and the initial design is the same
+    plain = BayesOptEngine(EngineConfig(n_init=4, cost_feature=False)).run(
+        problem, 6, np.random.default_rng(0)
+    )
+    assert plain.feature_names == tuple(enc.names())
+    assert [q.arch for q in plain.queries[:4]] == [q.arch for q in state.queries[:4]]
+    # pools: 1 at the limit, so every feasible arch a later pool holds is within [0, 1]
+    pooled = BayesOptEngine(EngineConfig(n_init=4, exhaustive_limit=0, pool_size=8)).run(
+        problem, 6, np.random.default_rng(0)
+    )
+    assert pooled.features is not None
+    col = pooled.features(feasible)[:, -1]
+    assert col.min() >= 0.0 and col.max() <= 1.0
+    assert col[np.argmin(np.abs(cost - 6.0))] == pytest.approx(1.0)  # the synthetic table has cost 6
+
+
 def test_engine_names_are_validated_against_their_registries() -> None:
     with pytest.raises(UnknownNameError, match="unknown acquisition 'ucb'; known: ei"):
         EngineConfig(acquisition="ucb")
@@ -394,6 +452,11 @@ def test_removed_engine_options_read_from_stored_options() -> None:
     assert EngineConfig.from_json({k: v for k, v in stored.items() if k != "merge_equivalent"}) == (
         EngineConfig(merge_equivalent=False)  # stored before the option existed: it was off
     )
+    # the cost feature was removed, then implemented again: a history without it had it off
+    assert EngineConfig.from_json({k: v for k, v in stored.items() if k != "cost_feature"}) == (
+        EngineConfig(cost_feature=False)
+    )
+    assert EngineConfig.from_json({**stored, "cost_feature": True}) == EngineConfig(cost_feature=True)
     with pytest.raises(InputError, match=r"ensemble=True, which chamlab no longer has"):
         EngineConfig.from_json({**stored, "ensemble": True})
     with pytest.raises(TypeError):  # a name that never was an option is a programming error
@@ -494,22 +557,37 @@ def test_history_v1_reads_as_v2_and_resumes(tmp_path: Path) -> None:
     assert df["accuracy_fp32"].iloc[:5].tolist() == df["accuracy"].iloc[:5].tolist()  # kept from the file
 
 
+def test_a_history_from_before_the_cost_feature_default_is_refused_with_the_flag_that_resumes_it(
+    tmp_path: Path,
+) -> None:
+    """A history stored before ``cost_feature`` was an option again holds no such key: it was made
+    without the feature. Under the default (on) it is refused by name, the hint names
+    --no-cost-feature; with the feature off it resumes without asking again."""
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    then = EngineConfig(n_init=4, cost_feature=False)
+    search(problem, budget=5, seed=3, config=then, out=tmp_path, plot=False)
+    edit_stored_engine(tmp_path / "history.parquet", lambda engine: engine.pop("cost_feature"))
+    assert EngineConfig().cost_feature  # the default
+    with pytest.raises(InputError, match=r"engine\.cost_feature: False there, True now") as e:
+        search(problem, budget=7, seed=3, config=EngineConfig(n_init=4), out=tmp_path, plot=False)
+    assert "--no-cost-feature" in str(e.value.hint)
+    again = Counting(oracle_for(sp))
+    result = search(
+        Problem(sp, again, problem.costs, problem.limits),
+        budget=7,
+        seed=3,
+        config=then,
+        out=tmp_path,
+        plot=False,
+    )
+    assert len(again.asked) == 2 and result.queries == 7
+
+
 def test_a_history_from_before_the_local_search_resumes_where_it_changes_nothing(tmp_path: Path) -> None:
     """local_search acts on candidate pools only: a history stored before the option (read as 0)
     resumes under the default (3) when the space is enumerated; a pooled one is refused by name, with
     the flag that resumes it, and resumes with local_search=0."""
-    import json
-
-    import pyarrow.parquet as pq
-
-    def strip_local_search(path: Path) -> None:
-        t = pq.read_table(path)
-        meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
-        args = json.loads(meta["chamlab.search"])
-        args["engine"].pop("local_search")
-        meta["chamlab.search"] = json.dumps(args)
-        pq.write_table(t.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
-
     sp = synthetic()
     problem = table_problem(sp, {"latency_ms": 6.0})
     for pooled in (False, True):
@@ -517,7 +595,7 @@ def test_a_history_from_before_the_local_search_resumes_where_it_changes_nothing
         limit = 0 if pooled else EngineConfig().exhaustive_limit
         then = EngineConfig(n_init=4, exhaustive_limit=limit, pool_size=32, local_search=0)
         search(problem, budget=5, seed=3, config=then, out=out)
-        strip_local_search(out / "history.parquet")
+        edit_stored_engine(out / "history.parquet", lambda engine: engine.pop("local_search"))
         now = dataclasses.replace(then, local_search=3)
         if pooled:
             with pytest.raises(InputError, match=r"engine\.local_search: 0 there, 3 now") as e:
@@ -532,18 +610,9 @@ def test_a_history_from_before_the_local_search_resumes_where_it_changes_nothing
 
 
 def test_a_history_made_with_a_removed_option_is_refused_by_name(tmp_path: Path) -> None:
-    import json
-
-    import pyarrow.parquet as pq
-
     problem = table_problem(synthetic(), {"latency_ms": 6.0})
     search(problem, budget=5, seed=3, config=EngineConfig(n_init=4), out=tmp_path, plot=False)
-    path = tmp_path / "history.parquet"
-    t = pq.read_table(path)
-    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
-    args = json.loads(meta["chamlab.search"])
-    args["engine"]["trust_region"] = True  # as a history of the former trust-region option held it
-    meta["chamlab.search"] = json.dumps(args)
-    pq.write_table(t.replace_schema_metadata({k.encode(): v.encode() for k, v in meta.items()}), path)
+    # as a history of the former trust-region option held it
+    edit_stored_engine(tmp_path / "history.parquet", lambda engine: engine.update(trust_region=True))
     with pytest.raises(InputError, match=r"whose arguments use engine option trust_region=True"):
         search(problem, budget=7, seed=3, config=EngineConfig(n_init=4), out=tmp_path, plot=False)

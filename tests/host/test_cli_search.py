@@ -78,6 +78,9 @@ def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
     assert res.returncode == 2 and "other arguments" in res.stderr and "seed" in res.stderr
     res = chamlab(*args, "--out", out, "--ask-every-name")  # the engine field that differs is named
     assert res.returncode == 2 and "engine.merge_equivalent: True there, False now" in res.stderr
+    res = chamlab(*args, "--out", out, "--no-cost-feature")  # the default's GP had the cost as an input
+    assert res.returncode == 2 and "engine.cost_feature: True there, False now" in res.stderr
+    assert "--cost-feature" in res.stderr
     res = chamlab(*args[:-2], "--budget", "7", "--init", "4", "--out", out, "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["new_queries"] == 1
