@@ -5,8 +5,12 @@ archs spanning the space: ``--pool`` archs drawn uniformly with ``--seed`` (one 
 build the same op list count once), sorted by MACs, cut into ``--archs`` equal strata, and the middle
 arch of each taken. Each is trained with the proxy schedule (``--proxy``: the shipped default
 :class:`~chamlab.chamnet.training.Schedule` with these fields replaced; default none) and with a
-schedule ``--factor`` times longer (the proxy's epochs times the factor, everything else the same: the
-same training and validation examples, learning rate, batch), each training single-threaded,
+schedule ``--factor`` times longer: with ``--longer epochs`` (the default) the proxy's epochs times the
+factor, everything else the same (the same training and validation examples, learning rate, batch);
+with ``--longer data`` the proxy's ``max_train`` times the factor, everything else the same (the
+proxy's training examples are the first of the longer schedule's, the validation examples the same:
+a reference closer to a final training, which sees the whole training split, and one that does not
+overfit a small subset), each training single-threaded,
 ``--workers`` archs at a time in worker processes (the most expensive first). The figure is Kendall's
 tau between the two accuracies over the archs (target >= 0.6), with the proxy's training seconds per
 arch. ``--subset N`` uses only the first N examples of a seeded permutation of the training files (the
@@ -153,7 +157,12 @@ def render(r: dict[str, Any], env: str) -> list[str]:
         "examples"
         + (f", **a subset of {a['subset']} of the training images**" if a.get("subset") else "")
         + f") with the proxy schedule ({_sched(r['proxy'])}) and a schedule {a['factor']}x longer "
-        f"({r['long']['epochs']} epochs, the rest the same); validation accuracy in percent on the "
+        + (
+            f"({r['long']['max_train']} training examples at most, the proxy's among them, the rest the same)"
+            if a.get("longer") == "data"
+            else f"({r['long']['epochs']} epochs, the rest the same)"
+        )
+        + "; validation accuracy in percent on the "
         "schedule's validation split (the training files only)."
         + (
             f" **The proxy here trains on at most {r['proxy']['max_train']} training images** (the "
@@ -207,7 +216,7 @@ def _sched(s: dict[str, Any]) -> str:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="macro-cifar10")
     p.add_argument("--fit", action="store_true", help="fit the space to --data (as adapt --fit)")
@@ -216,11 +225,17 @@ def main() -> None:
     p.add_argument("--pool", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--proxy", default="", help="proxy schedule overrides (as --schedule), default none")
-    p.add_argument("--factor", type=int, default=4, help="the longer schedule's epochs / the proxy's")
+    p.add_argument("--factor", type=int, default=4, help="the longer schedule's steps / the proxy's")
+    p.add_argument(
+        "--longer",
+        choices=("epochs", "data"),
+        default="epochs",
+        help="what the longer schedule scales by --factor: the epochs, or the training examples (max_train)",
+    )
     p.add_argument("--subset", type=int, default=None, help="use only this many training images")
     p.add_argument("--workers", type=int, default=1, help="archs trained at a time (worker processes)")
     p.add_argument("--out", type=Path, default=None)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.factor < 4:
         p.error("--factor must be at least 4 (the benchmark compares with a schedule >= 4x longer)")
     space = SPACES.get(args.space)
@@ -229,10 +244,16 @@ def main() -> None:
 
         space = fit_space(space, args.data)
     proxy = Schedule.parse(args.proxy)
-    long = dataclasses.replace(proxy, epochs=proxy.epochs * args.factor)
+    if args.longer == "data":
+        long = dataclasses.replace(proxy, max_train=proxy.max_train * args.factor)
+    else:
+        long = dataclasses.replace(proxy, epochs=proxy.epochs * args.factor)
     data = _dataset(args.data, args.subset, args.seed)
     out = args.out or RESULTS / f"proxy_fidelity-{space.base_name}.json"
-    ident = {k: v for k, v in vars(args).items() if k not in ("out", "workers")}
+    # (a run scaling the epochs, the only kind before --longer, keeps the identity it had)
+    ident = {k: v for k, v in vars(args).items() if k not in ("out", "workers", "longer")}
+    if args.longer != "epochs":
+        ident["longer"] = args.longer
     ident |= {"space_name": space.name, "proxy_schedule": proxy.to_json()}
     runs: list[dict[str, Any]] = []
     if out.is_file():  # continue a run with the same arguments
@@ -246,7 +267,7 @@ def main() -> None:
     command = "python -m bench.proxy_fidelity " + " ".join(
         f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k}"
         for k, v in vars(args).items()
-        if v not in (None, False, "") and k != "out"
+        if v not in (None, False, "") and k != "out" and not (k == "longer" and v == "epochs")
     )
 
     def save() -> None:

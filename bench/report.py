@@ -855,6 +855,7 @@ def main() -> None:
         "proxy_fidelity-macro-cifar10-2000",  # the previous default (2 epochs over 2,000 examples)
         "proxy_fidelity-macro-cifar10-val5000",  # the previous default with 5,000 validation images
         "proxy_fidelity-chamnet-mbv2-default",  # the default proxy
+        "proxy_fidelity-chamnet-mbv2-factor8",  # the default proxy against 8 epochs
         "proxy_fidelity-chamnet-mbv2",  # 256 training images, 2 epochs
     ):
         r = _load(name)
