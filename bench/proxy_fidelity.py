@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
             runs = [r for r in old["runs"] if "long_accuracy" in r]
     archs = spanning_archs(space, args.archs, args.pool, args.seed)
     print(
-        f"{space.name}: {len(archs)} archs, proxy {proxy.to_json()}, longer epochs {long.epochs}", flush=True
+        f"{space.name}: {len(archs)} archs, proxy {proxy.to_json()}, "
+        f"longer: {long.epochs} epochs over at most {long.max_train} examples",
+        flush=True,
     )
     command = "python -m bench.proxy_fidelity " + " ".join(
         f"--{k.replace('_', '-')} {v}" if not isinstance(v, bool) else f"--{k}"

@@ -856,6 +856,7 @@ def main() -> None:
         "proxy_fidelity-macro-cifar10-val5000",  # the previous default with 5,000 validation images
         "proxy_fidelity-chamnet-mbv2-default",  # the default proxy
         "proxy_fidelity-chamnet-mbv2-factor8",  # the default proxy against 8 epochs
+        "proxy_fidelity-chamnet-mbv2-data4",  # the default proxy against 4x the training examples
         "proxy_fidelity-chamnet-mbv2",  # 256 training images, 2 epochs
     ):
         r = _load(name)
