@@ -152,10 +152,9 @@ def check_same_arguments(
         engine = old.get("engine")
         before_merge = isinstance(engine, dict) and engine.get("merge_equivalent") is False
         before_local = isinstance(engine, dict) and engine.get("local_search") == 0
-        now_engine = new.get("engine")
-        cost_then = engine.get("cost_feature") if isinstance(engine, dict) else None
-        cost_now = now_engine.get("cost_feature") if isinstance(now_engine, dict) else None
-        cost_flag = None if cost_then == cost_now or cost_then is None else cost_then
+        # the stored cost-feature setting, where it differs from this run's: the flag that resumes it
+        differs = isinstance(engine, dict) and "engine.cost_feature:" in detail
+        cost_then = engine["cost_feature"] if isinstance(engine, dict) and differs else None
         schedule = _schedule_then(old.get("oracle"), new.get("oracle"))
         raise InputError(
             f"{where} holds {what} made with other arguments ({detail})",
@@ -163,9 +162,9 @@ def check_same_arguments(
             + (" (--ask-every-name: it asked every arch string)" if before_merge else "")
             + (" (--local-search 0: it searched its pools without the local search)" if before_local else "")
             + (
-                f" ({'--cost-feature' if cost_flag else '--no-cost-feature'}: its GP "
-                f"{'had' if cost_flag else 'did not have'} the cost as an input)"
-                if cost_flag is not None
+                f" ({'--cost-feature' if cost_then else '--no-cost-feature'}: its GP "
+                f"{'had' if cost_then else 'did not have'} the cost as an input)"
+                if cost_then is not None
                 else ""
             )
             + (f" (--schedule {schedule}: the training schedule it was made with)" if schedule else "")

@@ -86,6 +86,22 @@ def test_search_macro_cifar10_with_the_frozen_lut(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["new_queries"] == 1
 
 
+def test_the_engine_flags_default_to_the_engine_defaults() -> None:
+    """search and adapt spell the engine's defaults as literals (the CLI imports no engine on start-up):
+    they must stay the engine's."""
+    import inspect
+
+    from chamlab.chamnet.search import EngineConfig
+    from chamlab.host.cli.adapt import adapt
+    from chamlab.host.cli.search import search
+
+    default = EngineConfig()
+    for command in (search, adapt):
+        params = inspect.signature(command).parameters
+        for name in ("cost_feature", "local_search", "merge_equivalent"):
+            assert params[name].default == getattr(default, name), (command.__name__, name)
+
+
 def test_search_on_a_user_csv(tmp_path: Path) -> None:
     path = user_csv(tmp_path)
     out = tmp_path / "run"
