@@ -134,7 +134,8 @@ def test_energy_pipeline_recovers_the_injected_power_model(
 ) -> None:
     """`chamlab profile` -> `chamlab calibrate` -> energy prediction, on a device whose RAPL counter
     follows a known model (idle draw plus 10 W per CPU-second of its runner), checked on networks
-    calibration never saw against their energy under that model (measured whole, in one session).
+    calibration never saw against their energy under that model (measured whole, each the median of
+    three sessions).
 
     ``profiled_lut`` is only asked for so that the ops' artifacts are already in this session's cache."""
     root = tmp_path / "powercap"
@@ -153,17 +154,24 @@ def test_energy_pipeline_recovers_the_injected_power_model(
         ratios = [r["energy_mj"] / sim.energy_mj(r["p50_ms"]) for r in rows]
         assert 0.5 < statistics.median(ratios) < 1.2, ratios
 
+        # whole networks the product's way on a noisy machine: each the median of three interleaved
+        # sessions (`--repeats 3`, disturbed ones re-measured). Under this fast measurement policy a
+        # single session's energy moved by up to +/-10 % between sessions here, and five such points
+        # fitted, four held apart, missed by 10-18 % (CI once saw -6.6 % and -13.8 % with two)
         res = chamlab(
             "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", lut,
-            "--devices", devices, "--n", "5", "--json",
+            "--devices", devices, "--n", "5", "--repeats", "3", "--json",
         )  # fmt: skip
         assert res.returncode == 0, res.stderr
         rec = json.loads(res.stdout)
         assert rec["energy"]["quantity"] == "energy" and rec["energy_note"] is None
         seen = {n["name"] for n in rec["energy"]["networks"]}
-        held = [a for a in ("01201201", "12012012", "20120120", "10101010") if a not in seen][:2]
+        candidates = ("01201201", "12012012", "20120120", "10101010", "21021021", "02102102",
+                      "11111111", "02020202", "12121212")  # fmt: skip
+        held = [a for a in candidates if a not in seen][:4]
+        assert len(held) == 4 and len(seen) == 5
         spec = api.resolve_run(api.load_registry(devices).get("test-cpu"), threads=1)
-        measured = api.measure_networks(spec, MACRO, [MACRO.parse(a) for a in held])
+        measured = api.measure_repeated(spec, MACRO, [MACRO.parse(a) for a in held])
     table = Lut.read(lut)
     errors = []
     for arch, m in zip(held, measured, strict=True):
