@@ -32,7 +32,17 @@ for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
 REPO = Path(__file__).resolve().parent.parent
+
 BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` (40 s or more on the 2-core CI machine) run first, the others in
+    their usual order after them: under ``make unit``'s two workers a long test reached last would
+    keep one worker busy while the other waits with nothing left (the longest-first rule). Every
+    worker collects the same order, as pytest-xdist requires."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: False (slow) first
+
 
 FAST_DEVICES = """
 [devices.test-cpu]

@@ -295,6 +295,7 @@ def _heavy_blind_setup(src: Path, dst: Path, space: Any) -> tuple[dict[str, Any]
     return rec, mset
 
 
+@pytest.mark.slow
 def test_a_measured_miss_refines_the_calibration_and_refine_0_keeps_it(
     tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict], space: Any
 ) -> None:
@@ -348,6 +349,7 @@ def test_a_measured_miss_refines_the_calibration_and_refine_0_keeps_it(
     assert got["refine_rounds"][0]["constraint_met"] is False and got["constraint_met"] == bool(met)
 
 
+@pytest.mark.slow
 def test_adapt_over_adb_under_an_energy_limit_measures_the_winners_energy(
     tmp_path: Path, adb_peer: AdbPeer, profiled_lut: tuple[Path, dict], space: Any
 ) -> None:

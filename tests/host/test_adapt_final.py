@@ -45,6 +45,7 @@ def test_bad_final_schedules_are_exit_2_before_any_work(tmp_path: Path, fast_dev
     assert not out.exists() and not (tmp_path / "lut.parquet").exists()
 
 
+@pytest.mark.slow
 def test_adapt_trains_the_winner_and_reports_the_programs_accuracy(
     tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
 ) -> None:
@@ -84,6 +85,7 @@ def test_adapt_trains_the_winner_and_reports_the_programs_accuracy(
     assert json.loads((out / "result.json").read_text())["final_training"]["key"] == ft["key"]
 
 
+@pytest.mark.slow
 def test_an_int8_program_reports_its_own_accuracy_and_its_fp32_siblings(
     tmp_path: Path, fast_devices: Path
 ) -> None:
@@ -123,6 +125,7 @@ def test_an_int8_program_reports_its_own_accuracy_and_its_fp32_siblings(
     assert m["program"]["dtype"] == "int8" and m["accuracy"]["split"]["max_train"] == 256
 
 
+@pytest.mark.slow
 def test_ship_final_trains_the_chosen_arch_once_and_measures_its_program_again(
     tmp_path: Path, fast_devices: Path
 ) -> None:

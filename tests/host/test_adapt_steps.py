@@ -167,6 +167,7 @@ def _adapt_args(tmp_path: Path, devices: Path, lut: Path, out: Path, *extra: str
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_rerun_killed_while_measuring_keeps_the_finished_result(
     tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
 ) -> None:
@@ -261,6 +262,7 @@ def test_negative_seed_is_one_line_and_creates_nothing(
         assert not out.exists() and not lock_path(out).exists()
 
 
+@pytest.mark.slow
 def test_a_killed_calibration_recheck_keeps_the_network_measurements(
     tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
 ) -> None:

@@ -89,6 +89,7 @@ def test_budget_and_resume(archs: list) -> None:  # type: ignore[type-arg]
         api.AdaptivePolicy(round_ops=0)
 
 
+@pytest.mark.slow
 def test_profile_adaptive_command(
     tmp_path: Path, fast_devices: Path, profiled_lut: tuple[Path, dict]
 ) -> None:

@@ -135,6 +135,7 @@ def test_interpolated_ops_are_predicted_and_counted(lut_path: Path) -> None:
     assert report["interpolated_ops"] == 2 and sum(o["interpolated"] for o in report["ops"]) == 2
 
 
+@pytest.mark.slow
 def test_calibrate_end_to_end(profiled_lut: tuple[Path, dict], fast_devices: Path, tmp_path: Path) -> None:
     path = tmp_path / "lut.parquet"
     shutil.copyfile(profiled_lut[0], path)

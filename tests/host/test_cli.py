@@ -231,6 +231,7 @@ def test_predict_with_a_target_but_no_lut_names_the_file_and_the_fix(tmp_path: P
     assert "chamlab profile --target local-cpu --space macro-cifar10" in err
 
 
+@pytest.mark.slow
 def test_profile_batch_4_beside_batch_1_and_predict_chooses_by_batch(
     profiled_lut: tuple[Path, dict], tmp_path: Path, fast_devices: Path
 ) -> None:

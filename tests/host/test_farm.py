@@ -204,7 +204,6 @@ def _driver_pids(device: str) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
 def test_eight_devices_one_killed_mid_run_resumes_next_run(tmp_path: Path) -> None:
     """8 devices at once; farm-3's driver (and runner) is killed when its run directory holds its
     2nd result line. The other 7 finish; the next run resumes farm-3 from its run directory (the

@@ -117,7 +117,6 @@ def _rows(path: Path) -> list[dict]:
     return pq.read_table(path, columns=cols).to_pylist()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["adb-1", "ssh-2"])
 def test_eight_loopback_devices_one_killed_mid_run_resumes_next_run(
     tmp_path: Path, farm_of: Callable[[str], Farm], victim: str

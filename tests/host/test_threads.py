@@ -103,6 +103,7 @@ def test_parse_threads_and_the_joint_cost() -> None:
     assert tie.threads_of((0,)) == 4 and set(tie.costs()) == {"latency_ms@4", "latency_ms@2"}
 
 
+@pytest.mark.slow
 def test_adapt_two_threads_measures_the_winner_at_its_thread_count(
     tmp_path: Path, fast_devices: Path, two_thread_lut: tuple[Path, float]
 ) -> None:
