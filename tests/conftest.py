@@ -32,7 +32,6 @@ for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
 REPO = Path(__file__).resolve().parent.parent
-
 BIN = Path(sys.executable).parent
 
 

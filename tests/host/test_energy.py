@@ -155,11 +155,9 @@ def test_energy_pipeline_recovers_the_injected_power_model(
         assert 0.5 < statistics.median(ratios) < 1.2, ratios
 
         # whole networks the product's way on a noisy machine: each the median of three interleaved
-        # sessions (`--repeats 3`, disturbed ones re-measured), and eight of them fitted. Under this
-        # fast measurement policy a single session's energy moved by up to +/-10 % between sessions
-        # here, and five such points fitted missed four held apart by 10-18 % (CI once saw -6.6 % and
-        # -13.8 % with two); five medians of three still missed one by 15.6 % in five runs, eight by
-        # at most 7.9 % in three
+        # sessions (`--repeats 3`, disturbed ones re-measured), eight of them fitted. Under this fast
+        # measurement policy one session's energy of a network moves by up to 10 %: single sessions,
+        # or five fitted networks, missed held-apart ones by more than the bound (docs/development.md)
         res = chamlab(
             "calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", lut,
             "--devices", devices, "--n", "8", "--repeats", "3", "--json",
