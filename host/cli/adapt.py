@@ -4,7 +4,7 @@ measured ``.pte``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -36,6 +36,9 @@ from ._common import (
     out,
     value,
 )
+
+if TYPE_CHECKING:
+    from chamlab.host.workflows.adapt import AdaptReport
 
 
 def parse_latency(text: str) -> tuple[float | None, float | None]:
@@ -237,68 +240,72 @@ def adapt(
     if as_json:
         emit_json(report.to_json())
     else:
-        r = report
-        out.print(f"[bold]{r.space}[/] on {spec.target} ({r.spec.threads} thread(s)): [bold]{r.arch}[/]")
-        for p in r.per_threads or ():
-            best = (
-                f"{p['arch']}: predicted accuracy {p['predicted_accuracy']:.3f}, "
-                f"{p['predicted_latency_ms']:.4f} ms (searched under {p['search_limit_ms']:.4f} ms)"
-                if p["arch"] is not None
-                else p["note"]
-            )
-            chosen = "  [bold]<- chosen[/]" if p["chosen"] else ""
-            out.print(f"  {p['threads']:>3} thread(s)    {best}{chosen}")
-        acc = f"predicted {r.predicted_accuracy:.3f}"
-        if r.oracle_accuracy is not None:
-            acc += f", oracle {r.oracle_accuracy:.3f}" + (" (queried)" if r.accuracy_known else "")
-        both = r.oracle_accuracies or {}
-        if {"fp32", "int8"} <= set(both):
-            acc += f"; fp32 {both['fp32']:.3f}, int8 {both['int8']:.3f}"
-        out.print(f"  accuracy ({r.accuracy_dtype})  {acc}")
-        out.print(
-            f"  predicted        {r.predicted_latency_ms:.4f} ms"
-            f"{' (calibrated)' if r.calibrated else ' (LUT sum)'}; searched under {r.margin.effective:.4f} ms"
-        )
-        runs = ", ".join(f"{x:.4f}" for x in r.measured_runs_ms)
-        out.print(
-            f"  measured         {r.measured_latency_ms:.4f} ms (median of {len(r.measured_runs_ms)} runs: "
-            f"{runs}); error {r.error_pct:+.1f}%"
-        )
-        verdict = "[green]met[/]" if r.latency_met else "[bold red]MISSED[/]"
-        out.print(f"  limit            {r.limit_ms:g} ms: {verdict}")
-        if r.energy_margin is not None:
-            predicted = "n/a" if r.predicted_energy_mj is None else f"{r.predicted_energy_mj:.4f} mJ"
-            measured = "not measured" if r.measured_energy_mj is None else f"{r.measured_energy_mj:.4f} mJ"
-            met = {True: "[green]met[/]", False: "[bold red]MISSED[/]", None: "unchecked"}[r.energy_met]
-            out.print(
-                f"  energy           predicted {predicted}"
-                f"{' (calibrated)' if r.energy_calibrated else ' (LUT sum)'}, measured {measured}; "
-                f"limit {r.energy_margin.limit:g} mJ (searched under {r.energy_margin.effective:.4f}): {met}"
-            )
-        out.print(
-            f"  model            {r.model_path} (weights: {r.weights}); {r.queries} queries, "
-            f"search {r.search_seconds:.2f} s ({r.search.method}, {r.search.evaluated} archs)"
-        )
-        if len(r.refine_rounds) > 1:
-            for rr in r.refine_rounds:
-                out.print(
-                    f"  round {rr.round}          {rr.arch}: predicted {rr.predicted_latency_ms:.4f} ms, "
-                    f"measured {rr.measured_latency_ms:.4f} ms ({'met' if rr.met else 'missed'}); {rr.action}"
-                )
-        if r.final_training:
-            ft = r.final_training
-            acc = f"; validation fp32 {ft['accuracy']:.2f} %" if ft.get("accuracy") is not None else ""
-            out.print(
-                f"  final training   {ft['name']} schedule ({ft['schedule']['epochs']} epoch(s), "
-                f"{ft['device']}{', found finished' if ft['cached'] else ''}){acc}"
-            )
-        if r.program_accuracy:
-            both = r.program_accuracies or {r.program_accuracy["dtype"]: r.program_accuracy["top1_pct"]}
-            figs = ", ".join(f"{d} {v:.2f} %" for d, v in sorted(both.items()))
-            out.print(f"  program accuracy {figs} (ExecuTorch, validation split)")
-        if r.weights == "random":
-            note("note: model.pte has random (seeded) weights: a latency skeleton, not an accurate model")
+        _print_report(report)
     if not report.constraint_met:
         err.print(f"[bold red]constraint missed:[/] {report.suggestion}", soft_wrap=True)
         if strict:
             raise typer.Exit(1)
+
+
+def _print_report(r: AdaptReport) -> None:
+    """The human summary of an adapt report (``--json`` prints ``report.to_json()`` instead)."""
+    out.print(f"[bold]{r.space}[/] on {r.spec.target} ({r.spec.threads} thread(s)): [bold]{r.arch}[/]")
+    for p in r.per_threads or ():
+        best = (
+            f"{p['arch']}: predicted accuracy {p['predicted_accuracy']:.3f}, "
+            f"{p['predicted_latency_ms']:.4f} ms (searched under {p['search_limit_ms']:.4f} ms)"
+            if p["arch"] is not None
+            else p["note"]
+        )
+        chosen = "  [bold]<- chosen[/]" if p["chosen"] else ""
+        out.print(f"  {p['threads']:>3} thread(s)    {best}{chosen}")
+    acc = f"predicted {r.predicted_accuracy:.3f}"
+    if r.oracle_accuracy is not None:
+        acc += f", oracle {r.oracle_accuracy:.3f}" + (" (queried)" if r.accuracy_known else "")
+    both = r.oracle_accuracies or {}
+    if {"fp32", "int8"} <= set(both):
+        acc += f"; fp32 {both['fp32']:.3f}, int8 {both['int8']:.3f}"
+    out.print(f"  accuracy ({r.accuracy_dtype})  {acc}")
+    out.print(
+        f"  predicted        {r.predicted_latency_ms:.4f} ms"
+        f"{' (calibrated)' if r.calibrated else ' (LUT sum)'}; searched under {r.margin.effective:.4f} ms"
+    )
+    runs = ", ".join(f"{x:.4f}" for x in r.measured_runs_ms)
+    out.print(
+        f"  measured         {r.measured_latency_ms:.4f} ms (median of {len(r.measured_runs_ms)} runs: "
+        f"{runs}); error {r.error_pct:+.1f}%"
+    )
+    verdict = "[green]met[/]" if r.latency_met else "[bold red]MISSED[/]"
+    out.print(f"  limit            {r.limit_ms:g} ms: {verdict}")
+    if r.energy_margin is not None:
+        predicted = "n/a" if r.predicted_energy_mj is None else f"{r.predicted_energy_mj:.4f} mJ"
+        measured = "not measured" if r.measured_energy_mj is None else f"{r.measured_energy_mj:.4f} mJ"
+        met = {True: "[green]met[/]", False: "[bold red]MISSED[/]", None: "unchecked"}[r.energy_met]
+        out.print(
+            f"  energy           predicted {predicted}"
+            f"{' (calibrated)' if r.energy_calibrated else ' (LUT sum)'}, measured {measured}; "
+            f"limit {r.energy_margin.limit:g} mJ (searched under {r.energy_margin.effective:.4f}): {met}"
+        )
+    out.print(
+        f"  model            {r.model_path} (weights: {r.weights}); {r.queries} queries, "
+        f"search {r.search_seconds:.2f} s ({r.search.method}, {r.search.evaluated} archs)"
+    )
+    if len(r.refine_rounds) > 1:
+        for rr in r.refine_rounds:
+            out.print(
+                f"  round {rr.round}          {rr.arch}: predicted {rr.predicted_latency_ms:.4f} ms, "
+                f"measured {rr.measured_latency_ms:.4f} ms ({'met' if rr.met else 'missed'}); {rr.action}"
+            )
+    if r.final_training:
+        ft = r.final_training
+        acc = f"; validation fp32 {ft['accuracy']:.2f} %" if ft.get("accuracy") is not None else ""
+        out.print(
+            f"  final training   {ft['name']} schedule ({ft['schedule']['epochs']} epoch(s), "
+            f"{ft['device']}{', found finished' if ft['cached'] else ''}){acc}"
+        )
+    if r.program_accuracy:
+        both = r.program_accuracies or {r.program_accuracy["dtype"]: r.program_accuracy["top1_pct"]}
+        figs = ", ".join(f"{d} {v:.2f} %" for d, v in sorted(both.items()))
+        out.print(f"  program accuracy {figs} (ExecuTorch, validation split)")
+    if r.weights == "random":
+        note("note: model.pte has random (seeded) weights: a latency skeleton, not an accurate model")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -33,6 +33,10 @@ from ._common import (
 #: the widest network name the table shows whole; longer ones (chamnet-mbv2's, 60+ characters) are
 #: shortened to their start and end (:func:`short_name`), the full names are in --json
 NAME_WIDTH = 22
+
+if TYPE_CHECKING:
+    from chamlab.host.measurement.pipeline import RunSpec
+    from chamlab.host.prediction.calibrate import CalibrationReport
 
 
 def short_name(name: str, width: int = NAME_WIDTH) -> str:
@@ -161,12 +165,17 @@ def calibrate(
             repeats=repeats,
             recheck=recheck,
         )
-    rec = report.record
     if as_json:
         emit_json(report.to_json())
         return
+    _print_report(report, sp.name, spec, path)
+
+
+def _print_report(report: CalibrationReport, space_name: str, spec: RunSpec, path: Path) -> None:
+    """The human summary of a calibration (``--json`` prints ``report.to_json()`` instead)."""
+    rec = report.record
     t = calibration_table(
-        f"calibration of {sp.name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s), "
+        f"calibration of {space_name} on {spec.target} ({spec.dtype.value}, {spec.threads} thread(s), "
         f"batch {spec.batch}; times in ms), stored in {path}",
         rec,
     )

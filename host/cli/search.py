@@ -33,6 +33,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from chamlab.chamnet.search.run import SearchResult
     from chamlab.chamnet.training import TrainRecord
 
 
@@ -255,6 +256,11 @@ def search(
     if as_json:
         emit_json(result.to_json())
         return
+    _print_result(result, rows_dtype, latency, out_dir)
+
+
+def _print_result(result: SearchResult, rows_dtype: str | None, latency: float, out_dir: Path) -> None:
+    """The human summary of a search (``--json`` prints ``result.to_json()`` instead)."""
     if result.accuracy_note and rows_dtype == "int8":  # int8 latency, fp32 accuracy: say so
         note(f"note: {result.accuracy_note}")
     if result.arch is None:
