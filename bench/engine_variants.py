@@ -7,7 +7,8 @@ Importing this module registers, in the engine's own registries:
   feature plus a full ARD RBF) and ``additive2`` (Duvenaud et al.'s additive kernel of orders 1 and
   2: main effects and pairwise interactions) and ``overlap`` (an ARD overlap (Hamming) kernel on the
   categorical dimensions, one lengthscale per dimension, times the RBF on the rest: measured on the
-  public suite, ``bench/search_suite.py``);
+  public suite, ``bench/search_suite.py``) and ``rbf-linear-cost`` (the default's RBF plus a linear
+  kernel on the cost feature: a global accuracy-vs-cost trend; measured on the suite);
 * acquisitions ``pi`` (log probability of improvement; a batch: the q highest), ``mes``
   (max-value entropy search with 64 Gumbel-quantile max-value samples; a batch: the q highest) and
   ``ei-above-noise`` (log EI over the incumbent plus the GP's learned noise sd: measured on the
@@ -141,6 +142,19 @@ def _overlap_kernel(d: int, groups: Groups) -> Any:
     return OverlapKernel()
 
 
+class RBFLinearCost(Kernel):
+    """BoTorch's default ARD RBF plus a linear kernel on the last feature column, which with
+    ``cost_feature`` is the log primary cost: a global accuracy-vs-cost trend (a Bayesian linear
+    term, its variance learned) that the RBF models the residuals of. Only meaningful with the cost
+    feature on (without it the last column is an ordinary dimension)."""
+
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
+        from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+        from gpytorch.kernels import LinearKernel
+
+        return get_covar_module_with_dim_scaled_prior(ard_num_dims=d) + LinearKernel(active_dims=(d - 1,))
+
+
 class ProbabilityOfImprovement(Acquisition):
     def select(self, model: Any, X: np.ndarray, best: float, q: int, seed: int) -> list[int]:
         from scipy.stats import norm
@@ -216,6 +230,7 @@ for _name, _kernel in (
     ("additive", Additive()),
     ("additive2", Additive2()),
     ("overlap", Overlap()),
+    ("rbf-linear-cost", RBFLinearCost()),
 ):
     if _name not in KERNELS:  # imported twice (as a script's module and by name): registered once
         KERNELS.add(_name, _kernel)

@@ -190,6 +190,18 @@ PRIORITY = (
 PREVIOUS_DEFAULTS = ("yj-merge-equivalent", "v1-no-cost-feature", "v1-no-cost-feature-here")
 
 
+def engine_config(method: str) -> Any:
+    """The :class:`EngineConfig` of an engine variant's runs: ``engine`` is today's default
+    (``EngineConfig()``); a named variant holds the options of its time, and an option it does not
+    name takes its value from before the option existed (``EngineConfig.from_json``)."""
+    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+    from chamlab.chamnet.search import EngineConfig
+
+    if method == "engine":
+        return EngineConfig()
+    return EngineConfig.from_json(ENGINE_VARIANTS[method], f"the options of variant {method!r}")
+
+
 def default_variant() -> str:
     """The variant whose configuration is the engine's default ("engine" when none is)."""
     import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
@@ -263,7 +275,7 @@ def run_one(
     env: dict[str, Any], cost: str, limit: float, method: str, seed: int, budget: int
 ) -> dict[str, Any]:
     from bench.baselines import BASELINES, Candidates, first_hit
-    from chamlab.chamnet.search import BayesOptEngine, EngineConfig
+    from chamlab.chamnet.search import BayesOptEngine
     from chamlab.chamnet.search.engine import Encoder
 
     table = env["table"]
@@ -279,10 +291,7 @@ def run_one(
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if method in ENGINE_VARIANTS:
-        import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-
-        cfg = EngineConfig.from_json(ENGINE_VARIANTS[method], f"the options of variant {method!r}")
-        state = BayesOptEngine(cfg).run(
+        state = BayesOptEngine(engine_config(method)).run(
             problem_for(env, cost, limit), budget, rng, stop=lambda s: stop([q.arch for q in s.queries])
         )
         queried = [q.arch for q in state.queries]

@@ -72,7 +72,15 @@ SHIPPED: dict[str, tuple[str, float, str]] = {
     "synthetic": ("synthetic_latency", 0.15, "bench/synthetic_table.py"),
 }
 BASELINES_ORDER = ("random", "regularized-evolution", "plain-gp-ei", "optuna-tpe", "optuna-gp")
-#: engine configurations measured on the suite (EngineConfig fields; "engine" = the defaults)
+#: every option of the engine's default as of issue 24's linear-cost run (cost feature, one query per
+#: network, local search of pools): the base of the variants measured against that default
+ON_DEFAULT: dict[str, Any] = {
+    "n_init": 10, "batch_size": 1, "sampler": "imbalanced-sobol", "exhaustive_limit": 100_000,
+    "pool_size": 4096, "mutate_top": 5, "local_search": 3, "refit_every": 4, "kernel": "rbf",
+    "acquisition": "ei", "output_warp": "yeo-johnson", "cost_feature": True, "merge_equivalent": True,
+}  # fmt: skip
+#: engine configurations measured on the suite (EngineConfig fields, read by :func:`engine_config`;
+#: "engine" = the current defaults)
 VARIANTS: dict[str, dict[str, Any]] = {
     "engine": {},
     # the default before the cost feature (its runs were recorded as "engine" until then); every
@@ -93,7 +101,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # pools of 256 draws: a space far larger than its pool (chamnet-mbv2 is ~10^19 archs per 4,096)
     "pool256": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 0, "cost_feature": False},
     "pool256-local": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 3, "cost_feature": False},
+    # today's default plus a linear kernel on the cost feature: a global accuracy-vs-cost trend
+    "linear-cost": {**ON_DEFAULT, "kernel": "rbf-linear-cost"},
 }
+
+
+def engine_config(method: str) -> Any:
+    """The :class:`EngineConfig` of an engine method's runs. ``engine`` is the engine's current
+    default (``EngineConfig()``). Every other entry of :data:`VARIANTS` is read as a stored search's
+    options are (``EngineConfig.from_json``): an option it does not name takes the value it had before
+    the option existed (``ADDED_FIELDS``: no cost feature, no merge of equivalent archs, no local
+    search), so the variants measured earlier keep their meaning; a variant of today's default names
+    every option (:data:`ON_DEFAULT`). The results file records each method's configuration."""
+    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
+    from chamlab.chamnet.search import EngineConfig
+
+    if method == "engine":
+        return EngineConfig()
+    return EngineConfig.from_json(VARIANTS[method], f"the options of variant {method!r}")
 
 
 def setup(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -158,7 +183,7 @@ def cell_facts(env: dict[str, Any], limit: float) -> dict[str, Any]:
 
 def run_one(env: dict[str, Any], limit: float, method: str, seed: int, budget: int) -> dict[str, Any]:
     from bench.baselines import BASELINES, Candidates, first_hit
-    from chamlab.chamnet.search import BayesOptEngine, EngineConfig, Problem, oracle_for
+    from chamlab.chamnet.search import BayesOptEngine, Problem, oracle_for
     from chamlab.chamnet.search.engine import Encoder
 
     table = env["table"]
@@ -172,9 +197,7 @@ def run_one(env: dict[str, Any], limit: float, method: str, seed: int, budget: i
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     if method in VARIANTS:
-        import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-
-        cfg = EngineConfig.from_json(VARIANTS[method], f"the options of variant {method!r}")
+        cfg = engine_config(method)
         sp = env["space"]
         problem = Problem(sp, oracle_for(sp), {"cost": table.__getitem__}, {"cost": limit})
         state = BayesOptEngine(cfg).run(
@@ -346,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "limits": limits,
                 "cells": facts,
+                # each engine method's configuration as its runs use it (engine_config)
+                "configs": {
+                    m: engine_config(m).to_json() for m in VARIANTS if any(k.split("|")[2] == m for k in runs)
+                },
                 "summary": summarise(runs, a.seeds),
                 "paired_with_engine": paired(runs, "engine", a.seeds),
                 **({"note": old["note"]} if "note" in old else {}),  # kept by hand: how the run was cut

@@ -156,3 +156,21 @@ def test_smoke_run_renders(tmp_path: Path) -> None:
 
     text = "\n".join(render(r, "_env_"))
     assert "## Search on public tabular benchmarks" in text and "| cell |" in text
+
+
+def test_the_engine_method_is_the_engines_current_default_and_variants_keep_their_options() -> None:
+    """``engine`` in both search benchmarks runs ``EngineConfig()``: read as a stored history's
+    options, ``{}`` would silently drop the cost feature and the merge of equivalent networks. A named
+    variant keeps the options of its time (those it does not name: their values before they existed)."""
+    from bench import search_efficiency, search_suite
+    from chamlab.chamnet.search import EngineConfig
+    from chamlab.chamnet.search.config import ADDED_FIELDS
+
+    for bench in (search_suite, search_efficiency):
+        assert bench.engine_config("engine") == EngineConfig()
+    old = search_suite.engine_config("no-cost-feature")  # measured before the local search existed
+    assert not old.cost_feature and old.local_search == ADDED_FIELDS["local_search"]
+    assert not old.merge_equivalent
+    new = search_suite.engine_config("linear-cost")  # a variant of the default of its time, in full
+    assert new.kernel == "rbf-linear-cost" and new.cost_feature and new.merge_equivalent
+    assert set(search_suite.ON_DEFAULT) == set(EngineConfig().to_json())  # every option named
