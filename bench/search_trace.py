@@ -29,16 +29,14 @@ def trace(
     env: dict[str, Any], cost: str, limit: float, variant: str, seed: int, budget: int
 ) -> dict[str, Any]:
     """One run, stopped at the first hit: the hit and one row per BO step (see the module docstring)."""
-    from chamlab.chamnet.search import BayesOptEngine, EngineConfig
+    from chamlab.chamnet.search import BayesOptEngine
     from chamlab.chamnet.search.engine import log_ei, predict_gp
 
     table = env["table"]
     feas = [a for a in env["archs"] if table[a] <= limit]
     best_acc = max(env["acc"][a] for a in feas)
     best = {a for a in feas if env["acc"][a] == best_acc}
-    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-
-    cfg = EngineConfig.from_json(se.ENGINE_VARIANTS[variant], f"the options of variant {variant!r}")
+    cfg = se.engine_config(variant)  # "engine": today's default; a named variant: its options
     rows: list[dict[str, float]] = []
 
     def on_query(state: Any) -> None:
