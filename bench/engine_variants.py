@@ -225,6 +225,18 @@ def mes(mean: np.ndarray, std: np.ndarray, best: float, n_samples: int) -> np.nd
     return np.mean(g * np.exp(norm.logpdf(g) - logcdf) / 2.0 - logcdf, axis=1)
 
 
+def config_of(method: str, variants: dict[str, dict[str, Any]]) -> Any:
+    """The ``EngineConfig`` of a benchmark's engine method: ``engine`` is today's default
+    (``EngineConfig()``); any other is ``variants[method]`` read as a stored search's options are
+    (``EngineConfig.from_json``): an option it does not name takes its value from before the option
+    existed, so the variants measured earlier keep their meaning."""
+    from chamlab.chamnet.search import EngineConfig
+
+    if method == "engine":
+        return EngineConfig()
+    return EngineConfig.from_json(variants[method], f"the options of variant {method!r}")
+
+
 for _name, _kernel in (
     ("matern52", Matern52()),
     ("additive", Additive()),

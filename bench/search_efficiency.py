@@ -191,15 +191,10 @@ PREVIOUS_DEFAULTS = ("yj-merge-equivalent", "v1-no-cost-feature", "v1-no-cost-fe
 
 
 def engine_config(method: str) -> Any:
-    """The :class:`EngineConfig` of an engine variant's runs: ``engine`` is today's default
-    (``EngineConfig()``); a named variant holds the options of its time, and an option it does not
-    name takes its value from before the option existed (``EngineConfig.from_json``)."""
-    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-    from chamlab.chamnet.search import EngineConfig
+    """The ``EngineConfig`` of an engine variant's runs (:func:`bench.engine_variants.config_of`)."""
+    from bench.engine_variants import config_of
 
-    if method == "engine":
-        return EngineConfig()
-    return EngineConfig.from_json(ENGINE_VARIANTS[method], f"the options of variant {method!r}")
+    return config_of(method, ENGINE_VARIANTS)
 
 
 def default_variant() -> str:

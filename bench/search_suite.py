@@ -107,18 +107,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def engine_config(method: str) -> Any:
-    """The :class:`EngineConfig` of an engine method's runs. ``engine`` is the engine's current
-    default (``EngineConfig()``). Every other entry of :data:`VARIANTS` is read as a stored search's
-    options are (``EngineConfig.from_json``): an option it does not name takes the value it had before
-    the option existed (``ADDED_FIELDS``: no cost feature, no merge of equivalent archs, no local
-    search), so the variants measured earlier keep their meaning; a variant of today's default names
-    every option (:data:`ON_DEFAULT`). The results file records each method's configuration."""
-    import bench.engine_variants  # noqa: F401  # registers the measured kernels and acquisitions
-    from chamlab.chamnet.search import EngineConfig
+    """The ``EngineConfig`` of an engine method's runs (:func:`bench.engine_variants.config_of`):
+    ``engine`` is the current default; the variants measured before the cost feature name only what
+    they changed and take the rest as it was then (no cost feature, no merge of equivalent archs, no
+    local search); a variant of today's default names every option (:data:`ON_DEFAULT`). The results
+    file records each method's configuration."""
+    from bench.engine_variants import config_of
 
-    if method == "engine":
-        return EngineConfig()
-    return EngineConfig.from_json(VARIANTS[method], f"the options of variant {method!r}")
+    return config_of(method, VARIANTS)
 
 
 def setup(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
