@@ -207,8 +207,6 @@ class TableSpace:
         """The table ``df`` as a space, after every check of the module docstring (each failure a
         :class:`DataFileError` naming ``what``, the column and the row); ``accuracy_range``: the
         interval every accuracy lies in (default percent, which a fraction fits too)."""
-        import pandas as pd
-
         columns = [str(c) for c in df.columns]
         check_header(columns, what)
         lo, hi = (float(v) for v in accuracy_range)
@@ -222,96 +220,12 @@ class TableSpace:
                 f"{what} has no {ACCURACY!r} column (columns: {', '.join(columns) or 'none'})",
                 hint="name the measured accuracy column `accuracy`",
             )
-        if dims is None:
-            dim_names = [c for c in columns if c not in RESERVED and not c.startswith("_")]
-        else:
-            dim_names = [d.strip() for d in dims if d.strip()]
-            for d in dim_names:
-                if d not in columns:
-                    raise DataFileError(f"{what}: --dims names {d!r}, which is not a column")
-                if d in RESERVED:
-                    raise DataFileError(f"{what}: --dims names {d!r}, which is the oracle or a cost column")
-            if len(set(dim_names)) != len(dim_names):
-                raise DataFileError(f"{what}: --dims repeats a column ({','.join(dim_names)})")
-        if not dim_names:
-            raise DataFileError(f"{what} has no dimension columns (only {', '.join(columns)})")
+        dim_names = _dimension_names(columns, dims, what)
         if len(df) == 0:
             raise DataFileError(f"{what} has no rows")
-        used = [
-            *dim_names,
-            ACCURACY,
-            *(c for c in COSTS if c in columns),
-            *([NETWORK] if NETWORK in columns else []),
-        ]
-        for col in used:
-            bad = df[col].isna().to_numpy()
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise DataFileError(
-                    f"{what}: column {col!r} has {int(bad.sum())} missing value(s) (NaN), first at row {row}",
-                    hint="drop or fill those rows",
-                )
-        for col in (ACCURACY, *(c for c in COSTS if c in columns)):
-            if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
-                raise DataFileError(f"{what}: column {col!r} must be numeric, got {df[col].dtype}")
-            values = df[col].to_numpy(dtype=float)
-            if not np.isfinite(values).all():
-                row = int(np.flatnonzero(~np.isfinite(values))[0])
-                raise DataFileError(
-                    f"{what}: column {col!r} holds an infinite value ({values[row]}) at row {row}"
-                )
-            if col == ACCURACY:
-                out = (values < lo) | (values > hi)
-                if out.any():
-                    row = int(np.flatnonzero(out)[0])
-                    raise DataFileError(
-                        f"{what}: column {ACCURACY!r} is {values[row]:g} at row {row}, outside the table's "
-                        f"accuracy range [{lo:g}, {hi:g}] ({int(out.sum())} row(s) outside)",
-                        hint="accuracy is a percentage (or a fraction) of correct predictions: "
-                        "fix those rows, or state the table's range with --accuracy-range LO,HI",
-                    )
-            elif (values < 0).any():
-                row = int(np.flatnonzero(values < 0)[0])
-                raise DataFileError(
-                    f"{what}: column {col!r} is negative ({values[row]:g}) at row {row} "
-                    f"({int((values < 0).sum())} negative row(s)): a cost is 0 or more",
-                    hint="fix those rows (a measurement that failed is no row)",
-                )
-        dimensions = []
-        for col in dim_names:
-            s = df[col]
-            if pd.api.types.is_bool_dtype(s):
-                values_: list[Any] = sorted({bool(v) for v in s})
-                categorical = True
-            elif pd.api.types.is_numeric_dtype(s):
-                values_ = sorted({_native(v) for v in s})
-                categorical = False
-            else:
-                _check_categories(s, col, what, chosen=dims is not None)
-                values_ = sorted({str(v) for v in s})
-                categorical = True
-            dimensions.append(Dimension(col, tuple(values_), categorical=categorical))
-        cols = []
-        for dim in dimensions:
-            conv: Any = (
-                bool
-                if dim.categorical and isinstance(dim.values[0], bool)
-                else str
-                if dim.categorical
-                else _native
-            )
-            cols.append([conv(v) for v in df[dim.name]])
-        rows = list(zip(*cols, strict=True))
-        seen: dict[Arch, int] = {}
-        for i, r in enumerate(rows):
-            if r in seen:
-                text = ",".join(f"{d.name}={v}" for d, v in zip(dimensions, r, strict=True))
-                raise DataFileError(
-                    f"{what}: rows {seen[r]} and {i} are the same architecture ({text})",
-                    hint="keep one row per architecture (average repeated runs), or add the missing "
-                    "dimension column",
-                )
-            seen[r] = i
+        _check_values(df, dim_names, (lo, hi), what)
+        dimensions = _dimensions_of(df, dim_names, chosen=dims is not None, what=what)
+        rows = _rows_of(df, dimensions, what)
         accuracy = df[ACCURACY].to_numpy(dtype=float)
         costs = {c: df[c].to_numpy(dtype=float) for c in COSTS if c in columns}
         networks = tuple(_native(v) for v in df[NETWORK]) if NETWORK in columns else None
@@ -452,3 +366,113 @@ def parse_accuracy_range(text: str | None) -> tuple[float, float]:
             f"--accuracy-range {text!r} must be two numbers LO,HI (e.g. 0,1 for fractions)"
         ) from None
     return lo, hi
+
+
+def _dimension_names(columns: list[str], dims: Sequence[str] | None, what: str) -> list[str]:
+    """The dimension columns: ``dims`` when given (each a column, neither the oracle nor a cost, none
+    twice), else every column that is not reserved and does not start with ``_``."""
+    if dims is None:
+        names = [c for c in columns if c not in RESERVED and not c.startswith("_")]
+    else:
+        names = [d.strip() for d in dims if d.strip()]
+        for d in names:
+            if d not in columns:
+                raise DataFileError(f"{what}: --dims names {d!r}, which is not a column")
+            if d in RESERVED:
+                raise DataFileError(f"{what}: --dims names {d!r}, which is the oracle or a cost column")
+        if len(set(names)) != len(names):
+            raise DataFileError(f"{what}: --dims repeats a column ({','.join(names)})")
+    if not names:
+        raise DataFileError(f"{what} has no dimension columns (only {', '.join(columns)})")
+    return names
+
+
+def _check_values(
+    df: pd.DataFrame, dim_names: list[str], accuracy_range: tuple[float, float], what: str
+) -> None:
+    """No missing value in a column the search uses; the accuracy and the costs numeric and finite,
+    the accuracy within ``accuracy_range``, no cost negative (each failure names column and row)."""
+    import pandas as pd
+
+    lo, hi = accuracy_range
+    columns = [str(c) for c in df.columns]
+    costs = [c for c in COSTS if c in columns]
+    used = [*dim_names, ACCURACY, *costs, *([NETWORK] if NETWORK in columns else [])]
+    for col in used:
+        bad = df[col].isna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataFileError(
+                f"{what}: column {col!r} has {int(bad.sum())} missing value(s) (NaN), first at row {row}",
+                hint="drop or fill those rows",
+            )
+    for col in (ACCURACY, *costs):
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            raise DataFileError(f"{what}: column {col!r} must be numeric, got {df[col].dtype}")
+        values = df[col].to_numpy(dtype=float)
+        if not np.isfinite(values).all():
+            row = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise DataFileError(
+                f"{what}: column {col!r} holds an infinite value ({values[row]}) at row {row}"
+            )
+        if col == ACCURACY:
+            out = (values < lo) | (values > hi)
+            if out.any():
+                row = int(np.flatnonzero(out)[0])
+                raise DataFileError(
+                    f"{what}: column {ACCURACY!r} is {values[row]:g} at row {row}, outside the table's "
+                    f"accuracy range [{lo:g}, {hi:g}] ({int(out.sum())} row(s) outside)",
+                    hint="accuracy is a percentage (or a fraction) of correct predictions: "
+                    "fix those rows, or state the table's range with --accuracy-range LO,HI",
+                )
+        elif (values < 0).any():
+            row = int(np.flatnonzero(values < 0)[0])
+            raise DataFileError(
+                f"{what}: column {col!r} is negative ({values[row]:g}) at row {row} "
+                f"({int((values < 0).sum())} negative row(s)): a cost is 0 or more",
+                hint="fix those rows (a measurement that failed is no row)",
+            )
+
+
+def _dimensions_of(df: pd.DataFrame, dim_names: list[str], *, chosen: bool, what: str) -> list[Dimension]:
+    """One dimension per column: boolean and text columns categorical (a text column checked to be
+    no row identifier, :func:`_check_categories`), numeric ones ordinal; values sorted."""
+    import pandas as pd
+
+    dimensions = []
+    for col in dim_names:
+        s = df[col]
+        if pd.api.types.is_bool_dtype(s):
+            values: list[Any] = sorted({bool(v) for v in s})
+            categorical = True
+        elif pd.api.types.is_numeric_dtype(s):
+            values = sorted({_native(v) for v in s})
+            categorical = False
+        else:
+            _check_categories(s, col, what, chosen=chosen)
+            values = sorted({str(v) for v in s})
+            categorical = True
+        dimensions.append(Dimension(col, tuple(values), categorical=categorical))
+    return dimensions
+
+
+def _rows_of(df: pd.DataFrame, dimensions: list[Dimension], what: str) -> list[Arch]:
+    """Each row's architecture (its dimensions' values); two rows of one architecture are an error."""
+    cols = []
+    for dim in dimensions:
+        conv: Any = _native
+        if dim.categorical:
+            conv = bool if isinstance(dim.values[0], bool) else str
+        cols.append([conv(v) for v in df[dim.name]])
+    rows = list(zip(*cols, strict=True))
+    seen: dict[Arch, int] = {}
+    for i, r in enumerate(rows):
+        if r in seen:
+            text = ",".join(f"{d.name}={v}" for d, v in zip(dimensions, r, strict=True))
+            raise DataFileError(
+                f"{what}: rows {seen[r]} and {i} are the same architecture ({text})",
+                hint="keep one row per architecture (average repeated runs), or add the missing "
+                "dimension column",
+            )
+        seen[r] = i
+    return rows
