@@ -172,85 +172,119 @@ def _abs(x: float | None) -> str:
     return "n/a" if x is None else f"{x:g} %"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """The trend's coordinates: nights on x (``dates`` span the plot area), drift in % on y, from
+    ``-ymax`` to ``ymax`` with grid lines every ``step``."""
+
+    d0: int  # the first night's ordinal
+    span: int  # days from the first night to the last
+    ymax: float
+    step: float
+    pw: float = _W - _LEFT - _RIGHT
+    ph: float = _H - _TOP - _BOTTOM
+
+    @classmethod
+    def of(cls, points: Sequence[Point], dates: Sequence[str]) -> _Frame:
+        days = [dt.date.fromisoformat(d).toordinal() for d in dates]
+        values = [abs(v) for p in points for v in (p.ops_pct, p.refs_pct) if v is not None]
+        top = max([*values, _threshold(points) or 0.0, 1.0]) * 1.15
+        step = _nice_step(2 * top)
+        return cls(min(days), max(days) - min(days), math.ceil(top / step) * step, step)
+
+    def x(self, night: str) -> float:  # inset: a point never sits on the frame
+        if self.span == 0:
+            return _LEFT + self.pw / 2
+        days = dt.date.fromisoformat(night).toordinal() - self.d0
+        return _LEFT + _INSET + days / self.span * (self.pw - 2 * _INSET)
+
+    def y(self, v: float) -> float:
+        return _TOP + (self.ymax - v) / (2 * self.ymax) * self.ph
+
+
+def _threshold(points: Sequence[Point]) -> float | None:
+    """The latest night's drift threshold (the one drawn)."""
+    thresholds = [p.threshold_pct for p in points if p.threshold_pct is not None]
+    return thresholds[-1] if thresholds else None
+
+
 def trend_svg(device: str, points: Sequence[Point], dates: Sequence[str]) -> str:
     """An inline SVG of ``device``'s drift night by night; ``dates`` (oldest first) span the x axis,
     the same for every device of the page."""
-    days = [dt.date.fromisoformat(d).toordinal() for d in dates]
-    d0, span = min(days), max(days) - min(days)
-    pw, ph = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
-
-    def x(night: str) -> float:  # inset: a point never sits on the frame
-        if span == 0:
-            return _LEFT + pw / 2
-        return _LEFT + _INSET + (dt.date.fromisoformat(night).toordinal() - d0) / span * (pw - 2 * _INSET)
-
-    values = [abs(v) for p in points for v in (p.ops_pct, p.refs_pct) if v is not None]
-    thresholds = [p.threshold_pct for p in points if p.threshold_pct is not None]
-    threshold = thresholds[-1] if thresholds else None
-    top = max([*values, threshold or 0.0, 1.0]) * 1.15
-    step = _nice_step(2 * top)
-    ymax = math.ceil(top / step) * step
-
-    def y(v: float) -> float:
-        return _TOP + (ymax - v) / (2 * ymax) * ph
-
-    slot = (pw - 2 * _INSET) / max(span, 1)
-    band = max(6.0, min(28.0, slot * 0.7))
+    f = _Frame.of(points, dates)
     s = [
         f'<svg class="trend" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_W} {_H}" width="{_W}" '
         f'height="{_H}" role="img" aria-label="drift of {esc(device)} night by night">',
         f"<title>{esc(device)}: median drift night by night</title>",
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ccc"/>',
+        f'<rect x="{_LEFT}" y="{_TOP}" width="{f.pw}" height="{f.ph}" fill="#fafafa" stroke="#ccc"/>',
+        *_drift_bands(f, points),  # behind everything
+        *_axes(f, dates, _threshold(points)),
+        *_series(f, points),
+        *_markers(f, points),
+        _legend(),
+        "</svg>",
     ]
-    # drifted nights: a band behind everything
-    for p in points:
-        if p.drifted:
-            s.append(
-                f'<g class="drifted" data-night="{esc(p.night)}"><title>{esc(p.night)}: drifted '
-                f"(ops {esc(_pct(p.ops_pct))}, threshold {esc(_abs(p.threshold_pct))})</title>"
-                f'<rect x="{x(p.night) - band / 2:.1f}" y="{_TOP}" width="{band:.1f}" height="{ph}" '
-                f'fill="{_DRIFT}" fill-opacity="0.13"/>'
-                f'<text x="{x(p.night):.1f}" y="{_TOP - 4}" text-anchor="middle" font-size="11" '
-                f'fill="{_DRIFT}">drift</text></g>'
-            )
-    # y grid, zero line, threshold
-    v = -ymax
-    while v <= ymax + 1e-9:
+    return "\n".join(s)
+
+
+def _drift_bands(f: _Frame, points: Sequence[Point]) -> list[str]:
+    """A shaded band and a "drift" label over each drifted night."""
+    band = max(6.0, min(28.0, (f.pw - 2 * _INSET) / max(f.span, 1) * 0.7))
+    return [
+        f'<g class="drifted" data-night="{esc(p.night)}"><title>{esc(p.night)}: drifted '
+        f"(ops {esc(_pct(p.ops_pct))}, threshold {esc(_abs(p.threshold_pct))})</title>"
+        f'<rect x="{f.x(p.night) - band / 2:.1f}" y="{_TOP}" width="{band:.1f}" height="{f.ph}" '
+        f'fill="{_DRIFT}" fill-opacity="0.13"/>'
+        f'<text x="{f.x(p.night):.1f}" y="{_TOP - 4}" text-anchor="middle" font-size="11" '
+        f'fill="{_DRIFT}">drift</text></g>'
+        for p in points
+        if p.drifted
+    ]
+
+
+def _axes(f: _Frame, dates: Sequence[str], threshold: float | None) -> list[str]:
+    """The y grid with its zero line, the +-threshold lines, the y label and the x labels (every
+    night when they fit, else evenly spaced ones and the last)."""
+    s = []
+    v = -f.ymax
+    while v <= f.ymax + 1e-9:
         zero = abs(v) < 1e-9
         s.append(
-            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            f'<line x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{f.y(v):.1f}" y2="{f.y(v):.1f}" '
             f'stroke="{"#555" if zero else "#e4e4e4"}" stroke-width="{1 if zero else 0.8}"/>'
-            f'<text x="{_LEFT - 6}" y="{y(v) + 4:.1f}" text-anchor="end" font-size="11" fill="#444">'
+            f'<text x="{_LEFT - 6}" y="{f.y(v) + 4:.1f}" text-anchor="end" font-size="11" fill="#444">'
             f"{v:+g} %</text>"
         )
-        v += step
-    if threshold is not None:
-        for t in (threshold, -threshold):
-            s.append(
-                f'<line class="threshold" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
-                f'stroke="{_DRIFT}" stroke-opacity="0.55" stroke-dasharray="5 4"/>'
-            )
+        v += f.step
+    for t in (threshold, -threshold) if threshold is not None else ():
+        s.append(
+            f'<line class="threshold" x1="{_LEFT}" x2="{_W - _RIGHT}" y1="{f.y(t):.1f}" y2="{f.y(t):.1f}" '
+            f'stroke="{_DRIFT}" stroke-opacity="0.55" stroke-dasharray="5 4"/>'
+        )
     s.append(
-        f'<text x="14" y="{_TOP + ph / 2:.1f}" font-size="11" fill="#444" text-anchor="middle" '
-        f'transform="rotate(-90 14 {_TOP + ph / 2:.1f})">drift vs previous good run (%)</text>'
+        f'<text x="14" y="{_TOP + f.ph / 2:.1f}" font-size="11" fill="#444" text-anchor="middle" '
+        f'transform="rotate(-90 14 {_TOP + f.ph / 2:.1f})">drift vs previous good run (%)</text>'
     )
-    # x labels: every night when they fit, else evenly spaced ones and the last
     every = max(1, math.ceil(len(dates) / 16))
-    labelled = [d for i, d in enumerate(dates) if i % every == 0 or i == len(dates) - 1]
-    for d in labelled:
-        xs, yb = x(d), _TOP + ph
+    for d in (d for i, d in enumerate(dates) if i % every == 0 or i == len(dates) - 1):
+        xs, yb = f.x(d), _TOP + f.ph
         s.append(
             f'<line x1="{xs:.1f}" x2="{xs:.1f}" y1="{yb}" y2="{yb + 4}" stroke="#555"/>'
             f'<text x="{xs:.1f}" y="{yb + 16}" font-size="11" fill="#444" text-anchor="end" '
             f'transform="rotate(-35 {xs:.1f} {yb + 16})">{esc(d)}</text>'
         )
-    # the two series: lines between consecutive nights that both have a value
+    return s
+
+
+def _series(f: _Frame, points: Sequence[Point]) -> list[str]:
+    """The two series as lines between consecutive nights that both have a value."""
+    s = []
     for attr, colour, dash in (("ops_pct", _OPS, ""), ("refs_pct", _REFS, ' stroke-dasharray="6 3"')):
         run: list[str] = []
         for q in [*points, None]:
             val = getattr(q, attr) if q is not None else None
             if val is not None and q is not None:
-                run.append(f"{x(q.night):.1f},{y(val):.1f}")
+                run.append(f"{f.x(q.night):.1f},{f.y(val):.1f}")
                 continue
             if len(run) > 1:
                 s.append(
@@ -258,41 +292,50 @@ def trend_svg(device: str, points: Sequence[Point], dates: Sequence[str]) -> str
                     f'stroke-width="2"{dash}/>'
                 )
             run = []
+    return s
+
+
+def _markers(f: _Frame, points: Sequence[Point]) -> list[str]:
+    """Each night's points with a tooltip (a ring around a drifted night's ops point); a night
+    without a value gets a marker on the zero line that says why (failed, skipped, first night)."""
+    s = []
     for p in points:
-        xs = x(p.night)
+        xs = f.x(p.night)
         tip = f"{p.night}: {p.status}; ops {_pct(p.ops_pct)}, reference networks {_pct(p.refs_pct)}" + (
             "; DRIFTED" if p.drifted else ""
         )
         if p.refs_pct is not None:
             s.append(
                 f'<rect class="refs" data-night="{esc(p.night)}" x="{xs - 4:.1f}" '
-                f'y="{y(p.refs_pct) - 4:.1f}" '
+                f'y="{f.y(p.refs_pct) - 4:.1f}" '
                 f'width="8" height="8" fill="{_REFS}"><title>{esc(tip)}</title></rect>'
             )
         if p.ops_pct is not None:
             ring = (
-                f'<circle cx="{xs:.1f}" cy="{y(p.ops_pct):.1f}" r="8" fill="none" stroke="{_DRIFT}" '
+                f'<circle cx="{xs:.1f}" cy="{f.y(p.ops_pct):.1f}" r="8" fill="none" stroke="{_DRIFT}" '
                 f'stroke-width="2"/>'
                 if p.drifted
                 else ""
             )
             s.append(
                 f'{ring}<circle class="ops" data-night="{esc(p.night)}" cx="{xs:.1f}" '
-                f'cy="{y(p.ops_pct):.1f}" '
+                f'cy="{f.y(p.ops_pct):.1f}" '
                 f'r="4.5" fill="{_OPS}"><title>{esc(tip)}</title></circle>'
             )
         if p.ops_pct is None and p.refs_pct is None:
-            # no value: a marker on the axis says why (failed, skipped, first night)
             mark = "\u00d7" if p.status not in ("ok", "partial") else "\u25cb"
             colour = _DRIFT if p.status == "failed" else _MUTED
             s.append(
-                f'<text class="novalue" data-night="{esc(p.night)}" x="{xs:.1f}" y="{y(0) + 5:.1f}" '
+                f'<text class="novalue" data-night="{esc(p.night)}" x="{xs:.1f}" y="{f.y(0) + 5:.1f}" '
                 f'text-anchor="middle" font-size="15" fill="{colour}"><title>{esc(p.night)}: '
                 f"{esc(p.status)}: {esc(p.why)}</title>{mark}</text>"
             )
-    # legend
+    return s
+
+
+def _legend() -> str:
     lx, ly = _LEFT + 4, 16
-    s.append(
+    return (
         f'<g font-size="12" fill="#222">'
         f'<line x1="{lx}" x2="{lx + 22}" y1="{ly}" y2="{ly}" stroke="{_OPS}" stroke-width="2"/>'
         f'<circle cx="{lx + 11}" cy="{ly}" r="4" fill="{_OPS}"/>'
@@ -307,8 +350,6 @@ def trend_svg(device: str, points: Sequence[Point], dates: Sequence[str]) -> str
         f'stroke-dasharray="5 4"/><text x="{lx + 678}" y="{ly + 4}">\u00b1threshold</text>'
         f'<text x="{lx + 760}" y="{ly + 4}" fill="{_MUTED}">\u00d7 \u25cb no value</text></g>'
     )
-    s.append("</svg>")
-    return "\n".join(s)
 
 
 # -- the page ---------------------------------------------------------------------------------------------
