@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -28,6 +28,9 @@ from ._common import (
     space,
     value,
 )
+
+if TYPE_CHECKING:
+    from chamlab.host.prediction.predict import PredictionReport
 
 
 @handle_errors
@@ -98,8 +101,13 @@ def predict(
     if as_json:
         emit_json(report.to_json())
         return
+    _print_report(sp.name, report)
+
+
+def _print_report(space_name: str, report: PredictionReport) -> None:
+    """The human form of ``predict``: sizes, the per-op table of the prediction, its notes, energy."""
     out.print(
-        f"[bold]{sp.name}[/] {report.arch}: {report.macs / 1e6:.2f} M MACs, "
+        f"[bold]{space_name}[/] {report.arch}: {report.macs / 1e6:.2f} M MACs, "
         f"{report.params / 1e6:.3f} M params"
     )
     p, mset = report.prediction, report.measurement_set
