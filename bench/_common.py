@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -16,6 +17,19 @@ from chamlab.core.files import atomic_write_text
 RESULTS = Path(__file__).resolve().parent / "results"
 # Taken when a benchmark imports this module (its start), not when it writes its result.
 _STARTED = (dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), os.getloadavg())
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name and its widest vector extension (``/proc/cpuinfo``; None elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    lines = text.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
+    return f"{model} ({vector})" if vector else model
 
 
 def environment() -> dict[str, Any]:
@@ -44,13 +58,33 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
+        "cpu": _cpu_model(),
         "torch": version("torch"),
         "executorch": version("executorch"),
+        # a GP search's trajectory depends on the floating-point results of these (docs/benchmarks.md)
+        "libraries": {d: version(d) for d in ("botorch", "gpytorch", "linear_operator", "numpy", "scipy")},
         "chamlab": version("chamlab"),
         "commit": commit,
         "load_avg_at_start": _STARTED[1],
         "load_avg_at_end": os.getloadavg(),
     }
+
+
+def platform_tag() -> str:
+    """One line naming what a GP search's floating-point trajectory depends on: the CPU and the
+    versions of torch and the GP stack. Two runs of one seed agree only under one tag."""
+    env = environment()
+    libs = env["libraries"]
+    return (
+        f"{env['cpu']}; torch {env['torch']}; botorch {libs['botorch']}; gpytorch {libs['gpytorch']}; "
+        f"numpy {libs['numpy']}; scipy {libs['scipy']}"
+    )
+
+
+def platform_id(tag: str) -> str:
+    """A short id of a :func:`platform_tag`: what each run of a benchmark records, the results file
+    mapping it back to the tag (``platforms``)."""
+    return hashlib.sha256(tag.encode()).hexdigest()[:8]
 
 
 def write_result(name: str, payload: dict[str, Any], out: Path | None = None) -> Path:

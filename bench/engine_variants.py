@@ -8,7 +8,9 @@ Importing this module registers, in the engine's own registries:
   2: main effects and pairwise interactions) and ``overlap`` (an ARD overlap (Hamming) kernel on the
   categorical dimensions, one lengthscale per dimension, times the RBF on the rest: measured on the
   public suite, ``bench/search_suite.py``) and ``rbf-linear-cost`` (the default's RBF plus a linear
-  kernel on the cost feature: a global accuracy-vs-cost trend; measured on the suite);
+  kernel on the cost feature: a global accuracy-vs-cost trend; measured on the suite) and
+  ``rbf-linear-all`` (the RBF plus a linear kernel on every feature: a global linear trend in
+  every dimension; measured on the suite);
 * acquisitions ``pi`` (log probability of improvement; a batch: the q highest), ``mes``
   (max-value entropy search with 64 Gumbel-quantile max-value samples; a batch: the q highest) and
   ``ei-above-noise`` (log EI over the incumbent plus the GP's learned noise sd: measured on the
@@ -155,6 +157,19 @@ class RBFLinearCost(Kernel):
         return get_covar_module_with_dim_scaled_prior(ard_num_dims=d) + LinearKernel(active_dims=(d - 1,))
 
 
+class RBFLinearAll(Kernel):
+    """BoTorch's default ARD RBF plus one linear kernel on every feature column (one weight variance
+    shared by them, learned): a global linear trend in every dimension (and in the cost feature, when
+    it is on) that the RBF models the residuals of; for a categorical dimension's one-hot columns the
+    trend is a main effect per value."""
+
+    def covar_module(self, d: int, groups: Groups = ()) -> Any:
+        from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+        from gpytorch.kernels import LinearKernel
+
+        return get_covar_module_with_dim_scaled_prior(ard_num_dims=d) + LinearKernel()
+
+
 class ProbabilityOfImprovement(Acquisition):
     def select(self, model: Any, X: np.ndarray, best: float, q: int, seed: int) -> list[int]:
         from scipy.stats import norm
@@ -243,6 +258,7 @@ for _name, _kernel in (
     ("additive2", Additive2()),
     ("overlap", Overlap()),
     ("rbf-linear-cost", RBFLinearCost()),
+    ("rbf-linear-all", RBFLinearAll()),
 ):
     if _name not in KERNELS:  # imported twice (as a script's module and by name): registered once
         KERNELS.add(_name, _kernel)

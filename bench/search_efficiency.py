@@ -49,7 +49,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from bench._common import RESULTS, write_result  # noqa: E402
+from bench._common import RESULTS, platform_id, platform_tag, write_result  # noqa: E402
 
 LUT = Path(__file__).resolve().parent / "data" / "macro-cifar10-local-cpu.parquet"
 PCTS = (25, 50, 75)
@@ -324,6 +324,9 @@ def repeats(space: Any, queried: list) -> int:
 
 
 _ENVS: dict[str, dict[str, Any]] = {}
+#: what a run's trajectory depends on (bench/_common.py): each run records its id, the file maps it back
+_PLATFORM = platform_tag()
+_PLATFORM_ID = platform_id(_PLATFORM)
 
 
 def _init_worker() -> None:
@@ -334,7 +337,7 @@ def _init_worker() -> None:
 
 def _work(job: tuple[str, str, str, int, float, int]) -> tuple[str, dict[str, Any]]:
     key, cost, method, seed, limit, budget = job
-    return key, run_one(_ENVS[cost], cost, limit, method, seed, budget)
+    return key, {**run_one(_ENVS[cost], cost, limit, method, seed, budget), "platform": _PLATFORM_ID}
 
 
 def summarise(runs: dict[str, Any], budgets: dict[str, int]) -> dict[str, Any]:
@@ -557,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     limits = {**old.get("limits", {}), **limits} if not a.smoke else limits
     run_costs = [c for c in costs if not a.costs or c in a.costs.split(",")]
+    platforms: dict[str, str] = dict(old.get("platforms", {}))
 
     def save(quality: Any = None) -> None:
         write_result(
@@ -575,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
                 "predictor_quality": quality if quality is not None else old.get("predictor_quality"),
                 # where runs were made elsewhere (merged from another machine's results file)
                 **({"device_runs": old["device_runs"]} if "device_runs" in old and not a.smoke else {}),
+                # platform id (a run's "platform") -> what its floating-point results depend on
+                "platforms": platforms,
                 "runs": runs,
             },
             out=a.out,
@@ -593,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         if f"{c}|{p}|{m}|{s}" not in runs
     ]
     _ENVS.update(envs)  # forked workers inherit it
+    if jobs:
+        platforms[_PLATFORM_ID] = _PLATFORM
     if a.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
 

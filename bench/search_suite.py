@@ -37,7 +37,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from bench._common import RESULTS, write_result  # noqa: E402
+from bench._common import RESULTS, platform_id, platform_tag, write_result  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 PCTS = (25, 50, 75)
@@ -103,6 +103,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pool256-local": {"exhaustive_limit": 0, "pool_size": 256, "local_search": 3, "cost_feature": False},
     # today's default plus a linear kernel on the cost feature: a global accuracy-vs-cost trend
     "linear-cost": {**ON_DEFAULT, "kernel": "rbf-linear-cost"},
+    # today's default plus a linear kernel on every feature: a global linear trend in each dimension
+    "linear-all": {**ON_DEFAULT, "kernel": "rbf-linear-all"},
 }
 
 
@@ -222,6 +224,9 @@ def run_one(env: dict[str, Any], limit: float, method: str, seed: int, budget: i
 
 
 _ENVS: dict[str, dict[str, Any]] = {}
+_PLATFORM = platform_tag()
+#: a run records its platform by this short id; the results file's ``platforms`` maps it to the tag
+_PLATFORM_ID = platform_id(_PLATFORM)
 
 
 def _init_worker() -> None:
@@ -232,7 +237,8 @@ def _init_worker() -> None:
 
 def _work(job: tuple[str, str, str, int, float, int]) -> tuple[str, dict[str, Any]]:
     key, cell, method, seed, limit, budget = job
-    return key, run_one(_ENVS[cell], limit, method, seed, budget)
+    # the platform each run was made on: merged files hold runs of several machines (platform_tag)
+    return key, {**run_one(_ENVS[cell], limit, method, seed, budget), "platform": _PLATFORM_ID}
 
 
 def summarise(runs: dict[str, Any], seeds: int) -> dict[str, Any]:
@@ -274,11 +280,13 @@ def paired(runs: dict[str, Any], base: str, seeds: int) -> dict[str, Any]:
 
     hits: dict[str, dict[tuple[str, str, str], float]] = {}
     regrets: dict[str, dict[tuple[str, str, str], float]] = {}
+    platforms: dict[str, dict[tuple[str, str, str], str | None]] = {}
     for key, r in runs.items():
         cell, pct, method, seed = key.split("|")
         if int(seed) < seeds:
             hits.setdefault(method, {})[(cell, pct, seed)] = float(r["hit"] or BUDGET + 1)
             regrets.setdefault(method, {})[(cell, pct, seed)] = float(r["regret50"])
+            platforms.setdefault(method, {})[(cell, pct, seed)] = r.get("platform")
     out: dict[str, Any] = {}
     for m in VARIANTS:
         b = PAIRED_WITH.get(m, base)
@@ -288,6 +296,8 @@ def paired(runs: dict[str, Any], base: str, seeds: int) -> dict[str, Any]:
         if not pairs:
             continue
         d = np.array([hits[m][k] - hits[b][k] for k in pairs])
+        # a run made before the platform was recorded (None) may have been made anywhere
+        mixed = sum(1 for k in pairs if platforms[m][k] is None or platforms[m][k] != platforms[b][k])
         dr = np.array([regrets[m][k] - regrets[b][k] for k in pairs])
         nz = d[d != 0]
         with warnings.catch_warnings():
@@ -302,6 +312,9 @@ def paired(runs: dict[str, Any], base: str, seeds: int) -> dict[str, Any]:
             "median_difference": float(np.median(d)),
             "wilcoxon_p": float(f"{p:.3g}"),
             "regret50_better_worse_tied": [int((dr < 0).sum()), int((dr > 0).sum()), int((dr == 0).sum())],
+            # pairs not known to be made on one platform: there a difference mixes the design's effect
+            # with the floating-point chaos of the trajectories (docs/benchmarks.md)
+            "pairs_not_on_one_platform": mixed,
         }
     return out
 
@@ -342,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         budget, pcts, seeds = 12, (50,), range(1)
     old = json.loads(a.out.read_text()) if a.out.exists() else {}
     runs: dict[str, Any] = old.get("runs", {}) if old.get("smoke", False) == a.smoke else {}
+    platforms: dict[str, str] = dict(old.get("platforms", {}))
     limits = {
         c: {str(p): float(np.percentile(list(e["table"].values()), p)) for p in PCTS} for c, e in envs.items()
     }
@@ -371,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "summary": summarise(runs, a.seeds),
                 "paired_with_engine": paired(runs, "engine", a.seeds),
+                # platform id (a run's "platform") -> what its floating-point results depend on
+                "platforms": platforms,
                 **({"note": old["note"]} if "note" in old else {}),  # kept by hand: how the run was cut
                 "runs": runs,
             },
@@ -383,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"{path} is a {'smoke' if other.get('smoke') else 'full'} run; --out is not")
         for key, r in other.get("runs", {}).items():
             runs.setdefault(key, r)
+        platforms.update(other.get("platforms", {}))
     if a.merge:
         save()
         print(f"merged {len(runs)} runs into {a.out}")
@@ -396,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         if f"{c}|{p}|{m}|{s}" not in runs
     ]
     print(f"{len(jobs)} runs to make ({len(plan) - len(jobs)} already in {a.out})", flush=True)
+    if jobs:
+        platforms[_PLATFORM_ID] = _PLATFORM
     _ENVS.update(envs)
     if a.jobs > 1 and len(jobs) > 1:
         import multiprocessing as mp
@@ -488,15 +507,16 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
             f"{r['budget'] + 1}; difference = variant minus base; two-sided Wilcoxon signed-rank p) and"
             " the regret after 50 queries (lower is better):",
             "",
-            "| variant | paired with | pairs | queries: better / worse / tied | median diff | Wilcoxon p "
-            "| regret50: better / worse / tied |",
+            "| variant | paired with | pairs (on one platform) | queries: better / worse / tied "
+            "| median diff | Wilcoxon p | regret50: better / worse / tied |",
             "|---|---|---|---|---|---|---|",
         ]
         for m, v in pw.items():
             rg = v.get("regret50_better_worse_tied")
             counts = f"{v['better']} / {v['worse']} / {v['tied']}"
+            one_platform = v["pairs"] - v.get("pairs_not_on_one_platform", v["pairs"])
             out.append(
-                f"| {m} | {v.get('base', 'engine')} | {v['pairs']} | {counts} | "
+                f"| {m} | {v.get('base', 'engine')} | {v['pairs']} ({one_platform}) | {counts} | "
                 f"{v['median_difference']:+g} | {v['wilcoxon_p']:.2g} | "
                 + (" / ".join(map(str, rg)) if rg else "")
                 + " |"

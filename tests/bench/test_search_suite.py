@@ -152,6 +152,9 @@ def test_smoke_run_renders(tmp_path: Path) -> None:
     }
     facts = r["cells"][cell]["50"]
     assert facts["feasible"] > 0 and facts["lead"] >= 0
+    # every run names the platform it was made on: a trajectory's floating point depends on it
+    (pid,) = {run["platform"] for run in r["runs"].values()}
+    assert "botorch" in r["platforms"][pid] and "torch" in r["platforms"][pid]
     from bench.search_suite import render
 
     text = "\n".join(render(r, "_env_"))
@@ -174,3 +177,21 @@ def test_the_engine_method_is_the_engines_current_default_and_variants_keep_thei
     new = search_suite.engine_config("linear-cost")  # a variant of the default of its time, in full
     assert new.kernel == "rbf-linear-cost" and new.cost_feature and new.merge_equivalent
     assert set(search_suite.ON_DEFAULT) == set(EngineConfig().to_json())  # every option named
+
+
+def test_pairs_not_made_on_one_platform_are_counted() -> None:
+    """A paired difference is the design's effect only when both runs had one floating-point
+    platform; a run recorded without one (made before platforms were recorded) may be from anywhere."""
+    from bench.search_suite import paired
+
+    def run(hit: int, platform: str | None) -> dict:
+        return {"hit": hit, "regret50": 0.0, **({"platform": platform} if platform else {})}
+
+    runs = {
+        "c|50|engine|0": run(30, "a"), "c|50|linear-cost|0": run(20, "a"),
+        "c|50|engine|1": run(30, "a"), "c|50|linear-cost|1": run(40, "b"),
+        "c|50|engine|2": run(30, None), "c|50|linear-cost|2": run(30, None),
+    }  # fmt: skip
+    v = paired(runs, "engine", 3)["linear-cost"]
+    assert (v["pairs"], v["better"], v["worse"], v["tied"]) == (3, 1, 1, 1)
+    assert v["pairs_not_on_one_platform"] == 2
