@@ -453,6 +453,23 @@ def _hit(v: dict[str, Any]) -> str:
     return f"{h:g}" if isinstance(h, float) else str(h)
 
 
+def _platform_lines(r: dict[str, Any]) -> list[str]:
+    """Which platform made how many runs, per method (a run's trajectory depends on it)."""
+    counts: dict[str | None, dict[str, int]] = {}
+    for key, run in r["runs"].items():
+        by_method = counts.setdefault(run.get("platform"), {})
+        method = key.split("|")[2]
+        by_method[method] = by_method.get(method, 0) + 1
+    if set(counts) == {None}:
+        return []
+    out = ["Platforms (a seed's trajectory depends on the CPU and the library versions, docs/search.md):", ""]
+    for pid, by_method in sorted(counts.items(), key=lambda kv: kv[0] or ""):
+        what = r.get("platforms", {}).get(pid, "not recorded") if pid else "not recorded"
+        runs = ", ".join(f"{m} {n}" for m, n in sorted(by_method.items()))
+        out.append(f"* `{pid or 'unknown'}` ({what}): {runs}")
+    return [*out, ""]
+
+
 def render(r: dict[str, Any], env_line: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
     s, cells = r["summary"], r["cells"]
@@ -474,6 +491,7 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
         "accuracy would lose, a measure of how far the test ranking at the top is noise.",
         "",
         *([f"_{r['note']}_", ""] if r.get("note") else []),
+        *_platform_lines(r),
     ]
     methods = [
         m for m in [*VARIANTS, *BASELINES_ORDER] if any(m in v for c in s.values() for v in c.values())

@@ -159,6 +159,7 @@ def test_smoke_run_renders(tmp_path: Path) -> None:
 
     text = "\n".join(render(r, "_env_"))
     assert "## Search on public tabular benchmarks" in text and "| cell |" in text
+    assert f"* `{pid}` ({r['platforms'][pid]}): engine 1," in text  # which platform made which runs
 
 
 def test_the_engine_method_is_the_engines_current_default_and_variants_keep_their_options() -> None:
