@@ -704,10 +704,16 @@ def paired_table(paired: dict[str, Any], default: str, r: dict[str, Any]) -> lis
     return [*out, ""]
 
 
-def extra_seeds_table(extra: dict[str, Any], s: dict[str, Any]) -> list[str]:
-    """Cells run with more seeds than the main table's (markdown lines)."""
-    short = {"flops": "FLOPs", "lut_latency": "LUT", "synthetic_latency": "synthetic"}
-    budget = BUDGETS["engine"]
+def extra_seeds_table(
+    extra: dict[str, Any],
+    s: dict[str, Any],
+    budget: int | None = None,
+    titles: dict[str, str] | None = None,
+) -> list[str]:
+    """Cells run with more seeds than the main table's (markdown lines); ``budget``: the runs' query
+    budget (default: this benchmark's engine budget); ``titles``: a cell's name in the table."""
+    short = titles or {"flops": "FLOPs", "lut_latency": "LUT", "synthetic_latency": "synthetic"}
+    budget = BUDGETS["engine"] if budget is None else budget
 
     def show(x: float) -> str:
         return f"{x:g}" if x <= budget else f">{budget}"

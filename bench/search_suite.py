@@ -362,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = {c: {p: cell_facts(envs[c], lim) for p, lim in by_p.items()} for c, by_p in limits.items()}
 
     def save() -> None:
+        from bench.search_efficiency import extra_seeds
+
         write_result(
             "search_suite",
             {
@@ -385,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "summary": summarise(runs, a.seeds),
                 "paired_with_engine": paired(runs, "engine", a.seeds),
+                # cells where a method ran more seeds than --seeds: a robustness read of the median
+                "summary_extra_seeds": extra_seeds(runs, budget),
                 # platform id (a run's "platform") -> what its floating-point results depend on
                 "platforms": platforms,
                 **({"note": old["note"]} if "note" in old else {}),  # kept by hand: how the run was cut
@@ -472,6 +476,8 @@ def _platform_lines(r: dict[str, Any]) -> list[str]:
 
 def render(r: dict[str, Any], env_line: str) -> list[str]:
     """The docs/benchmarks.md section (called by bench/report.py)."""
+    from bench.search_efficiency import extra_seeds_table
+
     s, cells = r["summary"], r["cells"]
     out = [
         "## Search on public tabular benchmarks (the suite)",
@@ -517,6 +523,7 @@ def render(r: dict[str, Any], env_line: str) -> list[str]:
                 row.append(f"{_hit(v)} ({v['found']}/{v['seeds']}); {regret}")
             out.append("| " + " | ".join(row) + " |")
     out.append("")
+    out += extra_seeds_table(r.get("summary_extra_seeds") or {}, s, r["budget"], CELL_TITLES)
     pw = r.get("paired_with_engine") or {}
     if pw:
         out += [

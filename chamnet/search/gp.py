@@ -3,8 +3,8 @@ candidates (:func:`predict_gp`) and its hyperparameters as JSON (:func:`hyperpar
 
 Kernels are registered in :data:`KERNELS` (``EngineConfig.kernel``). The engine ships one, ``rbf``:
 BoTorch's default (ARD RBF with the dimension-scaled lengthscale prior). Matern 5/2, two additive
-kernels, an overlap kernel for categorical dimensions and a linear trend in the cost feature were
-measured and not adopted
+kernels, an overlap kernel for categorical dimensions and a linear trend in the cost feature (and
+in every feature) were measured and not adopted
 (docs/benchmarks.md); ``bench/engine_variants.py`` registers them again to reproduce those runs.
 
 A hyperparameter fit that fails is never silent: it keeps the starting hyperparameters (the warm
