@@ -32,12 +32,18 @@ def _cpu_model() -> str | None:
     return f"{model} ({vector})" if vector else model
 
 
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+#: the libraries a GP search's trajectory depends on the floating-point results of (docs/search.md)
+_GP_STACK = ("botorch", "gpytorch", "linear_operator", "numpy", "scipy")
+
+
 def environment() -> dict[str, Any]:
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "absent"
 
     try:
         commit = (
@@ -59,11 +65,10 @@ def environment() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),
-        "torch": version("torch"),
-        "executorch": version("executorch"),
-        # a GP search's trajectory depends on the floating-point results of these (docs/benchmarks.md)
-        "libraries": {d: version(d) for d in ("botorch", "gpytorch", "linear_operator", "numpy", "scipy")},
-        "chamlab": version("chamlab"),
+        "torch": _version("torch"),
+        "executorch": _version("executorch"),
+        "libraries": {d: _version(d) for d in _GP_STACK},
+        "chamlab": _version("chamlab"),
         "commit": commit,
         "load_avg_at_start": _STARTED[1],
         "load_avg_at_end": os.getloadavg(),
@@ -72,13 +77,10 @@ def environment() -> dict[str, Any]:
 
 def platform_tag() -> str:
     """One line naming what a GP search's floating-point trajectory depends on: the CPU and the
-    versions of torch and the GP stack. Two runs of one seed agree only under one tag."""
-    env = environment()
-    libs = env["libraries"]
-    return (
-        f"{env['cpu']}; torch {env['torch']}; botorch {libs['botorch']}; gpytorch {libs['gpytorch']}; "
-        f"numpy {libs['numpy']}; scipy {libs['scipy']}"
-    )
+    versions of torch and the GP stack. Two runs of one seed agree only under one tag. (No git call:
+    the search benchmarks take it when imported.)"""
+    libs = "; ".join(f"{d} {_version(d)}" for d in ("torch", "botorch", "gpytorch", "numpy", "scipy"))
+    return f"{_cpu_model()}; {libs}"
 
 
 def platform_id(tag: str) -> str:

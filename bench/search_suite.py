@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "summary": summarise(runs, a.seeds),
                 "paired_with_engine": paired(runs, "engine", a.seeds),
-                # cells where a method ran more seeds than --seeds: a robustness read of the median
+                # cells where a method ran more seeds than the main 10: a robustness read of the median
                 "summary_extra_seeds": extra_seeds(runs, budget),
                 # platform id (a run's "platform") -> what its floating-point results depend on
                 "platforms": platforms,
