@@ -364,6 +364,39 @@ def int8_speedup(r: dict) -> list[str]:
     return out
 
 
+def quant_speed(r: dict) -> list[str]:
+    """int8 quantization time: the stock XNNPACKQuantizer against chamlab's post-training one."""
+    sm = r["summary"]
+    out = [
+        "## int8 quantization time: without the QAT-only patterns",
+        "",
+        f"`python -m bench.quant_speed --repeats {r['repeats']} --resolution {r['resolution']}`",
+        "",
+        _env(r),
+        "",
+        "Seconds of `quant.quantize` (export, prepare, calibrate, convert) with ExecuTorch's stock "
+        "`XNNPACKQuantizer` and with chamlab's (the same without its QAT conv + batch-norm patterns, which "
+        "match nothing after `prepare_pt2e` folds the batch norms, but are each built by a fresh "
+        "`torch.export` on every call); the median of the interleaved repeats. *identical*: the "
+        "converted module's graph code, tensors and output on a fixed input, and for batch-1 items the "
+        "lowered `.pte` bytes, are the same for both. `dynamic:` rows are the training oracle's path "
+        "(real-shaped calibration batches, a dynamic batch dimension).",
+        "",
+        f"**{sm['identical']} of {sm['items']} items identical; median time ratio (ours / stock) "
+        f"{sm['median_ratio']:.2f}, total {sm['stock_s_total']:.0f} s -> {sm['ptq_s_total']:.0f} s.**",
+        "",
+        "| item | stock s | ours s | ratio | identical |",
+        "|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        item = row["item"] if len(row["item"]) <= 70 else row["item"][:67] + "..."
+        out.append(
+            f"| `{item}` | {row['stock_s']:.2f} | {row['ptq_s']:.2f} | {row['ratio']:.2f} | "
+            f"{'yes' if row['identical'] else '**no**'} |"
+        )
+    return out
+
+
 def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[str]:
     out = [
         f"## {title}",
@@ -809,6 +842,7 @@ def main() -> None:
             lambda r: fidelity_variants(r, "int8 latency fidelity: int8 LUT vs whole int8 networks"),
         ),
         ("int8_speedup", int8_speedup),
+        ("quant_speed", quant_speed),
         ("profiling_cost", cost),
         ("profiling_cost-chamnet-mbv2", lambda r: cost(r, "Profiling cost: the chamnet-mbv2 reference LUT")),
         (

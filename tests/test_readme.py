@@ -95,7 +95,7 @@ def test_fast_policy_replaces_only_the_measure_table(tmp_path: Path) -> None:
     }
 
 
-@pytest.mark.slow
+@pytest.mark.serial  # its calibrate measures latency spread: beside another worker p40 left no budget
 def test_tour_runs_as_written_in_a_fresh_copy(tmp_path: Path) -> None:
     clone = tmp_path / "chamlab"
     for name in tracked_files():

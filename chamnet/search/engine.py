@@ -17,7 +17,9 @@ Loop (options in :class:`~.config.EngineConfig`; the design choices measured in
    categorical ones are one-hot; with ``cost_feature`` (the default) the log primary cost, mapped
    onto [0, 1] over the feasible candidates' range, is one more column (:class:`~.encoding.Features`).
 3. **Initial design** (:mod:`.sampling`). ``n_init`` feasible archs from a sampler (default the
-   imbalanced Sobol design that over-represents the constraint boundary).
+   imbalanced Sobol design that over-represents the constraint boundary), asked as one batch
+   whatever ``batch_size`` says: none depends on another's answer, so a parallel oracle (training
+   on several workers) answers them side by side, and the queries are the same.
 4. **Model** (:mod:`.gp`, :mod:`.warp`). BoTorch ``SingleTaskGP`` on *warped* accuracies
    (``output_warp``, default ``"yeo-johnson"``, re-fitted with the hyperparameters, so a long tail
    of poor networks does not flatten the top): ARD RBF kernel with BoTorch's dimension-scaled
@@ -184,7 +186,7 @@ class BayesOptEngine:
         while len(queried) < budget:
             if stop is not None and stop(state):
                 break
-            room = min(cfg.batch_size, budget - len(queried))
+            room = budget - len(queried)
             if todo_init and not any(q.phase == "bo" for q in queried.values()):
                 batch, todo_init, phase = todo_init[:room], todo_init[room:], "init"
             else:
@@ -192,7 +194,8 @@ class BayesOptEngine:
                 fresh = fresh_in(cands.archs)
                 if not fresh:
                     break
-                batch, phase = self._acquire(state, queried, cands, fresh, room, problem, climb), "bo"
+                picks = min(cfg.batch_size, room)
+                batch, phase = self._acquire(state, queried, cands, fresh, picks, problem, climb), "bo"
             for q in self._ask(problem, batch, phase):
                 queried[q.arch] = q
                 asked.add(key(q.arch))

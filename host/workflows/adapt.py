@@ -766,10 +766,15 @@ def run_bo(
             ctx.progress.advance("query", f"{len(state.queries)} queried")
         done[0] = len(state.queries)
 
-    bo = run_search(
-        problem, budget=opts.budget, seed=opts.seed, config=opts.engine, out=out, args=ident, progress=keep,
-        plot=False, result_name=SEARCH_RESULT,
-    )  # fmt: skip
+    hooked = _train_bar(ctx, oracle)
+    try:
+        bo = run_search(
+            problem, budget=opts.budget, seed=opts.seed, config=opts.engine, out=out, args=ident,
+            progress=keep, plot=False, result_name=SEARCH_RESULT,
+        )  # fmt: skip
+    finally:
+        if hooked:
+            oracle.on_result = None  # type: ignore[attr-defined]
     if not captured:  # a resumed run with its budget already spent: refit on the stored queries
         previous = read_history(out / HISTORY, problem, ident)
         captured.append(
@@ -778,6 +783,23 @@ def run_bo(
             )
         )
     return BoStep(captured[-1], bo.queries, bo.new_queries)
+
+
+def _train_bar(ctx: Context, oracle: Oracle) -> bool:
+    """A training oracle (one whose ``on_result`` is unset) reports each arch it trains, or finds in
+    its cache, on a ``train`` bar while the loop runs: the engine asks the initial design as one
+    batch, trained side by side, so the query bar moves only once all of it is answered. True when
+    hooked (the caller unhooks it)."""
+    if getattr(oracle, "on_result", False) is not None:
+        return False
+
+    def advance(arch: Arch, record: Any) -> None:
+        how = "cached" if record.cached else f"{record.train_seconds:.0f} s"
+        ctx.progress.advance("train", f"{record.arch} {record.accuracy:.1f}% ({how})")
+
+    ctx.progress.start("train", ctx.opts.budget)
+    oracle.on_result = advance  # type: ignore[attr-defined]
+    return True
 
 
 @dataclasses.dataclass

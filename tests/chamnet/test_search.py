@@ -214,8 +214,24 @@ def test_batches_and_energy_limit() -> None:
     state = BayesOptEngine(EngineConfig(n_init=4, batch_size=3)).run(
         problem, 13, np.random.default_rng(0), on_query=lambda s: seen.append(len(s.queries))
     )
-    assert seen == [3, 4, 7, 10, 13]
+    assert seen == [4, 7, 10, 13]  # the initial design is one batch, then batches of 3
     assert all(q.costs["latency_ms"] <= 4 and q.costs["energy_mj"] <= 4 for q in state.queries)
+    # batch 1 (the default): still one batch for the design, whose archs no answer chooses;
+    # a budget below the design's size cuts it
+    asked: list[int] = []
+
+    def oracle(archs: list[tuple]) -> list[float]:
+        asked.append(len(archs))
+        return problem.oracle(archs)
+
+    one = table_problem(sp, {"latency_ms": 4.0, "energy_mj": 4.0})
+    one = dataclasses.replace(one, oracle=oracle)
+    single = BayesOptEngine(EngineConfig(n_init=4)).run(one, 7, np.random.default_rng(0))
+    assert asked == [4, 1, 1, 1] and [q.phase for q in single.queries] == ["init"] * 4 + ["bo"] * 3
+    assert [q.arch for q in single.queries[:4]] == [q.arch for q in state.queries[:4]]  # the same design
+    asked.clear()
+    BayesOptEngine(EngineConfig(n_init=4)).run(one, 2, np.random.default_rng(0))
+    assert asked == [2]
 
 
 def test_candidate_pool_on_a_large_space() -> None:
@@ -274,7 +290,7 @@ def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
     sp = synthetic()
     problem = table_problem(sp, {"latency_ms": 6.0})
     inner = oracle_for(sp)
-    stopped = Counting(inner, fail_at=7)  # interrupted during its 7th query
+    stopped = Counting(inner, fail_at=4)  # interrupted during its 7th query (the design of 4 is one call)
     p1 = Problem(sp, stopped, problem.costs, problem.limits)
     with pytest.raises(KeyboardInterrupt):
         search(p1, budget=12, seed=3, config=EngineConfig(n_init=4), out=tmp_path)

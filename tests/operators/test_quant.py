@@ -142,3 +142,52 @@ def test_quantized_module_for_evaluation_takes_real_batches_and_any_batch_size()
         quant.quantized_module(net, [torch.randn(1, 3, 8, 8)])
     with pytest.raises(InputError, match="at least one calibration batch"):
         quant.quantized_module(net, [])
+
+
+def test_the_post_training_quantizer_gives_the_stock_quantizers_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """chamlab's quantizer is ExecuTorch's XNNPACKQuantizer without its QAT-only conv + batch-norm
+    patterns (``quant._quantizer``: prepare_pt2e folds every batch norm into its conv before it
+    annotates, so they match nothing). The module it quantizes must be the stock quantizer's, graph,
+    tensors and output alike, on conv-bn, conv-bn-relu, an inverted residual and a linear layer
+    (``bench/quant_speed.py`` checks every reference network and op, .pte bytes included)."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+
+    ours = quant._quantizer(quant.get_recipe(quant.DEFAULT_RECIPE))
+    assert isinstance(ours, XNNPACKQuantizer) and not any(p.is_qat for p in ours.SUPPORTED_PATTERNS)
+    assert any(p.name == "conv_relu" for p in ours.SUPPORTED_PATTERNS)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        build(OP),
+        nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip
+    for m in net.modules():  # batch norms that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    x = torch.randn(1, 8, 8, 8)
+
+    def quantized() -> tuple[str, dict[str, torch.Tensor], torch.Tensor]:
+        q = quant.quantize(net, x)
+        tensors = {**dict(q.named_parameters()), **dict(q.named_buffers())}
+        return q.code, tensors, q(x)
+
+    code, tensors, out = quantized()
+    monkeypatch.setattr(
+        quant,
+        "_quantizer",
+        lambda r: XNNPACKQuantizer().set_global(
+            get_symmetric_quantization_config(r.per_channel, is_dynamic=False)
+        ),
+    )
+    stock_code, stock_tensors, stock_out = quantized()
+    assert code == stock_code and "quantize_per_channel" in code
+    assert tensors.keys() == stock_tensors.keys() and len(tensors) > 0
+    assert all(torch.equal(tensors[k], stock_tensors[k]) for k in tensors)
+    assert torch.equal(out, stock_out)
