@@ -39,19 +39,12 @@ from bench._common import RESULTS, write_result
 @contextlib.contextmanager
 def stock_quantizer() -> Iterator[None]:
     """While inside: :mod:`chamlab.operators.quant` uses ExecuTorch's XNNPACKQuantizer as shipped."""
+    import functools
+
     from chamlab.operators import quant
 
-    def stock(recipe: Any) -> Any:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
-
-        config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
-        return XNNPACKQuantizer().set_global(config)
-
     ours = quant._quantizer
-    quant._quantizer = stock
+    quant._quantizer = functools.partial(ours, stock=True)
     try:
         yield
     finally:

@@ -28,6 +28,7 @@ Entry points (torch, torchao and executorch are imported inside them):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -155,34 +156,30 @@ def calibration_batches(shape: Sequence[int], recipe_id: str = DEFAULT_RECIPE) -
     return [torch.randn(tuple(shape), generator=generator) for _ in range(recipe.calibration_batches)]
 
 
-def _quantizer(recipe: QuantRecipe) -> Any:
+def _quantizer(recipe: QuantRecipe, *, stock: bool = False) -> Any:
     """ExecuTorch's ``XNNPACKQuantizer`` for post-training quantization: every pattern but the
-    quantization-aware-training ones (conv/conv-transpose + batch norm [+ relu]).
+    quantization-aware-training ones (conv/conv-transpose + batch norm [+ relu]); ``stock``: as shipped.
 
     Those match nothing here: ``prepare_pt2e`` folds each batch norm into its conv before it
     annotates. Yet the stock quantizer builds each of their pattern graphs with a fresh
     ``torch.export`` on every call (12 exports, about 60 % of quantizing a macro-cifar10 network).
     Dropping them leaves the quantized program byte-identical (``bench/quant_speed.py`` checks it on
-    every profiled operator and network it times), so no recipe changes."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+    every reference network and op it times), so no recipe changes."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
 
     config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel, is_dynamic=False)
-    return _ptq_quantizer_class()().set_global(config)
+    return (XNNPACKQuantizer if stock else _post_training_quantizer())().set_global(config)
 
 
-def _ptq_quantizer_class() -> type:
-    global _PTQ_QUANTIZER
-    if _PTQ_QUANTIZER is None:
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+@functools.cache
+def _post_training_quantizer() -> type:
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
-        patterns = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if not p.is_qat]
-        _PTQ_QUANTIZER = type(
-            "PostTrainingXNNPACKQuantizer", (XNNPACKQuantizer,), {"SUPPORTED_PATTERNS": patterns}
-        )
-    return _PTQ_QUANTIZER
-
-
-_PTQ_QUANTIZER: type | None = None
+    patterns = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if not p.is_qat]
+    return type("PostTrainingXNNPACKQuantizer", (XNNPACKQuantizer,), {"SUPPORTED_PATTERNS": patterns})
 
 
 def _convert(

@@ -3,6 +3,7 @@ the delegate. Real torchao/ExecuTorch exports, run with the real runtime."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -152,10 +153,7 @@ def test_the_post_training_quantizer_gives_the_stock_quantizers_module(
     annotates, so they match nothing). The module it quantizes must be the stock quantizer's, graph,
     tensors and output alike, on conv-bn, conv-bn-relu, an inverted residual and a linear layer
     (``bench/quant_speed.py`` checks every reference network and op, .pte bytes included)."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
     ours = quant._quantizer(quant.get_recipe(quant.DEFAULT_RECIPE))
     assert isinstance(ours, XNNPACKQuantizer) and not any(p.is_qat for p in ours.SUPPORTED_PATTERNS)
@@ -179,13 +177,7 @@ def test_the_post_training_quantizer_gives_the_stock_quantizers_module(
         return q.code, tensors, q(x)
 
     code, tensors, out = quantized()
-    monkeypatch.setattr(
-        quant,
-        "_quantizer",
-        lambda r: XNNPACKQuantizer().set_global(
-            get_symmetric_quantization_config(r.per_channel, is_dynamic=False)
-        ),
-    )
+    monkeypatch.setattr(quant, "_quantizer", functools.partial(quant._quantizer, stock=True))
     stock_code, stock_tensors, stock_out = quantized()
     assert code == stock_code and "quantize_per_channel" in code
     assert tensors.keys() == stock_tensors.keys() and len(tensors) > 0
