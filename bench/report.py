@@ -476,6 +476,41 @@ def runtime_import(r: dict) -> list[str]:
     return out
 
 
+def toolchain_start(r: dict) -> list[str]:
+    """An export worker's toolchain import, the edge-op table's YAML parse, and one worker for a
+    workflow's exports against one per program."""
+    y, ex = r["edge_yaml"], r["exports"]
+    out = [
+        "## Export workers: starting the ExecuTorch toolchain",
+        "",
+        f"`python -m bench.toolchain_start --repeats {r['repeats']}`",
+        "",
+        _env(r),
+        "",
+        "Every export runs in a worker process, which imports the toolchain first. Medians of the repeats.",
+        "",
+        "| what | median s |",
+        "|---|---|",
+        "| a fresh interpreter imports `executorch.exir` and the XNNPACK partitioner | "
+        f"{r['import']['median_s']:.2f} |",
+        f"| of which: parsing `edge.yaml` ({y['bytes']:,} bytes), pure-Python ruamel.yaml | "
+        f"{y['pure-python']['median_s']:.2f} |",
+        f"| the same with ruamel.yaml.clib's C parser (a chamlab dependency) | "
+        f"{y['libyaml (ruamel.yaml.clib)']['median_s']:.2f} |",
+        "",
+        f"Both parsers give the same data: {'yes' if y['same_data'] else '**no**'}. Three of macro-cifar10's "
+        "reference networks exported one after another (fp32, XNNPACK), as `adapt` exports its winner, "
+        "the final weights and their int8 sibling; the workers' CPU seconds from `getrusage`. The same "
+        f"programs either way: {'yes' if r['same_programs'] else '**no**'}.",
+        "",
+        "| three exports | median wall s | median worker CPU s |",
+        "|---|---|---|",
+    ]
+    for name, v in ex.items():
+        out.append(f"| {name} | {v['median_wall_s']:.1f} | {v['median_worker_cpu_s']:.1f} |")
+    return out
+
+
 def lut_merge(r: dict) -> list[str]:
     a = r["args"]
     out = [
@@ -855,6 +890,7 @@ def main() -> None:
         ),
         ("stability", stability),
         ("runtime_import", runtime_import),
+        ("toolchain_start", toolchain_start),
         ("lut_merge", lut_merge),
         ("farm_throughput", farm_throughput),
         ("transport_overhead", transport_overhead),

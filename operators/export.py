@@ -28,17 +28,21 @@ error naming what is missing (the Qualcomm AI Engine Direct SDK; chamlab has no 
 Exports always run in worker processes, in parallel (lowering costs about 1 s per op and is
 single-threaded): the host process never imports the toolchain, whose import-time warnings go to
 ``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as data and
-the others carry on.
+the others carry on. Importing the toolchain costs a worker several seconds of CPU (``import
+executorch.exir``: about 6 s here, ``bench/toolchain_start.py``), so the programs that one workflow
+exports one after another (``adapt``'s winner, its final weights, their int8 sibling) share one
+worker: :func:`export_worker` around the workflow.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -398,9 +402,7 @@ def export_program(
         why = OPS.from_key(key).unsupported_reason(backend, dtype)
         if why:
             raise ExportError(f"{item.name} cannot be exported for {backend}/{dtype}: {why}")
-    log_dir = cache_root() / "artifacts"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    pool = process_pool(1, _quiet_worker, (str(log_dir / "export.log"),))
+    pool = _program_pool() if _shared_worker is not None else _new_program_pool()
     try:
         fut = pool.submit(
             _lower_with_weights_in_worker,
@@ -421,7 +423,56 @@ def export_program(
         except Exception as exc:
             raise ExportError(f"exporting {item.name} failed: {type(exc).__name__}: {exc}") from exc
     except BaseException:
+        # Ctrl-C or a failure: the worker is killed (a shared one too; the next call starts afresh)
+        if _shared_worker is not None:
+            _shared_worker.pool = None
         stop_pool(pool, abort=True)
         raise
-    stop_pool(pool)
+    if _shared_worker is None:
+        stop_pool(pool)
     return seconds
+
+
+@dataclasses.dataclass
+class _SharedWorker:
+    pool: cf.ProcessPoolExecutor | None = None
+
+
+_shared_worker: _SharedWorker | None = None
+
+
+def _new_program_pool() -> cf.ProcessPoolExecutor:
+    log_dir = cache_root() / "artifacts"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return process_pool(1, _quiet_worker, (str(log_dir / "export.log"),))
+
+
+def _program_pool() -> cf.ProcessPoolExecutor:
+    assert _shared_worker is not None
+    if _shared_worker.pool is None:
+        _shared_worker.pool = _new_program_pool()
+    return _shared_worker.pool
+
+
+@contextlib.contextmanager
+def export_worker() -> Iterator[None]:
+    """Within the block, :func:`export_program`'s calls share one worker process, started by the first
+    of them and ended when the block ends: the toolchain is imported once, not once per program. A
+    failed or interrupted export kills the worker (the next call starts a new one), as outside the
+    block. Nested blocks share the outer one's worker. Not for threads exporting at once: the calls of
+    one block queue on one worker."""
+    global _shared_worker
+    if _shared_worker is not None:
+        yield
+        return
+    _shared_worker = holder = _SharedWorker()
+    try:
+        yield
+    except BaseException:
+        _shared_worker = None
+        if holder.pool is not None:
+            stop_pool(holder.pool, abort=True)
+        raise
+    _shared_worker = None
+    if holder.pool is not None:
+        stop_pool(holder.pool)

@@ -18,6 +18,7 @@ from chamlab.host.workflows import adapt as steps
 from chamlab.host.workflows.adapt_threads import Joint, search_threads
 from chamlab.host.workflows.search import out_lock
 from chamlab.host.workflows.threads import check_threads
+from chamlab.operators.export import export_worker
 
 
 def adapt(
@@ -48,7 +49,8 @@ def adapt(
     with out_lock(ctx.out, no_wait=no_wait, progress=ctx.progress, what="adapt"):
         if ctx.out.is_dir():
             steps.publish(ctx.out)  # a run killed while publishing is finished first; a partial stage goes
-        return _adapt(ctx, checked)
+        with export_worker():  # the winner, final weights and int8 sibling: one toolchain import
+            return _adapt(ctx, checked)
 
 
 def _adapt(ctx: steps.Context, checked: steps.Checked) -> steps.AdaptReport:

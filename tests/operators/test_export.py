@@ -105,3 +105,27 @@ def test_unsupported_items_are_failures_not_exceptions(tmp_path: Path) -> None:
     assert artifacts == {}
     assert [f.item for f in failures] == [item]
     assert "int8 runs on backend xnnpack only" in failures[0].error
+
+
+def test_programs_exported_in_one_block_share_one_worker(tmp_path: Path) -> None:
+    """Inside ``export_worker`` the programs go through one worker process (one toolchain import); a
+    failed export kills it and the next call starts another; the block's end stops the last one."""
+    from chamlab.core.errors import ExportError
+    from chamlab.operators import export
+
+    def alive(pid: int) -> bool:
+        return Path(f"/proc/{pid}").exists()
+
+    item = ExportItem.for_op(SPECS[1])
+    with export.export_worker():
+        with pytest.raises(ExportError, match="weights do not fit"):
+            export.export_program(item, "xnnpack", tmp_path / "c.pte", tmp_path / "c.etrecord", state_dict={})
+        assert export._shared_worker is not None and export._shared_worker.pool is None
+        export.export_program(item, "xnnpack", tmp_path / "a.pte", tmp_path / "a.etrecord")
+        pool = export._shared_worker.pool
+        [worker] = pool._processes
+        export.export_program(item, "xnnpack", tmp_path / "b.pte", tmp_path / "b.etrecord")
+        assert export._shared_worker.pool is pool and list(pool._processes) == [worker] and alive(worker)
+    assert export._shared_worker is None and not alive(worker)
+    assert (tmp_path / "a.pte").read_bytes() == (tmp_path / "b.pte").read_bytes()
+    assert not (tmp_path / "c.pte").exists()
