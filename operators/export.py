@@ -29,7 +29,7 @@ Exports always run in worker processes, in parallel (lowering costs about 1 s pe
 single-threaded): the host process never imports the toolchain, whose import-time warnings go to
 ``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as data and
 the others carry on. Importing the toolchain costs a worker several seconds of CPU (``import
-executorch.exir``: about 6 s here, ``bench/toolchain_start.py``), so the programs that one workflow
+executorch.exir``: 6 to 8 s in two runs here, ``bench/toolchain_start.py``), so the programs that one workflow
 exports one after another (``adapt``'s winner, its final weights, their int8 sibling) share one
 worker: :func:`export_worker` around the workflow.
 """
