@@ -41,6 +41,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib import metadata
@@ -402,7 +403,8 @@ def export_program(
         why = OPS.from_key(key).unsupported_reason(backend, dtype)
         if why:
             raise ExportError(f"{item.name} cannot be exported for {backend}/{dtype}: {why}")
-    pool = _program_pool() if _shared_worker is not None else _new_program_pool()
+    shared = _current_worker()
+    pool = _program_pool(shared) if shared is not None else _new_program_pool()
     try:
         fut = pool.submit(
             _lower_with_weights_in_worker,
@@ -424,11 +426,11 @@ def export_program(
             raise ExportError(f"exporting {item.name} failed: {type(exc).__name__}: {exc}") from exc
     except BaseException:
         # Ctrl-C or a failure: the worker is killed (a shared one too; the next call starts afresh)
-        if _shared_worker is not None:
-            _shared_worker.pool = None
+        if shared is not None:
+            shared.pool = None
         stop_pool(pool, abort=True)
         raise
-    if _shared_worker is None:
+    if shared is None:
         stop_pool(pool)
     return seconds
 
@@ -438,7 +440,12 @@ class _SharedWorker:
     pool: cf.ProcessPoolExecutor | None = None
 
 
-_shared_worker: _SharedWorker | None = None
+_blocks = threading.local()  # .worker: the _SharedWorker of this thread's export_worker block
+
+
+def _current_worker() -> _SharedWorker | None:
+    worker: _SharedWorker | None = getattr(_blocks, "worker", None)
+    return worker
 
 
 def _new_program_pool() -> cf.ProcessPoolExecutor:
@@ -447,11 +454,10 @@ def _new_program_pool() -> cf.ProcessPoolExecutor:
     return process_pool(1, _quiet_worker, (str(log_dir / "export.log"),))
 
 
-def _program_pool() -> cf.ProcessPoolExecutor:
-    assert _shared_worker is not None
-    if _shared_worker.pool is None:
-        _shared_worker.pool = _new_program_pool()
-    return _shared_worker.pool
+def _program_pool(shared: _SharedWorker) -> cf.ProcessPoolExecutor:
+    if shared.pool is None:
+        shared.pool = _new_program_pool()
+    return shared.pool
 
 
 @contextlib.contextmanager
@@ -459,20 +465,19 @@ def export_worker() -> Iterator[None]:
     """Within the block, :func:`export_program`'s calls share one worker process, started by the first
     of them and ended when the block ends: the toolchain is imported once, not once per program. A
     failed or interrupted export kills the worker (the next call starts a new one), as outside the
-    block. Nested blocks share the outer one's worker. Not for threads exporting at once: the calls of
-    one block queue on one worker."""
-    global _shared_worker
-    if _shared_worker is not None:
+    block. Nested blocks share the outer one's worker; each thread has its own blocks (a thread outside
+    any block exports as before, one worker per call)."""
+    if _current_worker() is not None:
         yield
         return
-    _shared_worker = holder = _SharedWorker()
+    _blocks.worker = holder = _SharedWorker()
     try:
         yield
     except BaseException:
-        _shared_worker = None
+        _blocks.worker = None
         if holder.pool is not None:
             stop_pool(holder.pool, abort=True)
         raise
-    _shared_worker = None
+    _blocks.worker = None
     if holder.pool is not None:
         stop_pool(holder.pool)

@@ -110,6 +110,8 @@ def test_unsupported_items_are_failures_not_exceptions(tmp_path: Path) -> None:
 def test_programs_exported_in_one_block_share_one_worker(tmp_path: Path) -> None:
     """Inside ``export_worker`` the programs go through one worker process (one toolchain import); a
     failed export kills it and the next call starts another; the block's end stops the last one."""
+    import threading
+
     from chamlab.core.errors import ExportError
     from chamlab.operators import export
 
@@ -120,12 +122,19 @@ def test_programs_exported_in_one_block_share_one_worker(tmp_path: Path) -> None
     with export.export_worker():
         with pytest.raises(ExportError, match="weights do not fit"):
             export.export_program(item, "xnnpack", tmp_path / "c.pte", tmp_path / "c.etrecord", state_dict={})
-        assert export._shared_worker is not None and export._shared_worker.pool is None
+        shared = export._current_worker()
+        assert shared is not None and shared.pool is None
         export.export_program(item, "xnnpack", tmp_path / "a.pte", tmp_path / "a.etrecord")
-        pool = export._shared_worker.pool
+        pool = shared.pool
+        assert pool is not None
         [worker] = pool._processes
         export.export_program(item, "xnnpack", tmp_path / "b.pte", tmp_path / "b.etrecord")
-        assert export._shared_worker.pool is pool and list(pool._processes) == [worker] and alive(worker)
-    assert export._shared_worker is None and not alive(worker)
+        assert shared.pool is pool and list(pool._processes) == [worker] and alive(worker)
+        other: list[object] = []  # another thread is outside this thread's block
+        thread = threading.Thread(target=lambda: other.append(export._current_worker()))
+        thread.start()
+        thread.join()
+        assert other == [None]
+    assert export._current_worker() is None and not alive(worker)
     assert (tmp_path / "a.pte").read_bytes() == (tmp_path / "b.pte").read_bytes()
     assert not (tmp_path / "c.pte").exists()
