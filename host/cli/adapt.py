@@ -85,6 +85,15 @@ def adapt(
         ),
     ] = None,
     budget: Annotated[int, typer.Option("--budget", "-n", help="maximum accuracy-oracle queries")] = 50,
+    n_init: Annotated[
+        int,
+        typer.Option(
+            "--init",
+            min=1,
+            help="initial design size: archs asked before the BO steps (at most --budget; fewer saves "
+            "trainings of a training oracle, but leaves the predictor less to start from)",
+        ),
+    ] = 10,
     seed: Annotated[int, typer.Option("--seed", help="random seed (BO design, GA)")] = 0,
     threads: ThreadsListOpt = None,
     dtype: DtypeOpt = None,
@@ -208,7 +217,10 @@ def adapt(
         margin_k=margin_k,
         refine=refine,
         engine=EngineConfig(
-            merge_equivalent=merge_equivalent, local_search=local_search, cost_feature=cost_feature
+            n_init=n_init,
+            merge_equivalent=merge_equivalent,
+            local_search=local_search,
+            cost_feature=cost_feature,
         ),
         threads=counts if counts and len(counts) > 1 else None,
         final_schedule=final_schedule,

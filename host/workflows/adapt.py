@@ -476,7 +476,7 @@ def check_inputs(ctx: Context, oracle: Oracle | None) -> Checked:
     pct = opts.latency_percentile
     if pct is not None and not (math.isfinite(pct) and 0 < pct < 100):
         raise InputError(f"--latency p{pct:g}: the percentile must be between 0 and 100 (exclusive)")
-    check_budget(opts.budget, opts.engine)
+    check_budget(opts.budget, opts.engine, init_flag=True)
     if opts.runs < 1:
         raise InputError(f"the measurement needs at least 1 run, got {opts.runs}")
     if opts.refine < 0:

@@ -106,7 +106,10 @@ def test_bad_inputs_are_refused_before_anything_is_written(
             "in [devices.test-cpu] of devices.toml",
         ),
         (["--space", "macro-cifar10", "--latency", "1", "--energy", "-1"], "--energy must be a positive"),
-        (["--space", "macro-cifar10", "--latency", "1", "--budget", "4"], "below the initial design of 10"),
+        (
+            ["--space", "macro-cifar10", "--latency", "1", "--budget", "4"],
+            "below the initial design of --init 10",
+        ),
         (["--space", "chamnet-mbv2", "--latency", "1"], "no accuracy oracle"),
         (["--space", "chamnet-mbv2", "--latency", "1", "--oracle", "train"], "--oracle train needs --data"),
         (["--space", "macro-cifar10", "--latency", "1", "--data", "digits"], "apply to --oracle train only"),

@@ -4,7 +4,8 @@ int8 sibling) sits beside the PyTorch figures, ``--final-schedule none`` keeps t
 and a bad schedule is exit 2 before any work.
 
 Kept small: the session's profiled macro-cifar10 LUT (no new profiling), ``--no-calibrate``, the
-initial design (``--budget 10``) trained on 128 digits for one epoch, a final epoch over 256.
+initial design of 4 archs (``--init 4 --budget 4``) trained on 128 digits for one epoch, a final
+epoch over 256.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ FINAL = "epochs=1,max_train=256"
 def _args(devices: Path, lut: Path, out: Path) -> list[str | Path]:
     return [
         "adapt", "--target", "test-cpu", "--devices", devices, "--space", "macro-cifar10",
-        "--latency", "p50", "--lut", lut, "--out", out, "--no-calibrate", "--budget", "10", "--refine", "0",
-        "--oracle", "train", "--data", "digits", "--schedule", PROXY, "--workers", "2",
+        "--latency", "p50", "--lut", lut, "--out", out, "--no-calibrate", "--budget", "4", "--init", "4",
+        "--refine", "0", "--oracle", "train", "--data", "digits", "--schedule", PROXY, "--workers", "2",
     ]  # fmt: skip
 
 
