@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -33,6 +33,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from chamlab.chamnet.search.problem import Oracle
     from chamlab.chamnet.search.run import SearchResult
     from chamlab.chamnet.training import TrainRecord
 
@@ -133,11 +134,9 @@ def search(
     adds `threads` (the winner's fastest), `per_threads` (the best queried arch at each thread count).
     """
     from chamlab.chamnet.search import EngineConfig
-    from chamlab.chamnet.search.problem import Oracle, accuracy_dtype
-    from chamlab.chamnet.spaces.table import TableSpace, is_table_spec, parse_accuracy_range, parse_dims
+    from chamlab.chamnet.spaces.table import is_table_spec
     from chamlab.core.errors import InputError
     from chamlab.host import api
-    from chamlab.host.workflows.oracles import choose_oracle, close_oracle
     from chamlab.host.workflows.threads import parse_threads
 
     counts = parse_threads(threads)
@@ -157,37 +156,18 @@ def search(
         no_wait=no_wait,
     )  # fmt: skip
     api.check_search(options)  # a bad seed, budget or --out: exit 2 before anything is read or made
-    used: list[Oracle] = []  # the oracle the search asked (closed at the end)
-    train_bar: TrainBar | None = None
-    rows: list[str] = []  # the LUT rows' dtype (network spaces)
+    training = dict(data=data, executor=executor, address=address, workers=workers, schedule=schedule)
+    oracles: _NetworkOracles | None = None
     if is_table_spec(space_name):
-        if fit:
-            raise InputError(f"--fit: {space_name} is a table space; it has no input size or classes to fit")
-        if oracle_kind != "table":
-            raise InputError(
-                "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
-            )
-        if lut is not None or target is not None or threads is not None or batch != 1 or dtype is not None:
-            raise InputError(
-                "--lut/--target/--threads/--batch/--dtype choose a network space's LUT rows; "
-                "a table space has its own latency_ms column"
-            )
-        sp: object = TableSpace.read(
-            Path(space_name.removeprefix("table:")),
-            parse_dims(dims),
-            accuracy_range=parse_accuracy_range(accuracy_range),
-        )
-        # the table's own accuracy column; refuses training options and --accuracy int8
-        choose_oracle(
-            sp, data=data, executor=executor, address=address, workers=workers, schedule=schedule,
-            accuracy=accuracy,
+        rows = lut is not None or target is not None or threads is not None or batch != 1 or dtype is not None
+        sp: object = _table_space(
+            space_name, dims, accuracy_range, fit=fit, oracle_kind=oracle_kind, rows_chosen=rows,
+            accuracy=accuracy, **training,
         )  # fmt: skip
-        for_rows = None
     else:
-        if dims is not None:
-            raise InputError("--dims applies to table:PATH spaces only")
-        if accuracy_range is not None:
-            raise InputError("--accuracy-range applies to table:PATH spaces only")
+        for flag, given in (("--dims", dims), ("--accuracy-range", accuracy_range)):
+            if given is not None:
+                raise InputError(f"{flag} applies to table:PATH spaces only")
         if energy is not None:
             raise InputError(
                 f"{space_name} has no energy predictor yet: --energy works on table spaces with energy_mj"
@@ -199,46 +179,23 @@ def search(
             if not as_json:
                 note(f"space fitted to {data}: {space_name}")
         train_bar = TrainBar(budget) if oracle_kind == "train" and not as_json else None
-
-        def make_oracle(default_dtype: str) -> Oracle:
-            return choose_oracle(
-                net,
-                oracle_kind,
-                data=data,
-                executor=executor,
-                address=address,
-                workers=workers,
-                schedule=schedule,
-                on_result=train_bar.advance if train_bar is not None else None,
-                accuracy=accuracy,
-                dtype=default_dtype,
-            )
-
         # fails before any LUT work when the space has no oracle, the dataset is bad or --accuracy is
-        first = make_oracle(value(dtype) or "fp32")
-        used.append(first)
-
-        def for_rows(rows_dtype: str) -> Oracle:
-            rows.append(rows_dtype)
-            if accuracy is None and oracle_kind == "train" and accuracy_dtype(first) != rows_dtype:
-                # the default accuracy is the rows' dtype (nothing ran yet)
-                used[:] = [make_oracle(rows_dtype)]
-            return used[0]
+        oracles = _NetworkOracles(net, oracle_kind, accuracy, value(dtype), train_bar, training)
+    limits = {"latency_ms": latency, **({"energy_mj": energy} if energy is not None else {})}
 
     def progress(state: object) -> None:
         if not as_json:
             queries = getattr(state, "queries", [])
             best = max(
-                (q.accuracy for q in queries if all(q.costs[k] <= v for k, v in options_limits.items())),
+                (q.accuracy for q in queries if all(q.costs[k] <= v for k, v in limits.items())),
                 default=None,
             )
             note(f"query {len(queries)}/{budget}: best feasible accuracy {best}")
 
-    options_limits = {"latency_ms": latency, **({"energy_mj": energy} if energy is not None else {})}
     try:
         result = api.search(
-            sp, options, oracle_for_rows=for_rows, progress=progress, lock_progress=_Notes(),
-            name=space_name,
+            sp, options, oracle_for_rows=oracles.for_rows if oracles else None, progress=progress,
+            lock_progress=_Notes(), name=space_name,
         )  # fmt: skip
     except KeyboardInterrupt:
         err.print(
@@ -248,15 +205,99 @@ def search(
         )
         raise typer.Exit(130) from None
     finally:
-        for oracle in used:
-            close_oracle(oracle)
-        if train_bar is not None:
-            train_bar.close()
-    rows_dtype = rows[0] if rows else None
+        if oracles is not None:
+            oracles.close()
     if as_json:
         emit_json(result.to_json())
         return
-    _print_result(result, rows_dtype, latency, out_dir)
+    _print_result(result, oracles.rows_dtype if oracles else None, latency, out_dir)
+
+
+def _table_space(
+    space_name: str,
+    dims: str | None,
+    accuracy_range: str | None,
+    *,
+    fit: bool,
+    oracle_kind: str,
+    rows_chosen: bool,
+    accuracy: str | None,
+    **training: Any,
+) -> object:
+    """A ``table:PATH`` space read from its file; the options it cannot take refused (exit 2)."""
+    from chamlab.chamnet.spaces.table import TableSpace, parse_accuracy_range, parse_dims
+    from chamlab.core.errors import InputError
+    from chamlab.host.workflows.oracles import choose_oracle
+
+    if fit:
+        raise InputError(f"--fit: {space_name} is a table space; it has no input size or classes to fit")
+    if oracle_kind != "table":
+        raise InputError(
+            "a table:PATH space takes its accuracy from its file: --oracle train needs a network space"
+        )
+    if rows_chosen:
+        raise InputError(
+            "--lut/--target/--threads/--batch/--dtype choose a network space's LUT rows; "
+            "a table space has its own latency_ms column"
+        )
+    sp = TableSpace.read(
+        Path(space_name.removeprefix("table:")),
+        parse_dims(dims),
+        accuracy_range=parse_accuracy_range(accuracy_range),
+    )
+    choose_oracle(sp, accuracy=accuracy, **training)  # the table's own column; refuses training options, int8
+    return sp
+
+
+class _NetworkOracles:
+    """A network space's accuracy oracle, made before any LUT work (a space without an oracle, a bad
+    dataset or --accuracy fail first), and made again for the LUT rows' dtype when a training
+    oracle's accuracy was left to default to it; every oracle made is closed by :meth:`close`."""
+
+    def __init__(
+        self,
+        net: object,
+        kind: str,
+        accuracy: str | None,
+        dtype: str | None,
+        train_bar: TrainBar | None,
+        training: dict[str, Any],
+    ) -> None:
+        self.net, self.kind, self.accuracy = net, kind, accuracy
+        self.train_bar, self.training = train_bar, training
+        self.used = [self._make(dtype or "fp32")]
+        self.rows_dtype: str | None = None  # the LUT rows' dtype, once the search has chosen them
+
+    def _make(self, default_dtype: str) -> Oracle:
+        from chamlab.host.workflows.oracles import choose_oracle
+
+        on_result = self.train_bar.advance if self.train_bar is not None else None
+        return choose_oracle(
+            self.net,
+            self.kind,
+            on_result=on_result,
+            accuracy=self.accuracy,
+            dtype=default_dtype,
+            **self.training,
+        )
+
+    def for_rows(self, rows_dtype: str) -> Oracle:
+        from chamlab.chamnet.search.problem import accuracy_dtype
+
+        if self.rows_dtype is None:
+            self.rows_dtype = rows_dtype
+        if self.accuracy is None and self.kind == "train" and accuracy_dtype(self.used[0]) != rows_dtype:
+            # the default accuracy is the rows' dtype (nothing ran yet)
+            self.used[:] = [self._make(rows_dtype)]
+        return self.used[0]
+
+    def close(self) -> None:
+        from chamlab.host.workflows.oracles import close_oracle
+
+        for oracle in self.used:
+            close_oracle(oracle)
+        if self.train_bar is not None:
+            self.train_bar.close()
 
 
 def _print_result(result: SearchResult, rows_dtype: str | None, latency: float, out_dir: Path) -> None:
