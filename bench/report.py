@@ -36,6 +36,11 @@ def _env(r: dict) -> str:
     )
 
 
+def _header(title: str, command: str, r: dict) -> list[str]:
+    """A section's first lines: its title, the command that produced the result, the run's environment."""
+    return [f"## {title}", "", command, "", _env(r), ""]
+
+
 def _weights(run: dict) -> tuple[list[float], float]:
     """fp32 weight MiB per pair (recorded by newer runs, else derived from the arch) and corr(error, MiB)."""
     from chamlab.chamnet.spaces import SPACES
@@ -368,12 +373,11 @@ def quant_speed(r: dict) -> list[str]:
     """int8 quantization time: the stock XNNPACKQuantizer against chamlab's post-training one."""
     sm = r["summary"]
     out = [
-        "## int8 quantization time: without the QAT-only patterns",
-        "",
-        f"`python -m bench.quant_speed --repeats {r['repeats']} --resolution {r['resolution']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "int8 quantization time: without the QAT-only patterns",
+            f"`python -m bench.quant_speed --repeats {r['repeats']} --resolution {r['resolution']}`",
+            r,
+        ),
         "Seconds of `quant.quantize` (export, prepare, calibrate, convert) with ExecuTorch's stock "
         "`XNNPACKQuantizer` and with chamlab's (the same without its QAT conv + batch-norm patterns, which "
         "match nothing after `prepare_pt2e` folds the batch norms, but are each built by a fresh "
@@ -441,12 +445,11 @@ def cost(r: dict, title: str = "Profiling cost: the macro-cifar10 LUT") -> list[
 def stability(r: dict) -> list[str]:
     s = r["summary"]
     out = [
-        "## Stability: repeated measurements of the same op",
-        "",
-        f"`python -m bench.stability --repeats {r['args']['repeats']} --threads {r['args']['threads']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Stability: repeated measurements of the same op",
+            f"`python -m bench.stability --repeats {r['args']['repeats']} --threads {r['args']['threads']}`",
+            r,
+        ),
         f"Median CV over the ops: **{s['median_op_cv']:.2%}** (target <= 2 %), max {s['max_op_cv']:.2%}; "
         f"whole network: {s['network_cv']:.2%}.",
         "",
@@ -463,12 +466,11 @@ def stability(r: dict) -> list[str]:
 
 def runtime_import(r: dict) -> list[str]:
     out = [
-        "## Runner start-up: importing the ExecuTorch runtime",
-        "",
-        f"`python -m bench.runtime_import --repeats {r['args']['repeats']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Runner start-up: importing the ExecuTorch runtime",
+            f"`python -m bench.runtime_import --repeats {r['args']['repeats']}`",
+            r,
+        ),
         "| what a fresh interpreter imports | median s |",
         "|---|---|",
     ]
@@ -481,12 +483,11 @@ def toolchain_start(r: dict) -> list[str]:
     workflow's exports against one per program."""
     y, ex = r["edge_yaml"], r["exports"]
     out = [
-        "## Export workers: starting the ExecuTorch toolchain",
-        "",
-        f"`python -m bench.toolchain_start --repeats {r['repeats']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Export workers: starting the ExecuTorch toolchain",
+            f"`python -m bench.toolchain_start --repeats {r['repeats']}`",
+            r,
+        ),
         "Every export runs in a worker process, which imports the toolchain first. Medians of the repeats.",
         "",
         "| what | median s |",
@@ -514,13 +515,12 @@ def toolchain_start(r: dict) -> list[str]:
 def lut_merge(r: dict) -> list[str]:
     a = r["args"]
     out = [
-        "## LUT merge: 10 LUTs of 10k rows",
-        "",
-        f"`python -m bench.lut_merge` (--luts {a['luts']}, --rows {a['rows']}, --samples {a['samples']}, "
-        f"--repeats {a['repeats']})",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "LUT merge: 10 LUTs of 10k rows",
+            f"`python -m bench.lut_merge` (--luts {a['luts']}, --rows {a['rows']}, --samples {a['samples']}, "
+            f"--repeats {a['repeats']})",
+            r,
+        ),
         f"{a['luts']} input LUTs of {a['rows']} rows, {a['samples']} samples per row "
         f"({r['input_mib_per_scenario']:.1f} MiB of Parquet per scenario). Each figure is the median of "
         f"{a['repeats']} runs, each in a fresh interpreter: read + check every input, merge, write the "
@@ -561,13 +561,12 @@ def lut_merge(r: dict) -> list[str]:
 
 def farm_throughput(r: dict) -> list[str]:
     out = [
-        "## Farm controller throughput",
-        "",
-        f"`python -m bench.farm_throughput` (--sleep-s {r['sleep_s_per_op']}, --repeats {r['repeats']}, "
-        f"--arch {r['arch']})",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Farm controller throughput",
+            f"`python -m bench.farm_throughput` (--sleep-s {r['sleep_s_per_op']}, --repeats {r['repeats']}, "
+            f"--arch {r['arch']})",
+            r,
+        ),
         f"Emulated `local` devices whose runner is a stand-in that sleeps {r['sleep_s_per_op']} s per op "
         "and returns a fixed result (the shim's `python` is a script running the agent's own batch loop "
         "with that measurement injected): the farm, transport, POSIX "
@@ -638,12 +637,11 @@ def farm_throughput(r: dict) -> list[str]:
 def transport_overhead(r: dict) -> list[str]:
     s, args = r["summary"], r["args"]
     out = [
-        "## Transport overhead: the macro-cifar10 LUT over local, ssh and adb",
-        "",
-        f"`python -m bench.transport_overhead --rounds {args['rounds']} --policy {args['policy']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Transport overhead: the macro-cifar10 LUT over local, ssh and adb",
+            f"`python -m bench.transport_overhead --rounds {args['rounds']} --policy {args['policy']}`",
+            r,
+        ),
         "All three targets are this machine (same shim runner, same measurement policy): ssh goes through "
         "a real OpenSSH server on 127.0.0.1, adb through the real adb server to the device-side test peer "
         "(a stand-in for a phone, not a phone). Each round profiles all ops into a fresh LUT on each "
@@ -672,12 +670,11 @@ def transport_overhead(r: dict) -> list[str]:
 def transport_fixed_cost(r: dict) -> list[str]:
     m, s = r["medians"], r["summary"]
     out = [
-        "## Transport fixed cost: the work around the measuring",
-        "",
-        f"`python -m bench.transport_fixed_cost --repeats {r['args']['repeats']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Transport fixed cost: the work around the measuring",
+            f"`python -m bench.transport_fixed_cost --repeats {r['args']['repeats']}`",
+            r,
+        ),
         f"What a transport adds to one LUT run of {r['tasks']} ops: push the run directory (artifacts and "
         "agent), start the driver and stream one line per op, pull `results.jsonl`, remove the run "
         "directory. Medians of the repeats (interleaved, same peers as above):",
@@ -703,12 +700,11 @@ def transport_fixed_cost(r: dict) -> list[str]:
 
 def fault_recovery(r: dict) -> list[str]:
     out = [
-        "## Fault recovery: a run interrupted by killing the device",
-        "",
-        f"`python -m bench.fault_recovery --kills {r['args']['kills']} --policy {r['args']['policy']}`",
-        "",
-        _env(r),
-        "",
+        *_header(
+            "Fault recovery: a run interrupted by killing the device",
+            f"`python -m bench.fault_recovery --kills {r['args']['kills']} --policy {r['args']['policy']}`",
+            r,
+        ),
         "The adb test peer (the stand-in for a phone) is SIGKILLed when the driver reports the 4th, 8th "
         "and 12th op of successive attempts; after each kill the peer comes back with the same serial and "
         "the same command is run again. Attempt 1 includes exporting every op into a cold artifact cache.",

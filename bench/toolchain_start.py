@@ -21,6 +21,7 @@ Writes ``bench/results/toolchain_start.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import resource
 import statistics
@@ -74,8 +75,6 @@ def _children_cpu() -> float:
 
 
 def _three_exports(shared: bool, folder: Path) -> dict[str, Any]:
-    import contextlib
-
     from chamlab.chamnet.spaces import SPACES
     from chamlab.host.measurement.networks import network_item
     from chamlab.operators.export import export_program, export_worker

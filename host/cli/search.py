@@ -336,8 +336,9 @@ class TrainBar:
         if self._progress is None:
             self._progress = RichProgress()
             self._progress.start("train", self.total)
-        how = "cached" if record.cached else f"{record.train_seconds:.0f} s"
-        self._progress.advance("train", f"{record.arch} {record.accuracy:.1f}% ({how})")
+        from chamlab.host.workflows.oracles import train_label
+
+        self._progress.advance("train", train_label(record))
 
     def close(self) -> None:
         if self._progress is not None:

@@ -115,6 +115,7 @@ from chamlab.host.prediction.predict import (
     energy_refusal,
     no_energy_hint,
 )
+from chamlab.host.workflows.oracles import train_label
 from chamlab.host.workflows.refine import REFINE_ROUNDS, RefineRound
 from chamlab.host.workflows.search import check_budget, check_out, check_seed
 from chamlab.host.workflows.threads import check_thread_options
@@ -794,8 +795,7 @@ def _train_bar(ctx: Context, oracle: Oracle) -> bool:
         return False
 
     def advance(arch: Arch, record: Any) -> None:
-        how = "cached" if record.cached else f"{record.train_seconds:.0f} s"
-        ctx.progress.advance("train", f"{record.arch} {record.accuracy:.1f}% ({how})")
+        ctx.progress.advance("train", train_label(record))
 
     ctx.progress.start("train", ctx.opts.budget)
     oracle.on_result = advance  # type: ignore[attr-defined]

@@ -160,6 +160,12 @@ def oracle_identity(oracle: Oracle) -> dict[str, Any] | None:
     return describe() if callable(describe) else None
 
 
+def train_label(record: TrainRecord) -> str:
+    """A training oracle's answer for one arch as a progress line: arch, accuracy, seconds or cached."""
+    how = "cached" if record.cached else f"{record.train_seconds:.0f} s"
+    return f"{record.arch} {record.accuracy:.1f}% ({how})"
+
+
 def close_oracle(oracle: Oracle) -> None:
     close = getattr(oracle, "close", None)
     if callable(close):
