@@ -36,6 +36,9 @@ removed from the engine; :data:`~.config.REMOVED_FIELDS` says how stored histori
 that name them are read.
 
 Nothing is pickled: the run is its history (queries in order) plus the GP hyperparameters as JSON.
+A resumed run rebuilds the finished run's GP from that JSON (:meth:`EngineState.resume_json`: its
+exact parameters, warp and fit counts), so it predicts what the finished run predicted; it refits
+only when the JSON is missing, damaged or from another history.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from chamlab.core.errors import ArchError, InputError
 from .acquisition import ACQUISITIONS, log_ei
 from .config import ADDED_FIELDS, REMOVED_FIELDS, EngineConfig, engine_fields
 from .encoding import Candidates, Encoder, Features, equivalence_key_of
-from .gp import KERNELS, GPFitWarning, fit_gp, hyperparameters, predict_gp
+from .gp import KERNELS, GPFitWarning, fit_gp, gp_parameters, hyperparameters, predict_gp, restore_gp
 from .problem import Problem
 from .sampling import design
 from .warp import OUTPUT_WARPS, OutputWarp
@@ -112,6 +115,26 @@ class EngineState:
         mean, _ = predict_gp(self.model, self.features(archs))
         return self.warp.inverse(mean)  # the warped mean maps to the predictive median
 
+    def resume_json(self) -> dict[str, Any] | None:
+        """What a resumed run needs to rebuild this GP exactly (None before the first fit): the
+        queries it was conditioned on and last optimised on, its features and raw parameters."""
+        if self.model is None:
+            return None
+        return {
+            "fitted_on": self.fitted_on,
+            "queries_digest": queries_digest(self.queries[: self.fitted_on]),
+            "optimised_on": self.optimised_on,
+            "features": list(self.feature_names),
+            "parameters": gp_parameters(self.model),
+        }
+
+
+def queries_digest(queries: Sequence[Query]) -> str:
+    """A digest of the queries' archs and accuracies, in order (a stored GP names what it saw)."""
+    import hashlib
+
+    return hashlib.sha256(repr([(tuple(q.arch), float(q.accuracy)) for q in queries]).encode()).hexdigest()
+
 
 class BayesOptEngine:
     """Runs the loop of the module docstring on a :class:`Problem` (see :meth:`run`)."""
@@ -129,11 +152,14 @@ class BayesOptEngine:
         previous: Sequence[Query] = (),
         on_query: Callable[[EngineState], None] | None = None,
         stop: Callable[[EngineState], bool] | None = None,
+        gp: Mapping[str, Any] | None = None,
     ) -> EngineState:
         """Query the oracle until ``budget`` archs are queried in total (``previous`` included, which
         are never asked again), every feasible arch is queried (with ``merge_equivalent``: every
         feasible network), or ``stop(state)`` is true.
-        ``on_query(state)`` runs after every batch (persist the history there)."""
+        ``on_query(state)`` runs after every batch (persist the history there). ``gp``: the stored
+        hyperparameters of the run that asked ``previous`` (``accuracy_gp.json``); when they were
+        fitted on all of ``previous`` the GP is rebuilt from them instead of refitted."""
         cfg = self.config
         if budget < 1:
             raise InputError(f"the query budget must be >= 1, got {budget}")
@@ -172,6 +198,8 @@ class BayesOptEngine:
             )
             base = Candidates(base.archs, features.rows(base.archs, base.cost), base.cost)
         state.features, state.feature_names = features, tuple(features.names())
+        if previous and gp is not None:
+            self._restore(state, gp)
         first: dict[Hashable, Arch] = {}
         for a in (init[i] for i in fresh_in(init)):
             first.setdefault(key(a), a)
@@ -248,6 +276,29 @@ class BayesOptEngine:
             state.optimised_on = len(qs)
         state.fit_seconds += time.perf_counter() - t0
         state.fitted_on = len(qs)
+
+    def _restore(self, state: EngineState, stored: Mapping[str, Any]) -> None:
+        """The stored GP (:meth:`EngineState.resume_json` beside the hyperparameters) when it was
+        fitted on exactly ``state.queries`` with these features; otherwise nothing (the loop fits)."""
+        held = stored.get("resume") if isinstance(stored, Mapping) else None
+        if (
+            not isinstance(held, Mapping)
+            or held.get("fitted_on") != len(state.queries)
+            or held.get("queries_digest") != queries_digest(state.queries)
+            or held.get("features") != list(state.feature_names)
+            or not isinstance(held.get("optimised_on"), int)
+        ):
+            return
+        assert state.features is not None
+        try:
+            warp = OutputWarp.from_json(stored.get("output_warp", {"kind": "none"}))
+            y = warp(np.array([q.accuracy for q in state.queries]))
+            X = state.features([q.arch for q in state.queries])
+            model = restore_gp(X, y, held.get("parameters"), self.config.kernel, state.groups)
+        except (KeyError, TypeError, ValueError):
+            return
+        state.model, state.warp = model, warp
+        state.fitted_on, state.optimised_on = len(state.queries), int(held["optimised_on"])
 
     def _acquire(
         self,

@@ -1,5 +1,6 @@
 """The engine's accuracy model: a BoTorch ``SingleTaskGP`` (:func:`fit_gp`), its posterior at many
-candidates (:func:`predict_gp`) and its hyperparameters as JSON (:func:`hyperparameters`).
+candidates (:func:`predict_gp`), its hyperparameters as JSON (:func:`hyperparameters`) and, for a
+resumed run, its exact parameters (:func:`gp_parameters`, :func:`restore_gp`).
 
 Kernels are registered in :data:`KERNELS` (``EngineConfig.kernel``). The engine ships one, ``rbf``:
 BoTorch's default (ARD RBF with the dimension-scaled lengthscale prior). Matern 5/2, two additive
@@ -74,14 +75,9 @@ def fit_gp(
     import torch
     from botorch.exceptions.warnings import OptimizationWarning
     from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP
-    from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    tx = torch.as_tensor(X, dtype=torch.float64)
-    ty = torch.as_tensor(np.asarray(y, dtype=float).reshape(-1, 1), dtype=torch.float64)
-    covar = KERNELS.get(kernel).covar_module(tx.shape[-1], groups)
-    model = SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
+    model = _model(X, y, kernel, groups)
     if warm is not None:
         try:
             model.covar_module.load_state_dict(warm.covar_module.state_dict())
@@ -92,6 +88,7 @@ def fit_gp(
     if warm is not None and not optimise:
         model.eval()
         return model
+    tx = model.train_inputs[0]
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         with warnings.catch_warnings():
@@ -111,6 +108,47 @@ def fit_gp(
             failures.append(message)
         warnings.warn(message, GPFitWarning, stacklevel=2)
         model.eval()
+    return model
+
+
+def _model(X: np.ndarray, y: np.ndarray, kernel: str, groups: Groups) -> Any:
+    """An unfitted SingleTaskGP (float64, standardised outputs) on ``X``, ``y`` with ``kernel``."""
+    import torch
+    from botorch.models import SingleTaskGP
+    from botorch.models.transforms.outcome import Standardize
+
+    tx = torch.as_tensor(X, dtype=torch.float64)
+    ty = torch.as_tensor(np.asarray(y, dtype=float).reshape(-1, 1), dtype=torch.float64)
+    covar = KERNELS.get(kernel).covar_module(tx.shape[-1], groups)
+    return SingleTaskGP(tx, ty, covar_module=covar, outcome_transform=Standardize(m=1))
+
+
+def gp_parameters(model: Any) -> dict[str, Any]:
+    """The model's learned parameters, raw (before their constraints' transforms), as plain JSON: a
+    float64 written by ``json`` reads back bit for bit, so :func:`restore_gp` rebuilds the same
+    model (:func:`hyperparameters` is the readable view, not exact)."""
+    return {name: p.detach().tolist() for name, p in model.named_parameters()}
+
+
+def restore_gp(
+    X: np.ndarray, y: np.ndarray, parameters: Any, kernel: str = "rbf", groups: Groups = ()
+) -> Any:
+    """The model :func:`fit_gp` gave on ``X``, ``y``, rebuilt from its :func:`gp_parameters` without
+    fitting (a resumed run predicts what the finished one predicted). A ``ValueError`` when
+    ``parameters`` do not name and shape every parameter of ``kernel``'s model."""
+    import torch
+
+    model = _model(X, y, kernel, groups)
+    own = dict(model.named_parameters())
+    if not isinstance(parameters, dict) or set(parameters) != set(own):
+        raise ValueError(f"the stored GP parameters are not {kernel!r}'s: {sorted(own)}")
+    with torch.no_grad():
+        for name, p in own.items():
+            value = torch.as_tensor(parameters[name], dtype=p.dtype)
+            if value.shape != p.shape:
+                raise ValueError(f"the stored GP parameter {name} has shape {tuple(value.shape)}")
+            p.copy_(value)
+    model.eval()
     return model
 
 

@@ -10,7 +10,9 @@
   ``phase``), whose metadata ``chamlab.search`` holds the run's arguments (JSON). Version 1 files
   (before int8 accuracy) read as version 2: ``accuracy_fp32`` = ``accuracy``, ``accuracy_int8`` null,
   ``accuracy_dtype`` = ``"fp32"`` (and, for a training oracle, its default quantization recipe);
-* ``DIR/accuracy_gp.json``: the fitted accuracy GP's hyperparameters (runs made before it had this
+* ``DIR/accuracy_gp.json``: the fitted accuracy GP's hyperparameters, and under ``resume`` its
+  exact parameters and the queries it saw: a resumed run rebuilds that GP instead of refitting it,
+  so it predicts (and ``adapt`` picks) what the finished run did (runs made before it had this
   name wrote ``DIR/model.json``; resuming one renames that file, since ``model.json`` names the
   exported program's manifest);
 
@@ -443,7 +445,10 @@ def search(
             progress(state)
 
     engine = BayesOptEngine(config)
-    state = engine.run(problem, budget, np.random.default_rng(seed), previous=previous, on_query=persist)
+    stored = read_gp(out) if previous and out is not None else None
+    state = engine.run(
+        problem, budget, np.random.default_rng(seed), previous=previous, on_query=persist, gp=stored
+    )
     elapsed = time.perf_counter() - t0
     remember(state.queries)
     result = _result(problem, state, config, out, elapsed, len(state.queries) - len(previous), known)
@@ -451,11 +456,22 @@ def search(
         result = dataclasses.replace(result, extra=dict(annotate(result, state.queries)))
     if out is not None:
         if result.hyperparameters is not None:
-            atomic_write_text(out / GP, json.dumps(result.hyperparameters, indent=1) + "\n")
+            held = {**result.hyperparameters, "resume": state.resume_json()}
+            atomic_write_text(out / GP, json.dumps(held, indent=1) + "\n")
         atomic_write_text(out / result_name, json.dumps(result.to_json(), indent=1) + "\n")
         if plot:
             pareto_plot(problem, state.queries, result, out / PARETO)
     return result
+
+
+def read_gp(out: Path) -> dict[str, Any] | None:
+    """``out``'s stored GP (:data:`GP`), or None when it is missing or not a JSON object (the engine
+    then refits on the history, which is what the run is)."""
+    try:
+        held = json.loads((out / GP).read_text())
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) else None
 
 
 def migrate_gp(out: Path) -> None:

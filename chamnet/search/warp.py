@@ -95,6 +95,18 @@ class OutputWarp:
             out.update(values=self.knots[0], scores=self.knots[1])
         return out
 
+    @classmethod
+    def from_json(cls, held: Any) -> OutputWarp:
+        """The warp :meth:`to_json` wrote (a ``ValueError`` names what does not fit)."""
+        if not isinstance(held, dict) or held.get("kind") not in OUTPUT_WARPS:
+            raise ValueError(f"not a stored output warp: {held!r}")
+        kind = held["kind"]
+        if kind == "yeo-johnson":
+            return cls(kind, float(held["mean"]), float(held["std"]), float(held["lmbda"]))
+        if kind == "copula":
+            return cls(kind, knots=([float(v) for v in held["values"]], [float(v) for v in held["scores"]]))
+        return cls(kind)
+
 
 #: output warp name -> its fit on the accuracies seen (at least 3, not all equal)
 OUTPUT_WARPS: Registry[Callable[[np.ndarray], OutputWarp]] = Registry("output warp")

@@ -745,9 +745,10 @@ def run_bo(
     problem than ``predictors`` under ``limits`` (several thread counts: their joint cost).
 
     Resume: the queries in ``DIR/history.parquet`` are never asked again; with the budget spent, the
-    GP is refitted on them (no query)."""
+    GP is rebuilt from ``DIR/accuracy_gp.json`` (refitted on the history when that file is missing
+    or from another history), with no query."""
     from chamlab.chamnet.search.engine import BayesOptEngine, EngineState
-    from chamlab.chamnet.search.run import HISTORY, HISTORY_KIND, read_history
+    from chamlab.chamnet.search.run import HISTORY, HISTORY_KIND, read_gp, read_history
     from chamlab.chamnet.search.run import search as run_search
     from chamlab.core.store import read_table
 
@@ -776,11 +777,11 @@ def run_bo(
     finally:
         if hooked:
             oracle.on_result = None  # type: ignore[attr-defined]
-    if not captured:  # a resumed run with its budget already spent: refit on the stored queries
+    if not captured:  # a resumed run with its budget already spent: the stored GP of those queries
         previous = read_history(out / HISTORY, problem, ident)
         captured.append(
             BayesOptEngine(opts.engine).run(
-                problem, len(previous), np.random.default_rng(opts.seed), previous=previous
+                problem, len(previous), np.random.default_rng(opts.seed), previous=previous, gp=read_gp(out)
             )
         )
     return BoStep(captured[-1], bo.queries, bo.new_queries)
@@ -823,8 +824,9 @@ def constrained(ctx: Context, bo: BoStep, predictors: Predictors, limits: Limits
     a winner with interpolated ops has them profiled and the search repeated (:data:`ADAPTIVE_ROUNDS`).
     No arch found is a :class:`ChamlabError`.
 
-    Resume: nothing stored; seeded, so the same history and LUT give the same winner (ops profiled
-    for it stay in the LUT)."""
+    Resume: nothing stored; seeded, and a resumed :func:`run_bo` rebuilds the stored GP rather than
+    refitting it, so the same history and LUT give the same winner (ops profiled for it stay in the
+    LUT)."""
     from chamlab.host.measurement.profiling import profile
 
     space, opts = ctx.space, ctx.opts

@@ -332,6 +332,44 @@ def test_search_resumes_without_asking_again(tmp_path: Path) -> None:
         )
 
 
+def test_a_resumed_run_rebuilds_the_finished_runs_gp_instead_of_refitting_it(tmp_path: Path) -> None:
+    """The finished run's last fit only conditioned on its last queries (10 is not a multiple of
+    ``refit_every`` after the design of 4), so a refit on the history gives other hyperparameters;
+    the resumed run rebuilds the stored GP and predicts bit for bit what the finished run predicted.
+    A stored GP of other queries, or a damaged one, is refitted."""
+    import json
+
+    sp = synthetic()
+    problem = table_problem(sp, {"latency_ms": 6.0})
+    cfg = EngineConfig(n_init=4)
+    archs = list(sp.enumerate())
+    done = BayesOptEngine(cfg).run(problem, 10, np.random.default_rng(3))
+    assert (done.fitted_on, done.optimised_on) == (10, 8)  # the last fit only conditioned
+
+    def resumed(gp: dict | None) -> np.ndarray:
+        state = BayesOptEngine(cfg).run(problem, 10, np.random.default_rng(3), previous=done.queries, gp=gp)
+        assert state.queries == done.queries
+        return state.predict(archs)
+
+    stored = json.loads(json.dumps({"output_warp": done.warp.to_json(), "resume": done.resume_json()}))
+    assert np.array_equal(resumed(stored), done.predict(archs))
+    refit = resumed(None)
+    assert not np.allclose(refit, done.predict(archs), rtol=0, atol=1e-6)
+    other = json.loads(json.dumps(stored))
+    other["resume"]["queries_digest"] = "0" * 64  # the GP of another history with as many queries
+    damaged = json.loads(json.dumps(stored))
+    damaged["resume"]["parameters"].popitem()
+    for bad in (other, damaged, {"resume": "x"}):
+        assert np.array_equal(resumed(bad), refit)
+
+    # through search(): resuming a finished run rewrites its accuracy_gp.json as it was
+    search(problem, budget=10, seed=3, config=cfg, out=tmp_path, plot=False)
+    first = (tmp_path / "accuracy_gp.json").read_text()
+    assert json.loads(first)["resume"]["optimised_on"] == 8
+    again = search(problem, budget=10, seed=3, config=cfg, out=tmp_path, plot=False)
+    assert again.new_queries == 0 and (tmp_path / "accuracy_gp.json").read_text() == first
+
+
 def test_a_resume_under_another_training_schedule_hints_the_stored_one(tmp_path: Path) -> None:
     """A run made under the old proxy defaults, resumed after they changed: the hint gives the
     ``--schedule`` fields that reproduce the stored schedule (only those that differ)."""
