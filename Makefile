@@ -60,9 +60,12 @@ TEST_JOBS ?= 2
 data-fashion:
 	sh scripts/data-fashion.sh
 
+# Both parts share one folder (CHAMLAB_TEST_SHARED, tests/conftest.py: run_shared_dir): the session LUT
+# and the exported programs, which the serial part would otherwise profile and export again.
 unit: install system-packages
-	$(BIN)/pytest -n $(TEST_JOBS) --dist load -m 'not serial' --durations=25
-	$(BIN)/pytest -m serial
+	shared=$$(mktemp -d "$${TMPDIR:-/tmp}/chamlab-tests.XXXXXX") && export CHAMLAB_TEST_SHARED=$$shared && \
+	$(BIN)/pytest -n $(TEST_JOBS) --dist load -m 'not serial' --durations=25 && \
+	$(BIN)/pytest -m serial --durations=5; rc=$$?; rm -rf "$$shared"; exit $$rc
 
 test: lint typecheck unit
 

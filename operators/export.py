@@ -26,12 +26,13 @@ as ``<cache_key>.pt2`` (no ETRecord), for ``chamlab.agent.torch_runner``. ``qnn`
 error naming what is missing (the Qualcomm AI Engine Direct SDK; chamlab has no QNN lowering yet).
 
 Exports always run in worker processes, in parallel (lowering costs about 1 s per op and is
-single-threaded): the host process never imports the toolchain, whose import-time warnings go to
-``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as data and
-the others carry on. Importing the toolchain costs a worker several seconds of CPU (``import
-executorch.exir``: 6 to 8 s in two runs here, ``bench/toolchain_start.py``), so the programs that one workflow
-exports one after another (``adapt``'s winner, its final weights, their int8 sibling) share one
-worker: :func:`export_worker` around the workflow.
+single-threaded; :func:`export_workers` starts one per :data:`OPS_PER_WORKER` ops, since each worker first
+imports the toolchain): the host process never imports the toolchain, whose import-time warnings go
+to ``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as
+data and the others carry on. Importing the toolchain costs a worker several seconds of CPU
+(``import executorch.exir``: 6 to 8 s in two runs here, ``bench/toolchain_start.py``), so the
+programs that one workflow exports one after another (``adapt``'s winner, its final weights, their
+int8 sibling) share one worker: :func:`export_worker` around the workflow.
 """
 
 from __future__ import annotations
@@ -260,6 +261,22 @@ def lower(
     return time.perf_counter() - start
 
 
+#: a worker process pays 6 to 8 s of CPU to import the toolchain (``bench/toolchain_start.py``), as long
+#: as lowering about that many ops: another worker is started only for this many ops to lower each
+OPS_PER_WORKER = 8
+
+
+def export_workers(todo: Sequence[ExportItem], workers: int | None = None) -> int:
+    """How many worker processes export ``todo``: ``workers`` when given, else one per
+    :data:`OPS_PER_WORKER` ops to lower (at least one, at most one per CPU); never more than items.
+    A few ops lower in one worker: a second would spend more CPU importing the toolchain than it
+    saves, and on a busy machine (a CI runner, a farm host) that CPU is time."""
+    if workers is None:
+        ops = sum(len(item.op_keys) for item in todo)
+        workers = min(os.cpu_count() or 1, max(1, ops // OPS_PER_WORKER))
+    return max(1, min(workers, len(todo)))
+
+
 def _quiet_worker(log_path: str) -> None:
     """Worker initialiser: the toolchain prints warnings on import; send fd 2 to a log file."""
     import logging
@@ -288,7 +305,8 @@ def export_all(
     on_done: Callable[[ExportItem, Artifact | ExportFailure], None] | None = None,
     recipe: str | None = None,
 ) -> tuple[dict[ExportItem, Artifact], list[ExportFailure]]:
-    """Export every item not yet in the cache, in ``workers`` processes (default: CPU count).
+    """Export every item not yet in the cache, in ``workers`` processes (default:
+    :func:`export_workers`).
 
     Returns the artifacts by item and the failures (as data: the other items still export).
     ``on_done`` is called once per item, cached ones first. ``recipe``: the quantization recipe of an
@@ -321,7 +339,7 @@ def export_all(
     if not todo:
         return done, failures
 
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    workers = export_workers(todo, workers)
     log_dir = cache.root
     log_dir.mkdir(parents=True, exist_ok=True)
 

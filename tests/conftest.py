@@ -60,8 +60,15 @@ retries = 0
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every test session gets its own artifact cache and run directories (inherited by children)."""
+    """Every test session gets its own cache: run directories and device locks (inherited by
+    children). The processes of one run (:func:`run_shared_dir`) share its ``artifacts`` folder (a
+    link): programs are stored by content, each written by an atomic rename, so an op or network one
+    worker exported is not exported again by the other."""
     cache = tmp_path_factory.mktemp("chamlab-cache")
+    shared = run_shared_dir(tmp_path_factory)
+    if shared is not None:
+        (shared / "artifacts").mkdir(exist_ok=True)
+        (cache / "artifacts").symlink_to(shared / "artifacts", target_is_directory=True)
     os.environ["CHAMLAB_CACHE"] = str(cache)
     os.environ.pop("CHAMLAB_DEVICES", None)
     return cache
@@ -133,8 +140,15 @@ def profile_macro(out: Path, devices: Path, *extra: str | Path) -> subprocess.Co
 
 
 def run_shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """A folder that every pytest-xdist worker of this run shares (named by xdist's run id), None when
-    the tests run in one process."""
+    """A folder that every pytest process of this test run shares: ``$CHAMLAB_TEST_SHARED`` when set
+    (``make unit`` sets one for its parallel and its serial part, so the serial part finds the
+    session LUT and the exported programs made before it), else the pytest-xdist workers' own (named by
+    xdist's run id); None when the tests run in one process without it."""
+    given = os.environ.get("CHAMLAB_TEST_SHARED")
+    if given:
+        shared = Path(given)
+        shared.mkdir(parents=True, exist_ok=True)
+        return shared
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if not run:
         return None
@@ -221,6 +235,18 @@ def wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 120)
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(0.05)
+
+
+def private_cache(tmp_path: Path) -> dict[str, str]:
+    """The environment of a test's own ``CHAMLAB_CACHE`` (its processes are told apart by it:
+    :func:`processes_with`) whose ``artifacts`` are the session's (a link): what was exported before is
+    not exported again."""
+    session = Path(os.environ["CHAMLAB_CACHE"]) / "artifacts"
+    session.mkdir(parents=True, exist_ok=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "artifacts").symlink_to(session.resolve(), target_is_directory=True)
+    return {"CHAMLAB_CACHE": str(cache)}
 
 
 def processes_with(marker: str) -> list[int]:

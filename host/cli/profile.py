@@ -68,7 +68,12 @@ def profile(
         bool, typer.Option(help="also record the per-op ETDump breakdown (Inspector)")
     ] = False,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="parallel export processes (default: the number of CPUs)")
+        int | None,
+        typer.Option(
+            min=1,
+            help="parallel export processes (default: one per 8 ops to export, at most one per CPU: "
+            "each first spends seconds importing the toolchain)",
+        ),
     ] = None,
     adaptive: Annotated[
         bool,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, chamlab, processes_with, spawn_chamlab, wait_for
+from conftest import REPO, chamlab, private_cache, processes_with, spawn_chamlab, wait_for
 
 from chamlab.chamnet.search import oracle_for
 from chamlab.core.errors import DeviceBusyError, InputError
@@ -180,7 +180,7 @@ def test_a_rerun_killed_while_measuring_keeps_the_finished_result(
     assert first.returncode == 0, first.stderr
     result, program = (out / "result.json").read_text(), (out / "model.pte").read_bytes()
     assert json.loads(result)["model_path"] == str(out / "model.pte")
-    env = {"CHAMLAB_CACHE": str(tmp_path / "cache")}  # its own runs: the processes to wait for
+    env = private_cache(tmp_path)  # its own runs: the processes to wait for
     proc = spawn_chamlab(*args, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:  # the re-run has exported its program and starts measuring it
@@ -269,7 +269,7 @@ def test_a_killed_calibration_recheck_keeps_the_network_measurements(
     """Issue 21 (1): the whole-network measurements survive a kill during the op recheck, and the
     re-run fits on them (measuring none of them again)."""
     lut = shutil.copy(profiled_lut[0], tmp_path / "lut.parquet")
-    env = {"CHAMLAB_CACHE": str(tmp_path / "cache")}
+    env = private_cache(tmp_path)  # its own runs: the processes to wait for
     args = ["calibrate", "--target", "test-cpu", "--space", "macro-cifar10", "--lut", lut, "--n", "3"]
     args += ["--devices", fast_devices]
     proc = spawn_chamlab(*args, env=env)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chamlab.operators import ConvBNAct, InvertedResidual, PoolLinear
-from chamlab.operators.export import ArtifactCache, ExportItem, export_all
+from chamlab.operators.export import OPS_PER_WORKER, ArtifactCache, ExportItem, export_all, export_workers
 from chamlab.operators.network import build
 
 SPECS = [InvertedResidual(16, 24, 3, 2, 3, 16, 16), ConvBNAct(3, 16, 3, 1, 16, 16, "relu")]
@@ -70,6 +70,20 @@ def test_second_export_comes_from_the_cache(exported) -> None:
     assert failures == []
     assert all(a.export_s is None for a in again.values())
     assert {a.pte_path for a in again.values()} == {a.pte_path for a in artifacts.values()}
+
+
+def test_export_workers_start_one_per_eight_ops_to_lower(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker first imports the toolchain (seconds of CPU): a second one is started only when each
+    has OPS_PER_WORKER ops to lower; never more than the CPUs or the items; an explicit count stands."""
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    op = ExportItem.for_op(SPECS[0])
+    ops = [ExportItem(f"op{i}", (op.op_keys[0],), 1) for i in range(40)]
+    net = ExportItem("net", op.op_keys * 20, 1)
+    assert OPS_PER_WORKER == 8
+    assert export_workers(ops[:3]) == 1 and export_workers(ops[:15]) == 1
+    assert export_workers(ops[:16]) == 2 and export_workers(ops) == 4  # at most one per CPU
+    assert export_workers([net]) == 1 and export_workers([net, net, net]) == 3  # at most one per item
+    assert export_workers(ops[:3], 2) == 2 and export_workers([net], 4) == 1
 
 
 def test_cache_key_depends_on_backend_dtype_and_content(tmp_path: Path) -> None:
