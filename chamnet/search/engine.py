@@ -130,10 +130,15 @@ class EngineState:
 
 
 def queries_digest(queries: Sequence[Query]) -> str:
-    """A digest of the queries' archs and accuracies, in order (a stored GP names what it saw)."""
+    """A digest of the queries' archs and accuracies, in order (a stored GP names what it saw); an
+    arch's numpy values count as the Python values a stored history reads back."""
     import hashlib
 
-    return hashlib.sha256(repr([(tuple(q.arch), float(q.accuracy)) for q in queries]).encode()).hexdigest()
+    def plain(v: Any) -> Any:
+        return v.item() if isinstance(v, np.generic) else v
+
+    rows = [(tuple(plain(v) for v in q.arch), float(q.accuracy)) for q in queries]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
 class BayesOptEngine:
