@@ -948,6 +948,11 @@ def main() -> None:
         if r
         else ["## Calibration features: which generalise", "", "_not run yet_"]
     ) + [""]
+    from bench.calibration_repeats import render as repeats_render
+
+    r = _load("calibration_repeats")
+    title = "## Calibration: one session or three per network"
+    parts += (repeats_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.op_reproducibility import render as op_sessions_render
 
     r = _load("op_reproducibility")

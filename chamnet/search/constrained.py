@@ -107,9 +107,16 @@ def safety_margin(
         source = "none (k = 0)"
     effective = limit * (1.0 - k * spread / 100.0)
     if effective <= 0:
+        hint = (
+            "calibrate the LUT (`chamlab calibrate`) so its spread is known, or lower the margin's k"
+            if loo_errors_pct is None
+            else f"the spread is the calibration's leave-one-out error over {len(loo_errors_pct)} networks: "
+            "calibrate again with more of them (`chamlab calibrate --n 10`, each measured in three "
+            "sessions by default), or lower the margin's k"
+        )
         raise InputError(
             f"a safety margin of {k:g} x {spread:.1f} % leaves no {quantity} budget under {limit:g} {unit}",
-            hint="calibrate the LUT (`chamlab calibrate`) so its spread is known, or lower the margin's k",
+            hint=hint,
         )
     return Margin(limit, effective, k, spread, source)
 

@@ -105,9 +105,10 @@ def calibrate(
             "--repeats",
             min=1,
             help="measure each network in N separate interleaved sessions (disturbed ones re-measured) "
-            "and fit the median",
+            "and fit the median; 1 measures each once (faster, but one disturbed run inflates the "
+            "spread that sizes adapt's safety margin)",
         ),
-    ] = 1,
+    ] = 3,
     recheck: Annotated[
         int,
         typer.Option(

@@ -170,7 +170,7 @@ def calibrate(
     transport: Transport | None = None,
     progress: Progress | None = None,
     no_wait: bool = False,
-    repeats: int = 1,
+    repeats: int = 3,
     recheck: int = RECHECK_OPS,
     archs: Sequence[Arch] = (),
 ) -> CalibrationReport:
@@ -178,8 +178,13 @@ def calibrate(
     ``archs`` (``--arch``) are measured outright; the rest up to ``n`` are selected
     (:func:`select_networks`, among them the archs profiled into the LUT).
 
-    ``repeats`` > 1 measures them under the noise protocol (:func:`~.measuring.measure_repeated`:
-    separate interleaved sessions, disturbed windows re-measured, the median kept). ``recheck`` > 0
+    ``repeats`` > 1 (the default 3) measures them under the noise protocol
+    (:func:`~.measuring.measure_repeated`: separate interleaved sessions, disturbed windows
+    re-measured, the median kept); 1 measures each once. The default is 3 because the leave-one-out
+    spread stored here sizes ``adapt``'s safety margin, and one disturbed window inflates it: on the
+    fidelity run's macro-cifar10 networks at 2 threads, three networks measured once gave a p95
+    spread of 42.8 %, their protocol medians 4.8 % (``python -m bench.calibration_repeats``,
+    docs/benchmarks.md). ``recheck`` > 0
     re-measures that many of the networks' ops (:func:`recheck_ops`) and fits on op values shrunk towards
     the op-level model as far as op timings moved since profiling; 0 fits on the LUT as measured."""
     from chamlab.host.measurement.networks import RepeatPolicy, measure_networks, measure_repeated

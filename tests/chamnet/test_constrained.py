@@ -83,8 +83,12 @@ def test_safety_margin_is_k_times_the_loo_spread_or_the_documented_default() -> 
     assert d.spread_pct == DEFAULT_SPREAD_PCT and d.effective == pytest.approx(20.0 * (1 - 0.1 * MARGIN_K))
     assert "no calibration" in d.source
     assert safety_margin(20.0, [9.0], k=0).effective == 20.0
-    with pytest.raises(InputError, match="leaves no latency budget"):
-        safety_margin(1.0, [50.0])
+    with pytest.raises(InputError, match="leaves no latency budget") as exc:
+        safety_margin(1.0, [50.0, -70.0, 60.0])
+    assert "over 3 networks" in (exc.value.hint or "") and "--n 10" in (exc.value.hint or "")
+    with pytest.raises(InputError, match="leaves no latency budget") as exc:
+        safety_margin(1.0, None, default_spread_pct=70.0)
+    assert "so its spread is known" in (exc.value.hint or "")
     with pytest.raises(InputError, match="positive"):
         safety_margin(-1.0, None)
 

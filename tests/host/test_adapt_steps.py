@@ -287,6 +287,8 @@ def test_a_killed_calibration_recheck_keeps_the_network_measurements(
     assert "reusing the 3 network measurements of an interrupted calibration" in " ".join(res.stderr.split())
     [rec] = Lut.read(lut).calibrations
     assert [n["measured_ms"] for n in rec["networks"]] == values and not kept()
+    # no --repeats: each network is the median of the noise protocol's three sessions
+    assert rec["measure"]["protocol"]["repeats"] == 3
 
 
 def test_describe_writes_the_manifest_and_the_shipped_programs_own_accuracy(
