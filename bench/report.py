@@ -948,6 +948,11 @@ def main() -> None:
         if r
         else ["## Calibration features: which generalise", "", "_not run yet_"]
     ) + [""]
+    from bench.energy_features import render as energy_features_render
+
+    r = _load("energy_features")
+    title = "## Energy calibration features: v1 or v2"
+    parts += (energy_features_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.calibration_repeats import render as repeats_render
 
     r = _load("calibration_repeats")

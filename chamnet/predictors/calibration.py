@@ -19,10 +19,16 @@ with the v1 features (``weight_mib`` instead of the product) stay readable and a
 fitted: a record names its own features and :func:`feature_values` provides every feature either
 version uses.
 
-The energy calibration is the v1 model on :data:`ENERGY_FEATURES`: measured energy per inference
-(mJ, above idle) on the sum of the ops' LUT energies (``lut_sum_mj``), the number of ops and the
-weight MiB (not re-measured against real power readers; kept as it was). It is fitted so that it
-is *robust* with the few networks it sees (about 10):
+The energy calibration is the same v2 model on :data:`ENERGY_FEATURES`: measured energy per
+inference (mJ, above idle) on the sum of the ops' LUT energies (``lut_sum_mj``), the number of ops
+and ``lut_sum_mj * weight_mib``. Energy above idle is power times the time a network runs, so the
+cache effect that makes a network slower than its ops' sum makes it costlier by the same factor:
+multiplicative in the sum, as for latency. Until 2026-12-07 it was the v1 model
+(:data:`ENERGY_FEATURES_V1`, ``weight_mib`` added to the sum; records fitted so stay readable and
+apply as fitted): on the energy calibrations of ``tests/host/test_energy.py`` (8 macro-cifar10
+networks each, a simulated RAPL counter charging the runner's CPU time) its leave-one-out errors
+were larger (``python -m bench.energy_features``, docs/benchmarks.md). Not measured against a real
+power reader. Both fits are *robust* with the few networks they see (about 10):
 
 * relative least squares: each network's residual is divided by its measured latency, so a 0.1 ms
   network weighs as much as a 10 ms one (the targets are relative errors);
@@ -49,7 +55,9 @@ import numpy as np
 FEATURES: tuple[str, ...] = ("lut_sum_ms", "n_ops", "lut_sum_ms_x_weight_mib")
 #: the features of records fitted before the v2 model (still applied as fitted)
 FEATURES_V1: tuple[str, ...] = ("lut_sum_ms", "n_ops", "weight_mib")
-ENERGY_FEATURES: tuple[str, ...] = ("lut_sum_mj", "n_ops", "weight_mib")
+ENERGY_FEATURES: tuple[str, ...] = ("lut_sum_mj", "n_ops", "lut_sum_mj_x_weight_mib")
+#: the features of energy records fitted before the v2 energy model (still applied as fitted)
+ENERGY_FEATURES_V1: tuple[str, ...] = ("lut_sum_mj", "n_ops", "weight_mib")
 #: the plain sum: what the ridge shrinks towards (the first feature of either model has weight 1)
 PRIOR: dict[str, float] = {
     "intercept_ms": 0.0,
@@ -58,6 +66,7 @@ PRIOR: dict[str, float] = {
     "n_ops": 0.0,
     "weight_mib": 0.0,
     "lut_sum_ms_x_weight_mib": 0.0,
+    "lut_sum_mj_x_weight_mib": 0.0,
 }
 RIDGE = 0.01
 HUBER_K = 1.345
@@ -67,7 +76,8 @@ MODEL = "huber-ridge-relative-v2"
 MODEL_NAMES: dict[tuple[str, ...], str] = {
     FEATURES: MODEL,
     FEATURES_V1: "huber-ridge-relative-v1",
-    ENERGY_FEATURES: "huber-ridge-relative-v1",
+    ENERGY_FEATURES: MODEL,
+    ENERGY_FEATURES_V1: "huber-ridge-relative-v1",
 }
 
 
