@@ -44,6 +44,13 @@ def _row(op, energy: bool = True) -> dict:  # type: ignore[no-untyped-def]
     return row
 
 
+def interior_loo_errors(networks: list[dict]) -> list[float]:
+    """The leave-one-out errors of an energy record's networks strictly between its cheapest and its
+    costliest by LUT energy (those two are extrapolations when left out)."""
+    sums = [n["features"]["lut_sum_mj"] for n in networks]
+    return [n["loo_error_pct"] for n, s in zip(networks, sums, strict=True) if min(sums) < s < max(sums)]
+
+
 def _lut(path: Path, energy: bool = True) -> Path:
     add_rows(path, [_row(op, energy) for op in api.plan_ops(MACRO, MACRO.enumerate())])
     return path
@@ -74,10 +81,7 @@ def test_energy_is_summed_corrected_and_calibrated_beside_latency(tmp_path: Path
     assert rec["model"] == "huber-ridge-relative-v2"
     # left out, the cheapest and the costliest network are extrapolations of four-coefficient fits
     # on the others (the cheapest's was 17 %); those inside are recovered
-    sums = [n["features"]["lut_sum_mj"] for n in rec["networks"]]
-    inside = [
-        n["loo_error_pct"] for n in rec["networks"] if min(sums) < n["features"]["lut_sum_mj"] < max(sums)
-    ]
+    inside = interior_loo_errors(rec["networks"])
     assert len(inside) == 3 and max(abs(e) for e in inside) < 2.0, rec["networks"]
     api.calibration.store(path, rec)
     p50 = lut.p50_by_key(MSET)
@@ -195,8 +199,7 @@ def test_energy_pipeline_recovers_the_injected_power_model(
     # inside. The bounds are this shared machine's noise right after `make unit`'s parallel part:
     # interior medians of 16.4-21.4 % and single networks up to 48 % there, 3.8-11.6 % in runs of the
     # test alone (docs/development.md). A broken pipeline (energies not those of the ops) is far off
-    sums = [n["features"]["lut_sum_mj"] for n in nets]
-    errors = [n["loo_error_pct"] for n in nets if min(sums) < n["features"]["lut_sum_mj"] < max(sums)]
+    errors = interior_loo_errors(nets)
     assert len(errors) == 6, nets
     assert statistics.median(abs(e) for e in errors) <= 25.0, errors
     assert max(abs(e) for e in errors) <= 50.0, errors
