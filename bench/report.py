@@ -958,6 +958,11 @@ def main() -> None:
     r = _load("calibration_repeats")
     title = "## Calibration: one session or three per network"
     parts += (repeats_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
+    from bench.calibration_few import render as few_render
+
+    r = _load("calibration_few")
+    title = "## Calibration on few networks: every coefficient free, or n - 1"
+    parts += (few_render(r, _env(r)) if r else [title, "", "_not run yet_"]) + [""]
     from bench.op_reproducibility import render as op_sessions_render
 
     r = _load("op_reproducibility")

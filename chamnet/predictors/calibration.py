@@ -35,8 +35,11 @@ power reader. Both fits are *robust* with the few networks they see (about 10):
 * Huber weights (iteratively reweighted, threshold 1.345 robust sigmas, sigma from the MAD with a
   floor of 1 %): one disturbed measurement cannot drag the fit;
 * ridge shrinkage towards the raw sum (``b_sum = 1``, the others 0) with strength :data:`RIDGE`,
-  measured on each coefficient's typical relative effect: with two or three networks it stays close
-  to the plain sum instead of interpolating noise.
+  measured on each coefficient's typical relative effect;
+* no more free coefficients than networks less one (:func:`free_coefficients`): with two networks
+  only the sum's scale is fitted, with three the scale and the per-op term, and so on (the rest stay
+  at the plain sum). The ridge alone did not stop a fit on two networks from running through both
+  and extrapolating one disturbed measurement to the third.
 
 :func:`leave_one_out` refits without each network in turn and predicts it: the honest error of the
 fit on networks it did not see (what ``chamlab calibrate`` prints).
@@ -227,6 +230,18 @@ def _design(points: Sequence[CalibrationPoint], features: Sequence[str]) -> np.n
     return np.array([[1.0, *(float(p.features[f]) for f in features)] for p in points])
 
 
+def free_coefficients(features: Sequence[str], n_points: int) -> tuple[str, ...]:
+    """The coefficients a fit on ``n_points`` networks estimates: at most ``n_points - 1`` of them, in
+    the order of ``features`` (the LUT sum's scale first) and the intercept last; the others stay at
+    :data:`PRIOR` (the plain sum). A fit with as many coefficients as networks runs through every
+    network whatever its noise, and a leave-one-out fit on two networks then extrapolates that noise
+    to the third: one network measured 2x slow among three gave leave-one-out spreads of up to
+    331 % with all four coefficients free, 88 % with this rule (``python -m bench.calibration_few``,
+    docs/benchmarks.md). From five networks on, all four are free and the rule changes nothing."""
+    order = (*features, "intercept_ms")
+    return order[: max(1, min(len(order), n_points - 1))]
+
+
 def fit(
     points: Sequence[CalibrationPoint],
     features: Sequence[str] = FEATURES,
@@ -234,8 +249,11 @@ def fit(
     ridge: float = RIDGE,
     iterations: int = 20,
     trusted: Collection[str] = (),
+    free: Collection[str] | None = None,
 ) -> CalibrationFit:
-    """Fit the calibration (module docstring) to ``points``; needs at least two of them. Points named
+    """Fit the calibration (module docstring) to ``points``; needs at least two of them, and fits
+    only the :func:`free_coefficients` their number supports (``free`` names them instead: what
+    ``bench/calibration_few.py`` compares against). Points named
     in ``trusted`` keep full weight whatever their residual (the Huber weights apply to the others):
     ``adapt``'s measured winners, each the median of separate runs, that the model must learn from
     even when they alone lie where the calibration's networks did not reach."""
@@ -248,18 +266,23 @@ def fit(
     x = _design(points, features)
     names = ("intercept_ms", *features)
     prior = np.array([PRIOR.get(n, 0.0) for n in names])
+    free_names = free_coefficients(features, len(points)) if free is None else free
+    free = np.isin(names, list(free_names))
     # relative rows: residual_i / y_i; scale of each coefficient = RMS of its relative effect
     xr = x / y[:, None]
     scale = np.sqrt(np.mean(xr**2, axis=0))
     scale[scale == 0] = 1.0
-    penalty = ridge * len(points) * np.diag(scale**2)
+    # the coefficients held at the prior leave a fixed part of each relative row; the free ones fit the rest
+    xf, rest = xr[:, free], 1.0 - xr[:, ~free] @ prior[~free]
+    penalty = ridge * len(points) * np.diag(scale[free] ** 2)
     w = np.ones(len(points))
     keep = np.array([p.name in trusted for p in points])
     beta = prior.copy()
     for _ in range(iterations):
-        a = xr.T @ (w[:, None] * xr) + penalty
-        b = xr.T @ (w * np.ones(len(points))) + penalty @ prior
-        new = np.linalg.solve(a, b)
+        a = xf.T @ (w[:, None] * xf) + penalty
+        b = xf.T @ (w * rest) + penalty @ prior[free]
+        new = prior.copy()
+        new[free] = np.linalg.solve(a, b)
         r = 1.0 - xr @ new  # relative residuals
         sigma = max(1.4826 * float(np.median(np.abs(r - np.median(r)))), MIN_SIGMA)
         u = np.abs(r) / (HUBER_K * sigma)
@@ -277,12 +300,13 @@ def leave_one_out(
     *,
     ridge: float = RIDGE,
     trusted: Collection[str] = (),
+    free: Collection[str] | None = None,
 ) -> list[float]:
     """Per network, the % error of the fit made without it: ``100 * (pred - measured) / measured``."""
     out = []
     for i, p in enumerate(points):
         rest = [q for j, q in enumerate(points) if j != i]
-        f = fit(rest, features, ridge=ridge, trusted=trusted)
+        f = fit(rest, features, ridge=ridge, trusted=trusted, free=free)
         out.append(100.0 * (f.predict(p.features) - p.measured) / p.measured)
     return out
 
@@ -360,6 +384,7 @@ def fit_report(
         "features": list(f.features),
         "coefficients": dict(f.coef),
         "ridge": RIDGE,
+        "free": list(free_coefficients(f.features, len(points))),
         "trusted": sorted(set(trusted) & {p.name for p in points}),
         "networks": networks,
         "loo": error_summary(loo),

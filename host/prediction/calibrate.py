@@ -182,8 +182,8 @@ def calibrate(
     (:func:`~.measuring.measure_repeated`: separate interleaved sessions, disturbed windows
     re-measured, the median kept); 1 measures each once. The default is 3 because the leave-one-out
     spread stored here sizes ``adapt``'s safety margin, and one disturbed window inflates it: on the
-    fidelity run's macro-cifar10 networks at 2 threads, three networks measured once gave a p95
-    spread of 42.8 %, their protocol medians 4.8 % (``python -m bench.calibration_repeats``,
+    fidelity run's macro-cifar10 networks at 2 threads, five networks measured once gave a p95
+    spread of 26.1 %, their protocol medians 2.3 % (``python -m bench.calibration_repeats``,
     docs/benchmarks.md). ``recheck`` > 0
     re-measures that many of the networks' ops (:func:`recheck_ops`) and fits on op values shrunk towards
     the op-level model as far as op timings moved since profiling; 0 fits on the LUT as measured."""

@@ -51,6 +51,27 @@ def test_few_networks_stay_close_to_the_plain_sum() -> None:
         cal.fit([*pts, cal.CalibrationPoint("c", pts[0].features, 0.0)])
 
 
+def test_a_fit_on_few_networks_frees_no_more_coefficients_than_they_support() -> None:
+    assert cal.free_coefficients(cal.FEATURES, 2) == ("lut_sum_ms",)
+    assert cal.free_coefficients(cal.FEATURES, 3) == ("lut_sum_ms", "n_ops")
+    assert cal.free_coefficients(cal.FEATURES, 5) == (*cal.FEATURES, "intercept_ms")
+    assert cal.free_coefficients(cal.ENERGY_FEATURES, 12)[-1] == "intercept_ms"
+    # three networks on the plain sum, the middle one measured 2x slow (a disturbed session): with
+    # every coefficient free each leave-one-out fit ran through its two networks and predicted the
+    # third at +298 % and +219 %; with the scale alone the two clean ones are off by 20 %
+    pts = [
+        cal.CalibrationPoint("a", cal.feature_values(0.5, 8, 0.3), 0.5),
+        cal.CalibrationPoint("b", cal.feature_values(1.5, 12, 1.2), 1.5 * 2.0),
+        cal.CalibrationPoint("c", cal.feature_values(3.0, 10, 2.5), 3.0),
+    ]
+    assert cal.leave_one_out(pts) == pytest.approx([19.8, -50.0, 19.8], abs=0.1)
+    f = cal.fit(pts[::2])
+    assert {k: f.coef[k] for k in ("intercept_ms", "n_ops", "lut_sum_ms_x_weight_mib")} == dict.fromkeys(
+        ("intercept_ms", "n_ops", "lut_sum_ms_x_weight_mib"), 0.0
+    )
+    assert cal.fit_report(pts)["free"] == ["lut_sum_ms", "n_ops"]
+
+
 def test_v2_captures_a_slowdown_that_grows_with_the_weights_and_v1_records_still_apply() -> None:
     # a cache effect of the kind measured on chamnet-mbv2: each ms of ops costs more the more weights
     # the network streams (measured = sum * (0.92 + 0.012 * weight_mib)), over networks of 6..28 MiB
