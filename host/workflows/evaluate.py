@@ -171,12 +171,7 @@ def evaluate_program(
     program on that device's runtime instead of this host's (module docstring); ``progress`` receives
     a line per step of it."""
     t0 = time.perf_counter()
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be at least 1, got {threads}")
-    if (mean is None) != (std is None):
-        raise InputError("give --mean and --std together (one value per image channel each)")
+    _check_options(limit, threads, mean, std)
     pte = Path(pte)
     _check_file(pte)
     if device is not None:
@@ -204,16 +199,7 @@ def evaluate_program(
         dataset = load_dataset(data, image_size=prescale or int(max(shape[2:])))
         check_classes(dataset, num_outputs, f"program {pte}")
         _, val_idx = split(len(dataset), schedule)
-        if man is not None and not man.input.known:
-            notes.append(
-                f"{man_path or 'the manifest'} records no input normalisation (weights "
-                f"{man.program.weights or 'unknown'}, no dataset): the data are mapped as the oracle does"
-            )
-        if man is not None and man.input.known:
-            spec, mapping = man.input, "manifest"
-        else:
-            norm = _norm_option(mean, std, dataset) if mean is not None and std is not None else None
-            spec, mapping = input_spec(dataset, schedule, shape, norm=norm), "oracle"
+        spec, mapping = _input_mapping(man, man_path, dataset, schedule, shape, mean, std, notes)
         _check_mapping(dataset, spec, pte)
         if man is not None:
             _check_labels(dataset, man, man_path)
@@ -258,6 +244,41 @@ def evaluate_program(
         indices=tuple(int(i) for i in idx),
         predictions=tuple(int(p) for p in preds),
     )
+
+
+def _check_options(
+    limit: int | None, threads: int | None, mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> None:
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if (mean is None) != (std is None):
+        raise InputError("give --mean and --std together (one value per image channel each)")
+
+
+def _input_mapping(
+    man: Manifest | None,
+    man_path: Path | None,
+    dataset: Dataset,
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    notes: list[str],
+) -> tuple[InputSpec, str]:
+    """How the images are mapped to the program's input, and from what: the manifest's recorded
+    mapping (``"manifest"``), else the oracle's mapping of ``dataset`` (``"oracle"``: the training
+    split's normalisation, or ``mean``/``std`` when given); a manifest without one adds a note."""
+    if man is not None and man.input.known:
+        return man.input, "manifest"
+    if man is not None:
+        notes.append(
+            f"{man_path or 'the manifest'} records no input normalisation (weights "
+            f"{man.program.weights or 'unknown'}, no dataset): the data are mapped as the oracle does"
+        )
+    norm = _norm_option(mean, std, dataset) if mean is not None and std is not None else None
+    return input_spec(dataset, schedule, shape, norm=norm), "oracle"
 
 
 def _input_shape(pte: Path, inputs: list[dict[str, Any]]) -> tuple[int, ...]:

@@ -613,14 +613,7 @@ def run_farm(
     from chamlab.chamnet.spaces import SPACES
 
     t0 = time.perf_counter()
-    if executor not in EXECUTORS:
-        raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if executor == "inprocess" and address:
-        raise InputError("--address is for --executor ray only")
-    if keep_days < 1:
-        raise InputError(f"--keep-days must be at least 1, got {keep_days}")
-    if drift_threshold_pct <= 0:
-        raise InputError(f"--drift-threshold must be positive, got {drift_threshold_pct}")
+    _check_options(executor, address, keep_days, drift_threshold_pct)
     now = now or dt.datetime.now(dt.UTC)
     today = now.astimezone(dt.UTC).date()
     date = check_night(night, today, keep_days) if night is not None else today.isoformat()
@@ -638,23 +631,19 @@ def run_farm(
         _restore_pending(out)
         run_dir = ensure_dir(out / date, what="farm run folder")
         _warm_cache(sp, arch_texts, devices)
-        jobs = []
-        for device in devices:
-            lut_path = run_dir / f"{device.name}.parquet"
-            if not lut_path.is_file():  # a LUT that did not fit here earlier today: resume from it
-                lut_path = _pending(out, date, device.name) or lut_path
-            jobs.append(
-                DeviceJob(
-                    device,
-                    sp.name,
-                    arch_texts,
-                    f"farm-{date}",
-                    date,
-                    lut_path.read_bytes() if lut_path.is_file() else None,
-                    min_battery_pct,
-                    max_start_temp_c,
-                )
+        jobs = [
+            DeviceJob(
+                device,
+                sp.name,
+                arch_texts,
+                f"farm-{date}",
+                date,
+                _resume_bytes(out, run_dir, date, device.name),
+                min_battery_pct,
+                max_start_temp_c,
             )
+            for device in devices
+        ]
         stream = _inprocess(jobs, sensor_reader) if executor == "inprocess" else _ray(jobs, address)
         outcomes: dict[str, DeviceOutcome] = {}
         for outcome in stream:
@@ -667,45 +656,86 @@ def run_farm(
         by_name = {d.name: d for d in devices}
         networks = reference_networks(sp, arch_texts)
         for name in sorted(outcomes):
-            o = outcomes[name]
-            entry = o.to_json()
-            entry["description"] = by_name[name].description if name in by_name else ""
-            lut = run_dir / f"{name}.parquet"
-            entry["lut"] = lut.name if lut.is_file() else None
-            entry["drift"] = None
-            entry["reference_latency_ms"] = None
-            if lut.is_file() and o.status in ("ok", "partial"):
-                prev = previous_good(out, name, date)
-                try:
-                    entry["drift"] = _drift(
-                        prev, lut, run_dir / "plots" / f"{name}-drift.png", drift_threshold_pct
-                    )
-                except ChamlabError as exc:
-                    entry["notes"].append(f"drift not computed: {exc.message}")
-                except OSError as exc:  # the plot did not fit
-                    entry["notes"].append(f"drift not computed: {_os_error(exc)}")
-                if name in by_name:
-                    _reference_drift(entry, by_name[name], sp, networks, lut, prev)
-            entries[name] = entry
+            entries[name] = _entry(
+                out, run_dir, date, outcomes[name], by_name.get(name), sp, networks, drift_threshold_pct
+            )
         report = FarmReport(out, run_dir, date, executor, dict(sorted(entries.items())), drift_threshold_pct)
         report.seconds = time.perf_counter() - t0
-        write_reports(report, sp.name, now)
-        newest = _newest_night(out, date)
-        try:
-            _point_latest(out, newest)
-        except OSError as exc:
-            report.write_errors.append(f"cannot point {out / LATEST} at {newest}: {_os_error(exc)}")
-        report.removed = _prune(out, today, keep_days)
-
-        try:
-            write_index(out, now=now)
-        except (ChamlabError, OSError) as exc:
-            report.write_errors.append(
-                exc.message if isinstance(exc, ChamlabError) else f"cannot write the index: {_os_error(exc)}"
-            )
+        _publish(report, sp.name, now, today, keep_days)
         return report
     finally:
         lock.release()
+
+
+def _check_options(executor: str, address: str | None, keep_days: int, drift_threshold_pct: float) -> None:
+    if executor not in EXECUTORS:
+        raise InputError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor == "inprocess" and address:
+        raise InputError("--address is for --executor ray only")
+    if keep_days < 1:
+        raise InputError(f"--keep-days must be at least 1, got {keep_days}")
+    if drift_threshold_pct <= 0:
+        raise InputError(f"--drift-threshold must be positive, got {drift_threshold_pct}")
+
+
+def _resume_bytes(out: Path, run_dir: Path, date: str, device: str) -> bytes | None:
+    """The device's LUT of this night to resume from: the run folder's, else one that did not fit
+    there earlier today (kept pending on this host); None to start afresh."""
+    lut_path = run_dir / f"{device}.parquet"
+    if not lut_path.is_file():
+        lut_path = _pending(out, date, device) or lut_path
+    return lut_path.read_bytes() if lut_path.is_file() else None
+
+
+def _entry(
+    out: Path,
+    run_dir: Path,
+    date: str,
+    o: DeviceOutcome,
+    device: DeviceConfig | None,
+    sp: Any,
+    networks: dict[str, Any],
+    drift_threshold_pct: float,
+) -> dict[str, Any]:
+    """One device's entry of the night's report: its outcome, its LUT, and the drift of its ops
+    (and, for a device selected this run, of its reference networks) against its previous good night."""
+    name = o.device
+    entry = o.to_json()
+    entry["description"] = device.description if device is not None else ""
+    lut = run_dir / f"{name}.parquet"
+    entry["lut"] = lut.name if lut.is_file() else None
+    entry["drift"] = None
+    entry["reference_latency_ms"] = None
+    if lut.is_file() and o.status in ("ok", "partial"):
+        prev = previous_good(out, name, date)
+        try:
+            entry["drift"] = _drift(prev, lut, run_dir / "plots" / f"{name}-drift.png", drift_threshold_pct)
+        except ChamlabError as exc:
+            entry["notes"].append(f"drift not computed: {exc.message}")
+        except OSError as exc:  # the plot did not fit
+            entry["notes"].append(f"drift not computed: {_os_error(exc)}")
+        if device is not None:
+            _reference_drift(entry, device, sp, networks, lut, prev)
+    return entry
+
+
+def _publish(report: FarmReport, space: str, now: dt.datetime, today: dt.date, keep_days: int) -> None:
+    """Write the night's reports, point ``latest`` at the newest night, prune nights older than
+    ``keep_days`` and rewrite the index; what cannot be written goes to ``report.write_errors``."""
+    out = report.out
+    write_reports(report, space, now)
+    newest = _newest_night(out, report.date)
+    try:
+        _point_latest(out, newest)
+    except OSError as exc:
+        report.write_errors.append(f"cannot point {out / LATEST} at {newest}: {_os_error(exc)}")
+    report.removed = _prune(out, today, keep_days)
+    try:
+        write_index(out, now=now)
+    except (ChamlabError, OSError) as exc:
+        report.write_errors.append(
+            exc.message if isinstance(exc, ChamlabError) else f"cannot write the index: {_os_error(exc)}"
+        )
 
 
 def _os_error(exc: OSError) -> str:
