@@ -79,7 +79,8 @@ def calibrate(
         typer.Option(
             "--n",
             min=3,
-            help="whole networks to measure (spread over the space; default 10, or as many as --arch names)",
+            help="whole networks to measure (spread over the space; default 10, or as many as --arch names); "
+            "with fewer than 5 the fit frees one coefficient fewer than networks (docs/measurement.md)",
             show_default=False,
         ),
     ] = None,
