@@ -23,16 +23,12 @@ leave-one-out refits).
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench._common import RESULTS, write_result
-from bench.calibration_repeats import point
+from bench.calibration_repeats import point, run_over_sizes
 from chamlab.chamnet.predictors import calibration as model
 from chamlab.chamnet.search.constrained import MARGIN_K, loo_spread_pct
 
@@ -124,31 +120,17 @@ def render(r: dict[str, Any], env: str) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=200)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[3, 4, 5, 6, 10])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--source", type=Path, default=RESULTS / "latency_fidelity.json")
-    args = ap.parse_args()
-    src = json.loads(args.source.read_text())
-    runs = []
-    for run in src["runs"]:
-        pairs = [p for p in run["pairs"] if p.get("measured_ms")]
-        sizes = {str(n): draws(pairs, n, args.draws, args.seed) for n in args.sizes if n < len(pairs)}
-        runs.append({"space": run["space"], "threads": run["threads"], "n": len(pairs), "sizes": sizes})
-        for n, by in sizes.items():
-            x2 = by["one x2"]
-            print(
-                f"{run['space']} {run['threads']}t n={n}: one x2 spread p95 "
-                + ", ".join(f"{k} {v['spread_p95_pct']:.1f}%" for k, v in x2.items()),
-                flush=True,
-            )
-    payload = {
-        "args": {"draws": args.draws, "sizes": args.sizes, "seed": args.seed},
-        "source_when": src["environment"]["when"],
-        "runs": runs,
-    }
-    print(write_result("calibration_few", payload))
+    run_over_sizes(
+        "calibration_few",
+        __doc__ or "",
+        draws,
+        lambda by: (
+            "one x2 spread p95 "
+            + ", ".join(f"{k} {v['spread_p95_pct']:.1f}%" for k, v in by["one x2"].items())
+        ),
+        default_draws=200,
+        default_sizes=[3, 4, 5, 6, 10],
+    )
 
 
 if __name__ == "__main__":

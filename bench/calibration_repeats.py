@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,21 @@ def render(r: dict[str, Any], env: str) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=300)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 10])
+def run_over_sizes(
+    name: str,
+    doc: str,
+    draws_of: Callable[[list[dict[str, Any]], int, int, int], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    *,
+    default_draws: int,
+    default_sizes: list[int],
+) -> None:
+    """The command line of a benchmark over random sets of the fidelity run's held-apart networks:
+    per (space, threads) run and size ``n``, ``draws_of(pairs, n, draws, seed)``; prints
+    ``describe`` of each size's result and writes them all as the result ``name``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--draws", type=int, default=default_draws)
+    ap.add_argument("--sizes", type=int, nargs="+", default=default_sizes)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--source", type=Path, default=RESULTS / "latency_fidelity.json")
     args = ap.parse_args()
@@ -104,23 +116,30 @@ def main() -> None:
     runs = []
     for run in src["runs"]:
         pairs = [p for p in run["pairs"] if p.get("measured_ms")]
-        sizes = {str(n): draws(pairs, n, args.draws, args.seed) for n in args.sizes if n < len(pairs)}
+        sizes = {str(n): draws_of(pairs, n, args.draws, args.seed) for n in args.sizes if n < len(pairs)}
         runs.append({"space": run["space"], "threads": run["threads"], "n": len(pairs), "sizes": sizes})
         for n, by in sizes.items():
-            print(
-                f"{run['space']} {run['threads']}t n={n}: "
-                + ", ".join(
-                    f"{k} spread {v['spread_median_pct']:.1f}% (p95 {v['spread_p95_pct']:.1f}%)"
-                    for k, v in by.items()
-                ),
-                flush=True,
-            )
+            print(f"{run['space']} {run['threads']}t n={n}: {describe(by)}", flush=True)
     payload = {
         "args": {"draws": args.draws, "sizes": args.sizes, "seed": args.seed},
         "source_when": src["environment"]["when"],
         "runs": runs,
     }
-    print(write_result("calibration_repeats", payload))
+    print(write_result(name, payload))
+
+
+def main() -> None:
+    run_over_sizes(
+        "calibration_repeats",
+        __doc__ or "",
+        draws,
+        lambda by: ", ".join(
+            f"{k} spread {v['spread_median_pct']:.1f}% (p95 {v['spread_p95_pct']:.1f}%)"
+            for k, v in by.items()
+        ),
+        default_draws=300,
+        default_sizes=[3, 5, 10],
+    )
 
 
 if __name__ == "__main__":
