@@ -238,7 +238,8 @@ def free_coefficients(features: Sequence[str], n_points: int) -> tuple[str, ...]
     to the third: with one of three networks measured 2x slow, the stored spread left ``adapt`` no
     latency budget in 69.5-73.5 % of random sets of the fidelity run's networks with all four
     coefficients free, 3.5-30 % with this rule (``python -m bench.calibration_few``,
-    docs/benchmarks.md). From five networks on, all four are free and the rule changes nothing."""
+    docs/benchmarks.md). A fit on five or more networks frees all four, so the fit itself is unchanged
+    from five on, and its leave-one-out spread (fits on one network fewer) from six on."""
     order = (*features, "intercept_ms")
     return order[: max(1, min(len(order), n_points - 1))]
 

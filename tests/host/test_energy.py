@@ -79,8 +79,8 @@ def test_energy_is_summed_corrected_and_calibrated_beside_latency(tmp_path: Path
     assert rec["quantity"] == "energy" and "measured_mj" in rec["networks"][0]
     assert rec["features"] == ["lut_sum_mj", "n_ops", "lut_sum_mj_x_weight_mib"]
     assert rec["model"] == "huber-ridge-relative-v2"
-    # left out, the cheapest and the costliest network are extrapolations of four-coefficient fits
-    # on the others (the cheapest's was 17 %); those inside are recovered
+    # left out, the cheapest and the costliest network are extrapolations of fits on the other four
+    # (three coefficients each; the cheapest's error is 8 %); those inside are recovered
     inside = interior_loo_errors(rec["networks"])
     assert len(inside) == 3 and max(abs(e) for e in inside) < 2.0, rec["networks"]
     api.calibration.store(path, rec)
