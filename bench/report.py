@@ -509,6 +509,22 @@ def toolchain_start(r: dict) -> list[str]:
     ]
     for name, v in ex.items():
         out.append(f"| {name} | {v['median_wall_s']:.1f} | {v['median_worker_cpu_s']:.1f} |")
+    workers = r.get("three_workers")  # added 2026-12-08; earlier results lack it
+    if workers:
+        out += [
+            "",
+            "Three workers started at once, each needing the toolchain (as `adapt --oracle train "
+            "--workers 2` starts two training workers and an export worker), in a fresh interpreter that "
+            "joins them: "
+            "spawned, as chamlab starts its workers, against forked from a fork server that imported the "
+            "toolchain once (not what chamlab does; a lead in docs/development.md). Wall seconds only.",
+            "",
+            "| three workers | median wall s | runs |",
+            "|---|---|---|",
+        ]
+        for kind, w in workers.items():
+            runs = ", ".join(f"{t:.1f}" for t in w["times_s"])
+            out.append(f"| {kind} | {w['median_wall_s']:.1f} | {runs} |")
     return out
 
 

@@ -14,6 +14,12 @@ toolchain before it lowers anything. Three measurements, each the median of ``--
    their int8 sibling: each in its own worker (``export_program`` outside a block) against one shared
    worker (inside :func:`chamlab.operators.export.export_worker`): wall seconds and the workers' CPU
    seconds, interleaved, and the programs' bytes compared.
+4. Three workers started at once that each need the toolchain (as ``adapt --oracle train --workers 2``
+   starts two training workers and an export worker): spawned, as ``chamlab.core.procs.process_pool``
+   starts them today, against forked from a ``forkserver`` that imported the toolchain once
+   (``set_forkserver_preload``): wall seconds of a fresh interpreter that starts and joins them,
+   interleaved. Wall only: the fork server is not waited for, so its CPU is not in ``RUSAGE_CHILDREN``.
+   Not what chamlab does: the measurement behind a lead in docs/development.md.
 
 Writes ``bench/results/toolchain_start.json``.
 """
@@ -74,6 +80,29 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+#: a fresh interpreter that starts three workers of one multiprocessing context (argv[1]), each
+#: importing the toolchain, and joins them; ``forkserver`` preloads the toolchain in the fork server
+THREE_WORKERS = """
+import importlib, multiprocessing as mp, sys
+mods = ["executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner"]
+ctx = mp.get_context(sys.argv[1])
+if sys.argv[1] == "forkserver":
+    ctx.set_forkserver_preload(mods)
+ps = [ctx.Process(target=importlib.import_module, args=(mods[1],)) for _ in range(3)]
+for p in ps:
+    p.start()
+for p in ps:
+    p.join()
+sys.exit(max(p.exitcode or 0 for p in ps))
+"""
+
+
+def _three_workers(kind: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", THREE_WORKERS, kind], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def _three_exports(shared: bool, folder: Path) -> dict[str, Any]:
     from chamlab.chamnet.spaces import SPACES
     from chamlab.host.measurement.networks import network_item
@@ -117,11 +146,19 @@ def main() -> None:
         wall, cpu = exports[name]["median_wall_s"], exports[name]["median_worker_cpu_s"]
         print(f"{wall:6.1f} s wall, {cpu:6.1f} s worker CPU  three exports, {name}", flush=True)
     digests = {tuple(r["digests"]) for rs in runs.values() for r in rs}
+    starts: dict[str, list[float]] = {"spawn": [], "forkserver": []}
+    for _ in range(args.repeats):
+        for kind, times in starts.items():
+            times.append(_three_workers(kind))
+    workers = {kind: {"median_wall_s": statistics.median(t), "times_s": t} for kind, t in starts.items()}
+    for kind, w in workers.items():
+        print(f"{w['median_wall_s']:6.1f} s wall  three workers importing the toolchain, {kind}", flush=True)
     result = {
         "repeats": args.repeats,
         "import": {"code": IMPORT, "median_s": statistics.median(imports), "times_s": imports},
         "edge_yaml": yaml,
         "exports": exports,
+        "three_workers": workers,
         "same_programs": len(digests) == 1,
     }
     path = write_result("toolchain_start", result, args.out)

@@ -30,7 +30,7 @@ single-threaded; :func:`export_workers` starts one per :data:`OPS_PER_WORKER` op
 imports the toolchain): the host process never imports the toolchain, whose import-time warnings go
 to ``<cache>/artifacts/export.log`` instead of the user's terminal. A failed item is reported as
 data and the others carry on. Importing the toolchain costs a worker several seconds of CPU
-(``import executorch.exir``: 6 to 8 s in two runs here, ``bench/toolchain_start.py``), so the
+(``import executorch.exir``: 6 to 11 s in three runs here, ``bench/toolchain_start.py``), so the
 programs that one workflow exports one after another (``adapt``'s winner, its final weights, their
 int8 sibling) share one worker: :func:`export_worker` around the workflow.
 """
@@ -261,7 +261,7 @@ def lower(
     return time.perf_counter() - start
 
 
-#: a worker process pays 6 to 8 s of CPU to import the toolchain (``bench/toolchain_start.py``), as long
+#: a worker process pays 6 to 11 s of CPU to import the toolchain (``bench/toolchain_start.py``), as long
 #: as lowering about that many ops: another worker is started only for this many ops to lower each
 OPS_PER_WORKER = 8
 
