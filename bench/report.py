@@ -515,9 +515,9 @@ def toolchain_start(r: dict) -> list[str]:
             "",
             "Three workers started at once, each needing the toolchain (as `adapt --oracle train "
             "--workers 2` starts two training workers and an export worker), in a fresh interpreter that "
-            "joins them: "
-            "spawned, as chamlab starts its workers, against forked from a fork server that imported the "
-            "toolchain once (not what chamlab does; a lead in docs/development.md). Wall seconds only.",
+            "joins them: spawned, as chamlab starts its workers, against forked from a fork server that "
+            "imported the toolchain once (not what chamlab does; a lead in docs/development.md). Wall "
+            "seconds only.",
             "",
             "| three workers | median wall s | runs |",
             "|---|---|---|",

@@ -93,7 +93,7 @@ for p in ps:
     p.start()
 for p in ps:
     p.join()
-sys.exit(max(p.exitcode or 0 for p in ps))
+sys.exit(0 if all(p.exitcode == 0 for p in ps) else 1)  # a killed worker (exitcode < 0) fails
 """
 
 
